@@ -1,0 +1,10 @@
+"""The ``twistd sipsock`` entry point."""
+
+from twisted.application.service import ServiceMaker
+
+sipsock = ServiceMaker(
+    "sipsock",
+    "sipsock.tap",
+    "SIP transport with listening sockets provisioned in an SQL table.",
+    "sipsock",
+)
