@@ -1,0 +1,207 @@
+"""The rules of a reload, without I/O: which rows become sockets, what changes.
+
+`screen_rows` turns table rows into socket definitions and rejections,
+`screen_conflicts` removes definitions that cannot coexist with the static
+sockets or with each other, and `plan_reload` diffs the running set against
+the wanted one. `ReloadReport` is what ``sockets_reload`` answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sipsock.sockdef import SocketDef, SocketDefError, parse_row, show_value
+
+
+class RowLike(Protocol):
+    """A row of the sockets table as a store returns it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def socket(self) -> Any: ...
+    @property
+    def advertised(self) -> Any: ...
+    @property
+    def tag(self) -> Any: ...
+    @property
+    def flags(self) -> Any: ...
+    @property
+    def tos(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row that does not become a socket, and why."""
+
+    row_id: int | None
+    socket: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.row_id, "socket": self.socket, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A socket that was wanted but could not be opened (bind error, ...)."""
+
+    socket: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"socket": self.socket, "reason": self.reason}
+
+
+@dataclass
+class ReloadReport:
+    """What one reload did, socket by socket."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": list(self.added),
+            "updated": list(self.updated),
+            "removed": list(self.removed),
+            "kept": list(self.kept),
+            "rejected": [r.as_dict() for r in self.rejected],
+            "failed": [f.as_dict() for f in self.failed],
+            "seconds": round(self.seconds, 6),
+        }
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.updated)} updated, "
+            f"{len(self.removed)} removed, {len(self.kept)} kept, "
+            f"{len(self.rejected)} rejected, {len(self.failed)} failed"
+        )
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """The difference between the running sockets and the wanted ones.
+
+    ``update`` pairs (old, new) definitions with the same endpoint (proto,
+    host, port, reuse_port): they change in place, keeping descriptor and slot.
+    ``retry`` are wanted definitions equal to a socket that failed to open.
+    ``add`` is in table order, so slots are handed out in that order.
+    """
+
+    keep: tuple[SocketDef, ...] = ()
+    update: tuple[tuple[SocketDef, SocketDef], ...] = ()
+    remove: tuple[SocketDef, ...] = ()
+    add: tuple[SocketDef, ...] = ()
+    retry: tuple[SocketDef, ...] = ()
+
+
+def row_text(value: object) -> str:
+    """The socket column for a report: text as written, or NULL."""
+    if isinstance(value, str):
+        return value.strip(" \t")[:128]
+    return "NULL" if value is None else show_value(value)
+
+
+def screen_rows(rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejection]]:
+    """Parse every row; a bad row becomes a rejection and never stops the others."""
+    defs: list[SocketDef] = []
+    rejections: list[Rejection] = []
+    for row in rows:
+        try:
+            defs.append(parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos))
+        except SocketDefError as error:
+            rejections.append(Rejection(row.id, row_text(row.socket), str(error)))
+    return defs, rejections
+
+
+def _bind_key(sdef: SocketDef) -> tuple[str, str, int]:
+    # UDP and the stream transports (all over TCP) have separate port spaces.
+    return ("udp" if sdef.proto == "udp" else "tcp", sdef.host, sdef.port)
+
+
+def screen_conflicts(
+    defs: Sequence[SocketDef], static: Sequence[SocketDef]
+) -> tuple[list[SocketDef], list[Rejection]]:
+    """Drop what cannot be bound beside the static sockets or an earlier row.
+
+    Identical definitions collapse into the first (OpenSIPS's rule); a row on
+    the address of a static socket, or on the address of an earlier different
+    row, is rejected with the reason.
+    """
+    static_keys = {_bind_key(s): s for s in static}
+    seen: dict[SocketDef, SocketDef] = {}
+    taken: dict[tuple[str, str, int], SocketDef] = {}
+    kept: list[SocketDef] = []
+    rejections: list[Rejection] = []
+    for sdef in defs:
+        where = f"row {sdef.row_id}: " if sdef.row_id is not None else ""
+        if sdef in seen:
+            continue
+        key = _bind_key(sdef)
+        if key in static_keys:
+            rejections.append(
+                Rejection(
+                    sdef.row_id,
+                    sdef.text,
+                    f"{where}socket {sdef.socket_text} is on the address of the static "
+                    f"socket {static_keys[key].socket_text}",
+                )
+            )
+            continue
+        if key in taken and not (sdef.reuse_port and taken[key].reuse_port):
+            other = taken[key]
+            rejections.append(
+                Rejection(
+                    sdef.row_id,
+                    sdef.text,
+                    f"{where}socket {sdef.socket_text} uses the same address as row "
+                    f"{other.row_id} ({other.text}); set both apart or merge them",
+                )
+            )
+            continue
+        seen[sdef] = sdef
+        taken[key] = sdef
+        kept.append(sdef)
+    return kept, rejections
+
+
+def plan_reload(running: Mapping[SocketDef, bool], wanted: Sequence[SocketDef]) -> ReloadPlan:
+    """Diff running sockets (definition -> is it open) against the wanted ones."""
+    wanted_set = set(wanted)
+    keep = [s for s in wanted if running.get(s) is True]
+    retry = [s for s in wanted if running.get(s) is False]
+    gone = [s for s in running if s not in wanted_set]
+    # A gone socket that is open and shares its endpoint with a new definition
+    # is updated in place instead of closed and opened again.
+    gone_by_endpoint = {s.endpoint: s for s in gone if running[s]}
+    update: list[tuple[SocketDef, SocketDef]] = []
+    add: list[SocketDef] = []
+    for sdef in wanted:
+        if sdef in running:
+            continue
+        old = gone_by_endpoint.pop(sdef.endpoint, None)
+        if old is not None:
+            update.append((old, sdef))
+        else:
+            add.append(sdef)
+    updated_old = {old for old, _ in update}
+    remove = [s for s in gone if s not in updated_old]
+    return ReloadPlan(
+        keep=tuple(keep),
+        update=tuple(update),
+        remove=tuple(remove),
+        add=tuple(add),
+        retry=tuple(retry),
+    )
