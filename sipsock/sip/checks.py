@@ -1,0 +1,186 @@
+"""RFC 3261 well-formedness checks run on demand (``Message.validate``).
+
+Parsing stays lazy and fast; these rules run only when a caller asks whether
+a message may be processed.  Each failure is a :class:`SipParseError` whose
+``status`` is the answer RFC 4475 recommends for a request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Final
+
+from sipsock.sip.errors import SipParseError
+from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, is_token, split_values
+from sipsock.sip.via import parse_via
+
+if TYPE_CHECKING:
+    from sipsock.sip.message import Message
+
+MAX_CSEQ: Final = 2**32 - 1
+
+#: Methods of RFC 3261 and its common extensions; another method in a request
+#: whose CSeq does not match is answered 501, not 400 (RFC 4475 3.1.2.18).
+KNOWN_METHODS: Final = frozenset(
+    {
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "INVITE",
+        "MESSAGE",
+        "NOTIFY",
+        "OPTIONS",
+        "PRACK",
+        "PUBLISH",
+        "REFER",
+        "REGISTER",
+        "SUBSCRIBE",
+        "UPDATE",
+    }
+)
+
+#: Request-URI schemes sipsock can route; any other is answered 416.
+SUPPORTED_URI_SCHEMES: Final = frozenset({"sip", "sips", "tel"})
+
+_SINGLE_HEADERS: Final = (
+    "call-id",
+    "content-length",
+    "content-type",
+    "cseq",
+    "from",
+    "max-forwards",
+    "to",
+)
+_REQUIRED_HEADERS: Final = ("via", "from", "to", "call-id", "cseq")
+_ADDRESS_LIST_HEADERS: Final = frozenset({"contact", "route", "record-route"})
+
+_match_scheme = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):").match
+_match_version = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I).fullmatch
+_has_space = re.compile(r"\s").search
+_match_params = re.compile(
+    rf"(?:\s*;\s*[{TOKEN_CHARS}]+(?:\s*=\s*(?:\"(?:[^\"\\]|\\.)*\"|[{TOKEN_CHARS}:\[\]]+))?)*\s*",
+    re.S,
+).fullmatch
+
+
+def parse_cseq(value: str | None) -> tuple[int, str]:
+    """Parse a CSeq value into ``(number, method)``; the number must fit 32 bits."""
+    if value is None:
+        raise SipParseError("no CSeq header", status=400)
+    parts = value.split()
+    if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or not is_token(parts[1]):
+        raise SipParseError(f"malformed CSeq {value!r}", status=400)
+    number = int(parts[0])
+    if number > MAX_CSEQ:
+        raise SipParseError(f"CSeq number {parts[0]} above 2**32-1", status=400)
+    return number, parts[1]
+
+
+def check_request(message: Message, method: str, uri: str, version: str) -> None:
+    """Check a request's start line and headers."""
+    if version.upper() != "SIP/2.0":
+        if _match_version(version):
+            raise SipParseError(f"unsupported SIP version {version!r}", status=505)
+        raise SipParseError(f"malformed SIP version {version!r}", status=400)
+    check_request_uri(uri)
+    check_headers(message)
+    _, cseq_method = parse_cseq(message.get("cseq"))
+    if cseq_method != method:
+        status = 400 if method in KNOWN_METHODS else 501
+        raise SipParseError(
+            f"CSeq method {cseq_method!r} does not match method {method!r}", status=status
+        )
+
+
+def check_request_uri(uri: str) -> None:
+    """Reject whitespace, ``<>``, an invalid scheme, URI headers; 416 for other schemes."""
+    if _has_space(uri) or uri.startswith("<"):
+        raise SipParseError(f"malformed Request-URI {uri!r}", status=400)
+    scheme = _match_scheme(uri)
+    if scheme is None:
+        raise SipParseError(f"Request-URI without a scheme {uri!r}", status=400)
+    name = scheme.group(1).lower()
+    if name in ("sip", "sips") and "?" in uri.rpartition("@")[2]:
+        raise SipParseError(f"header fields in Request-URI {uri!r}", status=400)
+    if name not in SUPPORTED_URI_SCHEMES:
+        raise SipParseError(f"unsupported URI scheme {name!r}", status=416)
+
+
+def check_headers(message: Message) -> None:
+    """Check header names, required and single headers, Via, CSeq and addresses."""
+    counts: dict[str, int] = {}
+    for field, _ in message.headers:
+        if not is_token(field):
+            raise SipParseError(f"malformed header name {field!r}", status=400)
+        key = canonical_name(field)
+        counts[key] = counts.get(key, 0) + 1
+    for key in _SINGLE_HEADERS:
+        if counts.get(key, 0) > 1:
+            raise SipParseError(f"more than one {key} header", status=400)
+    for key in _REQUIRED_HEADERS:
+        if key not in counts:
+            raise SipParseError(f"no {key} header", status=400)
+    for value in message.get_all("via"):
+        parse_via(value)
+    parse_cseq(message.get("cseq"))
+    if not message.call_id.strip():
+        raise SipParseError("empty Call-ID", status=400)
+    max_forwards = message.get("max-forwards")
+    if max_forwards is not None and not (max_forwards.isascii() and max_forwards.isdigit()):
+        raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
+    for key in ("from", "to"):
+        check_address(message.get(key) or "")
+    for field, value in message.headers:
+        if canonical_name(field) in _ADDRESS_LIST_HEADERS:
+            for item in split_values(value):
+                if item != "*":
+                    check_address(item)
+
+
+def check_address(value: str) -> None:
+    """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route)."""
+    text = value.strip()
+    if not text:
+        raise SipParseError("empty address", status=400)
+    if text.startswith('"'):
+        end = _quoted_end(text)
+        rest = text[end:].lstrip()
+        if not rest.startswith("<"):
+            raise SipParseError(f"quoted display name without <URI> in {value!r}", status=400)
+        angle = end + text[end:].index("<")
+    else:
+        angle = text.find("<")
+    if angle >= 0:
+        display = text[:angle].strip()
+        if not text.startswith('"') and display and not all(map(is_token, display.split())):
+            raise SipParseError(f"display name must be quoted in {value!r}", status=400)
+        close = text.find(">", angle)
+        if close < 0:
+            raise SipParseError(f"unclosed <URI> in {value!r}", status=400)
+        uri, params = text[angle + 1 : close], text[close + 1 :]
+        if _has_space(uri):
+            raise SipParseError(f"whitespace inside <URI> in {value!r}", status=400)
+    else:
+        uri, semicolon, params = text.partition(";")
+        uri, params = uri.rstrip(), semicolon + params
+        if _has_space(uri) or "?" in uri.rpartition("@")[2] or "," in uri:
+            raise SipParseError(f"URI with ? , or spaces must be in <> in {value!r}", status=400)
+    if _match_scheme(uri) is None:
+        raise SipParseError(f"URI without a scheme in {value!r}", status=400)
+    if not _match_params(params):
+        raise SipParseError(f"malformed parameters in {value!r}", status=400)
+
+
+def _quoted_end(text: str) -> int:
+    """Index just past the quoted string that starts ``text``."""
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == '"':
+            return index + 1
+        index += 1
+    raise SipParseError(f"unterminated quoted string in {text!r}", status=400)

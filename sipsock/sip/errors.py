@@ -1,0 +1,31 @@
+"""The one exception type of the SIP domain, and its framing subclass."""
+
+from __future__ import annotations
+
+
+class SipParseError(Exception):
+    """Bytes or a header value that are not valid SIP.
+
+    ``reason`` says what is wrong, for a human; ``str(error) == reason``.
+    ``status`` is the response code RFC 3261 / RFC 4475 ask for when the
+    offending message is a request that can still be answered (400, 416,
+    501, 505), else ``None`` (drop it silently).
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class SipFramingError(SipParseError):
+    """A byte stream that cannot be split into messages any more.
+
+    Raised by :class:`~sipsock.sip.framer.StreamFramer` when a header section
+    or a message exceeds its limit, when Content-Length is missing, negative,
+    not a number or given twice with different values, or when the stream does
+    not start with a SIP start line.  Framing is lost: close the connection.
+    """

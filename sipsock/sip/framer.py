@@ -1,0 +1,89 @@
+"""``StreamFramer``: cut a TCP/TLS byte stream into SIP messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from sipsock.sip.errors import SipFramingError
+from sipsock.sip.parser import find_header_end
+
+#: RFC 5626 keep-alive ping; the caller answers it with a single CRLF (pong).
+KEEPALIVE_PING: Final = b"\r\n\r\n"
+
+_content_lengths = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M).findall
+
+
+class StreamFramer:
+    """Split a byte stream into complete messages by Content-Length.
+
+    Feed it every read; it returns the complete messages (``bytes``, ready for
+    ``parse(..., datagram=False)``) and keeps the rest for the next read.  A
+    CRLFCRLF keep-alive ping between messages comes out as
+    :data:`KEEPALIVE_PING`; a lone CRLF (a pong) is dropped.  Limits and
+    unframeable input raise :class:`SipFramingError`: close the connection.
+    """
+
+    def __init__(self, max_message_size: int = 65535, max_header_size: int = 16384) -> None:
+        self.max_message_size = max_message_size
+        self.max_header_size = max_header_size
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet returned as a message."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data`` and return every message it completes, in order."""
+        buffer = self._buffer
+        buffer += data
+        messages: list[bytes] = []
+        position = 0
+        size = len(buffer)
+        while position < size:
+            if buffer[position] in b"\r\n":
+                if buffer.startswith(KEEPALIVE_PING, position):
+                    messages.append(KEEPALIVE_PING)
+                    position += 4
+                    continue
+                if buffer.startswith(b"\r\n", position):
+                    if size - position < 4 and KEEPALIVE_PING.startswith(buffer[position:]):
+                        break
+                    position += 2
+                    continue
+                if buffer[position] == 0x0D and size - position == 1:
+                    break
+                position += 1
+                continue
+            end, body_start = find_header_end(buffer, position)
+            if end < 0:
+                if size - position > self.max_header_size:
+                    raise SipFramingError(f"header section above {self.max_header_size} bytes")
+                break
+            if body_start - position > self.max_header_size:
+                raise SipFramingError(f"header section above {self.max_header_size} bytes")
+            header = bytes(buffer[position:end])
+            if b"SIP/" not in header.split(b"\n", 1)[0]:
+                raise SipFramingError("stream does not start with a SIP start line")
+            total = body_start - position + self._content_length(header)
+            if total > self.max_message_size:
+                raise SipFramingError(f"message of {total} bytes above {self.max_message_size}")
+            if size - position < total:
+                break
+            messages.append(bytes(buffer[position : position + total]))
+            position += total
+        del buffer[:position]
+        return messages
+
+    @staticmethod
+    def _content_length(header: bytes) -> int:
+        values = set(_content_lengths(header))
+        if not values:
+            raise SipFramingError("no Content-Length on a stream transport", status=400)
+        if len(values) > 1:
+            raise SipFramingError("conflicting Content-Length headers", status=400)
+        value = values.pop().strip()
+        if not value.isdigit():
+            raise SipFramingError(f"malformed Content-Length {value[:20]!r}", status=400)
+        return int(value)

@@ -1,0 +1,119 @@
+"""Small pieces of RFC 3261 grammar shared by the parser and the checks."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+TOKEN_CHARS: Final = r"A-Za-z0-9\-.!%*_+`'~"
+is_token = re.compile(f"[{TOKEN_CHARS}]+").fullmatch
+
+#: Compact header forms (RFC 3261 7.3.3 and extensions), lower case.
+COMPACT_FORMS: Final[dict[str, str]] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "x": "session-expires",
+    "y": "identity",
+    "a": "accept-contact",
+}
+
+#: Headers whose value may hold commas that do not separate values.
+UNSPLIT_HEADERS: Final = frozenset(
+    {
+        "authorization",
+        "authentication-info",
+        "call-id",
+        "content-length",
+        "cseq",
+        "date",
+        "from",
+        "max-forwards",
+        "organization",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "retry-after",
+        "server",
+        "subject",
+        "timestamp",
+        "to",
+        "user-agent",
+        "www-authenticate",
+    }
+)
+
+#: Standard reason phrases for the responses this package asks for.
+REASON_PHRASES: Final[dict[int, str]] = {
+    100: "Trying",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    408: "Request Timeout",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    483: "Too Many Hops",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "Version Not Supported",
+}
+
+#: Memo of header spellings seen to their canonical names (bounded).
+KNOWN_NAMES: dict[str, str] = {}
+_CACHE_LIMIT: Final = 4096
+
+
+def canonical_name(name: str) -> str:
+    """Return the lower-case long form of a header name (``"v"`` -> ``"via"``)."""
+    key = KNOWN_NAMES.get(name)
+    if key is None:
+        key = name.lower()
+        key = COMPACT_FORMS.get(key, key)
+        if len(KNOWN_NAMES) < _CACHE_LIMIT:
+            KNOWN_NAMES[name] = key
+    return key
+
+
+def split_values(value: str) -> list[str]:
+    """Split a header value on commas outside quotes and angle brackets.
+
+    Values are stripped of surrounding whitespace; empty values are kept (a
+    caller that validates can see them).
+    """
+    if "," not in value:
+        return [value.strip()]
+    values: list[str] = []
+    start = 0
+    in_quotes = False
+    in_angle = False
+    escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                in_quotes = False
+        elif char == '"':
+            in_quotes = True
+        elif char == "<":
+            in_angle = True
+        elif char == ">":
+            in_angle = False
+        elif char == "," and not in_angle:
+            values.append(value[start:index].strip())
+            start = index + 1
+    values.append(value[start:].strip())
+    return values

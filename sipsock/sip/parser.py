@@ -1,0 +1,135 @@
+"""``parse``: bytes to :class:`Request` or :class:`Response`, lazily."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sipsock.sip.errors import SipParseError
+from sipsock.sip.grammar import is_token
+from sipsock.sip.message import Request, Response
+
+DEFAULT_MAX_SIZE: Final = 65535
+
+
+def find_header_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
+    """Locate the empty line ending a header section.
+
+    Return ``(end, body_start)`` where ``end`` is the index of the line end of
+    the last header line, or ``(-1, -1)`` when there is no empty line yet.
+    CRLF and bare LF line ends are both accepted.
+    """
+    crlf = data.find(b"\n\r\n", start)
+    limit = crlf + 1 if crlf >= 0 else len(data)
+    lf = data.find(b"\n\n", start, limit)
+    if lf >= 0:
+        return lf, lf + 2
+    if crlf >= 0:
+        return crlf, crlf + 3
+    return -1, -1
+
+
+def parse(
+    data: bytes, *, datagram: bool = True, max_size: int = DEFAULT_MAX_SIZE
+) -> Request | Response:
+    """Parse one SIP message.
+
+    ``datagram=True`` (UDP): a missing Content-Length means the rest of the
+    datagram is the body, bytes after the declared body are discarded.
+    ``datagram=False`` (a message cut by :class:`StreamFramer`): Content-Length
+    is mandatory.  Raise :class:`SipParseError` when the bytes are not a SIP
+    message; ``error.status`` is 400 when the header section was readable
+    enough that a request could be answered.
+    """
+    if len(data) > max_size:
+        raise SipParseError(f"message of {len(data)} bytes above the limit of {max_size}")
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
+    end, body_start = find_header_end(data)
+    if end < 0:
+        raise SipParseError("header section does not end with an empty line")
+    text = data[:end].decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n")
+    if len(lines) - 1 != text.count("\n"):
+        lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    elif text.endswith("\r"):
+        lines[-1] = lines[-1][:-1]
+    message = _parse_start_line(lines[0])
+    if "\n " in text or "\n\t" in text:
+        lines = _unfold(lines)
+    parts = [line.partition(":") for line in lines[1:]]
+    if not all(colon and name for name, colon, _ in parts):
+        raise SipParseError("header line without a colon or without a name")
+    headers = message.headers = [
+        (name.rstrip(" \t"), value.strip(" \t")) for name, _, value in parts
+    ]
+    lengths = [
+        value for name, value in headers if name[:1] in "cClL" and name.lower() in _LENGTH_NAMES
+    ]
+    message.body = _body(data, body_start, lengths, datagram)
+    return message
+
+
+_LENGTH_NAMES: Final = ("content-length", "l")
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """Join continuation lines (starting with SP or HT) to the line before."""
+    unfolded = [lines[0]]
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            extra = line.strip(" \t")
+            if not extra:
+                continue
+            if len(unfolded) == 1:
+                raise SipParseError("continuation line before the first header")
+            previous = unfolded[-1].rstrip(" \t")
+            unfolded[-1] = f"{previous} {extra}" if not previous.endswith(":") else previous + extra
+        else:
+            unfolded.append(line)
+    return unfolded
+
+
+def _parse_start_line(line: str) -> Request | Response:
+    parts = line.split(" ")
+    if line.startswith("SIP/"):
+        if len(parts) < 3 or parts[0] != "SIP/2.0":
+            raise SipParseError(f"malformed status line {line[:60]!r}")
+        code = parts[1]
+        if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] not in "123456":
+            raise SipParseError(f"malformed status code {code[:20]!r}")
+        return Response(int(code), line[len(parts[0]) + len(code) + 2 :])
+    if len(parts) == 3 and parts[0] and parts[1] and parts[2]:
+        method, uri, version = parts
+        defect = None
+    else:
+        words = line.split()
+        if len(words) < 3:
+            raise SipParseError(f"malformed request line {line[:60]!r}")
+        method, uri, version = words[0], " ".join(words[1:-1]), words[-1]
+        defect = SipParseError(f"extra whitespace in request line {line[:60]!r}", status=400)
+    if not is_token(method) or not version.upper().startswith("SIP/"):
+        raise SipParseError(f"malformed request line {line[:60]!r}")
+    request = Request(method, uri, version=version)
+    request._defect = defect
+    return request
+
+
+def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:
+    """The body: ``lengths`` are the Content-Length values (all spellings)."""
+    if not lengths:
+        if datagram:
+            return data[start:]
+        raise SipParseError("no Content-Length on a stream transport", status=400)
+    values = set(lengths)
+    if len(values) != 1:
+        raise SipParseError("conflicting Content-Length headers", status=400)
+    value = values.pop()
+    if not (value.isascii() and value.isdigit()):
+        raise SipParseError(f"malformed Content-Length {value[:20]!r}", status=400)
+    length = int(value)
+    available = len(data) - start
+    if length > available:
+        raise SipParseError(
+            f"Content-Length {length} larger than the {available} bytes received", status=400
+        )
+    return data[start : start + length]

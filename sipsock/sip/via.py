@@ -1,0 +1,229 @@
+"""Via header values: parse, build, branch ids and RFC 3261 18.2.1 / RFC 3581."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import secrets
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+from sipsock.sip.errors import SipParseError
+from sipsock.sip.grammar import TOKEN_CHARS
+
+if TYPE_CHECKING:
+    from sipsock.sip.message import Request
+
+#: RFC 3261 8.1.1.7 magic cookie that starts every RFC 3261 branch.
+MAGIC_COOKIE: Final = "z9hG4bK"
+
+_T = f"[{TOKEN_CHARS}]+"
+_match_sent_by = re.compile(
+    rf"\s*({_T})\s*/\s*({_T})\s*/\s*({_T})\s+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)"
+    r"(?:\s*:\s*([0-9]{1,5}))?\s*"
+).match
+_PARAM = rf"\s*;\s*({_T})(?:\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[{TOKEN_CHARS}:\[\]]+))?\s*"
+_match_params = re.compile(f"(?:{_PARAM})*", re.S).fullmatch
+_find_params = re.compile(_PARAM, re.S).findall
+
+
+class Via(NamedTuple):
+    """One parsed Via value (RFC 3261 20.42).
+
+    ``host`` is the sent-by host without IPv6 brackets; ``port`` is ``None``
+    when the sent-by has none.  ``params`` keeps every parameter in order with
+    its original spelling; a parameter without ``=`` has the value ``None``.
+    ``str(via)`` gives the header value back.
+    """
+
+    protocol: str
+    transport: str
+    host: str
+    port: int | None = None
+    params: tuple[tuple[str, str | None], ...] = ()
+
+    def param(self, name: str) -> str | None:
+        """Value of parameter ``name`` (case-insensitive); ``""`` when it has none."""
+        name = name.lower()
+        for key, value in self.params:
+            if key.lower() == name:
+                return "" if value is None else value
+        return None
+
+    def has_param(self, name: str) -> bool:
+        """Whether parameter ``name`` is present, with or without a value."""
+        name = name.lower()
+        return any(key.lower() == name for key, _ in self.params)
+
+    @property
+    def branch(self) -> str | None:
+        """The ``branch`` parameter (transaction id), or ``None``."""
+        return self.param("branch")
+
+    @property
+    def received(self) -> str | None:
+        """The ``received`` parameter (source address seen by the next hop)."""
+        return self.param("received")
+
+    @property
+    def maddr(self) -> str | None:
+        """The ``maddr`` parameter."""
+        return self.param("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        """The ``ttl`` parameter as a number, or ``None`` when absent or invalid."""
+        value = self.param("ttl")
+        if value is None or not (value.isascii() and value.isdigit()) or int(value) > 255:
+            return None
+        return int(value)
+
+    @property
+    def rport(self) -> int | bool | None:
+        """RFC 3581 ``rport``: ``None`` absent, ``True`` asked for (no value), or the port."""
+        value = self.param("rport")
+        if value is None:
+            return None
+        if value == "":
+            return True
+        if value.isascii() and value.isdigit() and 0 < int(value) <= 65535:
+            return int(value)
+        return None
+
+    @property
+    def sent_by(self) -> str:
+        """``host[:port]`` as it appears in the header (IPv6 in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+    def with_param(self, name: str, value: str | None) -> Via:
+        """Return a copy with parameter ``name`` set (replaced in place, else appended)."""
+        lowered = name.lower()
+        params = list(self.params)
+        for index, (key, _) in enumerate(params):
+            if key.lower() == lowered:
+                params[index] = (key, value)
+                break
+        else:
+            params.append((name, value))
+        return Via(self.protocol, self.transport, self.host, self.port, tuple(params))
+
+    def __str__(self) -> str:
+        text = f"{self.protocol}/{self.transport} {self.sent_by}"
+        for key, value in self.params:
+            text += f";{key}" if value is None else f";{key}={value}"
+        return text
+
+
+def parse_via(value: str) -> Via:
+    """Parse one Via value (not a comma list); raise :class:`SipParseError`."""
+    match = _match_sent_by(value)
+    if match is None:
+        raise SipParseError(f"malformed Via value {value!r}", status=400)
+    name, version, transport, host, port_text = match.groups()
+    port: int | None = None
+    if port_text is not None:
+        port = int(port_text)
+        if not 0 < port <= 65535:
+            raise SipParseError(f"Via port out of range in {value!r}", status=400)
+    rest = value[match.end() :]
+    if not _match_params(rest):
+        raise SipParseError(f"malformed Via parameters in {value!r}", status=400)
+    params = [(key, val or None) for key, val in _find_params(rest)]
+    if host.startswith("["):
+        host = host[1:-1]
+    return Via(f"{name}/{version}", transport.upper(), host, port, tuple(params))
+
+
+def new_branch() -> str:
+    """A fresh, globally unique RFC 3261 branch (magic cookie + 64 random bits)."""
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def make_via(
+    transport: str, host: str, port: int, branch: str | None = None, *, rport: bool = False
+) -> str:
+    """Build a Via header value for a socket of ``transport`` (UDP/TCP/TLS/WS/WSS).
+
+    ``host`` and ``port`` are the socket's advertised address when it has one,
+    else its own.  ``branch`` defaults to a fresh magic-cookie branch;
+    ``rport=True`` asks the next hop for RFC 3581 symmetric response routing.
+    """
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    value = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch or new_branch()}"
+    return value + ";rport" if rport else value
+
+
+def stateless_branch(request: Request, salt: str = "") -> str:
+    """A branch that is the same for every retransmission of ``request`` (RFC 3261 16.11).
+
+    Derived from the top Via branch when it carries the magic cookie (so a
+    CANCEL or a non-2xx ACK gets the branch of its INVITE), else from the
+    RFC 2543 transaction key (Request-URI, tags, Call-ID, CSeq number, top Via).
+    ``salt`` (a per-proxy secret) keeps the result unguessable.
+    """
+    via = request.top_via
+    branch = via.branch or ""
+    if branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
+        parts = [salt, branch, via.sent_by]
+    else:
+        parts = [
+            salt,
+            request.uri,
+            _tag(request.get("to")),
+            _tag(request.get("from")),
+            request.call_id,
+            str(request.cseq[0]),
+            str(via),
+        ]
+    digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=12).hexdigest()
+    return MAGIC_COOKIE + digest
+
+
+def _tag(value: str | None) -> str:
+    if value is None:
+        return ""
+    match = re.search(r";\s*tag\s*=\s*([^;\s]+)", value, re.I)
+    return match.group(1) if match else ""
+
+
+def same_address(host: str, address: str) -> bool:
+    """Whether a sent-by host and a source IP address are the same address."""
+    if host.lower() == address.lower():
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")) == ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+
+
+def apply_received(request: Request, source_host: str, source_port: int) -> None:
+    """Stamp the top Via of a received request (RFC 3261 18.2.1, RFC 3581 4), in place.
+
+    Adds ``received=<source_host>`` when the sent-by host differs from the
+    source address, and always when the client sent an empty ``rport``, which
+    is then filled with ``source_port``.
+    """
+    via = request.top_via
+    stamped = via
+    if via.rport is True:
+        stamped = stamped.with_param("received", source_host.strip("[]"))
+        stamped = stamped.with_param("rport", str(source_port))
+    elif not same_address(via.host, source_host):
+        stamped = stamped.with_param("received", source_host.strip("[]"))
+    if stamped is not via:
+        request.replace_top_via(str(stamped))
+
+
+__all__ = [
+    "MAGIC_COOKIE",
+    "Via",
+    "apply_received",
+    "make_via",
+    "new_branch",
+    "parse_via",
+    "same_address",
+    "stateless_branch",
+]

@@ -1,0 +1,103 @@
+"""StreamFramer: messages out of a TCP/TLS byte stream."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipsock.sip import KEEPALIVE_PING, SipFramingError, SipParseError, StreamFramer, parse
+
+
+def message(body: bytes = b"", call_id: str = "1") -> bytes:
+    return (
+        f"OPTIONS sip:x SIP/2.0\r\nCall-ID: {call_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_one_read_with_many_messages_gives_them_in_order() -> None:
+    stream = message(b"a", "1") + message(b"bb", "2") + message(b"", "3")
+    out = StreamFramer().feed(stream)
+    assert out == [message(b"a", "1"), message(b"bb", "2"), message(b"", "3")]
+    assert [parse(m, datagram=False).call_id for m in out] == ["1", "2", "3"]
+
+
+def test_message_split_across_reads_is_returned_when_complete() -> None:
+    framer = StreamFramer()
+    data = message(b"hello body")
+    assert framer.feed(data[:10]) == []
+    assert framer.feed(data[10:-3]) == []
+    assert framer.feed(data[-3:]) == [data]
+    assert framer.pending == 0
+
+
+def test_keepalive_ping_is_reported_and_pong_ignored() -> None:
+    framer = StreamFramer()
+    assert framer.feed(b"\r\n\r\n") == [KEEPALIVE_PING]
+    assert framer.feed(b"\r\n" + message()) == [message()]
+    assert KEEPALIVE_PING == b"\r\n\r\n"
+
+
+def test_partial_ping_waits_for_more() -> None:
+    framer = StreamFramer()
+    assert framer.feed(b"\r\n\r") == []
+    assert framer.feed(b"\n") == [KEEPALIVE_PING]
+
+
+def test_header_section_above_limit_raises_framing_error() -> None:
+    with pytest.raises(SipFramingError):
+        StreamFramer(max_header_size=100).feed(b"OPTIONS sip:x SIP/2.0\r\n" + b"X: y\r\n" * 30)
+
+
+def test_message_above_limit_raises_framing_error() -> None:
+    with pytest.raises(SipFramingError):
+        StreamFramer(max_message_size=100).feed(message(b"x" * 200)[:80])
+
+
+def test_missing_content_length_raises_framing_error() -> None:
+    with pytest.raises(SipFramingError):
+        StreamFramer().feed(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\n\r\n")
+
+
+@pytest.mark.parametrize("value", [b"-999", b"abc", b"5\r\nl: 6"])
+def test_bad_content_length_raises_framing_error(value: bytes) -> None:
+    with pytest.raises(SipFramingError):
+        StreamFramer().feed(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: " + value + b"\r\n\r\n")
+
+
+def test_garbage_start_line_raises_framing_error() -> None:
+    with pytest.raises(SipFramingError):
+        StreamFramer().feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def test_framing_error_is_a_parse_error() -> None:
+    assert issubclass(SipFramingError, SipParseError)
+
+
+def test_compact_content_length_frames_the_body() -> None:
+    data = b"OPTIONS sip:x SIP/2.0\r\nl: 3\r\n\r\nabc"
+    assert StreamFramer().feed(data + data) == [data, data]
+
+
+STREAM_ITEMS = st.lists(
+    st.one_of(
+        st.binary(max_size=30).map(message),
+        st.just(KEEPALIVE_PING),
+    ),
+    max_size=6,
+)
+
+
+@given(STREAM_ITEMS, st.lists(st.integers(1, 40), max_size=30))
+def test_any_chunking_gives_the_same_messages(items: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(items)
+    chunks: list[bytes] = []
+    position = 0
+    for size in cuts:
+        chunks.append(stream[position : position + size])
+        position += size
+    chunks.append(stream[position:])
+    framer = StreamFramer()
+    out = [item for chunk in chunks for item in framer.feed(chunk)]
+    assert out == items
+    assert framer.pending == 0
