@@ -1,0 +1,133 @@
+"""The built-in MI commands, answering like OpenSIPS's core and sockets_mgm."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from sipsock.mi.commands import CommandTable, MICommand, MIError, invalid_params
+
+
+class ReloadReportLike(Protocol):
+    """What a reload answers: a report that can be written as JSON."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+class MIRegistry(Protocol):
+    """What the MI needs from the socket registry."""
+
+    def reload(self) -> Deferred[Any]:
+        """Re-read the table; fails with an exception whose text is the reason.
+
+        Fires with a `ReloadReportLike` (typed ``Any`` because `Deferred` is
+        invariant: a ``Deferred[ReloadReport]`` would not match).
+        """
+        ...
+
+    def list_sockets(self, details: bool = False) -> list[dict[str, Any]]:
+        """The dynamic sockets, as `sockets_list` prints them."""
+        ...
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def parse_flag(params: dict[str, Any], name: str, default: bool = False) -> bool:
+    """A boolean parameter given as JSON true/false, 0/1, or a word like "yes".
+
+    The stock clients send positional parameters as strings, so "1", "true",
+    "yes" and "on" (any case) are true, "0", "false", "no" and "off" false.
+    """
+    if name not in params:
+        return default
+    value = params[name]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise invalid_params(f"parameter '{name}' must be a boolean, got {value!r}")
+
+
+def format_uptime(now: float, started_at: float) -> dict[str, str]:
+    """OpenSIPS's `uptime` answer: Now, Up since (ctime, local) and Up time."""
+    return {
+        "Now": time.ctime(now),
+        "Up since": time.ctime(started_at),
+        "Up time": f"{max(0, int(now - started_at))} [sec]",
+    }
+
+
+def build_command_table(
+    registry: MIRegistry,
+    *,
+    clock: IReactorTime,
+    started_at: float,
+    process_list: Callable[[], list[dict[str, Any]]],
+    version: str,
+) -> CommandTable:
+    """The command table with every built-in command.
+
+    ``process_list`` returns the processes as OpenSIPS's `ps` prints them
+    (dicts with ``ID``, ``PID`` and ``Type``); ``started_at`` is the start time
+    in the clock's seconds (``clock.seconds()`` at start).
+    """
+    table = CommandTable()
+
+    def sockets_reload(params: dict[str, Any]) -> Deferred[Any]:
+        report = parse_flag(params, "report")
+
+        def answer(result: ReloadReportLike) -> Any:
+            return result.as_dict() if report else "OK"
+
+        return registry.reload().addCallback(answer)
+
+    def sockets_list(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return registry.list_sockets(details=parse_flag(params, "details"))
+
+    def which(params: dict[str, Any]) -> list[str]:
+        return table.names()
+
+    def show_version(params: dict[str, Any]) -> dict[str, str]:
+        return {"Server": f"sipsock {version}"}
+
+    def uptime(params: dict[str, Any]) -> dict[str, str]:
+        return format_uptime(clock.seconds(), started_at)
+
+    def ps(params: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        return {"Processes": process_list()}
+
+    def show_help(params: dict[str, Any]) -> Any:
+        if "mi_cmd" not in params:
+            return "Usage: help mi_cmd - returns information about 'mi_cmd'"
+        command = table.get(str(params["mi_cmd"]))
+        if command is None:
+            raise MIError(404, "unknown MI command")
+        return {"Help": command.help or "not available for this command", "Exported by": "sipsock"}
+
+    reload_help = (
+        "Re-read the sockets table and apply the changes; answers OK, "
+        "or the full report with report=true"
+    )
+    list_help = "List the dynamic sockets in use (details=true adds run-time facts)"
+    for name in ("sockets_reload", "sockets_mgm:reload"):
+        table.register(MICommand(name, sockets_reload, ((), ("report",)), reload_help))
+    for name in ("sockets_list", "sockets_mgm:list"):
+        table.register(MICommand(name, sockets_list, ((), ("details",)), list_help))
+    table.register(MICommand("which", which, help="List the MI commands"))
+    table.register(MICommand("version", show_version, help="Show the server version"))
+    table.register(MICommand("uptime", uptime, help="Show the time since start"))
+    table.register(MICommand("ps", ps, help="List the processes"))
+    table.register(MICommand("help", show_help, ((), ("mi_cmd",)), "Describe an MI command"))
+    return table

@@ -1,0 +1,1 @@
+"""Unit tests of sipsock.mi (pure rules and the command table)."""
