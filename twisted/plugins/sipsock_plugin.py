@@ -2,7 +2,7 @@
 
 from twisted.application.service import ServiceMaker
 
-sipsock = ServiceMaker(
+sipsock = ServiceMaker(  # type: ignore[no-untyped-call]
     "sipsock",
     "sipsock.tap",
     "SIP transport with listening sockets provisioned in an SQL table.",

@@ -1,0 +1,149 @@
+"""The seam between sipsock and the code that decides what to do with SIP messages.
+
+An application provides `ISipApplication`: it is called once per received,
+parsed and well-formed message with a `MessageContext` that names the
+receiving socket and the peer and lets it answer (`MessageContext.reply`) or
+send elsewhere (`MessageContext.send`, from any open socket chosen by tag or
+slot). It never sees a transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+from sipsock.sip import Message, Request, Response
+from sipsock.sockdef import SocketDef
+
+if TYPE_CHECKING:
+    from sipsock.transport.base import Listener, Origin
+
+
+class ApplicationError(Exception):
+    """An application that cannot be loaded, or a send it asked for that cannot be done.
+
+    ``subject`` names what went wrong (the dotted path, the socket asked for),
+    ``reason`` says why; ``str(error) == f"{subject}: {reason}"``.
+    """
+
+    def __init__(self, subject: str, reason: str) -> None:
+        self.subject = subject
+        self.reason = reason
+        super().__init__(f"{subject}: {reason}")
+
+
+class ISipApplication(Interface):
+    """What sipsock calls for every SIP message it receives.
+
+    Implementations must not block: anything slow returns at once and
+    finishes later (Deferreds). An exception is logged and counted as a drop;
+    it never closes the socket.
+    """
+
+    def message_received(message: Request | Response, context: MessageContext) -> None:  # noqa: N805
+        """Handle one parsed message received on ``context.socket`` from ``context.peer``."""
+
+
+class SocketDirectory(Protocol):
+    """The open sockets, by tag and by slot (implemented by the registry)."""
+
+    def by_tag(self, tag: str) -> Listener | None:
+        """The open socket with this tag, or None."""
+
+    def by_slot(self, slot: int) -> Listener | None:
+        """The open socket in this slot, or None."""
+
+    def first(self, proto: str) -> Listener | None:
+        """Some open socket of this protocol (the first opened), or None."""
+
+
+class NoSockets:
+    """A `SocketDirectory` with no sockets (tests, or an application with one socket)."""
+
+    def by_tag(self, tag: str) -> Listener | None:
+        """Always None."""
+        return None
+
+    def by_slot(self, slot: int) -> Listener | None:
+        """Always None."""
+        return None
+
+    def first(self, proto: str) -> Listener | None:
+        """Always None."""
+        return None
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """Where a message came from, and the ways to answer it.
+
+    ``socket`` is the receiving socket's definition as it was when the message
+    arrived (slot, proto, host, port, advertised, tag, flags, tos), ``slot``
+    its slot (None for a static socket), ``peer`` the sender's (host, port).
+    """
+
+    origin: Origin
+    directory: SocketDirectory
+
+    @property
+    def socket(self) -> SocketDef:
+        """The receiving socket."""
+        return self.origin.sdef
+
+    @property
+    def slot(self) -> int | None:
+        """The receiving socket's slot (None for a static socket)."""
+        return self.origin.slot
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The sender's address (host, port)."""
+        return self.origin.peer
+
+    @property
+    def connection_id(self) -> int | None:
+        """The stream connection the message came on (None for UDP)."""
+        return self.origin.connection_id
+
+    def reply(self, message: Message) -> None:
+        """Send ``message`` back the way the received one came.
+
+        UDP: to the source address from the receiving socket; stream: on the
+        same connection (dropped and counted when it has closed since).
+        """
+        self.origin.reply(bytes(message))
+
+    def send(
+        self,
+        message: Message,
+        destination: tuple[str, int],
+        via_socket: str | int | None = None,
+    ) -> Deferred[None]:
+        """Send ``message`` to ``destination`` from a socket.
+
+        ``via_socket`` is a tag (str) or a slot (int) of an open socket; None
+        means the receiving socket. Fails with `ApplicationError` when no
+        such socket is open, or with the transport's error.
+        """
+        listener = self.find_socket(via_socket)
+        if listener is None:
+            return defer.fail(
+                ApplicationError(f"via_socket {via_socket!r}", "no such socket is open")
+            )
+        return listener.send(bytes(message), destination)
+
+    def find_socket(self, via_socket: str | int | None) -> Listener | None:
+        """The listener for a tag, a slot or None (the receiving socket)."""
+        if via_socket is None:
+            if self.origin.listener is not None:
+                return self.origin.listener
+            if self.origin.slot is not None:
+                return self.directory.by_slot(self.origin.slot)
+            return None
+        if isinstance(via_socket, str):
+            return self.directory.by_tag(via_socket)
+        return self.directory.by_slot(via_socket)

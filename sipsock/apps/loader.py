@@ -1,0 +1,57 @@
+"""`load_application`: the ``[core] application`` dotted name to an application object."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from sipsock.apps.interface import ApplicationError, ISipApplication
+
+
+def load_application(dotted: str, options: Mapping[str, Any] | None = None) -> ISipApplication:
+    """Import ``module:Class`` (or ``module.Class``) and construct it with ``**options``.
+
+    The result must provide `ISipApplication`. Every failure raises
+    `ApplicationError` naming the dotted path and the reason.
+    """
+    options = dict(options or {})
+    module_name, colon, attribute = dotted.partition(":")
+    if not colon:
+        module_name, _, attribute = dotted.rpartition(".")
+    if not module_name or not attribute:
+        raise ApplicationError(dotted, "not a dotted name (write it as module:Class)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ApplicationError(dotted, f"cannot import module {module_name}: {exc}") from exc
+    except Exception as exc:
+        raise ApplicationError(
+            dotted, f"importing module {module_name} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    target: Any = module
+    for name in attribute.split("."):
+        try:
+            target = getattr(target, name)
+        except AttributeError:
+            raise ApplicationError(
+                dotted, f"module {module_name} has no attribute {attribute}"
+            ) from None
+    if isinstance(target, type) or (callable(target) and not ISipApplication.providedBy(target)):
+        try:
+            app = target(**options)
+        except Exception as exc:
+            raise ApplicationError(
+                dotted, f"cannot construct it with options {sorted(options)}: {exc}"
+            ) from exc
+    elif options:
+        raise ApplicationError(dotted, "options given, but it names an object, not a class")
+    else:
+        app = target
+    if not ISipApplication.providedBy(app):
+        raise ApplicationError(
+            dotted,
+            f"{type(app).__name__} does not provide ISipApplication "
+            "(declare it with @implementer(ISipApplication))",
+        )
+    return app

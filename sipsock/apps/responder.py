@@ -1,0 +1,93 @@
+"""`Responder`: the default application, a stateless answering machine.
+
+OPTIONS (the keep-alive of most SIP peers) gets 200 OK with Allow, Accept,
+Supported, Server and a Contact on the receiving socket's public address;
+ACK and responses are absorbed; every other request gets the configured
+status (501 Not Implemented by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from sipsock import __version__
+from sipsock.apps.interface import ISipApplication, MessageContext
+from sipsock.sip import Request, Response, make_response
+from sipsock.sockdef import SocketDef
+
+DEFAULT_SERVER = f"sipsock/{__version__}"
+
+
+def contact_uri(sdef: SocketDef) -> str:
+    """``<sip:public-host:public-port;transport=...>`` of a socket (no transport for UDP)."""
+    transport = "" if sdef.proto == "udp" else f";transport={sdef.proto}"
+    return f"<sip:{sdef.public_host}:{sdef.public_port}{transport}>"
+
+
+@implementer(ISipApplication)
+class Responder:
+    """Answers OPTIONS with 200, every other request with ``status reason``.
+
+    ``allow`` and ``supported`` fill the Allow and Supported headers of the
+    200; ``server`` the Server header of every response. The To tag is a hash
+    of Call-ID and From, so retransmissions get the same tag.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        status: int = 501,
+        reason: str = "Not Implemented",
+        server: str = DEFAULT_SERVER,
+        allow: Sequence[str] = ("OPTIONS",),
+        supported: Sequence[str] = (),
+    ) -> None:
+        if not isinstance(status, int) or not 300 <= status <= 699:
+            raise ValueError(f"status {status!r} must be a final error status (300-699)")
+        if not reason or any(not ch.isprintable() for ch in reason):
+            raise ValueError(f"reason {reason!r} must be printable text")
+        self.status = status
+        self.reason = reason
+        self.server = server
+        self.allow = ", ".join(allow)
+        self.supported = ", ".join(supported)
+        self._salt = secrets.token_hex(8)
+
+    def message_received(self, message: Request | Response, context: MessageContext) -> None:
+        """Answer a request (absorb ACK and responses)."""
+        if isinstance(message, Response) or message.method == "ACK":
+            return
+        tag = self.to_tag(message)
+        if message.method == "OPTIONS":
+            response = make_response(
+                message,
+                200,
+                "OK",
+                to_tag=tag,
+                headers=[
+                    ("Contact", contact_uri(context.socket)),
+                    ("Allow", self.allow),
+                    ("Accept", "application/sdp"),
+                    ("Supported", self.supported),
+                    ("Server", self.server),
+                ],
+            )
+        else:
+            headers = [("Server", self.server)]
+            if self.status == 405:
+                headers.insert(0, ("Allow", self.allow))
+            response = make_response(message, self.status, self.reason, to_tag=tag, headers=headers)
+        context.reply(response)
+
+    def to_tag(self, request: Request) -> str:
+        """A To tag stable across retransmissions of one request."""
+        key = f"{self._salt}|{request.call_id}|{request.get('from')}".encode(
+            "utf-8", "surrogateescape"
+        )
+        return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]

@@ -1,0 +1,133 @@
+"""The real daemon, started with ``twistd -n sipsock -c FILE`` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.net import free_port
+
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+class MIError(Exception):
+    """A JSON-RPC error answered by the daemon's MI."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class Daemon:
+    """One sipsock daemon with its own state directory, database and MI port."""
+
+    def __init__(self, workdir: Path, *, db_url: str | None = None, extra: str = "") -> None:
+        self.workdir = workdir
+        self.state_dir = workdir / "var"
+        self.http_port = free_port(udp=False)
+        self.db_url = db_url or f"sqlite:///{self.state_dir / 'sipsock.sqlite'}"
+        self.config = workdir / "sipsock.toml"
+        self.logfile = workdir / "twistd.log"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.write_config()
+
+    def write_config(self, extra: str | None = None) -> None:
+        if extra is not None:
+            self.extra = extra
+        sections = {
+            "sockets_mgm": f'db_url = "{self.db_url}"\n',
+            "core": f'state_dir = "{self.state_dir}"\n',
+            "mi": f"http_port = {self.http_port}\n",
+        }
+        text = self.extra
+        for name, body in sections.items():
+            header = f"[{name}]\n"
+            if header in text:
+                text = text.replace(header, header + body, 1)
+            else:
+                text += f"\n{header}{body}"
+        self.config.write_text(text)
+
+    def start(self, timeout: float = 30) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                TWISTD,
+                "-n",
+                "--pidfile",
+                str(self.workdir / "twistd.pid"),
+                "--logfile",
+                str(self.logfile),
+                "sipsock",
+                "-c",
+                str(self.config),
+            ],
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                self.mi("which")
+                return
+            except (OSError, MIError):
+                time.sleep(0.05)
+        raise RuntimeError(f"daemon did not answer its MI within {timeout} s:\n{self.log()}")
+
+    def output(self) -> str:
+        if self.proc is None or self.proc.stdout is None:
+            return ""
+        return self.proc.stdout.read().decode(errors="replace") + "\n" + self.log()
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def mi(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30) -> Any:
+        """Call the JSON-RPC MI over HTTP; returns the result or raises MIError."""
+        body = json.dumps(
+            {"jsonrpc": "2.0", "method": method, "params": params or {}, "id": "1"}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/mi",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+        if "error" in answer:
+            raise MIError(answer["error"]["code"], answer["error"]["message"])
+        return answer["result"]
+
+    def reload(self) -> dict[str, Any]:
+        report: dict[str, Any] = self.mi("sockets_reload", {"report": True})
+        return report
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise RuntimeError(f"daemon did not stop within {timeout} s:\n{self.log()}") from None

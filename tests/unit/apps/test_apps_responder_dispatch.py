@@ -1,0 +1,229 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Dispatcher and Responder: bytes in, responses out, through a fake origin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from sipsock.apps import (
+    ApplicationError,
+    Dispatcher,
+    ISipApplication,
+    MessageContext,
+    NoSockets,
+    Responder,
+)
+from sipsock.sip import Request, Response, parse
+from sipsock.sockdef import SocketDef, parse_row
+from sipsock.transport import Origin, SocketCounters
+
+UDP = parse_row(1, "udp:10.0.0.1:5060")
+PEER = ("192.0.2.7", 5099)
+
+
+def request(method: str = "OPTIONS", *, extra: str = "", drop: str = "", cseq: str = "") -> bytes:
+    lines = [
+        f"{method} sip:svc@10.0.0.1 SIP/2.0",
+        "Via: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bK-1;rport",
+        "From: <sip:a@example.com>;tag=abc",
+        "To: <sip:svc@10.0.0.1>",
+        "Call-ID: call-1@example.com",
+        f"CSeq: {cseq or '1 ' + method}",
+        "Max-Forwards: 70",
+    ]
+    lines = [line for line in lines if not (drop and line.startswith(drop))]
+    return ("\r\n".join(lines) + "\r\n" + extra + "Content-Length: 0\r\n\r\n").encode()
+
+
+class FakeListener:
+    """Enough of a Listener for the dispatcher and MessageContext.send."""
+
+    def __init__(self, sdef: SocketDef) -> None:
+        self.sdef = sdef
+        self.slot: int | None = 1
+        self.counters = SocketCounters()
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def send(self, data: bytes, peer: tuple[str, int]) -> Any:
+        from twisted.internet.defer import succeed
+
+        self.sent.append((data, peer))
+        return succeed(None)
+
+
+class Directory:
+    def __init__(self, **by_tag: FakeListener) -> None:
+        self.tags = by_tag
+
+    def by_tag(self, tag: str) -> Any:
+        return self.tags.get(tag)
+
+    def by_slot(self, slot: int) -> Any:
+        return next((lis for lis in self.tags.values() if lis.slot == slot), None)
+
+    def first(self, proto: str) -> Any:
+        return None
+
+
+@implementer(ISipApplication)
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[tuple[Request | Response, MessageContext]] = []
+        self.fail = fail
+
+    def message_received(self, message: Request | Response, context: MessageContext) -> None:
+        self.seen.append((message, context))
+        if self.fail:
+            raise RuntimeError("bug")
+
+
+def deliver(
+    app: Any, data: bytes, sdef: SocketDef = UDP, directory: Any = None
+) -> tuple[list[bytes], FakeListener]:
+    replies: list[bytes] = []
+    listener = FakeListener(sdef)
+    origin = Origin(sdef, 1, PEER, replies.append, listener=listener)  # type: ignore[arg-type]
+    Dispatcher(app, directory).message_received(data, origin)
+    return replies, listener
+
+
+def answer(replies: list[bytes]) -> Response:
+    [data] = replies
+    message = parse(data)
+    assert isinstance(message, Response)
+    return message
+
+
+# -- Responder -----------------------------------------------------------------
+
+
+def test_responder_provides_the_interface() -> None:
+    assert verifyObject(ISipApplication, Responder())
+
+
+def test_options_gets_200_with_capabilities_and_contact() -> None:
+    replies, _ = deliver(Responder(), request())
+    response = answer(replies)
+    assert (response.code, response.reason) == (200, "OK")
+    assert response.get("allow") == "OPTIONS"
+    assert response.get("accept") == "application/sdp"
+    assert response.get("supported") == ""
+    assert response.get("server") == "sipsock/0.1.0"
+    assert response.get("contact") == "<sip:10.0.0.1:5060>"
+    assert "tag=" in (response.get("to") or "")
+    assert response.call_id == "call-1@example.com"
+    assert response.top_via.param("received") == "192.0.2.7"
+    assert response.top_via.param("rport") == "5099"
+
+
+def test_options_contact_uses_the_advertised_address_and_transport() -> None:
+    sdef = parse_row(2, "tcp:10.0.0.1:5060", advertised="sip.example.com:5080")
+    replies, _ = deliver(Responder(), request(), sdef=sdef)
+    assert answer(replies).get("contact") == "<sip:sip.example.com:5080;transport=tcp>"
+
+
+def test_retransmission_gets_the_same_to_tag() -> None:
+    responder = Responder()
+    first = answer(deliver(responder, request())[0]).get("to")
+    second = answer(deliver(responder, request())[0]).get("to")
+    assert first == second
+
+
+def test_other_requests_get_the_configured_status() -> None:
+    assert answer(deliver(Responder(), request("INVITE"))[0]).code == 501
+    custom = answer(deliver(Responder(403, "Forbidden"), request("REGISTER"))[0])
+    assert (custom.code, custom.reason) == (403, "Forbidden")
+
+
+def test_ack_and_responses_are_absorbed() -> None:
+    assert deliver(Responder(), request("ACK"))[0] == []
+    response = b"SIP/2.0 200 OK\r\n" + request().split(b"\r\n", 1)[1]
+    assert deliver(Responder(), response)[0] == []
+
+
+def test_responder_rejects_a_non_error_status() -> None:
+    with pytest.raises(ValueError, match="300-699"):
+        Responder(status=200)
+
+
+# -- Dispatcher ----------------------------------------------------------------
+
+
+def test_request_reaches_the_app_with_received_and_the_socket_facts() -> None:
+    app = Recorder()
+    deliver(app, request())
+    [(message, context)] = app.seen
+    assert isinstance(message, Request)
+    assert message.top_via.param("received") == "192.0.2.7"
+    assert context.socket == UDP
+    assert (context.slot, context.peer) == (1, PEER)
+
+
+def test_unreadable_request_gets_400_with_the_reason() -> None:
+    app = Recorder()
+    replies, listener = deliver(app, request(cseq="1 INVITE"))
+    response = answer(replies)
+    assert response.code == 400
+    assert "does not match" in response.reason
+    assert app.seen == []
+    assert listener.counters.parse_errors == 1
+
+
+def test_bad_content_length_request_still_gets_400() -> None:
+    data = request(extra="Content-Length: 99\r\n")
+    replies, _ = deliver(Recorder(), data)
+    response = answer(replies)
+    assert response.code == 400
+    assert "Content-Length" in response.reason
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request(drop="Call-ID"),
+        request(drop="Via"),
+        request("ACK", cseq="1 INVITE"),
+        b"garbage without structure\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nCSeq: broken\r\n\r\n",
+    ],
+)
+def test_unanswerable_message_is_dropped_and_counted(data: bytes) -> None:
+    app = Recorder()
+    replies, listener = deliver(app, data)
+    assert replies == []
+    assert app.seen == []
+    assert listener.counters.parse_errors == 1
+
+
+def test_application_error_is_counted_and_does_not_escape() -> None:
+    replies, listener = deliver(Recorder(fail=True), request())
+    assert replies == []
+    assert listener.counters.drops == 1
+
+
+def test_context_send_picks_the_socket_by_tag_slot_or_the_receiving_one() -> None:
+    app = Recorder()
+    edge = FakeListener(parse_row(3, "udp:10.0.0.3:5060", tag="edge"))
+    edge.slot = 3
+    _, receiving = deliver(app, request(), directory=Directory(edge=edge))
+    context = app.seen[0][1]
+    message = app.seen[0][0]
+    context.send(message, ("198.51.100.1", 5060), via_socket="edge")
+    context.send(message, ("198.51.100.2", 5060), via_socket=3)
+    context.send(message, ("198.51.100.3", 5060))
+    assert [peer for _, peer in edge.sent] == [("198.51.100.1", 5060), ("198.51.100.2", 5060)]
+    assert [peer for _, peer in receiving.sent] == [("198.51.100.3", 5060)]
+    failures: list[Failure] = []
+    context.send(message, ("198.51.100.4", 5060), via_socket="nope").addErrback(failures.append)
+    assert failures[0].check(ApplicationError)
+    assert "via_socket 'nope'" in str(failures[0].value)
+
+
+def test_no_sockets_directory_finds_nothing() -> None:
+    empty = NoSockets()
+    assert (empty.by_tag("x"), empty.by_slot(1), empty.first("udp")) == (None, None, None)
