@@ -1,0 +1,38 @@
+"""Shared fixtures: a throwaway PostgreSQL server (see tests/pg.py)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.pg import PostgresServer
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session, started on first use."""
+    server = PostgresServer.create()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for one test; yields its name (dropped afterwards)."""
+    name = f"test_{next(_database_numbers)}"
+    if not postgres_server.running:  # a test that stopped the server and then failed
+        postgres_server.start()
+    postgres_server.create_database(name)
+    try:
+        yield name
+    finally:
+        if not postgres_server.running:
+            postgres_server.start()
+        postgres_server.resume()
+        postgres_server.drop_database(name)

@@ -1,0 +1,586 @@
+"""The sockets table stores against a real SQLite file and a real PostgreSQL server.
+
+Most tests run once per backend (the ``backend`` fixture); the outage tests are
+PostgreSQL's own. The ``sipsock-db`` command runs as a subprocess, the stores
+in the test's reactor (pytest-twisted).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped,unused-ignore]
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from zope.interface import provider
+
+from sipsock.config import ConfigError, Settings, load_config
+from sipsock.db import ISocketStore, SocketRow, StoreError, open_store
+from sipsock.sockdef import SocketDefError, parse_row
+from tests.pg import PostgresServer
+
+REPO = Path(__file__).resolve().parents[3]
+reactor: IReactorTime = _reactor
+
+# OpenSIPS's own scripts (scripts/<db>/standard-create.sql, sockets-create.sql).
+OPENSIPS_SCHEMA = {
+    "postgres": [
+        "CREATE TABLE version ( table_name VARCHAR(32) NOT NULL, table_version INTEGER "
+        "DEFAULT 0 NOT NULL, CONSTRAINT version_t_name_idx UNIQUE (table_name))",
+        "INSERT INTO version (table_name, table_version) values ('sockets','1')",
+        "CREATE TABLE sockets ( id SERIAL PRIMARY KEY NOT NULL, socket VARCHAR(128) NOT NULL, "
+        "advertised VARCHAR(128) DEFAULT NULL, tag VARCHAR(128) DEFAULT NULL, "
+        "flags VARCHAR(128) DEFAULT NULL, tos VARCHAR(32) DEFAULT NULL)",
+        "ALTER SEQUENCE sockets_id_seq MAXVALUE 2147483647 CYCLE",
+    ],
+    "sqlite": [
+        "CREATE TABLE version ( table_name CHAR(32) NOT NULL, table_version INTEGER "
+        "DEFAULT 0 NOT NULL, CONSTRAINT version_t_name_idx UNIQUE (table_name))",
+        "INSERT INTO version (table_name, table_version) values ('sockets','1')",
+        "CREATE TABLE sockets ( id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, "
+        "socket CHAR(128) NOT NULL, advertised CHAR(128) DEFAULT NULL, "
+        "tag CHAR(128) DEFAULT NULL, flags CHAR(128) DEFAULT NULL, tos CHAR(32) DEFAULT NULL)",
+    ],
+}
+
+
+@dataclass
+class Backend:
+    """One database under test: its URL, raw SQL access and config files."""
+
+    name: str
+    url: str
+    tmp_path: Path
+    run_sql: Callable[[str, tuple[object, ...]], list[tuple[Any, ...]]]
+    table_names: Callable[[], set[str]]
+
+    def sql(self, statement: str, *params: object) -> list[tuple[Any, ...]]:
+        """Run one statement outside sipsock; the rows it returns."""
+        return self.run_sql(statement, params)
+
+    @property
+    def param(self) -> str:
+        return "%s" if self.name == "postgres" else "?"
+
+    def config(self, extra: str = "", db_timeout: float = 5.0) -> Path:
+        """A config file for this database (``extra`` lines go into [sockets_mgm])."""
+        path = self.tmp_path / "sipsock.toml"
+        path.write_text(
+            f'[sockets_mgm]\ndb_url = "{self.url}"\ndb_timeout = {db_timeout}\n{extra}\n'
+        )
+        return path
+
+    def settings(self, extra: str = "", db_timeout: float = 5.0) -> Settings:
+        return load_config(self.config(extra, db_timeout))
+
+    def cli(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``sipsock-db -c CONFIG ARGS`` as a user would."""
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        return subprocess.run(
+            [sys.executable, "-m", "sipsock.db.cli", "-c", str(config or self.config()), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.tmp_path,
+            timeout=60,
+            check=False,
+        )
+
+    def init(self) -> None:
+        result = self.cli("init")
+        assert result.returncode == 0, result.stderr
+
+
+def _sqlite_backend(tmp_path: Path) -> Backend:
+    path = tmp_path / "state" / "sipsock.sqlite"
+
+    def run_sql(statement: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        path.parent.mkdir(exist_ok=True)
+        connection = sqlite3.connect(path)
+        try:
+            rows = connection.execute(statement, params).fetchall()
+            connection.commit()
+            return rows
+        finally:
+            connection.close()
+
+    def table_names() -> set[str]:
+        if not path.exists():
+            return set()
+        return {row[0] for row in run_sql("SELECT name FROM sqlite_master", ())}
+
+    return Backend("sqlite", f"sqlite:///{path}", tmp_path, run_sql, table_names)
+
+
+def _postgres_backend(tmp_path: Path, server: PostgresServer, dbname: str) -> Backend:
+    def run_sql(statement: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        return server.execute(statement, params or None, dbname=dbname)
+
+    def table_names() -> set[str]:
+        rows = run_sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", ())
+        return {row[0] for row in rows}
+
+    return Backend("postgres", server.url(dbname), tmp_path, run_sql, table_names)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each database in turn: an SQLite file in tmp_path, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return _sqlite_backend(tmp_path)
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    dbname: str = request.getfixturevalue("postgres_db")
+    return _postgres_backend(tmp_path, server, dbname)
+
+
+@pytest.fixture
+def pg(postgres_server: PostgresServer, postgres_db: str, tmp_path: Path) -> Backend:
+    """PostgreSQL only (outage tests)."""
+    return _postgres_backend(tmp_path, postgres_server, postgres_db)
+
+
+@pytest.fixture
+def errors_logged() -> Iterator[list[LogEvent]]:
+    """Log events carrying a failure ("Unhandled Error", unhandled Deferred errors)."""
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        if "log_failure" in event:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+class Stores:
+    """Opens stores for a test and closes them at its end."""
+
+    def __init__(self) -> None:
+        self.opened: list[ISocketStore] = []
+
+    def open(self, settings: Settings) -> ISocketStore:
+        store = open_store(settings.sockets_mgm, reactor=reactor)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture
+def stores() -> Iterator[Stores]:
+    keeper = Stores()
+    yield keeper
+    for store in keeper.opened:
+        store.close()
+
+
+async def store_error(d: Deferred[Any]) -> StoreError:
+    """The StoreError that ``d`` fails with (AssertionError if it succeeds)."""
+    try:
+        result = await d
+    except StoreError as exc:
+        return exc
+    raise AssertionError(f"expected StoreError, got {result!r}")
+
+
+def lines_of(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()]
+
+
+# -- sipsock-db ------------------------------------------------------------------
+
+
+def test_cli_init_add_rows_remove(backend: Backend) -> None:
+    assert backend.cli("init").returncode == 0
+    again = backend.cli("init")
+    assert again.returncode == 0, again.stderr  # idempotent
+    assert backend.sql("SELECT table_version FROM version WHERE table_name = 'sockets'") == [(1,)]
+
+    added = backend.cli("add", "udp:10.0.0.1:5060", "--tag", "edge", "--tos", "IPTOS_LOWDELAY")
+    assert added.returncode == 0, added.stderr
+    assert "added row 1" in added.stdout
+    added = backend.cli(
+        "add", "tcp:[::1]:5070", "--advertised", "sip.example.com:5080", "--flags", "frag,anycast"
+    )
+    assert added.returncode == 0, added.stderr
+
+    rows = backend.cli("rows")
+    assert rows.returncode == 0, rows.stderr
+    assert lines_of(rows.stdout) == [
+        ["id", "socket", "advertised", "tag", "flags", "tos"],
+        ["1", "udp:10.0.0.1:5060", "-", "edge", "-", "IPTOS_LOWDELAY"],
+        ["2", "tcp:[::1]:5070", "sip.example.com:5080", "-", "frag,anycast", "-"],
+    ]
+
+    removed = backend.cli("remove", "1")
+    assert removed.returncode == 0, removed.stderr
+    assert [line[0] for line in lines_of(backend.cli("rows").stdout)] == ["id", "2"]
+
+
+def test_cli_add_refuses_invalid_row_with_the_reason(backend: Backend) -> None:
+    backend.init()
+    refused = backend.cli("add", "bin:10.0.0.1:5555")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "sipsock-db: socket 'bin:10.0.0.1:5555': protocol bin is not a SIP transport "
+        "(use udp, tcp, tls, ws or wss)"
+    ]
+    assert "Traceback" not in refused.stderr
+    refused = backend.cli("add", "udp:10.0.0.1", "--tos", "IPTOS_FAST")
+    assert refused.returncode == 1
+    assert "tos" in refused.stderr and "Traceback" not in refused.stderr
+    assert backend.sql("SELECT COUNT(*) FROM sockets") == [(0,)]
+
+
+def test_cli_errors_are_one_line(backend: Backend) -> None:
+    missing_table = backend.cli("rows")
+    assert missing_table.returncode == 1
+    assert missing_table.stderr.count("\n") == 1
+    assert "sipsock-db init" in missing_table.stderr
+    backend.init()
+    no_row = backend.cli("remove", "42")
+    assert (no_row.returncode, no_row.stderr) == (
+        1,
+        "sipsock-db: no row with id 42 in table sockets\n",
+    )
+    no_config = backend.cli("rows", config=backend.tmp_path / "absent.toml")
+    assert no_config.returncode == 1
+    assert "absent.toml" in no_config.stderr and "Traceback" not in no_config.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_custom_table_and_column_names(backend: Backend, stores: Stores) -> None:
+    extra = 'table_name = "sip_listeners"\nsocket_column = "addr"\ntos_column = "dscp"'
+    config = backend.config(extra)
+    assert backend.cli("init", config=config).returncode == 0
+    assert {"sip_listeners", "version"} <= backend.table_names()
+    assert backend.cli("add", "tls:192.0.2.7", "--tos", "46", config=config).returncode == 0
+    assert backend.sql("SELECT addr, dscp FROM sip_listeners") == [("tls:192.0.2.7", "46")]
+    assert backend.sql("SELECT table_version FROM version WHERE table_name = 'sip_listeners'") == [
+        (1,)
+    ]
+    store = stores.open(backend.settings(extra))
+    await store.check_version()
+    assert await store.fetch() == [SocketRow(1, "tls:192.0.2.7", tos="46")]
+
+
+# -- the stores ---------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_fetch_returns_rows_in_id_order_with_nulls(backend: Backend, stores: Stores) -> None:
+    backend.init()
+    p = backend.param
+    insert = (
+        f"INSERT INTO sockets (id, socket, advertised, tag, flags, tos) "
+        f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+    )
+    backend.sql(insert, 9, "udp:10.0.0.9", None, None, None, None)
+    backend.sql(insert, 2, "tcp:10.0.0.2:5070", "1.2.3.4:5080", "t2", "frag", "IPTOS_LOWDELAY")
+    backend.sql(insert, 5, "ws:10.0.0.5", None, "", None, "16")
+    store = stores.open(backend.settings())
+
+    await store.check_version()
+    rows = await store.fetch()
+
+    assert rows == [
+        SocketRow(2, "tcp:10.0.0.2:5070", "1.2.3.4:5080", "t2", "frag", "IPTOS_LOWDELAY"),
+        SocketRow(5, "ws:10.0.0.5", None, "", None, "16"),
+        SocketRow(9, "udp:10.0.0.9", None, None, None, None),
+    ]
+    assert [parse_row(r.id, r.socket, r.advertised, r.tag, r.flags, r.tos).port for r in rows] == [
+        5070,
+        80,
+        5060,
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_existing_opensips_table_works_unchanged(backend: Backend, stores: Stores) -> None:
+    for statement in OPENSIPS_SCHEMA[backend.name]:
+        backend.sql(statement)
+    backend.sql("INSERT INTO sockets (socket, tag) VALUES ('udp:127.0.0.1:5090', 'opensips')")
+    store = stores.open(backend.settings())
+
+    await store.check_version()
+    rows = await store.fetch()
+
+    assert [(r.socket, r.tag) for r in rows] == [("udp:127.0.0.1:5090", "opensips")]
+    listed = backend.cli("rows")
+    assert listed.returncode == 0, listed.stderr
+    assert "udp:127.0.0.1:5090" in listed.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_version_row_says_how_to_fix(backend: Backend, stores: Stores) -> None:
+    backend.init()
+    backend.sql("DELETE FROM version")
+    store = stores.open(backend.settings())
+
+    error = await store_error(store.check_version())
+
+    assert str(error) == (
+        'sockets table version row missing: run "sipsock-db init" or INSERT INTO version '
+        "(table_name, table_version) VALUES ('sockets', 1)"
+    )
+    assert backend.cli("init").returncode == 0  # the advice works
+    await store.check_version()
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_version_table_says_how_to_fix(backend: Backend, stores: Stores) -> None:
+    store = stores.open(backend.settings())
+    error = await store_error(store.check_version())
+    assert "version table is missing" in str(error) and "sipsock-db init" in str(error)
+    error = await store_error(store.fetch())
+    assert "cannot read table sockets" in str(error) and "sipsock-db init" in str(error)
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_version_says_how_to_fix(backend: Backend, stores: Stores) -> None:
+    backend.init()
+    backend.sql("UPDATE version SET table_version = 2 WHERE table_name = 'sockets'")
+    store = stores.open(backend.settings())
+
+    error = await store_error(store.check_version())
+
+    assert "sockets table version is 2" in str(error)
+    assert "UPDATE version SET table_version = 1 WHERE table_name = 'sockets'" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("table_name", "sockets; DROP TABLE version"),
+        ("table_name", "1sockets"),
+        ("socket_column", 'socket"'),
+        ("advertised_column", "adv-col"),
+        ("tag_column", "tag name"),
+        ("flags_column", ""),
+        ("tos_column", "t\u00f6s"),
+    ],
+)
+def test_non_identifier_names_refused_before_any_sql(
+    backend: Backend, key: str, value: str
+) -> None:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    config = backend.config(f'{key} = "{escaped}"')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert caught.value.key == f"[sockets_mgm] {key}"
+    assert "not an SQL identifier" in caught.value.reason
+
+    tables_before = backend.table_names()
+    refused = backend.cli("init", config=config)
+    assert refused.returncode == 1
+    assert f"[sockets_mgm] {key}" in refused.stderr and "Traceback" not in refused.stderr
+    assert backend.table_names() == tables_before == set()
+    if backend.name == "sqlite":
+        assert not (backend.tmp_path / "state").exists()  # not even the file was made
+
+
+HOSTILE = [
+    ("udp:10.0.0.1:5060   ", "frag  ", " edge ", True),  # CHAR padding: accepted
+    ("udp:" + "1" * 296, None, None, False),  # 300 characters
+    ("udp:ñandú.example", None, None, False),  # non-ASCII host
+    ("udp:10.0.0.1'; DROP TABLE sockets; --", None, None, False),  # SQL-looking
+    ("tcp:10.0.0.2", "reuse_port); DELETE FROM version; --", None, False),
+    ("ws:10.0.0.3", None, "t\u00e4g", False),  # non-ASCII tag
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_values_round_trip_and_are_rejected_by_parse_row(
+    backend: Backend, stores: Stores
+) -> None:
+    # A table made by hand with no constraints, as other tools might leave it.
+    backend.init()
+    backend.sql("DROP TABLE sockets")
+    backend.sql(
+        "CREATE TABLE sockets (id INTEGER PRIMARY KEY, socket TEXT, advertised TEXT, "
+        "tag TEXT, flags TEXT, tos TEXT)"
+    )
+    p = backend.param
+    insert = f"INSERT INTO sockets (id, socket, flags, tag) VALUES ({p}, {p}, {p}, {p})"
+    backend.sql(insert, 1, None, None, None)  # NULL socket
+    for row_id, (socket, flags, tag, _) in enumerate(HOSTILE, start=2):
+        backend.sql(insert, row_id, socket, flags, tag)
+    backend.sql(
+        f"INSERT INTO sockets (id, socket, tos) VALUES ({p}, {p}, {p})",
+        50,
+        "udp:10.0.0.4",
+        "x" * 300,
+    )
+    store = stores.open(backend.settings())
+
+    rows = await store.fetch()
+
+    assert [r.socket for r in rows] == [None, *(h[0] for h in HOSTILE), "udp:10.0.0.4"]
+    assert [r.flags for r in rows[1:-1]] == [h[1] for h in HOSTILE]
+    assert [r.tag for r in rows[1:-1]] == [h[2] for h in HOSTILE]
+    assert rows[-1].tos == "x" * 300
+    accepted = []
+    for row in rows:
+        try:
+            parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos)
+        except SocketDefError as exc:
+            assert exc.row_id == row.id
+            assert len(str(exc)) < 300  # the value is quoted, bounded
+        else:
+            accepted.append(row.id)
+    assert accepted == [2]
+    assert "sockets" in backend.table_names()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_odd_storage_classes_do_not_break_fetch(
+    tmp_path: Path, stores: Stores
+) -> None:
+    backend = _sqlite_backend(tmp_path)
+    backend.init()
+    backend.sql(
+        "INSERT INTO sockets (id, socket, tag, tos) VALUES (1, ?, ?, ?)",
+        b"udp:\xff\xfe",
+        b"\x00blob",
+        16,
+    )
+    backend.sql("INSERT INTO sockets (id, socket) VALUES (2, CAST(X'7564703aff' AS TEXT))")
+    backend.sql("INSERT INTO sockets (id, socket, tos) VALUES (3, 'udp:10.0.0.1', 16)")
+    store = stores.open(backend.settings())
+
+    rows = await store.fetch()
+
+    assert rows[0] == SocketRow(1, b"udp:\xff\xfe", None, b"\x00blob", None, "16")
+    assert rows[1].socket == b"udp:\xff"  # not UTF-8: kept as bytes
+    assert parse_row(3, rows[2].socket, tos=rows[2].tos).tos == 16
+    for row in rows[:2]:
+        with pytest.raises(SocketDefError):
+            parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_store_creates_directory_and_file(tmp_path: Path, stores: Stores) -> None:
+    backend = _sqlite_backend(tmp_path)
+    store = stores.open(backend.settings())
+    error = await store_error(store.fetch())
+    assert "sipsock-db init" in str(error)
+    assert (tmp_path / "state" / "sipsock.sqlite").is_file()
+
+
+@pytest_twisted.ensureDeferred
+async def test_closed_store_refuses_calls(backend: Backend, stores: Stores) -> None:
+    backend.init()
+    store = stores.open(backend.settings())
+    assert await store.fetch() == []
+    await store.close()
+    error = await store_error(store.fetch())
+    assert "closed" in str(error)
+
+
+# -- PostgreSQL outages ----------------------------------------------------------------
+
+
+async def fetch_until_ok(store: ISocketStore, timeout: float) -> list[SocketRow]:
+    """Retry ``fetch`` until it succeeds; AssertionError after ``timeout`` seconds."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        try:
+            rows: list[SocketRow] = await store.fetch()
+        except StoreError:
+            if reactor.seconds() > deadline:
+                raise
+            await deferLater(reactor, 0.1, lambda: None)
+        else:
+            return rows
+
+
+@pytest_twisted.ensureDeferred
+async def test_postgres_stopped_gives_store_error_then_recovers(
+    pg: Backend,
+    postgres_server: PostgresServer,
+    stores: Stores,
+    errors_logged: list[LogEvent],
+) -> None:
+    pg.init()
+    assert pg.cli("add", "udp:10.0.0.1").returncode == 0
+    store = stores.open(pg.settings(db_timeout=3.0))
+    await store.check_version()
+    assert len(await store.fetch()) == 1
+
+    postgres_server.stop()  # the idle connection is dropped by the server
+    await deferLater(reactor, 0.2, lambda: None)
+    started = reactor.seconds()
+    error = await store_error(store.fetch())
+    assert reactor.seconds() - started < 3.5
+    assert "unavailable" in str(error)
+    error = await store_error(store.check_version())  # still down: a new attempt, same answer
+    assert "unavailable" in str(error)
+
+    postgres_server.start()
+    rows = await fetch_until_ok(store, timeout=20.0)
+    assert [r.socket for r in rows] == ["udp:10.0.0.1"]
+    await store.check_version()
+
+    gc.collect()  # unhandled Deferred errors are logged when collected
+    assert [event.get("log_format") for event in errors_logged] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_postgres_not_answering_gives_timeout_not_a_hang(
+    pg: Backend,
+    postgres_server: PostgresServer,
+    stores: Stores,
+    errors_logged: list[LogEvent],
+) -> None:
+    pg.init()
+    store = stores.open(pg.settings(db_timeout=1.0))
+    assert await store.fetch() == []
+
+    postgres_server.pause()
+    try:
+        started = reactor.seconds()
+        error = await store_error(store.fetch())  # on the open connection
+        assert 0.9 < reactor.seconds() - started < 3.0
+        assert "no answer from the database within 1 s" in str(error)
+        started = reactor.seconds()
+        error = await store_error(store.check_version())  # while connecting anew
+        assert reactor.seconds() - started < 3.0
+        assert "within 1 s" in str(error)
+    finally:
+        postgres_server.resume()
+
+    assert await fetch_until_ok(store, timeout=20.0) == []
+    gc.collect()
+    assert [event.get("log_format") for event in errors_logged] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_postgres_down_at_start_then_up(
+    pg: Backend,
+    postgres_server: PostgresServer,
+    stores: Stores,
+    errors_logged: list[LogEvent],
+) -> None:
+    pg.init()
+    postgres_server.stop()
+    store = stores.open(pg.settings(db_timeout=3.0))
+    error = await store_error(store.check_version())
+    assert "unavailable" in str(error)
+    postgres_server.start()
+    assert await fetch_until_ok(store, timeout=20.0) == []
+    gc.collect()
+    assert [event.get("log_format") for event in errors_logged] == []
