@@ -9,6 +9,7 @@ service, whose start loads the dynamic sockets from the table.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,8 @@ class DaemonService(MultiService):
         await super().stopService()  # type: ignore[no-untyped-call]
         await self.store.close()
         self.log.info("sipsock stopped")
+        # twistd re-raises the stop signal on exit (status -15). A stop that
+        # closed every socket cleanly is a success: exit 0, as operators and
+        # service managers expect.
+        if getattr(self.reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
+            self.reactor._exitSignal = None

@@ -77,6 +77,10 @@ def port_is_free(port: int, *, udp: bool, host: str = "127.0.0.1") -> bool:
     """True when nobody (in any process) holds the port: we can bind it ourselves."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as sock:
+        if not udp:
+            # Connections closed by the daemon linger in TIME_WAIT; SO_REUSEADDR
+            # ignores them but still fails while anything listens on the port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
