@@ -1,6 +1,10 @@
 """``sipsock-mi``: run an MI command on a running sipsock over AMP.
 
-    sipsock-mi [-s SOCKET] COMMAND [key=value ... | value ...] [--json PARAMS]
+    sipsock-mi [-c FILE | -s SOCKET] COMMAND [key=value ... | value ...] [--json PARAMS]
+
+The socket is ``-s``, else the ``[mi] socket`` of the configuration file
+``-c`` (default ``etc/sipsock.toml`` when it exists), else
+``var/sipsock-mi.sock``.
 
 Prints the JSON result (indented, like ``opensips-mi``); on failure prints
 ``ERROR: <code>: <message> (<detail>)`` on stderr and exits 1.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -18,10 +23,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectError
 
+from sipsock.config import ConfigError, load_config
 from sipsock.mi.amp import MICall, MIRemoteError, socket_path
 from sipsock.mi.commands import MIError
 
 DEFAULT_SOCKET = socket_path()
+DEFAULT_CONFIG = "etc/sipsock.toml"
 
 
 class UsageError(Exception):
@@ -37,10 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         "sipsock-mi sockets_reload --json '{\"report\": true}'",
     )
     parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"the daemon's configuration file (default {DEFAULT_CONFIG} when it exists)",
+    )
+    parser.add_argument(
         "-s",
         "--socket",
-        default=DEFAULT_SOCKET,
-        help=f"the daemon's MI socket (default {DEFAULT_SOCKET})",
+        help=f"the daemon's MI socket (default: from the config, else {DEFAULT_SOCKET})",
     )
     parser.add_argument("-j", "--json", metavar="PARAMS", help="params as a JSON object or array")
     parser.add_argument(
@@ -85,6 +97,19 @@ def parse_params(words: list[str], json_text: str | None) -> dict[str, Any] | li
     return result
 
 
+def choose_socket(args: argparse.Namespace) -> str:
+    """The MI socket to connect to, from -s, -c or the defaults."""
+    if args.socket:
+        return str(args.socket)
+    config = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    if config is None:
+        return DEFAULT_SOCKET
+    try:
+        return str(load_config(config).mi_socket)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def format_error(error: MIError) -> str:
     """The error text printed on failure."""
     return f"ERROR: {error}"
@@ -127,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         params = parse_params(args.params, args.json)
+        args.socket = choose_socket(args)
     except UsageError as exc:
         parser.error(str(exc))
 
