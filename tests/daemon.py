@@ -16,6 +16,8 @@ from typing import Any
 from tests.net import free_port
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+# The registry logs one of these when its first load of the table is over.
+INITIAL_LOAD_DONE = ("sockets reloaded in", "loading the dynamic sockets failed")
 
 
 class MIError(Exception):
@@ -83,10 +85,25 @@ class Daemon:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
             try:
                 self.mi("which")
-                return
             except (OSError, MIError):
                 time.sleep(0.05)
+                continue
+            self.wait_for_log(INITIAL_LOAD_DONE, deadline - time.monotonic())
+            return
         raise RuntimeError(f"daemon did not answer its MI within {timeout} s:\n{self.log()}")
+
+    def wait_for_log(self, patterns: tuple[str, ...], timeout: float) -> str:
+        """Wait until the log holds one of ``patterns``; returns the one found."""
+        deadline = time.monotonic() + max(timeout, 0.1)
+        while time.monotonic() < deadline:
+            text = self.log()
+            for pattern in patterns:
+                if pattern in text:
+                    return pattern
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"daemon log has none of {patterns} after {timeout:.1f} s:\n{self.log()}"
+        )
 
     def output(self) -> str:
         if self.proc is None or self.proc.stdout is None:
