@@ -69,7 +69,11 @@ def parse_cseq(value: str | None) -> tuple[int, str]:
     if value is None:
         raise SipParseError("no CSeq header", status=400)
     parts = value.split()
-    if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or not is_token(parts[1]):
+    if (
+        len(parts) != 2
+        or not (parts[0].isascii() and parts[0].isdigit())
+        or not (parts[1] in KNOWN_METHODS or is_token(parts[1]))
+    ):
         raise SipParseError(f"malformed CSeq {value!r}", status=400)
     number = int(parts[0])
     if number > MAX_CSEQ:

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from sipsock.sip import checks
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import (
-    KNOWN_NAMES,
     REASON_PHRASES,
     UNSPLIT_HEADERS,
     canonical_name,
@@ -22,24 +21,46 @@ class Message:
     ``headers`` is the ordered list of ``(name, value)`` pairs with the names
     spelled as received; lookups are case-insensitive and know the compact
     forms.  Values are kept as text and parsed only when asked for.
+
+    Lookups use the canonical names of the fields, computed once (the parser
+    hands them over) and recomputed only when ``headers`` no longer equals
+    the list they were computed for, so editing ``headers`` in place or
+    assigning a new list is always safe.
     """
 
-    __slots__ = ("_defect", "body", "headers")
+    __slots__ = ("_defect", "_keys", "_keys_of", "body", "headers")
 
     def __init__(self, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
         self.headers: list[tuple[str, str]] = list(headers)
         self.body = body
         self._defect: SipParseError | None = None
+        self._keys: list[str] = []
+        self._keys_of: list[tuple[str, str]] | None = None
+
+    def _remember_keys(self, keys: list[str]) -> None:
+        """Record ``keys``, the canonical names of the current ``headers``, in order.
+
+        For the code that builds messages in this package (``parse``,
+        ``make_response``), which knows the names already.
+        """
+        self._keys = keys
+        self._keys_of = list(self.headers)
+
+    def _header_keys(self) -> list[str]:
+        """The canonical name of every field of ``headers``, in order."""
+        headers = self.headers
+        if self._keys_of != headers:
+            self._remember_keys([canonical_name(field) for field, _ in headers])
+        return self._keys
 
     # -- header access -------------------------------------------------
 
     def get(self, name: str) -> str | None:
         """Value of the first header field called ``name``, or ``None``."""
+        keys = self._header_keys()
         key = canonical_name(name)
-        known = KNOWN_NAMES.get
-        for field, value in self.headers:
-            if field == name or (known(field) or canonical_name(field)) == key:
-                return value
+        if key in keys:
+            return self.headers[keys.index(key)][1]
         return None
 
     def get_all(self, name: str) -> list[str]:
@@ -159,6 +180,13 @@ class Message:
     def serialize(self) -> bytes:
         """Wire form, CRLF line ends, with a Content-Length equal to the body length."""
         length = str(len(self.body))
+        keys = self._header_keys()
+        if keys.count("content-length") == 1:
+            _, value = self.headers[keys.index("content-length")]
+            if value == length:
+                # The usual case: one Content-Length, already right.
+                text = "\r\n".join((self.start_line(), *map(": ".join, self.headers), "", ""))
+                return text.encode("utf-8", "surrogateescape") + self.body
         lines = [self.start_line()]
         seen = False
         for field, value in self.headers:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
+from sipsock.sip.checks import KNOWN_METHODS
 from sipsock.sip.errors import SipParseError
-from sipsock.sip.grammar import is_token
+from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, is_token
 from sipsock.sip.message import Request, Response
 
 DEFAULT_MAX_SIZE: Final = 65535
+
+#: The first empty line: LF, optional CR, LF (so CRLF CRLF and bare LF LF).
+_find_empty_line = re.compile(rb"\n\r?\n").search
+#: A continuation line (header folding, RFC 3261 7.3.1).
+_find_folding = re.compile(r"\n[ \t]").search
 
 
 def find_header_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
@@ -18,14 +25,10 @@ def find_header_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
     the last header line, or ``(-1, -1)`` when there is no empty line yet.
     CRLF and bare LF line ends are both accepted.
     """
-    crlf = data.find(b"\n\r\n", start)
-    limit = crlf + 1 if crlf >= 0 else len(data)
-    lf = data.find(b"\n\n", start, limit)
-    if lf >= 0:
-        return lf, lf + 2
-    if crlf >= 0:
-        return crlf, crlf + 3
-    return -1, -1
+    match = _find_empty_line(data, start)
+    if match is None:
+        return -1, -1
+    return match.start(), match.end()
 
 
 def parse(
@@ -47,29 +50,50 @@ def parse(
     end, body_start = find_header_end(data)
     if end < 0:
         raise SipParseError("header section does not end with an empty line")
+    if data[end - 1] == 0x0D:  # the CR of the last line's CRLF
+        end -= 1
     text = data[:end].decode("utf-8", "surrogateescape")
     lines = text.split("\r\n")
     if len(lines) - 1 != text.count("\n"):
         lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
-    elif text.endswith("\r"):
-        lines[-1] = lines[-1][:-1]
     message = _parse_start_line(lines[0])
-    if "\n " in text or "\n\t" in text:
+    if _find_folding(text):
         lines = _unfold(lines)
-    parts = [line.partition(":") for line in lines[1:]]
-    if not all(colon and name for name, colon, _ in parts):
-        raise SipParseError("header line without a colon or without a name")
-    headers = message.headers = [
-        (name.rstrip(" \t"), value.strip(" \t")) for name, _, value in parts
-    ]
-    lengths = [
-        value for name, value in headers if name[:1] in "cClL" and name.lower() in _LENGTH_NAMES
-    ]
-    message.body = _body(data, body_start, lengths, datagram)
+    headers, keys = _split_fields(lines[1:])
+    message.headers = headers
+    message._remember_keys(keys)
+    message.body = _body(data, body_start, _content_lengths(headers, keys), datagram)
     return message
 
 
-_LENGTH_NAMES: Final = ("content-length", "l")
+def _split_fields(lines: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Split unfolded header lines into ``(name, value)`` fields, in one pass.
+
+    Return the fields and their canonical names (which the message keeps for
+    its lookups).  This loop runs once per header line of every message:
+    keep it to a few string methods.
+    """
+    headers: list[tuple[str, str]] = []
+    keys: list[str] = []
+    known = KNOWN_NAMES.get
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not (colon and name):
+            raise SipParseError("header line without a colon or without a name")
+        name = name.rstrip(" \t")
+        headers.append((name, value.strip(" \t")))
+        keys.append(known(name) or canonical_name(name))
+    return headers, keys
+
+
+def _content_lengths(headers: list[tuple[str, str]], keys: list[str]) -> list[str]:
+    """The value of every Content-Length field (all spellings), in order."""
+    count = keys.count("content-length")
+    if count == 1:
+        return [headers[keys.index("content-length")][1]]
+    if count == 0:
+        return []
+    return [value for (_, value), key in zip(headers, keys, strict=True) if key == "content-length"]
 
 
 def _unfold(lines: list[str]) -> list[str]:
@@ -107,7 +131,9 @@ def _parse_start_line(line: str) -> Request | Response:
             raise SipParseError(f"malformed request line {line[:60]!r}")
         method, uri, version = words[0], " ".join(words[1:-1]), words[-1]
         defect = SipParseError(f"extra whitespace in request line {line[:60]!r}", status=400)
-    if not is_token(method) or not version.upper().startswith("SIP/"):
+    if not (method in KNOWN_METHODS or is_token(method)) or not (
+        version == "SIP/2.0" or version.upper().startswith("SIP/")
+    ):
         raise SipParseError(f"malformed request line {line[:60]!r}")
     request = Request(method, uri, version=version)
     request._defect = defect
@@ -120,10 +146,9 @@ def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:
         if datagram:
             return data[start:]
         raise SipParseError("no Content-Length on a stream transport", status=400)
-    values = set(lengths)
-    if len(values) != 1:
+    value = lengths[0]
+    if len(lengths) > 1 and len(set(lengths)) != 1:
         raise SipParseError("conflicting Content-Length headers", status=400)
-    value = values.pop()
     if not (value.isascii() and value.isdigit()):
         raise SipParseError(f"malformed Content-Length {value[:20]!r}", status=400)
     length = int(value)

@@ -35,15 +35,20 @@ def make_response(
     or a fresh random one.  ``headers`` are appended, then Content-Length
     (the length of ``body``, 0 when there is none).
     """
-    copied = [
-        (field, value) for field, value in request.headers if canonical_name(field) in _COPIED
-    ]
-    if code != 100:
-        for index, (field, value) in enumerate(copied):
-            if canonical_name(field) == "to":
-                if not _has_tag(value):
-                    copied[index] = (field, f"{value};tag={to_tag or new_tag()}")
-                break
-    copied.extend(headers)
+    request_keys = request._header_keys()
+    picked = [index for index, key in enumerate(request_keys) if key in _COPIED]
+    copied = [request.headers[index] for index in picked]
+    keys = [request_keys[index] for index in picked]
+    if code != 100 and "to" in keys:
+        index = keys.index("to")
+        field, value = copied[index]
+        if not _has_tag(value):
+            copied[index] = (field, f"{value};tag={to_tag or new_tag()}")
+    if headers:
+        copied.extend(headers)
+        keys.extend(canonical_name(field) for field, _ in headers)
     copied.append(("Content-Length", str(len(body))))
-    return Response(code, reason, copied, body)
+    keys.append("content-length")
+    response = Response(code, reason, copied, body)
+    response._remember_keys(keys)
+    return response

@@ -26,6 +26,12 @@ _match_sent_by = re.compile(
 _PARAM = rf"\s*;\s*({_T})(?:\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[{TOKEN_CHARS}:\[\]]+))?\s*"
 _match_params = re.compile(f"(?:{_PARAM})*", re.S).fullmatch
 _find_params = re.compile(_PARAM, re.S).findall
+#: The usual shape, without any optional whitespace or quoted parameter:
+#: ``SIP/2.0/UDP host:port;name=value;name``.
+_match_plain_via = re.compile(
+    rf"({_T}/{_T})/({_T}) ([A-Za-z0-9.\-]+)(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*)"
+).fullmatch
 
 
 class Via(NamedTuple):
@@ -118,15 +124,26 @@ class Via(NamedTuple):
 
 def parse_via(value: str) -> Via:
     """Parse one Via value (not a comma list); raise :class:`SipParseError`."""
+    match = _match_plain_via(value)
+    if match is None:
+        return _parse_any_via(value)
+    protocol, transport, host, port_text, rest = match.groups()
+    port = _port(port_text, value)
+    params: list[tuple[str, str | None]] = []
+    if rest:
+        for param in rest[1:].split(";"):
+            key, _, param_value = param.partition("=")
+            params.append((key, param_value or None))
+    return Via(protocol, transport.upper(), host, port, tuple(params))
+
+
+def _parse_any_via(value: str) -> Via:
+    """:func:`parse_via` for every spelling the grammar allows (whitespace, quotes, IPv6)."""
     match = _match_sent_by(value)
     if match is None:
         raise SipParseError(f"malformed Via value {value!r}", status=400)
     name, version, transport, host, port_text = match.groups()
-    port: int | None = None
-    if port_text is not None:
-        port = int(port_text)
-        if not 0 < port <= 65535:
-            raise SipParseError(f"Via port out of range in {value!r}", status=400)
+    port = _port(port_text, value)
     rest = value[match.end() :]
     if not _match_params(rest):
         raise SipParseError(f"malformed Via parameters in {value!r}", status=400)
@@ -134,6 +151,16 @@ def parse_via(value: str) -> Via:
     if host.startswith("["):
         host = host[1:-1]
     return Via(f"{name}/{version}", transport.upper(), host, port, tuple(params))
+
+
+def _port(text: str | None, value: str) -> int | None:
+    """The sent-by port of Via ``value`` from its digits ``text`` (``None``: no port)."""
+    if text is None:
+        return None
+    port = int(text)
+    if not 0 < port <= 65535:
+        raise SipParseError(f"Via port out of range in {value!r}", status=400)
+    return port
 
 
 def new_branch() -> str:

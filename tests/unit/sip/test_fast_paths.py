@@ -1,0 +1,213 @@
+"""The fast paths of the SIP core give the same answers as the general code.
+
+``parse_via`` tries a strict pattern before the general grammar, header lookups
+use canonical names remembered from the parse, ``serialize`` joins the fields
+when Content-Length is already right, and ``find_header_end`` is one search.
+Each is checked here against the slow, obvious way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipsock.sip import (
+    Request,
+    Response,
+    SipParseError,
+    Via,
+    canonical_name,
+    make_response,
+    parse,
+)
+from sipsock.sip.parser import find_header_end
+from sipsock.sip.via import _parse_any_via, parse_via
+
+INVITE = (
+    b"INVITE sip:bob@example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: <sip:bob@example.com>\r\n"
+    b"From: <sip:alice@example.com>;tag=1\r\n"
+    b"Call-ID: c1@example.com\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Content-Length: 3\r\n"
+    b"\r\n"
+    b"v=0"
+)
+
+
+def invite() -> Request:
+    message = parse(INVITE)
+    assert isinstance(message, Request)
+    return message
+
+
+def first_value(headers: list[tuple[str, str]], name: str) -> str | None:
+    """``Message.get`` done the obvious way."""
+    key = canonical_name(name)
+    return next((value for field, value in headers if canonical_name(field) == key), None)
+
+
+# -- lookups follow every change of ``headers`` ---------------------------------
+
+
+def test_get_sees_a_field_inserted_in_place() -> None:
+    message = invite()
+    assert message.call_id == "c1@example.com"
+    message.headers.insert(0, ("i", "c2@example.com"))
+    assert message.call_id == "c2@example.com"
+
+
+def test_get_sees_a_field_replaced_in_place() -> None:
+    message = invite()
+    index = [name for name, _ in message.headers].index("CSeq")
+    message.headers[index] = ("CSeq", "2 INVITE")
+    assert message.cseq == (2, "INVITE")
+
+
+def test_get_sees_a_new_headers_list() -> None:
+    message = invite()
+    message.headers = [("Call-ID", "other")]
+    assert message.call_id == "other"
+    assert message.get("Via") is None
+
+
+def test_get_sees_a_removed_field() -> None:
+    message = invite()
+    message.remove("Max-Forwards")
+    assert message.max_forwards is None
+
+
+HEADER_NAMES = st.sampled_from(
+    ["Via", "v", "VIA", "Call-ID", "i", "call-id", "Content-Length", "l", "X-Extra", "x-extra"]
+)
+FIELDS = st.lists(st.tuples(HEADER_NAMES, st.sampled_from(["1", "2", "3"])), max_size=8)
+
+
+@given(FIELDS, FIELDS, st.sampled_from(["via", "V", "Call-ID", "I", "l", "X-EXTRA", "To"]))
+def test_get_equals_a_scan_after_any_edit(
+    before: list[tuple[str, str]], after: list[tuple[str, str]], name: str
+) -> None:
+    message = Request("OPTIONS", "sip:a", before)
+    assert message.get(name) == first_value(before, name)
+    message.headers[:] = after
+    assert message.get(name) == first_value(after, name)
+
+
+# -- serialize -------------------------------------------------------------------
+
+
+def test_serialize_of_an_unchanged_message_gives_the_bytes_back() -> None:
+    assert bytes(invite()) == INVITE
+
+
+def test_serialize_fixes_a_content_length_edited_in_place() -> None:
+    message = invite()
+    index = [name for name, _ in message.headers].index("Content-Length")
+    message.headers[index] = ("Content-Length", "99")
+    assert b"\r\nContent-Length: 3\r\n\r\nv=0" in bytes(message)
+
+
+def test_serialize_follows_a_new_body() -> None:
+    message = invite()
+    message.body = b"v=0\r\n"
+    assert bytes(message).endswith(b"\r\nContent-Length: 5\r\n\r\nv=0\r\n")
+
+
+def test_serialize_keeps_one_content_length_of_two() -> None:
+    message = invite()
+    message.headers.append(("l", "3"))
+    assert bytes(message).count(b"Content-Length") == 1
+    assert b"\r\nl:" not in bytes(message)
+
+
+# -- make_response hands its canonical names over ---------------------------------
+
+
+def test_response_lookups_follow_edits() -> None:
+    response = make_response(invite(), 200, "OK", to_tag="t1")
+    assert response.get("to") == "<sip:bob@example.com>;tag=t1"
+    assert response.get("content-length") == "0"
+    response.headers.insert(0, ("t", "<sip:x@example.com>"))
+    assert response.get("To") == "<sip:x@example.com>"
+
+
+def test_response_with_extra_headers_serializes_them() -> None:
+    response = make_response(invite(), 486, "Busy Here", to_tag="t", headers=[("Retry-After", "5")])
+    assert response.get("retry-after") == "5"
+    again = parse(bytes(response))
+    assert isinstance(again, Response)
+    assert again == response
+
+
+# -- parse_via: strict pattern first, general grammar otherwise -------------------
+
+TOKENS = st.text(st.sampled_from("abcXYZ019-.!%*_+`'~"), min_size=1, max_size=6)
+HOSTS = st.text(st.sampled_from("abz.-09"), min_size=1, max_size=12)
+PARAM_VALUES = st.text(st.sampled_from("ab9-.:[]"), min_size=1, max_size=6)
+
+
+@st.composite
+def plain_vias(draw: st.DrawFn) -> str:
+    value = f"{draw(TOKENS)}/{draw(TOKENS)}/{draw(TOKENS)} {draw(HOSTS)}"
+    if draw(st.booleans()):
+        value += f":{draw(st.integers(0, 999999))}"
+    for _ in range(draw(st.integers(0, 3))):
+        value += ";" + draw(TOKENS)
+        if draw(st.booleans()):
+            value += "=" + draw(PARAM_VALUES)
+    return value
+
+
+def via_or_error(parser: Callable[[str], Via], value: str) -> Via | tuple[str, str, int | None]:
+    try:
+        return parser(value)
+    except SipParseError as error:
+        return ("error", error.reason, error.status)
+
+
+@given(plain_vias())
+def test_parse_via_equals_the_general_grammar(value: str) -> None:
+    assert via_or_error(parse_via, value) == via_or_error(_parse_any_via, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "SIP/2.0/udp host.example.com:5060;branch=z9hG4bK1;rport",
+        "SIP / 2.0 / UDP host;branch=z9hG4bK1",
+        "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1",
+        'SIP/2.0/UDP host;x="a;b=c"',
+        "SIP/2.0/UDP host:0",
+        "SIP/2.0/UDP host:123456",
+        "SIP/2.0/UDP host;branch=",
+        "SIP/2.0/UDP  host",
+    ],
+)
+def test_parse_via_of_unusual_values_equals_the_general_grammar(value: str) -> None:
+    assert via_or_error(parse_via, value) == via_or_error(_parse_any_via, value)
+
+
+# -- find_header_end ---------------------------------------------------------------
+
+
+def find_header_end_by_two_finds(data: bytes, start: int = 0) -> tuple[int, int]:
+    """The earlier definition: first LF LF or LF CR LF, whichever comes first."""
+    crlf = data.find(b"\n\r\n", start)
+    limit = crlf + 1 if crlf >= 0 else len(data)
+    lf = data.find(b"\n\n", start, limit)
+    if lf >= 0:
+        return lf, lf + 2
+    if crlf >= 0:
+        return crlf, crlf + 3
+    return -1, -1
+
+
+@given(st.binary(max_size=30).map(lambda b: bytes(b"\r\na"[x % 3] for x in b)), st.integers(0, 5))
+def test_find_header_end_equals_two_finds(data: bytes, start: int) -> None:
+    assert find_header_end(data, start) == find_header_end_by_two_finds(data, start)
+    assert find_header_end(bytearray(data), start) == find_header_end_by_two_finds(data, start)
