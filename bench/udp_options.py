@@ -1,0 +1,331 @@
+"""Print the OPTIONS rate one dynamic UDP socket holds, and the daemon's CPU per OPTIONS.
+
+Run from the repository root (about 2 minutes with the defaults)::
+
+    .venv/bin/python bench/udp_options.py
+    .venv/bin/python bench/udp_options.py --fixed 2000 --ramp 4000,8000 --seconds 3
+
+The real daemon (``twistd -n sipsock``, SQLite) gets one dynamic socket
+``udp:127.0.0.1:PORT``; SIPp (``tests/scenarios/options_uac.xml``, one
+OPTIONS per call, ``-buff_size 4194304``) sends it bounded runs of calls:
+
+* at a few fixed rates, for the daemon's CPU time per answered OPTIONS
+  (utime + stime from /proc/PID/stat over the run / successful calls);
+* on a ramp of rising rates until a run fails, then halving the gap
+  ``--bisect`` times, for the highest rate held with zero failed calls
+  (and at least 95 % of the asked rate actually sent).
+
+SIPp and the daemon share the machine's cores: SIPp's own CPU is shown too.
+Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common import (
+    BenchDaemon,
+    BenchError,
+    children_cpu_seconds,
+    free_udp_ports,
+    machine_note,
+    print_table,
+    running_daemon,
+    udp_drops,
+)
+
+from tests.sipp import start_sipp
+
+TARGET_CPU_US = 20.0
+HELD_SHARE = 0.95
+COUNTERS_DELAY = 1.5
+
+
+@dataclass
+class Step:
+    """One SIPp run at one rate, and what it cost the daemon."""
+
+    rate: int
+    calls: int
+    successful: int
+    failed: int
+    retransmissions: int
+    elapsed: float
+    daemon_cpu: float
+    sipp_cpu: float
+    received: int
+    sent: int
+    daemon_drops: int
+    sipp_drops: int
+
+    @property
+    def achieved(self) -> float:
+        return self.successful / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def held(self) -> bool:
+        return (
+            self.failed == 0
+            and self.successful == self.calls
+            and self.achieved >= HELD_SHARE * self.rate
+        )
+
+    @property
+    def cpu_us(self) -> float | None:
+        return self.daemon_cpu / self.successful * 1e6 if self.successful else None
+
+    def row(self) -> list[object]:
+        sipp_us = self.sipp_cpu / self.calls * 1e6 if self.calls else 0.0
+        return [
+            self.rate,
+            self.calls,
+            self.successful,
+            self.failed,
+            self.retransmissions,
+            f"{self.achieved:,.0f}",
+            f"{self.daemon_cpu / self.elapsed * 100:.0f}" if self.elapsed else "-",
+            "-" if self.cpu_us is None else f"{self.cpu_us:.1f}",
+            f"{sipp_us:.1f}",
+            f"{self.received}/{self.sent}",
+            f"{self.daemon_drops}/{self.sipp_drops}",
+            "yes" if self.held else "no",
+        ]
+
+
+HEADERS = [
+    "rate asked/s",
+    "calls",
+    "ok",
+    "failed",
+    "retrans",
+    "achieved/s",
+    "daemon CPU %",
+    "daemon us/OPTIONS",
+    "SIPp us/call",
+    "daemon in/out",
+    "drops daemon/SIPp",
+    "held",
+]
+
+
+def sipp_totals(stat: Path) -> tuple[int, float]:
+    """Retransmissions and elapsed seconds from the last line of SIPp's statistics."""
+    with stat.open(newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    if len(rows) < 2:
+        raise BenchError(f"SIPp wrote no statistics to {stat}")
+    values = dict(zip(rows[0], rows[-1], strict=False))
+    # StartTime and CurrentTime read "date<TAB>time<TAB>epoch seconds".
+    elapsed = float(values["CurrentTime"].split("\t")[-1]) - float(
+        values["StartTime"].split("\t")[-1]
+    )
+    return int(values.get("Retransmissions(C)", 0)), elapsed
+
+
+def socket_counters(bench: BenchDaemon) -> dict[str, Any]:
+    entries = bench.daemon.mi("sockets_list", {"details": True})
+    counters: dict[str, Any] = entries[0]["counters"]
+    return counters
+
+
+def run_step(bench: BenchDaemon, port: int, rate: int, args: argparse.Namespace) -> Step:
+    calls = max(1, min(int(rate * args.seconds), args.max_calls))
+    before = socket_counters(bench)
+    drops_before = udp_drops(port) or 0
+    sipp_port = free_udp_ports(1)[0]
+    cpu_before = bench.cpu()
+    sipp_before = children_cpu_seconds()
+    run = start_sipp(
+        f"127.0.0.1:{port}",
+        calls=calls,
+        rate=rate,
+        workdir=bench.workdir,
+        timeout=calls / rate * 3 + 20,
+        local_port=sipp_port,
+    )
+    sipp_drops = 0
+    while run.running():
+        sipp_drops = max(sipp_drops, udp_drops(sipp_port) or 0)
+        time.sleep(0.05)
+    result = run.wait()
+    cpu = bench.cpu() - cpu_before
+    sipp_cpu = children_cpu_seconds() - sipp_before
+    # The control process learns the workers' counters once a second.
+    time.sleep(COUNTERS_DELAY)
+    after = socket_counters(bench)
+    retransmissions, elapsed = sipp_totals(run.stat)
+    run.stat.unlink()
+    if result.successful + result.failed == 0:
+        raise BenchError(f"SIPp at {rate}/s made no call:\n{result.output}")
+    step = Step(
+        rate=rate,
+        calls=calls,
+        successful=result.successful,
+        failed=result.failed,
+        retransmissions=retransmissions,
+        elapsed=elapsed,
+        daemon_cpu=cpu,
+        sipp_cpu=sipp_cpu,
+        received=after["received"] - before["received"],
+        sent=after["sent"] - before["sent"],
+        daemon_drops=(udp_drops(port) or 0) - drops_before,
+        sipp_drops=sipp_drops,
+    )
+    print(
+        f"  {rate:>6}/s: {step.successful}/{calls} ok, {step.failed} failed, "
+        f"{retransmissions} retransmissions, {step.achieved:,.0f}/s achieved",
+        flush=True,
+    )
+    return step
+
+
+def ramp(bench: BenchDaemon, port: int, args: argparse.Namespace) -> tuple[list[Step], int | None]:
+    """Rising rates until one is not held, then halve the gap; the best held rate."""
+    steps: list[Step] = []
+    best: int | None = None
+    failing: int | None = None
+    for rate in args.ramp_rates:
+        step = run_step(bench, port, rate, args)
+        steps.append(step)
+        if not step.held:
+            failing = rate
+            break
+        best = rate
+        time.sleep(args.pause)
+    for _ in range(args.bisect):
+        if failing is None:
+            break
+        low = best or 0
+        rate = (low + failing) // 2
+        if failing - low < args.resolution or rate <= 0:
+            break
+        time.sleep(args.pause)
+        step = run_step(bench, port, rate, args)
+        steps.append(step)
+        if step.held:
+            best = rate
+        else:
+            failing = rate
+    return steps, best
+
+
+def rates(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--fixed", default="2000,5000,10000", help="rates for CPU per OPTIONS (2000,5000,10000)"
+    )
+    parser.add_argument(
+        "--ramp",
+        default="2000,4000,6000,8000,10000,12000,15000,20000,25000,30000,40000",
+        help="rising rates for the highest held rate (2000,...,40000)",
+    )
+    parser.add_argument(
+        "--bisect", type=int, default=2, help="halvings between held and failed (2)"
+    )
+    parser.add_argument(
+        "--resolution", type=int, default=500, help="stop halving below this gap (500/s)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="calls per run = rate x seconds (5)"
+    )
+    parser.add_argument(
+        "--max-calls", type=int, default=150000, help="at most this many calls per run"
+    )
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds between runs (1)")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="[sockets_mgm] processes, UDP workers (2)"
+    )
+    parser.add_argument(
+        "--balance", default=None, help="[sockets_mgm] udp_balance (the daemon's default)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the daemon's directory")
+    args = parser.parse_args(argv)
+    args.fixed_rates = rates(args.fixed)
+    args.ramp_rates = rates(args.ramp)
+    if args.ramp_rates != sorted(args.ramp_rates):
+        parser.error("--ramp rates must rise")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Start the daemon with one dynamic UDP socket, measure, print the tables."""
+    args = parse_args(argv)
+    print(f"  before: {machine_note()}", flush=True)
+    with running_daemon(
+        max_sockets=10, processes=args.processes, balance=args.balance, keep=args.keep
+    ) as bench:
+        port = free_udp_ports(1)[0]
+        bench.rows.insert_udp([port])
+        report = bench.daemon.reload()
+        if report["added"] != [f"udp:127.0.0.1:{port}"]:
+            raise BenchError(f"the socket did not come up: {report}")
+        print(
+            f"  daemon pid {bench.pid} ({bench.processes()} processes), "
+            f"socket udp:127.0.0.1:{port}, directory {bench.workdir}",
+            flush=True,
+        )
+        idle_before = bench.cpu()
+        time.sleep(2)
+        idle = (bench.cpu() - idle_before) / 2
+        warm = run_step(bench, port, 1000, argparse.Namespace(**{**vars(args), "seconds": 1}))
+        if not warm.held:
+            raise BenchError("the warm-up run at 1000/s failed")
+        fixed = []
+        for rate in args.fixed_rates:
+            time.sleep(args.pause)
+            fixed.append(run_step(bench, port, rate, args))
+        time.sleep(args.pause)
+        steps, best = ramp(bench, port, args)
+    print(f"  after: {machine_note()}")
+    workers = f"processes {args.processes}" + (
+        f", udp_balance {args.balance}" if args.balance else ""
+    )
+    print_table(
+        f"Daemon CPU per answered OPTIONS at fixed rates (one dynamic UDP socket, {workers}; "
+        f"{args.seconds:g} s of calls per run; idle daemon {idle * 100:.1f} % CPU; "
+        "CPU of all the daemon's processes)",
+        HEADERS,
+        [s.row() for s in fixed],
+        "r" * (len(HEADERS) - 1) + "l",
+    )
+    print_table(
+        "Ramp: highest rate held with zero failed calls",
+        HEADERS,
+        [s.row() for s in steps],
+        "r" * (len(HEADERS) - 1) + "l",
+    )
+    measured = [s.cpu_us for s in fixed if s.cpu_us is not None and s.failed == 0]
+    worst = max(measured) if measured else None
+    print_table(
+        "Targets (issue 4)",
+        ["figure", "target", "measured", ""],
+        [
+            [
+                "daemon CPU per answered OPTIONS (worst fixed rate)",
+                f"<= {TARGET_CPU_US:g} us",
+                "-" if worst is None else f"{worst:.1f} us",
+                "met" if worst is not None and worst <= TARGET_CPU_US else "MISSED",
+            ],
+            [
+                "highest OPTIONS rate held, zero failures",
+                "(OpenSIPS ~70,000/s)",
+                "none" if best is None else f"{best:,}/s",
+                "",
+            ],
+        ],
+        "lrrl",
+    )
+
+
+if __name__ == "__main__":
+    main()
