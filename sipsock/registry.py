@@ -26,9 +26,9 @@ from sipsock.reloadplan import (
     Failure,
     Rejection,
     ReloadReport,
+    RowScreen,
     plan_reload,
     screen_conflicts,
-    screen_rows,
 )
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
@@ -118,6 +118,7 @@ class SocketRegistry(Service):
         self._static = list(static)
         self._resolve = resolver or make_thread_resolver(reactor)
         self._entries: dict[SocketDef, SocketEntry] = {}
+        self._rows = RowScreen()
         self._lock = DeferredLock()
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
@@ -180,7 +181,7 @@ class SocketRegistry(Service):
             )
             raise
         report = ReloadReport()
-        defs, rejected = screen_rows(rows)
+        defs, rejected = self._rows.screen(rows)
         defs, unresolved = await self._resolve_hosts(defs)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts

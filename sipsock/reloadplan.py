@@ -126,6 +126,40 @@ def screen_rows(rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejectio
     return defs, rejections
 
 
+class RowScreen:
+    """`screen_rows` with a memory of the previous reload.
+
+    A row whose id and columns are unchanged since the last call gives the same
+    definition or rejection without being parsed again, so a reload of a large
+    unchanged table costs a dictionary look-up per row.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[tuple[Any, ...], SocketDef | Rejection] = {}
+
+    def screen(self, rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejection]]:
+        current: dict[tuple[Any, ...], SocketDef | Rejection] = {}
+        defs: list[SocketDef] = []
+        rejections: list[Rejection] = []
+        for row in rows:
+            key: tuple[Any, ...] = (row.id, row.socket, row.advertised, row.tag, row.flags, row.tos)
+            try:
+                result = self._previous.get(key) or current.get(key)
+            except TypeError:  # an unhashable column value: parse it every time
+                key, result = (), None
+            if result is None:
+                parsed, rejected = screen_rows([row])
+                result = parsed[0] if parsed else rejected[0]
+            if key:
+                current[key] = result
+            if isinstance(result, Rejection):
+                rejections.append(result)
+            else:
+                defs.append(result)
+        self._previous = current
+        return defs, rejections
+
+
 def _bind_key(sdef: SocketDef) -> tuple[str, str, int]:
     # UDP and the stream transports (all over TCP) have separate port spaces.
     return ("udp" if sdef.proto == "udp" else "tcp", sdef.host, sdef.port)

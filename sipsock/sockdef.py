@@ -92,6 +92,24 @@ class SocketDef:
     tos: int | None = None
     text: str = field(default="", compare=False)
     row_id: int | None = field(default=None, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        # Reloads hash every definition several times: compute it once.
+        identity = (
+            self.proto,
+            self.host,
+            self.port,
+            self.advertised_host,
+            self.advertised_port,
+            self.tag,
+            self.flags,
+            self.tos,
+        )
+        object.__setattr__(self, "_hash", hash(identity))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def is_stream(self) -> bool:

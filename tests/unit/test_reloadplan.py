@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sipsock.reloadplan import ReloadReport, plan_reload, screen_conflicts, screen_rows
+from sipsock.reloadplan import (
+    ReloadReport,
+    RowScreen,
+    plan_reload,
+    screen_conflicts,
+    screen_rows,
+)
 from sipsock.sockdef import SocketDef, parse_row
 
 
@@ -130,3 +136,32 @@ def test_report_renders_every_list() -> None:
     assert report.as_dict()["seconds"] == 0.012346
     assert report.summary().startswith("1 added, 0 updated")
     assert report.changed
+
+
+def test_row_screen_gives_the_same_answers_and_reparses_only_changed_rows() -> None:
+    screen = RowScreen()
+    rows = [Row(1, "udp:127.0.0.1:5070"), Row(2, "bin:1.2.3.4"), Row(3, "udp:127.0.0.1:5071")]
+    first = screen.screen(rows)
+    assert first == screen_rows(rows)
+    again = screen.screen(rows)
+    assert again == first
+    assert again[0][0] is first[0][0]  # not parsed again
+    changed = [Row(1, "udp:127.0.0.1:5070", tag="t"), *rows[1:]]
+    defs, _ = screen.screen(changed)
+    assert defs[0].tag == "t"
+    assert defs[1] is first[0][1]
+
+
+def test_row_screen_copes_with_unhashable_values() -> None:
+    screen = RowScreen()
+    defs, rejected = screen.screen([Row(1, ["udp:127.0.0.1:5070"])])
+    assert defs == []
+    assert "not text but list" in rejected[0].reason
+
+
+def test_socket_defs_hash_by_identity() -> None:
+    a = sd(1, "udp:127.0.0.1:5070", tag="x")
+    b = sd(2, "UDP:127.0.0.1:5070", tag="x")
+    assert a != sd(1, "udp:127.0.0.1:5070")
+    assert {a: 1}[b] == 1
+    assert hash(a) == hash(b)
