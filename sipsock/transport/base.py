@@ -18,6 +18,9 @@ from sipsock.sockdef import SocketDef
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from sipsock.config import WebSocketSettings
+    from sipsock.transport.tls import TLSDomains
+
 #: Largest datagram the reactor reads; SIP over UDP may use all of it.
 MAX_DATAGRAM_SIZE = 65535
 
@@ -69,7 +72,8 @@ class SocketCounters:
     bytes, ``parse_errors`` messages or streams that could not be read,
     ``drops`` messages thrown away for any other reason (a failed send, a reply
     to a closed connection, an application error), ``connections`` the stream
-    connections open right now.
+    connections open right now, ``handshake_failures`` connections closed
+    because their TLS or WebSocket opening handshake failed.
     """
 
     received: int = 0
@@ -79,6 +83,7 @@ class SocketCounters:
     parse_errors: int = 0
     drops: int = 0
     connections: int = 0
+    handshake_failures: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for the MI."""
@@ -163,13 +168,17 @@ def open_listener(
     reactor: Any = None,
     idle_timeout: float = 180.0,
     max_message_size: int = 65535,
+    tls: TLSDomains | None = None,
+    websocket: WebSocketSettings | None = None,
 ) -> Listener:
     """Bind ``sdef`` and start serving it; returns the running listener.
 
     Binding is synchronous: a socket that cannot be opened raises
     `ListenError` before anything reaches the reactor. UDP sockets are created
     here and adopted by the reactor; stream sockets are created, bound and put
-    to listen here, then adopted.
+    to listen here, then adopted. TLS and WSS sockets take their certificates
+    from ``tls`` (no domain serving the socket is a `ListenError` saying so);
+    WS and WSS sockets follow ``websocket`` (origins, limits, keep-alive).
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -179,7 +188,8 @@ def open_listener(
         from sipsock.transport.udp import open_udp_listener
 
         return open_udp_listener(sdef, slot, sink, reactor=reactor)
-    if sdef.proto == "tcp":
+    binding = _tls_binding(sdef, tls) if sdef.proto in ("tls", "wss") else None
+    if sdef.proto in ("tcp", "tls"):
         from sipsock.transport.stream import open_tcp_listener
 
         return open_tcp_listener(
@@ -189,5 +199,31 @@ def open_listener(
             reactor=reactor,
             idle_timeout=idle_timeout,
             max_message_size=max_message_size,
+            tls=binding,
         )
-    raise ListenError(sdef, f"protocol {sdef.proto} is not supported yet")
+    if sdef.proto in ("ws", "wss"):
+        from sipsock.transport.ws import open_ws_listener
+
+        return open_ws_listener(
+            sdef,
+            slot,
+            sink,
+            reactor=reactor,
+            idle_timeout=idle_timeout,
+            max_message_size=max_message_size,
+            websocket=websocket,
+            tls=binding,
+        )
+    raise ListenError(sdef, f"protocol {sdef.proto} is not supported")
+
+
+def _tls_binding(sdef: SocketDef, tls: TLSDomains | None) -> Any:
+    """The TLS side of a TLS/WSS socket; `ListenError` when no domain serves it."""
+    from sipsock.transport.tls import TLSError
+
+    if tls is None:
+        raise ListenError(sdef, "no TLS domain is configured ([[tls.domain]] in [tls])")
+    try:
+        return tls.context_for(sdef)
+    except TLSError as error:
+        raise ListenError(sdef, error.reason) from None

@@ -1,0 +1,343 @@
+"""Print stream-transport figures of the real daemon: OPTIONS/s and memory per idle connection.
+
+Not a test. Run from the repository root::
+
+    .venv/bin/python bench/stream.py [--seconds 5] [--idle 5000] [--conns 1,10,100]
+
+The daemon (``twistd -n sipsock``, answered by the built-in Responder) gets
+one static socket per transport: TCP, TLS, WS and WSS, with a trustme
+certificate (ECDSA P-256). The client is one asyncio process (the standard
+library's TLS, WebSocket frames built by hand) running closed loops: each
+connection sends an OPTIONS, waits for its 200, sends the next. Figures:
+
+* OPTIONS answered per second for 1, 10 and 100 concurrent connections per
+  transport, with the daemon's CPU use over the same interval (100 % = one
+  core: the daemon is the bottleneck; less: the client is);
+* idle connections: N TLS connections opened and left idle, how many still
+  answer an OPTIONS afterwards, and the daemon's resident memory per
+  connection (VmRSS after minus before, divided by N); the same for TCP.
+
+The soft RLIMIT_NOFILE is raised to the hard limit here and by the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import resource
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.daemon import Daemon
+from tests.net import free_port
+from tests.sip_probe import options_request
+from tests.tlsfiles import TestPKI, domain_toml
+
+TRANSPORTS = ("tcp", "tls", "ws", "wss")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+OPEN_PARALLEL = 200
+
+
+class BenchError(Exception):
+    """The benchmark cannot run as asked; the message says why."""
+
+
+# -- the measured process ------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# -- clients ---------------------------------------------------------------------------
+
+
+class Connection:
+    """One client connection speaking SIP over a stream or over WebSocket."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ws: bool
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.ws = ws
+        transport = "WS" if ws else "TCP"
+        local_port = writer.get_extra_info("sockname")[1]
+        self.request = options_request("127.0.0.1", 5060, local_port, transport)
+        if ws:
+            # A client frame masked with the all-zero key: the payload is sent as is.
+            header = bytes([0x81, 0x80 | 126]) + len(self.request).to_bytes(2, "big")
+            self.request = header + b"\x00\x00\x00\x00" + self.request
+
+    async def options(self) -> bool:
+        """Send one OPTIONS and read its answer; True for a 200."""
+        self.writer.write(self.request)
+        if self.ws:
+            head = await self.reader.readexactly(2)
+            length = head[1] & 0x7F
+            if length == 126:
+                length = int.from_bytes(await self.reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await self.reader.readexactly(8), "big")
+            answer = await self.reader.readexactly(length)
+        else:
+            answer = await self.reader.readuntil(b"\r\n\r\n")
+            # The Responder's answers have no body (Content-Length: 0).
+        return answer.startswith(b"SIP/2.0 200 ")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def connect(port: int, transport: str, context: ssl.SSLContext | None) -> Connection:
+    tls = context if transport in ("tls", "wss") else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            ssl=tls,
+            server_hostname="localhost" if tls else None,
+            limit=1 << 20,
+        ),
+        timeout=30,
+    )
+    ws = transport in ("ws", "wss")
+    if ws:
+        writer.write(
+            (
+                "GET / HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: c2lwc29jay1iZW5jaC0xNg==\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Protocol: sip\r\n"
+                "Origin: https://bench.example\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise BenchError(f"WebSocket handshake refused: {head[:80]!r}")
+    return Connection(reader, writer, ws)
+
+
+async def open_many(
+    count: int, port: int, transport: str, context: ssl.SSLContext | None
+) -> list[Connection]:
+    """``count`` connections, at most OPEN_PARALLEL handshakes at a time."""
+    gate = asyncio.Semaphore(OPEN_PARALLEL)
+
+    async def one() -> Connection:
+        async with gate:
+            return await connect(port, transport, context)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+class LoopClient(asyncio.Protocol):
+    """Closed loop on an open connection: the next OPTIONS leaves when an answer arrives.
+
+    A plain protocol (no coroutine per message) so the client costs less CPU
+    than the daemon it measures.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.transport = connection.writer.transport
+        self.request = connection.request
+        self.ws = connection.ws
+        self.buffer = b""
+        self.running = False
+        self.answered = 0
+        self.transport.set_protocol(self)
+
+    def start(self) -> None:
+        self.running = True
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        answers = 0
+        if self.ws:
+            while len(buffer) >= 2:
+                length, offset = buffer[1] & 0x7F, 2
+                if length == 126:
+                    if len(buffer) < 4:
+                        break
+                    length, offset = int.from_bytes(buffer[2:4], "big"), 4
+                if len(buffer) < offset + length:
+                    break
+                buffer = buffer[offset + length :]
+                answers += 1
+        else:
+            answers = buffer.count(b"\r\n\r\n")
+            if answers:
+                buffer = buffer[buffer.rfind(b"\r\n\r\n") + 4 :]
+        self.buffer = buffer
+        self.answered += answers
+        if self.running:
+            for _ in range(answers):
+                self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.running = False
+
+
+async def throughput_case(
+    pid: int, connections: list[Connection], seconds: float, warmup: float
+) -> str:
+    clients = [LoopClient(connection) for connection in connections]
+    for client in clients:
+        client.start()
+    await asyncio.sleep(warmup)
+    answered = sum(c.answered for c in clients)
+    cpu_before, started = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    answered = sum(c.answered for c in clients) - answered
+    elapsed = time.monotonic() - started
+    cpu_used = cpu_seconds(pid) - cpu_before
+    for client in clients:
+        client.running = False
+    await asyncio.sleep(0.3)
+    per_message = cpu_used / answered * 1e6 if answered else 0.0
+    return f"{answered / elapsed:6.0f} {cpu_used / elapsed * 100:3.0f}% {per_message:4.0f}"
+
+
+async def throughput(
+    daemon: Daemon,
+    ports: dict[str, int],
+    context: ssl.SSLContext,
+    conns: list[int],
+    seconds: float,
+) -> None:
+    print(
+        f"\nOPTIONS answered per second, closed loop, {seconds:g} s per case; then the "
+        "daemon's CPU use\n(100% = one core) and its CPU microseconds per OPTIONS"
+    )
+    print("transport " + "".join(f"{f'{n} conn: /s cpu us':>22}" for n in conns))
+    for transport in TRANSPORTS:
+        cells: list[str] = []
+        for count in conns:
+            connections = await open_many(count, ports[transport], transport, context)
+            cells.append(
+                await throughput_case(daemon.pid, connections, seconds, min(1.0, seconds / 5))
+            )
+            for connection in connections:
+                connection.close()
+            await asyncio.sleep(0.5)
+        print(f"{transport:<10}" + "".join(f"{cell:>22}" for cell in cells))
+
+
+async def idle(
+    daemon: Daemon,
+    transport: str,
+    port: int,
+    context: ssl.SSLContext,
+    count: int,
+    hold: float,
+) -> None:
+    pid = daemon.pid
+    await asyncio.sleep(1.0)
+    before = rss_kib(pid)
+    fds_before = open_fds(pid)
+    started = time.monotonic()
+    connections = await open_many(count, port, transport, context)
+    opened_in = time.monotonic() - started
+    await asyncio.sleep(hold)
+    after = rss_kib(pid)
+    fds = open_fds(pid) - fds_before
+    answers = await asyncio.gather(
+        *(asyncio.wait_for(c.options(), timeout=30) for c in connections),
+        return_exceptions=True,
+    )
+    held = sum(1 for answer in answers if answer is True)
+    per = (after - before) / count
+    print(
+        f"idle {transport.upper():<4} {count} opened in {opened_in:.1f} s, "
+        f"{fds} descriptors in the daemon, {held} still answered after {hold:g} s idle; "
+        f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB = {per:.1f} kB per connection"
+    )
+    for connection in connections:
+        connection.close()
+    await asyncio.sleep(1.0)
+
+
+async def main_async(
+    args: argparse.Namespace, daemon: Daemon, ports: dict[str, int], pki: TestPKI
+) -> None:
+    context = pki.client_context()
+    conns = [int(n) for n in args.conns.split(",")]
+    await throughput(daemon, ports, context, conns, args.seconds)
+    print()
+    for transport in ("tcp", "tls"):
+        await idle(daemon, transport, ports[transport], context, args.idle, args.hold)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput case")
+    parser.add_argument("--conns", default="1,10,100", help="concurrent connections per case")
+    parser.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
+    parser.add_argument("--hold", type=float, default=10.0, help="seconds to leave them idle")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    limit = raise_nofile()
+    if limit < args.idle + 500:
+        raise BenchError(f"open-files limit {limit} is too low for {args.idle} idle connections")
+
+    workdir = Path(tempfile.mkdtemp(prefix="sipsock-bench-stream-"))
+    pki = TestPKI(workdir / "pki")
+    files = pki.issue("server", "localhost", "127.0.0.1")
+    ports = {transport: free_port() for transport in TRANSPORTS}
+    listen = ", ".join(f'"{t}:127.0.0.1:{p}"' for t, p in ports.items())
+    extra = (
+        f"[core]\nlisten = [{listen}]\nstream_idle_timeout = 3600.0\n"
+        "[websocket]\nping_interval = 0\n" + domain_toml("bench", files)
+    )
+    (workdir / "d").mkdir()
+    daemon = Daemon(workdir / "d", extra=extra)
+    daemon.start()
+    try:
+        from OpenSSL import SSL
+
+        openssl = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
+        print(
+            f"sipsock stream benchmark: daemon pid {daemon.pid}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, {openssl}, "
+            f"open-files limit {limit}, work directory {workdir}"
+        )
+        asyncio.run(main_async(args, daemon, ports, pki))
+    finally:
+        daemon.stop(timeout=60)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,497 @@
+"""SIP over WebSocket (RFC 7118): WS and WSS sockets on the stream connection model.
+
+A `WebSocketListener` is a `StreamListener` whose connections speak
+WebSocket (autobahn) instead of raw SIP framing: one SIP message per
+WebSocket message, text or binary. Everything else is the stream model's:
+each connection has a `StreamConnection` from the moment TCP is up (idle
+timeout, counters, closing on socket removal), which becomes *ready* (picked
+by `send`) once the opening handshake is done. WSS is the same listener with
+a `TLSBinding` under it.
+
+The opening handshake must offer the ``sip`` subprotocol (the server answers
+with it: autobahn does not pick it by itself) and, unless the config says
+otherwise, carry an ``Origin`` that the allowed-origins list accepts. Messages
+and frames above the size limit, broken frames and invalid UTF-8 in text
+messages close that connection (status 1009, 1002 or 1007), never the socket.
+Keep-alive: the server pings every ``ping_interval`` seconds and drops a peer
+that does not answer within ``ping_timeout``; a CRLFCRLF message gets CRLF.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
+
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IAddress, IDelayedCall, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sipsock.config import WebSocketSettings
+from sipsock.sip import KEEPALIVE_PING
+from sipsock.sockdef import SocketDef, bracket
+from sipsock.transport.base import MessageSink
+from sipsock.transport.sockopts import bind_socket
+from sipsock.transport.stream import (
+    KEEPALIVE_PONG,
+    StreamConnection,
+    StreamListener,
+    TLSBinding,
+    describe_tls_failure,
+)
+
+#: The WebSocket subprotocol of SIP (RFC 7118 section 4).
+SUBPROTOCOL: Final = "sip"
+#: Status code of a normal close (the only one below 3000 autobahn lets us send).
+CLOSE_NORMAL: Final = 1000
+#: Default ports of the origin schemes, left out when comparing origins.
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_ORIGIN_RE: Final = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[^\]]*\]|[^:/?#]*)(?::(?P<port>[0-9]+|\*))?/?"
+)
+
+
+# -- rules (pure) ------------------------------------------------------------------
+
+
+def split_origin(origin: str) -> tuple[str, str, str] | None:
+    """``scheme://host[:port]`` as (scheme, host, port), lower-case, default port filled in.
+
+    None when the text is not an origin of that shape.
+    """
+    match = _ORIGIN_RE.fullmatch(origin.strip().lower())
+    if match is None or not match["host"]:
+        return None
+    scheme = match["scheme"]
+    port = match["port"] or str(_DEFAULT_PORTS.get(scheme, ""))
+    return scheme, match["host"], port
+
+
+def origin_allowed(origin: str, allowed: Sequence[str]) -> bool:
+    """Whether an ``Origin`` header value matches an ``allowed_origins`` entry.
+
+    ``"*"`` allows any origin; ``https://phone.example.com`` allows that
+    scheme, host and (default) port; ``*.`` before the host allows one or
+    more labels in front of the rest; ``:*`` allows any port.
+    """
+    if "*" in allowed:
+        return True
+    parts = split_origin(origin)
+    if parts is None:
+        return False
+    scheme, host, port = parts
+    for entry in allowed:
+        wanted = split_origin(entry)
+        if wanted is None:
+            continue
+        w_scheme, w_host, w_port = wanted
+        if w_scheme != scheme or w_port not in ("*", port):
+            continue
+        if w_host == host or (w_host.startswith("*.") and host.endswith(w_host[1:])):
+            return True
+    return False
+
+
+def handshake_refusal(
+    protocols: Sequence[str], origin: str | None, settings: WebSocketSettings
+) -> tuple[int, str] | None:
+    """Why an opening handshake is refused, as (HTTP status, reason); None to accept.
+
+    The client must offer the ``sip`` subprotocol; ``Origin`` is checked
+    against the allowed origins when present and required when
+    ``require_origin`` is set.
+    """
+    if SUBPROTOCOL not in protocols:
+        offered = ", ".join(protocols) if protocols else "none"
+        return (
+            ConnectionDeny.BAD_REQUEST,
+            f"the sip WebSocket subprotocol (RFC 7118) is required (offered: {offered})",
+        )
+    if not origin:
+        if settings.require_origin:
+            return ConnectionDeny.FORBIDDEN, "an Origin header is required"
+        return None
+    if not origin_allowed(origin, settings.allowed_origins):
+        return ConnectionDeny.FORBIDDEN, f"origin {origin[:100]!r} is not allowed"
+    return None
+
+
+def is_text(data: bytes) -> bool:
+    """Whether a message can go in a text frame (valid UTF-8)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# -- connections -------------------------------------------------------------------
+
+
+@implementer(ITransport)
+class MessageTransport:
+    """What a `StreamConnection` writes to on a WebSocket: one write, one message.
+
+    Text frames for UTF-8 messages, binary frames otherwise. Writing before
+    the opening handshake is done, or after the close started, raises
+    ConnectionError; closing starts the WebSocket closing handshake.
+    """
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        protocol = self.protocol
+        if protocol.state != WebSocketProtocol.STATE_OPEN:
+            raise ConnectionError("the WebSocket is not open")
+        protocol.sendMessage(data, isBinary=not is_text(data))
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        protocol = self.protocol
+        if protocol.state == WebSocketProtocol.STATE_OPEN:
+            protocol.sendClose(CLOSE_NORMAL)
+        elif protocol.state != WebSocketProtocol.STATE_CLOSED:
+            protocol.dropConnection(abort=False)
+
+    def abortConnection(self) -> None:
+        transport = self.protocol.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def getPeer(self) -> IAddress:
+        peer: IAddress = self.protocol.transport.getPeer()
+        return peer
+
+    def getHost(self) -> IAddress:
+        host: IAddress = self.protocol.transport.getHost()
+        return host
+
+    def getHandle(self) -> Any:
+        return self.protocol.transport.getHandle()
+
+
+class _SipWebSocketMixin:
+    """The SIP side of a WebSocket protocol, server or client.
+
+    autobahn's attributes (``state``, ``transport``, ``failedByMe``...) are
+    read through ``Any``; nothing here overrides autobahn's own names.
+    """
+
+    listener: WebSocketListener
+    connection: StreamConnection | None
+    on_connected: Callable[[StreamConnection], None] | None
+    on_failed: Callable[[Failure], None] | None
+    _ping_payload: bytes | None = None
+    _ping_call: IDelayedCall | None = None
+
+    def _sip_connection_made(self) -> None:
+        me: Any = self
+        address = me.transport.getPeer()
+        peer = (str(getattr(address, "host", "")), int(getattr(address, "port", 0)))
+        self.connection = self.listener.connection_made(MessageTransport(me), peer, ready=False)
+
+    def _sip_open(self) -> None:
+        connection = self.connection
+        if connection is None or not connection.open:
+            return
+        self.listener.connection_ready(connection)
+        self._schedule_ping()
+        if self.on_connected is not None:
+            self.on_connected(connection)
+
+    # Keep-alive with the listener's reactor: autobahn's own auto-ping runs on
+    # a timer that rounds delays down to whole seconds (a 1 s timeout may fire
+    # at once).
+
+    def _schedule_ping(self) -> None:
+        interval = self.listener.websocket.ping_interval
+        if interval > 0:
+            self._ping_call = self.listener.reactor.callLater(interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        me: Any = self
+        self._ping_call = None
+        if me.state != WebSocketProtocol.STATE_OPEN:
+            return
+        self._ping_payload = os.urandom(8)
+        me.sendPing(self._ping_payload)
+        self._ping_call = self.listener.reactor.callLater(
+            self.listener.websocket.ping_timeout, self._ping_timed_out
+        )
+
+    def _ping_timed_out(self) -> None:
+        me: Any = self
+        self._ping_call = None
+        connection = self.connection
+        if connection is not None and connection.open:
+            connection.log.info(
+                "socket {socket} (slot {slot}): connection {connection} from {peer} dropped: "
+                "no pong within {timeout} s",
+                socket=self.listener.sdef.socket_text,
+                slot=self.listener.slot,
+                connection=connection.id,
+                peer=connection.peer,
+                timeout=self.listener.websocket.ping_timeout,
+            )
+        me.transport.abortConnection()
+
+    def _sip_pong(self, payload: bytes) -> None:
+        self._sip_traffic()
+        if self._ping_payload is not None and payload == self._ping_payload:
+            self._ping_payload = None
+            self._cancel_ping()
+            self._schedule_ping()
+
+    def _cancel_ping(self) -> None:
+        if self._ping_call is not None and self._ping_call.active():
+            self._ping_call.cancel()
+        self._ping_call = None
+
+    def _sip_message(self, payload: bytes) -> None:
+        connection = self.connection
+        if connection is None or not connection.open or not connection.ready:
+            return
+        self.listener.counters.bytes_in += len(payload)
+        connection.touch()
+        if payload == KEEPALIVE_PING:
+            connection.write(KEEPALIVE_PONG)
+            return
+        connection.deliver(payload)
+
+    def _sip_traffic(self) -> None:
+        if self.connection is not None:
+            self.connection.touch()
+
+    def _sip_closed(self) -> None:
+        connection = self.connection
+        if connection is None or not connection.open:
+            return
+        me: Any = self
+        if connection.ready and me.failedByMe:
+            reason = me.localCloseReason or me.wasNotCleanReason or "protocol error"
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            connection.framing_error(f"WebSocket: {reason} (status {me.localCloseCode})")
+        elif not connection.ready and me.wasNotCleanReason:
+            connection.handshake_failed(f"WebSocket: {me.wasNotCleanReason}")
+
+    def _sip_connection_lost(self, reason: Failure) -> None:
+        self._cancel_ping()
+        connection = self.connection
+        if connection is not None:
+            connection.lost(reason)
+        if self.on_failed is not None and (connection is None or not connection.ready):
+            me: Any = self
+            why = me.wasNotCleanReason
+            if why and describe_tls_failure(reason.value) is None:
+                reason = Failure(ConnectionError(f"WebSocket handshake failed: {why}"))  # type: ignore[no-untyped-call]
+            self.on_failed(reason)
+
+
+class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  # type: ignore[misc]
+    """An accepted SIP-over-WebSocket connection."""
+
+    def __init__(self, listener: WebSocketListener) -> None:
+        super().__init__()
+        self.listener = listener
+        self.connection = None
+        self.on_connected = None
+        self.on_failed = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._sip_connection_made()
+
+    def onConnect(self, request: Any) -> str:
+        refusal = handshake_refusal(
+            list(request.protocols or ()),
+            request.origin or None,
+            self.listener.websocket,
+        )
+        if refusal is not None:
+            code, reason = refusal
+            if self.connection is not None:
+                self.connection.handshake_failed(f"WebSocket: {reason}")
+            raise ConnectionDeny(code, reason)  # type: ignore[no-untyped-call]
+        return SUBPROTOCOL
+
+    def onOpen(self) -> None:
+        self._sip_open()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._sip_message(payload)
+
+    def onPing(self, payload: bytes) -> None:
+        self._sip_traffic()
+        super().onPing(payload)
+
+    def onPong(self, payload: bytes) -> None:
+        self._sip_pong(payload)
+        super().onPong(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._sip_closed()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self._sip_connection_lost(reason)
+
+
+class SipWebSocketClientProtocol(_SipWebSocketMixin, WebSocketClientProtocol):  # type: ignore[misc]
+    """A SIP-over-WebSocket connection this socket opened to a peer."""
+
+    def __init__(
+        self,
+        listener: WebSocketListener,
+        on_connected: Callable[[StreamConnection], None] | None,
+        on_failed: Callable[[Failure], None] | None,
+    ) -> None:
+        super().__init__()
+        self.listener = listener
+        self.connection = None
+        self.on_connected = on_connected
+        self.on_failed = on_failed
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._sip_connection_made()
+
+    def onConnect(self, response: Any) -> None:
+        if response.protocol != SUBPROTOCOL:
+            raise ConnectionError(
+                f"the server did not accept the sip subprotocol (chose {response.protocol!r})"
+            )
+
+    def onOpen(self) -> None:
+        self._sip_open()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._sip_message(payload)
+
+    def onPing(self, payload: bytes) -> None:
+        self._sip_traffic()
+        super().onPing(payload)
+
+    def onPong(self, payload: bytes) -> None:
+        self._sip_pong(payload)
+        super().onPong(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._sip_closed()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self._sip_connection_lost(reason)
+
+
+# -- the listener ------------------------------------------------------------------
+
+
+class WebSocketListener(StreamListener):
+    """A WS (or, with ``tls``, WSS) SIP socket: a `StreamListener` speaking WebSocket."""
+
+    def __init__(
+        self,
+        sdef: SocketDef,
+        slot: int | None,
+        sink: MessageSink,
+        *,
+        reactor: Any,
+        websocket: WebSocketSettings | None = None,
+        tls: TLSBinding | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(sdef, slot, sink, reactor=reactor, tls=tls, **kwargs)
+        self.websocket = websocket if websocket is not None else WebSocketSettings()
+        factory: Any = WebSocketServerFactory(  # type: ignore[no-untyped-call]
+            server="sipsock", protocols=[SUBPROTOCOL], reactor=reactor
+        )
+        # Origins are checked by handshake_refusal; autobahn lets every one through.
+        factory.setProtocolOptions(
+            allowedOrigins=["*"], allowNullOrigin=True, **self._protocol_options()
+        )
+        self._server_factory = factory
+
+    def _protocol_options(self) -> dict[str, Any]:
+        settings = self.websocket
+        size = min(settings.max_message_size, self.max_message_size)
+        return {
+            "maxFramePayloadSize": size,
+            "maxMessagePayloadSize": size,
+            "autoPingInterval": 0,
+            "openHandshakeTimeout": settings.handshake_timeout,
+            "closeHandshakeTimeout": 2,
+            "failByDrop": False,
+        }
+
+    def build_protocol(
+        self,
+        on_connected: Callable[[StreamConnection], None] | None = None,
+        outbound: tuple[str, int] | None = None,
+        on_failed: Callable[[Failure], None] | None = None,
+    ) -> Protocol:
+        """A server protocol for an accepted connection, a client one for ``outbound``."""
+        if outbound is None:
+            server = SipWebSocketServerProtocol(self)
+            server.factory = self._server_factory
+            return server
+        secure = self.tls is not None
+        # Servers that require an Origin (browsers always send one) get this
+        # socket's public address.
+        origin = (
+            f"{'https' if secure else 'http'}://{self.sdef.public_host}:{self.sdef.public_port}"
+        )
+        factory: Any = WebSocketClientFactory(  # type: ignore[no-untyped-call]
+            url=f"{'wss' if secure else 'ws'}://{bracket(outbound[0])}:{outbound[1]}/",
+            protocols=[SUBPROTOCOL],
+            origin=origin,
+            useragent="sipsock",
+            reactor=self.reactor,
+        )
+        factory.setProtocolOptions(**self._protocol_options())
+        client = SipWebSocketClientProtocol(self, on_connected, on_failed)
+        client.factory = factory
+        return client
+
+
+def open_ws_listener(
+    sdef: SocketDef,
+    slot: int | None,
+    sink: MessageSink,
+    *,
+    reactor: Any,
+    idle_timeout: float = 180.0,
+    max_message_size: int = 65535,
+    websocket: WebSocketSettings | None = None,
+    tls: TLSBinding | None = None,
+) -> WebSocketListener:
+    """Bind and listen a WS socket (WSS with ``tls``) and serve it (raises `ListenError`)."""
+    sock = bind_socket(sdef)
+    try:
+        listener = WebSocketListener(
+            sdef,
+            slot,
+            sink,
+            reactor=reactor,
+            idle_timeout=idle_timeout,
+            max_message_size=max_message_size,
+            websocket=websocket,
+            tls=tls,
+        )
+        listener.adopt(sock.fileno())
+        return listener
+    finally:
+        sock.close()
