@@ -136,7 +136,7 @@ class PostgresStore:
         self._url = settings.db_url
         self._table = settings.tables.table
         self._timeout = settings.db_timeout
-        self._statements = Statements(settings.tables, "format")
+        self._statements = Statements(settings.tables, "format", node=settings.node)
         self._connkw = connect_kwargs(settings.db_url, settings.db_timeout)
         self._pool_size = pool_size
         self._pool: _Pool | None = None
@@ -166,7 +166,9 @@ class PostgresStore:
         """Every row of the sockets table, in id order, values raw."""
 
         def run(pool: _Pool) -> Deferred[list[SocketRow]]:
-            d: Deferred[list[tuple[object, ...]]] = pool.runQuery(self._statements.select_rows)
+            d: Deferred[list[tuple[object, ...]]] = pool.runQuery(
+                self._statements.select_rows, self._statements.row_params
+            )
             return d.addCallback(lambda rows: [row_from_tuple(row) for row in rows])
 
         return self._call(

@@ -79,7 +79,7 @@ class SQLiteStore:
         self._path = settings.db_url.path
         self._table = settings.tables.table
         self._timeout = settings.db_timeout
-        self._statements = Statements(settings.tables, "qmark")
+        self._statements = Statements(settings.tables, "qmark", node=settings.node)
         ensure_parent(self._path)
         self._pool: Any = _ConnectionPool(
             "sqlite3",
@@ -114,7 +114,7 @@ class SQLiteStore:
         """Every row of the sockets table, in id order, values raw."""
         d: Deferred[list[tuple[object, ...]]] = self._call(
             f"reading table {self._table}",
-            lambda: self._pool.runQuery(self._statements.select_rows),
+            lambda: self._pool.runQuery(self._statements.select_rows, self._statements.row_params),
             lambda: missing_table_error(self._table),
         )
         return d.addCallback(lambda rows: [row_from_tuple(row) for row in rows])

@@ -4,9 +4,10 @@ A store reads OpenSIPS's ``sockets`` table (and its ``version`` row). It never
 interprets the values: rows come back raw (`SocketRow`), and turning them into
 socket definitions, or rejections, is `sipsock.sockdef.parse_row`'s job.
 
-Every SQL statement sipsock sends lives here (`Statements`), shared by both
+Every SQL statement sipsock sends lives here (`Statements`), shared by the
 stores and by the ``sipsock-db`` command. Table and column names reach SQL only
-quoted, and only after `sipsock.config` checked them as identifiers.
+quoted (double quotes, or backquotes for MySQL), and only after
+`sipsock.config` checked them as identifiers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ VERSION_TABLE: Final = "version"
 #: A raw column value: text normally; bytes, numbers from a hand-edited SQLite file.
 ColumnValue = str | bytes | int | float | None
 Paramstyle = Literal["format", "qmark"]
+#: "standard": "quoted" names, INSERT ... RETURNING (PostgreSQL, SQLite);
+#: "mysql": `quoted` names, the new id from the cursor's ``lastrowid``.
+Dialect = Literal["standard", "mysql"]
+Backend = Literal["postgres", "sqlite", "mysql"]
 T = TypeVar("T")
 
 
@@ -75,23 +80,47 @@ class ISocketStore(Interface):
 SocketStore = ISocketStore
 
 
-def quote(identifier: str) -> str:
-    """Quote an SQL identifier already checked against ``IDENTIFIER_RE``."""
+def quote(identifier: str, mark: str = '"') -> str:
+    """Quote an SQL identifier already checked against ``IDENTIFIER_RE`` (MySQL: mark="`")."""
     if not identifier.replace("_", "a").isalnum() or not identifier.isascii():
         raise ValueError(f"{identifier!r} is not an identifier")
-    return f'"{identifier}"'
+    return f"{mark}{identifier}{mark}"
 
 
 @dataclass(frozen=True)
 class Statements:
-    """The SQL text for one table layout and one driver parameter style."""
+    """The SQL text for one table layout, one driver parameter style and one dialect.
+
+    ``node`` (a fleet member's name) filters `select_rows` to the rows whose
+    ``tables.node`` column is NULL or that name; without a node column or a
+    node the SQL is the one for OpenSIPS's table.
+    """
 
     tables: TableNames
     paramstyle: Paramstyle
+    dialect: Dialect = "standard"
+    node: str | None = None
+
+    @classmethod
+    def for_backend(
+        cls, tables: TableNames, backend: Backend, node: str | None = None
+    ) -> Statements:
+        """The statements for a ``db_url`` scheme's driver."""
+        if backend == "sqlite":
+            return cls(tables, "qmark", node=node)
+        return cls(tables, "format", "mysql" if backend == "mysql" else "standard", node)
 
     @property
     def _param(self) -> str:
         return "%s" if self.paramstyle == "format" else "?"
+
+    def _quote(self, identifier: str) -> str:
+        return quote(identifier, "`" if self.dialect == "mysql" else '"')
+
+    @property
+    def returns_id(self) -> bool:
+        """Whether `insert_row` returns the new id as a row (else: ``cursor.lastrowid``)."""
+        return self.dialect != "mysql"
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -102,44 +131,65 @@ class Statements:
     @property
     def select_version(self) -> str:
         """The version of the sockets table; one parameter, the table name."""
-        return f"SELECT table_version FROM {quote(VERSION_TABLE)} WHERE table_name = {self._param}"
+        version = self._quote(VERSION_TABLE)
+        return f"SELECT table_version FROM {version} WHERE table_name = {self._param}"
 
     @property
     def select_rows(self) -> str:
         """Every row: ``id`` then the configured columns, in primary-key order."""
-        names = ", ".join(quote(c) for c in ("id", *self.columns))
-        return f"SELECT {names} FROM {quote(self.tables.table)} ORDER BY {quote('id')}"
+        names = ", ".join(self._quote(c) for c in ("id", *self.columns))
+        table, order = self._quote(self.tables.table), self._quote("id")
+        where = ""
+        if self.row_params:
+            # Qualified: SQLite takes an unknown "name" alone for a string.
+            node = f"{table}.{self._quote(self.tables.node or '')}"
+            where = f" WHERE {node} IS NULL OR {node} = {self._param}"
+        return f"SELECT {names} FROM {table}{where} ORDER BY {order}"
+
+    @property
+    def row_params(self) -> tuple[str, ...]:
+        """The parameters of `select_rows`: the node name in a fleet, else none."""
+        return (self.node,) if self.tables.node and self.node else ()
 
     @property
     def insert_row(self) -> str:
-        """Add a row; five parameters (the columns in `SocketRow` order); returns its id."""
-        names = ", ".join(quote(c) for c in self.columns)
+        """Add a row; five parameters (the columns in `SocketRow` order).
+
+        Returns its id as a row when `returns_id`; MySQL gives it as ``lastrowid``.
+        """
+        names = ", ".join(self._quote(c) for c in self.columns)
         params = ", ".join([self._param] * len(self.columns))
-        return (
-            f"INSERT INTO {quote(self.tables.table)} ({names}) VALUES ({params}) "
-            f"RETURNING {quote('id')}"
-        )
+        insert = f"INSERT INTO {self._quote(self.tables.table)} ({names}) VALUES ({params})"
+        return f"{insert} RETURNING {self._quote('id')}" if self.returns_id else insert
 
     @property
     def delete_row(self) -> str:
         """Remove a row; one parameter, the id."""
-        return f"DELETE FROM {quote(self.tables.table)} WHERE {quote('id')} = {self._param}"
+        table, row_id = self._quote(self.tables.table), self._quote("id")
+        return f"DELETE FROM {table} WHERE {row_id} = {self._param}"
 
-    def schema(self, backend: Literal["postgres", "sqlite"]) -> str:
+    def schema(self, backend: Backend) -> str:
         """The ``CREATE`` script of ``schema_<backend>.sql`` for this layout (idempotent)."""
         text = resources.files("sipsock.db").joinpath(f"schema_{backend}.sql").read_text("ascii")
         t = self.tables
         return Template(text).substitute(
-            table=quote(t.table),
+            table=self._quote(t.table),
             table_name=t.table,
-            socket=quote(t.socket),
-            advertised=quote(t.advertised),
-            tag=quote(t.tag),
-            flags=quote(t.flags),
-            tos=quote(t.tos),
-            version_table=quote(VERSION_TABLE),
+            socket=self._quote(t.socket),
+            advertised=self._quote(t.advertised),
+            tag=self._quote(t.tag),
+            flags=self._quote(t.flags),
+            tos=self._quote(t.tos),
+            version_table=self._quote(VERSION_TABLE),
             table_version=str(TABLE_VERSION),
         )
+
+    def schema_statements(self, backend: Backend) -> list[str]:
+        """`schema` as single statements, for drivers that run one at a time (PyMySQL)."""
+        lines = [
+            line for line in self.schema(backend).splitlines() if not line.lstrip().startswith("--")
+        ]
+        return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
 
 
 def row_from_tuple(values: tuple[object, ...] | list[object]) -> SocketRow:
@@ -198,7 +248,7 @@ def missing_table_error(table: str) -> StoreError:
 
 
 def open_store(settings: SocketsMgmSettings, reactor: IReactorTime | None = None) -> ISocketStore:
-    """The store for ``settings.db_url``: PostgreSQL or SQLite."""
+    """The store for ``settings.db_url``: PostgreSQL, MySQL/MariaDB or SQLite."""
     if settings.db_url.scheme == "sqlite":
         from sipsock.db.sqlite import SQLiteStore
 
@@ -207,6 +257,14 @@ def open_store(settings: SocketsMgmSettings, reactor: IReactorTime | None = None
         from sipsock.db.postgres import PostgresStore
 
         return PostgresStore(settings, reactor=reactor)
+    if settings.db_url.scheme == "mysql":
+        try:
+            from sipsock.db.mysql import MySQLStore
+        except ImportError as exc:
+            raise StoreError(
+                f"{settings.db_url.display()} needs PyMySQL ({exc}): pip install 'sipsock[mysql]'"
+            ) from None
+        return MySQLStore(settings, reactor=reactor)
     raise StoreError(f"unsupported database scheme {settings.db_url.scheme!r}")
 
 

@@ -1,8 +1,8 @@
-"""The sockets table stores against a real SQLite file and a real PostgreSQL server.
+"""The sockets table stores against a real SQLite file, PostgreSQL and MariaDB server.
 
-Most tests run once per backend (the ``backend`` fixture); the outage tests are
-PostgreSQL's own. The ``sipsock-db`` command runs as a subprocess, the stores
-in the test's reactor (pytest-twisted).
+Most tests run once per backend (the ``backend`` fixture); the outage tests run
+for each database server (the ``served`` fixture). The ``sipsock-db`` command
+runs as a subprocess, the stores in the test's reactor (pytest-twisted).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped,unused-ignore]
@@ -29,6 +29,7 @@ from zope.interface import provider
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, SocketRow, StoreError, open_store
 from sipsock.sockdef import SocketDefError, parse_row
+from tests.mariadb import MariaDBServer
 from tests.pg import PostgresServer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -53,6 +54,15 @@ OPENSIPS_SCHEMA = {
         "socket CHAR(128) NOT NULL, advertised CHAR(128) DEFAULT NULL, "
         "tag CHAR(128) DEFAULT NULL, flags CHAR(128) DEFAULT NULL, tos CHAR(32) DEFAULT NULL)",
     ],
+    "mysql": [
+        "CREATE TABLE version ( table_name CHAR(32) NOT NULL, table_version INT UNSIGNED "
+        "DEFAULT 0 NOT NULL, CONSTRAINT t_name_idx UNIQUE (table_name)) ENGINE=InnoDB",
+        "INSERT INTO version (table_name, table_version) values ('sockets','1')",
+        "CREATE TABLE sockets ( id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL, "
+        "socket CHAR(128) NOT NULL, advertised CHAR(128) DEFAULT NULL, "
+        "tag CHAR(128) DEFAULT NULL, flags CHAR(128) DEFAULT NULL, tos CHAR(32) DEFAULT NULL"
+        ") ENGINE=InnoDB",
+    ],
 }
 
 
@@ -72,7 +82,7 @@ class Backend:
 
     @property
     def param(self) -> str:
-        return "%s" if self.name == "postgres" else "?"
+        return "?" if self.name == "sqlite" else "%s"
 
     def config(self, extra: str = "", db_timeout: float = 5.0) -> Path:
         """A config file for this database (``extra`` lines go into [sockets_mgm])."""
@@ -135,20 +145,62 @@ def _postgres_backend(tmp_path: Path, server: PostgresServer, dbname: str) -> Ba
     return Backend("postgres", server.url(dbname), tmp_path, run_sql, table_names)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+def _mysql_backend(tmp_path: Path, server: MariaDBServer, dbname: str) -> Backend:
+    def run_sql(statement: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        return server.execute(statement, params or None, dbname=dbname)
+
+    def table_names() -> set[str]:
+        return {row[0] for row in run_sql("SHOW TABLES", ())}
+
+    return Backend("mysql", server.url(dbname), tmp_path, run_sql, table_names)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Each database in turn: an SQLite file in tmp_path, a fresh PostgreSQL database."""
+    """Each database in turn: an SQLite file in tmp_path, a fresh PostgreSQL or MariaDB one."""
     if request.param == "sqlite":
         return _sqlite_backend(tmp_path)
+    if request.param == "mysql":
+        mariadb: MariaDBServer = request.getfixturevalue("mariadb_server")
+        return _mysql_backend(tmp_path, mariadb, request.getfixturevalue("mariadb_db"))
     server: PostgresServer = request.getfixturevalue("postgres_server")
     dbname: str = request.getfixturevalue("postgres_db")
     return _postgres_backend(tmp_path, server, dbname)
 
 
 @pytest.fixture
-def pg(postgres_server: PostgresServer, postgres_db: str, tmp_path: Path) -> Backend:
-    """PostgreSQL only (outage tests)."""
-    return _postgres_backend(tmp_path, postgres_server, postgres_db)
+def mysql(mariadb_server: MariaDBServer, mariadb_db: str, tmp_path: Path) -> Backend:
+    """MariaDB only."""
+    return _mysql_backend(tmp_path, mariadb_server, mariadb_db)
+
+
+class Server(Protocol):
+    """What the outage tests do to a database server (tests/pg.py, tests/mariadb.py)."""
+
+    def stop(self) -> None: ...
+    def start(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+
+
+@dataclass
+class Served:
+    """A database on a server the test may stop, restart, pause and resume."""
+
+    backend: Backend
+    server: Server
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Served:
+    """Each database server in turn, with a fresh database (outage tests)."""
+    if request.param == "mysql":
+        mariadb: MariaDBServer = request.getfixturevalue("mariadb_server")
+        dbname = request.getfixturevalue("mariadb_db")
+        return Served(_mysql_backend(tmp_path, mariadb, dbname), mariadb)
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    dbname = request.getfixturevalue("postgres_db")
+    return Served(_postgres_backend(tmp_path, postgres, dbname), postgres)
 
 
 @pytest.fixture
@@ -491,7 +543,90 @@ async def test_closed_store_refuses_calls(backend: Backend, stores: Stores) -> N
     assert "closed" in str(error)
 
 
-# -- PostgreSQL outages ----------------------------------------------------------------
+# -- MySQL / MariaDB only ----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_mysql_char_padding_is_not_part_of_a_value(mysql: Backend, stores: Stores) -> None:
+    for statement in OPENSIPS_SCHEMA["mysql"]:
+        mysql.sql(statement)
+    mysql.sql(
+        "INSERT INTO sockets (socket, advertised, tag, flags, tos) VALUES (%s, %s, %s, %s, %s)",
+        "udp:127.0.0.1:5090   ",
+        "203.0.113.9  ",
+        "edge ",
+        "frag,reuse_port  ",
+        "IPTOS_LOWDELAY   ",
+    )
+    store = stores.open(mysql.settings())
+
+    [row] = await store.fetch()
+
+    assert row == SocketRow(
+        1, "udp:127.0.0.1:5090", "203.0.113.9", "edge", "frag,reuse_port", "IPTOS_LOWDELAY"
+    )
+    sdef = parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos)
+    assert (sdef.port, sdef.tag, sdef.tos) == (5090, "edge", 16)
+
+
+@pytest_twisted.ensureDeferred
+async def test_mysql_through_the_unix_socket(
+    mysql: Backend, mariadb_server: MariaDBServer, stores: Stores
+) -> None:
+    mysql.init()
+    assert mysql.cli("add", "tcp:127.0.0.1:5070", "--tag", "sock").returncode == 0
+    url = f"{mysql.url.replace('127.0.0.1', 'localhost')}?unix_socket={mariadb_server.socket}"
+    socket_db = Backend("mysql", url, mysql.tmp_path, mysql.run_sql, mysql.table_names)
+    store = stores.open(socket_db.settings())
+    await store.check_version()
+    assert await store.fetch() == [SocketRow(1, "tcp:127.0.0.1:5070", tag="sock")]
+    listed = socket_db.cli("rows")
+    assert listed.returncode == 0, listed.stderr
+    assert "tcp:127.0.0.1:5070" in listed.stdout
+
+
+def _login_cases(server: MariaDBServer, dbname: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(db_url, what its one-line error must say) for each login problem."""
+    return [
+        (
+            server.url(dbname, password="not-the-password"),
+            (
+                "refused the login: Access denied for user 'sipsock'",
+                "check the user name and password in [sockets_mgm] db_url",
+            ),
+        ),
+        (
+            server.url("no_such_db"),
+            (
+                "database 'no_such_db' does not exist: create it (CREATE DATABASE no_such_db)",
+                "or fix the database name in [sockets_mgm] db_url",
+            ),
+        ),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_mysql_login_errors_say_what_to_fix(
+    mysql: Backend, mariadb_server: MariaDBServer, mariadb_db: str, stores: Stores
+) -> None:
+    mysql.init()
+    for url, expected in _login_cases(mariadb_server, mariadb_db):
+        wrong = Backend("mysql", url, mysql.tmp_path, mysql.run_sql, mysql.table_names)
+        store = stores.open(wrong.settings())
+        for call in (store.check_version, store.fetch):
+            message = str(await store_error(call()))
+            assert all(part in message for part in expected), (url, message)
+            assert "\n" not in message and "not-the-password" not in message
+
+        refused = wrong.cli("rows")
+        assert refused.returncode == 1
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+        assert refused.stderr.startswith("sipsock-db: ")
+        assert all(part in refused.stderr for part in expected), refused.stderr
+        assert "not-the-password" not in refused.stderr
+
+
+# -- database servers stopped or not answering -------------------------------------------
 
 
 async def fetch_until_ok(store: ISocketStore, timeout: float) -> list[SocketRow]:
@@ -509,19 +644,19 @@ async def fetch_until_ok(store: ISocketStore, timeout: float) -> list[SocketRow]
 
 
 @pytest_twisted.ensureDeferred
-async def test_postgres_stopped_gives_store_error_then_recovers(
-    pg: Backend,
-    postgres_server: PostgresServer,
+async def test_server_stopped_gives_store_error_then_recovers(
+    served: Served,
     stores: Stores,
     errors_logged: list[LogEvent],
 ) -> None:
-    pg.init()
-    assert pg.cli("add", "udp:10.0.0.1").returncode == 0
-    store = stores.open(pg.settings(db_timeout=3.0))
+    db, server = served.backend, served.server
+    db.init()
+    assert db.cli("add", "udp:10.0.0.1").returncode == 0
+    store = stores.open(db.settings(db_timeout=3.0))
     await store.check_version()
     assert len(await store.fetch()) == 1
 
-    postgres_server.stop()  # the idle connection is dropped by the server
+    server.stop()  # the idle connection is dropped by the server
     await deferLater(reactor, 0.2, lambda: None)
     started = reactor.seconds()
     error = await store_error(store.fetch())
@@ -530,7 +665,7 @@ async def test_postgres_stopped_gives_store_error_then_recovers(
     error = await store_error(store.check_version())  # still down: a new attempt, same answer
     assert "unavailable" in str(error)
 
-    postgres_server.start()
+    server.start()
     rows = await fetch_until_ok(store, timeout=20.0)
     assert [r.socket for r in rows] == ["udp:10.0.0.1"]
     await store.check_version()
@@ -540,17 +675,17 @@ async def test_postgres_stopped_gives_store_error_then_recovers(
 
 
 @pytest_twisted.ensureDeferred
-async def test_postgres_not_answering_gives_timeout_not_a_hang(
-    pg: Backend,
-    postgres_server: PostgresServer,
+async def test_server_not_answering_gives_timeout_not_a_hang(
+    served: Served,
     stores: Stores,
     errors_logged: list[LogEvent],
 ) -> None:
-    pg.init()
-    store = stores.open(pg.settings(db_timeout=1.0))
+    db, server = served.backend, served.server
+    db.init()
+    store = stores.open(db.settings(db_timeout=1.0))
     assert await store.fetch() == []
 
-    postgres_server.pause()
+    server.pause()
     try:
         started = reactor.seconds()
         error = await store_error(store.fetch())  # on the open connection
@@ -561,7 +696,7 @@ async def test_postgres_not_answering_gives_timeout_not_a_hang(
         assert reactor.seconds() - started < 3.0
         assert "within 1 s" in str(error)
     finally:
-        postgres_server.resume()
+        server.resume()
 
     assert await fetch_until_ok(store, timeout=20.0) == []
     gc.collect()
@@ -569,18 +704,18 @@ async def test_postgres_not_answering_gives_timeout_not_a_hang(
 
 
 @pytest_twisted.ensureDeferred
-async def test_postgres_down_at_start_then_up(
-    pg: Backend,
-    postgres_server: PostgresServer,
+async def test_server_down_at_start_then_up(
+    served: Served,
     stores: Stores,
     errors_logged: list[LogEvent],
 ) -> None:
-    pg.init()
-    postgres_server.stop()
-    store = stores.open(pg.settings(db_timeout=3.0))
+    db, server = served.backend, served.server
+    db.init()
+    server.stop()
+    store = stores.open(db.settings(db_timeout=3.0))
     error = await store_error(store.check_version())
     assert "unavailable" in str(error)
-    postgres_server.start()
+    server.start()
     assert await fetch_until_ok(store, timeout=20.0) == []
     gc.collect()
     assert [event.get("log_format") for event in errors_logged] == []
