@@ -17,6 +17,7 @@ from twisted.web import pages, resource, server
 
 from sipsock.mi.commands import CommandTable, answer_jsonrpc
 from sipsock.mi.jsonrpc import MAX_REQUEST_BYTES
+from sipsock.mi.metrics import METRICS_PATH, MetricsProducer, MetricsResource
 
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_PORT = 8888
@@ -109,10 +110,18 @@ class _Root(resource.Resource):
         return pages.notFound()
 
 
-def build_site(table: CommandTable, *, max_body: int = MAX_REQUEST_BYTES) -> server.Site:
-    """The HTTP site: ``/mi`` answers JSON-RPC, every other path 404."""
+def build_site(
+    table: CommandTable,
+    *,
+    max_body: int = MAX_REQUEST_BYTES,
+    metrics: MetricsProducer | None = None,
+) -> server.Site:
+    """The HTTP site: ``/mi`` answers JSON-RPC, ``/metrics`` (with ``metrics``) the
+    Prometheus text, every other path 404."""
     root = _Root()  # type: ignore[no-untyped-call]
     root.putChild(MI_PATH, MIResource(table))
+    if metrics is not None:
+        root.putChild(METRICS_PATH, MetricsResource(metrics))
     request_class = type("MIRequest", (_BoundedRequest,), {"max_body": max_body})
     site = server.Site(root, requestFactory=request_class)  # type: ignore[no-untyped-call]
     site.displayTracebacks = False
@@ -126,14 +135,16 @@ def listen_http(
     port: int = DEFAULT_PORT,
     max_body: int = MAX_REQUEST_BYTES,
     reactor: IReactorTCP | None = None,
+    metrics: MetricsProducer | None = None,
 ) -> IListeningPort:
-    """Listen for ``POST /mi`` now; raises CannotListenError on a bind error."""
+    """Listen for ``POST /mi`` (and ``GET /metrics``) now; raises CannotListenError on a bind
+    error."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     assert reactor is not None
-    site: Any = build_site(table, max_body=max_body)
+    site: Any = build_site(table, max_body=max_body, metrics=metrics)
     return reactor.listenTCP(port, site, interface=interface)
 
 

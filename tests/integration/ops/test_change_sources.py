@@ -1,0 +1,191 @@
+"""Change sources of automatic reload against a real PostgreSQL server and SQLite file.
+
+The listener runs in the test's reactor (pytest-twisted); rows are written
+with blocking psycopg2 / sqlite3 connections, as another tool would.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped,unused-ignore]
+from twisted.internet import reactor as _reactor
+from twisted.internet.task import deferLater
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from zope.interface import provider
+
+from sipsock.autoreload import PostgresListener, SQLitePoller
+from sipsock.config import SocketsMgmSettings, parse_config
+from sipsock.db.cli import Database
+from tests.pg import PostgresServer
+
+reactor: Any = _reactor
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Let the reactor run until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+def pg_settings(server: PostgresServer, database: str) -> SocketsMgmSettings:
+    return parse_config({"sockets_mgm": {"db_url": server.url(database)}}).sockets_mgm
+
+
+@pytest.fixture
+def notifying_db(postgres_server: PostgresServer, postgres_db: str) -> SocketsMgmSettings:
+    settings = pg_settings(postgres_server, postgres_db)
+    with Database.open(settings) as database:
+        database.init()
+        assert database.install_notify() == "sipsock_sockets"
+    return settings
+
+
+@pytest.fixture
+def listener(notifying_db: SocketsMgmSettings) -> Iterator[tuple[PostgresListener, list[str]]]:
+    seen: list[str] = []
+    source = PostgresListener(notifying_db, seen.append, reactor)
+    source.start()
+    yield source, seen
+    source.stop()
+
+
+async def ready(source: PostgresListener, seen: list[str]) -> None:
+    """Wait for the LISTEN and its catch-up signal; then forget the signal."""
+    await wait_for(lambda: source.listening and bool(seen), 10, "LISTEN")
+    assert seen == ["now listening (catching up)"]
+    seen.clear()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_row_change_is_notified(
+    listener: tuple[PostgresListener, list[str]],
+    postgres_server: PostgresServer,
+    postgres_db: str,
+) -> None:
+    source, seen = listener
+    await ready(source, seen)
+    postgres_server.execute(
+        "INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5999')", dbname=postgres_db
+    )
+    await wait_for(lambda: seen == ["NOTIFY INSERT"], 5, "NOTIFY after INSERT")
+    postgres_server.execute("DELETE FROM sockets", dbname=postgres_db)
+    postgres_server.execute("TRUNCATE sockets", dbname=postgres_db)
+    await wait_for(lambda: len(seen) == 3, 5, "NOTIFY after DELETE and TRUNCATE")
+    assert seen[1:] == ["NOTIFY DELETE", "NOTIFY TRUNCATE"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_rows_in_one_transaction_notify_once(
+    listener: tuple[PostgresListener, list[str]],
+    postgres_server: PostgresServer,
+    postgres_db: str,
+) -> None:
+    source, seen = listener
+    await ready(source, seen)
+    values = ", ".join(f"('udp:127.0.0.1:{6000 + i}')" for i in range(100))
+    postgres_server.execute(
+        "BEGIN; "
+        + "; ".join(
+            f"INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:{7000 + i}')" for i in range(100)
+        )
+        + f"; INSERT INTO sockets (socket) VALUES {values}; COMMIT",
+        dbname=postgres_db,
+    )
+    await wait_for(lambda: len(seen) >= 1, 5, "NOTIFY after the transaction")
+    await deferLater(reactor, 0.3, lambda: None)
+    assert seen == ["NOTIFY INSERT"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_listen_is_renewed_after_the_server_restarts(
+    listener: tuple[PostgresListener, list[str]],
+    postgres_server: PostgresServer,
+    postgres_db: str,
+) -> None:
+    source, seen = listener
+    await ready(source, seen)
+    postgres_server.stop()
+    await wait_for(lambda: source.detector.connectionIsDead, 10, "outage noticed")
+    postgres_server.start()
+    await wait_for(lambda: any("reconnected" in s for s in seen), 20, "reconnection")
+    postgres_server.execute(
+        "INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5998')", dbname=postgres_db
+    )
+    await wait_for(lambda: "NOTIFY INSERT" in seen, 5, "NOTIFY after the restart")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listener_started_while_the_server_is_down_catches_up(
+    notifying_db: SocketsMgmSettings, postgres_server: PostgresServer, postgres_db: str
+) -> None:
+    seen: list[str] = []
+    postgres_server.stop()
+    source = PostgresListener(notifying_db, seen.append, reactor)
+    try:
+        source.start()
+        await deferLater(reactor, 1.0, lambda: None)
+        assert not source.listening
+        postgres_server.start()
+        await wait_for(lambda: source.listening, 20, "LISTEN once the server is back")
+        postgres_server.execute(
+            "INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5997')", dbname=postgres_db
+        )
+        await wait_for(lambda: "NOTIFY INSERT" in seen, 5, "NOTIFY")
+    finally:
+        source.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_poller_sees_commits_of_other_connections(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    settings = parse_config({"sockets_mgm": {"db_url": f"sqlite:///{path}"}}).sockets_mgm
+    with Database.open(settings) as database:
+        database.init()
+    seen: list[str] = []
+    poller = SQLitePoller(str(path), 0.05, seen.append, reactor)
+    poller.start()
+    try:
+        await deferLater(reactor, 0.3, lambda: None)
+        assert seen == ["now watching (catching up)"]
+        seen.clear()
+        with sqlite3.connect(path) as writer:
+            writer.execute("INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5996')")
+        await wait_for(lambda: seen == ["data_version changed"], 5, "data_version change")
+        with sqlite3.connect(path) as writer:
+            for port in range(5900, 5950):
+                writer.execute(f"INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:{port}')")
+        await wait_for(lambda: len(seen) == 2, 5, "one signal for one transaction")
+    finally:
+        await poller.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_table_without_the_trigger_is_reported(
+    postgres_server: PostgresServer, postgres_db: str
+) -> None:
+    settings = pg_settings(postgres_server, postgres_db)
+    with Database.open(settings) as database:
+        database.init()  # no --notify
+    events: list[str] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    source = PostgresListener(settings, lambda _: None, reactor)
+    try:
+        source.start()
+        await wait_for(lambda: any("has no NOTIFY trigger" in e for e in events), 10, "the warning")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        await source.stop()

@@ -1,0 +1,97 @@
+"""The debounce of automatic reloads, on a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+
+from sipsock.autoreload import (
+    RECONNECT_INITIAL,
+    RECONNECT_MAX,
+    Debouncer,
+    reconnect_delays,
+)
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.pending: list[Deferred[object]] = []
+        self.hold = False
+
+    def reload(self) -> Deferred[object]:
+        self.calls += 1
+        if self.hold:
+            d: Deferred[object] = Deferred()
+            self.pending.append(d)
+            return d
+        return succeed("report")
+
+
+def test_a_burst_of_signals_gives_one_reload() -> None:
+    clock, registry = Clock(), FakeRegistry()
+    debouncer = Debouncer(registry.reload, 0.5, clock)
+    for _ in range(100):
+        debouncer.changed()
+        clock.advance(0.001)
+    assert registry.calls == 0
+    clock.advance(0.5)
+    assert registry.calls == 1
+    assert (debouncer.signals, debouncer.reloads) == (100, 1)
+    clock.advance(10)
+    assert registry.calls == 1
+
+
+def test_signals_during_a_reload_give_exactly_one_more() -> None:
+    clock, registry = Clock(), FakeRegistry()
+    registry.hold = True
+    debouncer = Debouncer(registry.reload, 0.2, clock)
+    debouncer.changed()
+    clock.advance(0.2)
+    assert registry.calls == 1
+    for _ in range(50):
+        debouncer.changed()
+    registry.pending.pop().callback("done")
+    assert registry.calls == 1  # the next one waits for the debounce again
+    clock.advance(0.2)
+    assert registry.calls == 2
+    registry.pending.pop().callback("done")
+    clock.advance(5)
+    assert registry.calls == 2
+
+
+def test_a_failed_reload_is_not_fatal() -> None:
+    clock = Clock()
+    calls = itertools.count(1)
+
+    def failing() -> Deferred[object]:
+        next(calls)
+        return fail(RuntimeError("database down"))
+
+    debouncer = Debouncer(failing, 0.1, clock)
+    debouncer.changed()
+    clock.advance(0.1)
+    debouncer.changed()
+    clock.advance(0.1)
+    assert next(calls) == 3
+
+
+def test_stop_cancels_a_pending_reload() -> None:
+    clock, registry = Clock(), FakeRegistry()
+    debouncer = Debouncer(registry.reload, 0.5, clock)
+    debouncer.changed()
+    debouncer.stop()
+    debouncer.changed()
+    clock.advance(5)
+    assert registry.calls == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_reconnect_delays_start_now_and_are_capped() -> None:
+    delays = list(itertools.islice(reconnect_delays(), 8))
+    assert delays[0] == 0.0
+    assert delays[1] == RECONNECT_INITIAL
+    assert max(delays) == RECONNECT_MAX
+    assert delays == sorted(delays)
