@@ -1,4 +1,7 @@
-"""SIP applications: the `ISipApplication` seam, its dispatcher and the built-in apps."""
+"""SIP applications: the `ISipApplication` seam, its dispatcher and the built-in apps.
+
+Built in: `Responder` (the default) and `StatelessProxy`.
+"""
 
 from sipsock.apps.dispatch import Dispatcher
 from sipsock.apps.interface import (
@@ -9,7 +12,9 @@ from sipsock.apps.interface import (
     SocketDirectory,
 )
 from sipsock.apps.loader import load_application
+from sipsock.apps.proxy import StatelessProxy
 from sipsock.apps.responder import Responder
+from sipsock.apps.routing import ProxyRoute, RouteError
 
 __all__ = [
     "ApplicationError",
@@ -17,7 +22,10 @@ __all__ = [
     "ISipApplication",
     "MessageContext",
     "NoSockets",
+    "ProxyRoute",
     "Responder",
+    "RouteError",
     "SocketDirectory",
+    "StatelessProxy",
     "load_application",
 ]

@@ -24,16 +24,17 @@ from sipsock.transport.base import Origin
 MAX_REASON_TEXT: Final = 100
 
 
-def error_phrase(code: int, reason: str) -> str:
-    """The reason phrase of an error response: standard phrase, then the parse reason.
+def error_phrase(code: int, reason: str, standard: str | None = None) -> str:
+    """The reason phrase of an error response: standard phrase, then the reason.
 
+    ``standard`` defaults to the phrase of ``code`` in `REASON_PHRASES`.
     Control characters are replaced and the reason is cut to a bounded length
     so the phrase stays one valid line.
     """
     text = "".join(ch if ch.isprintable() else " " for ch in reason).strip()
     if len(text) > MAX_REASON_TEXT:
         text = text[: MAX_REASON_TEXT - 3] + "..."
-    standard = REASON_PHRASES.get(code, "Bad Request")
+    standard = standard or REASON_PHRASES.get(code, "Bad Request")
     return f"{standard} ({text})" if text else standard
 
 

@@ -121,15 +121,25 @@ class MessageContext:
         self,
         message: Message,
         destination: tuple[str, int],
-        via_socket: str | int | None = None,
+        via_socket: str | int | Listener | None = None,
     ) -> Deferred[None]:
-        """Send ``message`` to ``destination`` from a socket.
+        """Send ``message`` to ``destination`` (host, port) from a socket.
 
-        ``via_socket`` is a tag (str) or a slot (int) of an open socket; None
-        means the receiving socket. Fails with `ApplicationError` when no
-        such socket is open, or with the transport's error.
+        The host is an IP address; a TLS or WSS socket also takes a host name,
+        which it connects to and checks the server's certificate against.
+
+        ``via_socket`` is a tag (str) or a slot (int) of an open socket, or a
+        listener found earlier (`find_socket`, ``directory.first``); None
+        means the receiving socket. Every transport works the same way: a
+        stream socket reuses its connection to ``destination`` or opens one
+        from its own address. Fails with `ApplicationError` when no such
+        socket is open, or with the transport's error (connection refused,
+        connect timeout, outbound connection limit, socket closed).
         """
-        listener = self.find_socket(via_socket)
+        if via_socket is None or isinstance(via_socket, (str, int)):
+            listener = self.find_socket(via_socket)
+        else:
+            listener = via_socket
         if listener is None:
             return defer.fail(
                 ApplicationError(f"via_socket {via_socket!r}", "no such socket is open")

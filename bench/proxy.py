@@ -1,0 +1,239 @@
+"""Print the call rate the stateless proxy holds, its message rate and CPU per message.
+
+Run from the repository root (a few minutes with the defaults)::
+
+    .venv/bin/python bench/proxy.py
+    .venv/bin/python bench/proxy.py --legs udp-tcp --rates 300,600 --seconds 5 --processes 2
+
+The real daemon (``twistd -n sipsock``, SQLite, ``[core] application =
+"sipsock.apps:StatelessProxy"``) gets two dynamic sockets: ``a`` (UDP, where
+calls come in) and ``b`` (UDP or TCP, where they go out). A SIPp caller
+(``tests/scenarios/proxy_uac.xml``: INVITE, 200, ACK, 1 s, BYE, 200, over
+UDP) calls a SIPp callee (``proxy_uas.xml``, over UDP or TCP) through it.
+Every call is five forwarded messages: INVITE, ACK and BYE one way, the two
+200s the other (Record-Route on, so ACK and BYE go through the proxy too).
+
+For each leg and each rate of ``--rates`` a bounded run of ``rate *
+--seconds`` calls is made; the table shows the calls that failed, the calls
+and forwarded messages per second actually achieved (successful calls over
+the caller's wall time less one call length), and the daemon's CPU time per
+forwarded message (utime + stime of the control process and its UDP
+workers, from /proc/PID/stat, over the run). The ramp stops at the first
+rate with a failed call or with less than 95 % of the asked rate achieved.
+SIPp runs on the same cores (its CPU is shown too). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import cpu_seconds, print_table
+
+from tests.daemon import Daemon
+from tests.net import free_port
+from tests.proxy_scenarios import write_scenario
+from tests.sipp import SippResult, start_sipp
+from tests.tables import SocketTable
+
+MESSAGES_PER_CALL = 5
+#: What SIPp writes when a call fails (other -trace_err lines are late messages).
+_FAILURE = re.compile(r"Aborting call|Failed regexp|Call-Id '[^']*': while")
+#: Seconds from a call's INVITE to its last 200 (ACK, 1 s pause, BYE): the
+#: caller's wall time is calls / rate plus this.
+CALL_LENGTH = 1.1
+LEGS = ("udp-udp", "udp-tcp")
+
+
+@dataclass
+class Run:
+    """One bounded run at one rate."""
+
+    leg: str
+    rate: int
+    calls: int
+    result: SippResult
+    callee: SippResult
+    wall: float
+    cpu: float
+    sipp_cpu: float
+
+    @property
+    def successful(self) -> int:
+        return self.result.successful
+
+    @property
+    def failed(self) -> int:
+        return self.result.failed + self.callee.failed + (self.calls - self.result.successful)
+
+    @property
+    def calls_per_second(self) -> float:
+        seconds = self.wall - CALL_LENGTH
+        return self.successful / seconds if seconds > 0 else 0.0
+
+    @property
+    def messages_per_second(self) -> float:
+        return self.calls_per_second * MESSAGES_PER_CALL
+
+    @property
+    def cpu_us_per_message(self) -> float:
+        messages = self.successful * MESSAGES_PER_CALL
+        return self.cpu / messages * 1e6 if messages else 0.0
+
+    def held(self) -> bool:
+        return self.failed == 0 and self.calls_per_second >= 0.95 * self.rate
+
+    def row(self) -> list[object]:
+        return [
+            self.leg,
+            self.rate,
+            self.calls,
+            self.failed,
+            f"{self.calls_per_second:.0f}",
+            f"{self.messages_per_second:.0f}",
+            f"{self.cpu_us_per_message:.1f}",
+            f"{self.sipp_cpu:.1f}",
+        ]
+
+
+class ProxyBench:
+    """A proxy daemon with sockets a (UDP) and b (UDP or TCP) for one leg."""
+
+    def __init__(self, leg: str, processes: int, workdir: Path) -> None:
+        self.leg = leg
+        self.workdir = workdir
+        self.port_a, self.port_b, self.callee_port = free_port(), free_port(), free_port()
+        self.out_proto = leg.split("-")[1]
+        transport = "" if self.out_proto == "udp" else f";transport={self.out_proto}"
+        extra = (
+            f"[sockets_mgm]\nprocesses = {processes}\n"
+            '[core]\napplication = "sipsock.apps:StatelessProxy"\n'
+            "[proxy]\n[[proxy.route]]\n"
+            'in_tag = "a"\n'
+            f'destination = "sip:127.0.0.1:{self.callee_port}{transport}"\n'
+            'out_tag = "b"\n'
+        )
+        self.daemon = Daemon(workdir, extra=extra)
+        self.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+        table = SocketTable(self.daemon.db_url)
+        table.init()
+        table.insert(f"udp:127.0.0.1:{self.port_a}", tag="a")
+        table.insert(f"{self.out_proto}:127.0.0.1:{self.port_b}", tag="b")
+        # A second between ACK and BYE, as callers do: two datagrams sent close
+        # together may be forwarded in either order by two UDP workers.
+        self.caller = write_scenario("proxy_uac.xml", workdir, pause_ms=1000)
+        self.callee = write_scenario("proxy_uas.xml", workdir)
+
+    def __enter__(self) -> ProxyBench:
+        self.daemon.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.daemon.stop()
+
+    def run(self, rate: int, seconds: float) -> Run:
+        calls = max(1, int(rate * seconds))
+        timeout = seconds * 3 + 30
+        callee = start_sipp(
+            "127.0.0.1:9",
+            scenario=str(self.callee),
+            transport="t1" if self.out_proto == "tcp" else "u1",
+            calls=calls,
+            local_port=self.callee_port,
+            workdir=self.workdir,
+            timeout=timeout,
+            extra=("-trace_err",),
+        )
+        time.sleep(0.5)
+        children_before = _children_cpu()
+        cpu_before = cpu_seconds(self.daemon.pid)
+        start = time.perf_counter()
+        caller = start_sipp(
+            f"127.0.0.1:{self.port_a}",
+            scenario=str(self.caller),
+            transport="u1",
+            calls=calls,
+            rate=rate,
+            workdir=self.workdir,
+            timeout=timeout,
+            extra=("-l", str(max(rate * 2, 100)), "-trace_err"),
+        )
+        result = caller.wait()
+        wall = time.perf_counter() - start
+        cpu = cpu_seconds(self.daemon.pid) - cpu_before
+        callee_result = callee.wait()
+        sipp_cpu = _children_cpu() - children_before
+        return Run(self.leg, rate, calls, result, callee_result, wall, cpu, sipp_cpu)
+
+    def first_error(self) -> str:
+        """The first call failure SIPp logged with -trace_err (late "dead call" noise skipped)."""
+        for path in sorted(self.workdir.glob("*_errors.log")):
+            text = path.read_text(errors="replace")
+            match = _FAILURE.search(text)
+            if match is not None:
+                return f"{path.name}: " + " | ".join(text[match.start() :].splitlines()[:4])[:400]
+        return "none logged"
+
+
+def _children_cpu() -> float:
+    usage = os.times()
+    return usage.children_user + usage.children_system
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--legs", default=",".join(LEGS), help="udp-udp, udp-tcp (comma list)")
+    parser.add_argument("--rates", default="100,200,400,600,800,1000", help="calls/s to try")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--processes", type=int, default=2, help="UDP workers of the daemon")
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    args = parser.parse_args()
+    legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
+    for leg in legs:
+        if leg not in LEGS:
+            parser.error(f"unknown leg {leg!r} (use {', '.join(LEGS)})")
+    rates = [int(rate) for rate in args.rates.split(",")]
+    print(
+        f"stateless proxy, {args.processes} UDP worker(s), {args.seconds:g} s per rate, "
+        f"{os.cpu_count()} CPU(s); {MESSAGES_PER_CALL} forwarded messages per call"
+    )
+    rows: list[list[object]] = []
+    best: dict[str, Run] = {}
+    for leg in legs:
+        workdir = Path(tempfile.mkdtemp(prefix=f"sipsock-bench-proxy-{leg}-"))
+        print(f"{leg}: work directory {workdir}", flush=True)
+        try:
+            with ProxyBench(leg, args.processes, workdir) as bench:
+                for rate in rates:
+                    run = bench.run(rate, args.seconds)
+                    rows.append(run.row())
+                    print("  " + "  ".join(str(cell) for cell in run.row()), flush=True)
+                    if not run.held():
+                        print(f"  first SIPp error: {bench.first_error()}")
+                        break
+                    best[leg] = run
+        finally:
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+    print_table(
+        "every run",
+        ["leg", "rate", "calls", "failed", "calls/s", "msgs/s", "CPU us/msg", "SIPp CPU s"],
+        rows,
+        align="lrrrrrrr",
+    )
+    print_table(
+        "highest rate held (zero failed calls, >= 95 % of the asked rate)",
+        ["leg", "rate", "calls", "failed", "calls/s", "msgs/s", "CPU us/msg", "SIPp CPU s"],
+        [run.row() for run in best.values()],
+        align="lrrrrrrr",
+    )
+
+
+if __name__ == "__main__":
+    main()
