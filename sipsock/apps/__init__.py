@@ -14,7 +14,7 @@ from sipsock.apps.interface import (
 from sipsock.apps.loader import load_application
 from sipsock.apps.proxy import StatelessProxy
 from sipsock.apps.responder import Responder
-from sipsock.apps.routing import ProxyRoute, RouteError
+from sipsock.proxyrules import ProxyRoute, RouteError
 
 __all__ = [
     "ApplicationError",

@@ -4,7 +4,7 @@ Requests are forwarded, one by one and without any transaction state:
 
 1. Max-Forwards 0 is answered 483 (a request without one gets 70); a
    request that carries a Via of this proxy with its own loop key is
-   answered 482 (`sipsock.apps.routing.is_loop`).
+   answered 482 (`sipsock.proxyrules.is_loop`).
 2. Leading Route entries that name this proxy are removed (loose routing).
    A Route left over is the next hop; a request that came with this proxy's
    Record-Route and no other Route goes where its Request-URI points, out of
@@ -43,7 +43,7 @@ from zope.interface import implementer
 from sipsock.apps.dispatch import error_phrase
 from sipsock.apps.interface import ISipApplication, MessageContext
 from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
-from sipsock.apps.routing import (
+from sipsock.proxyrules import (
     Destination,
     ProxyRoute,
     RouteError,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from sipsock.apps import StatelessProxy, load_application
-from sipsock.apps.routing import Destination
 from sipsock.config import ConfigError, load_config, parse_config
+from sipsock.proxyrules import Destination
 from sipsock.tap import PROXY_APPLICATIONS, StartupError, application_options
 
 ROUTES = [

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipsock.apps.routing import (
+from sipsock.proxyrules import (
     DEFAULT_MAX_FORWARDS,
     Destination,
     OwnRoutes,
