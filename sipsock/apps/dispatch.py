@@ -74,6 +74,11 @@ def is_answerable(request: Request) -> bool:
     return request.get("from") is not None and request.get("to") is not None
 
 
+#: Transports that carry one whole message per datagram or WebSocket message:
+#: Content-Length is optional there (RFC 3261 18.3, RFC 7118 5.1).
+WHOLE_MESSAGE_PROTOS = frozenset({"udp", "ws", "wss"})
+
+
 class Dispatcher:
     """The `MessageSink` of every listener: parses and hands messages to the application.
 
@@ -102,7 +107,9 @@ class Dispatcher:
         """Parse ``data`` received as described by ``origin`` and call the application."""
         try:
             message = parse(
-                data, datagram=not origin.sdef.is_stream, max_size=self.max_message_size
+                data,
+                datagram=origin.sdef.proto in WHOLE_MESSAGE_PROTOS,
+                max_size=self.max_message_size,
             )
         except SipParseError as exc:
             request = salvage_request(data) if exc.status is not None else None

@@ -227,3 +227,17 @@ def test_context_send_picks_the_socket_by_tag_slot_or_the_receiving_one() -> Non
 def test_no_sockets_directory_finds_nothing() -> None:
     empty = NoSockets()
     assert (empty.by_tag("x"), empty.by_slot(1), empty.first("udp")) == (None, None, None)
+
+
+@pytest.mark.parametrize("socket", ["ws:10.0.0.1:8080", "wss:10.0.0.1:8443", "udp:10.0.0.1"])
+def test_content_length_is_optional_on_message_transports(socket: str) -> None:
+    """RFC 7118 5.1 / RFC 3261 18.3: one message per WebSocket message or datagram."""
+    data = request().replace(b"Content-Length: 0\r\n", b"")
+    replies, _ = deliver(Responder(), data, sdef=parse_row(3, socket))
+    assert answer(replies).code == 200
+
+
+def test_content_length_is_required_on_tcp() -> None:
+    data = request().replace(b"Content-Length: 0\r\n", b"")
+    replies, _ = deliver(Responder(), data, sdef=parse_row(3, "tcp:10.0.0.1"))
+    assert answer(replies).code == 400
