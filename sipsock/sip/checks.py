@@ -113,11 +113,14 @@ def check_request_uri(uri: str) -> None:
 
 def check_headers(message: Message) -> None:
     """Check header names, required and single headers, Via, CSeq and addresses."""
+    keys = message._header_keys()
     counts: dict[str, int] = {}
-    for field, _ in message.headers:
-        if not is_token(field):
-            raise SipParseError(f"malformed header name {field!r}", status=400)
-        key = canonical_name(field)
+    for (field, _), key in zip(message.headers, keys, strict=True):
+        if field not in _TOKEN_NAMES:
+            if not is_token(field):
+                raise SipParseError(f"malformed header name {field!r}", status=400)
+            if len(_TOKEN_NAMES) < _TOKEN_NAMES_LIMIT:
+                _TOKEN_NAMES.add(field)
         counts[key] = counts.get(key, 0) + 1
     for key in _SINGLE_HEADERS:
         if counts.get(key, 0) > 1:
@@ -135,11 +138,16 @@ def check_headers(message: Message) -> None:
         raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
     for key in ("from", "to"):
         check_address(message.get(key) or "")
-    for field, value in message.headers:
-        if canonical_name(field) in _ADDRESS_LIST_HEADERS:
+    for (_, value), key in zip(message.headers, keys, strict=True):
+        if key in _ADDRESS_LIST_HEADERS:
             for item in split_values(value):
                 if item != "*":
                     check_address(item)
+
+
+#: Header-name spellings already checked to be tokens (bounded memo).
+_TOKEN_NAMES: set[str] = set()
+_TOKEN_NAMES_LIMIT = 4096
 
 
 def check_address(value: str) -> None:

@@ -66,7 +66,8 @@ class Message:
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, multi-value fields split on commas."""
         key = canonical_name(name)
-        values = [value for field, value in self.headers if canonical_name(field) == key]
+        keys = self._header_keys()
+        values = [value for (_, value), k in zip(self.headers, keys, strict=True) if k == key]
         if key in UNSPLIT_HEADERS:
             return values
         return [item for value in values for item in split_values(value)]
