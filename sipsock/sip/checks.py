@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Final
 
 from sipsock.sip.errors import SipParseError
-from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, is_token, split_values
+from sipsock.sip.grammar import TOKEN_CHARS, is_token, split_values
 from sipsock.sip.via import parse_via
 
 if TYPE_CHECKING:
