@@ -1,0 +1,291 @@
+"""Which sockets a worker's application can send through, on both sides of the pool.
+
+A worker holds only its pool's UDP sockets, but its application chooses
+outgoing sockets among all of the daemon's (by tag, slot or protocol, as in
+the control process). The control process keeps a `SocketBook`: every open
+socket by name (``proto:host:port``), static ones first. Each pool subscribes
+to it and announces every entry to its workers (`Announce` / `Withdraw`).
+
+In a worker, `WorkerDirectory` answers the application's look-ups in the
+book's order: a socket the worker holds is used directly; any other is a
+`RemoteSocket`, whose ``send`` asks the control process (`SendStream`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from sipsock.sockdef import SocketDef
+from sipsock.transport.base import Listener, SocketCounters
+
+#: How a worker sends through a socket it does not hold: (socket name, data, peer).
+Relay = Callable[[str, bytes, tuple[str, int]], "Deferred[None]"]
+
+
+@dataclass(frozen=True)
+class BookEntry:
+    """One socket of the daemon as workers see it."""
+
+    sdef: SocketDef
+    slot: int | None
+    static: bool
+
+    @property
+    def name(self) -> str:
+        """The daemon-wide name of the socket: ``proto:host:port``."""
+        return self.sdef.socket_text
+
+
+class BookSubscriber(Protocol):
+    """Something that passes book changes on (a worker pool)."""
+
+    def announce(self, entry: BookEntry) -> Deferred[None]:
+        """A socket was opened or updated; fires when every worker knows."""
+
+    def withdraw(self, name: str) -> Deferred[None]:
+        """A socket is closing; fires when every worker knows."""
+
+
+class SocketBook:
+    """The control process's list of every open socket, for the workers' applications.
+
+    Pools put their own sockets here; `track` wraps the daemon's other
+    listeners (stream sockets) so that their updates and closes are
+    announced too. `find` resolves a name for `SendStream`.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, Listener] = {}
+        self._static: dict[str, BookEntry] = {}
+        self._dynamic: dict[str, BookEntry] = {}
+        self._subscribers: list[BookSubscriber] = []
+
+    def subscribe(self, subscriber: BookSubscriber) -> None:
+        """Pass every later change to ``subscriber``."""
+        self._subscribers.append(subscriber)
+
+    def entries(self) -> list[BookEntry]:
+        """Every socket: static ones first, then dynamic ones in the order they opened."""
+        return [*self._static.values(), *self._dynamic.values()]
+
+    def find(self, name: str) -> Listener | None:
+        """The open listener named ``name`` (``proto:host:port``), or None."""
+        return self._listeners.get(name)
+
+    def put(self, listener: Listener, *, static: bool = False) -> Deferred[None]:
+        """Record (or refresh) ``listener``; fires when every subscriber passed it on."""
+        entry = BookEntry(listener.sdef, listener.slot, static)
+        self._listeners[entry.name] = listener
+        (self._static if static else self._dynamic)[entry.name] = entry
+        return _all([s.announce(entry) for s in self._subscribers])
+
+    def drop(self, listener: Listener) -> Deferred[None]:
+        """Forget ``listener`` (when it is the one recorded under its name)."""
+        name = listener.sdef.socket_text
+        if self._listeners.get(name) is not listener:
+            return defer.succeed(None)
+        del self._listeners[name]
+        self._static.pop(name, None)
+        self._dynamic.pop(name, None)
+        return _all([s.withdraw(name) for s in self._subscribers])
+
+    def track(self, listener: Listener, *, static: bool = False) -> Deferred[Listener]:
+        """Record a listener the pools do not own; its updates and stop are announced.
+
+        Fires with the listener to hand to the registry (a `TrackedListener`)
+        once every worker knows the socket.
+        """
+        tracked: Listener = TrackedListener(listener, self, static=static)
+
+        def announced(_: None) -> Listener:
+            return tracked
+
+        return self.put(tracked, static=static).addCallback(announced)
+
+    def send(self, name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        """Send through the socket named ``name``; fails with LookupError when none is open."""
+        listener = self.find(name)
+        if listener is None:
+            return defer.fail(LookupError(f"socket {name} is not open"))
+        return listener.send(data, peer)
+
+
+class TrackedListener:
+    """A listener whose updates and closing are announced to the workers (a `Listener`)."""
+
+    def __init__(self, inner: Listener, book: SocketBook, *, static: bool = False) -> None:
+        self.inner = inner
+        self._book = book
+        self._static = static
+
+    @property
+    def sdef(self) -> SocketDef:
+        return self.inner.sdef
+
+    @sdef.setter
+    def sdef(self, sdef: SocketDef) -> None:
+        self.inner.sdef = sdef
+
+    @property
+    def slot(self) -> int | None:
+        return self.inner.slot
+
+    @slot.setter
+    def slot(self, slot: int | None) -> None:
+        self.inner.slot = slot
+
+    @property
+    def counters(self) -> SocketCounters:
+        return self.inner.counters
+
+    @counters.setter
+    def counters(self, counters: SocketCounters) -> None:
+        self.inner.counters = counters
+
+    def update(self, sdef: SocketDef) -> None:
+        """Update the listener, then announce its new definition."""
+        self.inner.update(sdef)
+        self._book.put(self, static=self._static)
+
+    def stop(self) -> Deferred[None]:
+        """Withdraw the socket from the workers, then close it."""
+        withdrawn = self._book.drop(self)
+        return withdrawn.addCallback(lambda _: self.inner.stop())
+
+    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        return self.inner.send(data, peer)
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _all(waits: list[Deferred[None]]) -> Deferred[None]:
+    if not waits:
+        return defer.succeed(None)
+    gathered = defer.DeferredList(waits, consumeErrors=True)
+    return gathered.addCallback(lambda _: None)
+
+
+class RemoteSocket:
+    """A socket of the daemon that this worker does not hold (a `Listener`).
+
+    ``send`` goes through the control process; ``update`` and ``stop`` are
+    not this process's business and raise.
+    """
+
+    def __init__(self, entry: BookEntry, relay: Relay, counters: SocketCounters) -> None:
+        self.sdef = entry.sdef
+        self.slot = entry.slot
+        self.counters = counters
+        self._relay = relay
+
+    def update(self, sdef: SocketDef) -> None:
+        raise ValueError(f"{self.sdef.socket_text}: not held by this process")
+
+    def stop(self) -> Deferred[None]:
+        return defer.fail(ValueError(f"{self.sdef.socket_text}: not held by this process"))
+
+    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        """Ask the control process to send ``data`` to ``peer`` from this socket."""
+        counters = self.counters
+
+        def sent(_: None) -> None:
+            counters.sent += 1
+            counters.bytes_out += len(data)
+
+        def failed(failure: Any) -> Any:
+            counters.drops += 1
+            return failure
+
+        return self._relay(self.sdef.socket_text, data, peer).addCallbacks(sent, failed)
+
+    def fileno(self) -> int:
+        """-1: the descriptor lives in another process."""
+        return -1
+
+
+class WorkerDirectory:
+    """The application's `SocketDirectory` in a worker: every socket of the daemon.
+
+    Look-ups follow the control process's order (static sockets first, then
+    dynamic ones); a socket held here answers with its local listener, any
+    other with a `RemoteSocket`.
+    """
+
+    log = Logger()
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+        self._static: dict[str, BookEntry] = {}
+        self._dynamic: dict[str, BookEntry] = {}
+        self._local: dict[str, Listener] = {}
+        self._relayed: dict[str, SocketCounters] = {}
+
+    # --- changes ---------------------------------------------------------------
+
+    def announce(self, entry: BookEntry) -> None:
+        """Learn (or refresh) a socket of the daemon."""
+        other = self._dynamic if entry.static else self._static
+        other.pop(entry.name, None)
+        (self._static if entry.static else self._dynamic)[entry.name] = entry
+
+    def withdraw(self, name: str) -> None:
+        """Forget a socket of the daemon."""
+        self._static.pop(name, None)
+        self._dynamic.pop(name, None)
+        self._relayed.pop(name, None)
+
+    def hold(self, listener: Listener) -> None:
+        """A socket this worker reads (looked up before the control process is asked)."""
+        self._local[listener.sdef.socket_text] = listener
+
+    def let_go(self, listener: Listener) -> None:
+        """This worker no longer reads ``listener``."""
+        name = listener.sdef.socket_text
+        if self._local.get(name) is listener:
+            del self._local[name]
+
+    # --- SocketDirectory ---------------------------------------------------------
+
+    def by_tag(self, tag: str) -> Listener | None:
+        """The first socket with this tag (static sockets first)."""
+        return self._first(lambda sdef, slot: sdef.tag == tag)
+
+    def by_slot(self, slot: int) -> Listener | None:
+        """The dynamic socket in this slot."""
+        return self._first(lambda sdef, s: s == slot)
+
+    def first(self, proto: str) -> Listener | None:
+        """The first socket of this protocol (static sockets first)."""
+        return self._first(lambda sdef, slot: sdef.proto == proto)
+
+    def names(self) -> list[str]:
+        """Every socket name known here, in look-up order."""
+        return [entry.name for entry in self._entries()]
+
+    def _entries(self) -> Iterator[BookEntry]:
+        yield from self._static.values()
+        yield from self._dynamic.values()
+
+    def _first(self, match: Callable[[SocketDef, int | None], bool]) -> Listener | None:
+        for entry in self._entries():
+            local = self._local.get(entry.name)
+            if local is not None and match(local.sdef, local.slot):
+                return local
+            if local is None and match(entry.sdef, entry.slot):
+                return self._remote(entry)
+        # A socket adopted here whose announcement has not arrived yet.
+        return next((lst for lst in self._local.values() if match(lst.sdef, lst.slot)), None)
+
+    def _remote(self, entry: BookEntry) -> RemoteSocket:
+        counters = self._relayed.setdefault(entry.name, SocketCounters())
+        return RemoteSocket(entry, self._relay, counters)

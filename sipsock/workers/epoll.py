@@ -1,0 +1,157 @@
+"""EPOLLEXCLUSIVE for descriptors that several worker processes wait on.
+
+Every UDP worker reads every shared descriptor. Registered the plain way,
+one datagram wakes every worker blocked in ``epoll_wait`` and all but one
+find nothing to read: the CPU cost per message grows with the number of
+workers. Registered with ``EPOLLEXCLUSIVE`` (Linux 4.5), one datagram wakes
+one waiting worker.
+
+Twisted's epoll reactor registers every descriptor plainly and changes
+registrations with ``EPOLL_CTL_MOD``, which the kernel refuses for an
+exclusive one. `ExclusiveEPollReactor` is that reactor plus `setExclusive`:
+a selectable named there is registered with ``EPOLLEXCLUSIVE`` from then on,
+and every later change of its registration is a delete and a new add. Where
+the flag is missing (Python without it, or a kernel that answers EINVAL) it
+falls back to the plain registration and says so once.
+
+`make_exclusive` works with any reactor: it does nothing (and answers False)
+for a reactor without `setExclusive`.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+from typing import Any, Final
+
+from twisted.internet.epollreactor import EPollReactor
+from twisted.logger import Logger
+
+#: The flag, or None where this Python does not know it.
+EPOLLEXCLUSIVE: Final[int | None] = getattr(select, "EPOLLEXCLUSIVE", None)
+
+
+class ExclusiveEPollReactor(EPollReactor):
+    """Twisted's epoll reactor with `setExclusive` (EPOLLEXCLUSIVE registrations)."""
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._exclusive: set[int] = set()
+        #: False once the kernel or Python turned EPOLLEXCLUSIVE down.
+        self.exclusiveSupported = EPOLLEXCLUSIVE is not None
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def setExclusive(self, selectable: Any) -> bool:
+        """Register ``selectable`` with EPOLLEXCLUSIVE from now on.
+
+        A selectable that is already being watched is re-registered at once.
+        Answers whether the flag is in effect (False where unsupported: the
+        selectable then stays registered the plain way).
+        """
+        fd = selectable.fileno()
+        if not self.exclusiveSupported or fd < 0:
+            return False
+        self._exclusive.add(fd)
+        flags = self._flags_of(fd)
+        if not flags:
+            return True
+        self._poller.unregister(fd)
+        return self._register(fd, flags)
+
+    def isExclusive(self, selectable: Any) -> bool:
+        """Whether ``selectable``'s descriptor is registered (or will be) with EPOLLEXCLUSIVE."""
+        return bool(selectable.fileno() in self._exclusive)
+
+    def _flags_of(self, fd: int) -> int:
+        flags = 0
+        if fd in self._reads:
+            flags |= select.EPOLLIN
+        if fd in self._writes:
+            flags |= select.EPOLLOUT
+        return flags
+
+    def _register(self, fd: int, flags: int) -> bool:
+        """Add ``fd`` with EPOLLEXCLUSIVE; on EINVAL fall back to a plain add for good."""
+        assert EPOLLEXCLUSIVE is not None
+        try:
+            self._poller.register(fd, flags | EPOLLEXCLUSIVE)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.exclusiveSupported = False
+            self._exclusive.clear()
+            self.log.warn(
+                "EPOLLEXCLUSIVE refused by the kernel ({reason}): shared UDP descriptors wake "
+                "every worker",
+                reason=exc.strerror,
+            )
+            self._poller.register(fd, flags)
+            return False
+        return True
+
+    def _add(
+        self,
+        xer: Any,
+        primary: set[int],
+        other: set[int],
+        selectables: Any,
+        event: int,
+        antievent: int,
+    ) -> None:
+        fd = xer.fileno()
+        if fd not in self._exclusive:
+            super()._add(xer, primary, other, selectables, event, antievent)  # type: ignore[no-untyped-call]
+            return
+        if fd in primary:
+            return
+        flags = event
+        if fd in other:
+            flags |= antievent
+            self._poller.unregister(fd)
+        if not self._register(fd, flags):
+            self._exclusive.discard(fd)
+        primary.add(fd)
+        selectables[fd] = xer
+
+    def _remove(
+        self,
+        xer: Any,
+        primary: set[int],
+        other: set[int],
+        selectables: Any,
+        event: int,
+        antievent: int,
+    ) -> None:
+        fd = xer.fileno()
+        if fd == -1:
+            fd = next((f for f, s in selectables.items() if s is xer), -1)
+        if fd not in self._exclusive:
+            super()._remove(xer, primary, other, selectables, event, antievent)  # type: ignore[no-untyped-call]
+            return
+        if fd not in primary:
+            return
+        self._poller.unregister(fd)
+        if fd in other:
+            self._register(fd, antievent)
+        else:
+            del selectables[fd]
+            self._exclusive.discard(fd)
+        primary.remove(fd)
+
+
+def make_exclusive(reactor: Any, selectable: Any) -> bool:
+    """Register ``selectable`` with EPOLLEXCLUSIVE when ``reactor`` can; answers whether it did."""
+    set_exclusive = getattr(reactor, "setExclusive", None)
+    if set_exclusive is None:
+        return False
+    return bool(set_exclusive(selectable))
+
+
+def install() -> ExclusiveEPollReactor:
+    """Install `ExclusiveEPollReactor` as the global reactor (before anything imports it)."""
+    from twisted.internet.main import installReactor
+
+    reactor = ExclusiveEPollReactor()
+    installReactor(reactor)  # type: ignore[no-untyped-call]
+    return reactor

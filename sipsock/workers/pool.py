@@ -1,0 +1,905 @@
+"""`UdpWorkerPool`: the control process's side of a pool of UDP worker processes.
+
+The pool starts ``size`` workers (``python -m sipsock.workers``, fresh
+interpreters started with ``reactor.spawnProcess``), each connected by a
+UNIX socketpair speaking AMP, and serves UDP sockets through them:
+
+* ``udp_balance = "shared"``: the control process binds the socket (so bind
+  errors are reported by the reload), passes the descriptor to every worker
+  (``amp.Descriptor``) and keeps its own copy for sending only. Every worker
+  reads it, registered with EPOLLEXCLUSIVE: the next idle worker takes the
+  next datagram, even when one peer sends everything.
+* ``udp_balance = "reuseport"``: the control process binds one SO_REUSEPORT
+  member per worker and passes each to its worker, keeping none (a bound
+  member that nobody reads would swallow its share of peers). The kernel
+  hashes each peer to one member; the control process sends through a
+  worker (`SendDatagram`).
+
+`open` fires once every live worker acknowledged the new socket; `stop`
+once every worker released it and the control copy is closed. A worker that
+exits or is killed is logged with its exit status and restarted (with a
+growing delay when it keeps dying), and is given every current socket before
+it counts as ready. `process_rows` describes the workers for the MI ``ps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from sipsock.config import UDP_BALANCE_MODES
+from sipsock.sockdef import SocketDef
+from sipsock.transport.base import Closing, ListenError, SocketCounters
+from sipsock.transport.sockopts import (
+    apply_update,
+    bind_socket,
+    check_same_endpoint,
+    configure_socket,
+    describe_os_error,
+    family_of,
+    sockaddr_of,
+)
+from sipsock.workers.commands import (
+    COUNTER_NAMES,
+    AdoptSocket,
+    Announce,
+    ReleaseSocket,
+    SendDatagram,
+    SendStream,
+    Shutdown,
+    Stats,
+    UpdateSocket,
+    Withdraw,
+    WorkerError,
+    decode_stats_page,
+    encode_definition,
+)
+from sipsock.workers.directory import BookEntry, SocketBook
+from sipsock.workers.supervision import Backoff, describe_exit
+
+BALANCE_MODES: Final = UDP_BALANCE_MODES
+
+#: Longest line of worker output kept before it is cut.
+MAX_OUTPUT_LINE: Final = 8192
+
+#: Seconds a worker whose AMP connection closed has to exit before SIGKILL.
+CONNECTION_LOST_GRACE: Final = 2.0
+
+#: Child descriptor number of the AMP socket in a worker.
+WORKER_AMP_FD: Final = 3
+
+T = TypeVar("T")
+
+
+@dataclass
+class WorkerStats:
+    """What a worker said in its last `Stats` answer."""
+
+    pid: int
+    handled: int
+    sockets: dict[int, SocketCounters] = field(default_factory=dict)
+
+
+#: Seconds between the last socket change of a burst and the statistics refresh.
+REFRESH_DELAY = 0.2
+
+
+class PooledListener:
+    """A UDP socket served by the workers of a pool (implements `Listener`).
+
+    ``counters`` add up the workers' counters (refreshed with their
+    statistics) and what the control process sent itself. ``fileno`` is the
+    control process's copy of the descriptor (shared mode) or -1 (reuseport
+    mode: the control process holds none).
+    """
+
+    def __init__(
+        self,
+        pool: UdpWorkerPool,
+        key: int,
+        sdef: SocketDef,
+        slot: int | None,
+        sock: socket.socket | None,
+        *,
+        static: bool = False,
+    ) -> None:
+        self.pool = pool
+        self.key = key
+        self.sdef = sdef
+        self.slot = slot
+        self.static = static
+        self.counters = SocketCounters()
+        #: Sent by the control process itself.
+        self.own = SocketCounters()
+        #: Counted by workers that have ended since.
+        self.retired = SocketCounters()
+        self.sock = sock
+        self.closing: Closing | None = None
+
+    def update(self, sdef: SocketDef) -> None:
+        """New tag / advertised / tos / frag, applied in place; raises `ListenError`."""
+        self.pool.update_socket(self, sdef)
+
+    def stop(self) -> Deferred[None]:
+        """Release the socket in every worker, then close the control copy."""
+        return self.pool.release(self)
+
+    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        """Send one datagram from this socket."""
+        return self.pool.send(self, data, peer)
+
+    def fileno(self) -> int:
+        """The control process's descriptor, or -1 when it holds none."""
+        return self.sock.fileno() if self.sock is not None else -1
+
+    def close_copy(self) -> None:
+        """Close the control process's descriptor (once)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class ControlProtocol(amp.AMP):
+    """The control process's end of one worker's AMP connection."""
+
+    def __init__(self, process: WorkerProcess) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.process = process
+
+    @SendStream.responder
+    def send_stream(self, socket: str, host: str, port: int, data: bytes) -> Deferred[Any]:
+        return self.process.pool.send_for_worker(socket, data, (host, port))
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        self.process.connection_lost()
+
+
+class WorkerProcess(ProcessProtocol):
+    """One run of one worker: the process, its AMP connection, its last statistics."""
+
+    def __init__(self, pool: UdpWorkerPool, seat: WorkerSeat) -> None:
+        self.pool = pool
+        self.seat = seat
+        self.amp: ControlProtocol | None = None
+        self.connected = False
+        self.pid: int | None = None
+        self.state = "starting"
+        self.started = pool.reactor.seconds()
+        self.stats: WorkerStats | None = None
+        self.ended = Closing()
+        self.exit_status: str | None = None
+        self.ready_timer: IDelayedCall | None = None
+        self.kill_timer: IDelayedCall | None = None
+        self._partial: dict[int, bytes] = {}
+
+    @property
+    def label(self) -> str:
+        return f"{self.pool.name}/{self.seat.index}"
+
+    @property
+    def live(self) -> bool:
+        """Running and connected: commands can reach it."""
+        return bool(self.connected and not self.ended.done and self.amp is not None)
+
+    def call(self, command: type[amp.Command], **arguments: Any) -> Deferred[Any]:
+        """Send a command; fails at once when the worker is gone."""
+        if self.amp is None or not self.live:
+            return defer.fail(ConnectionError(f"worker {self.label} is gone"))
+        calling: Deferred[Any] = self.amp.callRemote(command, **arguments)  # type: ignore[no-untyped-call]
+        return calling
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid  # type: ignore[union-attr]
+
+    def outReceived(self, data: bytes) -> None:
+        self._output(1, data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._output(2, data)
+
+    def _output(self, fd: int, data: bytes) -> None:
+        buffered = self._partial.get(fd, b"") + data
+        *lines, rest = buffered.split(b"\n")
+        while len(rest) > MAX_OUTPUT_LINE:
+            lines.append(rest[:MAX_OUTPUT_LINE])
+            rest = rest[MAX_OUTPUT_LINE:]
+        self._partial[fd] = rest
+        for line in lines:
+            self.pool.worker_said(self, line.decode("utf-8", "replace"))
+
+    def processEnded(self, reason: Failure) -> None:
+        for _fd, rest in self._partial.items():
+            if rest:
+                self.pool.worker_said(self, rest.decode("utf-8", "replace"))
+        self._partial.clear()
+        value = reason.value
+        self.exit_status = describe_exit(
+            getattr(value, "exitCode", None), getattr(value, "signal", None)
+        )
+        self.state = "ended"
+        for timer in (self.ready_timer, self.kill_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.ended.fire()
+        if self.amp is not None and self.amp.transport is not None:
+            self.amp.transport.loseConnection()
+        self.pool.worker_ended(self)
+
+    def connection_lost(self) -> None:
+        """The AMP connection closed: a worker that has not exited soon after is killed."""
+        self.connected = False
+        if not self.ended.done and self.state != "stopping":
+            self.kill_timer = self.pool.reactor.callLater(CONNECTION_LOST_GRACE, self.kill)
+
+    def kill(self) -> None:
+        """SIGKILL, unless it has exited already."""
+        if self.ended.done or self.transport is None:
+            return
+        with contextlib.suppress(ProcessExitedAlready, OSError):
+            self.transport.signalProcess("KILL")
+
+    def shutdown(self, timeout: float) -> Deferred[None]:
+        """Ask the worker to exit; SIGKILL after ``timeout`` seconds. Fires when it ended."""
+        return Deferred.fromCoroutine(self._shutdown(timeout))
+
+    async def _shutdown(self, timeout: float) -> None:
+        self.state = "stopping"
+        if self.ended.done:
+            return
+        if self.live:
+            asking = self.call(Shutdown)
+            asking.addErrback(lambda _: None)
+        reactor = self.pool.reactor
+        try:
+            await self.ended.wait().addTimeout(timeout, reactor)
+            return
+        except defer.TimeoutError:
+            self.pool.log.warn(
+                "UDP worker {worker} (pid {pid}) did not exit within {timeout:g} s: killing it",
+                worker=self.label,
+                pid=self.pid,
+                timeout=timeout,
+            )
+        self.kill()
+        try:
+            await self.ended.wait().addTimeout(timeout, reactor)
+        except defer.TimeoutError:
+            self.pool.log.error(
+                "UDP worker {worker} (pid {pid}) survived SIGKILL for {timeout:g} s",
+                worker=self.label,
+                pid=self.pid,
+                timeout=timeout,
+            )
+
+
+@dataclass
+class WorkerSeat:
+    """A place in the pool: its number, its current process and its history."""
+
+    index: int
+    process: WorkerProcess | None = None
+    restarts: int = 0
+    quick_deaths: int = 0
+    handled_before: int = 0
+    last_exit: str | None = None
+    restart_call: IDelayedCall | None = None
+
+
+class UdpWorkerPool(Service):
+    """``size`` UDP worker processes that serve this pool's UDP sockets (see the module)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        size: int,
+        name: str,
+        config_path: str | None,
+        *,
+        balance: str = "shared",
+        book: SocketBook | None = None,
+        reactor: Any = None,
+        python: str | None = None,
+        env: dict[str, str] | None = None,
+        backoff: Backoff | None = None,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+        stats_interval: float = 1.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"UDP worker pool {name}: size must be at least 1, not {size}")
+        if balance not in BALANCE_MODES:
+            raise ValueError(
+                f"UDP worker pool {name}: balance must be one of {', '.join(BALANCE_MODES)}, "
+                f"not {balance!r}"
+            )
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.size = size
+        self.name = name
+        self.config_path = os.path.abspath(config_path) if config_path else None
+        self.balance = balance
+        self.book = book if book is not None else SocketBook()
+        self.book.subscribe(self)
+        self.reactor = reactor
+        self.python = python or sys.executable
+        self.env = dict(os.environ if env is None else env)
+        self.backoff = backoff or Backoff()
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.stats_interval = stats_interval
+        self.seats = [WorkerSeat(index) for index in range(1, size + 1)]
+        self.sockets: dict[int, PooledListener] = {}
+        self._keys = itertools.count(1)
+        self._turn = itertools.count()
+        self._stopping = False
+        self._stats_loop: LoopingCall | None = None
+        self._refresh_call: IDelayedCall | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether every worker reads one shared descriptor (else one member each)."""
+        return self.balance == "shared"
+
+    # --- service ----------------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Start every worker and the statistics poll."""
+        super().startService()  # type: ignore[no-untyped-call]
+        self._stopping = False
+        for seat in self.seats:
+            self._spawn(seat)
+        loop = LoopingCall(self.refresh)
+        loop.clock = self.reactor
+        loop.start(self.stats_interval, now=False).addErrback(
+            lambda failure: self.log.failure(
+                "UDP worker pool {pool}: statistics", failure, pool=self.name
+            )
+        )
+        self._stats_loop = loop
+
+    def stopService(self) -> Deferred[None]:
+        """Stop every worker (Shutdown, then SIGKILL after ``stop_timeout``) and close copies."""
+        super().stopService()  # type: ignore[no-untyped-call]
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        if self._refresh_call is not None and self._refresh_call.active():
+            self._refresh_call.cancel()
+        if self._stats_loop is not None and self._stats_loop.running:
+            self._stats_loop.stop()
+        self._stats_loop = None
+        for seat in self.seats:
+            if seat.restart_call is not None and seat.restart_call.active():
+                seat.restart_call.cancel()
+            seat.restart_call = None
+        processes = [s.process for s in self.seats if s.process is not None]
+        await settle([p.shutdown(self.stop_timeout) for p in processes])
+        for listener in list(self.sockets.values()):
+            listener.close_copy()
+        self.sockets.clear()
+        self.log.info("UDP worker pool {pool} stopped", pool=self.name)
+
+    # --- workers ----------------------------------------------------------------------
+
+    def _spawn(self, seat: WorkerSeat) -> None:
+        seat.restart_call = None
+        if self._stopping or not self.running:
+            return
+        process = WorkerProcess(self, seat)
+        seat.process = process
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [
+            self.python,
+            "-m",
+            "sipsock.workers",
+            *(["--config", self.config_path] if self.config_path else []),
+            "--pool",
+            self.name,
+            "--index",
+            str(seat.index),
+            "--fd",
+            str(WORKER_AMP_FD),
+        ]
+        try:
+            try:
+                self.reactor.spawnProcess(
+                    process,
+                    self.python,
+                    args,
+                    env=self.env,
+                    path=os.getcwd(),
+                    childFDs={0: "w", 1: "r", 2: "r", WORKER_AMP_FD: child.fileno()},
+                )
+            finally:
+                child.close()
+            process.transport.closeStdin()  # type: ignore[union-attr]
+            protocol = ControlProtocol(process)
+            parent.setblocking(False)
+            self.reactor.adoptStreamConnection(
+                parent.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: protocol)
+            )
+        except Exception as exc:
+            parent.close()
+            self.log.error(
+                "UDP worker {worker}: cannot start: {reason}",
+                worker=process.label,
+                reason=exc,
+            )
+            if process.transport is not None:
+                process.kill()  # started, but unreachable: processEnded restarts it
+                return
+            if not process.ended.done:
+                process.exit_status = f"not started: {exc}"
+                process.state = "ended"
+                process.ended.fire()
+                self.worker_ended(process)
+            return
+        parent.close()
+        process.amp = protocol
+        process.connected = True
+        self.log.info(
+            "UDP worker {worker} started (pid {pid})", worker=process.label, pid=process.pid
+        )
+        process.ready_timer = self.reactor.callLater(self.ready_timeout, self._not_ready, process)
+        self._sync(process)
+
+    def _sync(self, process: WorkerProcess) -> None:
+        """Give a new worker every book entry and every current socket."""
+        waits = [self._announce_to(process, entry) for entry in self.book.entries()]
+        waits += [self._adopt(process, listener) for listener in list(self.sockets.values())]
+
+        def synced(results: list[Any]) -> None:
+            failures = [r for r in results if isinstance(r, Failure)]
+            if process.ended.done or process.state != "starting":
+                return
+            if failures:
+                self.log.error(
+                    "UDP worker {worker} (pid {pid}) could not take the current sockets: "
+                    "{reason}; restarting it",
+                    worker=process.label,
+                    pid=process.pid,
+                    reason=failures[0].getErrorMessage(),
+                )
+                process.kill()
+                return
+            process.state = "ready"
+            if process.ready_timer is not None and process.ready_timer.active():
+                process.ready_timer.cancel()
+            self.log.info(
+                "UDP worker {worker} (pid {pid}) ready with {count} sockets",
+                worker=process.label,
+                pid=process.pid,
+                count=len(self.sockets),
+            )
+            self._refresh_one(process)
+
+        Deferred.fromCoroutine(settle(waits)).addCallback(synced)
+
+    def _not_ready(self, process: WorkerProcess) -> None:
+        process.ready_timer = None
+        if process.state == "starting" and not process.ended.done:
+            self.log.error(
+                "UDP worker {worker} (pid {pid}) not ready within {timeout:g} s: killing it",
+                worker=process.label,
+                pid=process.pid,
+                timeout=self.ready_timeout,
+            )
+            process.kill()
+
+    def worker_ended(self, process: WorkerProcess) -> None:
+        """A worker process ended: fold its counters, and restart it unless stopping."""
+        seat = process.seat
+        if process.stats is not None:
+            seat.handled_before += process.stats.handled
+            for key, counters in process.stats.sockets.items():
+                listener = self.sockets.get(key)
+                if listener is not None:
+                    _add(listener.retired, counters)
+            process.stats = None
+        self._recount()
+        if self._stopping or not self.running:
+            self.log.info(
+                "UDP worker {worker} (pid {pid}) {status}",
+                worker=process.label,
+                pid=process.pid,
+                status=process.exit_status,
+            )
+            return
+        lifetime = self.reactor.seconds() - process.started
+        seat.quick_deaths = self.backoff.quick_deaths(seat.quick_deaths, lifetime)
+        delay = self.backoff.delay(seat.quick_deaths)
+        seat.restarts += 1
+        seat.last_exit = process.exit_status
+        self.log.warn(
+            "UDP worker {worker} (pid {pid}) {status} after {lifetime:.1f} s; "
+            "restarting it in {delay:g} s with {count} sockets",
+            worker=process.label,
+            pid=process.pid,
+            status=process.exit_status,
+            lifetime=lifetime,
+            delay=delay,
+            count=len(self.sockets),
+        )
+        seat.restart_call = self.reactor.callLater(delay, self._spawn, seat)
+
+    def worker_said(self, process: WorkerProcess, line: str) -> None:
+        """Re-log a line a worker wrote (``LEVEL text``) under the worker's name."""
+        name, _, text = line.partition(" ")
+        try:
+            level = LogLevel.levelWithName(name)
+        except InvalidLogLevelError:
+            level, text = LogLevel.info, line
+        self.log.emit(
+            level,
+            "UDP worker {worker} (pid {pid}): {line}",
+            worker=process.label,
+            pid=process.pid,
+            line=text,
+        )
+
+    def processes(self) -> list[WorkerProcess]:
+        """The current worker processes that are running and connected."""
+        return [s.process for s in self.seats if s.process is not None and s.process.live]
+
+    # --- sockets ----------------------------------------------------------------------
+
+    def open(self, sdef: SocketDef, slot: int | None) -> Deferred[PooledListener]:
+        """Bind ``sdef`` and have every live worker adopt it (a registry opener).
+
+        Fails with `ListenError` when it cannot be bound or a worker refuses it.
+        """
+        try:
+            listener = self.bind(sdef, slot)
+        except ListenError:
+            return defer.fail()
+        return Deferred.fromCoroutine(self._distribute(listener))
+
+    def open_static(self, sdef: SocketDef) -> PooledListener:
+        """Bind a static socket now (raises `ListenError`); workers take it as they start."""
+        listener = self.bind(sdef, None, static=True)
+        Deferred.fromCoroutine(self._distribute(listener)).addErrback(
+            lambda failure: self.log.error(
+                "static socket {socket}: {reason}",
+                socket=sdef.socket_text,
+                reason=failure.getErrorMessage(),
+            )
+        )
+        return listener
+
+    def bind(self, sdef: SocketDef, slot: int | None, *, static: bool = False) -> PooledListener:
+        """Bind ``sdef`` in the control process (raises `ListenError`) and add it to the pool.
+
+        Shared mode keeps the bound socket as the control copy. Reuseport
+        mode binds a member only to check that the address can be had, and
+        closes it at once: members are bound for each worker.
+        """
+        if sdef.proto != "udp":
+            raise ListenError(sdef, "a UDP worker pool serves UDP sockets only")
+        sock: socket.socket | None
+        if self.shared:
+            sock = bind_socket(sdef)
+        else:
+            bind_member(sdef).close()
+            sock = None
+        listener = PooledListener(self, next(self._keys), sdef, slot, sock, static=static)
+        self.sockets[listener.key] = listener
+        return listener
+
+    async def _distribute(self, listener: PooledListener) -> PooledListener:
+        processes = self.processes()
+        results = await settle([self._adopt(p, listener) for p in processes])
+        refusals = [
+            (p, r)
+            for p, r in zip(processes, results, strict=True)
+            if isinstance(r, Failure) and isinstance(r.value, WorkerError | ListenError)
+        ]
+        if refusals:
+            process, failure = refusals[0]
+            reason = f"UDP worker {process.label} refused it: {failure.getErrorMessage()}"
+            self.log.error(
+                "socket {socket}: {reason}", socket=listener.sdef.socket_text, reason=reason
+            )
+            await self.release(listener)
+            raise ListenError(listener.sdef, reason)
+        await self.book.put(listener, static=listener.static)
+        self._refresh_soon()
+        return listener
+
+    def _adopt(self, process: WorkerProcess, listener: PooledListener) -> Deferred[None]:
+        """Pass ``listener``'s descriptor (or a new member) to one worker."""
+        member: socket.socket | None = None
+        if listener.sock is not None:
+            fd = listener.sock.fileno()
+        else:
+            try:
+                member = bind_member(listener.sdef)
+            except ListenError:
+                return defer.fail()
+            fd = member.fileno()
+        adopting = process.call(
+            AdoptSocket,
+            key=listener.key,
+            slot=listener.slot,
+            fd=fd,
+            definition=encode_definition(listener.sdef),
+            shared=listener.sock is not None,
+        )
+
+        def done(result: Any) -> Any:
+            if member is not None:
+                member.close()
+            return result
+
+        return adopting.addBoth(done).addCallback(lambda _: None)
+
+    def _announce_to(self, process: WorkerProcess, entry: BookEntry) -> Deferred[None]:
+        calling = process.call(
+            Announce,
+            socket=entry.name,
+            slot=entry.slot,
+            static=entry.static,
+            definition=encode_definition(entry.sdef),
+        )
+        return calling.addCallback(lambda _: None)
+
+    def release(self, listener: PooledListener) -> Deferred[None]:
+        """Take ``listener`` away from every worker, then close the control copy."""
+        if listener.closing is None:
+            listener.closing = closing = Closing()
+            Deferred.fromCoroutine(self._release(listener)).addBoth(lambda _: closing.fire())
+        return listener.closing.wait()
+
+    async def _release(self, listener: PooledListener) -> None:
+        self.sockets.pop(listener.key, None)
+        await self.book.drop(listener)
+        processes = self.processes()
+        results = await settle([p.call(ReleaseSocket, key=listener.key) for p in processes])
+        for process, result in zip(processes, results, strict=True):
+            if isinstance(result, Failure) and isinstance(result.value, WorkerError):
+                self.log.error(
+                    "socket {socket}: UDP worker {worker} could not release it ({reason}); "
+                    "restarting the worker so that it lets go",
+                    socket=listener.sdef.socket_text,
+                    worker=process.label,
+                    reason=result.getErrorMessage(),
+                )
+                process.kill()
+        listener.close_copy()
+        self.log.info(
+            "socket {socket} (slot {slot}) released by the {pool} UDP workers",
+            socket=listener.sdef.socket_text,
+            slot=listener.slot,
+            pool=self.name,
+        )
+        self._refresh_soon()
+
+    def update_socket(self, listener: PooledListener, sdef: SocketDef) -> None:
+        """Apply a definition of the same endpoint in place (raises `ListenError`)."""
+        old = listener.sdef
+        check_same_endpoint(old, sdef)
+        try:
+            if listener.sock is not None:
+                apply_update(listener.sock, old, sdef)
+            else:
+                # Members live in the workers: check that the kernel takes the options.
+                with socket.socket(family_of(sdef), socket.SOCK_DGRAM) as scratch:
+                    configure_socket(scratch, sdef)
+        except OSError as exc:
+            raise ListenError(sdef, describe_os_error(exc)) from exc
+        listener.sdef = sdef
+        definition = encode_definition(sdef)
+        for process in self.processes():
+            updating = process.call(UpdateSocket, key=listener.key, definition=definition)
+            updating.addErrback(self._update_failed, process, sdef)
+        self.book.put(listener, static=listener.static)
+
+    def _update_failed(self, failure: Failure, process: WorkerProcess, sdef: SocketDef) -> None:
+        if not isinstance(failure.value, WorkerError):
+            return
+        self.log.error(
+            "socket {socket}: UDP worker {worker} could not update it ({reason}); "
+            "restarting the worker",
+            socket=sdef.socket_text,
+            worker=process.label,
+            reason=failure.getErrorMessage(),
+        )
+        process.kill()
+
+    def send(self, listener: PooledListener, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        """Send from the control copy (shared mode) or through a worker (reuseport mode)."""
+        counters = listener.own
+        if listener.sock is not None:
+            try:
+                listener.sock.sendto(data, peer)
+            except OSError as exc:
+                counters.drops += 1
+                return defer.fail(exc)
+            counters.sent += 1
+            counters.bytes_out += len(data)
+            listener.counters.sent += 1
+            listener.counters.bytes_out += len(data)
+            return defer.succeed(None)
+        ready = [p for p in self.processes() if p.state == "ready"]
+        if not ready or listener.closing is not None:
+            counters.drops += 1
+            return defer.fail(
+                ConnectionError(f"{listener.sdef.socket_text}: no UDP worker is running")
+            )
+        process = ready[next(self._turn) % len(ready)]
+        sending = process.call(
+            SendDatagram, key=listener.key, host=peer[0], port=peer[1], data=data
+        )
+
+        def sent(_: Any) -> None:
+            counters.sent += 1
+            counters.bytes_out += len(data)
+
+        def failed(failure: Failure) -> Failure:
+            counters.drops += 1
+            return failure
+
+        return sending.addCallbacks(sent, failed)
+
+    def send_for_worker(self, name: str, data: bytes, peer: tuple[str, int]) -> Deferred[Any]:
+        """`SendStream`: send through the daemon's socket ``name``; fails with `WorkerError`."""
+
+        def failed(failure: Failure) -> None:
+            raise WorkerError(
+                f"cannot send to {peer[0]}:{peer[1]} through {name}: "
+                f"{failure.getErrorMessage() or type(failure.value).__name__}"
+            )
+
+        return self.book.send(name, data, peer).addCallbacks(lambda _: {}, failed)
+
+    # --- SocketBook subscriber ----------------------------------------------------------
+
+    def announce(self, entry: BookEntry) -> Deferred[None]:
+        """Tell every worker about a socket of the daemon."""
+        waits = [self._announce_to(p, entry) for p in self.processes()]
+        return Deferred.fromCoroutine(settle(waits)).addCallback(lambda _: None)
+
+    def withdraw(self, name: str) -> Deferred[None]:
+        """Tell every worker a socket of the daemon is gone."""
+        waits = [p.call(Withdraw, socket=name) for p in self.processes()]
+        return Deferred.fromCoroutine(settle(waits)).addCallback(lambda _: None)
+
+    # --- statistics -------------------------------------------------------------------
+
+    def refresh(self) -> Deferred[None]:
+        """Ask every ready worker for its statistics; fires when all answered."""
+        waits = [self._refresh_one(p) for p in self.processes() if p.state == "ready"]
+        return Deferred.fromCoroutine(settle(waits)).addCallback(lambda _: None)
+
+    def _refresh_soon(self) -> None:
+        """One refresh after a burst of socket changes, not one per socket.
+
+        Each refresh pages every socket's counters from every worker, so a
+        refresh per adopted or released socket made a reload of N sockets cost
+        N^2 (seen in bench/reload.py: 8 s of work after adding 500 sockets).
+        """
+        if self._refresh_call is None or not self._refresh_call.active():
+            self._refresh_call = self.reactor.callLater(REFRESH_DELAY, self.refresh)
+
+    def _refresh_one(self, process: WorkerProcess) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._fetch_stats(process))
+
+    async def _fetch_stats(self, process: WorkerProcess) -> None:
+        sockets: dict[int, SocketCounters] = {}
+        start = 0
+        try:
+            while True:
+                answer = await process.call(Stats, start=start)
+                page = decode_stats_page(answer["sockets"])
+                sockets.update((s.key, s.counters) for s in page)
+                if not answer["more"]:
+                    break
+                start += len(page)
+        except Exception:
+            return
+        if process.ended.done:
+            return
+        process.stats = WorkerStats(answer["pid"], answer["handled"], sockets)
+        self._recount()
+
+    def _recount(self) -> None:
+        live = [s.process.stats for s in self.seats if s.process is not None and s.process.stats]
+        for key, listener in self.sockets.items():
+            total = SocketCounters()
+            _add(total, listener.own)
+            _add(total, listener.retired)
+            for stats in live:
+                counters = stats.sockets.get(key)
+                if counters is not None:
+                    _add(total, counters)
+            for name in COUNTER_NAMES:
+                setattr(listener.counters, name, getattr(total, name))
+
+    def process_rows(self) -> list[dict[str, Any]]:
+        """One row per worker for the MI ``ps``: pid, pool, sockets held, messages, restarts."""
+        rows: list[dict[str, Any]] = []
+        for seat in self.seats:
+            process = seat.process
+            running = process is not None and not process.ended.done
+            stats = process.stats if process is not None and running else None
+            held = sorted(stats.sockets) if stats is not None else []
+            row: dict[str, Any] = {
+                "PID": process.pid if running and process is not None else None,
+                "Type": f"UDP worker {self.name}/{seat.index}",
+                "Pool": self.name,
+                "Worker": seat.index,
+                "State": self._state_of(seat),
+                "Sockets": [self._socket_name(key) for key in held],
+                "Handled": seat.handled_before + (stats.handled if stats is not None else 0),
+                "Restarts": seat.restarts,
+            }
+            if seat.last_exit is not None:
+                row["Last exit"] = seat.last_exit
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def _state_of(seat: WorkerSeat) -> str:
+        process = seat.process
+        if process is not None and not process.ended.done:
+            return process.state
+        if seat.restart_call is not None and seat.restart_call.active():
+            return "restarting"
+        return "stopped"
+
+    def _socket_name(self, key: int) -> str:
+        listener = self.sockets.get(key)
+        return listener.sdef.socket_text if listener is not None else f"released socket {key}"
+
+
+def bind_member(sdef: SocketDef) -> socket.socket:
+    """A new SO_REUSEPORT member of ``sdef``'s group, bound (raises `ListenError`)."""
+    try:
+        sock = socket.socket(family_of(sdef), socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ListenError(sdef, describe_os_error(exc)) from exc
+    try:
+        configure_socket(sock, sdef)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr_of(sdef))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(sdef, describe_os_error(exc)) from exc
+    return sock
+
+
+def _add(total: SocketCounters, more: SocketCounters) -> None:
+    for name in COUNTER_NAMES:
+        setattr(total, name, getattr(total, name) + getattr(more, name))
+
+
+async def settle(waits: Sequence[Deferred[T]]) -> list[T | Failure]:
+    """Wait for every Deferred; each result is its value or its Failure."""
+    results: list[T | Failure] = []
+    for wait in waits:
+        try:
+            results.append(await wait)
+        except Exception:
+            results.append(Failure())  # type: ignore[no-untyped-call]
+    return results

@@ -1,0 +1,378 @@
+"""The UDP worker process: adopted UDP sockets, the SIP application, AMP to the control process.
+
+``python -m sipsock.workers --config FILE --pool NAME --index N --fd 3`` runs
+`main`: a fresh interpreter (never a fork of the control process) that
+installs the epoll reactor with EPOLLEXCLUSIVE support, builds the
+application and its `Dispatcher` from the configuration file, and speaks AMP
+over the inherited UNIX stream socket ``--fd``. It never opens the database:
+the control process tells it which sockets to serve. It exits when told to
+(`Shutdown`) or when the control process goes away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+)
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from sipsock.apps import ApplicationError, Dispatcher, load_application
+from sipsock.config import ConfigError, default_settings, load_config
+from sipsock.sockdef import SocketDef
+from sipsock.transport.base import ListenError, MessageSink
+from sipsock.transport.udp import UdpListener, adopt_udp_listener
+from sipsock.workers.commands import (
+    AdoptSocket,
+    Announce,
+    ReleaseSocket,
+    SendDatagram,
+    SendStream,
+    Shutdown,
+    SocketStats,
+    Stats,
+    UpdateSocket,
+    Withdraw,
+    WorkerError,
+    decode_definition,
+    encode_stats_page,
+)
+from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
+from sipsock.workers.epoll import make_exclusive
+
+#: Exit status of a worker that could not start (bad config, application error).
+EXIT_STARTUP = 3
+
+#: Environment variable that turns EPOLLEXCLUSIVE off (for measurements only).
+NO_EXCLUSIVE_ENV = "SIPSOCK_NO_EPOLLEXCLUSIVE"
+
+
+class UdpWorker:
+    """The sockets a worker serves, keyed by the pool's socket keys.
+
+    Every datagram goes to ``sink`` (the application's `Dispatcher`); the
+    `WorkerDirectory` lets the application send through any socket of the
+    daemon. Counters of released sockets stay in `handled`.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, sink: MessageSink, *, reactor: Any, relay: Relay, exclusive: bool = True
+    ) -> None:
+        self.sink = sink
+        self.reactor = reactor
+        self.directory = WorkerDirectory(relay)
+        self.listeners: dict[int, UdpListener] = {}
+        self.exclusive = exclusive
+        self._released = 0
+        self._plain_warned = False
+
+    @property
+    def handled(self) -> int:
+        """SIP messages received on every socket this worker served (released ones too)."""
+        return self._released + sum(lst.counters.received for lst in self.listeners.values())
+
+    def adopt(self, key: int, slot: int | None, fd: int, sdef: SocketDef, *, shared: bool) -> None:
+        """Serve the bound UDP descriptor ``fd`` under ``key``; ``fd`` itself is closed."""
+        try:
+            if key in self.listeners:
+                raise WorkerError(
+                    f"socket {sdef.socket_text}: key {key} is already held "
+                    f"({self.listeners[key].sdef.socket_text})"
+                )
+            if sdef.proto != "udp":
+                raise WorkerError(f"socket {sdef.socket_text}: a worker serves UDP only")
+            os.set_blocking(fd, False)
+            try:
+                listener = adopt_udp_listener(fd, sdef, slot, self.sink, reactor=self.reactor)
+            except OSError as exc:
+                raise WorkerError(f"socket {sdef.socket_text}: cannot adopt: {exc}") from exc
+        finally:
+            os.close(fd)
+        if shared and self.exclusive:
+            exclusive = make_exclusive(self.reactor, listener.protocol.transport)
+            if not exclusive and not self._plain_warned:
+                self._plain_warned = True
+                self.log.warn(
+                    "socket {socket}: EPOLLEXCLUSIVE unavailable; every worker wakes "
+                    "for each datagram",
+                    socket=sdef.socket_text,
+                )
+        self.listeners[key] = listener
+        self.directory.hold(listener)
+
+    def update(self, key: int, sdef: SocketDef) -> None:
+        """Apply a new definition of the same endpoint to the socket ``key``."""
+        listener = self._listener(key, sdef.socket_text)
+        try:
+            listener.update(sdef)
+        except (ValueError, ListenError) as exc:
+            raise WorkerError(f"socket {sdef.socket_text}: update refused: {exc}") from exc
+        self.directory.hold(listener)
+
+    def release(self, key: int) -> Deferred[None]:
+        """Stop reading the socket ``key`` and close its descriptor (nothing if not held)."""
+        listener = self.listeners.pop(key, None)
+        if listener is None:
+            return defer.succeed(None)
+        self._released += listener.counters.received
+        self.directory.let_go(listener)
+        return listener.stop()
+
+    def send(self, key: int, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        """Send a datagram from the socket ``key``."""
+        try:
+            listener = self._listener(key, f"key {key}")
+        except WorkerError as exc:
+            return defer.fail(exc)
+        return listener.send(data, peer)
+
+    def stats(self) -> list[SocketStats]:
+        """The counters of every socket held, by key."""
+        return [SocketStats(key, lst.counters) for key, lst in sorted(self.listeners.items())]
+
+    def close_all(self) -> Deferred[None]:
+        """Release every socket; fires when all are closed."""
+        waits = [self.release(key) for key in list(self.listeners)]
+        return defer.DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    def _listener(self, key: int, what: str) -> UdpListener:
+        listener = self.listeners.get(key)
+        if listener is None:
+            raise WorkerError(f"socket {what}: key {key} is not held by this worker")
+        return listener
+
+
+class WorkerProtocol(amp.AMP):
+    """The worker's end of the AMP connection: runs the control process's commands."""
+
+    log = Logger()
+
+    def __init__(self, worker: UdpWorker, reactor: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.worker = worker
+        self.reactor = reactor
+        self.shutting_down = False
+
+    @AdoptSocket.responder
+    def adopt_socket(
+        self, key: int, slot: int | None, fd: int, definition: str, shared: bool
+    ) -> dict[str, Any]:
+        try:
+            sdef = decode_definition(definition)
+        except WorkerError:
+            os.close(fd)
+            raise
+        self.worker.adopt(key, slot, fd, sdef, shared=shared)
+        return {}
+
+    @UpdateSocket.responder
+    def update_socket(self, key: int, definition: str) -> dict[str, Any]:
+        self.worker.update(key, decode_definition(definition))
+        return {}
+
+    @ReleaseSocket.responder
+    def release_socket(self, key: int) -> Deferred[dict[str, Any]]:
+        return self.worker.release(key).addCallback(lambda _: {})
+
+    @SendDatagram.responder
+    def send_datagram(
+        self, key: int, host: str, port: int, data: bytes
+    ) -> Deferred[dict[str, Any]]:
+        return _as_worker_error(self.worker.send(key, data, (host, port)))
+
+    @Announce.responder
+    def announce(
+        self, socket: str, slot: int | None, static: bool, definition: str
+    ) -> dict[str, Any]:
+        sdef = decode_definition(definition)
+        if sdef.socket_text != socket:
+            raise WorkerError(f"Announce: {socket} does not match its definition")
+        self.worker.directory.announce(BookEntry(sdef, slot, static))
+        return {}
+
+    @Withdraw.responder
+    def withdraw(self, socket: str) -> dict[str, Any]:
+        self.worker.directory.withdraw(socket)
+        return {}
+
+    @Stats.responder
+    def stats(self, start: int) -> dict[str, Any]:
+        sockets, more = encode_stats_page(self.worker.stats(), max(start, 0))
+        return {
+            "pid": os.getpid(),
+            "handled": self.worker.handled,
+            "sockets": sockets,
+            "more": more,
+        }
+
+    @Shutdown.responder
+    def shutdown(self) -> dict[str, Any]:
+        self.shutting_down = True
+        self.reactor.callLater(0, self._exit)
+        return {}
+
+    def relay(self, name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        """Send through a socket of the control process (`SendStream`)."""
+        sent: Deferred[Any] = self.callRemote(  # type: ignore[no-untyped-call]
+            SendStream, socket=name, host=peer[0], port=peer[1], data=data
+        )
+        return sent.addCallback(lambda _: None)
+
+    def _exit(self) -> None:
+        closing = self.worker.close_all()
+        closing.addBoth(lambda _: self._stop_reactor())
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        if not self.shutting_down:
+            self.log.info("control process connection closed: exiting")
+        self._exit()
+
+    def _stop_reactor(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def _as_worker_error(sending: Deferred[None]) -> Deferred[dict[str, Any]]:
+    def failed(failure: Failure) -> dict[str, Any]:
+        if isinstance(failure.value, WorkerError):
+            raise failure.value
+        raise WorkerError(failure.getErrorMessage() or type(failure.value).__name__)
+
+    def sent(_: None) -> dict[str, Any]:
+        return {}
+
+    return sending.addCallbacks(sent, failed)
+
+
+class StderrLogObserver(FileLogObserver):
+    """Log lines ``LEVEL text`` on stderr, which the control process re-logs."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__(out, format_line)
+
+
+def format_line(event: dict[str, Any]) -> str:
+    """One event as ``LEVEL text`` lines (a traceback on the following lines)."""
+    level = event.get("log_level", LogLevel.info)
+    text = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        text = f"{text}\n{failure.getTraceback()}"
+    name = getattr(level, "name", "info")
+    return "".join(f"{name} {line}\n" for line in text.splitlines() or [""])
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The worker's command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sipsock.workers",
+        description="A sipsock UDP worker (started by the daemon, not by hand).",
+    )
+    parser.add_argument(
+        "--config", "-c", help="the daemon's configuration file (default: built-in defaults)"
+    )
+    parser.add_argument("--pool", default="dynamic", help="the pool's name, for logs")
+    parser.add_argument("--index", type=int, default=0, help="the worker's number in its pool")
+    parser.add_argument("--fd", type=int, required=True, help="the inherited AMP socket")
+    return parser.parse_args(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one worker until the control process lets it go; the exit status."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from sipsock.workers.epoll import install
+
+    reactor = install()
+    # Twisted's own chatter (protocol starting, connection made) is left out
+    # below warnings: the control process logs the workers' events already.
+    levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    levels.setLogLevelForNamespace("twisted", LogLevel.warn)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(StderrLogObserver(sys.stderr), [levels])],
+        discardBuffer=True,
+        redirectStandardIO=False,
+    )
+    log = Logger(namespace=f"sipsock.worker.{args.pool}.{args.index}")
+    try:
+        dispatcher = build_dispatcher(args.config)
+    except WorkerError as exc:
+        log.critical("cannot start: {reason}", reason=exc.reason)
+        return EXIT_STARTUP
+    protocol: WorkerProtocol | None = None
+
+    def relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        if protocol is None:
+            return defer.fail(WorkerError("not connected to the control process"))
+        return protocol.relay(name, data, peer)
+
+    worker = UdpWorker(
+        dispatcher,
+        reactor=reactor,
+        relay=relay,
+        exclusive=os.environ.get(NO_EXCLUSIVE_ENV, "") in ("", "0"),
+    )
+    dispatcher.directory = worker.directory
+    protocol = WorkerProtocol(worker, reactor)
+    try:
+        os.set_blocking(args.fd, False)
+        os.set_inheritable(args.fd, False)
+        reactor.adoptStreamConnection(  # type: ignore[no-untyped-call]
+            args.fd, socket.AF_UNIX, Factory.forProtocol(lambda: protocol)
+        )
+    except OSError as exc:
+        log.critical("cannot use the AMP descriptor {fd}: {reason}", fd=args.fd, reason=exc)
+        return EXIT_STARTUP
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(args.fd)
+    # The control process decides when workers stop: an interrupt from the
+    # terminal reaches it too, and it shuts the workers down in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log.info(
+        "worker {pool}/{index} (pid {pid}) running",
+        pool=args.pool,
+        index=args.index,
+        pid=os.getpid(),
+    )
+    reactor.run()
+    return 0
+
+
+def build_dispatcher(config_path: str | None) -> Dispatcher:
+    """The application and its `Dispatcher`, from the daemon's configuration file."""
+    try:
+        settings = load_config(config_path) if config_path else default_settings()
+    except ConfigError as exc:
+        raise WorkerError(str(exc)) from None
+    # The same options as the control process's application ([application],
+    # and [proxy] for the proxy), from the same function.
+    from sipsock.tap import StartupError, application_options
+
+    try:
+        app = load_application(settings.core.application, application_options(settings))
+    except StartupError as exc:
+        raise WorkerError(str(exc)) from None
+    except ApplicationError as exc:
+        raise WorkerError(f"{settings.source}: [core] application: {exc}") from None
+    return Dispatcher(app, max_message_size=settings.core.max_message_size)

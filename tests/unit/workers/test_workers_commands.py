@@ -1,0 +1,128 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Wire forms of the worker commands: definitions, counters pages, long byte strings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.protocols import amp
+
+from sipsock.sockdef import FLAG_NAMES, SocketDef, parse_row
+from sipsock.transport.base import SocketCounters
+from sipsock.workers.commands import (
+    AMP_VALUE_LIMIT,
+    COUNTER_NAMES,
+    STATS_PAGE,
+    LargeBytes,
+    SocketStats,
+    WorkerError,
+    decode_definition,
+    decode_stats_page,
+    encode_definition,
+    encode_stats_page,
+    split_chunks,
+)
+
+definitions = st.builds(
+    SocketDef,
+    proto=st.sampled_from(["udp", "tcp", "tls", "ws", "wss"]),
+    host=st.sampled_from(["127.0.0.1", "::1", "10.1.2.3", "edge.example.com"]),
+    port=st.integers(0, 65535),
+    advertised_host=st.none() | st.sampled_from(["203.0.113.7", "sip.example.com"]),
+    advertised_port=st.none() | st.integers(1, 65535),
+    tag=st.none() | st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
+    flags=st.frozensets(st.sampled_from(FLAG_NAMES)),
+    tos=st.none() | st.integers(0, 255),
+    text=st.text(max_size=40),
+    row_id=st.none() | st.integers(-(2**31), 2**31),
+)
+
+
+@given(definitions)
+def test_a_definition_survives_the_wire_with_its_text_and_row(sdef: SocketDef) -> None:
+    back = decode_definition(encode_definition(sdef))
+    assert back == sdef
+    assert (back.text, back.row_id) == (sdef.text, sdef.row_id)
+
+
+def test_a_parsed_row_survives_the_wire() -> None:
+    sdef = parse_row(4, "udp:[::1]:5070", "sip.example.com:5099", "edge", "frag,reuse_port", "16")
+    assert decode_definition(encode_definition(sdef)) == sdef
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"proto": "sctp"}, "unknown proto 'sctp'"),
+        ({"port": 70000}, "port 70000 is out of range"),
+        ({"port": True}, "port is True"),
+        ({"flags": ["bogus"]}, "bad flags ['bogus']"),
+        ({"tos": 300}, "tos 300 is out of range"),
+        ({"host": None}, "host is None"),
+    ],
+)
+def test_a_bad_definition_is_refused_with_the_field_named(
+    change: dict[str, Any], reason: str
+) -> None:
+    data = json.loads(encode_definition(parse_row(1, "udp:127.0.0.1:5060")))
+    data.update(change)
+    with pytest.raises(WorkerError) as info:
+        decode_definition(json.dumps(data))
+    assert reason in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("{", "not JSON"), ("[1]", "not a JSON object"), ("{}", "proto is missing")],
+)
+def test_garbage_is_not_a_definition(text: str, reason: str) -> None:
+    with pytest.raises(WorkerError, match=reason):
+        decode_definition(text)
+
+
+def counters(seed: int) -> SocketCounters:
+    return SocketCounters(**{name: seed + i for i, name in enumerate(COUNTER_NAMES)})
+
+
+def test_stats_come_in_pages_that_add_up() -> None:
+    stats = [SocketStats(key, counters(key)) for key in range(STATS_PAGE * 2 + 3)]
+    seen: list[SocketStats] = []
+    start, more = 0, True
+    while more:
+        page, more = encode_stats_page(stats, start)
+        assert len(page) < AMP_VALUE_LIMIT
+        decoded = decode_stats_page(page)
+        seen += decoded
+        start += len(decoded)
+    assert seen == stats
+
+
+@pytest.mark.parametrize(
+    "text", ["nope", "{}", "[[1, 2]]", "[[1, -1, 0, 0, 0, 0, 0, 0, 0]]", '[["a"]]']
+)
+def test_a_malformed_stats_page_is_refused(text: str) -> None:
+    with pytest.raises(WorkerError):
+        decode_stats_page(text)
+
+
+@pytest.mark.parametrize("size", [0, 1, AMP_VALUE_LIMIT, AMP_VALUE_LIMIT + 1, 200_000])
+def test_large_bytes_cross_an_amp_box_whole(size: int) -> None:
+    data = bytes(i % 251 for i in range(size))
+    argument = LargeBytes()
+    box: dict[bytes, bytes] = {}
+    argument.toBox(b"data", box, {"data": data}, None)
+    assert all(len(value) <= AMP_VALUE_LIMIT for value in box.values())
+    wire = amp.AmpBox(box).serialize()  # AMP itself accepts every piece
+    assert wire
+    objects: dict[str, Any] = {}
+    argument.fromBox(b"data", dict(box), objects, None)
+    assert objects["data"] == data
+
+
+def test_split_chunks_keeps_one_piece_for_nothing() -> None:
+    assert split_chunks(b"") == [b""]
+    assert split_chunks(b"abcde", 2) == [b"ab", b"cd", b"e"]

@@ -1,0 +1,208 @@
+# mypy: disable-error-code="no-untyped-call"
+"""The socket book of the control process and the workers' socket directory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+
+from sipsock.sockdef import SocketDef, parse_row
+from sipsock.transport.base import Listener, SocketCounters
+from sipsock.workers.directory import (
+    BookEntry,
+    RemoteSocket,
+    SocketBook,
+    TrackedListener,
+    WorkerDirectory,
+)
+
+
+class FakeListener:
+    """A listener that records what is done to it."""
+
+    def __init__(self, sdef: SocketDef, slot: int | None = None) -> None:
+        self.sdef = sdef
+        self.slot = slot
+        self.counters = SocketCounters()
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.stopped = False
+        self.extra = "inner attribute"
+
+    def update(self, sdef: SocketDef) -> None:
+        self.sdef = sdef
+
+    def stop(self) -> Deferred[None]:
+        self.stopped = True
+        return defer.succeed(None)
+
+    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        self.sent.append((data, peer))
+        return defer.succeed(None)
+
+    def fileno(self) -> int:
+        return 42
+
+
+class Subscriber:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def announce(self, entry: BookEntry) -> Deferred[None]:
+        self.events.append(("announce", entry))
+        return defer.succeed(None)
+
+    def withdraw(self, name: str) -> Deferred[None]:
+        self.events.append(("withdraw", name))
+        return defer.succeed(None)
+
+
+def row(text: str, tag: str | None = None) -> SocketDef:
+    return parse_row(1, text, tag=tag)
+
+
+def test_book_lists_static_sockets_first_and_tells_subscribers() -> None:
+    book = SocketBook()
+    subscriber = Subscriber()
+    book.subscribe(subscriber)
+    dynamic = FakeListener(row("udp:127.0.0.1:5070"), 3)
+    static = FakeListener(row("tcp:127.0.0.1:5060"))
+    book.put(dynamic)
+    book.put(static, static=True)
+    assert [e.name for e in book.entries()] == ["tcp:127.0.0.1:5060", "udp:127.0.0.1:5070"]
+    assert book.find("udp:127.0.0.1:5070") is dynamic
+    book.drop(dynamic)
+    assert book.find("udp:127.0.0.1:5070") is None
+    assert [kind for kind, _ in subscriber.events] == ["announce", "announce", "withdraw"]
+    assert subscriber.events[0][1] == BookEntry(dynamic.sdef, 3, False)
+
+
+def test_book_ignores_the_drop_of_a_listener_it_replaced() -> None:
+    book = SocketBook()
+    old = FakeListener(row("udp:127.0.0.1:5070"))
+    new = FakeListener(row("udp:127.0.0.1:5070"))
+    book.put(old)
+    book.put(new)
+    book.drop(old)
+    assert book.find("udp:127.0.0.1:5070") is new
+
+
+def test_book_send_reaches_the_named_socket_or_fails_with_a_reason() -> None:
+    book = SocketBook()
+    listener = FakeListener(row("tcp:127.0.0.1:5060"))
+    book.put(listener)
+    book.send("tcp:127.0.0.1:5060", b"hello", ("127.0.0.1", 9))
+    assert listener.sent == [(b"hello", ("127.0.0.1", 9))]
+    failures: list[Any] = []
+    book.send("tcp:127.0.0.1:1", b"x", ("127.0.0.1", 9)).addErrback(failures.append)
+    assert "socket tcp:127.0.0.1:1 is not open" in failures[0].getErrorMessage()
+
+
+def test_a_tracked_listener_announces_updates_and_withdraws_before_closing() -> None:
+    book = SocketBook()
+    subscriber = Subscriber()
+    book.subscribe(subscriber)
+    inner = FakeListener(row("tcp:127.0.0.1:5060", tag="a"), 1)
+    tracked: list[Listener] = []
+    book.track(inner).addCallback(tracked.append)
+    [listener] = tracked
+    assert isinstance(listener, TrackedListener)
+    assert listener.extra == "inner attribute"
+    assert listener.fileno() == 42
+    listener.update(row("tcp:127.0.0.1:5060", tag="b"))
+    assert inner.sdef.tag == "b"
+    assert book.entries()[0].sdef.tag == "b"
+    listener.stop()
+    assert inner.stopped
+    assert book.entries() == []
+    assert [kind for kind, _ in subscriber.events] == ["announce", "announce", "withdraw"]
+
+
+class Relay:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[str, bytes, tuple[str, int]]] = []
+        self.fail = fail
+
+    def __call__(self, name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        self.calls.append((name, data, peer))
+        if self.fail:
+            return defer.fail(ConnectionError("control process gone"))
+        return defer.succeed(None)
+
+
+def directory_with(relay: Relay) -> WorkerDirectory:
+    directory = WorkerDirectory(relay)
+    directory.announce(BookEntry(row("udp:127.0.0.1:5070", tag="edge"), 0, False))
+    directory.announce(BookEntry(row("tcp:127.0.0.1:5071", tag="edge"), 1, False))
+    directory.announce(BookEntry(row("tls:127.0.0.1:5061", tag="core"), None, True))
+    return directory
+
+
+def test_worker_directory_prefers_static_then_held_sockets() -> None:
+    relay = Relay()
+    directory = directory_with(relay)
+    held = FakeListener(row("udp:127.0.0.1:5070", tag="edge"), 0)
+    directory.hold(held)
+    assert directory.names() == ["tls:127.0.0.1:5061", "udp:127.0.0.1:5070", "tcp:127.0.0.1:5071"]
+    assert directory.by_tag("edge") is held
+    assert directory.by_slot(0) is held
+    assert directory.first("udp") is held
+    remote = directory.by_tag("core")
+    assert isinstance(remote, RemoteSocket)
+    assert remote.sdef.proto == "tls"
+    assert remote.fileno() == -1
+
+
+def test_worker_directory_sends_through_the_control_process_for_other_sockets() -> None:
+    relay = Relay()
+    directory = directory_with(relay)
+    tcp = directory.first("tcp")
+    assert tcp is not None
+    tcp.send(b"INVITE", ("192.0.2.1", 5060))
+    assert relay.calls == [("tcp:127.0.0.1:5071", b"INVITE", ("192.0.2.1", 5060))]
+    assert tcp.counters.sent == 1
+    assert directory.by_slot(1) is not None
+    assert directory.by_slot(1).counters.sent == 1  # type: ignore[union-attr]
+
+
+def test_a_failed_relay_is_counted_and_reaches_the_application() -> None:
+    directory = directory_with(Relay(fail=True))
+    tcp = directory.first("tcp")
+    assert tcp is not None
+    errors: list[Any] = []
+    tcp.send(b"x", ("192.0.2.1", 5060)).addErrback(errors.append)
+    assert "control process gone" in errors[0].getErrorMessage()
+    assert tcp.counters.drops == 1
+
+
+def test_withdrawn_and_released_sockets_are_not_found() -> None:
+    directory = directory_with(Relay())
+    held = FakeListener(row("udp:127.0.0.1:5070", tag="edge"), 0)
+    directory.hold(held)
+    directory.let_go(held)
+    directory.withdraw("udp:127.0.0.1:5070")
+    assert directory.by_slot(0) is None
+    assert isinstance(directory.by_tag("edge"), RemoteSocket)  # the TCP one
+    directory.withdraw("tcp:127.0.0.1:5071")
+    assert directory.by_tag("edge") is None
+
+
+def test_a_held_socket_is_found_before_its_announcement() -> None:
+    directory = WorkerDirectory(Relay())
+    held = FakeListener(row("udp:127.0.0.1:5070", tag="fresh"), 4)
+    directory.hold(held)
+    assert directory.by_tag("fresh") is held
+    assert directory.by_slot(4) is held
+
+
+def test_a_remote_socket_is_not_this_process_to_change() -> None:
+    remote = RemoteSocket(
+        BookEntry(row("tcp:127.0.0.1:5060"), None, True), Relay(), SocketCounters()
+    )
+    with pytest.raises(ValueError, match="not held by this process"):
+        remote.update(row("tcp:127.0.0.1:5060", tag="x"))
+    errors: list[Any] = []
+    remote.stop().addErrback(errors.append)
+    assert errors

@@ -1,0 +1,165 @@
+# mypy: disable-error-code="no-untyped-call"
+"""The worker's side: adopting, updating, releasing sockets; its AMP answers; its log."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel
+
+from sipsock.sockdef import parse_row
+from sipsock.transport.base import Origin
+from sipsock.workers.commands import WorkerError, decode_stats_page, encode_definition
+from sipsock.workers.worker import (
+    UdpWorker,
+    WorkerProtocol,
+    build_dispatcher,
+    format_line,
+    parse_args,
+)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, Origin]] = []
+
+    def message_received(self, data: bytes, origin: Origin) -> None:
+        self.messages.append((data, origin))
+
+
+def relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+    return defer.succeed(None)
+
+
+def bound_fd() -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock.detach()
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def make_worker() -> tuple[UdpWorker, MemoryReactorClock]:
+    reactor = MemoryReactorClock()
+    return UdpWorker(Sink(), reactor=reactor, relay=relay), reactor
+
+
+def test_adopting_serves_the_descriptor_and_closes_the_received_copy() -> None:
+    worker, reactor = make_worker()
+    fd = bound_fd()
+    sdef = parse_row(1, "udp:127.0.0.1:5070", tag="edge")
+    worker.adopt(7, 2, fd, sdef, shared=True)
+    [(adopted_fd, family, _, size)] = reactor.adoptedPorts
+    assert (adopted_fd, family, size) == (fd, socket.AF_INET, 65535)
+    assert not is_open(fd)
+    assert worker.listeners[7].slot == 2
+    assert worker.directory.by_tag("edge") is worker.listeners[7]
+
+
+def test_adopting_a_key_twice_is_refused_and_the_descriptor_closed() -> None:
+    worker, _ = make_worker()
+    sdef = parse_row(1, "udp:127.0.0.1:5070")
+    worker.adopt(1, 0, bound_fd(), sdef, shared=False)
+    fd = bound_fd()
+    with pytest.raises(WorkerError, match="key 1 is already held"):
+        worker.adopt(1, 0, fd, sdef, shared=False)
+    assert not is_open(fd)
+
+
+def test_a_stream_socket_is_not_adopted() -> None:
+    worker, _ = make_worker()
+    fd = bound_fd()
+    with pytest.raises(WorkerError, match="a worker serves UDP only"):
+        worker.adopt(1, 0, fd, parse_row(1, "tcp:127.0.0.1:5070"), shared=False)
+    assert not is_open(fd)
+
+
+def test_release_is_idempotent_and_keeps_the_handled_count() -> None:
+    worker, _ = make_worker()
+    worker.adopt(3, 0, bound_fd(), parse_row(1, "udp:127.0.0.1:5070"), shared=False)
+    worker.listeners[3].counters.received = 5
+    worker.release(3)
+    worker.release(3)
+    assert worker.listeners == {}
+    assert worker.handled == 5
+    assert worker.directory.by_slot(0) is None
+
+
+def test_update_and_send_name_the_missing_key() -> None:
+    worker, _ = make_worker()
+    with pytest.raises(WorkerError, match="key 9 is not held"):
+        worker.update(9, parse_row(1, "udp:127.0.0.1:5070"))
+    errors: list[Any] = []
+    worker.send(9, b"x", ("127.0.0.1", 1)).addErrback(errors.append)
+    assert "key 9 is not held" in errors[0].getErrorMessage()
+
+
+def test_update_to_another_endpoint_is_refused() -> None:
+    worker, _ = make_worker()
+    worker.adopt(1, 0, bound_fd(), parse_row(1, "udp:127.0.0.1:5070"), shared=False)
+    with pytest.raises(WorkerError, match="update refused"):
+        worker.update(1, parse_row(1, "udp:127.0.0.1:5071"))
+
+
+def test_the_protocol_answers_adopt_and_stats_from_the_worker() -> None:
+    worker, reactor = make_worker()
+    protocol = WorkerProtocol(worker, reactor)
+    sdef = parse_row(1, "udp:127.0.0.1:5070")
+    assert protocol.adopt_socket(4, 1, bound_fd(), encode_definition(sdef), True) == {}
+    answer = protocol.stats(0)
+    assert answer["pid"] == os.getpid()
+    assert answer["more"] is False
+    assert [s.key for s in decode_stats_page(answer["sockets"])] == [4]
+
+
+def test_a_bad_definition_closes_the_received_descriptor() -> None:
+    worker, reactor = make_worker()
+    protocol = WorkerProtocol(worker, reactor)
+    fd = bound_fd()
+    with pytest.raises(WorkerError):
+        protocol.adopt_socket(4, 1, fd, "{", True)
+    assert not is_open(fd)
+
+
+def test_announce_must_match_its_definition() -> None:
+    worker, reactor = make_worker()
+    protocol = WorkerProtocol(worker, reactor)
+    definition = encode_definition(parse_row(1, "tcp:127.0.0.1:5060"))
+    with pytest.raises(WorkerError, match="does not match"):
+        protocol.announce("tcp:127.0.0.1:9", None, True, definition)
+    protocol.announce("tcp:127.0.0.1:5060", None, True, definition)
+    assert worker.directory.names() == ["tcp:127.0.0.1:5060"]
+    protocol.withdraw("tcp:127.0.0.1:5060")
+    assert worker.directory.names() == []
+
+
+def test_log_lines_carry_their_level_on_every_line() -> None:
+    event = {"log_level": LogLevel.warn, "log_format": "one\ntwo {x}", "x": 3}
+    assert format_line(event) == "warn one\nwarn two 3\n"
+
+
+def test_the_command_line_needs_the_descriptor() -> None:
+    args = parse_args(["--config", "x.toml", "--pool", "static", "--index", "2", "--fd", "3"])
+    assert (args.config, args.pool, args.index, args.fd) == ("x.toml", "static", 2, 3)
+    with pytest.raises(SystemExit):
+        parse_args(["--config", "x.toml"])
+
+
+def test_a_broken_config_is_a_worker_error_naming_the_file(tmp_path: Any) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[core]\napplication = 'no.such.module:App'\n")
+    with pytest.raises(WorkerError, match=r"bad\.toml: \[core\] application"):
+        build_dispatcher(str(path))
+    assert build_dispatcher(None).max_message_size == 65535
