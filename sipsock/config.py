@@ -16,14 +16,20 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from sipsock.proxyrules import ProxyRoute, RouteError, parse_routes
 from sipsock.sockdef import SocketDef, SocketDefError, parse_static
 
 IDENTIFIER_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_STATE_DIR: Final = "var"
 DEFAULT_APPLICATION: Final = "sipsock.apps:Responder"
+#: How the UDP workers share a socket: one descriptor read by all, or one
+#: SO_REUSEPORT member each (README "UDP worker pool").
+UDP_BALANCE_MODES: Final = ("shared", "reuseport")
+DEFAULT_UDP_BALANCE: Final = "shared"
 _PG_QUERY_KEYS: Final = frozenset(
     {"host", "sslmode", "sslrootcert", "sslcert", "sslkey", "application_name", "connect_timeout"}
 )
+_MYSQL_QUERY_KEYS: Final = frozenset({"unix_socket", "charset"})
 
 
 class ConfigError(Exception):
@@ -42,7 +48,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class DatabaseURL:
-    """A parsed ``db_url``: PostgreSQL (``postgres://``) or SQLite (``sqlite:///path``)."""
+    """A parsed ``db_url``: PostgreSQL, MySQL/MariaDB (``mysql://``) or SQLite (``sqlite:///``)."""
 
     scheme: str
     path: str | None = None
@@ -66,7 +72,7 @@ def parse_db_url(url: str) -> DatabaseURL:
     """Parse a ``db_url``; raises ValueError with a reason naming the problem."""
     scheme, sep, _ = url.partition("://")
     if not sep:
-        raise ValueError(f"{url!r} is not a URL (use postgres://... or sqlite:///path)")
+        raise ValueError(f"{url!r} is not a URL (use postgres://, mysql:// or sqlite:///path)")
     scheme = scheme.lower()
     if scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.lower().startswith("sqlite:///") else ""
@@ -100,7 +106,42 @@ def parse_db_url(url: str) -> DatabaseURL:
             database=database,
             options=options,
         )
-    raise ValueError(f"unsupported scheme {scheme!r} (use postgres:// or sqlite:///)")
+    if scheme == "mysql":
+        return _parse_mysql_url(url)
+    raise ValueError(f"unsupported scheme {scheme!r} (use postgres://, mysql:// or sqlite:///)")
+
+
+def _parse_mysql_url(url: str) -> DatabaseURL:
+    """``mysql://user:password@host[:port]/db[?unix_socket=PATH][&charset=NAME]``."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port in {url!r}") from None
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise ValueError("a MySQL URL needs a database name: mysql://user:password@host/db")
+    options = tuple(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted({key for key, _ in options} - _MYSQL_QUERY_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown MySQL URL options {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(_MYSQL_QUERY_KEYS))})"
+        )
+    for key, value in options:
+        if key == "unix_socket" and not value:
+            raise ValueError("unix_socket needs a path: ?unix_socket=/run/mysqld/mysqld.sock")
+        if key == "charset" and not IDENTIFIER_RE.fullmatch(value):
+            raise ValueError(f"charset {value!r} is not a character set name (e.g. utf8mb4)")
+    return DatabaseURL(
+        scheme="mysql",
+        host=unquote(parts.hostname) if parts.hostname else None,
+        port=port,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        database=database,
+        options=options,
+    )
 
 
 @dataclass(frozen=True)
@@ -113,6 +154,8 @@ class TableNames:
     tag: str = "tag"
     flags: str = "flags"
     tos: str = "tos"
+    #: ``node_column``: the column naming the node a row is for (None: OpenSIPS's table).
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +167,13 @@ class SocketsMgmSettings:
     processes: int = 8
     max_sockets: int = 100
     db_timeout: float = 5.0
+    udp_balance: str = DEFAULT_UDP_BALANCE
+    #: Reload on change: PostgreSQL LISTEN/NOTIFY, SQLite ``PRAGMA data_version`` polling.
+    auto_reload: bool = False
+    auto_reload_debounce: float = 0.5
+    sqlite_poll_interval: float = 1.0
+    #: This daemon's name in a fleet: it loads rows whose ``node_column`` is NULL or this.
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,16 +202,92 @@ class MISettings:
     socket: Path | None = None
 
 
+TLS_VERSIONS: Final = ("1.2", "1.3")
+_DOMAIN_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SNI_RE: Final = re.compile(r"(\*\.)?(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+_ORIGIN_RE: Final = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\*|(\*\.)?[a-z0-9.-]+|\[[0-9a-f:.]+\])"
+    r"(:(?P<port>[0-9]{1,5}|\*))?"
+)
+
+
+@dataclass(frozen=True)
+class TLSDomainSettings:
+    """One ``[[tls.domain]]`` table: a certificate and the sockets and names it serves.
+
+    ``match_address`` is ``"*"`` or a canonical ``ip:port`` (IPv6 in
+    brackets); ``match_sni`` holds lower-case names, ``"*"`` (any name, and
+    clients that send none) or ``"*.suffix"``. ``verify_server`` applies to
+    outbound connections from the domain's sockets.
+    """
+
+    name: str
+    certificate: Path
+    private_key: Path
+    match_address: str = "*"
+    match_sni: tuple[str, ...] = ("*",)
+    ca_list: Path | None = None
+    verify_client: bool = False
+    require_client_cert: bool = False
+    verify_server: bool = True
+    min_version: str = "1.2"
+    ciphers: str | None = None
+
+
 @dataclass(frozen=True)
 class TLSSettings:
-    """``[tls]``: TLS domains (filled by the TLS work)."""
+    """``[tls]``: the TLS domains, in the order of the file."""
+
+    domains: tuple[TLSDomainSettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebSocketSettings:
+    """``[websocket]``: WS and WSS sockets (RFC 7118).
+
+    ``allowed_origins`` holds ``"*"`` or ``scheme://host[:port]`` patterns
+    (``*.`` before the host and ``*`` as the port are wildcards);
+    ``ping_interval`` 0 turns the keep-alive pings off.
+    """
+
+    require_origin: bool = True
+    allowed_origins: tuple[str, ...] = ("*",)
+    max_message_size: int = 65535
+    ping_interval: float = 30.0
+    ping_timeout: float = 10.0
+    handshake_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
 class ManholeSettings:
-    """``[manhole]``: the admin shell, off by default."""
+    """``[manhole]``: the admin shell, off by default (see `sipsock.manhole`).
+
+    At least one of ``ssh_port`` / ``telnet_port`` when enabled, a
+    ``users_file`` always; telnet only on a loopback ``address``; a
+    non-loopback address needs ``allow_remote`` and SSH only.
+    """
 
     enabled: bool = False
+    address: str = "127.0.0.1"
+    ssh_port: int | None = None
+    telnet_port: int | None = None
+    users_file: Path | None = None
+    allow_remote: bool = False
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """``[proxy]``: the built-in stateless proxy (``sipsock.apps:StatelessProxy``).
+
+    ``routes`` come from ``[[proxy.route]]`` tables, numbered from 1 in
+    messages; ``secret`` salts the proxy's branches (None: derived per
+    installation); ``configured`` says whether the file has a ``[proxy]``.
+    """
+
+    routes: tuple[ProxyRoute, ...] = ()
+    record_route: bool = True
+    secret: str | None = None
+    configured: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +298,10 @@ class Settings:
     core: CoreSettings = CoreSettings()
     mi: MISettings = MISettings()
     tls: TLSSettings = TLSSettings()
+    websocket: WebSocketSettings = WebSocketSettings()
     manhole: ManholeSettings = ManholeSettings()
+    application: Mapping[str, Any] = field(default_factory=dict)
+    proxy: ProxySettings = ProxySettings()
     source: str = "<defaults>"
 
     @property
@@ -204,14 +333,23 @@ def default_settings() -> Settings:
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settings:
     """Check a decoded TOML document and build `Settings` from it."""
     reader = _Reader(source)
-    reader.only(data, "", {"sockets_mgm", "core", "mi", "tls", "manhole"}, kind="section")
+    reader.only(
+        data,
+        "",
+        {"sockets_mgm", "core", "mi", "tls", "websocket", "manhole", "application", "proxy"},
+        kind="section",
+    )
     core = _read_core(reader, reader.section(data, "core"))
     return Settings(
         sockets_mgm=_read_sockets_mgm(reader, reader.section(data, "sockets_mgm"), core),
         core=core,
         mi=_read_mi(reader, reader.section(data, "mi")),
         tls=_read_tls(reader, reader.section(data, "tls")),
+        websocket=_read_websocket(reader, reader.section(data, "websocket")),
         manhole=_read_manhole(reader, reader.section(data, "manhole")),
+        # Options of the SIP application, checked by the application itself.
+        application=reader.section(data, "application"),
+        proxy=_read_proxy(reader, reader.section(data, "proxy"), configured="proxy" in data),
         source=source,
     )
 
@@ -268,8 +406,9 @@ def _read_sockets_mgm(
     reader.only(
         sec,
         "sockets_mgm",
-        {"db_url", "table_name", "processes", "max_sockets", "db_timeout"}
-        | {f"{c}_column" for c in columns},
+        {"db_url", "table_name", "processes", "max_sockets", "db_timeout", "udp_balance"}
+        | {f"{c}_column" for c in columns}
+        | _FLEET_AND_RELOAD_KEYS,
     )
     default_url = f"sqlite:///{core.state_dir / 'sipsock.sqlite'}"
     raw_url = reader.get(sec, "sockets_mgm", "db_url", str, default_url)
@@ -280,12 +419,17 @@ def _read_sockets_mgm(
     names = {"table": reader.identifier(sec, "table_name", "sockets")}
     for column in columns:
         names[column] = reader.identifier(sec, f"{column}_column", column)
+    fleet_and_reload = _read_fleet_and_reload(reader, sec, db_url)
     return SocketsMgmSettings(
         db_url=db_url,
-        tables=TableNames(**names),
+        tables=TableNames(**names, node=fleet_and_reload.pop("node_column")),
+        **fleet_and_reload,
         processes=reader.integer(sec, "sockets_mgm", "processes", 8, 1, 256),
         max_sockets=reader.integer(sec, "sockets_mgm", "max_sockets", 100, 1, 65535),
         db_timeout=reader.number(sec, "sockets_mgm", "db_timeout", 5.0, 0.1, 300.0),
+        udp_balance=reader.choice(
+            sec, "sockets_mgm", "udp_balance", DEFAULT_UDP_BALANCE, UDP_BALANCE_MODES
+        ),
     )
 
 
@@ -331,13 +475,308 @@ def _read_mi(reader: _Reader, sec: Mapping[str, Any]) -> MISettings:
 
 
 def _read_tls(reader: _Reader, sec: Mapping[str, Any]) -> TLSSettings:
-    reader.only(sec, "tls", set())
-    return TLSSettings()
+    reader.only(sec, "tls", {"domain"})
+    raw = reader.get(sec, "tls", "domain", list, [])
+    domains: list[TLSDomainSettings] = []
+    for index, table in enumerate(raw):
+        if not isinstance(table, Mapping):
+            reader.fail(
+                "tls", f"domain[{index}]", f"must be a table ([[tls.domain]]), not {table!r}"
+            )
+        domains.append(_read_tls_domain(reader, table, index))
+    _check_tls_domains(reader, domains)
+    return TLSSettings(domains=tuple(domains))
+
+
+_TLS_DOMAIN_KEYS: Final = {
+    "name",
+    "match_address",
+    "match_sni",
+    "certificate",
+    "private_key",
+    "ca_list",
+    "verify_client",
+    "require_client_cert",
+    "verify_server",
+    "min_version",
+    "ciphers",
+}
+
+
+def _read_tls_domain(reader: _Reader, table: Mapping[str, Any], index: int) -> TLSDomainSettings:
+    name = table.get("name")
+    named = isinstance(name, str) and _DOMAIN_NAME_RE.fullmatch(name)
+    sec = f"tls.domain {name!r}" if named else f"tls.domain[{index}]"
+    reader.only(table, sec, _TLS_DOMAIN_KEYS)
+    if "name" not in table:
+        reader.fail(sec, "name", "missing (every [[tls.domain]] needs a name)")
+    name = reader.get(table, sec, "name", str, "")
+    if not _DOMAIN_NAME_RE.fullmatch(name):
+        reader.fail(sec, "name", f"{name[:70]!r} is not a domain name ([A-Za-z0-9_.-], 1-64)")
+    paths: dict[str, Path] = {}
+    for key in ("certificate", "private_key"):
+        if key not in table:
+            reader.fail(sec, key, "missing (a PEM file)")
+        value = reader.get(table, sec, key, str, "")
+        if not value:
+            reader.fail(sec, key, "must not be empty")
+        paths[key] = Path(value)
+    ca_text = reader.get(table, sec, "ca_list", str, None)
+    ca_list = Path(ca_text) if ca_text else None
+    verify_client = reader.get(table, sec, "verify_client", bool, False)
+    require = reader.get(table, sec, "require_client_cert", bool, False)
+    if require:
+        verify_client = True
+    if verify_client and ca_list is None:
+        key = "require_client_cert" if require else "verify_client"
+        reader.fail(
+            sec, key, "needs ca_list (the CA certificates client certificates must chain to)"
+        )
+    ciphers = reader.get(table, sec, "ciphers", str, None)
+    if ciphers is not None and not ciphers.strip():
+        reader.fail(sec, "ciphers", "must not be empty (leave it out for the default)")
+    return TLSDomainSettings(
+        name=name,
+        certificate=paths["certificate"],
+        private_key=paths["private_key"],
+        match_address=_read_match_address(reader, table, sec),
+        match_sni=_read_match_sni(reader, table, sec),
+        ca_list=ca_list,
+        verify_client=verify_client,
+        require_client_cert=require,
+        verify_server=reader.get(table, sec, "verify_server", bool, True),
+        min_version=reader.choice(table, sec, "min_version", "1.2", TLS_VERSIONS),
+        ciphers=ciphers,
+    )
+
+
+def _read_match_address(reader: _Reader, table: Mapping[str, Any], sec: str) -> str:
+    raw: str = reader.get(table, sec, "match_address", str, "*")
+    text = raw.strip()
+    if text == "*":
+        return text
+    match = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\]:(?P<p6>[0-9]{1,5})|(?P<v4>[^:]+):(?P<p4>[0-9]{1,5})", text
+    )
+    host = match and (match["v6"] or match["v4"])
+    port = match and int(match["p6"] or match["p4"])
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        address = None
+    if not match or address is None or not port or port > 65535:
+        reader.fail(
+            sec, "match_address", f'{text[:70]!r} is not "*" nor ip:port (IPv6 as [addr]:port)'
+        )
+    assert address is not None
+    shown = f"[{address.compressed}]" if address.version == 6 else address.compressed
+    return f"{shown}:{port}"
+
+
+def _read_match_sni(reader: _Reader, table: Mapping[str, Any], sec: str) -> tuple[str, ...]:
+    raw = reader.get(table, sec, "match_sni", list, ["*"])
+    if not raw:
+        reader.fail(sec, "match_sni", 'must not be empty (use ["*"] for any name)')
+    names: list[str] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, str):
+            reader.fail(sec, f"match_sni[{index}]", f"must be a string, not {item!r}")
+        name = item.strip().lower().rstrip(".")
+        if name != "*" and (len(name) > 253 or not _SNI_RE.fullmatch(name)):
+            reader.fail(
+                sec, f"match_sni[{index}]", f"{item[:70]!r} is not a host name, *.name or *"
+            )
+        if name in names:
+            reader.fail(sec, f"match_sni[{index}]", f"{name!r} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def _check_tls_domains(reader: _Reader, domains: list[TLSDomainSettings]) -> None:
+    """Names unique; within one match_address, SNI names unique and one TLS policy.
+
+    OpenSSL picks the protocol version and the cipher before the server name
+    is known, so domains sharing an address must agree on both.
+    """
+    seen: dict[str, int] = {}
+    first_of_group: dict[str, TLSDomainSettings] = {}
+    sni_owner: dict[tuple[str, str], str] = {}
+    for index, domain in enumerate(domains):
+        sec = f"tls.domain {domain.name!r}"
+        if domain.name in seen:
+            reader.fail(sec, "name", f"{domain.name!r} is already domain[{seen[domain.name]}]")
+        seen[domain.name] = index
+        first = first_of_group.setdefault(domain.match_address, domain)
+        for key in ("min_version", "ciphers"):
+            if getattr(domain, key) != getattr(first, key):
+                reader.fail(
+                    sec,
+                    key,
+                    f"differs from domain {first.name!r} on the same match_address "
+                    f"{domain.match_address!r} (OpenSSL settles the {key.replace('_', ' ')} "
+                    "before the server name is known)",
+                )
+        for name in domain.match_sni:
+            owner = sni_owner.setdefault((domain.match_address, name), domain.name)
+            if owner != domain.name:
+                reader.fail(
+                    sec,
+                    "match_sni",
+                    f"{name!r} is already served by domain {owner!r} on match_address "
+                    f"{domain.match_address!r}",
+                )
+
+
+def _read_websocket(reader: _Reader, sec: Mapping[str, Any]) -> WebSocketSettings:
+    reader.only(
+        sec,
+        "websocket",
+        {
+            "require_origin",
+            "allowed_origins",
+            "max_message_size",
+            "ping_interval",
+            "ping_timeout",
+            "handshake_timeout",
+        },
+    )
+    raw = reader.get(sec, "websocket", "allowed_origins", list, ["*"])
+    origins: list[str] = []
+    for index, item in enumerate(raw):
+        key = f"allowed_origins[{index}]"
+        if not isinstance(item, str):
+            reader.fail("websocket", key, f"must be a string, not {item!r}")
+        origin = item.strip().lower().rstrip("/")
+        if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
+            reader.fail(
+                "websocket",
+                key,
+                f'{item[:70]!r} is not "*" nor scheme://host[:port] (e.g. https://phone.example.com)',
+            )
+        origins.append(origin)
+    return WebSocketSettings(
+        require_origin=reader.get(sec, "websocket", "require_origin", bool, True),
+        allowed_origins=tuple(origins),
+        max_message_size=reader.integer(sec, "websocket", "max_message_size", 65535, 1024, 65535),
+        ping_interval=reader.number(sec, "websocket", "ping_interval", 30.0, 0.0, 3600.0),
+        ping_timeout=reader.number(sec, "websocket", "ping_timeout", 10.0, 1.0, 600.0),
+        handshake_timeout=reader.number(sec, "websocket", "handshake_timeout", 10.0, 1.0, 600.0),
+    )
+
+
+def _read_proxy(reader: _Reader, sec: Mapping[str, Any], *, configured: bool) -> ProxySettings:
+    reader.only(sec, "proxy", {"route", "record_route", "secret"})
+    tables = reader.get(sec, "proxy", "route", list, [])
+    try:
+        routes = parse_routes(tables)
+    except RouteError as error:
+        raise ConfigError(reader.source, f"[[proxy.route]] {error.key}", error.reason) from None
+    secret = reader.get(sec, "proxy", "secret", str, None)
+    if secret is not None and not secret:
+        reader.fail("proxy", "secret", "must not be empty (leave it out to have one derived)")
+    return ProxySettings(
+        routes=routes,
+        record_route=reader.get(sec, "proxy", "record_route", bool, True),
+        secret=secret,
+        configured=configured,
+    )
+
+
+_FLEET_AND_RELOAD_KEYS: Final = frozenset(
+    {"auto_reload", "auto_reload_debounce", "sqlite_poll_interval", "node_column", "node"}
+)
+_NODE_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _read_fleet_and_reload(
+    reader: _Reader, sec: Mapping[str, Any], db_url: DatabaseURL
+) -> dict[str, Any]:
+    """``auto_reload*``, ``sqlite_poll_interval``, ``node_column`` and ``node`` of [sockets_mgm]."""
+    auto_reload = reader.get(sec, "sockets_mgm", "auto_reload", bool, False)
+    if auto_reload and db_url.scheme not in ("postgres", "sqlite"):
+        reader.fail(
+            "sockets_mgm",
+            "auto_reload",
+            f"needs PostgreSQL (LISTEN/NOTIFY) or SQLite (polling), not {db_url.scheme}: "
+            "call sockets_reload after each change instead",
+        )
+    node_column = None
+    if "node_column" in sec:
+        node_column = reader.identifier(sec, "node_column", "node")
+    node = reader.get(sec, "sockets_mgm", "node", str, None)
+    if node is not None and not _NODE_RE.fullmatch(node):
+        reader.fail(
+            "sockets_mgm", "node", f"{node[:70]!r} is not a node name ([A-Za-z0-9_.:-], 1-64)"
+        )
+    if node_column is not None and node is None:
+        reader.fail("sockets_mgm", "node_column", "needs node (this daemon's name in the fleet)")
+    if node is not None and node_column is None:
+        reader.fail("sockets_mgm", "node", "needs node_column (the column holding node names)")
+    return {
+        "auto_reload": auto_reload,
+        "auto_reload_debounce": reader.number(
+            sec, "sockets_mgm", "auto_reload_debounce", 0.5, 0.0, 60.0
+        ),
+        "sqlite_poll_interval": reader.number(
+            sec, "sockets_mgm", "sqlite_poll_interval", 1.0, 0.05, 3600.0
+        ),
+        "node_column": node_column,
+        "node": node,
+    }
 
 
 def _read_manhole(reader: _Reader, sec: Mapping[str, Any]) -> ManholeSettings:
-    reader.only(sec, "manhole", {"enabled"})
-    return ManholeSettings(enabled=reader.get(sec, "manhole", "enabled", bool, False))
+    reader.only(
+        sec,
+        "manhole",
+        {"enabled", "address", "ssh_port", "telnet_port", "users_file", "allow_remote"},
+    )
+    enabled = reader.get(sec, "manhole", "enabled", bool, False)
+    address = reader.get(sec, "manhole", "address", str, "127.0.0.1")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        reader.fail("manhole", "address", f"{address[:70]!r} is not an IP address")
+    ports: dict[str, int | None] = {}
+    for key in ("ssh_port", "telnet_port"):
+        ports[key] = None
+        if key in sec:
+            ports[key] = reader.integer(sec, "manhole", key, 0, 1, 65535)
+    users = reader.get(sec, "manhole", "users_file", str, None)
+    allow_remote = reader.get(sec, "manhole", "allow_remote", bool, False)
+    if enabled:
+        if ports["ssh_port"] is None and ports["telnet_port"] is None:
+            reader.fail("manhole", "enabled", "needs ssh_port or telnet_port (or both)")
+        if not users:
+            reader.fail(
+                "manhole",
+                "users_file",
+                "missing: the manhole always asks for a password (a file of name:password "
+                "lines, the password bcrypt-hashed or plain)",
+            )
+        if not ip.is_loopback:
+            if ports["telnet_port"] is not None:
+                reader.fail(
+                    "manhole",
+                    "telnet_port",
+                    f"telnet sends passwords in clear text: only on a loopback address, "
+                    f"not {address} (use ssh_port)",
+                )
+            if not allow_remote:
+                reader.fail(
+                    "manhole",
+                    "address",
+                    f"{address} is not a loopback address: set allow_remote = true to "
+                    "offer the manhole (SSH only) beyond this host",
+                )
+    return ManholeSettings(
+        enabled=enabled,
+        address=ip.compressed,
+        ssh_port=ports["ssh_port"],
+        telnet_port=ports["telnet_port"],
+        users_file=Path(users) if users else None,
+        allow_remote=allow_remote,
+    )
 
 
 def _is_loopback(address: str) -> bool:

@@ -8,9 +8,13 @@ service, whose start loads the dynamic sockets from the table.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import resource
 import signal
+import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,11 @@ from twisted.python import usage
 
 from sipsock import __version__
 from sipsock.apps import ApplicationError, Dispatcher, load_application
+from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
-from sipsock.db import ISocketStore, open_store
+from sipsock.db import ISocketStore, StoreError, open_store
+from sipsock.logs import use_json_logs
+from sipsock.manhole import ManholeError, listen_manhole, mi_caller
 from sipsock.mi import CommandTable, build_command_table
 from sipsock.mi.amp import listen_amp
 from sipsock.mi.datagram import listen_udp
@@ -32,9 +39,13 @@ from sipsock.mi.fifo import FifoListener
 from sipsock.mi.http import listen_http
 from sipsock.registry import SocketRegistry
 from sipsock.sockdef import SocketDef
+from sipsock.stats import Statistics, metrics_text
 from sipsock.transport import Listener, ListenError, open_listener
+from sipsock.transport.tls import TLSDomains, TLSError
+from sipsock.workers import SocketBook, UdpWorkerPool
 
 DEFAULT_CONFIG = "etc/sipsock.toml"
+_log = Logger()
 
 
 class StartupError(Exception):
@@ -58,6 +69,8 @@ class Options(usage.Options):
             self["settings"] = load_config(self["config"])
         except ConfigError as error:
             _die(str(error))
+        if self["settings"].core.log_format == "json":
+            use_json_logs(self.parent)  # twistd's --logger, unless one was given
 
 
 def _die(message: str) -> None:
@@ -83,10 +96,15 @@ def build_daemon(settings: Settings, *, reactor: Any = None) -> DaemonService:
 
         reactor = global_reactor
     _prepare_state_dir(settings.core.state_dir)
+    raise_open_files_limit()
+    try:
+        tls = TLSDomains(settings.tls.domains)
+    except TLSError as error:
+        raise StartupError(f"{settings.source}: [tls] {error}") from None
     if settings.sockets_mgm.db_url.scheme == "sqlite":
         _create_sqlite_database(settings)
     try:
-        app = load_application(settings.core.application, settings.application)
+        app = load_application(settings.core.application, application_options(settings))
     except ApplicationError as error:
         raise StartupError(f"{settings.source}: [core] application: {error}") from None
     dispatcher = Dispatcher(app, max_message_size=settings.core.max_message_size)
@@ -99,13 +117,32 @@ def build_daemon(settings: Settings, *, reactor: Any = None) -> DaemonService:
             reactor=reactor,
             idle_timeout=settings.core.stream_idle_timeout,
             max_message_size=settings.core.max_message_size,
+            tls=tls,
+            websocket=settings.websocket,
         )
 
-    def open_dynamic(sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
-        return maybeDeferred(open_socket, sdef, slot)
+    # UDP sockets are served by worker pools (DESIGN "Process model"); the
+    # book tells the workers about every other socket, for SendStream.
+    book = SocketBook()
+    dynamic_pool, static_pool = _worker_pools(settings, book, reactor)
 
-    static = _open_static(settings, open_socket)
-    store = open_store(settings.sockets_mgm, reactor)
+    def open_dynamic(sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
+        if sdef.proto == "udp":
+            return dynamic_pool.open(sdef, slot)  # type: ignore[return-value]
+        return maybeDeferred(open_socket, sdef, slot).addCallback(book.track)
+
+    def open_static(sdef: SocketDef, slot: int | None) -> Listener:
+        if sdef.proto == "udp" and static_pool is not None:
+            return static_pool.open_static(sdef)
+        listener = open_socket(sdef, slot)
+        book.put(listener, static=True)
+        return listener
+
+    try:
+        store = open_store(settings.sockets_mgm, reactor)
+    except StoreError as error:
+        raise StartupError(f"{settings.source}: [sockets_mgm] db_url: {error}") from None
+    static = _open_static(settings, open_static)
     registry = SocketRegistry(
         store,
         open_dynamic,
@@ -114,7 +151,8 @@ def build_daemon(settings: Settings, *, reactor: Any = None) -> DaemonService:
         static=static,
     )
     dispatcher.directory = registry
-    daemon = DaemonService(settings, store, registry, reactor)
+    pools = [pool for pool in (dynamic_pool, static_pool) if pool is not None]
+    daemon = DaemonService(settings, store, registry, reactor, tls=tls, pools=pools)
     try:
         daemon.open_admin()
     except StartupError:
@@ -122,6 +160,59 @@ def build_daemon(settings: Settings, *, reactor: Any = None) -> DaemonService:
             listener.stop()
         raise
     return daemon
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (every connection is a descriptor).
+
+    Returns (old, new) soft limits; logs when it changed.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if resource.RLIM_INFINITY in (hard, soft) or soft >= hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as error:
+        _log.warn(
+            "cannot raise the open-files limit from {soft} to {hard}: {reason}",
+            soft=soft,
+            hard=hard,
+            reason=error,
+        )
+        return soft, soft
+    _log.info("open-files limit raised from {soft} to {hard}", soft=soft, hard=hard)
+    return soft, hard
+
+
+def _worker_pools(
+    settings: Settings, book: SocketBook, reactor: Any
+) -> tuple[UdpWorkerPool, UdpWorkerPool | None]:
+    """The pool of the dynamic UDP sockets, and one for static UDP sockets if any.
+
+    Workers build their application from the configuration file (or the
+    defaults when the settings did not come from a file).
+    """
+    config_path = settings.source if os.path.isfile(settings.source) else None
+    balance = settings.sockets_mgm.udp_balance
+    dynamic = UdpWorkerPool(
+        settings.sockets_mgm.processes,
+        "dynamic",
+        config_path,
+        balance=balance,
+        book=book,
+        reactor=reactor,
+    )
+    static = None
+    if any(sdef.proto == "udp" for sdef in settings.core.listen):
+        static = UdpWorkerPool(
+            settings.core.udp_workers,
+            "static",
+            config_path,
+            balance=balance,
+            book=book,
+            reactor=reactor,
+        )
+    return dynamic, static
 
 
 def _prepare_state_dir(state_dir: Path) -> None:
@@ -143,6 +234,40 @@ def _create_sqlite_database(settings: Settings) -> None:
             database.init()
     except Exception as error:
         raise StartupError(f"cannot create the SQLite database {path}: {error}") from None
+
+
+#: The spellings of ``[core] application`` that name the built-in proxy.
+PROXY_APPLICATIONS = frozenset(
+    f"{module}{sep}StatelessProxy"
+    for module in ("sipsock.apps", "sipsock.apps.proxy")
+    for sep in (":", ".")
+)
+
+
+def application_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of the SIP application: ``[application]``, and for
+    the proxy (or any application when ``[proxy]`` is present) ``routes``,
+    ``record_route`` and ``secret`` from ``[proxy]``.
+
+    The secret defaults to a hash of the host name and the state directory:
+    the same in every process of one installation, different between two.
+    """
+    options = dict(settings.application)
+    proxy = settings.proxy
+    if not (proxy.configured or settings.core.application in PROXY_APPLICATIONS):
+        return options
+    clash = sorted(set(options) & {"routes", "record_route", "secret"})
+    if clash:
+        raise StartupError(
+            f"{settings.source}: [application] {clash[0]}: set it in [proxy] "
+            "(routes as [[proxy.route]] tables)"
+        )
+    secret = proxy.secret
+    if secret is None:
+        seed = f"{socket.gethostname()}|{settings.core.state_dir.resolve()}"
+        secret = hashlib.sha256(seed.encode()).hexdigest()[:32]
+    options.update(routes=proxy.routes, record_route=proxy.record_route, secret=secret)
+    return options
 
 
 def _open_static(settings: Settings, opener: Any) -> list[Listener]:
@@ -170,27 +295,53 @@ class DaemonService(MultiService):
     log = Logger()
 
     def __init__(
-        self, settings: Settings, store: ISocketStore, registry: SocketRegistry, reactor: Any
+        self,
+        settings: Settings,
+        store: ISocketStore,
+        registry: SocketRegistry,
+        reactor: Any,
+        *,
+        tls: TLSDomains | None = None,
+        pools: Sequence[UdpWorkerPool] = (),
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.settings = settings
+        #: The UDP worker pools: started before the registry, stopped after it.
+        self.pools = list(pools)
         self.store = store
         self.registry = registry
         self.reactor = reactor
         self.started_at = reactor.seconds()
+        self.statistics = Statistics(
+            registry, pools=self.pools, clock=reactor, started_at=self.started_at
+        )
         self.commands: CommandTable = build_command_table(
             registry,
             clock=reactor,
             started_at=self.started_at,
             process_list=self.process_list,
             version=__version__,
+            tls=tls,
+            statistics=self.statistics,
         )
         self._ports: list[IListeningPort] = []
         self._fifo: FifoListener | None = None
         registry.setServiceParent(self)  # type: ignore[no-untyped-call]
+        if settings.sockets_mgm.auto_reload:  # a child after the registry: stopped before it
+            reloader = AutoReloader(registry, settings.sockets_mgm, reactor)
+            reloader.setServiceParent(self)  # type: ignore[no-untyped-call]
+            self.statistics.auto_reload = reloader
 
     def process_list(self) -> list[dict[str, Any]]:
-        return [{"ID": 0, "PID": os.getpid(), "Type": "control: sockets, database, MI"}]
+        rows = [{"ID": 0, "PID": os.getpid(), "Type": "control: sockets, database, MI"}]
+        for pool in self.pools:
+            rows += [{"ID": len(rows) + i, **row} for i, row in enumerate(pool.process_rows())]
+        return rows
+
+    def startService(self) -> None:
+        for pool in self.pools:
+            pool.startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def open_admin(self) -> None:
         """Bind the MI listeners now; raises `StartupError` naming the one that failed."""
@@ -209,10 +360,13 @@ class DaemonService(MultiService):
                         interface=mi.http_address,
                         port=mi.http_port,
                         reactor=self.reactor,
+                        metrics=metrics_text(self.statistics),
                     )
                 )
             except CannotListenError as error:
                 self._fail(f"[mi] http {mi.http_address}:{mi.http_port}", error)
+        if self.settings.manhole.enabled:
+            self._open_manhole()
         if mi.datagram_port is not None:
             try:
                 self._ports.append(
@@ -232,6 +386,25 @@ class DaemonService(MultiService):
             except OSError as error:
                 self._fail(f"[mi] fifo {mi.fifo}", error)
             self._fifo = fifo
+
+    def _open_manhole(self) -> None:
+        namespace = {
+            "registry": self.registry,
+            "pools": self.pools,
+            "settings": self.settings,
+            "stats": self.statistics,
+            "mi": mi_caller(self.commands.call),
+        }
+        try:
+            self._ports += listen_manhole(
+                self.settings.manhole,
+                self.settings.core.state_dir,
+                namespace,
+                reactor=self.reactor,
+            )
+        except ManholeError as error:
+            self._close_admin()
+            raise StartupError(f"{self.settings.source}: {error}") from None
 
     def _fail(self, what: str, error: Exception) -> None:
         self._close_admin()
@@ -258,6 +431,9 @@ class DaemonService(MultiService):
         for wait in self._close_admin():
             await wait
         await super().stopService()  # type: ignore[no-untyped-call]
+        # Every socket is released: now the workers can go (none is left behind).
+        for stopping in [pool.stopService() for pool in self.pools]:
+            await stopping
         await self.store.close()
         self.log.info("sipsock stopped")
         # twistd re-raises the stop signal on exit (status -15). A stop that

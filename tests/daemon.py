@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from tests.net import free_port
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 # The registry logs one of these when its first load of the table is over.
 INITIAL_LOAD_DONE = ("sockets reloaded in", "loading the dynamic sockets failed")
+#: UDP workers of a test daemon unless its config says ``processes``: the
+#: default 8 is heavy on a 2-core machine shared by parallel test runs.
+TEST_PROCESSES = 2
 
 
 class MIError(Exception):
@@ -46,8 +50,10 @@ class Daemon:
     def write_config(self, extra: str | None = None) -> None:
         if extra is not None:
             self.extra = extra
+        has_processes = re.search(r"^\s*processes\s*=", self.extra, re.M)
+        processes = "" if has_processes else f"processes = {TEST_PROCESSES}\n"
         sections = {
-            "sockets_mgm": f'db_url = "{self.db_url}"\n',
+            "sockets_mgm": f'db_url = "{self.db_url}"\n{processes}',
             "core": f'state_dir = "{self.state_dir}"\n',
             "mi": f"http_port = {self.http_port}\n",
         }
@@ -89,8 +95,18 @@ class Daemon:
                 time.sleep(0.05)
                 continue
             self.wait_for_log(INITIAL_LOAD_DONE, deadline - time.monotonic())
+            self.wait_for_workers(deadline)
             return
         raise RuntimeError(f"daemon did not answer its MI within {timeout} s:\n{self.log()}")
+
+    def wait_for_workers(self, deadline: float) -> None:
+        """Wait until every UDP worker listed by ``ps`` has taken the current sockets."""
+        while time.monotonic() < deadline:
+            rows = self.mi("ps")["Processes"]
+            if all(row.get("State", "ready") == "ready" for row in rows):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"UDP workers not ready in time:\n{self.log()}")
 
     def wait_for_log(self, patterns: tuple[str, ...], timeout: float) -> str:
         """Wait until the log holds one of ``patterns``; returns the one found."""

@@ -10,6 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from sipsock.mi.commands import CommandTable, MICommand, MIError, invalid_params
+from sipsock.mi.statistics import register_statistics
+from sipsock.stats import Statistics
 
 
 class ReloadReportLike(Protocol):
@@ -31,6 +33,33 @@ class MIRegistry(Protocol):
 
     def list_sockets(self, details: bool = False) -> list[dict[str, Any]]:
         """The dynamic sockets, as `sockets_list` prints them."""
+        ...
+
+
+class TLSReloadReportLike(Protocol):
+    """What a TLS reload answers (`sipsock.transport.tls.TLSReloadReport`)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when every domain was reloaded."""
+        ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def summary(self) -> str:
+        """One line naming each domain that failed and why."""
+        ...
+
+
+class MITLSDomains(Protocol):
+    """What the MI needs from the TLS domains (`sipsock.transport.tls.TLSDomains`)."""
+
+    def reload(self) -> TLSReloadReportLike:
+        """Rebuild every domain from its files; failed ones keep their old certificate."""
+        ...
+
+    def list_domains(self) -> list[dict[str, Any]]:
+        """The domains in use, with their certificates."""
         ...
 
 
@@ -76,12 +105,15 @@ def build_command_table(
     started_at: float,
     process_list: Callable[[], list[dict[str, Any]]],
     version: str,
+    tls: MITLSDomains | None = None,
+    statistics: Statistics | None = None,
 ) -> CommandTable:
     """The command table with every built-in command.
 
     ``process_list`` returns the processes as OpenSIPS's `ps` prints them
     (dicts with ``ID``, ``PID`` and ``Type``); ``started_at`` is the start time
-    in the clock's seconds (``clock.seconds()`` at start).
+    in the clock's seconds (``clock.seconds()`` at start). With ``tls``, the
+    ``tls_reload`` and ``tls_list`` commands are added.
     """
     table = CommandTable()
 
@@ -130,4 +162,30 @@ def build_command_table(
     table.register(MICommand("uptime", uptime, help="Show the time since start"))
     table.register(MICommand("ps", ps, help="List the processes"))
     table.register(MICommand("help", show_help, ((), ("mi_cmd",)), "Describe an MI command"))
+    if tls is not None:
+        _register_tls(table, tls)
+    if statistics is not None:  # get_statistics, list_statistics, reset_statistics
+        register_statistics(table, statistics)
     return table
+
+
+def _register_tls(table: CommandTable, tls: MITLSDomains) -> None:
+    def tls_reload(params: dict[str, Any]) -> Any:
+        report = tls.reload()
+        if not report.ok:
+            raise MIError(500, report.summary())
+        return report.as_dict() if parse_flag(params, "report") else "OK"
+
+    def tls_list(params: dict[str, Any]) -> list[dict[str, Any]]:
+        return tls.list_domains()
+
+    table.register(
+        MICommand(
+            "tls_reload",
+            tls_reload,
+            ((), ("report",)),
+            "Reload every TLS domain's certificate, key and CA list from disk; a domain that "
+            "fails keeps its old ones and the command fails naming it",
+        )
+    )
+    table.register(MICommand("tls_list", tls_list, help="List the TLS domains and certificates"))
