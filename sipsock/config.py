@@ -82,37 +82,22 @@ def parse_db_url(url: str) -> DatabaseURL:
             )
         return DatabaseURL(scheme="sqlite", path=unquote(path))
     if scheme in ("postgres", "postgresql"):
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"bad port in {url!r}") from None
-        database = unquote(parts.path.lstrip("/"))
-        if not database:
-            raise ValueError("a PostgreSQL URL needs a database name: postgres://user@host/db")
-        options = tuple(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted({key for key, _ in options} - _PG_QUERY_KEYS)
-        if unknown:
-            raise ValueError(
-                f"unknown PostgreSQL URL options {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(_PG_QUERY_KEYS))})"
-            )
-        return DatabaseURL(
-            scheme="postgres",
-            host=unquote(parts.hostname) if parts.hostname else None,
-            port=port,
-            user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            database=database,
-            options=options,
-        )
+        return _parse_server_url(url, "postgres", "PostgreSQL", _PG_QUERY_KEYS)
     if scheme == "mysql":
-        return _parse_mysql_url(url)
+        parsed = _parse_server_url(url, "mysql", "MySQL", _MYSQL_QUERY_KEYS)
+        for key, value in parsed.options:
+            if key == "unix_socket" and not value:
+                raise ValueError("unix_socket needs a path: ?unix_socket=/run/mysqld/mysqld.sock")
+            if key == "charset" and not IDENTIFIER_RE.fullmatch(value):
+                raise ValueError(f"charset {value!r} is not a character set name (e.g. utf8mb4)")
+        return parsed
     raise ValueError(f"unsupported scheme {scheme!r} (use postgres://, mysql:// or sqlite:///)")
 
 
-def _parse_mysql_url(url: str) -> DatabaseURL:
-    """``mysql://user:password@host[:port]/db[?unix_socket=PATH][&charset=NAME]``."""
+def _parse_server_url(
+    url: str, scheme: str, product: str, known_options: frozenset[str]
+) -> DatabaseURL:
+    """``scheme://user:password@host[:port]/database[?option=value...]``."""
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -120,21 +105,16 @@ def _parse_mysql_url(url: str) -> DatabaseURL:
         raise ValueError(f"bad port in {url!r}") from None
     database = unquote(parts.path.lstrip("/"))
     if not database:
-        raise ValueError("a MySQL URL needs a database name: mysql://user:password@host/db")
+        raise ValueError(f"a {product} URL needs a database name: {scheme}://user:password@host/db")
     options = tuple(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = sorted({key for key, _ in options} - _MYSQL_QUERY_KEYS)
+    unknown = sorted({key for key, _ in options} - known_options)
     if unknown:
         raise ValueError(
-            f"unknown MySQL URL options {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(_MYSQL_QUERY_KEYS))})"
+            f"unknown {product} URL options {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known_options))})"
         )
-    for key, value in options:
-        if key == "unix_socket" and not value:
-            raise ValueError("unix_socket needs a path: ?unix_socket=/run/mysqld/mysqld.sock")
-        if key == "charset" and not IDENTIFIER_RE.fullmatch(value):
-            raise ValueError(f"charset {value!r} is not a character set name (e.g. utf8mb4)")
     return DatabaseURL(
-        scheme="mysql",
+        scheme=scheme,
         host=unquote(parts.hostname) if parts.hostname else None,
         port=port,
         user=unquote(parts.username) if parts.username else None,

@@ -23,22 +23,14 @@ from typing import Any, Final, TypeVar
 import pymysql
 from pymysql.constants import CR, ER
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from sipsock.config import DatabaseURL, SocketsMgmSettings
+from sipsock.db.pooled import PooledStore, default_reactor
 from sipsock.db.store import (
-    ISocketStore,
-    SocketRow,
     Statements,
     StoreError,
-    missing_table_error,
-    missing_version_table_error,
-    row_from_tuple,
-    version_error,
-    within,
 )
 
 T = TypeVar("T")
@@ -166,22 +158,13 @@ class _Pool(adbapi.ConnectionPool):
 _PoolClass: Any = _Pool  # adbapi is untyped
 
 
-@implementer(ISocketStore)
-class MySQLStore:
+class MySQLStore(PooledStore):
     """`ISocketStore` on MySQL / MariaDB (adbapi + PyMySQL, one connection, reconnect)."""
 
     def __init__(self, settings: SocketsMgmSettings, reactor: IReactorTime | None = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
-        assert reactor is not None
-        self._reactor = reactor
+        reactor = default_reactor(reactor)
         self._url = settings.db_url
-        self._table = settings.tables.table
-        self._timeout = settings.db_timeout
-        self._statements = Statements.for_backend(settings.tables, "mysql", settings.node)
-        self._pool: Any = _PoolClass(
+        pool = _PoolClass(
             "pymysql",
             cp_min=1,
             cp_max=1,
@@ -190,53 +173,11 @@ class MySQLStore:
             cp_reactor=reactor,
             **connect_kwargs(settings.db_url, settings.db_timeout),
         )
-        self._closed = False
+        statements = Statements.for_backend(settings.tables, "mysql", settings.node)
+        super().__init__(settings, statements, pool, reactor)
 
     def __repr__(self) -> str:
         return f"<MySQLStore {self._url.display()} table={self._table}>"
-
-    def check_version(self) -> Deferred[None]:
-        """Fail with `StoreError` unless the ``version`` row of the table is 1."""
-
-        def check(rows: tuple[tuple[object, ...], ...]) -> None:
-            error = version_error(self._table, rows[0][0] if rows else None)
-            if error is not None:
-                raise error
-
-        d: Deferred[tuple[tuple[object, ...], ...]] = self._call(
-            "checking the version row",
-            lambda: self._pool.runQuery(self._statements.select_version, (self._table,)),
-            missing_version_table_error,
-        )
-        return d.addCallback(check)
-
-    def fetch(self) -> Deferred[list[SocketRow]]:
-        """Every row of the sockets table, in id order, values raw."""
-        d: Deferred[tuple[tuple[object, ...], ...]] = self._call(
-            f"reading table {self._table}",
-            lambda: self._pool.runQuery(self._statements.select_rows, self._statements.row_params),
-            lambda: missing_table_error(self._table),
-        )
-        return d.addCallback(lambda rows: [row_from_tuple(row) for row in rows])
-
-    def close(self) -> Deferred[None]:
-        """Close the connection (waits for a call still running, at most its read timeout)."""
-        if not self._closed:
-            self._closed = True
-            self._pool.close()
-        return succeed(None)
-
-    def _call(
-        self,
-        what: str,
-        run: Callable[[], Deferred[T]],
-        missing: Callable[[], StoreError],
-    ) -> Deferred[T]:
-        if self._closed:
-            return fail(StoreError(f"{what}: the store is closed"))
-        operation = run()
-        operation.addErrback(self._translate, what, missing)
-        return within(operation, self._timeout, self._reactor, what)
 
     def _translate(self, failure: Failure, what: str, missing: Callable[[], StoreError]) -> None:
         exc = failure.value

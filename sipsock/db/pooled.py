@@ -1,0 +1,106 @@
+"""What the stores on a `twisted.enterprise.adbapi` pool share (SQLite, MySQL).
+
+`PooledStore` runs the version check and the row query of `Statements` on its
+pool, bounds every call by ``db_timeout`` and turns driver errors into
+`StoreError` through the subclass's `PooledStore._translate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sipsock.config import SocketsMgmSettings
+from sipsock.db.store import (
+    ISocketStore,
+    SocketRow,
+    Statements,
+    StoreError,
+    missing_table_error,
+    missing_version_table_error,
+    row_from_tuple,
+    version_error,
+    within,
+)
+
+T = TypeVar("T")
+
+
+@implementer(ISocketStore)
+class PooledStore:
+    """An `ISocketStore` on an adbapi pool; subclasses make the pool and translate errors."""
+
+    def __init__(
+        self,
+        settings: SocketsMgmSettings,
+        statements: Statements,
+        pool: Any,
+        reactor: IReactorTime,
+    ) -> None:
+        self._reactor = reactor
+        self._table = settings.tables.table
+        self._timeout = settings.db_timeout
+        self._statements = statements
+        self._pool = pool
+        self._closed = False
+
+    def check_version(self) -> Deferred[None]:
+        """Fail with `StoreError` unless the ``version`` row of the table is 1."""
+
+        def check(rows: Sequence[Sequence[object]]) -> None:
+            error = version_error(self._table, rows[0][0] if rows else None)
+            if error is not None:
+                raise error
+
+        d: Deferred[Sequence[Sequence[object]]] = self._call(
+            "checking the version row",
+            lambda: self._pool.runQuery(self._statements.select_version, (self._table,)),
+            missing_version_table_error,
+        )
+        return d.addCallback(check)
+
+    def fetch(self) -> Deferred[list[SocketRow]]:
+        """Every row of the sockets table, in id order, values raw."""
+        d: Deferred[Sequence[tuple[object, ...]]] = self._call(
+            f"reading table {self._table}",
+            lambda: self._pool.runQuery(self._statements.select_rows, self._statements.row_params),
+            lambda: missing_table_error(self._table),
+        )
+        return d.addCallback(lambda rows: [row_from_tuple(row) for row in rows])
+
+    def close(self) -> Deferred[None]:
+        """Close the pool (it waits for a call still running)."""
+        if not self._closed:
+            self._closed = True
+            self._pool.close()
+        return succeed(None)
+
+    def _call(
+        self,
+        what: str,
+        run: Callable[[], Deferred[T]],
+        missing: Callable[[], StoreError],
+    ) -> Deferred[T]:
+        if self._closed:
+            return fail(StoreError(f"{what}: the store is closed"))
+        operation = run()
+        operation.addErrback(self._translate, what, missing)
+        return within(operation, self._timeout, self._reactor, what)
+
+    def _translate(self, failure: Failure, what: str, missing: Callable[[], StoreError]) -> None:
+        """Raise the `StoreError` for a driver error (or re-raise anything else)."""
+        failure.raiseException()
+
+
+def default_reactor(reactor: IReactorTime | None) -> IReactorTime:
+    """``reactor``, or the global one."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        return global_reactor
+    return reactor
