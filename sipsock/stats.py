@@ -48,6 +48,8 @@ GAUGE_COUNTERS: Final = frozenset({"connections"})
 _SOCKET_METRICS: Final[dict[str, tuple[str, str]]] = {
     "received": ("socket_messages_received", "SIP messages received on the socket"),
     "sent": ("socket_messages_sent", "SIP messages sent from the socket"),
+    "replies_in": ("socket_replies_received", "SIP responses received on the socket"),
+    "replies_out": ("socket_replies_sent", "SIP responses sent from the socket"),
     "bytes_in": ("socket_bytes_received", "Bytes received on the socket"),
     "bytes_out": ("socket_bytes_sent", "Bytes sent from the socket"),
     "parse_errors": ("socket_parse_errors", "Messages or streams that could not be parsed"),

@@ -68,7 +68,8 @@ class ListenError(Exception):
 class SocketCounters:
     """Traffic counters of one socket (all its connections for a stream socket).
 
-    ``received``/``sent`` count SIP messages, ``bytes_in``/``bytes_out`` raw
+    ``received``/``sent`` count SIP messages, ``replies_in``/``replies_out``
+    the responses among them (the rest are requests), ``bytes_in``/``bytes_out`` raw
     bytes, ``parse_errors`` messages or streams that could not be read,
     ``drops`` messages thrown away for any other reason (a failed send, a reply
     to a closed connection, an application error), ``connections`` the stream
@@ -78,6 +79,8 @@ class SocketCounters:
 
     received: int = 0
     sent: int = 0
+    replies_in: int = 0
+    replies_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     parse_errors: int = 0
@@ -88,6 +91,19 @@ class SocketCounters:
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for the MI."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def count_in(self, data: bytes) -> None:
+        """One SIP message received (a response when it starts with the SIP version)."""
+        self.received += 1
+        if data.startswith(b"SIP/"):
+            self.replies_in += 1
+
+    def count_out(self, data: bytes) -> None:
+        """One SIP message sent: ``sent``, ``replies_out`` and ``bytes_out``."""
+        self.sent += 1
+        self.bytes_out += len(data)
+        if data.startswith(b"SIP/"):
+            self.replies_out += 1
 
 
 class Closing:

@@ -176,7 +176,7 @@ class StreamConnection:
     def deliver(self, data: bytes) -> None:
         """One whole message arrived on this connection."""
         listener = self.listener
-        listener.counters.received += 1
+        listener.counters.count_in(data)
         origin = Origin(
             sdef=listener.sdef,
             slot=listener.slot,
@@ -206,9 +206,7 @@ class StreamConnection:
     def send_message(self, data: bytes) -> None:
         """Write one SIP message and count it."""
         self.write(data)
-        counters = self.listener.counters
-        counters.sent += 1
-        counters.bytes_out += len(data)
+        self.listener.counters.count_out(data)
 
     def reply(self, data: bytes) -> None:
         """Answer on this connection; a closed connection drops (and logs) the reply."""

@@ -54,7 +54,7 @@ class SipDatagramProtocol(DatagramProtocol):
         counters.bytes_in += len(datagram)
         if not datagram.strip(_BLANK):
             return
-        counters.received += 1
+        counters.count_in(datagram)
         peer = (addr[0], addr[1])
         origin = Origin(
             sdef=listener.sdef,
@@ -130,8 +130,7 @@ class UdpListener:
         except Exception:
             self.counters.drops += 1
             raise
-        self.counters.sent += 1
-        self.counters.bytes_out += len(data)
+        self.counters.count_out(data)
 
     def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
         """Send one datagram to ``peer``; fails with the socket error, if any."""

@@ -199,8 +199,7 @@ class RemoteSocket:
         counters = self.counters
 
         def sent(_: None) -> None:
-            counters.sent += 1
-            counters.bytes_out += len(data)
+            counters.count_out(data)
 
         def failed(failure: Any) -> Any:
             counters.drops += 1

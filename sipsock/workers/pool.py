@@ -736,10 +736,8 @@ class UdpWorkerPool(Service):
             except OSError as exc:
                 counters.drops += 1
                 return defer.fail(exc)
-            counters.sent += 1
-            counters.bytes_out += len(data)
-            listener.counters.sent += 1
-            listener.counters.bytes_out += len(data)
+            counters.count_out(data)
+            listener.counters.count_out(data)
             return defer.succeed(None)
         ready = [p for p in self.processes() if p.state == "ready"]
         if not ready or listener.closing is not None:
@@ -753,8 +751,7 @@ class UdpWorkerPool(Service):
         )
 
         def sent(_: Any) -> None:
-            counters.sent += 1
-            counters.bytes_out += len(data)
+            counters.count_out(data)
 
         def failed(failure: Failure) -> Failure:
             counters.drops += 1

@@ -80,6 +80,11 @@ def test_metrics_are_prometheus_text_and_move_with_sipp_traffic(
     after = metrics(daemon)
     assert of_socket(after, "sipsock_socket_messages_received_total", socket) >= 30
     assert of_socket(after, "sipsock_socket_messages_sent_total", socket) >= 30
+    # SIPp sent requests only; every message sent back was a reply.
+    assert of_socket(after, "sipsock_socket_replies_received_total", socket) == 0
+    assert of_socket(after, "sipsock_socket_replies_sent_total", socket) == of_socket(
+        after, "sipsock_socket_messages_sent_total", socket
+    )
     assert of_socket(after, "sipsock_socket_bytes_received_total", socket) > 30 * 100
     handled = sum(after["sipsock_worker_messages_handled_total"].values())
     assert handled >= 30
