@@ -304,7 +304,18 @@ class WorkerSeat:
 
 
 class UdpWorkerPool(Service):
-    """``size`` UDP worker processes that serve this pool's UDP sockets (see the module)."""
+    """``size`` UDP worker processes that serve this pool's UDP sockets (see the module).
+
+    ``name`` names the pool in logs and ``ps``; workers build their SIP
+    application from ``config_path`` (the daemon's configuration file; None
+    for the built-in defaults). ``balance`` is ``"shared"`` or
+    ``"reuseport"``. ``book`` is the daemon's `SocketBook`, shared by every
+    pool. ``env`` is the workers' environment (this process's by default),
+    ``backoff`` their restart rule; a worker not ready within
+    ``ready_timeout`` seconds is killed and restarted; ``stop_timeout``
+    bounds each step of stopping; statistics are read every
+    ``stats_interval`` seconds.
+    """
 
     log = Logger()
 
@@ -469,6 +480,8 @@ class UdpWorkerPool(Service):
         """Give a new worker every book entry and every current socket."""
         waits = [self._announce_to(process, entry) for entry in self.book.entries()]
         waits += [self._adopt(process, listener) for listener in list(self.sockets.values())]
+        # A first answer in any case: ready means running, not merely spawned.
+        waits.append(Deferred.fromCoroutine(self._fetch_stats(process, strict=True)))
 
         def synced(results: list[Any]) -> None:
             failures = [r for r in results if isinstance(r, Failure)]
@@ -488,12 +501,11 @@ class UdpWorkerPool(Service):
             if process.ready_timer is not None and process.ready_timer.active():
                 process.ready_timer.cancel()
             self.log.info(
-                "UDP worker {worker} (pid {pid}) ready with {count} sockets",
+                "UDP worker {worker} (pid {pid}) ready with {count} socket(s)",
                 worker=process.label,
                 pid=process.pid,
                 count=len(self.sockets),
             )
-            self._refresh_one(process)
 
         Deferred.fromCoroutine(settle(waits)).addCallback(synced)
 
@@ -534,7 +546,7 @@ class UdpWorkerPool(Service):
         seat.last_exit = process.exit_status
         self.log.warn(
             "UDP worker {worker} (pid {pid}) {status} after {lifetime:.1f} s; "
-            "restarting it in {delay:g} s with {count} sockets",
+            "restarting it in {delay:g} s with {count} socket(s)",
             worker=process.label,
             pid=process.pid,
             status=process.exit_status,
@@ -802,7 +814,8 @@ class UdpWorkerPool(Service):
     def _refresh_one(self, process: WorkerProcess) -> Deferred[None]:
         return Deferred.fromCoroutine(self._fetch_stats(process))
 
-    async def _fetch_stats(self, process: WorkerProcess) -> None:
+    async def _fetch_stats(self, process: WorkerProcess, *, strict: bool = False) -> None:
+        """Read a worker's statistics (errors ignored unless ``strict``)."""
         sockets: dict[int, SocketCounters] = {}
         start = 0
         try:
@@ -814,6 +827,8 @@ class UdpWorkerPool(Service):
                     break
                 start += len(page)
         except Exception:
+            if strict:
+                raise
             return
         if process.ended.done:
             return

@@ -304,10 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sipsock.workers.epoll import install
 
     reactor = install()
-    # Twisted's own chatter (protocol starting, connection made) is left out
-    # below warnings: the control process logs the workers' events already.
+    # Twisted's own chatter (protocol starting, port closed, connection made;
+    # legacy log events) is left out below warnings.
     levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
     levels.setLogLevelForNamespace("twisted", LogLevel.warn)
+    levels.setLogLevelForNamespace("log_legacy", LogLevel.warn)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(StderrLogObserver(sys.stderr), [levels])],
         discardBuffer=True,
@@ -349,12 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The control process decides when workers stop: an interrupt from the
     # terminal reaches it too, and it shuts the workers down in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log.info(
-        "worker {pool}/{index} (pid {pid}) running",
-        pool=args.pool,
-        index=args.index,
-        pid=os.getpid(),
-    )
+    log.info("running; the control process gives the sockets")
     reactor.run()
     return 0
 
