@@ -8,11 +8,9 @@ service, whose start loads the dynamic sockets from the table.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +25,7 @@ from twisted.python import usage
 
 from sipsock import __version__
 from sipsock.apps import ApplicationError, Dispatcher, load_application
+from sipsock.apps.loader import application_options
 from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, StoreError, open_store
@@ -104,7 +103,11 @@ def build_daemon(settings: Settings, *, reactor: Any = None) -> DaemonService:
     if settings.sockets_mgm.db_url.scheme == "sqlite":
         _create_sqlite_database(settings)
     try:
-        app = load_application(settings.core.application, application_options(settings))
+        options = application_options(settings)
+    except ApplicationError as error:
+        raise StartupError(f"{settings.source}: {error}") from None
+    try:
+        app = load_application(settings.core.application, options)
     except ApplicationError as error:
         raise StartupError(f"{settings.source}: [core] application: {error}") from None
     dispatcher = Dispatcher(app, max_message_size=settings.core.max_message_size)
@@ -237,39 +240,6 @@ def _create_sqlite_database(settings: Settings) -> None:
 
 
 #: The spellings of ``[core] application`` that name the built-in proxy.
-PROXY_APPLICATIONS = frozenset(
-    f"{module}{sep}StatelessProxy"
-    for module in ("sipsock.apps", "sipsock.apps.proxy")
-    for sep in (":", ".")
-)
-
-
-def application_options(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments of the SIP application: ``[application]``, and for
-    the proxy (or any application when ``[proxy]`` is present) ``routes``,
-    ``record_route`` and ``secret`` from ``[proxy]``.
-
-    The secret defaults to a hash of the host name and the state directory:
-    the same in every process of one installation, different between two.
-    """
-    options = dict(settings.application)
-    proxy = settings.proxy
-    if not (proxy.configured or settings.core.application in PROXY_APPLICATIONS):
-        return options
-    clash = sorted(set(options) & {"routes", "record_route", "secret"})
-    if clash:
-        raise StartupError(
-            f"{settings.source}: [application] {clash[0]}: set it in [proxy] "
-            "(routes as [[proxy.route]] tables)"
-        )
-    secret = proxy.secret
-    if secret is None:
-        seed = f"{socket.gethostname()}|{settings.core.state_dir.resolve()}"
-        secret = hashlib.sha256(seed.encode()).hexdigest()[:32]
-    options.update(routes=proxy.routes, record_route=proxy.record_route, secret=secret)
-    return options
-
-
 def _open_static(settings: Settings, opener: Any) -> list[Listener]:
     opened: list[Listener] = []
     for sdef in settings.core.listen:

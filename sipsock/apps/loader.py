@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import socket
 from collections.abc import Mapping
 from typing import Any
 
 from sipsock.apps.interface import ApplicationError, ISipApplication
+from sipsock.config import Settings
 
 
 def load_application(dotted: str, options: Mapping[str, Any] | None = None) -> ISipApplication:
@@ -55,3 +58,36 @@ def load_application(dotted: str, options: Mapping[str, Any] | None = None) -> I
             "(declare it with @implementer(ISipApplication))",
         )
     return app
+
+
+PROXY_APPLICATIONS = frozenset(
+    f"{module}{sep}StatelessProxy"
+    for module in ("sipsock.apps", "sipsock.apps.proxy")
+    for sep in (":", ".")
+)
+
+
+def application_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of the SIP application: ``[application]``, and for
+    the proxy (or any application when ``[proxy]`` is present) ``routes``,
+    ``record_route`` and ``secret`` from ``[proxy]``.
+
+    The secret defaults to a hash of the host name and the state directory:
+    the same in every process of one installation, different between two.
+    """
+    options = dict(settings.application)
+    proxy = settings.proxy
+    if not (proxy.configured or settings.core.application in PROXY_APPLICATIONS):
+        return options
+    clash = sorted(set(options) & {"routes", "record_route", "secret"})
+    if clash:
+        raise ApplicationError(
+            f"[application] {clash[0]}",
+            "set it in [proxy] (routes as [[proxy.route]] tables)",
+        )
+    secret = proxy.secret
+    if secret is None:
+        seed = f"{socket.gethostname()}|{settings.core.state_dir.resolve()}"
+        secret = hashlib.sha256(seed.encode()).hexdigest()[:32]
+    options.update(routes=proxy.routes, record_route=proxy.record_route, secret=secret)
+    return options

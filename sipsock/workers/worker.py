@@ -36,6 +36,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from sipsock.apps import ApplicationError, Dispatcher, load_application
+from sipsock.apps.loader import application_options
 from sipsock.config import ConfigError, default_settings, load_config
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import ListenError, MessageSink
@@ -363,12 +364,12 @@ def build_dispatcher(config_path: str | None) -> Dispatcher:
         raise WorkerError(str(exc)) from None
     # The same options as the control process's application ([application],
     # and [proxy] for the proxy), from the same function.
-    from sipsock.tap import StartupError, application_options
-
     try:
-        app = load_application(settings.core.application, application_options(settings))
-    except StartupError as exc:
-        raise WorkerError(str(exc)) from None
+        options = application_options(settings)
+    except ApplicationError as exc:
+        raise WorkerError(f"{settings.source}: {exc}") from None
+    try:
+        app = load_application(settings.core.application, options)
     except ApplicationError as exc:
         raise WorkerError(f"{settings.source}: [core] application: {exc}") from None
     return Dispatcher(app, max_message_size=settings.core.max_message_size)

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from sipsock.apps import StatelessProxy, load_application
+from sipsock.apps import ApplicationError, StatelessProxy, load_application
+from sipsock.apps.loader import PROXY_APPLICATIONS, application_options
 from sipsock.config import ConfigError, load_config, parse_config
 from sipsock.proxyrules import Destination
-from sipsock.tap import PROXY_APPLICATIONS, StartupError, application_options
 
 ROUTES = [
     {"in_tag": "a", "destination": "sip:127.0.0.1:5080;transport=tcp", "out_tag": "b"},
@@ -110,7 +110,7 @@ def test_other_applications_get_application_only() -> None:
 
 def test_routes_in_application_are_refused_for_the_proxy() -> None:
     settings = parse_config(config({}, application={"routes": []}))
-    with pytest.raises(StartupError, match=r"\[application\] routes: set it in \[proxy\]"):
+    with pytest.raises(ApplicationError, match=r"\[application\] routes: set it in \[proxy\]"):
         application_options(settings)
 
 
