@@ -478,6 +478,45 @@ def machine_note() -> str:
 # --- output ------------------------------------------------------------------------
 
 
+#: A SIPp run held its rate when every call succeeded at this share of the rate asked.
+HELD_SHARE = 0.95
+
+
+class RateFigures:
+    """The rate rules of one SIPp run, shared by the rate benchmarks.
+
+    The dataclass that mixes this in provides the fields: ``calls`` and
+    ``rate`` asked, ``successful`` and ``failed`` calls, ``elapsed`` seconds and
+    ``daemon_cpu`` seconds.
+    """
+
+    calls: int
+    rate: float
+    successful: int
+    failed: int
+    elapsed: float
+    daemon_cpu: float
+
+    @property
+    def achieved(self) -> float:
+        """Successful calls per second."""
+        return self.successful / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def held(self) -> bool:
+        """Every call answered, none failed, near the rate asked."""
+        return (
+            self.failed == 0
+            and self.successful == self.calls
+            and self.achieved >= HELD_SHARE * self.rate
+        )
+
+    @property
+    def cpu_us(self) -> float | None:
+        """Daemon CPU microseconds per successful call."""
+        return self.daemon_cpu / self.successful * 1e6 if self.successful else None
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

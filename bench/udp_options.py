@@ -32,6 +32,7 @@ from typing import Any
 from common import (
     BenchDaemon,
     BenchError,
+    RateFigures,
     children_cpu_seconds,
     free_udp_ports,
     machine_note,
@@ -43,12 +44,11 @@ from common import (
 from tests.sipp import start_sipp
 
 TARGET_CPU_US = 20.0
-HELD_SHARE = 0.95
 COUNTERS_DELAY = 1.5
 
 
 @dataclass
-class Step:
+class Step(RateFigures):
     """One SIPp run at one rate, and what it cost the daemon."""
 
     rate: int
@@ -63,22 +63,6 @@ class Step:
     sent: int
     daemon_drops: int
     sipp_drops: int
-
-    @property
-    def achieved(self) -> float:
-        return self.successful / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def held(self) -> bool:
-        return (
-            self.failed == 0
-            and self.successful == self.calls
-            and self.achieved >= HELD_SHARE * self.rate
-        )
-
-    @property
-    def cpu_us(self) -> float | None:
-        return self.daemon_cpu / self.successful * 1e6 if self.successful else None
 
     def row(self) -> list[object]:
         sipp_us = self.sipp_cpu / self.calls * 1e6 if self.calls else 0.0

@@ -45,6 +45,7 @@ from pathlib import Path
 from common import (
     BenchDaemon,
     BenchError,
+    RateFigures,
     children_cpu_seconds,
     free_udp_ports,
     machine_note,
@@ -55,7 +56,6 @@ from common import (
 from sipsock.workers.worker import NO_EXCLUSIVE_ENV
 from tests.sipp import SippRun, start_sipp
 
-HELD_SHARE = 0.95
 #: A worker "took a share" of a run when it handled at least this part of it.
 SHARE = 0.05
 #: Seconds to wait after a run for the workers' counters to be polled (every 1 s).
@@ -64,7 +64,7 @@ MODES = {"shared": "shared", "reuseport": "reuseport", "plain": "shared"}
 
 
 @dataclass
-class Run:
+class Run(RateFigures):
     """SIPp runs at one total rate (one per peer), and what they cost the daemon."""
 
     rate: int
@@ -77,22 +77,6 @@ class Run:
     daemon_cpu: float = 0.0
     sipp_cpu: float = 0.0
     handled: list[int] = field(default_factory=list)
-
-    @property
-    def achieved(self) -> float:
-        return self.successful / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def held(self) -> bool:
-        return (
-            self.failed == 0
-            and self.successful == self.calls
-            and self.achieved >= HELD_SHARE * self.rate
-        )
-
-    @property
-    def cpu_us(self) -> float | None:
-        return self.daemon_cpu / self.successful * 1e6 if self.successful else None
 
     @property
     def busy_workers(self) -> int:
