@@ -19,9 +19,10 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.web.client import Agent, readBody
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -116,6 +117,29 @@ def _clean_dir(tmp_path: Path) -> Path:
 # -- HTTP -------------------------------------------------------------------
 
 
+class _BodyCollector(Protocol):
+    """Collects a response body (twisted.web.client.readBody warns here)."""
+
+    def __init__(self, done: Deferred[bytes]) -> None:
+        self.done = done
+        self.chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone):  # type: ignore[no-untyped-call]
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
+
+
+def _read_body(response: IResponse) -> Deferred[bytes]:
+    done: Deferred[bytes] = Deferred()
+    response.deliverBody(_BodyCollector(done))  # type: ignore[no-untyped-call]
+    return done
+
+
 async def _http(
     method: bytes, url: str, body: bytes | None = None
 ) -> tuple[int, dict[str, list[str]], bytes]:
@@ -130,7 +154,7 @@ async def _http(
     )
     request.addTimeout(TIMEOUT, reactor)
     response = await request
-    content = await readBody(response)
+    content = await _read_body(response)
     headers = {
         k.decode().lower(): [v.decode() for v in vs]
         for k, vs in response.headers.getAllRawHeaders()
