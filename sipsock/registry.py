@@ -4,7 +4,9 @@ A reload follows DESIGN "Reload, step by step": fetch the rows (a database
 error fails the reload and leaves every socket as it was), screen them, resolve
 host names, diff against the running set, close what is gone, update in place
 what kept its endpoint, open what is new in FIFO slots, and report. Reloads are
-serialized; one that arrives during another waits for it.
+serialized; one that arrives during another waits for it. A reload that reads
+the very rows of the previous one, when that one left nothing to retry (no
+failed socket, no host name to resolve again), reports everything kept at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
-from sipsock.db import SocketStore, StoreError
+from sipsock.db import SocketRow, SocketStore, StoreError
 from sipsock.reloadplan import (
     Failure,
     Rejection,
@@ -38,6 +40,8 @@ ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
 HostResolver = Callable[[str], "Deferred[list[str]]"]
 
 RESOLVE_TIMEOUT = 5.0
+#: Up to this many sockets opened (removed, updated) by a reload get a log line each.
+LOG_EACH = 10
 T = TypeVar("T")
 
 
@@ -65,6 +69,15 @@ class SocketEntry:
                 entry["fd"] = self.listener.fileno()
                 entry["counters"] = vars(self.listener.counters).copy()
         return entry
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """The rows of the last reload that left nothing to retry, and what it kept/rejected."""
+
+    rows: list[SocketRow]
+    kept: list[str]
+    rejected: list[Rejection]
 
 
 def make_thread_resolver(reactor: Any, timeout: float = RESOLVE_TIMEOUT) -> HostResolver:
@@ -119,6 +132,7 @@ class SocketRegistry(Service):
         self._resolve = resolver or make_thread_resolver(reactor)
         self._entries: dict[SocketDef, SocketEntry] = {}
         self._rows = RowScreen()
+        self._settled: _Settled | None = None
         self._lock = DeferredLock()
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
@@ -140,26 +154,38 @@ class SocketRegistry(Service):
         self._retry_call = None
         return self._lock.run(lambda: Deferred.fromCoroutine(self._close_all()))
 
-    def _initial_load(self, delay: float) -> None:
+    def _initial_load(self, delay: float, attempt: int = 1) -> None:
+        def loaded(report: ReloadReport) -> None:
+            if attempt > 1:
+                self.log.info(
+                    "dynamic sockets loaded at attempt {attempt}, after {failures} failed "
+                    "load(s): {summary}",
+                    attempt=attempt,
+                    failures=attempt - 1,
+                    summary=report.summary(),
+                )
+
         def failed(failure: TwistedFailure) -> None:
             if not self.running:
                 return
             self.log.error(
-                "loading the dynamic sockets failed: {reason}; static sockets serve, "
-                "retrying in {delay:g} s",
+                "loading the dynamic sockets failed (attempt {attempt}): {reason}; "
+                "static sockets serve, retrying in {delay:g} s",
+                attempt=attempt,
                 reason=failure.getErrorMessage(),
                 delay=delay,
             )
             self._retry_call = self._reactor.callLater(
-                delay, self._initial_load, min(delay * 2, self._max_retry_delay)
+                delay, self._initial_load, min(delay * 2, self._max_retry_delay), attempt + 1
             )
 
-        self.reload().addErrback(failed)
+        self.reload().addCallbacks(loaded, failed)
 
     async def _close_all(self) -> None:
         listeners = [e.listener for e in self._entries.values() if e.listener is not None]
         listeners += self._static
         self._entries.clear()
+        self._settled = None
         self._static = []
         await self._stop_listeners(listeners)
 
@@ -172,31 +198,63 @@ class SocketRegistry(Service):
     async def _reload(self) -> ReloadReport:
         started = self._reactor.seconds()
         try:
-            await self._store.check_version()
-            rows = await self._store.fetch()
+            rows = await self._fetch()
         except StoreError as error:
             self.failed_reloads += 1
             self.log.error(
                 "sockets reload failed, running sockets unchanged: {reason}", reason=str(error)
             )
             raise
+        settled, self._settled = self._settled, None
+        if settled is not None and rows == settled.rows:
+            # The very rows of a reload that left nothing to retry: nothing to do.
+            self._settled = settled
+            report = ReloadReport(kept=list(settled.kept), rejected=list(settled.rejected))
+            return self._finish(report, started)
         report = ReloadReport()
         defs, rejected = self._rows.screen(rows)
-        defs, unresolved = await self._resolve_hosts(defs)
+        names = _host_names(defs)
+        defs, unresolved = await self._resolve_hosts(defs, names)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts
         plan = plan_reload({s: e.is_open for s, e in self._entries.items()}, wanted)
 
         await self._remove(plan.remove, report)
-        for old, new in plan.update:
-            self._update(old, new, report)
+        not_updated = await self._update_all(plan.update, report)
         await self._open_all(plan.retry, plan.add, report)
         report.kept = [s.socket_text for s in plan.keep]
 
-        # Keep the entries in table order, keyed by the newest definitions.
-        self._entries = {s: self._entries[s] for s in wanted if s in self._entries}
+        # Keep the entries in table order, keyed by the newest definitions (a
+        # socket whose update failed keeps its old one, so the next reload retries).
+        entries: dict[SocketDef, SocketEntry] = {}
+        for sdef in wanted:
+            key = not_updated.get(sdef, sdef)
+            if key in self._entries:
+                entries[key] = self._entries[key]
+        self._entries = entries
         for sdef, entry in self._entries.items():
             entry.sdef = sdef
+        if not names and not report.failed and all(e.is_open for e in self._entries.values()):
+            # Host names may resolve otherwise next time, and failures are retried.
+            self._settled = _Settled(
+                rows,
+                [entry.sdef.socket_text for entry in self._entries.values()],
+                list(report.rejected),
+            )
+        return self._finish(report, started)
+
+    async def _fetch(self) -> list[SocketRow]:
+        """The rows of the table, once its version row checked out (both asked at once)."""
+        checking = self._store.check_version()
+        fetching = self._store.fetch()
+        try:
+            await checking
+        except BaseException:
+            fetching.addErrback(lambda _: None)
+            raise
+        return await fetching
+
+    def _finish(self, report: ReloadReport, started: float) -> ReloadReport:
         for rejection in report.rejected:
             self.log.warn("{reason}", reason=rejection.reason, socket=rejection.socket)
         report.seconds = self._reactor.seconds() - started
@@ -210,9 +268,9 @@ class SocketRegistry(Service):
         return report
 
     async def _resolve_hosts(
-        self, defs: list[SocketDef]
+        self, defs: list[SocketDef], names: list[str]
     ) -> tuple[list[SocketDef], list[Rejection]]:
-        names = sorted({s.host for s in defs if not _is_ip(s.host)})
+        """Resolve the host ``names`` of ``defs``; a socket on a name that fails is rejected."""
         if not names:
             return defs, []
         results = await settle([self._resolve(name) for name in names])
@@ -250,42 +308,75 @@ class SocketRegistry(Service):
                 kept.append(sdef)
         return kept, rejections
 
+    def _log_sockets(self, what: str, entries: Sequence[SocketEntry]) -> None:
+        """``socket S slot N <what>`` for each of a few sockets; one line for many.
+
+        A line per socket cost more than the rest of a reload of hundreds.
+        """
+        if len(entries) <= LOG_EACH:
+            for entry in entries:
+                self.log.info(
+                    "socket {socket} slot {slot} " + what,
+                    socket=entry.sdef.socket_text,
+                    slot=entry.slot,
+                )
+            return
+        self.log.info(
+            "{count} sockets " + what + ": {listing}",
+            count=len(entries),
+            listing=", ".join(f"{e.sdef.socket_text} slot {e.slot}" for e in entries),
+            sockets=[e.sdef.socket_text for e in entries],
+        )
+
     async def _remove(self, defs: Sequence[SocketDef], report: ReloadReport) -> None:
         listeners: list[Listener] = []
+        removed: list[SocketEntry] = []
         for sdef in defs:
             entry = self._entries.pop(sdef)
             self._slots.release(entry.slot)
             if entry.listener is not None:
                 listeners.append(entry.listener)
             report.removed.append(sdef.socket_text)
-            self.log.info(
-                "socket {socket} slot {slot} removed", socket=sdef.socket_text, slot=entry.slot
-            )
+            removed.append(entry)
+        self._log_sockets("removed", removed)
         await self._stop_listeners(listeners)
 
-    def _update(self, old: SocketDef, new: SocketDef, report: ReloadReport) -> None:
-        entry = self._entries.pop(old)
-        assert entry.listener is not None  # plan_reload updates open sockets only
-        try:
-            entry.listener.update(new)
-        except (OSError, ListenError) as error:
-            entry.error = f"update failed: {error}"
-            report.failed.append(Failure(new.socket_text, entry.error))
-            self.log.error(
-                "socket {socket} slot {slot} kept its old settings: {reason}",
-                socket=new.socket_text,
-                slot=entry.slot,
-                reason=entry.error,
-            )
-            self._entries[old] = entry
-            return
-        entry.sdef = new
-        entry.error = None
-        self._entries[new] = entry
-        report.updated.append(new.socket_text)
-        self.log.info(
-            "socket {socket} slot {slot} updated in place", socket=new.socket_text, slot=entry.slot
-        )
+    async def _update_all(
+        self, pairs: Sequence[tuple[SocketDef, SocketDef]], report: ReloadReport
+    ) -> dict[SocketDef, SocketDef]:
+        """Update sockets in place, all at once; fires when every process applied them.
+
+        Returns the new definitions that could not be applied, each with the
+        old definition its socket keeps.
+        """
+        not_updated: dict[SocketDef, SocketDef] = {}
+        entries = [self._entries.pop(old) for old, _ in pairs]
+        waits: list[Deferred[None]] = []
+        for entry, (_, new) in zip(entries, pairs, strict=True):
+            assert entry.listener is not None  # plan_reload updates open sockets only
+            waits.append(_start_update(entry.listener, new))
+        results = await settle(waits)
+        updated: list[SocketEntry] = []
+        for entry, (old, new), result in zip(entries, pairs, results, strict=True):
+            if isinstance(result, TwistedFailure):
+                entry.error = f"update failed: {_open_reason(result)}"
+                report.failed.append(Failure(new.socket_text, entry.error))
+                self.log.error(
+                    "socket {socket} slot {slot} kept its old settings: {reason}",
+                    socket=new.socket_text,
+                    slot=entry.slot,
+                    reason=entry.error,
+                )
+                self._entries[old] = entry
+                not_updated[new] = old
+                continue
+            entry.sdef = new
+            entry.error = None
+            self._entries[new] = entry
+            report.updated.append(new.socket_text)
+            updated.append(entry)
+        self._log_sockets("updated in place", updated)
+        return not_updated
 
     async def _open_all(
         self, retry: Sequence[SocketDef], add: Sequence[SocketDef], report: ReloadReport
@@ -305,16 +396,13 @@ class SocketRegistry(Service):
             self._entries[sdef] = entry
             entries.append(entry)
         results: list[Listener | TwistedFailure] = await settle([self._open(e) for e in entries])
+        opened: list[SocketEntry] = []
         for entry, value in zip(entries, results, strict=True):
             if not isinstance(value, TwistedFailure):
                 entry.listener = value
                 entry.error = None
                 report.added.append(entry.sdef.socket_text)
-                self.log.info(
-                    "socket {socket} slot {slot} open",
-                    socket=entry.sdef.socket_text,
-                    slot=entry.slot,
-                )
+                opened.append(entry)
             else:
                 entry.listener = None
                 entry.error = _open_reason(value)
@@ -325,6 +413,7 @@ class SocketRegistry(Service):
                     slot=entry.slot,
                     reason=entry.error,
                 )
+        self._log_sockets("open", opened)
 
     def _open(self, entry: SocketEntry) -> Deferred[Listener]:
         try:
@@ -385,6 +474,20 @@ async def settle(waits: Sequence[Deferred[T]]) -> list[T | TwistedFailure]:
         except Exception:
             results.append(TwistedFailure())  # type: ignore[no-untyped-call]
     return results
+
+
+def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
+    """``listener.update(sdef)`` as a Deferred (fails with what it raised)."""
+    try:
+        applying = listener.update(sdef)
+    except Exception:
+        return defer.fail()
+    return applying if applying is not None else defer.succeed(None)
+
+
+def _host_names(defs: Sequence[SocketDef]) -> list[str]:
+    """The host names (not addresses) of ``defs``, sorted; each host is looked at once."""
+    return sorted(host for host in {sdef.host for sdef in defs} if not _is_ip(host))
 
 
 def _is_ip(host: str) -> bool:

@@ -165,6 +165,10 @@ def _bind_key(sdef: SocketDef) -> tuple[str, str, int]:
     return ("udp" if sdef.proto == "udp" else "tcp", sdef.host, sdef.port)
 
 
+def _where(sdef: SocketDef) -> str:
+    return f"row {sdef.row_id}: " if sdef.row_id is not None else ""
+
+
 def screen_conflicts(
     defs: Sequence[SocketDef], static: Sequence[SocketDef]
 ) -> tuple[list[SocketDef], list[Rejection]]:
@@ -180,7 +184,6 @@ def screen_conflicts(
     kept: list[SocketDef] = []
     rejections: list[Rejection] = []
     for sdef in defs:
-        where = f"row {sdef.row_id}: " if sdef.row_id is not None else ""
         if sdef in seen:
             continue
         key = _bind_key(sdef)
@@ -189,7 +192,7 @@ def screen_conflicts(
                 Rejection(
                     sdef.row_id,
                     sdef.text,
-                    f"{where}socket {sdef.socket_text} is on the address of the static "
+                    f"{_where(sdef)}socket {sdef.socket_text} is on the address of the static "
                     f"socket {static_keys[key].socket_text}",
                 )
             )
@@ -200,7 +203,7 @@ def screen_conflicts(
                 Rejection(
                     sdef.row_id,
                     sdef.text,
-                    f"{where}socket {sdef.socket_text} uses the same address as row "
+                    f"{_where(sdef)}socket {sdef.socket_text} uses the same address as row "
                     f"{other.row_id} ({other.text}); set both apart or merge them",
                 )
             )

@@ -44,10 +44,14 @@ class PooledStore:
     ) -> None:
         self._reactor = reactor
         self._table = settings.tables.table
+        self._database = settings.db_url.display()
         self._timeout = settings.db_timeout
         self._statements = statements
         self._pool = pool
         self._closed = False
+        self._last_raw: list[tuple[object, ...]] = []
+        self._last_rows: list[SocketRow] = []
+        self._known: dict[tuple[object, ...], SocketRow] = {}
 
     def check_version(self) -> Deferred[None]:
         """Fail with `StoreError` unless the ``version`` row of the table is 1."""
@@ -65,13 +69,32 @@ class PooledStore:
         return d.addCallback(check)
 
     def fetch(self) -> Deferred[list[SocketRow]]:
-        """Every row of the sockets table, in id order, values raw."""
+        """Every row of the sockets table, in id order, values raw.
+
+        When the table holds what the last fetch returned, the same `SocketRow`
+        objects come back (one comparison per row, nothing rebuilt).
+        """
         d: Deferred[Sequence[tuple[object, ...]]] = self._call(
             f"reading table {self._table}",
             lambda: self._pool.runQuery(self._statements.select_rows, self._statements.row_params),
-            lambda: missing_table_error(self._table),
+            lambda: missing_table_error(self._table, self._database),
         )
-        return d.addCallback(lambda rows: [row_from_tuple(row) for row in rows])
+        return d.addCallback(self._rows_of)
+
+    def _rows_of(self, raw: Sequence[tuple[object, ...]]) -> list[SocketRow]:
+        """The rows of a result; a row fetched unchanged before is the same object."""
+        values = [tuple(row) for row in raw]
+        if values == self._last_raw:
+            return list(self._last_rows)
+        try:
+            known = self._known
+            rows = [known.get(value) or row_from_tuple(value) for value in values]
+            self._known = dict(zip(values, rows, strict=True))
+        except TypeError:  # an unhashable value from the driver: build every row
+            rows = [row_from_tuple(value) for value in values]
+            self._known = {}
+        self._last_raw, self._last_rows = values, rows
+        return list(rows)
 
     def close(self) -> Deferred[None]:
         """Close the pool (it waits for a call still running)."""
@@ -90,7 +113,7 @@ class PooledStore:
             return fail(StoreError(f"{what}: the store is closed"))
         operation = run()
         operation.addErrback(self._translate, what, missing)
-        return within(operation, self._timeout, self._reactor, what)
+        return within(operation, self._timeout, self._reactor, what, self._database)
 
     def _translate(self, failure: Failure, what: str, missing: Callable[[], StoreError]) -> None:
         """Raise the `StoreError` for a driver error (or re-raise anything else)."""

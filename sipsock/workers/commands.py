@@ -5,7 +5,11 @@ Control process to worker: `AdoptSocket` (a bound UDP descriptor, passed with
 ``amp.Descriptor``), `UpdateSocket`, `ReleaseSocket`, `SendDatagram` (the
 control process sends UDP through a worker when it holds no descriptor),
 `Announce` / `Withdraw` (the daemon's other sockets, so the worker's
-application can choose them by tag or slot), `Stats` and `Shutdown`.
+application can choose them by tag or slot), `Stats` and `Shutdown`. The
+plural commands (`AdoptSockets`, `UpdateSockets`, `ReleaseSockets`,
+`AnnounceMany`, `WithdrawMany`) carry many sockets in one round trip (a
+reload's worth, cut into slices by `batches`), as JSON in `LargeBytes` so
+that no AMP value limit applies; a socket of a batch fails alone.
 
 Worker to control process: `SendStream`, for a message the worker's
 application sends through a socket the worker does not hold (TCP, TLS, WS,
@@ -22,12 +26,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from twisted.protocols import amp
 
 from sipsock.sockdef import FLAG_NAMES, SocketDef
 from sipsock.transport.base import SocketCounters
+
+T = TypeVar("T")
 
 #: Largest value AMP carries under one key.
 AMP_VALUE_LIMIT: Final = 0xFFFF
@@ -81,6 +87,27 @@ def split_chunks(data: bytes, size: int = AMP_VALUE_LIMIT) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
+class Descriptors(amp.Argument):
+    """A list of file descriptors, each passed like `amp.Descriptor` (one ordinal each).
+
+    The value is the ordinals joined by commas; the receiver claims every
+    descriptor, so none leaks even when the command then fails.
+    """
+
+    def toStringProto(self, inObject: Sequence[int], proto: Any) -> bytes:
+        ordinals = [proto._sendFileDescriptor(fd) for fd in inObject]
+        return ",".join(str(ordinal) for ordinal in ordinals).encode("ascii")
+
+    def fromStringProto(self, inString: bytes, proto: Any) -> list[int]:
+        if not inString:
+            return []
+        try:
+            ordinals = [int(part) for part in inString.split(b",")]
+        except ValueError:
+            raise WorkerError(f"bad descriptor list {inString[:40]!r}") from None
+        return [proto._getDescriptor(ordinal) for ordinal in ordinals]
+
+
 # --- control process -> worker -------------------------------------------------------
 
 
@@ -102,6 +129,19 @@ class AdoptSocket(amp.Command):
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
+class AdoptSockets(amp.Command):
+    """`AdoptSocket` for many sockets at once: one round trip for a reload's worth.
+
+    ``sockets`` is `encode_adoptions` text, ``fds`` the descriptors in the
+    same order. Each socket is adopted on its own; ``failed`` (`encode_failures`)
+    lists the keys the worker refused, with the reason; the others are served.
+    """
+
+    arguments = [(b"sockets", LargeBytes()), (b"fds", Descriptors())]
+    response = [(b"failed", LargeBytes())]
+    errors = {WorkerError: b"WORKER_ERROR"}
+
+
 class UpdateSocket(amp.Command):
     """New tag / advertised / tos / frag for the socket ``key`` (same endpoint)."""
 
@@ -110,10 +150,26 @@ class UpdateSocket(amp.Command):
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
+class UpdateSockets(amp.Command):
+    """`UpdateSocket` for many sockets (`encode_updates`); ``failed`` lists refused keys."""
+
+    arguments = [(b"sockets", LargeBytes())]
+    response = [(b"failed", LargeBytes())]
+    errors = {WorkerError: b"WORKER_ERROR"}
+
+
 class ReleaseSocket(amp.Command):
     """Stop reading the socket ``key`` and close the worker's descriptor (idempotent)."""
 
     arguments = [(b"key", amp.Integer())]
+    response = []
+    errors = {WorkerError: b"WORKER_ERROR"}
+
+
+class ReleaseSockets(amp.Command):
+    """`ReleaseSocket` for many keys at once; answered when every one is closed."""
+
+    arguments = [(b"keys", amp.ListOf(amp.Integer()))]
     response = []
     errors = {WorkerError: b"WORKER_ERROR"}
 
@@ -148,6 +204,22 @@ class Withdraw(amp.Command):
     """The socket named ``socket`` is gone (idempotent)."""
 
     arguments = [(b"socket", amp.Unicode())]
+    response = []
+    errors = {WorkerError: b"WORKER_ERROR"}
+
+
+class AnnounceMany(amp.Command):
+    """`Announce` for many sockets at once (`encode_entries` text)."""
+
+    arguments = [(b"entries", LargeBytes())]
+    response = []
+    errors = {WorkerError: b"WORKER_ERROR"}
+
+
+class WithdrawMany(amp.Command):
+    """`Withdraw` for many sockets at once (idempotent)."""
+
+    arguments = [(b"sockets", amp.ListOf(amp.Unicode()))]
     response = []
     errors = {WorkerError: b"WORKER_ERROR"}
 
@@ -196,26 +268,154 @@ class SendStream(amp.Command):
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
+# --- batches ---------------------------------------------------------------------------
+
+#: Sockets in one batch command: the worker answers each batch as soon as it
+#: is done, so a large reload is served in slices rather than all at the end.
+BATCH_ITEMS: Final = 128
+
+
+def batches(items: Sequence[T], most: int = BATCH_ITEMS) -> list[list[T]]:
+    """``items`` cut in order into lists of at most ``most`` (none for no items)."""
+    if most < 1:
+        raise ValueError(f"a batch holds at least one item, not {most}")
+    return [list(items[i : i + most]) for i in range(0, len(items), most)]
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """One socket of an `AdoptSockets` batch (its descriptor travels beside it)."""
+
+    key: int
+    slot: int | None
+    shared: bool
+    sdef: SocketDef
+
+
+def encode_adoptions(adoptions: Sequence[Adoption]) -> bytes:
+    """The ``sockets`` of `AdoptSockets`: ``[[key, slot, shared, definition], ...]``."""
+    rows = [[a.key, a.slot, a.shared, definition_fields(a.sdef)] for a in adoptions]
+    return json.dumps(rows, separators=(",", ":")).encode("utf-8")
+
+
+def decode_adoptions(data: bytes) -> list[tuple[int, Adoption | WorkerError]]:
+    """Each socket of an `AdoptSockets` batch by key: its adoption, or what is wrong with it.
+
+    A garbled batch (not a JSON list, an item without its key) raises
+    `WorkerError`; a bad definition is an error in its item's place (its
+    descriptor must still be closed).
+    """
+    results: list[tuple[int, Adoption | WorkerError]] = []
+    for item in _decode_list(data, "AdoptSockets"):
+        if (
+            not isinstance(item, list)
+            or len(item) != 4
+            or not _is_int(item[0])
+            or not (item[1] is None or _is_int(item[1]))
+            or not isinstance(item[2], bool)
+        ):
+            raise WorkerError(f"AdoptSockets: bad item {str(item)[:80]}")
+        try:
+            sdef = definition_from_fields(item[3])
+        except WorkerError as error:
+            results.append((item[0], error))
+            continue
+        results.append((item[0], Adoption(item[0], item[1], item[2], sdef)))
+    return results
+
+
+def encode_updates(updates: Sequence[tuple[int, SocketDef]]) -> bytes:
+    """The ``sockets`` of `UpdateSockets`: ``[[key, definition], ...]``."""
+    rows = [[key, definition_fields(sdef)] for key, sdef in updates]
+    return json.dumps(rows, separators=(",", ":")).encode("utf-8")
+
+
+def decode_updates(data: bytes) -> list[tuple[int, SocketDef | WorkerError]]:
+    """Each (key, definition or error) of an `UpdateSockets` batch; `WorkerError` if garbled."""
+    results: list[tuple[int, SocketDef | WorkerError]] = []
+    for item in _decode_list(data, "UpdateSockets"):
+        if not isinstance(item, list) or len(item) != 2 or not _is_int(item[0]):
+            raise WorkerError(f"UpdateSockets: bad item {str(item)[:80]}")
+        try:
+            results.append((item[0], definition_from_fields(item[1])))
+        except WorkerError as error:
+            results.append((item[0], error))
+    return results
+
+
+def encode_entries(entries: Sequence[tuple[str, int | None, bool, SocketDef]]) -> bytes:
+    """The ``entries`` of `AnnounceMany`: ``[[socket, slot, static, definition], ...]``."""
+    rows = [[name, slot, static, definition_fields(sdef)] for name, slot, static, sdef in entries]
+    return json.dumps(rows, separators=(",", ":")).encode("utf-8")
+
+
+def decode_entries(data: bytes) -> list[tuple[str, int | None, bool, SocketDef]]:
+    """The sockets of an `AnnounceMany` batch; `WorkerError` names a bad one."""
+    results: list[tuple[str, int | None, bool, SocketDef]] = []
+    for item in _decode_list(data, "AnnounceMany"):
+        if (
+            not isinstance(item, list)
+            or len(item) != 4
+            or not isinstance(item[0], str)
+            or not (item[1] is None or _is_int(item[1]))
+            or not isinstance(item[2], bool)
+        ):
+            raise WorkerError(f"AnnounceMany: bad item {str(item)[:80]}")
+        results.append((item[0], item[1], item[2], definition_from_fields(item[3])))
+    return results
+
+
+def encode_failures(failures: Mapping[int, str]) -> bytes:
+    """The ``failed`` answer of a batch: ``[[key, reason], ...]``."""
+    return json.dumps([[key, reason] for key, reason in failures.items()]).encode("utf-8")
+
+
+def decode_failures(data: bytes) -> dict[int, str]:
+    """The refused keys of a batch answer and why; `WorkerError` when garbled."""
+    failures: dict[int, str] = {}
+    for item in _decode_list(data, "batch answer"):
+        if not isinstance(item, list) or len(item) != 2 or not _is_int(item[0]):
+            raise WorkerError(f"batch answer: bad item {str(item)[:80]}")
+        failures[item[0]] = str(item[1])
+    return failures
+
+
+def _decode_list(data: bytes, what: str) -> list[Any]:
+    try:
+        items = json.loads(data)
+    except ValueError as exc:
+        raise WorkerError(f"{what}: not JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise WorkerError(f"{what}: not a JSON list")
+    return items
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
 # --- wire forms ------------------------------------------------------------------------
 
 
+def definition_fields(sdef: SocketDef) -> dict[str, Any]:
+    """A `SocketDef` as a JSON object (every field, the row's text and id included)."""
+    return {
+        "proto": sdef.proto,
+        "host": sdef.host,
+        "port": sdef.port,
+        "advertised_host": sdef.advertised_host,
+        "advertised_port": sdef.advertised_port,
+        "tag": sdef.tag,
+        "flags": sorted(sdef.flags),
+        "tos": sdef.tos,
+        "text": sdef.text,
+        "row_id": sdef.row_id,
+    }
+
+
 def encode_definition(sdef: SocketDef) -> str:
-    """A `SocketDef` as JSON text (every field, the row's text and id included)."""
-    return json.dumps(
-        {
-            "proto": sdef.proto,
-            "host": sdef.host,
-            "port": sdef.port,
-            "advertised_host": sdef.advertised_host,
-            "advertised_port": sdef.advertised_port,
-            "tag": sdef.tag,
-            "flags": sorted(sdef.flags),
-            "tos": sdef.tos,
-            "text": sdef.text,
-            "row_id": sdef.row_id,
-        },
-        separators=(",", ":"),
-    )
+    """A `SocketDef` as JSON text (`definition_fields`)."""
+    return json.dumps(definition_fields(sdef), separators=(",", ":"))
 
 
 _PROTOS: Final = frozenset({"udp", "tcp", "tls", "ws", "wss"})
@@ -227,6 +427,11 @@ def decode_definition(text: str) -> SocketDef:
         data = json.loads(text)
     except ValueError as exc:
         raise WorkerError(f"socket definition is not JSON: {exc}") from None
+    return definition_from_fields(data)
+
+
+def definition_from_fields(data: object) -> SocketDef:
+    """The `SocketDef` of `definition_fields`; raises `WorkerError` for anything else."""
     if not isinstance(data, dict):
         raise WorkerError("socket definition is not a JSON object")
     reader = _FieldReader(data)
@@ -319,9 +524,10 @@ def _decode_rows(rows: Iterable[Any]) -> Iterator[SocketStats]:
     width = 1 + len(COUNTER_NAMES)
     for row in rows:
         if (
-            not isinstance(row, list)
+            type(row) is not list
             or len(row) != width
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in row)
+            or not all(type(v) is int for v in row)  # bool is not int here
+            or min(row) < 0
         ):
             raise WorkerError(f"Stats answer has a bad row {str(row)[:80]}")
-        yield SocketStats(row[0], SocketCounters(**dict(zip(COUNTER_NAMES, row[1:], strict=True))))
+        yield SocketStats(row[0], SocketCounters(*row[1:]))

@@ -16,7 +16,12 @@ UNIX socketpair speaking AMP, and serves UDP sockets through them:
   worker (`SendDatagram`).
 
 `open` fires once every live worker acknowledged the new socket; `stop`
-once every worker released it and the control copy is closed. A worker that
+once every worker released it and the control copy is closed; a listener's
+`update` once every worker applied the new definition. Changes made in one
+reactor turn (a reload's) travel together: each worker gets one batch command
+per kind (`AdoptSockets`, `UpdateSockets`, `ReleaseSockets`, `AnnounceMany`,
+`WithdrawMany`, in slices of `commands.BATCH_ITEMS`), not a round trip per
+socket, and each socket of a batch succeeds or fails on its own. A worker that
 exits or is killed is logged with its exit status and restarted (with a
 growing delay when it keeps dying), and is given every current socket before
 it counts as ready. `process_rows` describes the workers for the MI ``ps``.
@@ -26,10 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -58,18 +64,23 @@ from sipsock.transport.sockopts import (
 )
 from sipsock.workers.commands import (
     COUNTER_NAMES,
-    AdoptSocket,
-    Announce,
-    ReleaseSocket,
+    Adoption,
+    AdoptSockets,
+    AnnounceMany,
+    ReleaseSockets,
     SendDatagram,
     SendStream,
     Shutdown,
     Stats,
-    UpdateSocket,
-    Withdraw,
+    UpdateSockets,
+    WithdrawMany,
     WorkerError,
+    batches,
+    decode_failures,
     decode_stats_page,
-    encode_definition,
+    encode_adoptions,
+    encode_entries,
+    encode_updates,
 )
 from sipsock.workers.directory import BookEntry, SocketBook
 from sipsock.workers.supervision import Backoff, describe_exit
@@ -96,6 +107,22 @@ class WorkerStats:
     handled: int
     sockets: dict[int, SocketCounters] = field(default_factory=dict)
 
+
+#: Kinds of queued socket changes (see `UdpWorkerPool._enqueue`).
+_ADOPT: Final = "adopt"
+_UPDATE: Final = "update"
+_RELEASE: Final = "release"
+_ANNOUNCE: Final = "announce"
+_WITHDRAW: Final = "withdraw"
+
+#: Up to this many sockets released in one batch get a log line each (else one line).
+LOG_EACH: Final = 10
+
+#: Keys or names in one `ReleaseSockets` / `WithdrawMany` batch (a ListOf value: < 64 KiB).
+RELEASE_BATCH: Final = 2000
+
+#: Sockets in one `AnnounceMany` / `UpdateSockets` batch (no descriptors: larger slices).
+ANNOUNCE_BATCH: Final = 1000
 
 #: Seconds between the last socket change of a burst and the statistics refresh.
 REFRESH_DELAY = 0.2
@@ -133,9 +160,12 @@ class PooledListener:
         self.sock = sock
         self.closing: Closing | None = None
 
-    def update(self, sdef: SocketDef) -> None:
-        """New tag / advertised / tos / frag, applied in place; raises `ListenError`."""
-        self.pool.update_socket(self, sdef)
+    def update(self, sdef: SocketDef) -> Deferred[None]:
+        """New tag / advertised / tos / frag, applied in place; raises `ListenError`.
+
+        Fires once every worker serves the new definition.
+        """
+        return self.pool.update_socket(self, sdef)
 
     def stop(self) -> Deferred[None]:
         """Release the socket in every worker, then close the control copy."""
@@ -188,6 +218,8 @@ class WorkerProcess(ProcessProtocol):
         self.exit_status: str | None = None
         self.ready_timer: IDelayedCall | None = None
         self.kill_timer: IDelayedCall | None = None
+        #: Keys of the sockets sent to this process (so none is sent twice).
+        self.given: set[int] = set()
         self._partial: dict[int, bytes] = {}
 
     @property
@@ -366,6 +398,8 @@ class UdpWorkerPool(Service):
         self._stopping = False
         self._stats_loop: LoopingCall | None = None
         self._refresh_call: IDelayedCall | None = None
+        self._queue: list[tuple[str, Any, Deferred[Any]]] = []
+        self._flush_call: IDelayedCall | None = None
 
     @property
     def shared(self) -> bool:
@@ -396,6 +430,8 @@ class UdpWorkerPool(Service):
 
     async def _stop(self) -> None:
         self._stopping = True
+        if self._queue:
+            self._flush()
         if self._refresh_call is not None and self._refresh_call.active():
             self._refresh_call.cancel()
         if self._stats_loop is not None and self._stats_loop.running:
@@ -477,9 +513,17 @@ class UdpWorkerPool(Service):
         self._sync(process)
 
     def _sync(self, process: WorkerProcess) -> None:
-        """Give a new worker every book entry and every current socket."""
-        waits = [self._announce_to(process, entry) for entry in self.book.entries()]
-        waits += [self._adopt(process, listener) for listener in list(self.sockets.values())]
+        """Give a new worker every book entry and every current socket (in batches)."""
+
+        def adopted(refused: dict[int, str]) -> None:
+            if refused:
+                key, reason = next(iter(refused.items()))
+                raise WorkerError(f"{self._socket_name(key)}: {reason}")
+
+        waits: list[Deferred[Any]] = [
+            self._announce_many(process, self.book.entries()),
+            self._adopt_many(process, list(self.sockets.values())).addCallback(adopted),
+        ]
         # A first answer in any case: ready means running, not merely spawned.
         waits.append(Deferred.fromCoroutine(self._fetch_stats(process, strict=True)))
 
@@ -581,17 +625,32 @@ class UdpWorkerPool(Service):
         """Bind ``sdef`` and have every live worker adopt it (a registry opener).
 
         Fails with `ListenError` when it cannot be bound or a worker refuses it.
+        Sockets opened in the same reactor turn (a reload's) reach each worker
+        in one `AdoptSockets` batch.
         """
         try:
             listener = self.bind(sdef, slot)
         except ListenError:
             return defer.fail()
-        return Deferred.fromCoroutine(self._distribute(listener))
+        return self._adopt_and_announce(listener)
+
+    def _adopt_and_announce(self, listener: PooledListener) -> Deferred[PooledListener]:
+        """Adoption and announcement, sent in the same turn; fires when both are done.
+
+        A socket a worker refuses is released (and so withdrawn again).
+        """
+        adopting: Deferred[PooledListener] = self._enqueue(_ADOPT, listener)
+        announcing = self.book.put(listener, static=listener.static)
+
+        def announced(result: PooledListener | Failure) -> Deferred[PooledListener]:
+            return announcing.addCallback(lambda _: result)
+
+        return adopting.addBoth(announced)
 
     def open_static(self, sdef: SocketDef) -> PooledListener:
         """Bind a static socket now (raises `ListenError`); workers take it as they start."""
         listener = self.bind(sdef, None, static=True)
-        Deferred.fromCoroutine(self._distribute(listener)).addErrback(
+        self._adopt_and_announce(listener).addErrback(
             lambda failure: self.log.error(
                 "static socket {socket}: {reason}",
                 socket=sdef.socket_text,
@@ -619,62 +678,161 @@ class UdpWorkerPool(Service):
         self.sockets[listener.key] = listener
         return listener
 
-    async def _distribute(self, listener: PooledListener) -> PooledListener:
-        processes = self.processes()
-        results = await settle([self._adopt(p, listener) for p in processes])
-        refusals = [
-            (p, r)
-            for p, r in zip(processes, results, strict=True)
-            if isinstance(r, Failure) and isinstance(r.value, WorkerError | ListenError)
-        ]
-        if refusals:
-            process, failure = refusals[0]
-            reason = f"UDP worker {process.label} refused it: {failure.getErrorMessage()}"
-            self.log.error(
-                "socket {socket}: {reason}", socket=listener.sdef.socket_text, reason=reason
-            )
-            await self.release(listener)
-            raise ListenError(listener.sdef, reason)
-        await self.book.put(listener, static=listener.static)
-        self._refresh_soon()
-        return listener
+    # --- batches ------------------------------------------------------------------------
 
-    def _adopt(self, process: WorkerProcess, listener: PooledListener) -> Deferred[None]:
-        """Pass ``listener``'s descriptor (or a new member) to one worker."""
-        member: socket.socket | None = None
-        if listener.sock is not None:
-            fd = listener.sock.fileno()
+    def _enqueue(self, kind: str, item: Any) -> Deferred[Any]:
+        """Queue one socket change for the next batch; fires with its own result.
+
+        Changes queued in one reactor turn are sent together, in order, one
+        batch command per kind and worker. With no live worker there is
+        nothing to batch: the change is carried out at once.
+        """
+        done: Deferred[Any] = Deferred()
+        self._queue.append((kind, item, done))
+        if self._flush_call is not None and self._flush_call.active():
+            return done
+        if self.processes():
+            self._flush_call = self.reactor.callLater(0, self._flush)
         else:
+            self._flush()
+        return done
+
+    def _flush(self) -> None:
+        """Send every queued change: the changes of one kind form one batch.
+
+        Batches go out in the order their kinds first appear, each in queue
+        order. Changes of different kinds queued in one turn concern different
+        sockets (a socket is adopted and announced together; it is withdrawn
+        a turn before it is released), so regrouping them changes nothing.
+        """
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        queue, self._queue = self._queue, []
+        groups: dict[str, list[tuple[Any, Deferred[Any]]]] = {}
+        for kind, item, done in queue:
+            groups.setdefault(kind, []).append((item, done))
+        for kind, queued in groups.items():
+            items = [item for item, _ in queued]
+            waiters = [done for _, done in queued]
+            running = Deferred.fromCoroutine(self._run_batch(kind, items))
+            running.addCallbacks(_fire_each(waiters), _fail_each(waiters))
+
+    async def _run_batch(self, kind: str, items: list[Any]) -> list[Any]:
+        """One result (a value or a `Failure`) per item of a batch of ``kind``."""
+        if kind == _ADOPT:
+            return await self._distribute(items)
+        if kind == _UPDATE:
+            await self._update_all(items)
+        elif kind == _RELEASE:
+            await self._release_all(items)
+        elif kind == _ANNOUNCE:
+            await self._announce_all(items)
+        else:
+            await self._withdraw_all(items)
+        return [None] * len(items)
+
+    async def _distribute(self, listeners: list[PooledListener]) -> list[Any]:
+        """Every live worker adopts ``listeners``; a listener refused by one is released."""
+        processes = self.processes()
+        answers = await settle(
+            [
+                self._adopt_many(process, _rotated(listeners, index, len(processes)))
+                for index, process in enumerate(processes)
+            ]
+        )
+        refused: dict[int, str] = {}
+        for process, answer in zip(processes, answers, strict=True):
+            if isinstance(answer, Failure):
+                # A worker that went away is restarted with every socket: not a refusal.
+                if isinstance(answer.value, WorkerError | ListenError):
+                    for listener in listeners:
+                        refused.setdefault(
+                            listener.key,
+                            f"UDP worker {process.label} refused it: {answer.getErrorMessage()}",
+                        )
+                continue
+            for key, reason in answer.items():
+                refused.setdefault(key, f"UDP worker {process.label} refused it: {reason}")
+        results: list[Any] = []
+        accepted: list[PooledListener] = []
+        for listener in listeners:
+            refusal = refused.get(listener.key)
+            if refusal is None:
+                accepted.append(listener)
+                results.append(listener)
+                continue
+            self.log.error(
+                "socket {socket}: {reason}", socket=listener.sdef.socket_text, reason=refusal
+            )
+            results.append(Failure(ListenError(listener.sdef, refusal)))  # type: ignore[no-untyped-call]
+        await settle([self.release(lst) for lst in listeners if lst.key in refused])
+        self._refresh_soon()
+        return results
+
+    def _adopt_many(
+        self, process: WorkerProcess, listeners: Sequence[PooledListener]
+    ) -> Deferred[dict[int, str]]:
+        """Pass the descriptors (or new members) of ``listeners`` to one worker, batched.
+
+        Fires with the keys the worker (or binding its member) refused, and
+        why. A listener this worker was already given is skipped.
+        """
+        refused: dict[int, str] = {}
+        members: list[socket.socket] = []
+        items: list[tuple[Adoption, int]] = []
+        for listener in listeners:
+            if listener.key in process.given:
+                continue
+            if listener.sock is not None:
+                fd = listener.sock.fileno()
+            else:
+                try:
+                    member = bind_member(listener.sdef)
+                except ListenError as error:
+                    refused[listener.key] = error.reason
+                    continue
+                members.append(member)
+                fd = member.fileno()
+            process.given.add(listener.key)
+            adoption = Adoption(
+                listener.key, listener.slot, listener.sock is not None, listener.sdef
+            )
+            items.append((adoption, fd))
+        sending = [
+            process.call(
+                AdoptSockets,
+                sockets=encode_adoptions([adoption for adoption, _ in batch]),
+                fds=[fd for _, fd in batch],
+            )
+            for batch in batches(items)
+        ]
+
+        async def answered() -> dict[int, str]:
             try:
-                member = bind_member(listener.sdef)
-            except ListenError:
-                return defer.fail()
-            fd = member.fileno()
-        adopting = process.call(
-            AdoptSocket,
-            key=listener.key,
-            slot=listener.slot,
-            fd=fd,
-            definition=encode_definition(listener.sdef),
-            shared=listener.sock is not None,
+                for sent in sending:
+                    answer = await sent
+                    refused.update(decode_failures(answer["failed"]))
+            finally:
+                # The worker has its own copy once it answered (or it is gone).
+                await settle(sending)
+                for member in members:
+                    member.close()
+            return refused
+
+        return Deferred.fromCoroutine(answered())
+
+    def _announce_many(
+        self, process: WorkerProcess, entries: Sequence[BookEntry]
+    ) -> Deferred[None]:
+        """Tell one worker about ``entries`` (batched); fails when a batch fails."""
+        items = [(entry.name, entry.slot, entry.static, entry.sdef) for entry in entries]
+        return _all_or_first_failure(
+            [
+                process.call(AnnounceMany, entries=encode_entries(batch))
+                for batch in batches(items, ANNOUNCE_BATCH)
+            ]
         )
-
-        def done(result: Any) -> Any:
-            if member is not None:
-                member.close()
-            return result
-
-        return adopting.addBoth(done).addCallback(lambda _: None)
-
-    def _announce_to(self, process: WorkerProcess, entry: BookEntry) -> Deferred[None]:
-        calling = process.call(
-            Announce,
-            socket=entry.name,
-            slot=entry.slot,
-            static=entry.static,
-            definition=encode_definition(entry.sdef),
-        )
-        return calling.addCallback(lambda _: None)
 
     def release(self, listener: PooledListener) -> Deferred[None]:
         """Take ``listener`` away from every worker, then close the control copy."""
@@ -686,29 +844,61 @@ class UdpWorkerPool(Service):
     async def _release(self, listener: PooledListener) -> None:
         self.sockets.pop(listener.key, None)
         await self.book.drop(listener)
+        await self._enqueue(_RELEASE, listener)
+        listener.close_copy()
+        self._refresh_soon()
+
+    async def _release_all(self, listeners: list[PooledListener]) -> None:
+        """Every live worker closes ``listeners`` (batched); a worker that cannot is restarted."""
+        keys = [listener.key for listener in listeners]
         processes = self.processes()
-        results = await settle([p.call(ReleaseSocket, key=listener.key) for p in processes])
+        sending = []
+        for process in processes:
+            process.given.difference_update(keys)
+            sending.append(
+                _all_or_first_failure(
+                    [
+                        process.call(ReleaseSockets, keys=batch)
+                        for batch in batches(keys, RELEASE_BATCH)
+                    ]
+                )
+            )
+        results = await settle(sending)
         for process, result in zip(processes, results, strict=True):
             if isinstance(result, Failure) and isinstance(result.value, WorkerError):
                 self.log.error(
-                    "socket {socket}: UDP worker {worker} could not release it ({reason}); "
+                    "sockets {sockets}: UDP worker {worker} could not release them ({reason}); "
                     "restarting the worker so that it lets go",
-                    socket=listener.sdef.socket_text,
+                    sockets=_names(listeners),
                     worker=process.label,
                     reason=result.getErrorMessage(),
                 )
                 process.kill()
-        listener.close_copy()
+        if len(listeners) <= LOG_EACH:
+            for listener in listeners:
+                self.log.info(
+                    "socket {socket} (slot {slot}) released by the {pool} UDP workers",
+                    socket=listener.sdef.socket_text,
+                    slot=listener.slot,
+                    pool=self.name,
+                )
+            return
         self.log.info(
-            "socket {socket} (slot {slot}) released by the {pool} UDP workers",
-            socket=listener.sdef.socket_text,
-            slot=listener.slot,
+            "{count} sockets released by the {pool} UDP workers: {listing}",
+            count=len(listeners),
             pool=self.name,
+            listing=", ".join(f"{lst.sdef.socket_text} slot {lst.slot}" for lst in listeners),
+            sockets=[listener.sdef.socket_text for listener in listeners],
         )
-        self._refresh_soon()
 
-    def update_socket(self, listener: PooledListener, sdef: SocketDef) -> None:
-        """Apply a definition of the same endpoint in place (raises `ListenError`)."""
+    def update_socket(self, listener: PooledListener, sdef: SocketDef) -> Deferred[None]:
+        """Apply a definition of the same endpoint in place (raises `ListenError`).
+
+        The control copy changes now; the returned Deferred fires once every
+        live worker applied the new definition too (updates of one reactor
+        turn travel in one `UpdateSockets` batch). A worker that refuses is
+        restarted, and takes the new definition as it starts.
+        """
         old = listener.sdef
         check_same_endpoint(old, sdef)
         try:
@@ -721,21 +911,38 @@ class UdpWorkerPool(Service):
         except OSError as exc:
             raise ListenError(sdef, describe_os_error(exc)) from exc
         listener.sdef = sdef
-        definition = encode_definition(sdef)
-        for process in self.processes():
-            updating = process.call(UpdateSocket, key=listener.key, definition=definition)
-            updating.addErrback(self._update_failed, process, sdef)
-        self.book.put(listener, static=listener.static)
+        updating: Deferred[None] = self._enqueue(_UPDATE, listener)
+        announcing = self.book.put(listener, static=listener.static)
+        return _all_or_first_failure([updating, announcing])
 
-    def _update_failed(self, failure: Failure, process: WorkerProcess, sdef: SocketDef) -> None:
-        if not isinstance(failure.value, WorkerError):
-            return
+    async def _update_all(self, listeners: list[PooledListener]) -> None:
+        unique = list({listener.key: listener for listener in listeners}.values())
+        items = [(listener.key, listener.sdef) for listener in unique]
+        encoded = [encode_updates(batch) for batch in batches(items, ANNOUNCE_BATCH)]
+        processes = self.processes()
+        sending = [
+            [process.call(UpdateSockets, sockets=batch) for batch in encoded]
+            for process in processes
+        ]
+        by_key = {listener.key: listener for listener in unique}
+        for process, calls in zip(processes, sending, strict=True):
+            for result in await settle(calls):
+                if isinstance(result, Failure):
+                    if isinstance(result.value, WorkerError):
+                        self._update_failed(process, _names(unique), result.getErrorMessage())
+                    continue
+                for key, reason in decode_failures(result["failed"]).items():
+                    listener = by_key.get(key)
+                    name = listener.sdef.socket_text if listener else f"key {key}"
+                    self._update_failed(process, name, reason)
+
+    def _update_failed(self, process: WorkerProcess, name: str, reason: str) -> None:
         self.log.error(
             "socket {socket}: UDP worker {worker} could not update it ({reason}); "
             "restarting the worker",
-            socket=sdef.socket_text,
+            socket=name,
             worker=process.label,
-            reason=failure.getErrorMessage(),
+            reason=reason,
         )
         process.kill()
 
@@ -785,21 +992,37 @@ class UdpWorkerPool(Service):
     # --- SocketBook subscriber ----------------------------------------------------------
 
     def announce(self, entry: BookEntry) -> Deferred[None]:
-        """Tell every worker about a socket of the daemon."""
-        waits = [self._announce_to(p, entry) for p in self.processes()]
-        return Deferred.fromCoroutine(settle(waits)).addCallback(lambda _: None)
+        """Tell every worker about a socket of the daemon (batched with the turn's others)."""
+        announcing: Deferred[None] = self._enqueue(_ANNOUNCE, entry)
+        return announcing
 
     def withdraw(self, name: str) -> Deferred[None]:
-        """Tell every worker a socket of the daemon is gone."""
-        waits = [p.call(Withdraw, socket=name) for p in self.processes()]
-        return Deferred.fromCoroutine(settle(waits)).addCallback(lambda _: None)
+        """Tell every worker a socket of the daemon is gone (batched with the turn's others)."""
+        withdrawing: Deferred[None] = self._enqueue(_WITHDRAW, name)
+        return withdrawing
+
+    async def _announce_all(self, entries: list[BookEntry]) -> None:
+        await settle([self._announce_many(p, entries) for p in self.processes()])
+
+    async def _withdraw_all(self, names: list[str]) -> None:
+        waits = [
+            process.call(WithdrawMany, sockets=batch)
+            for process in self.processes()
+            for batch in batches(names, RELEASE_BATCH)
+        ]
+        await settle(waits)
 
     # --- statistics -------------------------------------------------------------------
 
     def refresh(self) -> Deferred[None]:
         """Ask every ready worker for its statistics; fires when all answered."""
         waits = [self._refresh_one(p) for p in self.processes() if p.state == "ready"]
-        return Deferred.fromCoroutine(settle(waits)).addCallback(lambda _: None)
+
+        def recount(_: object) -> None:
+            if waits:
+                self._recount()
+
+        return Deferred.fromCoroutine(settle(waits)).addCallback(recount)
 
     def _refresh_soon(self) -> None:
         """One refresh after a burst of socket changes, not one per socket.
@@ -812,10 +1035,16 @@ class UdpWorkerPool(Service):
             self._refresh_call = self.reactor.callLater(REFRESH_DELAY, self.refresh)
 
     def _refresh_one(self, process: WorkerProcess) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._fetch_stats(process))
+        return Deferred.fromCoroutine(self._fetch_stats(process, recount=False))
 
-    async def _fetch_stats(self, process: WorkerProcess, *, strict: bool = False) -> None:
-        """Read a worker's statistics (errors ignored unless ``strict``)."""
+    async def _fetch_stats(
+        self, process: WorkerProcess, *, strict: bool = False, recount: bool = True
+    ) -> None:
+        """Read a worker's statistics (errors ignored unless ``strict``).
+
+        The sockets' totals are recounted unless ``recount`` is false (`refresh`
+        recounts once when every worker answered).
+        """
         sockets: dict[int, SocketCounters] = {}
         start = 0
         try:
@@ -833,20 +1062,22 @@ class UdpWorkerPool(Service):
         if process.ended.done:
             return
         process.stats = WorkerStats(answer["pid"], answer["handled"], sockets)
-        self._recount()
+        if recount:
+            self._recount()
 
     def _recount(self) -> None:
+        """Each socket's counters: its own sends, retired workers' and live workers' counts."""
         live = [s.process.stats for s in self.seats if s.process is not None and s.process.stats]
         for key, listener in self.sockets.items():
-            total = SocketCounters()
-            _add(total, listener.own)
-            _add(total, listener.retired)
+            parts = [_values(listener.own), _values(listener.retired)]
             for stats in live:
-                counters = stats.sockets.get(key)
-                if counters is not None:
-                    _add(total, counters)
-            for name in COUNTER_NAMES:
-                setattr(listener.counters, name, getattr(total, name))
+                held = stats.sockets.get(key)
+                if held is not None:
+                    parts.append(_values(held))
+            totals = map(sum, zip(*parts, strict=True))
+            counters = listener.counters
+            for name, value in zip(COUNTER_NAMES, totals, strict=True):
+                setattr(counters, name, value)
 
     def process_rows(self) -> list[dict[str, Any]]:
         """One row per worker for the MI ``ps``: pid, pool, sockets held, messages, restarts."""
@@ -885,6 +1116,60 @@ class UdpWorkerPool(Service):
         return listener.sdef.socket_text if listener is not None else f"released socket {key}"
 
 
+def _rotated(items: Sequence[T], index: int, count: int) -> list[T]:
+    """``items`` starting ``index / count`` of the way in (and wrapping round).
+
+    Worker ``index`` of ``count`` adopts a batch in this order. A shared socket
+    answers as soon as any one worker holds it, so with every worker starting
+    elsewhere the whole batch answers after about 1/count of the work, not all.
+    """
+    if not items or count < 2:
+        return list(items)
+    start = index * len(items) // count
+    return [*items[start:], *items[:start]]
+
+
+def _fire_each(waiters: Sequence[Deferred[Any]]) -> Callable[[list[Any]], None]:
+    """Fire each waiter with its own result (a `Failure` fails it)."""
+
+    def fire(results: list[Any]) -> None:
+        for waiter, result in zip(waiters, results, strict=True):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    return fire
+
+
+def _fail_each(waiters: Sequence[Deferred[Any]]) -> Callable[[Failure], None]:
+    """Fail every waiter with the failure of their whole batch."""
+
+    def fail(failure: Failure) -> None:
+        for waiter in waiters:
+            waiter.errback(failure)
+
+    return fail
+
+
+def _all_or_first_failure(waits: Sequence[Deferred[Any]]) -> Deferred[None]:
+    """Fires with None once all of ``waits`` fired; fails with the first failure, if any."""
+
+    async def gather() -> None:
+        failures = [r for r in await settle(waits) if isinstance(r, Failure)]
+        if failures:
+            failures[0].raiseException()
+
+    return Deferred.fromCoroutine(gather())
+
+
+def _names(listeners: Sequence[PooledListener], most: int = 3) -> str:
+    """``a, b, c and 7 more``: sockets named in one log line."""
+    names = [listener.sdef.socket_text for listener in listeners[:most]]
+    more = len(listeners) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
 def bind_member(sdef: SocketDef) -> socket.socket:
     """A new SO_REUSEPORT member of ``sdef``'s group, bound (raises `ListenError`)."""
     try:
@@ -901,9 +1186,13 @@ def bind_member(sdef: SocketDef) -> socket.socket:
     return sock
 
 
+#: A `SocketCounters`' values in `COUNTER_NAMES` order, in one call.
+_values: Callable[[SocketCounters], tuple[int, ...]] = operator.attrgetter(*COUNTER_NAMES)
+
+
 def _add(total: SocketCounters, more: SocketCounters) -> None:
-    for name in COUNTER_NAMES:
-        setattr(total, name, getattr(total, name) + getattr(more, name))
+    for name, value in zip(COUNTER_NAMES, _values(more), strict=True):
+        setattr(total, name, getattr(total, name) + value)
 
 
 async def settle(waits: Sequence[Deferred[T]]) -> list[T | Failure]:

@@ -25,10 +25,13 @@ class FakeListener:
     updates: list[SocketDef] = field(default_factory=list)
     stopping: Deferred[None] | None = None
     stopped: bool = False
+    #: What `update` returns: None (applied at once) or a Deferred (applied elsewhere).
+    applying: Deferred[None] | None = None
 
-    def update(self, sdef: SocketDef) -> None:
+    def update(self, sdef: SocketDef) -> Deferred[None] | None:
         self.updates.append(sdef)
         self.sdef = sdef
+        return self.applying
 
     def stop(self) -> Deferred[None]:
         self.stopped = True
@@ -48,6 +51,7 @@ class FakeStore:
         self.error: str | None = None
         self.gate: Deferred[None] | None = None
         self.fetches = 0
+        self.version: str | None = None
 
     def add(self, socket: Any, **columns: Any) -> int:
         row_id = len(self.rows) + 1
@@ -55,6 +59,8 @@ class FakeStore:
         return row_id
 
     def check_version(self) -> Deferred[None]:
+        if self.version is not None:
+            return defer.fail(StoreError(self.version))
         return defer.succeed(None)
 
     def fetch(self) -> Deferred[list[SocketRow]]:
@@ -78,6 +84,7 @@ class Harness:
         self.opened: dict[str, FakeListener] = {}
         self.refuse: dict[str, str] = {}
         self.names: dict[str, list[str]] = {}
+        self.opens = 0
         self.registry = SocketRegistry(
             self.store,
             self.open,
@@ -88,6 +95,7 @@ class Harness:
         )
 
     def open(self, sdef: SocketDef, slot: int | None) -> Deferred[Any]:
+        self.opens += 1
         reason = self.refuse.get(sdef.socket_text)
         if reason is not None:
             return defer.fail(ListenError(sdef, reason))
@@ -258,3 +266,93 @@ def test_a_row_on_a_static_address_is_rejected() -> None:
     assert "on the address of the static socket" in report.rejected[0].reason
     assert h.registry.by_tag("x") is None
     assert h.registry.first("udp") is static
+
+
+def test_a_reload_waits_until_every_process_applied_an_update() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070", advertised="192.0.2.1")
+    h.store.add("udp:127.0.0.1:5071", advertised="192.0.2.1")
+    h.reload()
+    first, second = h.opened["udp:127.0.0.1:5070"], h.opened["udp:127.0.0.1:5071"]
+    first.applying, second.applying = Deferred(), Deferred()
+    h.store.rows = [
+        SocketRow(1, "udp:127.0.0.1:5070", advertised="192.0.2.2"),
+        SocketRow(2, "udp:127.0.0.1:5071", advertised="192.0.2.2"),
+    ]
+    fired: list[Any] = []
+    h.registry.reload().addBoth(fired.append)
+    # Both updates were started at once; the reload waits for the slower one.
+    assert [len(first.updates), len(second.updates)] == [1, 1]
+    first.applying.callback(None)
+    assert fired == []
+    second.applying.callback(None)
+    [report] = fired
+    assert report.updated == ["udp:127.0.0.1:5070", "udp:127.0.0.1:5071"]
+
+
+def test_an_update_that_fails_later_keeps_the_old_settings_and_is_reported() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070", tag="a")
+    h.reload()
+    listener = h.opened["udp:127.0.0.1:5070"]
+    listener.applying = defer.fail(ListenError(listener.sdef, "Invalid argument"))
+    h.store.rows = [SocketRow(1, "udp:127.0.0.1:5070", tag="b")]
+    report = h.reload()
+    assert [(f.socket, f.reason) for f in report.failed] == [
+        ("udp:127.0.0.1:5070", "update failed: Invalid argument")
+    ]
+    assert report.updated == []
+    assert h.registry.list_sockets() == [
+        {"socket": "udp:127.0.0.1:5070", "tag": "a", "error": "update failed: Invalid argument"}
+    ]
+    listener.applying = None
+    assert h.reload().updated == ["udp:127.0.0.1:5070"]  # the next reload tries again
+    assert h.registry.list_sockets() == [{"socket": "udp:127.0.0.1:5070", "tag": "b"}]
+    assert not listener.stopped
+
+
+def test_a_reload_of_unchanged_rows_keeps_everything_without_opening_anything() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    h.store.add("tcp:127.0.0.1:5071", tag="b")
+    bad = h.store.add("sctp:127.0.0.1:5072")
+    h.reload()
+    opens = h.opens
+    for _ in range(3):
+        report = h.reload()
+        assert report.kept == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5071"]
+        assert (report.added, report.updated, report.removed, report.failed) == ([], [], [], [])
+        assert [r.row_id for r in report.rejected] == [bad]
+    assert h.opens == opens
+    assert h.registry.reloads == 4
+    # A change after unchanged reloads is seen at once.
+    h.store.rows[0] = SocketRow(1, "udp:127.0.0.1:5070", tag="new")
+    assert h.reload().updated == ["udp:127.0.0.1:5070"]
+    assert h.reload().kept == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5071"]
+
+
+def test_unchanged_rows_with_a_failed_socket_or_a_host_name_are_worked_again() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    h.refuse["udp:127.0.0.1:5070"] = "port already in use"
+    h.reload()
+    h.reload()
+    assert h.opens == 2  # retried: no shortcut while a socket failed
+    h.names["sip.example.net"] = ["192.0.2.10"]
+    h.store.rows = [SocketRow(1, "udp:sip.example.net:5070")]
+    del h.refuse["udp:127.0.0.1:5070"]
+    assert h.reload().added == ["udp:192.0.2.10:5070"]
+    h.names["sip.example.net"] = ["192.0.2.20"]
+    report = h.reload()  # same rows, but the name now resolves elsewhere
+    assert report.added == ["udp:192.0.2.20:5070"]
+    assert report.removed == ["udp:192.0.2.10:5070"]
+
+
+def test_a_wrong_version_row_fails_the_reload_even_though_the_rows_were_read() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    h.store.version = "sockets table version row missing"
+    with pytest.raises(StoreError, match="version row missing"):
+        h.reload()
+    assert h.registry.entries == []
+    assert h.registry.failed_reloads == 1

@@ -20,7 +20,7 @@ from tests.daemon import Daemon
 from tests.integration.daemon.conftest import DaemonFactory
 from tests.integration.workers.procfs import alive, held_udp_inodes
 from tests.net import free_port
-from tests.sip_probe import options_udp, port_is_free, status_of
+from tests.sip_probe import options_request, options_udp, port_is_free, status_of
 from tests.sipp import run_sipp, start_sipp
 from tests.tables import SocketTable
 
@@ -270,3 +270,43 @@ def test_reuseport_mode_answers_many_peers_and_closes_removed_ports(
     assert daemon.reload()["removed"] == [f"udp:127.0.0.1:{other}"]
     assert port_is_free(other, udp=True)
     wait_for(daemon, holding([f"udp:127.0.0.1:{port}"]))
+
+
+def burst(port: int, clients: int, timeout: float = 5.0) -> list[bytes | None]:
+    """One OPTIONS from each of ``clients`` sockets, all sent before any answer is read."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(clients)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(timeout)
+        for sock in socks:
+            request = options_request("127.0.0.1", port, sock.getsockname()[1])
+            sock.sendto(request, ("127.0.0.1", port))
+        answers: list[bytes | None] = []
+        for sock in socks:
+            try:
+                answers.append(sock.recv(65535))
+            except TimeoutError:
+                answers.append(None)
+        return answers
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_request_right_after_the_reload_gets_the_new_address_from_every_worker(
+    daemon_factory: DaemonFactory, sqlite_url: str, sqlite_table: SocketTable
+) -> None:
+    port = free_port()
+    row = sqlite_table.insert(f"udp:127.0.0.1:{port}", advertised="192.0.2.1:5999")
+    daemon = daemon_factory(sqlite_url, "[sockets_mgm]\nprocesses = 2\n")
+    before = {w["PID"]: w["Handled"] for w in workers(daemon)}
+    for round_number in range(10):
+        advertised = f"198.51.100.{round_number + 1}:{5100 + round_number}"
+        sqlite_table.update(row, advertised=advertised)
+        assert daemon.reload()["updated"] == [f"udp:127.0.0.1:{port}"]
+        # In place, and in every worker before the reload answered.
+        answers = burst(port, 20)
+        assert all(a is not None and advertised.encode() in a for a in answers), answers
+    # Both workers answered some of those requests (statistics come every second).
+    wait_for(daemon, lambda rows: all(r["Handled"] > before[r["PID"]] for r in rows))

@@ -8,6 +8,7 @@ socket and how each worker registered it with epoll.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,15 +16,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import reactor as _reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.protocols import amp
 
 from sipsock.apps import Dispatcher, Responder
 from sipsock.sockdef import parse_row
 from sipsock.transport import open_listener
 from sipsock.workers import PooledListener, SocketBook, UdpWorkerPool
+from sipsock.workers.commands import AdoptSockets
+from sipsock.workers.pool import WorkerProcess, settle
 from sipsock.workers.supervision import Backoff
 from tests.integration.workers.procfs import (
     alive,
@@ -284,3 +289,120 @@ async def test_stopping_the_pool_ends_every_worker(
     await pool.stopService()
     assert not any(alive(pid) for pid in workers)
     assert port_is_free(port, udp=True)
+
+
+def distinct_ports(count: int) -> list[int]:
+    """``count`` different free UDP ports (held together while picked, so none repeats)."""
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+async def burst(port: int, clients: int, host: str = "127.0.0.1") -> list[bytes | None]:
+    """One OPTIONS from each of ``clients`` sockets, all sent before any answer is read."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(clients):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.bind((host, 0))
+            sock.setblocking(False)
+        for sock in socks:
+            sock.sendto(options_request(host, port, sock.getsockname()[1]), (host, port))
+        answers: list[bytes | None] = [None] * clients
+        deadline = reactor.seconds() + 5
+        while None in answers and reactor.seconds() < deadline:
+            for index, sock in enumerate(socks):
+                if answers[index] is None:
+                    with contextlib.suppress(BlockingIOError):
+                        answers[index] = sock.recv(65535)
+            await deferLater(reactor, 0.005)
+        return answers
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sockets_opened_together_reach_each_worker_in_a_few_batches_and_all_answer(
+    tmp_path: Path, stopper: list[UdpWorkerPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = await started(make_pool(tmp_path), stopper)
+    sent: list[tuple[str, int]] = []
+    call = WorkerProcess.call
+
+    def counting(self: WorkerProcess, command: type[amp.Command], **arguments: Any) -> Any:
+        if command is AdoptSockets:
+            sent.append((self.label, len(arguments["fds"])))
+        return call(self, command, **arguments)
+
+    monkeypatch.setattr(WorkerProcess, "call", counting)
+    ports = distinct_ports(300)
+    opening = [pool.open(parse_row(n, f"udp:127.0.0.1:{p}"), n) for n, p in enumerate(ports)]
+    listeners = [await each for each in opening]
+    # 300 sockets: 128 + 128 + 44 per worker, not 300 round trips each.
+    assert sorted(sent) == sorted((f"dynamic/{w}", n) for w in (1, 2) for n in (128, 128, 44))
+    for pid in pids(pool):
+        assert len(socket_fds(pid)) == 1 + len(ports)
+    for port in ports[::50]:
+        assert await ask(port) == [200]
+    await settle([listener.stop() for listener in listeners])
+    assert all(port_is_free(port, udp=True) for port in ports)
+    for pid in pids(pool):
+        assert len(socket_fds(pid)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_worker_killed_during_a_batch_is_restarted_with_every_socket(
+    tmp_path: Path, stopper: list[UdpWorkerPool]
+) -> None:
+    pool = await started(make_pool(tmp_path), stopper)
+    ports = distinct_ports(300)
+    victim = pids(pool)[0]
+    opening = [pool.open(parse_row(n, f"udp:127.0.0.1:{p}"), n) for n, p in enumerate(ports)]
+    # The batch goes out on the next turn; the worker dies while it arrives.
+    reactor.callLater(0, os.kill, victim, signal.SIGKILL)
+    listeners = [await each for each in opening]  # a dead worker is no refusal
+    assert len(listeners) == len(ports)
+    expected = sorted(f"udp:127.0.0.1:{p}" for p in ports)
+
+    def back() -> bool:
+        row = pool.process_rows()[0]
+        return row["PID"] not in (None, victim) and row["State"] == "ready"
+
+    await wait_until(back, timeout=15)
+    await pool.refresh()
+    assert [sorted(row["Sockets"]) for row in pool.process_rows()] == [expected, expected]
+    for pid in pids(pool):
+        assert len(socket_fds(pid)) == 1 + len(ports)
+    for port in ports[::60]:
+        assert await ask(port, clients=3) == [200] * 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_right_after_an_update_gets_the_new_address_from_every_worker(
+    tmp_path: Path, stopper: list[UdpWorkerPool]
+) -> None:
+    pool = await started(make_pool(tmp_path), stopper)
+    port = free_port()
+    listener = await pool.open(parse_row(1, f"udp:127.0.0.1:{port}", advertised="192.0.2.1"), 0)
+    assert all(b"192.0.2.1" in (a or b"") for a in await burst(port, 4))
+    answered_by = set()
+    for round_number in range(20):  # until both workers answered at least once
+        advertised = f"198.51.100.{round_number + 1}:{5100 + round_number}"
+        await listener.update(parse_row(1, f"udp:127.0.0.1:{port}", advertised=advertised))
+        await pool.refresh()
+        before = {row["PID"]: row["Handled"] for row in pool.process_rows()}
+        answers = await burst(port, 20)
+        assert all(a is not None and advertised.encode() in a for a in answers), answers
+        await pool.refresh()
+        after = {row["PID"]: row["Handled"] for row in pool.process_rows()}
+        answered_by |= {pid for pid in after if after[pid] > before.get(pid, 0)}
+        if len(answered_by) == 2:
+            break
+    assert len(answered_by) == 2, "one worker never answered: retry on a quieter machine"

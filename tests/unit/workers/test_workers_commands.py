@@ -17,13 +17,25 @@ from sipsock.workers.commands import (
     AMP_VALUE_LIMIT,
     COUNTER_NAMES,
     STATS_PAGE,
+    Adoption,
+    Descriptors,
     LargeBytes,
     SocketStats,
     WorkerError,
+    batches,
+    decode_adoptions,
     decode_definition,
+    decode_entries,
+    decode_failures,
     decode_stats_page,
+    decode_updates,
+    definition_fields,
+    encode_adoptions,
     encode_definition,
+    encode_entries,
+    encode_failures,
     encode_stats_page,
+    encode_updates,
     split_chunks,
 )
 
@@ -126,3 +138,100 @@ def test_large_bytes_cross_an_amp_box_whole(size: int) -> None:
 def test_split_chunks_keeps_one_piece_for_nothing() -> None:
     assert split_chunks(b"") == [b""]
     assert split_chunks(b"abcde", 2) == [b"ab", b"cd", b"e"]
+
+
+def test_batches_keep_the_order_and_cut_at_the_size() -> None:
+    assert batches(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
+    assert batches([], 2) == []
+    assert [len(b) for b in batches(list(range(300)))] == [128, 128, 44]
+    with pytest.raises(ValueError, match="at least one"):
+        batches([1], 0)
+
+
+def test_a_batch_of_adoptions_survives_the_wire() -> None:
+    sdefs = [parse_row(n, f"udp:127.0.0.1:{5060 + n}", tag=f"t{n}") for n in range(500)]
+    adoptions = [Adoption(n + 1, n if n % 2 else None, n % 3 == 0, s) for n, s in enumerate(sdefs)]
+    data = encode_adoptions(adoptions)
+    assert len(data) > AMP_VALUE_LIMIT  # LargeBytes carries it whole
+    assert decode_adoptions(data) == [(a.key, a) for a in adoptions]
+
+
+def test_a_bad_definition_fails_its_own_adoption_only() -> None:
+    good = definition_fields(parse_row(1, "udp:127.0.0.1:5070"))
+    data = json.dumps([[1, 0, True, good], [2, 1, True, {**good, "port": 70000}]]).encode()
+    [(first, adopted), (second, refused)] = decode_adoptions(data)
+    assert (first, second) == (1, 2)
+    assert isinstance(adopted, Adoption)
+    assert isinstance(refused, WorkerError)
+    assert "port 70000 is out of range" in refused.reason
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"nope", "not JSON"),
+        (b"{}", "not a JSON list"),
+        (b'[["1", 0, true, {}]]', "bad item"),
+        (b"[[1, 0, true]]", "bad item"),
+        (b'[[1, "slot", true, {}]]', "bad item"),
+    ],
+)
+def test_a_garbled_adoption_batch_is_refused_whole(data: bytes, reason: str) -> None:
+    with pytest.raises(WorkerError, match=reason):
+        decode_adoptions(data)
+
+
+def test_updates_entries_and_failures_survive_the_wire() -> None:
+    sdef = parse_row(7, "udp:127.0.0.1:5070", advertised="203.0.113.1:5080", tos="16")
+    assert decode_updates(encode_updates([(3, sdef)])) == [(3, sdef)]
+    entries = [(sdef.socket_text, 4, False, sdef), ("udp:127.0.0.1:5070", None, True, sdef)]
+    assert decode_entries(encode_entries(entries)) == entries
+    assert decode_failures(encode_failures({3: "no", 9: "never"})) == {3: "no", 9: "never"}
+    assert decode_failures(encode_failures({})) == {}
+
+
+def test_a_bad_update_definition_is_refused_in_its_place() -> None:
+    data = json.dumps([[3, {"proto": "sctp"}]]).encode()
+    [(key, error)] = decode_updates(data)
+    assert key == 3
+    assert isinstance(error, WorkerError)
+
+
+@pytest.mark.parametrize("data", [b"[1]", b'[["a", 1]]', b"[[1]]"])
+def test_garbled_update_and_failure_lists_are_refused(data: bytes) -> None:
+    with pytest.raises(WorkerError):
+        decode_updates(data)
+    with pytest.raises(WorkerError):
+        decode_failures(data)
+
+
+def test_an_announcement_needs_its_whole_shape() -> None:
+    with pytest.raises(WorkerError, match="bad item"):
+        decode_entries(b'[["udp:127.0.0.1:5070", null, "yes", {}]]')
+
+
+class DescriptorPeer:
+    """The part of an AMP protocol that `Descriptors` uses: descriptor ordinals."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.received: dict[int, int] = {}
+
+    def _sendFileDescriptor(self, fd: int) -> int:
+        self.sent.append(fd)
+        return len(self.sent) - 1
+
+    def _getDescriptor(self, ordinal: int) -> int:
+        return self.received.pop(ordinal)
+
+
+def test_descriptors_travel_as_ordinals_in_one_value() -> None:
+    peer = DescriptorPeer()
+    argument = Descriptors()
+    text = argument.toStringProto([10, 11, 12], peer)
+    assert (text, peer.sent) == (b"0,1,2", [10, 11, 12])
+    peer.received = {0: 40, 1: 41, 2: 42}
+    assert argument.fromStringProto(text, peer) == [40, 41, 42]
+    assert argument.fromStringProto(b"", peer) == []
+    with pytest.raises(WorkerError, match="bad descriptor list"):
+        argument.fromStringProto(b"0,x", peer)

@@ -1,5 +1,6 @@
 # mypy: disable-error-code="no-untyped-call"
-"""The control side of a pool before any worker runs: binding, sending, updating, releasing.
+"""The control side of a pool: binding, sending, updating, releasing, and the batches
+it sends to live workers (fake AMP ends here; real workers in tests/integration).
 
 Real loopback sockets; no worker process is started (the service is not).
 """
@@ -11,13 +12,31 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 
 from sipsock.sockdef import parse_row
 from sipsock.transport.base import ListenError
 from sipsock.transport.sockopts import get_tos
+from sipsock.workers.commands import (
+    Adoption,
+    AdoptSockets,
+    AnnounceMany,
+    ReleaseSockets,
+    UpdateSockets,
+    decode_adoptions,
+    decode_updates,
+    encode_failures,
+)
 from sipsock.workers.directory import SocketBook
-from sipsock.workers.pool import PooledListener, UdpWorkerPool, bind_member
+from sipsock.workers.pool import (
+    PooledListener,
+    UdpWorkerPool,
+    WorkerProcess,
+    _rotated,
+    bind_member,
+)
 from tests.net import free_port
 from tests.sip_probe import port_is_free
 
@@ -142,3 +161,160 @@ def test_ps_rows_before_start_show_every_worker_stopped() -> None:
 def test_a_pool_with_bad_settings_is_refused(size: int, balance: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         UdpWorkerPool(size, "p", None, balance=balance, reactor=MemoryReactorClock())
+
+
+def adopted_ports(data: bytes) -> list[tuple[int, int]]:
+    """(key, port) of each socket of an `AdoptSockets` batch."""
+    return [
+        (key, adoption.sdef.port)
+        for key, adoption in decode_adoptions(data)
+        if isinstance(adoption, Adoption)
+    ]
+
+
+class FakeWorker:
+    """A live worker's AMP end: records each command; answers at once or when told."""
+
+    def __init__(self, refuse: frozenset[int] = frozenset()) -> None:
+        self.refuse = refuse
+        self.calls: list[tuple[type, dict[str, Any]]] = []
+        self.held: list[Deferred[Any]] = []
+        self.hold_updates = False
+        self.gone = False
+
+    def callRemote(self, command: type, **arguments: Any) -> Deferred[Any]:
+        self.calls.append((command, arguments))
+        if self.gone:
+            return Deferred.fromCoroutine(self._fail())
+        if command is AdoptSockets:
+            refused = {
+                key: f"port {port} refused"
+                for key, port in adopted_ports(arguments["sockets"])
+                if port in self.refuse
+            }
+            return Deferred.fromCoroutine(self._answer({"failed": encode_failures(refused)}))
+        if command is UpdateSockets:
+            answer: Deferred[Any] = Deferred()
+            answer.addCallback(lambda _: {"failed": encode_failures({})})
+            if self.hold_updates:
+                self.held.append(answer)
+            else:
+                answer.callback(None)
+            return answer
+        return Deferred.fromCoroutine(self._answer({}))
+
+    async def _answer(self, value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+    async def _fail(self) -> None:
+        raise ConnectionError("worker gone")
+
+    def sent(self, command: type) -> list[dict[str, Any]]:
+        return [arguments for kind, arguments in self.calls if kind is command]
+
+
+def pool_with_workers(*fakes: FakeWorker) -> tuple[UdpWorkerPool, MemoryReactorClock]:
+    clock = MemoryReactorClock()
+    pool = UdpWorkerPool(len(fakes), "dynamic", None, reactor=clock)
+    for seat, fake in zip(pool.seats, fakes, strict=True):
+        process = WorkerProcess(pool, seat)
+        process.amp = fake  # type: ignore[assignment]
+        process.connected = True
+        seat.process = process
+    return pool, clock
+
+
+def turns(clock: MemoryReactorClock, count: int = 10) -> None:
+    for _ in range(count):
+        clock.advance(0)
+
+
+def test_rotation_starts_each_worker_elsewhere_and_keeps_every_item() -> None:
+    items = list(range(10))
+    assert _rotated(items, 0, 2) == items
+    assert _rotated(items, 1, 2) == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
+    assert _rotated(items, 2, 3) == [6, 7, 8, 9, 0, 1, 2, 3, 4, 5]
+    assert _rotated(items, 1, 1) == items
+    assert _rotated([], 1, 2) == []
+
+
+def test_sockets_opened_in_one_turn_reach_each_worker_in_one_batch() -> None:
+    first, second = FakeWorker(), FakeWorker()
+    pool, clock = pool_with_workers(first, second)
+    ports = [free_port() for _ in range(3)]
+    results: list[Any] = []
+    for slot, port in enumerate(ports):
+        pool.open(parse_row(slot, f"udp:127.0.0.1:{port}"), slot).addBoth(results.append)
+    assert results == []  # sent on the next turn, all together
+    turns(clock)
+    assert all(isinstance(r, PooledListener) for r in results)
+    for fake, order in ((first, ports), (second, ports[1:] + ports[:1])):
+        [adopt] = fake.sent(AdoptSockets)
+        assert [port for _, port in adopted_ports(adopt["sockets"])] == order
+        assert len(adopt["fds"]) == 3
+        assert len(fake.sent(AnnounceMany)) == 1
+    for listener in results:
+        listener.stop()
+    turns(clock)
+    assert [len(a["keys"]) for a in first.sent(ReleaseSockets)] == [3]
+    assert all(port_is_free(port, udp=True) for port in ports)
+
+
+def test_a_socket_refused_by_one_worker_fails_alone_and_is_released() -> None:
+    port, refused = free_port(), free_port()
+    pool, clock = pool_with_workers(FakeWorker(), FakeWorker(frozenset({refused})))
+    results: list[Any] = []
+    for slot, each in enumerate((port, refused)):
+        pool.open(parse_row(slot, f"udp:127.0.0.1:{each}"), slot).addBoth(results.append)
+    turns(clock)
+    good, bad = results
+    assert isinstance(good, PooledListener)
+    assert isinstance(bad, Failure)
+    assert isinstance(bad.value, ListenError)
+    assert bad.value.reason == f"UDP worker dynamic/2 refused it: port {refused} refused"
+    assert port_is_free(refused, udp=True)
+    assert not port_is_free(port, udp=True)
+    assert [lst.sdef.port for lst in pool.sockets.values()] == [port]
+    good.stop()
+    turns(clock)
+
+
+def test_a_worker_gone_during_a_batch_is_no_refusal() -> None:
+    gone = FakeWorker()
+    gone.gone = True
+    pool, clock = pool_with_workers(FakeWorker(), gone)
+    port = free_port()
+    results: list[Any] = []
+    pool.open(parse_row(1, f"udp:127.0.0.1:{port}"), 0).addBoth(results.append)
+    turns(clock)
+    [listener] = results
+    assert isinstance(listener, PooledListener)  # the restarted worker gets it in its sync
+    listener.stop()
+    turns(clock)
+
+
+def test_an_update_fires_once_every_worker_applied_it() -> None:
+    first, second = FakeWorker(), FakeWorker()
+    pool, clock = pool_with_workers(first, second)
+    port = free_port()
+    results: list[Any] = []
+    pool.open(parse_row(1, f"udp:127.0.0.1:{port}"), 0).addBoth(results.append)
+    turns(clock)
+    [listener] = results
+    first.hold_updates = second.hold_updates = True
+    new = parse_row(1, f"udp:127.0.0.1:{port}", advertised="203.0.113.9:5999")
+    updated: list[Any] = []
+    listener.update(new).addBoth(updated.append)
+    turns(clock)
+    assert listener.sdef == new
+    for fake in (first, second):
+        [update] = fake.sent(UpdateSockets)
+        assert decode_updates(update["sockets"]) == [(listener.key, new)]
+    first.held.pop().callback(None)
+    turns(clock)
+    assert updated == []
+    second.held.pop().callback(None)
+    turns(clock)
+    assert updated == [None]
+    listener.stop()
+    turns(clock)

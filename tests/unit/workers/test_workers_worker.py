@@ -15,7 +15,16 @@ from twisted.logger import LogLevel
 
 from sipsock.sockdef import parse_row
 from sipsock.transport.base import Origin
-from sipsock.workers.commands import WorkerError, decode_stats_page, encode_definition
+from sipsock.workers.commands import (
+    Adoption,
+    WorkerError,
+    decode_failures,
+    decode_stats_page,
+    encode_adoptions,
+    encode_definition,
+    encode_entries,
+    encode_updates,
+)
 from sipsock.workers.worker import (
     UdpWorker,
     WorkerProtocol,
@@ -163,3 +172,70 @@ def test_a_broken_config_is_a_worker_error_naming_the_file(tmp_path: Any) -> Non
     with pytest.raises(WorkerError, match=r"bad\.toml: \[core\] application"):
         build_dispatcher(str(path))
     assert build_dispatcher(None).max_message_size == 65535
+
+
+def adoptions(*ports: int) -> list[Adoption]:
+    return [
+        Adoption(key, key - 1, True, parse_row(key, f"udp:127.0.0.1:{port}"))
+        for key, port in enumerate(ports, start=1)
+    ]
+
+
+def test_a_batch_is_adopted_socket_by_socket_and_only_the_refused_one_reported() -> None:
+    worker, reactor = make_worker()
+    protocol = WorkerProtocol(worker, reactor)
+    worker.adopt(2, 9, bound_fd(), parse_row(9, "udp:127.0.0.1:5099"), shared=True)
+    batch = adoptions(5070, 5071, 5072)
+    fds = [bound_fd() for _ in batch]
+    answer = protocol.adopt_sockets(encode_adoptions(batch), fds)
+    assert decode_failures(answer["failed"]) == {
+        2: "socket udp:127.0.0.1:5071: key 2 is already held (udp:127.0.0.1:5099)"
+    }
+    assert sorted(worker.listeners) == [1, 2, 3]
+    assert worker.listeners[3].sdef.port == 5072
+    assert not any(is_open(fd) for fd in fds)
+
+
+def test_a_garbled_batch_closes_every_received_descriptor() -> None:
+    worker, reactor = make_worker()
+    protocol = WorkerProtocol(worker, reactor)
+    fds = [bound_fd(), bound_fd()]
+    with pytest.raises(WorkerError, match=r"2 socket\(s\) but 1 descriptor"):
+        protocol.adopt_sockets(encode_adoptions(adoptions(5070, 5071)), fds[:1])
+    with pytest.raises(WorkerError, match="not JSON"):
+        protocol.adopt_sockets(b"{", fds[1:])
+    assert not any(is_open(fd) for fd in fds)
+    assert worker.listeners == {}
+
+
+def test_updates_and_releases_come_in_batches() -> None:
+    worker, reactor = make_worker()
+    protocol = WorkerProtocol(worker, reactor)
+    batch = adoptions(5070, 5071)
+    protocol.adopt_sockets(encode_adoptions(batch), [bound_fd(), bound_fd()])
+    new = parse_row(1, "udp:127.0.0.1:5070", advertised="203.0.113.5:5999", tag="t")
+    moved = parse_row(2, "udp:127.0.0.1:6000")
+    answer = protocol.update_sockets(encode_updates([(1, new), (2, moved), (8, new)]))
+    failed = decode_failures(answer["failed"])
+    assert sorted(failed) == [2, 8]
+    assert "update refused" in failed[2]
+    assert "key 8 is not held" in failed[8]
+    assert worker.listeners[1].sdef == new
+    released: list[Any] = []
+    protocol.release_sockets([1, 2, 3]).addCallback(released.append)
+    assert released == [{}]
+    assert worker.listeners == {}
+
+
+def test_announcements_and_withdrawals_come_in_batches() -> None:
+    worker, reactor = make_worker()
+    protocol = WorkerProtocol(worker, reactor)
+    tcp = parse_row(1, "tcp:127.0.0.1:5060")
+    tls = parse_row(2, "tls:127.0.0.1:5061")
+    entries = [(tcp.socket_text, None, True, tcp), (tls.socket_text, 3, False, tls)]
+    protocol.announce_many(encode_entries(entries))
+    assert worker.directory.names() == ["tcp:127.0.0.1:5060", "tls:127.0.0.1:5061"]
+    with pytest.raises(WorkerError, match="does not match"):
+        protocol.announce_many(encode_entries([("tcp:127.0.0.1:9", None, True, tcp)]))
+    protocol.withdraw_many(["tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "udp:127.0.0.1:1"])
+    assert worker.directory.names() == []
