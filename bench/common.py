@@ -245,12 +245,14 @@ def running_daemon(
     processes: int | None = None,
     balance: str | None = None,
     keep: bool = False,
+    core: str = "",
 ) -> Iterator[BenchDaemon]:
     """Start ``twistd -n sipsock`` on a fresh SQLite table in a temporary directory.
 
     ``processes`` and ``balance`` set ``[sockets_mgm] processes`` and
-    ``udp_balance`` when given. The directory (config, log, database) is
-    removed at the end unless ``keep`` is set.
+    ``udp_balance`` when given; ``core`` holds extra ``[core]`` lines. The
+    directory (config, log, database) is removed at the end unless ``keep``
+    is set.
     """
     workdir = Path(tempfile.mkdtemp(prefix="sipsock-bench-"))
     extra = f"[sockets_mgm]\nmax_sockets = {max_sockets}\n"
@@ -258,6 +260,8 @@ def running_daemon(
         extra += f"processes = {processes}\n"
     if balance is not None:
         extra += f'udp_balance = "{balance}"\n'
+    if core:
+        extra += f"[core]\n{core}"
     daemon = Daemon(workdir, extra=extra)
     daemon.state_dir.mkdir(parents=True, exist_ok=True)
     table = SocketTable(daemon.db_url)

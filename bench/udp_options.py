@@ -4,6 +4,8 @@ Run from the repository root (about 2 minutes with the defaults)::
 
     .venv/bin/python bench/udp_options.py
     .venv/bin/python bench/udp_options.py --fixed 2000 --ramp 4000,8000 --seconds 3
+    .venv/bin/python bench/udp_options.py --processes 1 --repeat 3 --ramp 2000
+    .venv/bin/python bench/udp_options.py --udp-receive-buffer 0   # the kernel default
 
 The real daemon (``twistd -n sipsock``, SQLite) gets one dynamic socket
 ``udp:127.0.0.1:PORT``; SIPp (``tests/scenarios/options_uac.xml``, one
@@ -15,6 +17,9 @@ OPTIONS per call, ``-buff_size 4194304``) sends it bounded runs of calls:
   ``--bisect`` times, for the highest rate held with zero failed calls
   (and at least 95 % of the asked rate actually sent).
 
+``--repeat N`` runs the fixed rates N times and prints the spread (the
+machine is shared: one run is one sample). ``--udp-receive-buffer`` sets
+``[core] udp_receive_buffer`` (default: the daemon's, 4 MiB; 0: the kernel's).
 SIPp and the daemon share the machine's cores: SIPp's own CPU is shown too.
 Not a test.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,6 +205,21 @@ def ramp(bench: BenchDaemon, port: int, args: argparse.Namespace) -> tuple[list[
     return steps, best
 
 
+def spread_row(rate: int, steps: list[Step]) -> list[object]:
+    """Min, median and max CPU per OPTIONS of the runs at one rate."""
+    values = [s.cpu_us for s in steps if s.cpu_us is not None]
+    if not values:
+        return [rate, len(steps), "-", "-", "-", sum(s.failed for s in steps)]
+    return [
+        rate,
+        len(steps),
+        f"{min(values):.1f}",
+        f"{statistics.median(values):.1f}",
+        f"{max(values):.1f}",
+        sum(s.failed for s in steps),
+    ]
+
+
 def rates(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
@@ -233,7 +254,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--balance", default=None, help="[sockets_mgm] udp_balance (the daemon's default)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the daemon's directory")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of the fixed rates, for their spread (1)"
+    )
+    parser.add_argument(
+        "--udp-receive-buffer",
+        type=int,
+        default=None,
+        help="[core] udp_receive_buffer in bytes (the daemon's default; 0: the kernel's)",
+    )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     args.fixed_rates = rates(args.fixed)
     args.ramp_rates = rates(args.ramp)
     if args.ramp_rates != sorted(args.ramp_rates):
@@ -245,8 +277,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Start the daemon with one dynamic UDP socket, measure, print the tables."""
     args = parse_args(argv)
     print(f"  before: {machine_note()}", flush=True)
+    core = (
+        f"udp_receive_buffer = {args.udp_receive_buffer}\n"
+        if args.udp_receive_buffer is not None
+        else ""
+    )
     with running_daemon(
-        max_sockets=10, processes=args.processes, balance=args.balance, keep=args.keep
+        max_sockets=10, processes=args.processes, balance=args.balance, keep=args.keep, core=core
     ) as bench:
         port = free_udp_ports(1)[0]
         bench.rows.insert_udp([port])
@@ -265,9 +302,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not warm.held:
             raise BenchError("the warm-up run at 1000/s failed")
         fixed = []
-        for rate in args.fixed_rates:
-            time.sleep(args.pause)
-            fixed.append(run_step(bench, port, rate, args))
+        for _ in range(args.repeat):
+            for rate in args.fixed_rates:
+                time.sleep(args.pause)
+                fixed.append(run_step(bench, port, rate, args))
         time.sleep(args.pause)
         steps, best = ramp(bench, port, args)
     print(f"  after: {machine_note()}")
@@ -282,6 +320,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         [s.row() for s in fixed],
         "r" * (len(HEADERS) - 1) + "l",
     )
+    if args.repeat > 1:
+        print_table(
+            f"Spread over {args.repeat} runs of each fixed rate (daemon us per answered OPTIONS)",
+            ["rate asked/s", "runs", "min", "median", "max", "failed calls"],
+            [spread_row(rate, [s for s in fixed if s.rate == rate]) for rate in args.fixed_rates],
+            "rrrrrr",
+        )
     print_table(
         "Ramp: highest rate held with zero failed calls",
         HEADERS,

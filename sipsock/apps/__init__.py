@@ -6,6 +6,7 @@ Built in: `Responder` (the default) and `StatelessProxy`.
 from sipsock.apps.dispatch import Dispatcher
 from sipsock.apps.interface import (
     ApplicationError,
+    IAnswersOptions,
     ISipApplication,
     MessageContext,
     NoSockets,
@@ -19,6 +20,7 @@ from sipsock.proxyrules import ProxyRoute, RouteError
 __all__ = [
     "ApplicationError",
     "Dispatcher",
+    "IAnswersOptions",
     "ISipApplication",
     "MessageContext",
     "NoSockets",

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from sipsock.sip import Message, Request, Response
+from sipsock.sip.keepalive import OptionsReply
 from sipsock.sockdef import SocketDef
 
 if TYPE_CHECKING:
@@ -46,6 +47,24 @@ class ISipApplication(Interface):
 
     def message_received(message: Request | Response, context: MessageContext) -> None:  # noqa: N805
         """Handle one parsed message received on ``context.socket`` from ``context.peer``."""
+
+
+class IAnswersOptions(Interface):
+    """An application whose 200 to a well-formed OPTIONS is fixed apart from the copied headers.
+
+    sipsock then answers such OPTIONS received over UDP itself, straight from
+    the bytes (`sipsock.sip.keepalive.answer_options`), without parsing them
+    into a `Request` or calling ``message_received``. The promise: for every
+    well-formed OPTIONS, ``message_received`` would reply exactly
+    ``make_response(request, 200, "OK", to_tag=stable_tag(salt, Call-ID,
+    From), headers=...)`` with the Via stamped by ``apply_received``, where
+    the headers and salt are those of ``options_reply(socket)``. Anything
+    else (another method, a malformed request) still reaches the
+    application.
+    """
+
+    def options_reply(socket: SocketDef) -> OptionsReply | None:  # noqa: N805
+        """The fixed part of the 200 to OPTIONS on ``socket``, or None to see every OPTIONS."""
 
 
 class SocketDirectory(Protocol):

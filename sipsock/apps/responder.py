@@ -8,7 +8,6 @@ status (501 Not Implemented by default).
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Sequence
 
@@ -16,8 +15,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipsock import __version__
-from sipsock.apps.interface import ISipApplication, MessageContext
+from sipsock.apps.interface import IAnswersOptions, ISipApplication, MessageContext
 from sipsock.sip import Request, Response, make_response
+from sipsock.sip.keepalive import OptionsReply, tail_of
+from sipsock.sip.response import stable_tag
 from sipsock.sockdef import SocketDef
 
 DEFAULT_SERVER = f"sipsock/{__version__}"
@@ -29,13 +30,19 @@ def contact_uri(sdef: SocketDef) -> str:
     return f"<sip:{sdef.public_host}:{sdef.public_port}{transport}>"
 
 
-@implementer(ISipApplication)
+@implementer(ISipApplication, IAnswersOptions)
 class Responder:
     """Answers OPTIONS with 200, every other request with ``status reason``.
 
     ``allow`` and ``supported`` fill the Allow and Supported headers of the
     200; ``server`` the Server header of every response. The To tag is a hash
     of Call-ID and From, so retransmissions get the same tag.
+
+    Its 200 to OPTIONS is fixed apart from the copied headers, so it lets
+    sipsock answer well-formed OPTIONS over UDP without calling it
+    (`options_reply`); a subclass that answers OPTIONS another way (its own
+    ``message_received``, ``to_tag`` or ``options_headers``) is called for
+    every OPTIONS unless it overrides `options_reply` too.
     """
 
     log = Logger()
@@ -66,17 +73,7 @@ class Responder:
         tag = self.to_tag(message)
         if message.method == "OPTIONS":
             response = make_response(
-                message,
-                200,
-                "OK",
-                to_tag=tag,
-                headers=[
-                    ("Contact", contact_uri(context.socket)),
-                    ("Allow", self.allow),
-                    ("Accept", "application/sdp"),
-                    ("Supported", self.supported),
-                    ("Server", self.server),
-                ],
+                message, 200, "OK", to_tag=tag, headers=self.options_headers(context.socket)
             )
         else:
             headers = [("Server", self.server)]
@@ -87,7 +84,29 @@ class Responder:
 
     def to_tag(self, request: Request) -> str:
         """A To tag stable across retransmissions of one request."""
-        key = f"{self._salt}|{request.call_id}|{request.get('from')}".encode(
-            "utf-8", "surrogateescape"
-        )
-        return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
+        return stable_tag(self._salt, request.call_id, request.get("from"))
+
+    def options_headers(self, sdef: SocketDef) -> list[tuple[str, str]]:
+        """The headers the 200 to an OPTIONS received on ``sdef`` adds to the copied ones."""
+        return [
+            ("Contact", contact_uri(sdef)),
+            ("Allow", self.allow),
+            ("Accept", "application/sdp"),
+            ("Supported", self.supported),
+            ("Server", self.server),
+        ]
+
+    def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
+        """The fixed part of the 200 to OPTIONS on ``sdef`` (see `IAnswersOptions`).
+
+        None for a subclass that changed how OPTIONS is answered without
+        overriding this method.
+        """
+        cls = type(self)
+        if (
+            cls.message_received is not Responder.message_received
+            or cls.to_tag is not Responder.to_tag
+            or cls.options_headers is not Responder.options_headers
+        ):
+            return None
+        return OptionsReply(tail_of(self.options_headers(sdef)), self._salt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Sequence
@@ -16,6 +17,22 @@ _has_tag = re.compile(r"[;\s]tag\s*=", re.I).search
 def new_tag() -> str:
     """A fresh random To/From tag."""
     return secrets.token_hex(6)
+
+
+def stable_tag(salt: str, call_id: str, from_value: str | None) -> str:
+    """A To tag that is the same for every retransmission of one request.
+
+    A hash of a per-application secret ``salt``, the Call-ID and the From
+    value (16 hex digits), so a stateless UAS answers a retransmission with
+    the tag it gave the first copy.
+    """
+    key = f"{salt}|{call_id}|{from_value}".encode("utf-8", "surrogateescape")
+    return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
+
+
+def has_tag(value: str) -> bool:
+    """Whether a From or To value carries a ``tag`` parameter."""
+    return _has_tag(value) is not None
 
 
 def make_response(
@@ -42,7 +59,7 @@ def make_response(
     if code != 100 and "to" in keys:
         index = keys.index("to")
         field, value = copied[index]
-        if not _has_tag(value):
+        if _has_tag(value) is None:
             copied[index] = (field, f"{value};tag={to_tag or new_tag()}")
     if headers:
         copied.extend(headers)

@@ -3,20 +3,26 @@
 Everything a socket needs before the reactor sees it: family and type,
 non-blocking mode, ``SO_REUSEADDR`` (stream listeners), ``SO_REUSEPORT``
 (``reuse_port``), ``IPV6_V6ONLY`` (IPv6), ``IP_TOS``/``IPV6_TCLASS`` (``tos``)
-and no path-MTU discovery (``frag``). A UDP worker process that builds its own
-``SO_REUSEPORT`` member, and the control process that binds the shared
-descriptor, both call `bind_socket`. `apply_update` changes tos and frag on a
-live descriptor.
+and no path-MTU discovery (``frag``), and for UDP the receive buffer set
+once per process by `set_udp_receive_buffer` (``[core] udp_receive_buffer``).
+A UDP worker process that builds its own ``SO_REUSEPORT`` member, and the
+control process that binds the shared descriptor, both call `bind_socket`.
+`apply_update` changes tos and frag on a live descriptor.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+from pathlib import Path
 from typing import Final
+
+from twisted.logger import Logger
 
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import ListenError
+
+_log = Logger()
 
 #: Listen backlog of stream sockets.
 STREAM_BACKLOG: Final = 1024
@@ -29,6 +35,20 @@ IPV6_MTU_DISCOVER: Final = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 IPV6_PMTUDISC_DONT: Final = getattr(socket, "IPV6_PMTUDISC_DONT", 0)
 IPV6_PMTUDISC_WANT: Final = getattr(socket, "IPV6_PMTUDISC_WANT", 1)
 IPV6_TCLASS: Final = getattr(socket, "IPV6_TCLASS", 67)
+SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+#: Where Linux keeps the largest receive buffer SO_RCVBUF may ask for.
+RMEM_MAX_PATH: Final = Path("/proc/sys/net/core/rmem_max")
+
+
+class _ReceiveBuffer:
+    """The receive buffer every new UDP socket of this process asks for (0: kernel default)."""
+
+    size = 0
+    #: Socket text -> granted size last logged (bounded), so each socket is logged once.
+    logged: dict[str, int] = {}
+    LOGGED_LIMIT: Final = 4096
+
 
 _REASONS: Final = {
     errno.EADDRINUSE: "port already in use",
@@ -97,6 +117,78 @@ def configure_socket(sock: socket.socket, sdef: SocketDef) -> None:
         set_tos(sock, sdef, sdef.tos)
     if "frag" in sdef.flags and not sdef.is_stream:
         set_frag(sock, sdef, frag=True)
+    if _ReceiveBuffer.size and not sdef.is_stream:
+        _apply_receive_buffer(sock, sdef, _ReceiveBuffer.size)
+
+
+def set_udp_receive_buffer(size: int) -> None:
+    """Ask for ``size`` bytes of receive buffer on every UDP socket configured from now on.
+
+    0 keeps the kernel default (``net.core.rmem_default``). Called once at
+    start-up with ``[core] udp_receive_buffer``, in the process that binds
+    the sockets (workers get descriptors that already have it).
+    """
+    if size < 0:
+        raise ValueError(f"receive buffer size {size} is negative")
+    _ReceiveBuffer.size = size
+
+
+def receive_buffer_limit() -> int | None:
+    """``net.core.rmem_max``: the most SO_RCVBUF may ask for (None where unreadable)."""
+    try:
+        return int(RMEM_MAX_PATH.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a ``size``-byte receive buffer; returns what the kernel granted.
+
+    Above ``net.core.rmem_max`` a privileged process (root, CAP_NET_ADMIN)
+    gets it with SO_RCVBUFFORCE; any other gets at most ``rmem_max`` through
+    SO_RCVBUF. The granted figure is the kernel's own (SO_RCVBUF read back:
+    Linux doubles the request for its bookkeeping). Raises OSError.
+    """
+    limit = receive_buffer_limit()
+    forced = False
+    if limit is not None and size > limit:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+            forced = True
+        except PermissionError:
+            pass
+    if not forced:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted
+
+
+def _apply_receive_buffer(sock: socket.socket, sdef: SocketDef, size: int) -> None:
+    """`set_receive_buffer` for ``sdef``, logged once per socket (a warning when capped)."""
+    granted = set_receive_buffer(sock, size)
+    name = sdef.socket_text
+    if _ReceiveBuffer.logged.get(name) == granted:
+        return
+    if len(_ReceiveBuffer.logged) >= _ReceiveBuffer.LOGGED_LIMIT:
+        _ReceiveBuffer.logged.clear()
+    _ReceiveBuffer.logged[name] = granted
+    if granted < size:
+        _log.warn(
+            "socket {socket}: receive buffer {granted} bytes, less than the {size} asked "
+            "([core] udp_receive_buffer): net.core.rmem_max is {limit} and this process may "
+            "not exceed it (raise it with sysctl, or run with CAP_NET_ADMIN)",
+            socket=name,
+            granted=granted,
+            size=size,
+            limit=receive_buffer_limit(),
+        )
+    else:
+        _log.info(
+            "socket {socket}: receive buffer {granted} bytes (kernel figure for the {size} asked)",
+            socket=name,
+            granted=granted,
+            size=size,
+        )
 
 
 def set_tos(sock: socket.socket, sdef: SocketDef, tos: int) -> None:

@@ -1,0 +1,270 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Print where the CPU of one answered UDP OPTIONS goes, in this process. Not a test.
+
+Run from the repository root::
+
+    .venv/bin/python bench/options_path.py                 # hot loops, then paced runs
+    .venv/bin/python bench/options_path.py --rates 2000,8000 --seconds 4
+    .venv/bin/python bench/options_path.py --profile       # cProfile of the receive path
+
+Two kinds of figures:
+
+* hot loops (the same SIPp-like OPTIONS over and over, no I/O): the general
+  path (parse, validate, apply_received, Responder, serialize) against the
+  OPTIONS shortcut (`sipsock.sip.keepalive.answer_options`), and the UDP
+  protocol's ``datagramReceived`` with each;
+* paced runs through a real loopback socket and the real epoll reactor: a
+  sender process sends OPTIONS at a fixed rate and reads the answers; this
+  process's CPU time (``time.process_time``) per datagram is printed for the
+  listener as it is, for a protocol that throws every datagram away (the
+  reactor's own cost per datagram: wake-up, ``recvfrom``, Twisted's read
+  loop) and with the shortcut timed inside the process (``answer_options``
+  and ``sendto`` alone). At low rates every datagram is a wake-up of its own
+  and runs with cold caches; that, not the SIP work, is most of its cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import timeit
+from collections.abc import Callable, Sequence
+from typing import Any
+
+SENDER = textwrap.dedent(
+    """
+    import socket, sys, time
+    port, rate, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0)); s.setblocking(False)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    me = s.getsockname()[1]
+    text = (
+        "OPTIONS sip:service@127.0.0.1:{p} SIP/2.0\\r\\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{i};rport\\r\\n"
+        "From: sipp <sip:sipp@127.0.0.1:{me}>;tag={i}\\r\\n"
+        "To: <sip:service@127.0.0.1:{p}>\\r\\n"
+        "Call-ID: {i}-1@127.0.0.1\\r\\nCSeq: 1 OPTIONS\\r\\n"
+        "Contact: <sip:sipp@127.0.0.1:{me};transport=UDP>\\r\\n"
+        "Max-Forwards: 70\\r\\nAccept: application/sdp\\r\\nContent-Length: 0\\r\\n\\r\\n"
+    )
+    count = int(rate * seconds); got = 0; start = time.monotonic()
+    for i in range(count):
+        due = start + i / rate
+        while True:
+            try:
+                while True:
+                    s.recv(65535); got += 1
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            if now >= due:
+                break
+            time.sleep(min(due - now, 0.0005))
+        s.sendto(text.format(p=port, me=me, i=i).encode(), ("127.0.0.1", port))
+    end = time.monotonic() + 2
+    while got < count and time.monotonic() < end:
+        try:
+            s.recv(65535); got += 1
+        except BlockingIOError:
+            time.sleep(0.001)
+    print(count, got)
+    """
+)
+
+OPTIONS = (
+    b"OPTIONS sip:service@127.0.0.1:5070 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-1-0;rport\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=1\r\n"
+    b"To: <sip:service@127.0.0.1:5070>\r\n"
+    b"Call-ID: 1-1234@127.0.0.1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+    b"Contact: <sip:sipp@127.0.0.1:5061;transport=UDP>\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Accept: application/sdp\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+PEER = ("127.0.0.1", 5061)
+
+
+def best_us(call: Callable[[], object], number: int) -> float:
+    """Best of five: microseconds per call."""
+    return min(timeit.repeat(call, number=number, repeat=5)) / number * 1e6
+
+
+def hot_loops(number: int) -> list[tuple[str, float]]:
+    from twisted.internet.testing import FakeDatagramTransport
+
+    from sipsock.apps import Dispatcher, Responder
+    from sipsock.sip.keepalive import answer_options
+    from sipsock.sockdef import parse_row
+    from sipsock.transport.base import Origin
+    from sipsock.transport.udp import UdpListener
+
+    sdef = parse_row(1, "udp:127.0.0.1:5070")
+    responder = Responder()
+    dispatcher = Dispatcher(responder)
+    reply = dispatcher.options_reply(sdef)
+    assert reply is not None
+    origin = Origin(sdef, 1, PEER, lambda data: None)
+
+    def listener(shortcut: bool) -> UdpListener:
+        made = UdpListener(sdef, 1, dispatcher, reactor=None)
+        made.protocol.makeConnection(FakeDatagramTransport())
+        if not shortcut:
+            made.protocol._ask_reply = lambda sdef: None  # type: ignore[method-assign]
+        return made
+
+    general, fast = listener(False), listener(True)
+    return [
+        (
+            "general path: Dispatcher + Responder",
+            best_us(lambda: dispatcher.message_received(OPTIONS, origin), number),
+        ),
+        (
+            "shortcut: answer_options",
+            best_us(lambda: answer_options(OPTIONS, *PEER, reply), number),
+        ),
+        (
+            "datagramReceived, general path",
+            best_us(lambda: general.protocol.datagramReceived(OPTIONS, PEER), number),
+        ),
+        (
+            "datagramReceived, shortcut",
+            best_us(lambda: fast.protocol.datagramReceived(OPTIONS, PEER), number),
+        ),
+    ]
+
+
+def paced(rate: int, seconds: float, mode: str) -> str:
+    """One paced run in a fresh interpreter (a reactor runs once); its result line."""
+    code = f"from bench_options_path_child import run; run({rate}, {seconds}, {mode!r})"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.getcwd()])}
+    done = subprocess.run(
+        [sys.executable, "-c", code.replace("bench_options_path_child", "options_path")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=seconds * 4 + 60,
+        check=False,
+    )
+    if done.returncode:
+        return f"failed: {done.stderr.strip().splitlines()[-1:]}"
+    return done.stdout.strip().splitlines()[-1]
+
+
+def run(rate: int, seconds: float, mode: str) -> None:
+    """The child of `paced`: serve one loopback socket while the sender runs."""
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor as installed
+
+    from sipsock.apps import Dispatcher, Responder
+    from sipsock.sockdef import parse_row
+    from sipsock.transport import udp
+    from sipsock.transport.udp import open_udp_listener
+
+    reactor: Any = installed
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listener = open_udp_listener(
+        parse_row(1, f"udp:127.0.0.1:{port}"), 1, Dispatcher(Responder()), reactor=reactor
+    )
+    inner = [0, 0, 0]
+    if mode == "discard":
+        listener.protocol.datagramReceived = lambda datagram, addr: None  # type: ignore[method-assign]
+    elif mode == "timed":
+        answer, send = vars(udp)["answer_options"], listener.send_reply
+
+        def timed_answer(*args: Any) -> bytes | None:
+            start = time.thread_time_ns()
+            result: bytes | None = answer(*args)
+            inner[0] += time.thread_time_ns() - start
+            inner[2] += 1
+            return result
+
+        def timed_send(data: bytes, peer: tuple[str, int]) -> None:
+            start = time.thread_time_ns()
+            send(data, peer)
+            inner[1] += time.thread_time_ns() - start
+
+        vars(udp)["answer_options"] = timed_answer
+        listener.send_reply = timed_send  # type: ignore[method-assign]
+
+    def start() -> None:
+        cpu = time.process_time()
+        sender = subprocess.Popen(
+            [sys.executable, "-c", SENDER, str(port), str(rate), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+        def wait() -> None:
+            if sender.poll() is None:
+                reactor.callLater(0.2, wait)
+                return
+            used = time.process_time() - cpu
+            sent, got = [*sender.stdout.read().split(), "?", "?"][:2]  # type: ignore[union-attr]
+            line = f"{rate}/s {mode:>9}: {used / (rate * seconds) * 1e6:6.1f} us per datagram"
+            line += f" (sent {sent}, answered {got})"
+            if mode == "timed" and inner[2]:
+                line += (
+                    f"; inside it answer_options {inner[0] / inner[2] / 1000:.1f} us,"
+                    f" sendto {inner[1] / inner[2] / 1000:.1f} us"
+                )
+            print(line, flush=True)
+            reactor.stop()
+
+        wait()
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--number", type=int, default=20000, help="calls per hot loop (20000)")
+    parser.add_argument("--rates", default="2000,8000", help="paced rates (2000,8000); '' for none")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per paced run (4)")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the hot path")
+    args = parser.parse_args(argv)
+    with open("/proc/loadavg") as handle:
+        print(f"load average {' '.join(handle.read().split()[:3])}")
+    print("hot loops (best of 5):")
+    for name, value in hot_loops(args.number):
+        print(f"  {value:7.1f} us  {name}")
+    if args.profile:
+        from sipsock.apps import Dispatcher, Responder
+        from sipsock.sockdef import parse_row
+        from sipsock.transport.udp import UdpListener
+
+        listener = UdpListener(
+            parse_row(1, "udp:127.0.0.1:5070"), 1, Dispatcher(Responder()), reactor=None
+        )
+        from twisted.internet.testing import FakeDatagramTransport
+
+        listener.protocol.makeConnection(FakeDatagramTransport())
+        profile = cProfile.Profile()
+
+        def receive_all() -> None:
+            for _ in range(args.number):
+                listener.protocol.datagramReceived(OPTIONS, PEER)
+
+        profile.runcall(receive_all)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+    for rate in [int(part) for part in args.rates.split(",") if part.strip()]:
+        for mode in ("as is", "discard", "timed"):
+            print("  " + paced(rate, args.seconds, mode), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""`answer_options`: the 200 OK to a plain OPTIONS keep-alive, straight from its bytes (pure).
+
+Most SIP peers send OPTIONS every few seconds to see whether a socket is
+alive. The general path parses the datagram into a `Request`, runs every
+check of ``Request.validate``, stamps the top Via (`apply_received`), hands
+the request to the application and serializes the `Response` it builds. For
+an application whose answer to a well-formed OPTIONS is fixed apart from
+the copied headers (the built-in `Responder`), `answer_options` does the
+same in one pass over the header lines and returns the **same bytes** the
+general path would send, or ``None`` ("not sure: take the general path").
+
+It declines everything out of the ordinary: another method or version,
+bare LF or CR line ends, folded lines, a Via field holding several values,
+a duplicated single-value header, anything a check rejects (the general
+path then answers 400 or drops it, as before), and so on. Where it does
+answer, the rules are the general path's own functions (`check_request_uri`,
+`check_address`, `parse_cseq`, `parse_via`, `stamp_via_value`,
+`stable_tag`), with three sound shortcuts: header-name spellings already
+seen to be tokens are remembered; so are Request-URIs and addresses already
+accepted (bounded memos: a peer's keep-alives repeat them); and an address
+in the common ``name <sip:...>;param=value`` shape is accepted by one
+pattern that only matches values `check_address` accepts.
+
+A rule added to the general path for requests (a new check, a new limit)
+must be added here too, or make this function decline:
+``tests/unit/sip/test_keepalive.py`` runs both paths over the RFC 4475
+torture messages and generated variants and compares the bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from sipsock.sip.checks import check_address, check_request_uri, parse_cseq
+from sipsock.sip.errors import SipParseError
+from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, is_token, split_values
+from sipsock.sip.parser import DEFAULT_MAX_SIZE
+from sipsock.sip.response import has_tag, stable_tag
+from sipsock.sip.via import parse_via, stamp_via_value
+
+STATUS_LINE: Final = "SIP/2.0 200 OK\r\n"
+
+# What the loop does with a header, by canonical name.
+_VIA: Final = 1  # copied, one or more fields, each value checked
+_COPIED: Final = 2  # copied, at most one field (From, To, Call-ID, CSeq)
+_SINGLE: Final = 3  # not copied, at most one field
+_ADDRESSES: Final = 4  # not copied, comma list of addresses (Contact, Route, Record-Route)
+_KINDS: Final[dict[str, int]] = {
+    "via": _VIA,
+    "from": _COPIED,
+    "to": _COPIED,
+    "call-id": _COPIED,
+    "cseq": _COPIED,
+    "content-length": _SINGLE,
+    "content-type": _SINGLE,
+    "max-forwards": _SINGLE,
+    "contact": _ADDRESSES,
+    "route": _ADDRESSES,
+    "record-route": _ADDRESSES,
+}
+
+#: Header-name spellings seen to be tokens, to their canonical names (bounded memo).
+_TOKEN_NAMES: dict[str, str] = {}
+#: Request-URIs and addresses their checks accepted (bounded memos, emptied when
+#: full): a peer's keep-alives repeat their Request-URI, To and Contact.
+_GOOD_URIS: set[str] = set()
+_GOOD_ADDRESSES: set[str] = set()
+_MEMO_LIMIT: Final = 4096
+
+_T = f"[{TOKEN_CHARS}]+"
+#: ``name <scheme:no-blanks>;param=value``: a strict subset of what
+#: `check_address` accepts (a display name of tokens or none, a bracketed URI
+#: with a scheme and no whitespace or brackets, plain parameters).
+_match_plain_address = re.compile(
+    rf"(?:{_T} )*<[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>]*>(?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*"
+).fullmatch
+
+
+@dataclass(frozen=True, slots=True)
+class OptionsReply:
+    """The fixed part of an application's 200 OK to OPTIONS on one socket.
+
+    ``tail`` is every header line after the copied Via/From/To/Call-ID/CSeq,
+    through the empty line (Contact, Allow, ..., ``Content-Length: 0``), as
+    the application's general path writes them; ``salt`` is the secret of
+    its To tag (`stable_tag`).
+    """
+
+    tail: str
+    salt: str
+
+
+def tail_of(headers: list[tuple[str, str]]) -> str:
+    """The ``tail`` of an `OptionsReply` for these extra headers, with an empty body."""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers) + "Content-Length: 0\r\n\r\n"
+
+
+def _token_name(name: str) -> str | None:
+    """The canonical name of a header-name spelling, or None when it is not a token."""
+    key = _TOKEN_NAMES.get(name)
+    if key is None:
+        if not is_token(name):
+            return None
+        key = canonical_name(name)
+        if len(_TOKEN_NAMES) < _MEMO_LIMIT:
+            _TOKEN_NAMES[name] = key
+    return key
+
+
+def _remember(memo: set[str], value: str) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo.add(value)
+
+
+def _check_address(value: str) -> None:
+    """`check_address`, remembered, with the common shape accepted by one pattern first."""
+    if value in _GOOD_ADDRESSES:
+        return
+    if _match_plain_address(value) is None:
+        check_address(value)
+    _remember(_GOOD_ADDRESSES, value)
+
+
+def _check_request_uri(uri: str) -> None:
+    """`check_request_uri`, remembered."""
+    if uri not in _GOOD_URIS:
+        check_request_uri(uri)
+        _remember(_GOOD_URIS, uri)
+
+
+def answer_options(
+    data: bytes,
+    host: str,
+    port: int,
+    reply: OptionsReply,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> bytes | None:
+    """The 200 OK to the OPTIONS ``data`` received over UDP from ``host``:``port``, or None.
+
+    The bytes are those the general path sends (parse, validate,
+    ``apply_received``, an application answering with ``reply``,
+    serialize); None means "take the general path", which then does exactly
+    what it did before.
+    """
+    if not data.startswith(b"OPTIONS ") or len(data) > max_size:
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    text = data[:end].decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n")
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks:
+        return None  # bare LF or CR: the general path knows those
+    start = lines[0].split(" ")
+    if len(start) != 3 or start[2] != "SIP/2.0" or not start[1]:
+        return None
+    copied: list[str] = []
+    vias: list[str] = []
+    singles: dict[str, str] = {}
+    addresses: list[str] = []
+    top_via = to_index = -1
+    via_name = ""
+    kinds = _KINDS
+    names = _TOKEN_NAMES
+    for index in range(1, len(lines)):
+        name, colon, value = lines[index].partition(":")
+        if not colon:
+            return None  # (a folded line has no colon, or a name starting with a blank)
+        if name[-1:] in (" ", "\t"):
+            name = name.rstrip(" \t")
+        key = names.get(name) or _token_name(name)
+        if key is None:
+            return None
+        kind = kinds.get(key)
+        if kind is None:
+            continue
+        value = value.strip(" \t")
+        if kind == _VIA:
+            if "," in value:
+                return None
+            if top_via < 0:
+                top_via = len(copied)
+                via_name = name
+            vias.append(value)
+            copied.append(f"{name}: {value}")
+        elif kind == _ADDRESSES:
+            addresses.append(value)
+        else:
+            if key in singles:
+                return None
+            singles[key] = value
+            if kind == _COPIED:
+                if key == "to":
+                    to_index = len(copied)
+                copied.append(f"{name}: {value}")
+    if top_via < 0 or to_index < 0:
+        return None
+    try:
+        from_value = singles["from"]
+        to_value = singles["to"]
+        call_id = singles["call-id"]
+        if parse_cseq(singles["cseq"])[1] != "OPTIONS" or not call_id.strip():
+            return None
+        max_forwards = singles.get("max-forwards")
+        if max_forwards is not None and not (max_forwards.isascii() and max_forwards.isdigit()):
+            return None
+        length = singles.get("content-length")
+        if length is not None and not (
+            length.isascii()
+            and length.isdigit()
+            and len(length) < 10
+            and int(length) <= len(data) - end - 4
+        ):
+            return None
+        _check_request_uri(start[1])
+        for index, value in enumerate(vias):
+            stripped = value.strip()  # every Via as it is checked
+            if index or stripped != value:
+                parse_via(stripped)
+        stamped = stamp_via_value(vias[0], host, port)  # checks the top Via as it is
+        _check_address(from_value)
+        _check_address(to_value)
+        for value in addresses:
+            for item in split_values(value):
+                if item != "*":
+                    _check_address(item)
+    except (SipParseError, KeyError, ValueError):
+        return None
+    if stamped is not None:
+        copied[top_via] = f"{via_name}: {stamped}"
+    if not has_tag(to_value):
+        copied[to_index] += f";tag={stable_tag(reply.salt, call_id, from_value)}"
+    return (STATUS_LINE + "\r\n".join(copied) + "\r\n" + reply.tail).encode(
+        "utf-8", "surrogateescape"
+    )
