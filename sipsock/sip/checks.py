@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Final
 
 from sipsock.sip.errors import SipParseError
-from sipsock.sip.grammar import TOKEN_CHARS, is_token, split_values
+from sipsock.sip.grammar import TOKEN_CHARS, is_token, parse_number, split_values
 from sipsock.sip.via import parse_via
 
 if TYPE_CHECKING:
@@ -69,15 +69,11 @@ def parse_cseq(value: str | None) -> tuple[int, str]:
     if value is None:
         raise SipParseError("no CSeq header", status=400)
     parts = value.split()
-    if (
-        len(parts) != 2
-        or not (parts[0].isascii() and parts[0].isdigit())
-        or not (parts[1] in KNOWN_METHODS or is_token(parts[1]))
-    ):
+    number = parse_number(parts[0]) if len(parts) == 2 else None
+    if number is None or not (parts[1] in KNOWN_METHODS or is_token(parts[1])):
         raise SipParseError(f"malformed CSeq {value!r}", status=400)
-    number = int(parts[0])
     if number > MAX_CSEQ:
-        raise SipParseError(f"CSeq number {parts[0]} above 2**32-1", status=400)
+        raise SipParseError(f"CSeq number {parts[0][:20]} above 2**32-1", status=400)
     return number, parts[1]
 
 
@@ -134,7 +130,7 @@ def check_headers(message: Message) -> None:
     if not message.call_id.strip():
         raise SipParseError("empty Call-ID", status=400)
     max_forwards = message.get("max-forwards")
-    if max_forwards is not None and not (max_forwards.isascii() and max_forwards.isdigit()):
+    if max_forwards is not None and parse_number(max_forwards) is None:
         raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
     for key in ("from", "to"):
         check_address(message.get(key) or "")

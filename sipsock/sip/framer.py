@@ -6,6 +6,7 @@ import re
 from typing import Final
 
 from sipsock.sip.errors import SipFramingError
+from sipsock.sip.grammar import parse_number
 from sipsock.sip.parser import find_header_end
 
 #: RFC 5626 keep-alive ping; the caller answers it with a single CRLF (pong).
@@ -28,6 +29,12 @@ class StreamFramer:
         self.max_message_size = max_message_size
         self.max_header_size = max_header_size
         self._buffer = bytearray()
+        # Where the search for the end of the pending header section resumes,
+        # and the length of the pending message once its header is read: a
+        # peer that sends one byte per segment must not make every read scan
+        # (and copy) the whole header section again.
+        self._scan_from = 0
+        self._total: int | None = None
 
     @property
     def pending(self) -> int:
@@ -42,38 +49,48 @@ class StreamFramer:
         position = 0
         size = len(buffer)
         while position < size:
-            if buffer[position] in b"\r\n":
-                if buffer.startswith(KEEPALIVE_PING, position):
-                    messages.append(KEEPALIVE_PING)
-                    position += 4
-                    continue
-                if buffer.startswith(b"\r\n", position):
-                    if size - position < 4 and KEEPALIVE_PING.startswith(buffer[position:]):
+            total = self._total
+            if total is None:
+                if buffer[position] in b"\r\n":
+                    if buffer.startswith(KEEPALIVE_PING, position):
+                        messages.append(KEEPALIVE_PING)
+                        position += 4
+                        continue
+                    if buffer.startswith(b"\r\n", position):
+                        if size - position < 4 and KEEPALIVE_PING.startswith(buffer[position:]):
+                            break
+                        position += 2
+                        continue
+                    if buffer[position] == 0x0D and size - position == 1:
                         break
-                    position += 2
+                    position += 1
                     continue
-                if buffer[position] == 0x0D and size - position == 1:
+                end, body_start = find_header_end(buffer, max(position, self._scan_from))
+                if end < 0:
+                    if size - position > self.max_header_size:
+                        raise SipFramingError(f"header section above {self.max_header_size} bytes")
+                    # An empty line is at most 3 bytes: one ending later starts
+                    # in the last 2 bytes at the earliest.
+                    self._scan_from = max(position, size - 2)
                     break
-                position += 1
-                continue
-            end, body_start = find_header_end(buffer, position)
-            if end < 0:
-                if size - position > self.max_header_size:
+                self._scan_from = 0
+                if body_start - position > self.max_header_size:
                     raise SipFramingError(f"header section above {self.max_header_size} bytes")
-                break
-            if body_start - position > self.max_header_size:
-                raise SipFramingError(f"header section above {self.max_header_size} bytes")
-            header = bytes(buffer[position:end])
-            if b"SIP/" not in header.split(b"\n", 1)[0]:
-                raise SipFramingError("stream does not start with a SIP start line")
-            total = body_start - position + self._content_length(header)
-            if total > self.max_message_size:
-                raise SipFramingError(f"message of {total} bytes above {self.max_message_size}")
+                header = bytes(buffer[position:end])
+                if b"SIP/" not in header.split(b"\n", 1)[0]:
+                    raise SipFramingError("stream does not start with a SIP start line")
+                total = body_start - position + self._content_length(header)
+                if total > self.max_message_size:
+                    raise SipFramingError(f"message of {total} bytes above {self.max_message_size}")
             if size - position < total:
+                self._total = total
                 break
+            self._total = None
             messages.append(bytes(buffer[position : position + total]))
             position += total
         del buffer[:position]
+        if self._scan_from:
+            self._scan_from -= position
         return messages
 
     @staticmethod
@@ -84,6 +101,7 @@ class StreamFramer:
         if len(values) > 1:
             raise SipFramingError("conflicting Content-Length headers", status=400)
         value = values.pop().strip()
-        if not value.isdigit():
+        length = parse_number(value.decode("latin-1"))
+        if length is None:
             raise SipFramingError(f"malformed Content-Length {value[:20]!r}", status=400)
-        return int(value)
+        return length

@@ -69,6 +69,28 @@ REASON_PHRASES: Final[dict[int, str]] = {
     505: "Version Not Supported",
 }
 
+#: Significant digits read from a number; more than any SIP limit needs (2**32-1 has 10).
+NUMBER_DIGITS: Final = 18
+#: The value `parse_number` gives a number of more than `NUMBER_DIGITS` digits.
+HUGE_NUMBER: Final = 10**NUMBER_DIGITS
+
+
+def parse_number(text: str) -> int | None:
+    """The value of ``text`` when it is ``1*DIGIT`` (ASCII digits only), else ``None``.
+
+    Leading zeros are allowed.  A number of more than `NUMBER_DIGITS`
+    significant digits comes back as `HUGE_NUMBER`, above every limit SIP has,
+    without converting it: ``int()`` refuses more than 4300 digits with
+    ``ValueError`` and a header section can hold many more.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > NUMBER_DIGITS:
+        return HUGE_NUMBER
+    return int(significant or "0")
+
+
 #: Memo of header spellings seen to their canonical names (bounded).
 KNOWN_NAMES: dict[str, str] = {}
 _CACHE_LIMIT: Final = 4096

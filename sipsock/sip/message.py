@@ -10,6 +10,7 @@ from sipsock.sip.grammar import (
     REASON_PHRASES,
     UNSPLIT_HEADERS,
     canonical_name,
+    parse_number,
     split_values,
 )
 from sipsock.sip.via import Via, parse_via
@@ -158,9 +159,10 @@ class Message:
         value = self.get("Max-Forwards")
         if value is None:
             return None
-        if not (value.isascii() and value.isdigit()):
+        number = parse_number(value)
+        if number is None:
             raise SipParseError(f"malformed Max-Forwards {value!r}", status=400)
-        return int(value)
+        return number
 
     @property
     def content_length(self) -> int | None:
@@ -168,9 +170,10 @@ class Message:
         value = self.get("content-length")
         if value is None:
             return None
-        if not (value.isascii() and value.isdigit()):
+        number = parse_number(value)
+        if number is None:
             raise SipParseError(f"malformed Content-Length {value!r}", status=400)
-        return int(value)
+        return number
 
     # -- wire form -------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Final
 
 from sipsock.sip.checks import KNOWN_METHODS
 from sipsock.sip.errors import SipParseError
-from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, is_token
+from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, is_token, parse_number
 from sipsock.sip.message import Request, Response
 
 DEFAULT_MAX_SIZE: Final = 65535
@@ -149,12 +149,12 @@ def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:
     value = lengths[0]
     if len(lengths) > 1 and len(set(lengths)) != 1:
         raise SipParseError("conflicting Content-Length headers", status=400)
-    if not (value.isascii() and value.isdigit()):
+    length = parse_number(value)
+    if length is None:
         raise SipParseError(f"malformed Content-Length {value[:20]!r}", status=400)
-    length = int(value)
     available = len(data) - start
     if length > available:
         raise SipParseError(
-            f"Content-Length {length} larger than the {available} bytes received", status=400
+            f"Content-Length {value[:20]} larger than the {available} bytes received", status=400
         )
     return data[start : start + length]

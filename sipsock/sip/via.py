@@ -9,7 +9,7 @@ import secrets
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from sipsock.sip.errors import SipParseError
-from sipsock.sip.grammar import TOKEN_CHARS
+from sipsock.sip.grammar import TOKEN_CHARS, parse_number, split_values
 
 if TYPE_CHECKING:
     from sipsock.sip.message import Request
@@ -23,8 +23,11 @@ _match_sent_by = re.compile(
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)"
     r"(?:\s*:\s*([0-9]{1,5}))?\s*"
 ).match
-_PARAM = rf"\s*;\s*({_T})(?:\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[{TOKEN_CHARS}:\[\]]+))?\s*"
-_match_params = re.compile(f"(?:{_PARAM})*", re.S).fullmatch
+_PARAM = rf";\s*({_T})(?:\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[{TOKEN_CHARS}:\[\]]+))?\s*"
+#: Whitespace around a ``;`` belongs to exactly one place in the pattern (the end
+#: of the parameter before it): with two places, a failing match backtracks
+#: through every split of every gap, exponential in the number of parameters.
+_match_params = re.compile(rf"\s*(?:{_PARAM})*", re.S).fullmatch
 _find_params = re.compile(_PARAM, re.S).findall
 #: The usual shape, without any optional whitespace or quoted parameter:
 #: ``SIP/2.0/UDP host:port;name=value;name``.
@@ -81,9 +84,10 @@ class Via(NamedTuple):
     def ttl(self) -> int | None:
         """The ``ttl`` parameter as a number, or ``None`` when absent or invalid."""
         value = self.param("ttl")
-        if value is None or not (value.isascii() and value.isdigit()) or int(value) > 255:
+        number = None if value is None else parse_number(value)
+        if number is None or number > 255:
             return None
-        return int(value)
+        return number
 
     @property
     def rport(self) -> int | bool | None:
@@ -93,8 +97,9 @@ class Via(NamedTuple):
             return None
         if value == "":
             return True
-        if value.isascii() and value.isdigit() and 0 < int(value) <= 65535:
-            return int(value)
+        number = parse_number(value)
+        if number is not None and 0 < number <= 65535:
+            return number
         return None
 
     @property
@@ -205,7 +210,9 @@ def stateless_branch(request: Request, salt: str = "") -> str:
             str(request.cseq[0]),
             str(via),
         ]
-    digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=12).hexdigest()
+    # Undecodable bytes of the message are surrogate escapes: hash them as they came.
+    key = "\x00".join(parts).encode("utf-8", "surrogateescape")
+    digest = hashlib.blake2b(key, digest_size=12).hexdigest()
     return MAGIC_COOKIE + digest
 
 
@@ -226,22 +233,80 @@ def same_address(host: str, address: str) -> bool:
         return False
 
 
-def apply_received(request: Request, source_host: str, source_port: int) -> None:
-    """Stamp the top Via of a received request (RFC 3261 18.2.1, RFC 3581 4), in place.
+def stamp_via(via: Via, source_host: str, source_port: int) -> Via:
+    """The top Via of a received request as stamped by RFC 3261 18.2.1 and RFC 3581 4.
 
     Adds ``received=<source_host>`` when the sent-by host differs from the
     source address, and always when the client sent an empty ``rport``, which
-    is then filled with ``source_port``.
+    is then filled with ``source_port``. Returns ``via`` itself (the same
+    object) when nothing is to be added.
     """
-    via = request.top_via
     stamped = via
     if via.rport is True:
         stamped = stamped.with_param("received", source_host.strip("[]"))
         stamped = stamped.with_param("rport", str(source_port))
-    elif not same_address(via.host, source_host):
+    elif via.host != source_host and not same_address(via.host, source_host):
         stamped = stamped.with_param("received", source_host.strip("[]"))
-    if stamped is not via:
-        request.replace_top_via(str(stamped))
+    return stamped
+
+
+def stamp_via_value(value: str, source_host: str, source_port: int) -> str | None:
+    """`stamp_via` on the text of one Via value: the stamped text, or None when unchanged.
+
+    Gives ``str(stamp_via(parse_via(value), ...))`` whenever that is a new
+    Via, and raises `SipParseError` where `parse_via` does. The usual
+    spelling (``SIP/2.0/UDP host:port;params``, which `str` gives back
+    unchanged) is stamped by editing its parameter list, without building
+    `Via` objects; any other spelling goes through `stamp_via`.
+    """
+    match = _match_plain_via(value)
+    if match is None:
+        return _stamp_parsed(value, source_host, source_port)
+    transport, port_text = match.group(2, 4)
+    if transport != transport.upper() or (port_text is not None and port_text[0] == "0"):
+        return _stamp_parsed(value, source_host, source_port)  # str(Via) respells these
+    host = match.group(3)
+    _port(port_text, value)
+    rest = match.group(5)
+    params = rest[1:].split(";") if rest else []
+    keys = [param.partition("=")[0].lower() for param in params]
+    rport = keys.index("rport") if "rport" in keys else -1
+    if rport >= 0 and "=" not in params[rport]:
+        _set_param(params, keys, "received", source_host.strip("[]"))
+        params[rport] = f"{params[rport]}={source_port}"
+    elif host == source_host or same_address(host, source_host):
+        return None
+    else:
+        _set_param(params, keys, "received", source_host.strip("[]"))
+    return f"{value[: match.start(5)]};{';'.join(params)}"
+
+
+def _stamp_parsed(value: str, source_host: str, source_port: int) -> str | None:
+    via = parse_via(value)
+    stamped = stamp_via(via, source_host, source_port)
+    return None if stamped is via else str(stamped)
+
+
+def _set_param(params: list[str], keys: list[str], name: str, value: str) -> None:
+    """`Via.with_param` on raw ``name=value`` texts (``keys``: their lower-case names)."""
+    if name in keys:
+        index = keys.index(name)
+        params[index] = f"{params[index].partition('=')[0]}={value}"
+    else:
+        params.append(f"{name}={value}")
+        keys.append(name)
+
+
+def apply_received(request: Request, source_host: str, source_port: int) -> None:
+    """Stamp the top Via of a received request in place (see `stamp_via`)."""
+    value = request.get("Via")
+    if value is None:
+        raise SipParseError("no Via header", status=400)
+    if "," in value:
+        value = split_values(value)[0]
+    stamped = stamp_via_value(value, source_host, source_port)
+    if stamped is not None:
+        request.replace_top_via(stamped)
 
 
 __all__ = [
@@ -252,5 +317,7 @@ __all__ = [
     "new_branch",
     "parse_via",
     "same_address",
+    "stamp_via",
+    "stamp_via_value",
     "stateless_branch",
 ]
