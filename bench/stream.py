@@ -318,7 +318,11 @@ def main() -> None:
     listen = ", ".join(f'"{t}:127.0.0.1:{p}"' for t, p in ports.items())
     extra = (
         f"[core]\nlisten = [{listen}]\nstream_idle_timeout = 3600.0\n"
-        "[websocket]\nping_interval = 0\n" + domain_toml("bench", files)
+        "[websocket]\nping_interval = 0\n"
+        # Thousands of idle connections from one address, none sending first:
+        # above the default caps and header timeout of [limits].
+        "[limits]\nmax_connections_per_ip = 1000000\nmax_connections_per_socket = 1000000\n"
+        "header_timeout = 3600.0\n" + domain_toml("bench", files)
     )
     (workdir / "d").mkdir()
     daemon = Daemon(workdir / "d", extra=extra)

@@ -11,7 +11,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -239,6 +239,39 @@ class WebSocketSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """``[limits]``: what one peer may cost (README "Limits").
+
+    Message sizes are per transport: UDP, stream (TCP and TLS) and WebSocket
+    (WS and WSS: the whole message and each frame); each defaults to
+    ``[core] max_message_size`` (WebSocket: also ``[websocket]
+    max_message_size``) and may not exceed it. Connection caps count the
+    accepted connections of one stream socket, in all and from one remote
+    IP. ``header_timeout`` cuts a stream connection that has not sent a whole
+    first message, or not finished a header section it started, within that
+    many seconds. ``max_pending_send`` is the output (bytes) a connection
+    may have queued before it is aborted; ``max_outbound_connections`` the
+    connections one socket may open; ``log_interval`` the seconds between two
+    log lines about the same limit of the same socket.
+    """
+
+    max_udp_message_size: int = 65535
+    max_stream_message_size: int = 65535
+    max_ws_message_size: int = 65535
+    max_ws_frame_size: int = 65535
+    max_connections_per_socket: int = 4096
+    max_connections_per_ip: int = 256
+    header_timeout: float = 10.0
+    max_pending_send: int = 1048576
+    max_outbound_connections: int = 1024
+    log_interval: float = 60.0
+
+    def udp_options(self) -> dict[str, Any]:
+        """The keyword arguments of a UDP listener (`sipsock.transport.udp.UdpListener`)."""
+        return {"max_message_size": self.max_udp_message_size, "log_interval": self.log_interval}
+
+
+@dataclass(frozen=True)
 class ManholeSettings:
     """``[manhole]``: the admin shell, off by default (see `sipsock.manhole`).
 
@@ -280,6 +313,7 @@ class Settings:
     tls: TLSSettings = TLSSettings()
     websocket: WebSocketSettings = WebSocketSettings()
     manhole: ManholeSettings = ManholeSettings()
+    limits: LimitSettings = LimitSettings()
     application: Mapping[str, Any] = field(default_factory=dict)
     proxy: ProxySettings = ProxySettings()
     source: str = "<defaults>"
@@ -316,17 +350,29 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
     reader.only(
         data,
         "",
-        {"sockets_mgm", "core", "mi", "tls", "websocket", "manhole", "application", "proxy"},
+        {
+            "sockets_mgm",
+            "core",
+            "mi",
+            "tls",
+            "websocket",
+            "manhole",
+            "limits",
+            "application",
+            "proxy",
+        },
         kind="section",
     )
     core = _read_core(reader, reader.section(data, "core"))
+    websocket = _read_websocket(reader, reader.section(data, "websocket"))
     return Settings(
         sockets_mgm=_read_sockets_mgm(reader, reader.section(data, "sockets_mgm"), core),
         core=core,
         mi=_read_mi(reader, reader.section(data, "mi")),
         tls=_read_tls(reader, reader.section(data, "tls")),
-        websocket=_read_websocket(reader, reader.section(data, "websocket")),
+        websocket=websocket,
         manhole=_read_manhole(reader, reader.section(data, "manhole")),
+        limits=_read_limits(reader, reader.section(data, "limits"), core, websocket),
         # Options of the SIP application, checked by the application itself.
         application=reader.section(data, "application"),
         proxy=_read_proxy(reader, reader.section(data, "proxy"), configured="proxy" in data),
@@ -641,6 +687,59 @@ def _read_websocket(reader: _Reader, sec: Mapping[str, Any]) -> WebSocketSetting
         ping_interval=reader.number(sec, "websocket", "ping_interval", 30.0, 0.0, 3600.0),
         ping_timeout=reader.number(sec, "websocket", "ping_timeout", 10.0, 1.0, 600.0),
         handshake_timeout=reader.number(sec, "websocket", "handshake_timeout", 10.0, 1.0, 600.0),
+    )
+
+
+def _read_limits(
+    reader: _Reader, sec: Mapping[str, Any], core: CoreSettings, websocket: WebSocketSettings
+) -> LimitSettings:
+    """``[limits]``; message sizes default to, and may not exceed, the older size keys."""
+    reader.only(sec, "limits", {f.name for f in fields(LimitSettings)})
+    largest = core.max_message_size
+    ws_default = min(largest, websocket.max_message_size)
+    sizes: dict[str, int] = {}
+    for key, default in (
+        ("max_udp_message_size", largest),
+        ("max_stream_message_size", largest),
+        ("max_ws_message_size", ws_default),
+    ):
+        sizes[key] = reader.integer(sec, "limits", key, default, 1024, 65535)
+        if sizes[key] > largest:
+            reader.fail(
+                "limits",
+                key,
+                f"{sizes[key]} is above [core] max_message_size ({largest}), the largest "
+                "message parsed: raise that too",
+            )
+    frame = reader.integer(
+        sec, "limits", "max_ws_frame_size", sizes["max_ws_message_size"], 125, 65535
+    )
+    if frame > sizes["max_ws_message_size"]:
+        reader.fail(
+            "limits",
+            "max_ws_frame_size",
+            f"{frame} is above max_ws_message_size ({sizes['max_ws_message_size']}): "
+            "a frame is part of a message",
+        )
+    per_socket = reader.integer(sec, "limits", "max_connections_per_socket", 4096, 1, 1000000)
+    per_ip = reader.integer(sec, "limits", "max_connections_per_ip", 256, 1, 1000000)
+    if per_ip > per_socket:
+        reader.fail(
+            "limits",
+            "max_connections_per_ip",
+            f"{per_ip} is above max_connections_per_socket ({per_socket})",
+        )
+    return LimitSettings(
+        **sizes,
+        max_ws_frame_size=frame,
+        max_connections_per_socket=per_socket,
+        max_connections_per_ip=per_ip,
+        header_timeout=reader.number(sec, "limits", "header_timeout", 10.0, 0.1, 3600.0),
+        max_pending_send=reader.integer(sec, "limits", "max_pending_send", 1048576, 65536, 1 << 30),
+        max_outbound_connections=reader.integer(
+            sec, "limits", "max_outbound_connections", 1024, 1, 1000000
+        ),
+        log_interval=reader.number(sec, "limits", "log_interval", 60.0, 1.0, 86400.0),
     )
 
 

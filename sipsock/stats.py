@@ -7,8 +7,11 @@ groups:
 * one group per socket, named as ``sockets_list`` names it
   (``udp:127.0.0.1:5060:received``): the socket's `SocketCounters`
   (messages received and sent, bytes in and out, parse errors, drops, open
-  stream connections, failed TLS/WebSocket handshakes). A socket that is
-  removed and added again starts from zero;
+  stream connections, failed TLS/WebSocket handshakes, and the hits of each
+  limit: ``limit_oversize``, ``limit_connections``, ``limit_header_timeout``,
+  ``limit_send_buffer``, ``limit_outbound``; in Prometheus one family
+  ``sipsock_socket_limit_hits_total`` with a ``limit`` label). A socket that
+  is removed and added again starts from zero;
 * ``sockets_mgm`` - reloads, failed reloads, sockets by state, and with
   ``auto_reload`` the change signals received and the reloads they caused;
 * ``workers`` - per UDP worker (``dynamic_1_handled``): messages handled and
@@ -60,6 +63,13 @@ _SOCKET_METRICS: Final[dict[str, tuple[str, str]]] = {
         "Connections closed because their TLS or WebSocket handshake failed",
     ),
 }
+#: The ``limit_*`` counters share one Prometheus family, labelled by limit.
+_LIMIT_METRIC: Final = (
+    "socket_limit_hits",
+    "Limit hits: oversize messages, refused connections, header timeouts, "
+    "peers not reading, full outbound pool",
+)
+_LIMIT_PREFIX: Final = "limit_"
 _METRIC_NAME_RE: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME_RE: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -220,6 +230,10 @@ def socket_stats(
     result = []
     for field in fields(counters):
         metric, text = _SOCKET_METRICS.get(field.name, (f"socket_{field.name}", field.name))
+        extra: tuple[tuple[str, str], ...] = ()
+        if field.name.startswith(_LIMIT_PREFIX):
+            metric, text = _LIMIT_METRIC
+            extra = (("limit", field.name[len(_LIMIT_PREFIX) :]),)
         result.append(
             Stat(
                 sdef.socket_text,
@@ -227,7 +241,7 @@ def socket_stats(
                 getattr(counters, field.name),
                 incremental=field.name not in GAUGE_COUNTERS,
                 metric=metric,
-                labels=tuple(labels),
+                labels=tuple(labels) + extra,
                 help=text,
             )
         )

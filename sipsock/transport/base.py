@@ -13,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.logger import Logger
+
+from sipsock.limits import DEFAULT_LOG_INTERVAL, LimitLog
 from sipsock.sockdef import SocketDef
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from sipsock.config import WebSocketSettings
+    from sipsock.config import LimitSettings, WebSocketSettings
     from sipsock.transport.tls import TLSDomains
 
 #: Largest datagram the reactor reads; SIP over UDP may use all of it.
@@ -74,7 +77,13 @@ class SocketCounters:
     ``drops`` messages thrown away for any other reason (a failed send, a reply
     to a closed connection, an application error), ``connections`` the stream
     connections open right now, ``handshake_failures`` connections closed
-    because their TLS or WebSocket opening handshake failed.
+    because their TLS or WebSocket opening handshake failed. The ``limit_*``
+    counters are the hits of each limit of `sipsock.limits.LIMITS`: messages
+    above the size limit (``limit_oversize``), connections refused over the
+    per-socket or per-IP cap (``limit_connections``), connections cut by the
+    header timeout (``limit_header_timeout``) or for not reading their
+    output (``limit_send_buffer``), outbound connects refused because the
+    pool was full (``limit_outbound``).
     """
 
     received: int = 0
@@ -87,6 +96,11 @@ class SocketCounters:
     drops: int = 0
     connections: int = 0
     handshake_failures: int = 0
+    limit_oversize: int = 0
+    limit_connections: int = 0
+    limit_header_timeout: int = 0
+    limit_send_buffer: int = 0
+    limit_outbound: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, for the MI."""
@@ -104,6 +118,83 @@ class SocketCounters:
         self.bytes_out += len(data)
         if data.startswith(b"SIP/"):
             self.replies_out += 1
+
+
+class LimitedSocket(Protocol):
+    """What a `LimitReporter` reads from its socket (any listener)."""
+
+    sdef: SocketDef
+    slot: int | None
+    counters: SocketCounters
+
+
+class LimitReporter:
+    """Counts every limit hit of one socket and logs them, rate-limited.
+
+    The first hit of a limit is logged with its reason; later hits of the
+    same limit within ``interval`` seconds are only counted, and summed up in
+    one line per period ("N more in the last 60 s") by a timer on
+    ``reactor``. `stop` logs what is left and cancels the timer.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, owner: LimitedSocket, reactor: Any, interval: float = DEFAULT_LOG_INTERVAL
+    ) -> None:
+        self.owner = owner
+        self.reactor = reactor
+        self.rules = LimitLog(interval)
+        self._call: Any = None
+
+    def hit(self, limit: str, reason: str, peer: tuple[str, int] | None = None) -> None:
+        """One hit of ``limit`` (a name of `LIMITS`): count it, log it unless it is a repeat."""
+        owner = self.owner
+        name = f"limit_{limit}"
+        setattr(owner.counters, name, getattr(owner.counters, name) + 1)
+        if not self.rules.hit(limit, self.reactor.seconds()):
+            return
+        self.log.warn(
+            "socket {socket} (slot {slot}): limit {limit} hit{source}: {reason} "
+            "(repeats are summed up every {interval:g} s)",
+            socket=owner.sdef.socket_text,
+            slot=owner.slot,
+            limit=limit,
+            source=f" by {peer[0]}:{peer[1]}" if peer is not None else "",
+            reason=reason,
+            interval=self.rules.interval,
+        )
+        self._schedule()
+
+    def _schedule(self) -> None:
+        due = self.rules.next_due()
+        if self._call is not None or due is None:
+            return
+        self._call = self.reactor.callLater(max(0.0, due - self.reactor.seconds()), self._flush)
+
+    def _flush(self, *, final: bool = False) -> None:
+        self._call = None
+        now = self.reactor.seconds()
+        for summary in self.rules.flush(now, closing=final):
+            self.log.warn(
+                "socket {socket} (slot {slot}): limit {limit} hit {count} more times "
+                "in the last {seconds:.3g} s",
+                socket=self.owner.sdef.socket_text,
+                slot=self.owner.slot,
+                limit=summary.key,
+                count=summary.suppressed,
+                seconds=summary.seconds,
+            )
+        if not final:
+            self._schedule()
+
+    def stop(self) -> None:
+        """The socket is closing: log the hits not logged yet, cancel the timer."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if len(self.rules):
+            self._flush(final=True)
 
 
 class Closing:
@@ -159,11 +250,12 @@ class Listener(Protocol):
     slot: int | None
     counters: SocketCounters
 
-    def update(self, sdef: SocketDef) -> None:
+    def update(self, sdef: SocketDef) -> Deferred[None] | None:
         """Apply a new definition of the same endpoint in place.
 
         Raises ValueError for another endpoint, `ListenError` when the kernel
-        refuses the new options.
+        refuses the new options. A listener served by other processes returns
+        a Deferred that fires once every one of them applied it.
         """
 
     def stop(self) -> Deferred[None]:
@@ -186,6 +278,7 @@ def open_listener(
     max_message_size: int = 65535,
     tls: TLSDomains | None = None,
     websocket: WebSocketSettings | None = None,
+    limits: LimitSettings | None = None,
 ) -> Listener:
     """Bind ``sdef`` and start serving it; returns the running listener.
 
@@ -194,7 +287,10 @@ def open_listener(
     here and adopted by the reactor; stream sockets are created, bound and put
     to listen here, then adopted. TLS and WSS sockets take their certificates
     from ``tls`` (no domain serving the socket is a `ListenError` saying so);
-    WS and WSS sockets follow ``websocket`` (origins, limits, keep-alive).
+    WS and WSS sockets follow ``websocket`` (origins, keep-alive). ``limits``
+    (`sipsock.config.LimitSettings`: message sizes per transport, connection
+    caps, header timeout, pending-send buffer, outbound pool) default to
+    `LimitSettings()` with sizes capped by ``max_message_size``.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -203,7 +299,15 @@ def open_listener(
     if sdef.proto == "udp":
         from sipsock.transport.udp import open_udp_listener
 
-        return open_udp_listener(sdef, slot, sink, reactor=reactor)
+        udp_size = max_message_size if limits is None else limits.max_udp_message_size
+        return open_udp_listener(
+            sdef,
+            slot,
+            sink,
+            reactor=reactor,
+            max_message_size=min(udp_size, max_message_size),
+            log_interval=DEFAULT_LOG_INTERVAL if limits is None else limits.log_interval,
+        )
     binding = _tls_binding(sdef, tls) if sdef.proto in ("tls", "wss") else None
     if sdef.proto in ("tcp", "tls"):
         from sipsock.transport.stream import open_tcp_listener
@@ -216,6 +320,7 @@ def open_listener(
             idle_timeout=idle_timeout,
             max_message_size=max_message_size,
             tls=binding,
+            limits=limits,
         )
     if sdef.proto in ("ws", "wss"):
         from sipsock.transport.ws import open_ws_listener
@@ -229,6 +334,7 @@ def open_listener(
             max_message_size=max_message_size,
             websocket=websocket,
             tls=binding,
+            limits=limits,
         )
     raise ListenError(sdef, f"protocol {sdef.proto} is not supported")
 

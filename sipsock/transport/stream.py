@@ -12,6 +12,15 @@ same `StreamConnection.deliver`.
 TLS is a layer under the protocol: a listener given a `TLSBinding` wraps its
 accepted and outbound connections in `TLSMemoryBIOFactory` (server side with
 the socket's TLS domains, client side verifying the server by host name).
+
+Limits (`sipsock.config.LimitSettings`, rules in `sipsock.limits`): an
+accepted connection over the per-socket or per-IP cap is closed as soon as
+it is accepted, before any TLS work; a connection that has not sent a whole
+first message, or has not finished a header section it started, within
+``header_timeout`` seconds is cut; a connection whose peer does not read
+(its pending output above ``max_pending_send``) is aborted; a message above
+the size limit closes its connection; the outbound pool is bounded. Each hit
+is counted and logged through the socket's `LimitReporter`.
 """
 
 from __future__ import annotations
@@ -48,10 +57,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipsock.config import LimitSettings
+from sipsock.limits import HeaderWatch, address_key, connection_refusal, is_size_error
 from sipsock.sip import KEEPALIVE_PING, SipFramingError, StreamFramer
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import (
     Closing,
+    LimitReporter,
     ListenError,
     MessageSink,
     Origin,
@@ -69,8 +81,9 @@ from sipsock.transport.sockopts import (
 
 #: Seconds an outbound connect may take.
 CONNECT_TIMEOUT: Final = 10.0
-#: Outbound connections (open or connecting) one socket may have.
-MAX_OUTBOUND_CONNECTIONS: Final = 1024
+#: Outbound connections (open or connecting) one socket may have, unless
+#: ``[limits] max_outbound_connections`` says otherwise.
+MAX_OUTBOUND_CONNECTIONS: Final = LimitSettings().max_outbound_connections
 #: Seconds a connection may take to flush its output when its socket is removed.
 FLUSH_TIMEOUT: Final = 5.0
 #: The answer to a CRLFCRLF keep-alive ping (RFC 5626 4.4.1).
@@ -117,6 +130,37 @@ def describe_tls_failure(error: BaseException | None) -> str | None:
     return None
 
 
+def pending_output(transport: object) -> tuple[int, int]:
+    """Bytes written to a connection and not yet handed to the kernel: (queued, refused).
+
+    ``queued`` is everything waiting; ``refused`` the part the kernel already
+    refused once (its send buffer was full: the peer is not reading fast
+    enough). Walks down the layers: a WebSocket `MessageTransport` to its
+    protocol's transport, TLS (`TLSMemoryBIOProtocol`, counting the
+    cleartext it holds before the handshake) to the TCP transport, whose
+    `FileDescriptor` write buffer is ``dataBuffer`` from ``offset`` on (tried
+    and refused) plus the writes of this reactor turn (``_tempDataLen``, not
+    tried yet).
+    """
+    total = 0
+    layer: Any = transport
+    for _ in range(8):
+        if layer is None:
+            break
+        buffered = getattr(layer, "dataBuffer", None)
+        if isinstance(buffered, bytes):
+            refused = len(buffered) - int(getattr(layer, "offset", 0))
+            return total + refused + int(getattr(layer, "_tempDataLen", 0)), refused
+        waiting = getattr(layer, "_appSendBuffer", None)
+        if waiting:
+            total += sum(len(chunk) for chunk in waiting)
+        inner = getattr(layer, "transport", None)
+        if inner is None:
+            inner = getattr(getattr(layer, "protocol", None), "transport", None)
+        layer = inner
+    return total, 0
+
+
 def outbound_failure(peer: tuple[str, int], reason: Failure) -> Failure:
     """The failure of a send whose connection closed before it was ready."""
     text = describe_tls_failure(reason.value)
@@ -132,16 +176,27 @@ class StreamConnection:
     Delivers whole messages to the listener's sink with an `Origin` naming the
     connection, writes replies, closes itself after ``idle_timeout`` seconds
     without traffic in either direction, and keeps the socket's counters.
+    ``inbound`` connections (accepted ones) must send a whole first message
+    within the header timeout; every connection must finish a header section
+    within it once started (`fed`), and read its output (`write` aborts it
+    past ``max_pending_send`` bytes queued once the kernel refused some of
+    them, and past twice that in any case).
     """
 
     log = Logger()
 
     def __init__(
-        self, listener: StreamListener, transport: ITransport, peer: tuple[str, int]
+        self,
+        listener: StreamListener,
+        transport: ITransport,
+        peer: tuple[str, int],
+        *,
+        inbound: bool = False,
     ) -> None:
         self.listener = listener
         self.transport = transport
         self.peer = peer
+        self.inbound = inbound
         self.id = next(_connection_ids)
         self.open = True
         self.ready = False
@@ -149,6 +204,9 @@ class StreamConnection:
         self._idle: IDelayedCall | None = listener.reactor.callLater(
             listener.idle_timeout, self._idle_timeout
         )
+        self.watch = HeaderWatch(first_message=inbound)
+        self._header: IDelayedCall | None = None
+        self._arm_header_timer()
 
     def _describe(self) -> dict[str, Any]:
         return {
@@ -162,6 +220,48 @@ class StreamConnection:
         """Traffic seen: restart the idle timer."""
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.listener.idle_timeout)
+
+    def fed(self, data: bytes, messages: list[bytes], pending: int) -> None:
+        """A read went through the framer: start or stop the header timer."""
+        self.watch.fed(data, messages, pending)
+        self._arm_header_timer()
+
+    def message_completed(self) -> None:
+        """A whole message arrived (WebSocket): the first-message deadline is met."""
+        self.watch.message_received()
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        waiting = self.watch.waiting
+        timer = self._header
+        if waiting and timer is None:
+            self._header = self.listener.reactor.callLater(
+                self.listener.limits.header_timeout, self._header_timed_out
+            )
+        elif not waiting and timer is not None:
+            if timer.active():
+                timer.cancel()
+            self._header = None
+
+    def _header_timed_out(self) -> None:
+        self._header = None
+        if not self.open:
+            return
+        timeout = self.listener.limits.header_timeout
+        what = (
+            "no whole first message" if self.watch.awaiting_first else "header section not finished"
+        )
+        self.cut("header_timeout", f"{what} within {timeout:g} s (connection {self.id})")
+
+    def cut(self, limit: str, reason: str) -> None:
+        """A limit was hit: count and log it (rate-limited), abort the connection."""
+        self.listener.limit_reporter.hit(limit, reason, self.peer)
+        self.open = False
+        abort: Callable[[], None] | None = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.loseConnection()
 
     def _idle_timeout(self) -> None:
         self._idle = None
@@ -202,6 +302,18 @@ class StreamConnection:
             raise ConnectionError(f"connection {self.id} to {self.peer} is closed")
         self.transport.write(data)
         self.touch()
+        limit = self.listener.limits.max_pending_send
+        queued, refused = pending_output(self.transport)
+        # A burst written in one reactor turn has not been offered to the
+        # kernel yet: past the limit, a peer is cut once the kernel refused
+        # some of its output (it does not read), and in any case past twice
+        # the limit (memory stays bounded whatever the burst).
+        if queued > limit and (refused > 0 or queued > 2 * limit):
+            self.cut(
+                "send_buffer",
+                f"{queued} bytes queued to a peer that does not read "
+                f"(max_pending_send {limit}, connection {self.id})",
+            )
 
     def send_message(self, data: bytes) -> None:
         """Write one SIP message and count it."""
@@ -220,7 +332,18 @@ class StreamConnection:
             )
 
     def framing_error(self, reason: str) -> None:
-        """The byte stream cannot be read any more: count, log and close."""
+        """The byte stream cannot be read any more: count, log and close.
+
+        A message or header section above the size limit is a limit hit
+        (counted as ``limit_oversize``, logged rate-limited).
+        """
+        if is_size_error(reason):
+            self.listener.limit_reporter.hit(
+                "oversize", f"{reason} (connection {self.id})", self.peer
+            )
+            self.open = False
+            self.transport.loseConnection()
+            return
         self.listener.counters.parse_errors += 1
         self.log.warn(
             "socket {socket} (slot {slot}): connection {connection} from {peer} closed: {reason}",
@@ -268,9 +391,10 @@ class StreamConnection:
                 **self._describe(),
             )
         self.open = False
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        for timer in (self._idle, self._header):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle = self._header = None
         self.listener.connection_lost(self)
 
 
@@ -288,10 +412,13 @@ class SipStreamProtocol(Protocol):
         listener: StreamListener,
         on_connected: Callable[[StreamConnection], None] | None = None,
         on_failed: Callable[[Failure], None] | None = None,
+        *,
+        inbound: bool = True,
     ) -> None:
         self.listener = listener
         self.on_connected = on_connected
         self.on_failed = on_failed
+        self.inbound = inbound
         self.tls = listener.tls is not None
         self.framer = StreamFramer(
             max_message_size=listener.max_message_size,
@@ -303,7 +430,9 @@ class SipStreamProtocol(Protocol):
         assert self.transport is not None
         address = self.transport.getPeer()
         peer = (str(getattr(address, "host", "")), int(getattr(address, "port", 0)))
-        self.connection = self.listener.connection_made(self.transport, peer, ready=not self.tls)
+        self.connection = self.listener.connection_made(
+            self.transport, peer, ready=not self.tls, inbound=self.inbound
+        )
         if not self.tls and self.on_connected is not None:
             self.on_connected(self.connection)
 
@@ -327,6 +456,7 @@ class SipStreamProtocol(Protocol):
         except SipFramingError as exc:
             connection.framing_error(exc.reason)
             return
+        connection.fed(data, messages, self.framer.pending)
         for message in messages:
             if message == KEEPALIVE_PING:
                 connection.write(KEEPALIVE_PONG)
@@ -351,6 +481,33 @@ class _ServerFactory(ServerFactory):
 
     def buildProtocol(self, addr: Any) -> Protocol:
         return self.listener.build_protocol()
+
+
+class _AdmissionFactory(ServerFactory):
+    """The outermost factory of a listening port: refuses connections over the caps.
+
+    Runs before TLS (it wraps the TLS factory): a refused connection costs
+    an accept and a close, no handshake. Returning None from
+    ``buildProtocol`` makes the port close the socket at once.
+    """
+
+    noisy = False
+
+    def __init__(self, listener: StreamListener, inner: Factory[Any]) -> None:
+        self.listener = listener
+        self.inner = inner
+
+    def doStart(self) -> None:
+        self.inner.doStart()  # type: ignore[no-untyped-call]
+
+    def doStop(self) -> None:
+        self.inner.doStop()  # type: ignore[no-untyped-call]
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        if not self.listener.admit(addr):
+            return None
+        protocol: Protocol | None = self.inner.buildProtocol(addr)
+        return protocol
 
 
 class _OutboundFactory(ClientFactory):
@@ -437,6 +594,7 @@ class StreamListener:
         max_message_size: int = 65535,
         flush_timeout: float = FLUSH_TIMEOUT,
         tls: TLSBinding | None = None,
+        limits: LimitSettings | None = None,
     ) -> None:
         self.sdef = sdef
         self.tls = tls
@@ -444,15 +602,20 @@ class StreamListener:
         self.sink = sink
         self.reactor = reactor
         self.idle_timeout = idle_timeout
-        self.max_message_size = max_message_size
+        self.limits = limits if limits is not None else LimitSettings()
+        self.max_message_size = min(max_message_size, self.limits.max_stream_message_size)
         self.flush_timeout = flush_timeout
         self.counters = SocketCounters()
+        self.limit_reporter = LimitReporter(self, reactor, self.limits.log_interval)
+        # Accepted connections open now, in all and by remote IP (the caps).
+        self._inbound = 0
+        self._inbound_by_ip: dict[str, int] = {}
         self.connections: dict[int, StreamConnection] = {}
         self._by_peer: dict[tuple[str, int], StreamConnection] = {}
         self._outbound: dict[tuple[str, int], tuple[_OutboundFactory, IConnector]] = {}
         # The outbound pool: connection id -> the (host, port) it was opened for.
         self._opened: dict[int, tuple[str, int]] = {}
-        self.max_outbound = MAX_OUTBOUND_CONNECTIONS
+        self.max_outbound = self.limits.max_outbound_connections
         self._port: IListeningPort | None = None
         self._closing: Closing | None = None
         self._port_closed = False
@@ -473,7 +636,7 @@ class StreamListener:
         ``outbound`` is the peer of a connection this socket opens (None for
         an accepted one).
         """
-        return SipStreamProtocol(self, on_connected, on_failed)
+        return SipStreamProtocol(self, on_connected, on_failed, inbound=outbound is None)
 
     def wrap_factory(
         self, factory: Factory[Any], outbound: tuple[str, int] | None = None
@@ -488,7 +651,9 @@ class StreamListener:
     def adopt(self, fd: int) -> None:
         """Accept connections on a bound, listening descriptor (the caller keeps ``fd``)."""
         self._port = self.reactor.adoptStreamPort(
-            fd, family_of(self.sdef), self.wrap_factory(_ServerFactory(self))
+            fd,
+            family_of(self.sdef),
+            _AdmissionFactory(self, self.wrap_factory(_ServerFactory(self))),
         )
         self.log.info(
             "socket {socket} (slot {slot}) listening", socket=self.sdef.socket_text, slot=self.slot
@@ -496,17 +661,48 @@ class StreamListener:
 
     # -- connections -------------------------------------------------------
 
+    def admit(self, address: Any) -> bool:
+        """Whether a connection just accepted from ``address`` may stay (the caps).
+
+        A refused one is counted and logged (rate-limited) here.
+        """
+        host = str(getattr(address, "host", ""))
+        ip = address_key(host)
+        limits = self.limits
+        reason = connection_refusal(
+            socket_count=self._inbound,
+            ip_count=self._inbound_by_ip.get(ip, 0),
+            per_socket=limits.max_connections_per_socket,
+            per_ip=limits.max_connections_per_ip,
+            ip=ip,
+        )
+        if reason is None:
+            return True
+        self.limit_reporter.hit(
+            "connections", f"refused: {reason}", (host, int(getattr(address, "port", 0)))
+        )
+        return False
+
     def connection_made(
-        self, transport: ITransport, peer: tuple[str, int], *, ready: bool = True
+        self,
+        transport: ITransport,
+        peer: tuple[str, int],
+        *,
+        ready: bool = True,
+        inbound: bool = False,
     ) -> StreamConnection:
-        """Register a new connection (accepted or outbound).
+        """Register a new connection (``inbound``: accepted, else opened by this socket).
 
         A connection that is not ``ready`` (TLS or WebSocket handshake still
         running) is idle-timed and closed with its socket, but `send` does not
         pick it until `connection_ready`.
         """
-        connection = StreamConnection(self, transport, peer)
+        connection = StreamConnection(self, transport, peer, inbound=inbound)
         self.connections[connection.id] = connection
+        if inbound:
+            ip = address_key(peer[0])
+            self._inbound += 1
+            self._inbound_by_ip[ip] = self._inbound_by_ip.get(ip, 0) + 1
         if ready:
             self.connection_ready(connection)
         self.counters.connections += 1
@@ -531,6 +727,14 @@ class StreamListener:
         if self.connections.pop(connection.id, None) is None:
             return
         self.counters.connections -= 1
+        if connection.inbound:
+            ip = address_key(connection.peer[0])
+            self._inbound -= 1
+            left = self._inbound_by_ip.get(ip, 1) - 1
+            if left > 0:
+                self._inbound_by_ip[ip] = left
+            else:
+                self._inbound_by_ip.pop(ip, None)
         if self._by_peer.get(connection.peer) is connection:
             del self._by_peer[connection.peer]
         opened_for = self._opened.pop(connection.id, None)
@@ -596,7 +800,14 @@ class StreamListener:
         pending = self._outbound.get(peer)
         if pending is None:
             if len(self._outbound) + len(self._opened) >= self.max_outbound:
-                return defer.fail(OutboundLimitError(self.sdef, peer, self.max_outbound))
+                error = OutboundLimitError(self.sdef, peer, self.max_outbound)
+                self.limit_reporter.hit(
+                    "outbound",
+                    f"cannot connect to {peer[0]}:{peer[1]}: {self.max_outbound} outbound "
+                    "connections open or connecting (max_outbound_connections)",
+                    peer,
+                )
+                return defer.fail(error)
             factory = _OutboundFactory(self, peer)
             connector = self.connect(peer, self.wrap_factory(factory, outbound=peer))
             pending = self._outbound[peer] = (factory, connector)
@@ -656,6 +867,7 @@ class StreamListener:
         """Stop accepting, flush and close every connection; fires when all are closed."""
         if self._closing is None:
             self._closing = Closing()
+            self.limit_reporter.stop()
             for _factory, connector in list(self._outbound.values()):
                 connector.stopConnecting()
             port = self._port
@@ -728,6 +940,7 @@ def adopt_stream_listener(
     idle_timeout: float = 180.0,
     max_message_size: int = 65535,
     tls: TLSBinding | None = None,
+    limits: LimitSettings | None = None,
 ) -> StreamListener:
     """Serve an already listening TCP descriptor (TLS with ``tls``); the caller keeps ``fd``."""
     listener = StreamListener(
@@ -738,6 +951,7 @@ def adopt_stream_listener(
         idle_timeout=idle_timeout,
         max_message_size=max_message_size,
         tls=tls,
+        limits=limits,
     )
     listener.adopt(fd)
     return listener
@@ -752,6 +966,7 @@ def open_tcp_listener(
     idle_timeout: float = 180.0,
     max_message_size: int = 65535,
     tls: TLSBinding | None = None,
+    limits: LimitSettings | None = None,
 ) -> StreamListener:
     """Bind and listen a TCP socket for ``sdef`` and serve it, over TLS with ``tls``.
 
@@ -768,6 +983,7 @@ def open_tcp_listener(
             idle_timeout=idle_timeout,
             max_message_size=max_message_size,
             tls=tls,
+            limits=limits,
         )
     finally:
         sock.close()

@@ -11,8 +11,12 @@ a `TLSBinding` under it.
 The opening handshake must offer the ``sip`` subprotocol (the server answers
 with it: autobahn does not pick it by itself) and, unless the config says
 otherwise, carry an ``Origin`` that the allowed-origins list accepts. Messages
-and frames above the size limit, broken frames and invalid UTF-8 in text
-messages close that connection (status 1009, 1002 or 1007), never the socket.
+and frames above the size limit (``[limits] max_ws_message_size`` and
+``max_ws_frame_size``, counted as ``limit_oversize``), broken frames and
+invalid UTF-8 in text messages close that connection (status 1009, 1002 or
+1007), never the socket. An accepted connection that has not finished its
+opening handshake (its header section) within ``[limits] header_timeout`` is
+cut.
 Keep-alive: the server pings every ``ping_interval`` seconds and drops a peer
 that does not answer within ``ping_timeout``; a CRLFCRLF message gets CRLF.
 """
@@ -37,7 +41,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipsock.config import WebSocketSettings
+from sipsock.config import LimitSettings, WebSocketSettings
 from sipsock.sip import KEEPALIVE_PING
 from sipsock.sockdef import SocketDef, bracket
 from sipsock.transport.base import MessageSink
@@ -54,6 +58,8 @@ from sipsock.transport.stream import (
 SUBPROTOCOL: Final = "sip"
 #: Status code of a normal close (the only one below 3000 autobahn lets us send).
 CLOSE_NORMAL: Final = 1000
+#: Status code autobahn closes with when a frame or message is above its limit.
+CLOSE_TOO_BIG: Final = 1009
 #: Default ports of the origin schemes, left out when comparing origins.
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _ORIGIN_RE: Final = re.compile(
@@ -201,13 +207,20 @@ class _SipWebSocketMixin:
         me: Any = self
         address = me.transport.getPeer()
         peer = (str(getattr(address, "host", "")), int(getattr(address, "port", 0)))
-        self.connection = self.listener.connection_made(MessageTransport(me), peer, ready=False)
+        self.connection = self.listener.connection_made(
+            MessageTransport(me),
+            peer,
+            ready=False,
+            inbound=isinstance(self, WebSocketServerProtocol),
+        )
 
     def _sip_open(self) -> None:
         connection = self.connection
         if connection is None or not connection.open:
             return
         self.listener.connection_ready(connection)
+        # The opening handshake is a WebSocket connection's header section.
+        connection.message_completed()
         self._schedule_ping()
         if self.on_connected is not None:
             self.on_connected(connection)
@@ -280,7 +293,17 @@ class _SipWebSocketMixin:
         if connection is None or not connection.open:
             return
         me: Any = self
-        if connection.ready and me.failedByMe:
+        if connection.ready and me.failedByMe and me.localCloseCode == CLOSE_TOO_BIG:
+            connection.open = False
+            options = self.listener.protocol_limits()
+            self.listener.limit_reporter.hit(
+                "oversize",
+                f"WebSocket frame above {options['maxFramePayloadSize']} bytes or message "
+                f"above {options['maxMessagePayloadSize']} bytes "
+                f"(status {CLOSE_TOO_BIG}, connection {connection.id})",
+                connection.peer,
+            )
+        elif connection.ready and me.failedByMe:
             reason = me.localCloseReason or me.wasNotCleanReason or "protocol error"
             if isinstance(reason, bytes):
                 reason = reason.decode("utf-8", "replace")
@@ -412,10 +435,28 @@ class WebSocketListener(StreamListener):
         reactor: Any,
         websocket: WebSocketSettings | None = None,
         tls: TLSBinding | None = None,
+        limits: LimitSettings | None = None,
+        max_message_size: int = 65535,
         **kwargs: Any,
     ) -> None:
-        super().__init__(sdef, slot, sink, reactor=reactor, tls=tls, **kwargs)
+        super().__init__(
+            sdef,
+            slot,
+            sink,
+            reactor=reactor,
+            tls=tls,
+            limits=limits,
+            max_message_size=max_message_size,
+            **kwargs,
+        )
         self.websocket = websocket if websocket is not None else WebSocketSettings()
+        #: The largest WebSocket message: ``[limits] max_ws_message_size`` (which
+        #: defaults to the smaller of the two older keys), else those keys.
+        self.ws_message_size = (
+            limits.max_ws_message_size
+            if limits is not None
+            else min(self.websocket.max_message_size, max_message_size)
+        )
         factory: Any = WebSocketServerFactory(  # type: ignore[no-untyped-call]
             server="sipsock", protocols=[SUBPROTOCOL], reactor=reactor
         )
@@ -425,12 +466,18 @@ class WebSocketListener(StreamListener):
         )
         self._server_factory = factory
 
+    def protocol_limits(self) -> dict[str, int]:
+        """autobahn's frame and message size limits for this socket's connections."""
+        message = self.ws_message_size
+        return {
+            "maxFramePayloadSize": min(self.limits.max_ws_frame_size, message),
+            "maxMessagePayloadSize": message,
+        }
+
     def _protocol_options(self) -> dict[str, Any]:
         settings = self.websocket
-        size = min(settings.max_message_size, self.max_message_size)
         return {
-            "maxFramePayloadSize": size,
-            "maxMessagePayloadSize": size,
+            **self.protocol_limits(),
             "autoPingInterval": 0,
             "openHandshakeTimeout": settings.handshake_timeout,
             "closeHandshakeTimeout": 2,
@@ -477,6 +524,7 @@ def open_ws_listener(
     max_message_size: int = 65535,
     websocket: WebSocketSettings | None = None,
     tls: TLSBinding | None = None,
+    limits: LimitSettings | None = None,
 ) -> WebSocketListener:
     """Bind and listen a WS socket (WSS with ``tls``) and serve it (raises `ListenError`)."""
     sock = bind_socket(sdef)
@@ -490,6 +538,7 @@ def open_ws_listener(
             max_message_size=max_message_size,
             websocket=websocket,
             tls=tls,
+            limits=limits,
         )
         listener.adopt(sock.fileno())
         return listener

@@ -302,7 +302,8 @@ def test_dynamic_ws_row_serves_websockets_and_refuses_bad_clients(
         assert options_over_raw(other, port) == 200
         other.close()
     [entry] = daemon.mi("sockets_list", {"details": True})
-    assert entry["counters"]["parse_errors"] == 2
+    assert entry["counters"]["parse_errors"] == 1
+    assert entry["counters"]["limit_oversize"] == 1
     assert entry["counters"]["handshake_failures"] == 1
 
 

@@ -252,7 +252,7 @@ async def test_tcp_oversize_message_closes_connection_but_listener_keeps_serving
     assert bad.transport is not None
     bad.transport.write(options(port, "big", extra="X-Pad: " + "x" * 8000 + "\r\n"))
     await bad.lost
-    assert listener.counters.parse_errors == 1
+    assert (listener.counters.limit_oversize, listener.counters.parse_errors) == (1, 0)
     good = await connect(port)
     assert good.transport is not None
     good.transport.write(options(port, "after"))

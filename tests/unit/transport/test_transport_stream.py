@@ -9,6 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from sipsock.config import LimitSettings
 from sipsock.sockdef import parse_row
 from sipsock.transport import Origin
 from sipsock.transport.stream import SipStreamProtocol, StreamListener
@@ -30,7 +31,7 @@ class Sink:
 
 
 def make_listener(
-    idle_timeout: float = 30.0, max_message_size: int = 65535
+    idle_timeout: float = 30.0, max_message_size: int = 65535, limits: LimitSettings | None = None
 ) -> tuple[StreamListener, Sink, MemoryReactorClock]:
     reactor = MemoryReactorClock()
     sink = Sink()
@@ -42,6 +43,7 @@ def make_listener(
         idle_timeout=idle_timeout,
         max_message_size=max_message_size,
         flush_timeout=5.0,
+        limits=limits,
     )
     return listener, sink, reactor
 
@@ -99,18 +101,18 @@ def test_reply_goes_on_the_same_connection() -> None:
     assert listener.counters.sent == 1
 
 
-def test_oversize_message_closes_the_connection_and_counts_a_parse_error() -> None:
+def test_oversize_message_closes_the_connection_and_counts_a_limit_hit() -> None:
     listener, sink, _ = make_listener(max_message_size=1024)
     protocol, transport = accept(listener)
     protocol.dataReceived(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 5000\r\n\r\n")
     assert transport.disconnecting
-    assert listener.counters.parse_errors == 1
+    assert (listener.counters.limit_oversize, listener.counters.parse_errors) == (1, 0)
     protocol.dataReceived(MESSAGE)  # ignored: framing is lost
     assert sink.messages == []
 
 
 def test_idle_connection_is_closed_after_the_timeout_and_traffic_restarts_it() -> None:
-    listener, _, reactor = make_listener(idle_timeout=10)
+    listener, _, reactor = make_listener(idle_timeout=10, limits=LimitSettings(header_timeout=3600))
     protocol, transport = accept(listener)
     reactor.advance(8)
     protocol.dataReceived(b"\r\n\r\n")

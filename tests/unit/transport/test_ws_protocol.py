@@ -226,7 +226,7 @@ def test_crlf_keepalive_gets_crlf() -> None:
     assert sink.messages == []
 
 
-def test_oversize_message_fails_the_connection_and_counts_a_parse_error() -> None:
+def test_oversize_message_fails_the_connection_and_counts_a_limit_hit() -> None:
     listener, sink, _ = make_listener(max_message_size=1024)
     proto, transport = handshake(listener)
     transport.clear()
@@ -234,6 +234,6 @@ def test_oversize_message_fails_the_connection_and_counts_a_parse_error() -> Non
     [(opcode, payload)] = server_frames(transport.value())
     assert (opcode, struct.unpack("!H", payload[:2])[0]) == (0x8, 1009)
     proto.connectionLost(Failure(ConnectionError("closed")))
-    assert listener.counters.parse_errors == 1
+    assert (listener.counters.limit_oversize, listener.counters.parse_errors) == (1, 0)
     assert listener.counters.connections == 0
     assert sink.messages == []
