@@ -10,14 +10,24 @@ application, which can never take the socket down.
 from __future__ import annotations
 
 import contextlib
-from typing import Final
+from typing import Final, cast
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from sipsock.apps.interface import ISipApplication, MessageContext, NoSockets, SocketDirectory
+from sipsock.apps.interface import (
+    IAnswersOptions,
+    ISipApplication,
+    MessageContext,
+    NoSockets,
+    SocketDirectory,
+)
+from sipsock.limits import DEFAULT_LOG_INTERVAL, LimitLog
 from sipsock.sip import Request, Response, SipParseError, apply_received, make_response, parse
 from sipsock.sip.grammar import REASON_PHRASES
+from sipsock.sip.keepalive import OptionsReply
 from sipsock.sip.parser import find_header_end
+from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Origin
 
 #: Longest parse reason put into a reason phrase.
@@ -74,6 +84,62 @@ def is_answerable(request: Request) -> bool:
     return request.get("from") is not None and request.get("to") is not None
 
 
+#: Longest parse reason written into a log line (a reason may quote the bad value).
+MAX_LOGGED_REASON: Final = 200
+
+
+def loggable_reason(reason: str) -> str:
+    """``reason`` cut to `MAX_LOGGED_REASON` characters for a log line."""
+    if len(reason) <= MAX_LOGGED_REASON:
+        return reason
+    return f"{reason[:MAX_LOGGED_REASON]}... ({len(reason)} characters)"
+
+
+class RejectLog:
+    """Log lines about unreadable messages, rate-limited per socket.
+
+    A scanner or a flood of garbage must not become a flood of log lines: the
+    first rejected message of a socket in a period is logged in full; the
+    others are only counted (the socket's ``parse_errors`` counter counts every
+    one) and summed up in one line per period by a timer.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, interval: float = DEFAULT_LOG_INTERVAL) -> None:
+        self.clock = clock
+        self.rules = LimitLog(interval)
+        self._call: IDelayedCall | None = None
+
+    def first(self, origin: Origin) -> bool:
+        """Note one rejected message on ``origin``'s socket; True when it should be logged."""
+        key = (origin.sdef.socket_text, origin.slot)
+        if not self.rules.hit(key, self.clock.seconds()):
+            return False
+        if self._call is None:
+            self._schedule()
+        return True
+
+    def _schedule(self) -> None:
+        due = self.rules.next_due()
+        if due is not None:
+            self._call = self.clock.callLater(max(0.0, due - self.clock.seconds()), self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        for summary in self.rules.flush(self.clock.seconds()):
+            socket, slot = cast(tuple[str, int | None], summary.key)
+            self.log.info(
+                "socket {socket} (slot {slot}): {count} more unreadable messages "
+                "in the last {seconds:.3g} s",
+                socket=socket,
+                slot=slot,
+                count=summary.suppressed,
+                seconds=summary.seconds,
+            )
+        self._schedule()
+
+
 #: Transports that carry one whole message per datagram or WebSocket message:
 #: Content-Length is optional there (RFC 3261 18.3, RFC 7118 5.1).
 WHOLE_MESSAGE_PROTOS = frozenset({"udp", "ws", "wss"})
@@ -86,6 +152,10 @@ class Dispatcher:
     the parser asks for, with the reason in the phrase) when its start line
     and Via/From/To/Call-ID/CSeq are readable; otherwise it is dropped and
     counted. Errors raised by the application are logged and counted.
+
+    `options_reply` tells a UDP listener whether it may answer well-formed
+    OPTIONS itself (`sipsock.sip.keepalive.answer_options`): only for an
+    application that provides `IAnswersOptions`.
     """
 
     log = Logger()
@@ -96,12 +166,32 @@ class Dispatcher:
         directory: SocketDirectory | None = None,
         *,
         max_message_size: int = 65535,
+        clock: IReactorTime | None = None,
+        log_interval: float = DEFAULT_LOG_INTERVAL,
     ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self.rejects = RejectLog(clock, log_interval)
         self.app = app
         self.directory: SocketDirectory = directory if directory is not None else NoSockets()
         self.max_message_size = max_message_size
         self.parse_errors = 0
         self.app_errors = 0
+
+    def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
+        """The application's fixed 200 to OPTIONS on the UDP socket ``sdef``, or None.
+
+        None unless the application provides `IAnswersOptions` and gives one
+        for this socket; then every well-formed OPTIONS on the socket may be
+        answered with it, and everything else still comes through
+        `message_received`.
+        """
+        if sdef.proto != "udp" or not IAnswersOptions.providedBy(self.app):
+            return None
+        reply: OptionsReply | None = self.app.options_reply(sdef)
+        return reply
 
     def message_received(self, data: bytes, origin: Origin) -> None:
         """Parse ``data`` received as described by ``origin`` and call the application."""
@@ -150,29 +240,36 @@ class Dispatcher:
         self.parse_errors += 1
         if origin.listener is not None:
             origin.listener.counters.parse_errors += 1
+        logged = self.rejects.first(origin)
         if request is None or not is_answerable(request):
-            self.log.info(
-                "socket {socket} (slot {slot}): message from {peer} dropped: {reason}",
-                socket=origin.sdef.socket_text,
-                slot=origin.slot,
-                peer=origin.peer,
-                reason=exc.reason,
-            )
+            if logged:
+                self._log_reject(origin, f"message from {_peer(origin)} dropped", exc)
             return
         code = exc.status or 400
         with contextlib.suppress(SipParseError):
             apply_received(request, origin.peer[0], origin.peer[1])
         response = make_response(request, code, error_phrase(code, exc.reason))
+        if logged:
+            outcome = f"{request.method} from {_peer(origin)} answered {code}"
+            self._log_reject(origin, outcome, exc)
+        origin.reply(bytes(response))
+
+    def _log_reject(self, origin: Origin, outcome: str, exc: SipParseError) -> None:
         self.log.info(
-            "socket {socket} (slot {slot}): {method} from {peer} answered {code}: {reason}",
+            "socket {socket} (slot {slot}): {outcome}: {reason} "
+            "(more are summed up every {interval:g} s)",
             socket=origin.sdef.socket_text,
             slot=origin.slot,
             peer=origin.peer,
-            method=request.method,
-            code=code,
-            reason=exc.reason,
+            outcome=outcome,
+            reason=loggable_reason(exc.reason),
+            interval=self.rejects.rules.interval,
         )
-        origin.reply(bytes(response))
+
+
+def _peer(origin: Origin) -> str:
+    host, port = origin.peer[0], origin.peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _describe(message: Request | Response) -> str:

@@ -284,7 +284,7 @@ class Database:
         return rows
 
     def _missing_table(self) -> StoreError:
-        return missing_table_error(self.settings.tables.table)
+        return missing_table_error(self.settings.tables.table, self.settings.db_url.display())
 
     def _commit(self) -> None:
         try:

@@ -172,7 +172,9 @@ class PostgresStore:
             return d.addCallback(lambda rows: [row_from_tuple(row) for row in rows])
 
         return self._call(
-            f"reading table {self._table}", run, lambda: missing_table_error(self._table)
+            f"reading table {self._table}",
+            run,
+            lambda: missing_table_error(self._table, self._url.display()),
         )
 
     def close(self) -> Deferred[None]:
@@ -192,7 +194,9 @@ class PostgresStore:
                 raise StoreError(f"{what}: the store is closed")
             operation = self._get_pool().addCallback(run)
             operation.addErrback(self._translate, what, missing)
-            return within(operation, self._timeout, self._reactor, what, self._drop_pool)
+            return within(
+                operation, self._timeout, self._reactor, what, self._url.display(), self._drop_pool
+            )
 
         return self._lock.run(attempt)
 

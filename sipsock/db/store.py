@@ -239,11 +239,11 @@ def missing_version_table_error() -> StoreError:
     )
 
 
-def missing_table_error(table: str) -> StoreError:
-    """The error when the sockets table (or one of its columns) is missing."""
+def missing_table_error(table: str, database: str) -> StoreError:
+    """The error when the sockets table (or one of its columns) is missing in ``database``."""
     return StoreError(
-        f'cannot read table {table}: run "sipsock-db init", or check table_name and '
-        "the *_column names in [sockets_mgm]"
+        f'cannot read table {table} in {database}: run "sipsock-db init", or check '
+        "table_name and the *_column names in [sockets_mgm]"
     )
 
 
@@ -273,6 +273,7 @@ def within(
     seconds: float,
     reactor: IReactorTime,
     what: str,
+    database: str,
     on_timeout: Callable[[], object] = lambda: None,
 ) -> Deferred[T]:
     """``operation``'s result, or `StoreError` after ``seconds``; never waits longer.
@@ -289,7 +290,7 @@ def within(
         expired = True  # from now on, whatever the operation gives is dropped
         if not result.called:
             on_timeout()
-            result.errback(StoreError(f"{what}: no answer from the database within {seconds:g} s"))
+            result.errback(StoreError(f"{what}: no answer from {database} within {seconds:g} s"))
 
     def settle(value: T | Failure) -> None:
         if timer.active():

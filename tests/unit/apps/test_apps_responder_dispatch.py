@@ -241,3 +241,50 @@ def test_content_length_is_required_on_tcp() -> None:
     data = request().replace(b"Content-Length: 0\r\n", b"")
     replies, _ = deliver(Responder(), data, sdef=parse_row(3, "tcp:10.0.0.1"))
     assert answer(replies).code == 400
+
+
+# -- log lines about unreadable messages ------------------------------------------
+
+
+def test_a_garbage_flood_logs_one_line_then_one_summary_per_period() -> None:
+    from twisted.internet.task import Clock
+    from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+    from zope.interface import provider
+
+    clock = Clock()
+    dispatcher = Dispatcher(Recorder(), clock=clock, log_interval=60.0)
+    listener = FakeListener(UDP)
+    replies: list[bytes] = []
+    origin = Origin(UDP, 1, PEER, replies.append, listener=listener)  # type: ignore[arg-type]
+    lines: list[str] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        if event.get("log_namespace", "").startswith("sipsock.apps.dispatch"):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for _ in range(1000):
+            dispatcher.message_received(b"garbage without structure\r\n\r\n", origin)
+            dispatcher.message_received(request(cseq="1 INVITE"), origin)
+        assert len(lines) == 1 and "dropped" in lines[0], lines
+        clock.advance(60.0)
+        assert len(lines) == 2 and "1999 more unreadable messages" in lines[1], lines
+        clock.advance(60.0)  # a quiet period: nothing more, and the next one is logged again
+        dispatcher.message_received(request(cseq="1 INVITE"), origin)
+        assert len(lines) == 3 and "answered 400" in lines[2], lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert listener.counters.parse_errors == 2001
+    assert len(replies) == 1001  # every answerable one was still answered
+
+
+def test_a_huge_bad_value_is_cut_in_the_log_line() -> None:
+    from sipsock.apps.dispatch import MAX_LOGGED_REASON, loggable_reason
+
+    reason = "bad CSeq " + "9" * 10_000
+    cut = loggable_reason(reason)
+    assert len(cut) < MAX_LOGGED_REASON + 40
+    assert cut.startswith(reason[:MAX_LOGGED_REASON]) and "10009 characters" in cut
+    assert loggable_reason("short") == "short"
