@@ -9,8 +9,10 @@ the control process serves its own.
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -18,10 +20,13 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from sipsock.limits import DEFAULT_LOG_INTERVAL
+from sipsock.sip.keepalive import OptionsReply, answer_options
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import (
     MAX_DATAGRAM_SIZE,
     Closing,
+    LimitReporter,
     ListenError,
     MessageSink,
     Origin,
@@ -40,27 +45,93 @@ from sipsock.transport.sockopts import (
 _BLANK = b"\r\n\t "
 
 
+class AnsweringSink(Protocol):
+    """A `MessageSink` that may let the listener answer OPTIONS keep-alives itself.
+
+    The application `Dispatcher` is one: ``options_reply(sdef)`` is the
+    application's fixed 200 to OPTIONS on that socket, or None.
+    """
+
+    max_message_size: int
+
+    def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
+        """The fixed part of the 200 to OPTIONS on ``sdef``, or None."""
+
+
 class SipDatagramProtocol(DatagramProtocol):
-    """Feeds each datagram of one UDP socket to a `MessageSink`."""
+    """Feeds each datagram of one UDP socket to a `MessageSink`.
+
+    When the sink gives an `OptionsReply` for the socket (an `AnsweringSink`
+    whose application is the built-in `Responder`), a well-formed OPTIONS is
+    answered here straight from its bytes by `answer_options` (the bytes the
+    sink would send) and never reaches the sink; every other datagram goes
+    to the sink as before.
+    """
 
     log = Logger()
 
     def __init__(self, listener: UdpListener) -> None:
         self.listener = listener
+        #: The socket definition `_reply` was asked for (None: not asked yet).
+        self._reply_sdef: SocketDef | None = None
+        self._reply: OptionsReply | None = None
+        self._max_size: int = getattr(listener.sink, "max_message_size", MAX_DATAGRAM_SIZE)
+
+    def _ask_reply(self, sdef: SocketDef) -> OptionsReply | None:
+        """Ask the sink for its OPTIONS reply on ``sdef`` (again after an update)."""
+        self._reply_sdef = sdef
+        self._reply = None
+        options_reply = getattr(self.listener.sink, "options_reply", None)
+        if options_reply is not None:
+            try:
+                self._reply = options_reply(sdef)
+            except Exception:
+                self.log.failure(
+                    "socket {socket} (slot {slot}): no OPTIONS shortcut, the sink failed "
+                    "to give its reply; every OPTIONS goes to the application",
+                    socket=sdef.socket_text,
+                    slot=self.listener.slot,
+                )
+        return self._reply
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         listener = self.listener
         counters = listener.counters
         counters.bytes_in += len(datagram)
-        if not datagram.strip(_BLANK):
+        if len(datagram) > listener.max_message_size:
+            listener.limit_reporter.hit(
+                "oversize",
+                f"datagram of {len(datagram)} bytes dropped "
+                f"(max_udp_message_size {listener.max_message_size})",
+                (addr[0], addr[1]),
+            )
+            return
+        if datagram[:1] in _BLANK and not datagram.strip(_BLANK):
             return
         counters.count_in(datagram)
+        sdef = listener.sdef
+        reply = self._reply if sdef is self._reply_sdef else self._ask_reply(sdef)
+        if reply is not None:
+            try:
+                answer = answer_options(datagram, addr[0], addr[1], reply, self._max_size)
+            except Exception:
+                answer = None
+                self.log.failure(
+                    "socket {socket} (slot {slot}): the OPTIONS shortcut failed on a message "
+                    "from {peer}; the application gets it",
+                    socket=sdef.socket_text,
+                    slot=listener.slot,
+                    peer=addr,
+                )
+            if answer is not None:
+                listener.send_reply(answer, addr)
+                return
         peer = (addr[0], addr[1])
         origin = Origin(
-            sdef=listener.sdef,
+            sdef=sdef,
             slot=listener.slot,
             peer=peer,
-            reply=lambda data: listener.write(data, peer),
+            reply=lambda data: listener.send_reply(data, peer),
             listener=listener,
         )
         try:
@@ -88,21 +159,35 @@ class UdpListener:
         sink: MessageSink,
         *,
         reactor: Any,
+        max_message_size: int = MAX_DATAGRAM_SIZE,
+        log_interval: float = DEFAULT_LOG_INTERVAL,
     ) -> None:
         self.sdef = sdef
         self.slot = slot
         self.sink = sink
         self.counters = SocketCounters()
+        #: Larger datagrams are dropped and counted (``limit_oversize``).
+        self.max_message_size = max_message_size
+        self.limit_reporter = LimitReporter(self, reactor, log_interval)
         self.protocol = SipDatagramProtocol(self)
         self._reactor = reactor
         self._port: IListeningPort | None = None
         self._closing: Closing | None = None
+        #: ``sendto`` of the port's socket, for answers to received datagrams.
+        self._sendto: Callable[[bytes, Any], int] | None = None
 
     def adopt(self, fd: int) -> None:
         """Start reading a bound non-blocking UDP descriptor (the caller keeps ``fd``)."""
         self._port = self._reactor.adoptDatagramPort(
             fd, family_of(self.sdef), self.protocol, maxPacketSize=MAX_DATAGRAM_SIZE
         )
+        # The UDP workers' reactor (ExclusiveEPollReactor) then reads this
+        # port without Twisted's legacy log context: several microseconds a
+        # wake-up, for a context that only legacy log.msg calls would use.
+        with contextlib.suppress(AttributeError):
+            self._port.sipsockPlainCall = True  # type: ignore[union-attr]
+        sock = getattr(self._port, "socket", None)
+        self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
         self.log.info(
             "socket {socket} (slot {slot}) listening", socket=self.sdef.socket_text, slot=self.slot
         )
@@ -119,6 +204,25 @@ class UdpListener:
                 peer=peer,
                 reason=exc,
             )
+
+    def send_reply(self, data: bytes, peer: tuple[str, int]) -> None:
+        """`write` an answer to a datagram just received from ``peer``.
+
+        ``peer`` came from the kernel, so it is an address of the socket's
+        family: the datagram goes straight to the socket, without the
+        address checks of the reactor's ``write``. When the kernel refuses
+        it, `write` tries again, and logs and counts a failure.
+        """
+        sendto = self._sendto
+        if sendto is None or self._closing is not None:
+            self.write(data, peer)
+            return
+        try:
+            sendto(data, peer)
+        except OSError:
+            self.write(data, peer)
+            return
+        self.counters.count_out(data)
 
     def _write(self, data: bytes, peer: tuple[str, int]) -> None:
         transport = self.protocol.transport
@@ -160,6 +264,7 @@ class UdpListener:
         """Stop reading and close the descriptor; fires when it is closed."""
         if self._closing is None:
             self._closing = closing = Closing()
+            self.limit_reporter.stop()
             port = self._port
             stopping: Deferred[None] = stop_port(port) if port is not None else defer.succeed(None)
             stopping.addErrback(
@@ -188,20 +293,23 @@ class UdpListener:
 
 
 def adopt_udp_listener(
-    fd: int, sdef: SocketDef, slot: int | None, sink: MessageSink, *, reactor: Any
+    fd: int, sdef: SocketDef, slot: int | None, sink: MessageSink, *, reactor: Any, **limits: Any
 ) -> UdpListener:
-    """Serve an already bound UDP descriptor; the caller still owns (and closes) ``fd``."""
-    listener = UdpListener(sdef, slot, sink, reactor=reactor)
+    """Serve an already bound UDP descriptor; the caller still owns (and closes) ``fd``.
+
+    ``limits``: ``max_message_size`` and ``log_interval`` of `UdpListener`.
+    """
+    listener = UdpListener(sdef, slot, sink, reactor=reactor, **limits)
     listener.adopt(fd)
     return listener
 
 
 def open_udp_listener(
-    sdef: SocketDef, slot: int | None, sink: MessageSink, *, reactor: Any
+    sdef: SocketDef, slot: int | None, sink: MessageSink, *, reactor: Any, **limits: Any
 ) -> UdpListener:
     """Bind a new UDP socket for ``sdef`` and serve it (raises `ListenError`)."""
     sock: socket.socket = bind_socket(sdef)
     try:
-        return adopt_udp_listener(sock.fileno(), sdef, slot, sink, reactor=reactor)
+        return adopt_udp_listener(sock.fileno(), sdef, slot, sink, reactor=reactor, **limits)
     finally:
         sock.close()
