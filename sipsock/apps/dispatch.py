@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Final, cast
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from sipsock.apps.interface import (
@@ -22,13 +22,13 @@ from sipsock.apps.interface import (
     NoSockets,
     SocketDirectory,
 )
-from sipsock.limits import DEFAULT_LOG_INTERVAL, LimitLog
+from sipsock.limits import DEFAULT_LOG_INTERVAL, Summary
 from sipsock.sip import Request, Response, SipParseError, apply_received, make_response, parse
 from sipsock.sip.grammar import REASON_PHRASES
 from sipsock.sip.keepalive import OptionsReply
 from sipsock.sip.parser import find_header_end
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import Origin
+from sipsock.transport.base import Origin, PeriodicLog
 
 #: Longest parse reason put into a reason phrase.
 MAX_REASON_TEXT: Final = 100
@@ -95,51 +95,6 @@ def loggable_reason(reason: str) -> str:
     return f"{reason[:MAX_LOGGED_REASON]}... ({len(reason)} characters)"
 
 
-class RejectLog:
-    """Log lines about unreadable messages, rate-limited per socket.
-
-    A scanner or a flood of garbage must not become a flood of log lines: the
-    first rejected message of a socket in a period is logged in full; the
-    others are only counted (the socket's ``parse_errors`` counter counts every
-    one) and summed up in one line per period by a timer.
-    """
-
-    log = Logger()
-
-    def __init__(self, clock: IReactorTime, interval: float = DEFAULT_LOG_INTERVAL) -> None:
-        self.clock = clock
-        self.rules = LimitLog(interval)
-        self._call: IDelayedCall | None = None
-
-    def first(self, origin: Origin) -> bool:
-        """Note one rejected message on ``origin``'s socket; True when it should be logged."""
-        key = (origin.sdef.socket_text, origin.slot)
-        if not self.rules.hit(key, self.clock.seconds()):
-            return False
-        if self._call is None:
-            self._schedule()
-        return True
-
-    def _schedule(self) -> None:
-        due = self.rules.next_due()
-        if due is not None:
-            self._call = self.clock.callLater(max(0.0, due - self.clock.seconds()), self._flush)
-
-    def _flush(self) -> None:
-        self._call = None
-        for summary in self.rules.flush(self.clock.seconds()):
-            socket, slot = cast(tuple[str, int | None], summary.key)
-            self.log.info(
-                "socket {socket} (slot {slot}): {count} more unreadable messages "
-                "in the last {seconds:.3g} s",
-                socket=socket,
-                slot=slot,
-                count=summary.suppressed,
-                seconds=summary.seconds,
-            )
-        self._schedule()
-
-
 #: Transports that carry one whole message per datagram or WebSocket message:
 #: Content-Length is optional there (RFC 3261 18.3, RFC 7118 5.1).
 WHOLE_MESSAGE_PROTOS = frozenset({"udp", "ws", "wss"})
@@ -173,7 +128,10 @@ class Dispatcher:
             from twisted.internet import reactor
 
             clock = cast(IReactorTime, reactor)
-        self.rejects = RejectLog(clock, log_interval)
+        # A scanner or a garbage flood must not become a flood of log lines:
+        # the first unreadable message of a socket in a period is logged, the
+        # others only counted (parse_errors) and summed up once per period.
+        self.rejects = PeriodicLog(clock, log_interval, self._summarize_rejects)
         self.app = app
         self.directory: SocketDirectory = directory if directory is not None else NoSockets()
         self.max_message_size = max_message_size
@@ -240,7 +198,7 @@ class Dispatcher:
         self.parse_errors += 1
         if origin.listener is not None:
             origin.listener.counters.parse_errors += 1
-        logged = self.rejects.first(origin)
+        logged = self.rejects.hit((origin.sdef.socket_text, origin.slot))
         if request is None or not is_answerable(request):
             if logged:
                 self._log_reject(origin, f"message from {_peer(origin)} dropped", exc)
@@ -263,7 +221,18 @@ class Dispatcher:
             peer=origin.peer,
             outcome=outcome,
             reason=loggable_reason(exc.reason),
-            interval=self.rejects.rules.interval,
+            interval=self.rejects.interval,
+        )
+
+    def _summarize_rejects(self, summary: Summary) -> None:
+        socket, slot = cast(tuple[str, int | None], summary.key)
+        self.log.info(
+            "socket {socket} (slot {slot}): {count} more unreadable messages "
+            "in the last {seconds:.3g} s",
+            socket=socket,
+            slot=slot,
+            count=summary.suppressed,
+            seconds=summary.seconds,
         )
 
 

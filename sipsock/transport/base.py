@@ -9,13 +9,13 @@ sink (the application dispatcher) never sees a Twisted transport.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
 
-from sipsock.limits import DEFAULT_LOG_INTERVAL, LimitLog
+from sipsock.limits import DEFAULT_LOG_INTERVAL, LimitLog, Summary
 from sipsock.sockdef import SocketDef
 
 if TYPE_CHECKING:
@@ -128,12 +128,62 @@ class LimitedSocket(Protocol):
     counters: SocketCounters
 
 
+class PeriodicLog:
+    """Which hits to log in full, and one summary per period for the others.
+
+    ``hit(key)`` is True for a hit to log in full: the first of ``key`` since
+    it was last quiet for a whole period (`sipsock.limits.LimitLog`'s rule).
+    The other hits are only counted; a timer on ``clock`` hands each key's
+    `Summary` to ``summarize`` once its period ends. `stop` hands over what
+    is left and cancels the timer.
+    """
+
+    def __init__(self, clock: Any, interval: float, summarize: Callable[[Summary], None]) -> None:
+        self.clock = clock
+        self.rules = LimitLog(interval)
+        self._summarize = summarize
+        self._call: Any = None
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two log lines about the same key."""
+        return self.rules.interval
+
+    def hit(self, key: Hashable) -> bool:
+        """Note one hit of ``key``; True when it should be logged in full."""
+        if not self.rules.hit(key, self.clock.seconds()):
+            return False
+        self._schedule()
+        return True
+
+    def _schedule(self) -> None:
+        due = self.rules.next_due()
+        if self._call is not None or due is None:
+            return
+        self._call = self.clock.callLater(max(0.0, due - self.clock.seconds()), self._flush)
+
+    def _flush(self, *, final: bool = False) -> None:
+        self._call = None
+        for summary in self.rules.flush(self.clock.seconds(), closing=final):
+            self._summarize(summary)
+        if not final:
+            self._schedule()
+
+    def stop(self) -> None:
+        """Summarize the hits not logged yet, cancel the timer."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if len(self.rules):
+            self._flush(final=True)
+
+
 class LimitReporter:
     """Counts every limit hit of one socket and logs them, rate-limited.
 
     The first hit of a limit is logged with its reason; later hits of the
     same limit within ``interval`` seconds are only counted, and summed up in
-    one line per period ("N more in the last 60 s") by a timer on
+    one line per period ("N more in the last 60 s") by a `PeriodicLog` on
     ``reactor``. `stop` logs what is left and cancels the timer.
     """
 
@@ -143,16 +193,14 @@ class LimitReporter:
         self, owner: LimitedSocket, reactor: Any, interval: float = DEFAULT_LOG_INTERVAL
     ) -> None:
         self.owner = owner
-        self.reactor = reactor
-        self.rules = LimitLog(interval)
-        self._call: Any = None
+        self.periods = PeriodicLog(reactor, interval, self._summarize)
 
     def hit(self, limit: str, reason: str, peer: tuple[str, int] | None = None) -> None:
         """One hit of ``limit`` (a name of `LIMITS`): count it, log it unless it is a repeat."""
         owner = self.owner
         name = f"limit_{limit}"
         setattr(owner.counters, name, getattr(owner.counters, name) + 1)
-        if not self.rules.hit(limit, self.reactor.seconds()):
+        if not self.periods.hit(limit):
             return
         self.log.warn(
             "socket {socket} (slot {slot}): limit {limit} hit{source}: {reason} "
@@ -162,39 +210,23 @@ class LimitReporter:
             limit=limit,
             source=f" by {peer[0]}:{peer[1]}" if peer is not None else "",
             reason=reason,
-            interval=self.rules.interval,
+            interval=self.periods.interval,
         )
-        self._schedule()
 
-    def _schedule(self) -> None:
-        due = self.rules.next_due()
-        if self._call is not None or due is None:
-            return
-        self._call = self.reactor.callLater(max(0.0, due - self.reactor.seconds()), self._flush)
-
-    def _flush(self, *, final: bool = False) -> None:
-        self._call = None
-        now = self.reactor.seconds()
-        for summary in self.rules.flush(now, closing=final):
-            self.log.warn(
-                "socket {socket} (slot {slot}): limit {limit} hit {count} more times "
-                "in the last {seconds:.3g} s",
-                socket=self.owner.sdef.socket_text,
-                slot=self.owner.slot,
-                limit=summary.key,
-                count=summary.suppressed,
-                seconds=summary.seconds,
-            )
-        if not final:
-            self._schedule()
+    def _summarize(self, summary: Summary) -> None:
+        self.log.warn(
+            "socket {socket} (slot {slot}): limit {limit} hit {count} more times "
+            "in the last {seconds:.3g} s",
+            socket=self.owner.sdef.socket_text,
+            slot=self.owner.slot,
+            limit=summary.key,
+            count=summary.suppressed,
+            seconds=summary.seconds,
+        )
 
     def stop(self) -> None:
         """The socket is closing: log the hits not logged yet, cancel the timer."""
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        if len(self.rules):
-            self._flush(final=True)
+        self.periods.stop()
 
 
 class Closing:

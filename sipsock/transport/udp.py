@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -45,24 +45,12 @@ from sipsock.transport.sockopts import (
 _BLANK = b"\r\n\t "
 
 
-class AnsweringSink(Protocol):
-    """A `MessageSink` that may let the listener answer OPTIONS keep-alives itself.
-
-    The application `Dispatcher` is one: ``options_reply(sdef)`` is the
-    application's fixed 200 to OPTIONS on that socket, or None.
-    """
-
-    max_message_size: int
-
-    def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
-        """The fixed part of the 200 to OPTIONS on ``sdef``, or None."""
-
-
 class SipDatagramProtocol(DatagramProtocol):
     """Feeds each datagram of one UDP socket to a `MessageSink`.
 
-    When the sink gives an `OptionsReply` for the socket (an `AnsweringSink`
-    whose application is the built-in `Responder`), a well-formed OPTIONS is
+    When the sink gives an `OptionsReply` for the socket (its
+    ``options_reply(sdef)``, as the `Dispatcher` of the built-in `Responder`
+    does), a well-formed OPTIONS is
     answered here straight from its bytes by `answer_options` (the bytes the
     sink would send) and never reaches the sink; every other datagram goes
     to the sink as before.
