@@ -42,6 +42,7 @@ from common import BenchError, machine_note, running_daemon
 
 from tests.daemon import Daemon
 from tests.net import free_port
+from tests.polling import poll_until
 from tests.reliability.harness import (
     Churn,
     FifoSlotModel,
@@ -52,7 +53,6 @@ from tests.reliability.harness import (
     quiet_ports,
     run_svmap,
     snapshot,
-    wait_until,
     worker_pid,
     worker_rows,
 )
@@ -130,7 +130,7 @@ def soak(args: argparse.Namespace) -> None:
         report = daemon.reload()
         if report["failed"]:
             raise BenchError(f"the first reload failed: {report['failed']}")
-        wait_until(lambda: all(r["State"] == "ready" for r in worker_rows(daemon)), 30, "workers")
+        poll_until(lambda: all(r["State"] == "ready" for r in worker_rows(daemon)), 30, "workers")
         model = FifoSlotModel(MAX_SOCKETS, slots_of(daemon))
         tally = Tally()
         start = snapshot(daemon)
@@ -214,7 +214,7 @@ def soak(args: argparse.Namespace) -> None:
         churn.restore(start_rows)
         daemon.reload()
         model.observe(slots_of(daemon))
-        wait_until(
+        poll_until(
             lambda: all(r["State"] == "ready" for r in worker_rows(daemon)),
             90,
             "every worker ready after the soak",

@@ -207,18 +207,6 @@ def quiet_ports(count: int, seed: int, low: int = 10000, high: int = 20000) -> l
 # --- polls --------------------------------------------------------------------------
 
 
-def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
-) -> float:
-    """Poll ``check`` until true; the seconds it took (AssertionError after ``timeout``)."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not true within {timeout:g} s")
-        time.sleep(interval)
-    return time.monotonic() - started
-
-
 @contextmanager
 def daemon_park(base: Path) -> Iterator[Callable[..., Daemon]]:
     """A ``start(db_url, extra="", name="d")`` for daemons stopped at the end.

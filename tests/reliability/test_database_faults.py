@@ -22,12 +22,12 @@ import pytest
 from tests.daemon import Daemon, MIError
 from tests.net import free_port
 from tests.pg import PostgresServer
+from tests.polling import poll_until
 from tests.reliability.harness import (
     ProcessFigures,
     child_pids,
     daemon_park,
     snapshot,
-    wait_until,
 )
 from tests.sip_probe import TcpClient, options_udp, status_of
 from tests.tables import SocketTable
@@ -77,7 +77,7 @@ def kill_postgres(server: PostgresServer) -> list[int]:
             os.kill(pid, signal.SIGCONT)
     # Until its parent reaps it, a dead postmaster's pid still exists and
     # blocks the next start ("lock file postmaster.pid already exists").
-    wait_until(lambda: not any(exists(pid) for pid in [postmaster, *children]), 30, "postgres gone")
+    poll_until(lambda: not any(exists(pid) for pid in [postmaster, *children]), 30, "postgres gone")
     server.running = False
     return [postmaster, *children]
 
@@ -202,7 +202,7 @@ def test_daemon_started_while_postgres_is_down_serves_static_sockets_then_loads(
     assert "static sockets serve, retrying in" in line, line
 
     # A second failed attempt, then the database comes back: the delay grows meanwhile.
-    wait_until(
+    poll_until(
         lambda: daemon.log().count("loading the dynamic sockets failed") >= 2,
         20,
         "a second attempt at loading the table",
@@ -214,12 +214,12 @@ def test_daemon_started_while_postgres_is_down_serves_static_sockets_then_loads(
         listed: list[dict[str, Any]] = daemon.mi("sockets_list")
         return listed == [{"socket": f"udp:127.0.0.1:{dynamic}"}]
 
-    wait_until(dynamic_open, 60, "the dynamic socket opened after the database came back")
+    poll_until(dynamic_open, 60, "the dynamic socket opened after the database came back")
     took = time.monotonic() - started
     answer = options_udp(dynamic)
     assert answer is not None and status_of(answer) == 200
     retries = daemon.log().count("loading the dynamic sockets failed")
-    wait_until(
+    poll_until(
         lambda: "dynamic sockets loaded at attempt" in daemon.log(), 10, "the recovery logged"
     )
     recovered = next(

@@ -21,6 +21,7 @@ import pytest
 
 from tests.daemon import Daemon
 from tests.net import free_port
+from tests.polling import poll_until
 from tests.reliability.harness import (
     Churn,
     FifoSlotModel,
@@ -28,7 +29,6 @@ from tests.reliability.harness import (
     finish_sipp,
     quiet_ports,
     snapshot,
-    wait_until,
 )
 from tests.sipp import start_sipp
 from tests.tables import SocketTable
@@ -105,7 +105,7 @@ def test_reload_storm_loses_no_call_leaks_no_descriptor_and_keeps_slots_fifo(
         return after.fds == before.fds
 
     try:
-        wait_until(descriptors_back, 15, "descriptor counts back to their start")
+        poll_until(descriptors_back, 15, "descriptor counts back to their start")
     finally:
         handled = sum(r.successful for r in results)
         failed = sum(r.failed for r in results)

@@ -25,13 +25,13 @@ import pytest
 
 from tests.daemon import Daemon
 from tests.net import free_port
+from tests.polling import poll_until
 from tests.reliability.harness import (
     Flood,
     ProcessFigures,
     daemon_park,
     run_svmap,
     snapshot,
-    wait_until,
 )
 from tests.sip_probe import options_udp, status_of
 from tests.sipp import run_sipp, start_sipp
@@ -96,7 +96,7 @@ def test_scanner_and_garbage_flood_leave_the_daemon_serving_with_its_memory(
         return within(after, before, MEMORY_SLACK) and after.fds == before.fds
 
     try:
-        wait_until(memory_back, 20, "memory and descriptors back to their start", 0.5)
+        poll_until(memory_back, 20, "memory and descriptors back to their start", 0.5)
     finally:
         print(
             f"\nscanner: svmap found {scan.stdout.count('sipsock/')} device(s)\n"

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from tests.net import free_port
-from tests.reliability.harness import alive, daemon_park, snapshot, wait_until, worker_rows
+from tests.polling import poll_until
+from tests.reliability.harness import alive, daemon_park, snapshot, worker_rows
 from tests.sip_probe import port_is_free
 from tests.sipp import start_sipp
 from tests.tables import SocketTable
@@ -65,7 +66,7 @@ def test_sigterm_under_load_closes_every_socket_and_leaves_no_worker(
         for port in tcp
     ]
     try:
-        wait_until(
+        poll_until(
             lambda: sum(row["Handled"] for row in worker_rows(daemon)) >= 3 * RATE,
             30,
             "UDP traffic reaching the workers",

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tests.daemon import Daemon
 from tests.net import free_port
+from tests.polling import poll_until
 from tests.reliability.harness import fd_count, rss_kib
 from tests.sip_probe import TcpClient
 from tests.tables import SocketTable
@@ -160,11 +161,15 @@ def test_slowloris_connections_are_cut_at_the_header_timeout_and_others_are_serv
         # While they are held: the daemon holds them, a normal client is served.
         statuses = [normal_client(port)]
         held = fds_during = rss_during = 0
-        while time.monotonic() - started < HEADER_TIMEOUT * 0.8:
+
+        def sample_until_the_cut_nears() -> bool:
+            nonlocal held, fds_during, rss_during
             [entry] = daemon.mi("sockets_list", {"details": True})
             held = max(held, entry["counters"]["connections"])
             fds_during, rss_during = max(fds_during, fd_count(pid)), max(rss_during, rss_kib(pid))
-            time.sleep(0.1)
+            return time.monotonic() - started >= HEADER_TIMEOUT * 0.8
+
+        poll_until(sample_until_the_cut_nears, HEADER_TIMEOUT, "sampling while held", 0.1)
         statuses += [normal_client(port) for _ in range(2)]
         thread.join(ATTACK_LIMIT + 10)
         assert not thread.is_alive(), "the attacker did not finish"

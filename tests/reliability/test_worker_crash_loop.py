@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 
 from tests.net import free_port
+from tests.polling import poll_until
 from tests.reliability.harness import (
     daemon_park,
     snapshot,
-    wait_until,
     worker_pid,
     worker_rows,
 )
@@ -84,6 +84,7 @@ def test_workers_killed_every_200_ms_back_off_and_all_come_back_with_every_socke
                 kills[index] += 1
             except ProcessLookupError:
                 skipped += 1
+        # The kill rhythm itself (every KILL_INTERVAL), not a wait for a condition.
         time.sleep(max(0.0, started + turn * KILL_INTERVAL - time.monotonic()))
     loop_seconds = time.monotonic() - started
     results = [sipp.wait() for sipp in sipps]
@@ -96,7 +97,7 @@ def test_workers_killed_every_200_ms_back_off_and_all_come_back_with_every_socke
             row["State"] == "ready" and sorted(row["Sockets"]) == current for row in rows
         )
 
-    back = wait_until(all_back, 60, "every worker ready with every socket", 0.1)
+    back = poll_until(all_back, 60, "every worker ready with every socket", 0.1)
     after = snapshot(daemon)
     rows = worker_rows(daemon)
     delays = [(int(m[1]), float(m[2])) for m in RESTART.finditer(daemon.log())]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 import urllib.request
 from pathlib import Path
 
 from tests.integration.daemon.conftest import DaemonFactory
 from tests.net import free_port
+from tests.polling import poll_until
 from tests.sip_probe import TcpClient, options_request, options_udp, status_of
 from tests.tables import SocketTable
 
@@ -70,12 +70,12 @@ def test_limits_from_the_config_apply_in_workers_and_stream_sockets(
     assert statuses == [200, 200]
 
     names = [f"udp:127.0.0.1:{udp}:limit_oversize", f"tcp:127.0.0.1:{tcp}:limit_connections"]
-    deadline = time.monotonic() + 10
-    stats = daemon.mi("get_statistics", {"statistics": names})
-    while time.monotonic() < deadline and list(stats.values()) != [1, 1]:
-        time.sleep(0.2)
-        stats = daemon.mi("get_statistics", {"statistics": names})
-    assert stats == dict.fromkeys(names, 1)
+    poll_until(
+        lambda: daemon.mi("get_statistics", {"statistics": names}) == dict.fromkeys(names, 1),
+        10,
+        "both limit hits counted",
+        0.2,
+    )
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/metrics", timeout=10) as r:
         text = r.read().decode()
     assert limit_sample(text, f"udp:127.0.0.1:{udp}", "oversize") == 1

@@ -7,9 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sipsock.config import parse_config
 from sipsock.db.cli import Database
@@ -17,20 +15,11 @@ from tests.daemon import TWISTD, Daemon
 from tests.integration.daemon.conftest import DaemonFactory
 from tests.net import free_port
 from tests.pg import SUPERUSER, PostgresServer
+from tests.polling import poll_until
 from tests.sip_probe import options_udp, status_of
 from tests.sipp import run_sipp
 
 AUTO = "[sockets_mgm]\nauto_reload = true\nauto_reload_debounce = 0.2\n"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def answers(port: int) -> bool:
@@ -106,7 +95,7 @@ def test_insert_through_psql_answers_sipp_within_two_seconds(
         f"INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:{port}')",
     )
     inserted = time.monotonic()
-    wait_until(lambda: answers(port), 2.0, "the new socket answering")
+    poll_until(lambda: answers(port), 2.0, "the new socket answering")
     assert time.monotonic() - inserted < 2.0
     result = run_sipp(f"127.0.0.1:{port}", calls=20, rate=50, workdir=tmp_path)
     assert result.ok, result.output
@@ -131,7 +120,7 @@ def test_bursts_of_a_hundred_changes_give_a_few_reloads(
         + "; ".join(statements)
         + f"; INSERT INTO sockets (socket) VALUES {values}; COMMIT",
     )
-    wait_until(lambda: answers(one), 10, "the socket of the transaction")
+    poll_until(lambda: answers(one), 10, "the socket of the transaction")
     after_one = settled_reloads(daemon)
     assert 1 <= after_one - before <= 2
     # 100 rows in 100 transactions
@@ -144,7 +133,7 @@ def test_bursts_of_a_hundred_changes_give_a_few_reloads(
                 )
     finally:
         connection.close()
-    wait_until(lambda: answers(many), 10, "the socket of the separate transactions")
+    poll_until(lambda: answers(many), 10, "the socket of the separate transactions")
     after_many = settled_reloads(daemon)
     assert 1 <= after_many - after_one <= 4
     assert statistic(daemon, "sockets_mgm:change_signals") >= 2
@@ -163,7 +152,7 @@ def test_a_row_inserted_after_a_postgresql_restart_is_loaded(
             cursor.execute("INSERT INTO sockets (socket) VALUES (%s)", (f"udp:127.0.0.1:{port}",))
     finally:
         connection.close()
-    wait_until(lambda: answers(port), 30, "the socket inserted after the restart")
+    poll_until(lambda: answers(port), 30, "the socket inserted after the restart")
     assert daemon.mi("sockets_list") == [{"socket": f"udp:127.0.0.1:{port}"}]
     # the LISTEN is renewed: the next change comes by NOTIFY again
     second = free_port()
@@ -172,7 +161,7 @@ def test_a_row_inserted_after_a_postgresql_restart_is_loaded(
         postgres_db,
         f"INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:{second}')",
     )
-    wait_until(lambda: answers(second), 5, "the next socket, by NOTIFY")
+    poll_until(lambda: answers(second), 5, "the next socket, by NOTIFY")
     assert "auto reload: connection to" in daemon.log()
 
 
@@ -185,11 +174,11 @@ def test_sqlite_changes_are_picked_up_by_polling(
     with sqlite3.connect(path, timeout=10) as writer:
         writer.execute("INSERT INTO sockets (socket) VALUES (?)", (f"udp:127.0.0.1:{port}",))
     inserted = time.monotonic()
-    wait_until(lambda: answers(port), 2.0, "the new socket answering")
+    poll_until(lambda: answers(port), 2.0, "the new socket answering")
     assert time.monotonic() - inserted < 2.0
     with sqlite3.connect(path, timeout=10) as writer:
         writer.execute("DELETE FROM sockets")
-    wait_until(lambda: daemon.mi("sockets_list") == [], 5, "the socket closed")
+    poll_until(lambda: daemon.mi("sockets_list") == [], 5, "the socket closed")
     # sockets_reload keeps working beside it
     assert daemon.mi("sockets_reload") == "OK"
 

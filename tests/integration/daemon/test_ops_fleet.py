@@ -12,10 +12,10 @@ from tests.integration.daemon.test_ops_autoreload import (
     answers,
     settled_reloads,
     statistic,
-    wait_until,
 )
 from tests.net import free_port
 from tests.pg import PostgresServer
+from tests.polling import poll_until
 
 
 def fleet(node: str) -> str:
@@ -54,7 +54,7 @@ def test_two_nodes_bind_their_rows_and_one_notify_reloads_both(
         (f"udp:127.0.0.1:{east2}", f"udp:127.0.0.1:{west2}"),
         dbname=postgres_db,
     )
-    wait_until(lambda: answers(east2) and answers(west2), 5, "both new sockets")
+    poll_until(lambda: answers(east2) and answers(west2), 5, "both new sockets")
     time.sleep(0.5)
     after = [statistic(d, "sockets_mgm:auto_reloads") for d in (a, b)]
     assert [x - y for x, y in zip(after, before, strict=True)] == [1, 1]

@@ -7,8 +7,7 @@ with blocking psycopg2 / sqlite3 connections, as another tool would.
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,9 @@ from sipsock.autoreload import PostgresListener, SQLitePoller
 from sipsock.config import SocketsMgmSettings, parse_config
 from sipsock.db.cli import Database
 from tests.pg import PostgresServer
+from tests.polling import wait_until
 
 reactor: Any = _reactor
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Let the reactor run until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await deferLater(reactor, 0.05, lambda: None)
 
 
 def pg_settings(server: PostgresServer, database: str) -> SocketsMgmSettings:
@@ -60,7 +51,7 @@ def listener(notifying_db: SocketsMgmSettings) -> Iterator[tuple[PostgresListene
 
 async def ready(source: PostgresListener, seen: list[str]) -> None:
     """Wait for the LISTEN and its catch-up signal; then forget the signal."""
-    await wait_for(lambda: source.listening and bool(seen), 10, "LISTEN")
+    await wait_until(lambda: source.listening and bool(seen), 10, "LISTEN")
     assert seen == ["now listening (catching up)"]
     seen.clear()
 
@@ -76,10 +67,10 @@ async def test_a_row_change_is_notified(
     postgres_server.execute(
         "INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5999')", dbname=postgres_db
     )
-    await wait_for(lambda: seen == ["NOTIFY INSERT"], 5, "NOTIFY after INSERT")
+    await wait_until(lambda: seen == ["NOTIFY INSERT"], 5, "NOTIFY after INSERT")
     postgres_server.execute("DELETE FROM sockets", dbname=postgres_db)
     postgres_server.execute("TRUNCATE sockets", dbname=postgres_db)
-    await wait_for(lambda: len(seen) == 3, 5, "NOTIFY after DELETE and TRUNCATE")
+    await wait_until(lambda: len(seen) == 3, 5, "NOTIFY after DELETE and TRUNCATE")
     assert seen[1:] == ["NOTIFY DELETE", "NOTIFY TRUNCATE"]
 
 
@@ -100,7 +91,7 @@ async def test_many_rows_in_one_transaction_notify_once(
         + f"; INSERT INTO sockets (socket) VALUES {values}; COMMIT",
         dbname=postgres_db,
     )
-    await wait_for(lambda: len(seen) >= 1, 5, "NOTIFY after the transaction")
+    await wait_until(lambda: len(seen) >= 1, 5, "NOTIFY after the transaction")
     await deferLater(reactor, 0.3, lambda: None)
     assert seen == ["NOTIFY INSERT"]
 
@@ -114,13 +105,13 @@ async def test_listen_is_renewed_after_the_server_restarts(
     source, seen = listener
     await ready(source, seen)
     postgres_server.stop()
-    await wait_for(lambda: source.detector.connectionIsDead, 10, "outage noticed")
+    await wait_until(lambda: source.detector.connectionIsDead, 10, "outage noticed")
     postgres_server.start()
-    await wait_for(lambda: any("reconnected" in s for s in seen), 20, "reconnection")
+    await wait_until(lambda: any("reconnected" in s for s in seen), 20, "reconnection")
     postgres_server.execute(
         "INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5998')", dbname=postgres_db
     )
-    await wait_for(lambda: "NOTIFY INSERT" in seen, 5, "NOTIFY after the restart")
+    await wait_until(lambda: "NOTIFY INSERT" in seen, 5, "NOTIFY after the restart")
 
 
 @pytest_twisted.ensureDeferred
@@ -135,11 +126,11 @@ async def test_a_listener_started_while_the_server_is_down_catches_up(
         await deferLater(reactor, 1.0, lambda: None)
         assert not source.listening
         postgres_server.start()
-        await wait_for(lambda: source.listening, 20, "LISTEN once the server is back")
+        await wait_until(lambda: source.listening, 20, "LISTEN once the server is back")
         postgres_server.execute(
             "INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5997')", dbname=postgres_db
         )
-        await wait_for(lambda: "NOTIFY INSERT" in seen, 5, "NOTIFY")
+        await wait_until(lambda: "NOTIFY INSERT" in seen, 5, "NOTIFY")
     finally:
         source.stop()
 
@@ -159,11 +150,11 @@ async def test_sqlite_poller_sees_commits_of_other_connections(tmp_path: Path) -
         seen.clear()
         with sqlite3.connect(path) as writer:
             writer.execute("INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5996')")
-        await wait_for(lambda: seen == ["data_version changed"], 5, "data_version change")
+        await wait_until(lambda: seen == ["data_version changed"], 5, "data_version change")
         with sqlite3.connect(path) as writer:
             for port in range(5900, 5950):
                 writer.execute(f"INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:{port}')")
-        await wait_for(lambda: len(seen) == 2, 5, "one signal for one transaction")
+        await wait_until(lambda: len(seen) == 2, 5, "one signal for one transaction")
     finally:
         await poller.stop()
 
@@ -185,7 +176,9 @@ async def test_a_table_without_the_trigger_is_reported(
     source = PostgresListener(settings, lambda _: None, reactor)
     try:
         source.start()
-        await wait_for(lambda: any("has no NOTIFY trigger" in e for e in events), 10, "the warning")
+        await wait_until(
+            lambda: any("has no NOTIFY trigger" in e for e in events), 10, "the warning"
+        )
     finally:
         globalLogPublisher.removeObserver(observe)
         await source.stop()

@@ -35,8 +35,9 @@ from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Listener, Origin, open_listener
 from sipsock.transport.stream import OutboundLimitError, StreamListener, pending_output
 from sipsock.transport.tls import TLSDomains
-from tests.integration.transport.test_transport_loopback import Recorder, wait_until
+from tests.integration.transport.test_transport_loopback import Recorder
 from tests.net import free_port
+from tests.polling import wait_until
 from tests.sip_probe import TcpClient, options_request, options_udp, status_of
 from tests.tlsfiles import TestPKI
 from tests.wsclient import ws_connect, ws_options

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import reactor as _reactor
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.task import deferLater
 
 from sipsock.apps import Dispatcher, Responder
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Listener, Origin, open_listener
 from sipsock.transport.sockopts import set_udp_receive_buffer
 from tests.net import free_port
+from tests.polling import wait_until
 
 reactor: Any = _reactor
 TIMEOUT = 10.0
@@ -52,14 +52,6 @@ class UdpClient(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self.received.append(datagram)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await deferLater(reactor, 0.01)
 
 
 def general_path(app: Responder, sdef: SocketDef, data: bytes, peer: tuple[str, int]) -> bytes:

@@ -36,9 +36,9 @@ from tests.integration.transport.test_transport_loopback import (
     Client,
     Recorder,
     options,
-    wait_until,
 )
 from tests.net import free_port
+from tests.polling import wait_until
 from tests.tlsfiles import CertFiles, TestPKI
 
 reactor: Any = _reactor

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import shutil
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import DatagramProtocol, Protocol
-from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -33,6 +32,7 @@ from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Listener, ListenError, open_listener
 from sipsock.transport.sockopts import IP_PMTUDISC_DONT, get_mtu_discover, get_tos
 from tests.net import free_port
+from tests.polling import wait_until
 
 reactor: Any = _reactor
 SCENARIO = Path(__file__).parents[2] / "scenarios" / "options_uac.xml"
@@ -52,15 +52,6 @@ def options(port: int, call: str = "c1", transport: str = "TCP", extra: str = ""
         f"{extra}"
         f"Content-Length: 0\r\n\r\n"
     ).encode()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Poll ``predicate`` every 10 ms; fail after ``timeout`` seconds."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await deferLater(reactor, 0.01)
 
 
 @implementer(ISipApplication)

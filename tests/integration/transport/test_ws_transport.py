@@ -24,8 +24,9 @@ from sipsock.config import TLSDomainSettings, WebSocketSettings
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Listener, open_listener
 from sipsock.transport.tls import TLSDomains
-from tests.integration.transport.test_transport_loopback import Recorder, options, wait_until
+from tests.integration.transport.test_transport_loopback import Recorder, options
 from tests.net import free_port
+from tests.polling import wait_until
 from tests.tlsfiles import TestPKI
 from tests.wsclient import RawWebSocket, options_over_raw, ws_connect, ws_options
 

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +38,12 @@ from tests.integration.workers.procfs import (
     udp_inodes,
 )
 from tests.net import free_port
+from tests.polling import wait_until
 from tests.sip_probe import options_request, port_is_free, status_of
 
 reactor: Any = _reactor
 REPO = Path(__file__).parents[3]
 TIMEOUT = 30.0
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> float:
-    """Poll ``predicate`` every 20 ms; the seconds it took. Fails after ``timeout``."""
-    started = reactor.seconds()
-    while not predicate():
-        if reactor.seconds() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await deferLater(reactor, 0.02)
-    return float(reactor.seconds() - started)
 
 
 def make_pool(
@@ -99,7 +90,7 @@ async def stopper() -> AsyncIterator[list[UdpWorkerPool]]:
 async def started(pool: UdpWorkerPool, stopper: list[UdpWorkerPool]) -> UdpWorkerPool:
     stopper.append(pool)
     pool.startService()
-    await wait_until(lambda: ready(pool))
+    await wait_until(lambda: ready(pool), TIMEOUT)
     return pool
 
 
