@@ -153,6 +153,23 @@ class _ListenConnection(_QuietConnection):
         result: Deferred[Any] = super().connect(*args, **kwargs)
         return result
 
+    def cursorFinished(self, cursor: Any) -> None:
+        """After a query, parse a NOTIFY that arrived with its result.
+
+        libpq may read a NOTIFY into its buffer together with the result of
+        the LISTEN or of the trigger check; the socket then stays quiet, the
+        reactor never calls `doRead`, and the change would wait for the next
+        NOTIFY. One `poll()` moves it from the buffer into ``notifies``.
+        """
+        super().cursorFinished(cursor)
+        if self._cursors or self._connection.closed:
+            return  # another query is polling; its end brings us back here
+        try:
+            self._connection.poll()
+        except reconnection.psycopg2.Error:
+            return  # the connection died: doRead and the detector see to it
+        self.checkForNotifies()
+
 
 class PostgresListener:
     """LISTENs on the sockets table's channel; calls ``on_change`` for each NOTIFY.

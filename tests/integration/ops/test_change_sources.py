@@ -6,7 +6,10 @@ with blocking psycopg2 / sqlite3 connections, as another tool would.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
+import struct
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from sipsock.autoreload import PostgresListener, SQLitePoller
 from sipsock.config import SocketsMgmSettings, parse_config
 from sipsock.db.cli import Database
 from tests.pg import PostgresServer
-from tests.polling import wait_until
+from tests.polling import poll_until, wait_until
 
 reactor: Any = _reactor
 
@@ -94,6 +97,49 @@ async def test_many_rows_in_one_transaction_notify_once(
     await wait_until(lambda: len(seen) >= 1, 5, "NOTIFY after the transaction")
     await deferLater(reactor, 0.3, lambda: None)
     assert seen == ["NOTIFY INSERT"]
+
+
+def unread_bytes(fd: int) -> int:
+    """How many bytes wait in the receive queue of socket ``fd``."""
+    (count,) = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))
+    return int(count)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_notify_read_together_with_a_query_result_is_delivered(
+    listener: tuple[PostgresListener, list[str]],
+    postgres_server: PostgresServer,
+    postgres_db: str,
+) -> None:
+    """A NOTIFY right behind a query's result is read with it but not parsed.
+
+    The listener runs queries of its own (LISTEN, the trigger check) after
+    every reconnection, so a change made at that moment went unnoticed until
+    the next one (CI, 2026-11). The reactor stays blocked here until the
+    result and the NOTIFY both wait in the socket, in that order.
+    """
+    source, seen = listener
+    await ready(source, seen)
+    connection = source.connection.pollable()
+    backend = connection.get_backend_pid()
+    query = source.connection.runQuery("SELECT 1")
+
+    def answered() -> bool:
+        activity = postgres_server.execute(
+            "SELECT state, query FROM pg_stat_activity WHERE pid = %s", (backend,)
+        )
+        return activity == [("idle", "SELECT 1")]
+
+    poll_until(answered, 5, "the listener's backend answered SELECT 1")
+    result_size = unread_bytes(connection.fileno())
+    postgres_server.execute(
+        "INSERT INTO sockets (socket) VALUES ('udp:127.0.0.1:5996')", dbname=postgres_db
+    )
+    poll_until(
+        lambda: unread_bytes(connection.fileno()) > result_size, 5, "NOTIFY behind the result"
+    )
+    assert await query == [(1,)]
+    await wait_until(lambda: "NOTIFY INSERT" in seen, 3, "NOTIFY read with a query result")
 
 
 @pytest_twisted.ensureDeferred
