@@ -131,6 +131,89 @@ def _check_request_uri(uri: str) -> None:
         _remember(_GOOD_URIS, uri)
 
 
+#: What the loop does with one header line (the first item of a `_Line`).
+_IGNORED: Final = 0  # a header the answer neither copies nor checks
+_LISTED: Final = 1  # addresses, already checked; may repeat
+_VIA_LINE: Final = 2
+_ONCE: Final = 3  # a single-value header, not copied (``number``: Content-Length's value)
+_COPY: Final = 4  # a single-value header, copied (``number``: 1 for a To with a tag)
+
+#: ``(action, key, name, value, text, number)``: one header line as read by
+#: `_read_line`. ``text`` is the line as the answer writes it.
+_Line = tuple[int, str, str, str, str, int]
+_IGNORED_LINE: Final[_Line] = (_IGNORED, "", "", "", "", 0)
+
+#: Header lines read before, to how they were read (bounded memo, emptied when
+#: full). Only lines that hold no per-request value are remembered: a peer's
+#: keep-alives repeat their To, CSeq (or not), Contact, Max-Forwards, Accept,
+#: Content-Length lines byte for byte. Via, From and Call-ID lines are read
+#: anew each time. Everything remembered was checked without regard to the
+#: rest of the message, so a remembered line is read exactly as a new one.
+_LINES: dict[str, _Line] = {}
+
+
+def _read_line(line: str) -> _Line | None:
+    """How the loop treats one header line; None: decline the message.
+
+    The checks that depend on the line alone are made here, and such lines
+    are remembered in `_LINES`.
+    """
+    name, colon, value = line.partition(":")
+    if not colon:
+        return None  # (a folded line has no colon, or a name starting with a blank)
+    if name[-1:] in (" ", "\t"):
+        name = name.rstrip(" \t")
+    key = _TOKEN_NAMES.get(name) or _token_name(name)
+    if key is None:
+        return None
+    kind = _KINDS.get(key)
+    if kind is None:
+        entry = _IGNORED_LINE
+    else:
+        value = value.strip(" \t")
+        text = f"{name}: {value}"
+        if kind == _VIA:
+            return None if "," in value else (_VIA_LINE, key, name, value, text, 0)
+        if key in ("from", "call-id"):
+            if key == "call-id" and not value.strip():
+                return None
+            return (_COPY, key, name, value, text, 0)
+        try:
+            checked = _checked_line(kind, key, name, value, text)
+        except (SipParseError, ValueError):
+            return None
+        if checked is None:
+            return None
+        entry = checked
+    if len(_LINES) >= _MEMO_LIMIT:
+        _LINES.clear()
+    _LINES[line] = entry
+    return entry
+
+
+def _checked_line(kind: int, key: str, name: str, value: str, text: str) -> _Line | None:
+    """The `_Line` of a To, CSeq, Contact, Route, ... line whose value passes its checks."""
+    if kind == _ADDRESSES:
+        for item in split_values(value):
+            if item != "*":
+                _check_address(item)
+        return (_LISTED, key, name, value, text, 0)
+    if key == "to":
+        _check_address(value)
+        return (_COPY, key, name, value, text, 1 if has_tag(value) else 0)
+    if key == "cseq":
+        if parse_cseq(value)[1] != "OPTIONS":
+            return None
+        return (_COPY, key, name, value, text, 0)
+    if key == "max-forwards" and not (value.isascii() and value.isdigit()):
+        return None
+    if key == "content-length":
+        if not (value.isascii() and value.isdigit() and len(value) < 10):
+            return None
+        return (_ONCE, key, name, value, text, int(value))
+    return (_ONCE, key, name, value, text, 0)
+
+
 def answer_options(
     data: bytes,
     host: str,
@@ -160,62 +243,42 @@ def answer_options(
         return None
     copied: list[str] = []
     vias: list[str] = []
-    singles: dict[str, str] = {}
-    addresses: list[str] = []
+    seen: dict[str, str] = {}
     top_via = to_index = -1
+    to_has_tag = 0
     via_name = ""
-    kinds = _KINDS
-    names = _TOKEN_NAMES
+    known = _LINES
     for index in range(1, len(lines)):
-        name, colon, value = lines[index].partition(":")
-        if not colon:
-            return None  # (a folded line has no colon, or a name starting with a blank)
-        if name[-1:] in (" ", "\t"):
-            name = name.rstrip(" \t")
-        key = names.get(name) or _token_name(name)
-        if key is None:
+        entry = known.get(lines[index]) or _read_line(lines[index])
+        if entry is None:
             return None
-        kind = kinds.get(key)
-        if kind is None:
+        action, key, name, value, line, number = entry
+        if action <= _LISTED:
             continue
-        value = value.strip(" \t")
-        if kind == _VIA:
-            if "," in value:
-                return None
+        if action == _VIA_LINE:
             if top_via < 0:
                 top_via = len(copied)
                 via_name = name
             vias.append(value)
-            copied.append(f"{name}: {value}")
-        elif kind == _ADDRESSES:
-            addresses.append(value)
-        else:
-            if key in singles:
-                return None
-            singles[key] = value
-            if kind == _COPIED:
-                if key == "to":
-                    to_index = len(copied)
-                copied.append(f"{name}: {value}")
-    if top_via < 0 or to_index < 0:
+            copied.append(line)
+            continue
+        if key in seen:
+            return None
+        seen[key] = value
+        if action == _COPY:
+            if key == "to":
+                to_index = len(copied)
+                to_has_tag = number
+            copied.append(line)
+        elif key == "content-length" and number > len(data) - end - 4:
+            return None
+    if top_via < 0 or to_index < 0 or "cseq" not in seen:
+        return None
+    from_value = seen.get("from")
+    call_id = seen.get("call-id")
+    if from_value is None or call_id is None:
         return None
     try:
-        from_value = singles["from"]
-        to_value = singles["to"]
-        call_id = singles["call-id"]
-        if parse_cseq(singles["cseq"])[1] != "OPTIONS" or not call_id.strip():
-            return None
-        max_forwards = singles.get("max-forwards")
-        if max_forwards is not None and not (max_forwards.isascii() and max_forwards.isdigit()):
-            return None
-        length = singles.get("content-length")
-        if length is not None and not (
-            length.isascii()
-            and length.isdigit()
-            and len(length) < 10
-            and int(length) <= len(data) - end - 4
-        ):
-            return None
         _check_request_uri(start[1])
         for index, value in enumerate(vias):
             stripped = value.strip()  # every Via as it is checked
@@ -223,16 +286,11 @@ def answer_options(
                 parse_via(stripped)
         stamped = stamp_via_value(vias[0], host, port)  # checks the top Via as it is
         _check_address(from_value)
-        _check_address(to_value)
-        for value in addresses:
-            for item in split_values(value):
-                if item != "*":
-                    _check_address(item)
-    except (SipParseError, KeyError, ValueError):
+    except (SipParseError, ValueError):
         return None
     if stamped is not None:
         copied[top_via] = f"{via_name}: {stamped}"
-    if not has_tag(to_value):
+    if not to_has_tag:
         copied[to_index] += f";tag={stable_tag(reply.salt, call_id, from_value)}"
     return (STATUS_LINE + "\r\n".join(copied) + "\r\n" + reply.tail).encode(
         "utf-8", "surrogateescape"

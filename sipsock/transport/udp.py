@@ -9,14 +9,15 @@ the control process serves its own.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-from twisted.internet import defer
+from twisted.internet import defer, udp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -43,6 +44,57 @@ from sipsock.transport.sockopts import (
 
 #: Datagrams made only of these bytes are keep-alives (RFC 5626 CRLF, NAT pings).
 _BLANK = b"\r\n\t "
+
+#: At most this many datagrams are read per wake-up, so that one busy socket
+#: does not starve the others of its process (nor the AMP channel of a worker).
+READS_PER_WAKE: Final = 256
+
+#: ``recvfrom`` errors that only mean "nothing more to read now". ECONNREFUSED
+#: is an ICMP error for an earlier datagram we sent: nothing to read either.
+_READ_DONE: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED})
+
+
+class SipUdpPort(udp.Port):
+    """Twisted's UDP port with a read loop for a busy SIP socket.
+
+    Twisted's ``doRead`` looks up the socket, the protocol and the address
+    family again and sums the bytes read for every datagram; this loop binds
+    them once per wake-up and reads at most `READS_PER_WAKE` datagrams. A
+    datagram whose handling raises is logged with the socket and dropped;
+    the loop goes on. The epoll reactor of the UDP workers
+    (`sipsock.workers.epoll`) calls it without Twisted's legacy log context
+    (``sipsockPlainCall``).
+    """
+
+    sipsockPlainCall = True
+    log = Logger()
+    #: The socket in log messages (its `SocketDef` text).
+    label = "UDP socket"
+
+    def doRead(self) -> None:
+        recvfrom = self.socket.recvfrom
+        size = self.maxPacketSize
+        received = self.protocol.datagramReceived
+        trim = self.addressFamily == socket.AF_INET6
+        for _ in range(READS_PER_WAKE):
+            try:
+                data, addr = recvfrom(size)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno in _READ_DONE:
+                    return
+                raise
+            if trim:
+                addr = addr[:2]  # no flow information or scope id
+            try:
+                received(data, addr)
+            except Exception:
+                self.log.failure(
+                    "socket {socket}: datagram from {peer} dropped: its handling raised",
+                    socket=self.label,
+                    peer=addr,
+                )
 
 
 class SipDatagramProtocol(DatagramProtocol):
@@ -85,21 +137,23 @@ class SipDatagramProtocol(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         listener = self.listener
         counters = listener.counters
-        counters.bytes_in += len(datagram)
-        if len(datagram) > listener.max_message_size:
+        size = len(datagram)
+        counters.bytes_in += size
+        if size > listener.max_message_size:
             listener.limit_reporter.hit(
                 "oversize",
-                f"datagram of {len(datagram)} bytes dropped "
+                f"datagram of {size} bytes dropped "
                 f"(max_udp_message_size {listener.max_message_size})",
                 (addr[0], addr[1]),
             )
             return
-        if datagram[:1] in _BLANK and not datagram.strip(_BLANK):
+        first = datagram[:1]
+        if first in _BLANK and not datagram.strip(_BLANK):
             return
         counters.count_in(datagram)
         sdef = listener.sdef
         reply = self._reply if sdef is self._reply_sdef else self._ask_reply(sdef)
-        if reply is not None:
+        if reply is not None and first == b"O":
             try:
                 answer = answer_options(datagram, addr[0], addr[1], reply, self._max_size)
             except Exception:
@@ -166,14 +220,19 @@ class UdpListener:
 
     def adopt(self, fd: int) -> None:
         """Start reading a bound non-blocking UDP descriptor (the caller keeps ``fd``)."""
-        self._port = self._reactor.adoptDatagramPort(
-            fd, family_of(self.sdef), self.protocol, maxPacketSize=MAX_DATAGRAM_SIZE
-        )
-        # The UDP workers' reactor (ExclusiveEPollReactor) then reads this
-        # port without Twisted's legacy log context: several microseconds a
-        # wake-up, for a context that only legacy log.msg calls would use.
-        with contextlib.suppress(AttributeError):
-            self._port.sipsockPlainCall = True  # type: ignore[union-attr]
+        family = family_of(self.sdef)
+        if isinstance(self._reactor, PosixReactorBase):
+            # What adoptDatagramPort does, with our port class.
+            port = SipUdpPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                self._reactor, fd, family, self.protocol, maxPacketSize=MAX_DATAGRAM_SIZE
+            )
+            port.label = self.sdef.socket_text
+            port.startListening()
+            self._port = port
+        else:
+            self._port = self._reactor.adoptDatagramPort(
+                fd, family, self.protocol, maxPacketSize=MAX_DATAGRAM_SIZE
+            )
         sock = getattr(self._port, "socket", None)
         self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
         self.log.info(

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipsock.apps import Dispatcher, Responder
-from sipsock.sip import parse
+from sipsock.sip import keepalive, parse
 from sipsock.sip.checks import check_address
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.keepalive import OptionsReply, _match_plain_address, answer_options, tail_of
@@ -366,6 +366,30 @@ def test_generated_options_get_the_general_paths_answer(
 ) -> None:
     data, peer = message
     assert_same(data, peer, sdef)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(options_messages(), options_messages())
+def test_header_lines_remembered_from_other_messages_change_no_answer(
+    first: tuple[bytes, tuple[str, int]], second: tuple[bytes, tuple[str, int]]
+) -> None:
+    """A line read before (the `_LINES` memo) is read as a new one would be."""
+    keepalive._LINES.clear()
+    cold = shortcut(*second)
+    shortcut(*first)
+    shortcut(*second)
+    assert shortcut(*second) == cold
+    assert len(keepalive._LINES) <= keepalive._MEMO_LIMIT
+
+
+def test_the_line_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keepalive, "_MEMO_LIMIT", 8)
+    keepalive._LINES.clear()
+    for number in range(20):
+        data = SIPP.replace(b"Max-Forwards: 70", b"Max-Forwards: %d" % number)
+        assert shortcut(data, ("192.0.2.7", 5099)) is not None
+        assert len(keepalive._LINES) <= 8
+    keepalive._LINES.clear()
 
 
 @settings(max_examples=300, deadline=None)

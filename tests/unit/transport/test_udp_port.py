@@ -1,0 +1,107 @@
+"""`SipUdpPort`: the read loop of a UDP SIP socket, on a real loopback socket."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.internet import reactor as _reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from zope.interface import provider
+
+from sipsock.transport.base import MAX_DATAGRAM_SIZE
+from sipsock.transport.udp import READS_PER_WAKE, SipUdpPort
+
+reactor: Any = _reactor
+
+
+class Recorder(DatagramProtocol):
+    """Keeps what it is given; raises for the datagram ``b"boom"``."""
+
+    def __init__(self) -> None:
+        self.datagrams: list[tuple[bytes, Any]] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if datagram == b"boom":
+            raise RuntimeError("handler bug")
+        self.datagrams.append((datagram, addr))
+
+
+@pytest.fixture
+def port_and_sender() -> Iterator[tuple[SipUdpPort, Recorder, socket.socket]]:
+    """A port on 127.0.0.1 that the test reads by hand, and a client socket."""
+    bound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bound.bind(("127.0.0.1", 0))
+    bound.setblocking(False)
+    bound.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    protocol = Recorder()
+    port = SipUdpPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+        reactor, bound.fileno(), socket.AF_INET, protocol, maxPacketSize=MAX_DATAGRAM_SIZE
+    )
+    port.label = "udp:127.0.0.1:test"
+    port.startListening()
+    port.stopReading()  # the test calls doRead itself
+    bound.close()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.connect(port.socket.getsockname())
+    try:
+        yield port, protocol, sender
+    finally:
+        sender.close()
+        port.connectionLost()
+
+
+def test_one_wake_up_reads_at_most_reads_per_wake_datagrams(
+    port_and_sender: tuple[SipUdpPort, Recorder, socket.socket],
+) -> None:
+    port, protocol, sender = port_and_sender
+    for number in range(READS_PER_WAKE + 44):
+        sender.send(b"%d" % number)
+    port.doRead()
+    assert len(protocol.datagrams) == READS_PER_WAKE
+    port.doRead()
+    assert [data for data, _ in protocol.datagrams] == [
+        b"%d" % number for number in range(READS_PER_WAKE + 44)
+    ]
+    assert protocol.datagrams[0][1] == sender.getsockname()
+    port.doRead()  # nothing left: returns quietly
+    assert len(protocol.datagrams) == READS_PER_WAKE + 44
+
+
+def test_a_datagram_whose_handling_raises_is_logged_and_the_next_ones_are_read(
+    port_and_sender: tuple[SipUdpPort, Recorder, socket.socket],
+) -> None:
+    port, protocol, sender = port_and_sender
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for data in (b"one", b"boom", b"two"):
+            sender.send(data)
+        port.doRead()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert [data for data, _ in protocol.datagrams] == [b"one", b"two"]
+    [failure] = [event for event in events if "log_failure" in event]
+    assert failure["socket"] == "udp:127.0.0.1:test"
+    assert failure["log_failure"].check(RuntimeError)
+
+
+def test_an_icmp_refusal_of_an_earlier_send_ends_the_read_quietly(
+    port_and_sender: tuple[SipUdpPort, Recorder, socket.socket],
+) -> None:
+    port, protocol, _ = port_and_sender
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+        gone.bind(("127.0.0.1", 0))
+        address = gone.getsockname()
+    port.socket.connect(address)  # a connected socket receives the ICMP error
+    port.socket.send(b"to nobody")
+    port.doRead()  # ECONNREFUSED: nothing to read, no exception
+    assert protocol.datagrams == []
