@@ -37,6 +37,13 @@ _match_plain_via = re.compile(
 ).fullmatch
 
 
+#: In the parameters of a plain Via (``;name=value`` with no blanks, no ``;``
+#: in a value): the first ``rport`` (group 1 is ``=`` when it has a value),
+#: and a ``received``.
+_find_rport = re.compile(r";rport(?:(=)|(?=;|$))", re.IGNORECASE).search
+_find_received = re.compile(r";received(?=[=;]|$)", re.IGNORECASE).search
+
+
 class Via(NamedTuple):
     """One parsed Via value (RFC 3261 20.42).
 
@@ -268,6 +275,17 @@ def stamp_via_value(value: str, source_host: str, source_port: int) -> str | Non
     host = match.group(3)
     _port(port_text, value)
     rest = match.group(5)
+    # The two usual cases, without splitting the parameters: no empty rport
+    # and the sent-by is the source (nothing to stamp); an empty rport and
+    # no received yet (fill the one, append the other).
+    first_rport = _find_rport(rest)
+    if first_rport is None or first_rport.group(1):
+        if host == source_host or same_address(host, source_host):
+            return None
+    elif _find_received(rest) is None:
+        at = first_rport.end()
+        received = source_host.strip("[]")
+        return f"{value[: match.start(5)]}{rest[:at]}={source_port}{rest[at:]};received={received}"
     params = rest[1:].split(";") if rest else []
     keys = [param.partition("=")[0].lower() for param in params]
     rport = keys.index("rport") if "rport" in keys else -1
