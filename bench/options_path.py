@@ -16,9 +16,11 @@ Two kinds of figures:
 * paced runs through a real loopback socket and the real epoll reactor: a
   sender process sends OPTIONS at a fixed rate and reads the answers; this
   process's CPU time (``time.process_time``) per datagram is printed for the
-  listener as it is, for a protocol that throws every datagram away (the
-  reactor's own cost per datagram: wake-up, ``recvfrom``, Twisted's read
-  loop) and with the shortcut timed inside the process (``answer_options``
+  listener as it is (on the UDP workers' reactor), for a protocol that
+  throws every datagram away (the reactor's own cost per datagram: wake-up,
+  ``recvfrom``, Twisted's read loop), for a bare loop of epoll and
+  ``recvfrom`` with no Twisted at all (the floor of any Python receiver
+  here), and with the shortcut timed inside the process (``answer_options``
   and ``sendto`` alone). At low rates every datagram is a wake-up of its own
   and runs with cold caches; that, not the SIP work, is most of its cost.
 """
@@ -160,11 +162,55 @@ def paced(rate: int, seconds: float, mode: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def bare(rate: int, seconds: float) -> None:
+    """The child of `paced` in mode ``bare``: epoll and ``recvfrom``, nothing else.
+
+    The floor of any Python receiver on this machine: what one datagram
+    costs a process that wakes up for it and reads it, with no reactor and
+    no SIP.
+    """
+    import select
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        poller = select.epoll()
+        poller.register(sock.fileno(), select.EPOLLIN)
+        cpu = time.process_time()
+        sender = subprocess.Popen(
+            [sys.executable, "-c", SENDER, str(port), str(rate), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        received = 0
+        while sender.poll() is None:
+            for _ in poller.poll(0.2):
+                try:
+                    while True:
+                        sock.recvfrom(65535)
+                        received += 1
+                except BlockingIOError:
+                    pass
+        used = time.process_time() - cpu
+    sent = [*sender.stdout.read().split(), "?"][0]  # type: ignore[union-attr]
+    print(
+        f"{rate}/s {'bare':>9}: {used / (rate * seconds) * 1e6:6.1f} us per datagram"
+        f" (sent {sent}, read {received}, answered 0)",
+        flush=True,
+    )
+
+
 def run(rate: int, seconds: float, mode: str) -> None:
     """The child of `paced`: serve one loopback socket while the sender runs."""
-    from twisted.internet import epollreactor
+    if mode == "bare":
+        bare(rate, seconds)
+        return
+    from twisted.internet.main import installReactor
 
-    epollreactor.install()
+    from sipsock.workers.epoll import ExclusiveEPollReactor
+
+    installReactor(ExclusiveEPollReactor())
     from twisted.internet import reactor as installed
 
     from sipsock.apps import Dispatcher, Responder
@@ -262,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         profile.runcall(receive_all)
         pstats.Stats(profile).sort_stats("tottime").print_stats(15)
     for rate in [int(part) for part in args.rates.split(",") if part.strip()]:
-        for mode in ("as is", "discard", "timed"):
+        for mode in ("as is", "discard", "bare", "timed"):
             print("  " + paced(rate, args.seconds, mode), flush=True)
 
 
