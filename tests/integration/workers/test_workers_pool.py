@@ -283,15 +283,13 @@ async def test_stopping_the_pool_ends_every_worker(
 
 
 def distinct_ports(count: int) -> list[int]:
-    """``count`` different free UDP ports (held together while picked, so none repeats)."""
-    probes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
+    """``count`` different free UDP ports (below the ephemeral range, as `free_port`)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(tcp=False)
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 async def burst(port: int, clients: int, host: str = "127.0.0.1") -> list[bytes | None]:
