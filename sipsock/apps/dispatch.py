@@ -204,13 +204,28 @@ class Dispatcher:
                 self._log_reject(origin, f"message from {_peer(origin)} dropped", exc)
             return
         code = exc.status or 400
-        with contextlib.suppress(SipParseError):
-            apply_received(request, origin.peer[0], origin.peer[1])
-        response = make_response(request, code, error_phrase(code, exc.reason))
         if logged:
             outcome = f"{request.method} from {_peer(origin)} answered {code}"
             self._log_reject(origin, outcome, exc)
-        origin.reply(bytes(response))
+        origin.reply(_error_response(request, origin, code, exc.reason))
+
+    def message_unframeable(self, header: bytes, error: SipParseError, origin: Origin) -> bool:
+        """Answer a stream message that cannot be framed; whether an answer was sent.
+
+        ``header`` is its header section and ``error`` the framer's (with the
+        status to answer: 400 for a broken Content-Length, 513 for a message
+        above the size limit). A request whose Via/From/To/Call-ID/CSeq are
+        readable gets that status with the reason in the phrase; anything
+        else gets nothing. The transport counts, logs and closes the
+        connection either way.
+        """
+        if error.status is None:
+            return False
+        request = salvage_request(header)
+        if request is None or not is_answerable(request):
+            return False
+        origin.reply(_error_response(request, origin, error.status, error.reason))
+        return True
 
     def _log_reject(self, origin: Origin, outcome: str, exc: SipParseError) -> None:
         self.log.info(
@@ -234,6 +249,13 @@ class Dispatcher:
             count=summary.suppressed,
             seconds=summary.seconds,
         )
+
+
+def _error_response(request: Request, origin: Origin, code: int, reason: str) -> bytes:
+    """The bytes of the error response ``code`` to ``request`` received from ``origin``."""
+    with contextlib.suppress(SipParseError):
+        apply_received(request, origin.peer[0], origin.peer[1])
+    return bytes(make_response(request, code, error_phrase(code, reason)))
 
 
 def _peer(origin: Origin) -> str:

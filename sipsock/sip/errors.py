@@ -28,4 +28,15 @@ class SipFramingError(SipParseError):
     or a message exceeds its limit, when Content-Length is missing, negative,
     not a number or given twice with different values, or when the stream does
     not start with a SIP start line.  Framing is lost: close the connection.
+
+    ``header`` is the header section of the message that could not be framed
+    (through its empty line) when it was read whole: a Content-Length that is
+    missing, broken or too large. With ``status`` (400, or 513 for a message
+    above the size limit) a request can still be answered before closing.
     """
+
+    def __init__(
+        self, reason: str, *, status: int | None = None, header: bytes | None = None
+    ) -> None:
+        super().__init__(reason, status=status)
+        self.header = header

@@ -79,9 +79,17 @@ class StreamFramer:
                 header = bytes(buffer[position:end])
                 if b"SIP/" not in header.split(b"\n", 1)[0]:
                     raise SipFramingError("stream does not start with a SIP start line")
-                total = body_start - position + self._content_length(header)
+                try:
+                    total = body_start - position + self._content_length(header)
+                except SipFramingError as exc:
+                    exc.header = bytes(buffer[position:body_start])
+                    raise
                 if total > self.max_message_size:
-                    raise SipFramingError(f"message of {total} bytes above {self.max_message_size}")
+                    raise SipFramingError(
+                        f"message of {total} bytes above {self.max_message_size}",
+                        status=513,
+                        header=bytes(buffer[position:body_start]),
+                    )
             if size - position < total:
                 self._total = total
                 break

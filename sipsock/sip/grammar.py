@@ -67,6 +67,7 @@ REASON_PHRASES: Final[dict[int, str]] = {
     501: "Not Implemented",
     503: "Service Unavailable",
     505: "Version Not Supported",
+    513: "Message Too Large",
 }
 
 #: Significant digits read from a number; more than any SIP limit needs (2**32-1 has 10).

@@ -49,7 +49,13 @@ class Origin:
 
 
 class MessageSink(Protocol):
-    """Whatever consumes the messages of a listener (the application dispatcher)."""
+    """Whatever consumes the messages of a listener (the application dispatcher).
+
+    A sink may also have ``message_unframeable(header, error, origin)``: a
+    stream connection calls it with the header section of a message it
+    cannot frame (``error``: the `SipFramingError`, with the status to
+    answer) before closing, so a request can still get its 400 or 513.
+    """
 
     def message_received(self, data: bytes, origin: Origin) -> None:
         """One whole SIP message (not yet parsed) arrived on a socket."""

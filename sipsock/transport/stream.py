@@ -273,11 +273,9 @@ class StreamConnection:
         )
         self.transport.loseConnection()
 
-    def deliver(self, data: bytes) -> None:
-        """One whole message arrived on this connection."""
+    def _origin(self) -> Origin:
         listener = self.listener
-        listener.counters.count_in(data)
-        origin = Origin(
+        return Origin(
             sdef=listener.sdef,
             slot=listener.slot,
             peer=self.peer,
@@ -285,8 +283,13 @@ class StreamConnection:
             connection_id=self.id,
             listener=listener,
         )
+
+    def deliver(self, data: bytes) -> None:
+        """One whole message arrived on this connection."""
+        listener = self.listener
+        listener.counters.count_in(data)
         try:
-            listener.sink.message_received(data, origin)
+            listener.sink.message_received(data, self._origin())
         except Exception:
             listener.counters.drops += 1
             self.log.failure(
@@ -331,12 +334,18 @@ class StreamConnection:
                 **self._describe(),
             )
 
-    def framing_error(self, reason: str) -> None:
+    def framing_error(self, reason: str, error: SipFramingError | None = None) -> None:
         """The byte stream cannot be read any more: count, log and close.
 
         A message or header section above the size limit is a limit hit
-        (counted as ``limit_oversize``, logged rate-limited).
+        (counted as ``limit_oversize``, logged rate-limited). When the
+        framer read the header section of the failing message (``error``
+        with a status and a header: a Content-Length missing, broken or too
+        large), the sink may answer it first (400 or 513), through its
+        ``message_unframeable``; the answer is flushed before the close.
         """
+        if error is not None and error.status is not None and error.header is not None:
+            self._answer_unframeable(error.header, error)
         if is_size_error(reason):
             self.listener.limit_reporter.hit(
                 "oversize", f"{reason} (connection {self.id})", self.peer
@@ -352,6 +361,19 @@ class StreamConnection:
         )
         self.open = False
         self.transport.loseConnection()
+
+    def _answer_unframeable(self, header: bytes, error: SipFramingError) -> None:
+        answer = getattr(self.listener.sink, "message_unframeable", None)
+        if answer is None:
+            return
+        try:
+            answer(header, error, self._origin())
+        except Exception:
+            self.log.failure(
+                "socket {socket} (slot {slot}): the message sink failed to answer an "
+                "unframeable message from {peer}",
+                **self._describe(),
+            )
 
     def close(self) -> None:
         """Flush and close (socket removed); the listener aborts it if flushing stalls."""
@@ -454,7 +476,7 @@ class SipStreamProtocol(Protocol):
         try:
             messages = self.framer.feed(data)
         except SipFramingError as exc:
-            connection.framing_error(exc.reason)
+            connection.framing_error(exc.reason, exc)
             return
         connection.fed(data, messages, self.framer.pending)
         for message in messages:

@@ -243,6 +243,7 @@ async def test_tcp_oversize_message_closes_connection_but_listener_keeps_serving
     assert bad.transport is not None
     bad.transport.write(options(port, "big", extra="X-Pad: " + "x" * 8000 + "\r\n"))
     await bad.lost
+    assert bad.received == b""  # the header section itself is too large: nothing to answer
     assert (listener.counters.limit_oversize, listener.counters.parse_errors) == (1, 0)
     good = await connect(port)
     assert good.transport is not None
@@ -250,6 +251,42 @@ async def test_tcp_oversize_message_closes_connection_but_listener_keeps_serving
     await wait_until(lambda: good.count() == 1)
     good.transport.loseConnection()
     await good.lost
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_request_announcing_a_body_above_the_limit_gets_513_then_the_close(
+    sockets: Sockets,
+) -> None:
+    port = free_port()
+    _, listener = sockets.open(f"tcp:127.0.0.1:{port}", max_message_size=4096)
+    client = await connect(port)
+    assert client.transport is not None
+    client.transport.write(
+        options(port, "huge").replace(b"Content-Length: 0", b"Content-Length: 100000")
+    )
+    await client.lost
+    assert client.received.startswith(b"SIP/2.0 513 Message Too Large (message of 100"), (
+        client.received[:80]
+    )
+    assert b"Call-ID: huge@test" in client.received
+    assert b"received=127.0.0.1" in client.received
+    assert (listener.counters.limit_oversize, listener.counters.sent) == (1, 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_request_without_content_length_gets_400_then_the_close(
+    sockets: Sockets,
+) -> None:
+    port = free_port()
+    _, listener = sockets.open(f"tcp:127.0.0.1:{port}")
+    client = await connect(port)
+    assert client.transport is not None
+    client.transport.write(options(port, "nolength").replace(b"Content-Length: 0\r\n", b""))
+    await client.lost
+    assert client.received.startswith(
+        b"SIP/2.0 400 Bad Request (no Content-Length on a stream transport)\r\n"
+    ), client.received[:80]
+    assert listener.counters.parse_errors == 1
 
 
 @pytest_twisted.ensureDeferred

@@ -18,7 +18,7 @@ from sipsock.apps import (
     NoSockets,
     Responder,
 )
-from sipsock.sip import Request, Response, parse
+from sipsock.sip import Request, Response, SipFramingError, parse
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Origin, SocketCounters
 
@@ -180,6 +180,51 @@ def test_bad_content_length_request_still_gets_400() -> None:
     response = answer(replies)
     assert response.code == 400
     assert "Content-Length" in response.reason
+
+
+def unframeable(data: bytes, error: SipFramingError) -> tuple[bool, list[bytes]]:
+    replies: list[bytes] = []
+    origin = Origin(parse_row(3, "tcp:10.0.0.1:5060"), 3, ("192.0.2.4", 40000), replies.append)
+    answered = Dispatcher(Recorder()).message_unframeable(data, error, origin)
+    return answered, replies
+
+
+def test_a_request_too_large_for_the_stream_gets_513_naming_the_limit() -> None:
+    answered, replies = unframeable(
+        request(extra="Content-Length: 90000\r\n").replace(b"Content-Length: 0\r\n", b""),
+        SipFramingError("message of 90123 bytes above 65535", status=513),
+    )
+    response = answer(replies)
+    assert answered
+    assert (response.code, response.reason) == (
+        513,
+        "Message Too Large (message of 90123 bytes above 65535)",
+    )
+    assert "received=192.0.2.4" in (response.get("via") or "")
+
+
+def test_a_stream_request_without_content_length_gets_400() -> None:
+    answered, replies = unframeable(
+        request().replace(b"Content-Length: 0\r\n", b""),
+        SipFramingError("no Content-Length on a stream transport", status=400),
+    )
+    assert answered
+    assert answer(replies).code == 400
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (request(drop="Call-ID"), 513),
+        (request("ACK", cseq="1 INVITE"), 513),
+        (b"SIP/2.0 200 OK\r\nCSeq: 1 OPTIONS\r\n\r\n", 513),
+        (request(), None),
+    ],
+)
+def test_unframeable_messages_that_cannot_be_answered_get_nothing(
+    data: bytes, status: int | None
+) -> None:
+    assert unframeable(data, SipFramingError("message above", status=status)) == (False, [])
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,30 @@ def test_garbage_start_line_raises_framing_error() -> None:
         StreamFramer().feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 
 
+def test_a_message_above_the_limit_carries_its_header_section_and_513() -> None:
+    header = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 5000\r\n\r\n"
+    with pytest.raises(SipFramingError) as raised:
+        StreamFramer(max_message_size=1000).feed(b"\r\n" + header + b"xx")
+    assert (raised.value.status, raised.value.header) == (513, header)
+
+
+@pytest.mark.parametrize("lines", [b"", b"Content-Length: abc\r\n", b"l: 1\r\nl: 2\r\n"])
+def test_a_broken_content_length_carries_the_header_section_and_400(lines: bytes) -> None:
+    header = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\n" + lines + b"\r\n"
+    with pytest.raises(SipFramingError) as raised:
+        StreamFramer().feed(header)
+    assert (raised.value.status, raised.value.header) == (400, header)
+
+
+def test_errors_before_a_whole_header_section_carry_no_header() -> None:
+    with pytest.raises(SipFramingError) as raised:
+        StreamFramer(max_header_size=100).feed(b"OPTIONS sip:x SIP/2.0\r\n" + b"X: y\r\n" * 30)
+    assert (raised.value.status, raised.value.header) == (None, None)
+    with pytest.raises(SipFramingError) as raised:
+        StreamFramer().feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raised.value.header is None
+
+
 def test_framing_error_is_a_parse_error() -> None:
     assert issubclass(SipFramingError, SipParseError)
 

@@ -101,6 +101,54 @@ def test_reply_goes_on_the_same_connection() -> None:
     assert listener.counters.sent == 1
 
 
+class AnsweringSink(Sink):
+    """A sink that answers unframeable messages, as the Dispatcher does."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.unframeable: list[tuple[bytes, int | None]] = []
+        self.fail = fail
+
+    def message_unframeable(self, header: bytes, error: Any, origin: Origin) -> bool:
+        self.unframeable.append((header, error.status))
+        if self.fail:
+            raise RuntimeError("sink bug")
+        origin.reply(b"SIP/2.0 %d Answered\r\n\r\n" % error.status)
+        return True
+
+
+def test_an_unframeable_message_is_answered_by_the_sink_before_the_close() -> None:
+    listener, _, _ = make_listener(max_message_size=1024)
+    sink = listener.sink = AnsweringSink()
+    protocol, transport = accept(listener)
+    header = b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 5000\r\n\r\n"
+    protocol.dataReceived(header)
+    assert sink.unframeable == [(header, 513)]
+    assert transport.value() == b"SIP/2.0 513 Answered\r\n\r\n"
+    assert transport.disconnecting
+    assert (listener.counters.limit_oversize, listener.counters.sent) == (1, 1)
+
+
+def test_a_sink_that_fails_to_answer_does_not_keep_the_connection_open() -> None:
+    listener, _, _ = make_listener()
+    sink = listener.sink = AnsweringSink(fail=True)
+    protocol, transport = accept(listener)
+    protocol.dataReceived(b"OPTIONS sip:a SIP/2.0\r\nCall-ID: 1\r\n\r\n")
+    assert [status for _, status in sink.unframeable] == [400]
+    assert transport.disconnecting
+    assert listener.counters.parse_errors == 1
+
+
+def test_a_stream_that_is_not_sip_is_closed_without_asking_the_sink() -> None:
+    listener, _, _ = make_listener()
+    sink = listener.sink = AnsweringSink()
+    protocol, transport = accept(listener)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sink.unframeable == []
+    assert transport.value() == b""
+    assert transport.disconnecting
+
+
 def test_oversize_message_closes_the_connection_and_counts_a_limit_hit() -> None:
     listener, sink, _ = make_listener(max_message_size=1024)
     protocol, transport = accept(listener)
