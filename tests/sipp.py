@@ -13,6 +13,21 @@ from tests.net import free_port
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
+#: One OPTIONS as ``scenarios/options_uac.xml`` makes SIPp send it over UDP
+#: (call 1, SIPp on port 5061, the daemon on 5070).
+SIPP_OPTIONS = (
+    b"OPTIONS sip:service@127.0.0.1:5070 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-1-0;rport\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=1\r\n"
+    b"To: <sip:service@127.0.0.1:5070>\r\n"
+    b"Call-ID: 1-1234@127.0.0.1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+    b"Contact: <sip:sipp@127.0.0.1:5061;transport=UDP>\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Accept: application/sdp\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
 
 def sipp_binary() -> str:
     path = shutil.which("sipp")

@@ -42,17 +42,18 @@ from sipsock.sip.via import parse_via, stamp_via_value
 
 STATUS_LINE: Final = "SIP/2.0 200 OK\r\n"
 
-# What the loop does with a header, by canonical name.
+# The headers the answer looks at, by canonical name. Which single-field
+# headers are copied into the answer (From, To, Call-ID, CSeq) and how each
+# is checked is `_read_line`'s business.
 _VIA: Final = 1  # copied, one or more fields, each value checked
-_COPIED: Final = 2  # copied, at most one field (From, To, Call-ID, CSeq)
-_SINGLE: Final = 3  # not copied, at most one field
-_ADDRESSES: Final = 4  # not copied, comma list of addresses (Contact, Route, Record-Route)
+_SINGLE: Final = 2  # at most one field
+_ADDRESSES: Final = 3  # not copied, comma list of addresses (Contact, Route, Record-Route)
 _KINDS: Final[dict[str, int]] = {
     "via": _VIA,
-    "from": _COPIED,
-    "to": _COPIED,
-    "call-id": _COPIED,
-    "cseq": _COPIED,
+    "from": _SINGLE,
+    "to": _SINGLE,
+    "call-id": _SINGLE,
+    "cseq": _SINGLE,
     "content-length": _SINGLE,
     "content-type": _SINGLE,
     "max-forwards": _SINGLE,

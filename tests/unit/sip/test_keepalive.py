@@ -26,6 +26,7 @@ from sipsock.sip.response import stable_tag
 from sipsock.sip.via import parse_via, stamp_via, stamp_via_value
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Origin
+from tests.sipp import SIPP_OPTIONS
 
 DATA = Path(__file__).parents[2] / "data" / "rfc4475"
 UDP = parse_row(1, "udp:10.0.0.1:5060")
@@ -33,18 +34,7 @@ ADVERTISED = parse_row(2, "udp:10.0.0.1:5060", advertised="sip.example.com:5080"
 V6 = parse_row(3, "udp:[2001:db8::1]:5060")
 RESPONDER = Responder(allow=("OPTIONS", "INVITE"), supported=("path",))
 
-SIPP = (
-    b"OPTIONS sip:service@127.0.0.1:5070 SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-1-0;rport\r\n"
-    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=1\r\n"
-    b"To: <sip:service@127.0.0.1:5070>\r\n"
-    b"Call-ID: 1-1234@127.0.0.1\r\n"
-    b"CSeq: 1 OPTIONS\r\n"
-    b"Contact: <sip:sipp@127.0.0.1:5061;transport=UDP>\r\n"
-    b"Max-Forwards: 70\r\n"
-    b"Accept: application/sdp\r\n"
-    b"Content-Length: 0\r\n\r\n"
-)
+SIPP = SIPP_OPTIONS
 
 
 def general_path(
