@@ -65,3 +65,18 @@ def _kernel_port(family: int, *, udp: bool, tcp: bool, host: str) -> int:
             continue
         return port
     raise RuntimeError(f"no free port on {host}")
+
+
+def unread_at_server(port: int) -> int:
+    """Bytes that TCP connections to 127.0.0.1:``port`` sent and the server has not read.
+
+    Summed over the server's ends of the established connections, from
+    ``/proc/net/tcp``: a request that reached a frozen server shows here.
+    """
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and local == f"0100007F:{port:04X}":
+            total += int(queues.split(":")[1], 16)
+    return total

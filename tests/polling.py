@@ -4,6 +4,7 @@
 listeners and pools); `poll_until` blocks between polls, for tests whose
 subject is another process (the daemon under twistd, SIPp, PostgreSQL):
 there is no Deferred to await there, only its answers to ask for again.
+`settle` is `poll_until` that answers False instead of failing.
 """
 
 from __future__ import annotations
@@ -44,8 +45,21 @@ def poll_until(
     AssertionError naming ``what`` after ``timeout`` seconds.
     """
     started = time.monotonic()
+    if not settle(check, timeout, interval):
+        raise AssertionError(f"{what}: not within {timeout:g} s")
+    return time.monotonic() - started
+
+
+def settle(check: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
+    """Ask ``check()`` every ``interval`` seconds until true or ``timeout``; whether it held.
+
+    For figures measured either way once things have had time to settle
+    (descriptors a closed connection still holds, say): the caller asserts
+    on what it measures, with its own tolerance.
+    """
+    started = time.monotonic()
     while not check():
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
+            return False
         time.sleep(interval)
-    return time.monotonic() - started
+    return True

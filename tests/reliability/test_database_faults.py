@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from tests.daemon import Daemon, MIError
-from tests.net import free_port
+from tests.net import free_port, unread_at_server
 from tests.pg import PostgresServer
-from tests.polling import poll_until
+from tests.polling import poll_until, settle
 from tests.reliability.harness import (
     ProcessFigures,
     child_pids,
@@ -107,26 +107,29 @@ def settled(daemon: Daemon, before: ProcessFigures, timeout: float = 10) -> Proc
 
     Connections the test closed a moment ago may not be closed on the daemon's side yet.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        after = snapshot(daemon)
-        if after.fds == before.fds or time.monotonic() > deadline:
-            return after
-        time.sleep(0.1)
+    settle(lambda: snapshot(daemon).fds == before.fds, timeout)
+    return snapshot(daemon)
 
 
 def reload_until_ok(daemon: Daemon, timeout: float) -> tuple[dict[str, Any], int]:
     """Reload until one succeeds (the report) and the number of attempts."""
-    deadline = time.monotonic() + timeout
     attempts = 0
-    while True:
+    report: dict[str, Any] = {}
+    errors: list[MIError] = []
+
+    def reloaded() -> bool:
+        nonlocal attempts
         attempts += 1
         try:
-            return daemon.reload(), attempts
-        except MIError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            report.update(daemon.reload())
+        except MIError as error:
+            errors.append(error)
+            return False
+        return True
+
+    if not settle(reloaded, timeout, 0.5):
+        raise errors[-1]
+    return report, attempts
 
 
 def test_postgres_killed_during_a_reload_fails_it_clearly_and_sockets_keep_answering(
@@ -154,7 +157,11 @@ def test_postgres_killed_during_a_reload_fails_it_clearly_and_sockets_keep_answe
 
     reloading = threading.Thread(target=reload)
     reloading.start()
-    time.sleep(0.5)
+    poll_until(
+        lambda: unread_at_server(fault_postgres.port) > 0,
+        10,
+        "the reload's query reaching the frozen server",
+    )
     assert reloading.is_alive(), f"the reload did not wait for the frozen server: {outcome}"
     killed = kill_postgres(fault_postgres)  # ...and the server dies under it
     reloading.join(30)

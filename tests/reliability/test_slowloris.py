@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tests.daemon import Daemon
 from tests.net import free_port
-from tests.polling import poll_until
+from tests.polling import poll_until, settle
 from tests.reliability.harness import fd_count, rss_kib
 from tests.sip_probe import TcpClient
 from tests.tables import SocketTable
@@ -177,9 +177,7 @@ def test_slowloris_connections_are_cut_at_the_header_timeout_and_others_are_serv
             raise attack.error
 
         cuts = sorted(attack.cut_after.values())
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and fd_count(pid) > fds_before:
-            time.sleep(0.1)
+        settle(lambda: fd_count(pid) <= fds_before, 10)
         rss_after, fds_after = rss_kib(pid), fd_count(pid)
         stats = daemon.mi("get_statistics", {"statistics": ["sockets:limit_header_timeout"]})
         exposition = metrics(daemon)
