@@ -21,21 +21,42 @@ accepted (bounded memos: a peer's keep-alives repeat them); and an address
 in the common ``name <sip:...>;param=value`` shape is accepted by one
 pattern that only matches values `check_address` accepts.
 
+Reading the lines is the reference. A message answered that way leaves
+its layout behind (`sipsock.sip.keepalive_layout`): the next keep-alive of
+the same peer, equal but for its Via branch, From tag and Call-ID, is
+answered from it by checking those three values alone.
+
 A rule added to the general path for requests (a new check, a new limit)
 must be added here too, or make this function decline:
 ``tests/unit/sip/test_keepalive.py`` runs both paths over the RFC 4475
-torture messages and generated variants and compares the bytes.
+torture messages and generated variants and compares the bytes, and
+``test_keepalive_layout.py`` does the same for variants of a message
+answered before.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from sipsock.sip.checks import check_address, check_request_uri, parse_cseq
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, is_token, split_values
+from sipsock.sip.keepalive_layout import (
+    MARKER,
+    Layout,
+    Varying,
+    answer_by_layout,
+    cut,
+    cut_tag,
+    from_templates,
+    line_id,
+    remember_from_template,
+    remember_layout,
+    remember_via_template,
+    via_templates,
+)
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
 from sipsock.sip.response import has_tag, stable_tag
 from sipsock.sip.via import parse_via, stamp_via_value
@@ -91,6 +112,13 @@ class OptionsReply:
 
     tail: str
     salt: str
+    #: ``tail`` and ``salt`` as bytes, for `answer_by_layout`.
+    encoded_tail: bytes = field(init=False, repr=False, compare=False)
+    encoded_salt: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "encoded_tail", self.tail.encode("utf-8", "surrogateescape"))
+        object.__setattr__(self, "encoded_salt", self.salt.encode("utf-8", "surrogateescape"))
 
 
 def tail_of(headers: list[tuple[str, str]]) -> str:
@@ -227,24 +255,39 @@ def answer_options(
     The bytes are those the general path sends (parse, validate,
     ``apply_received``, an application answering with ``reply``,
     serialize); None means "take the general path", which then does exactly
-    what it did before.
+    what it did before. A message shaped like one answered before is
+    answered by its layout (`sipsock.sip.keepalive_layout`); any other is
+    read line by line, and its layout recorded.
     """
     if not data.startswith(b"OPTIONS ") or len(data) > max_size:
         return None
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
-    text = data[:end].decode("utf-8", "surrogateescape")
-    lines = text.split("\r\n")
-    breaks = len(lines) - 1
-    if text.count("\n") != breaks or text.count("\r") != breaks:
-        return None  # bare LF or CR: the general path knows those
+    head = data[:end]
+    lines = head.split(b"\r\n")
+    body_size = len(data) - end - 4
+    answer = answer_by_layout(lines, body_size, host, port, reply.encoded_salt, reply.encoded_tail)
+    if answer is None:
+        breaks = len(lines) - 1
+        if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
+            return None  # bare LF or CR: the general path knows those
+        answer = _answer_by_lines(lines, body_size, host, port, reply)
+    return answer
+
+
+def _answer_by_lines(
+    raw_lines: list[bytes], body_size: int, host: str, port: int, reply: OptionsReply
+) -> bytes | None:
+    """`answer_options` for the header lines ``raw_lines``, read one by one."""
+    lines = [line.decode("utf-8", "surrogateescape") for line in raw_lines]
     start = lines[0].split(" ")
     if len(start) != 3 or start[2] != "SIP/2.0" or not start[1]:
         return None
     copied: list[str] = []
     vias: list[str] = []
     seen: dict[str, str] = {}
+    entries: list[_Line] = []
     top_via = to_index = -1
     to_has_tag = 0
     via_name = ""
@@ -253,6 +296,7 @@ def answer_options(
         entry = known.get(lines[index]) or _read_line(lines[index])
         if entry is None:
             return None
+        entries.append(entry)
         action, key, name, value, line, number = entry
         if action <= _LISTED:
             continue
@@ -271,7 +315,7 @@ def answer_options(
                 to_index = len(copied)
                 to_has_tag = number
             copied.append(line)
-        elif key == "content-length" and number > len(data) - end - 4:
+        elif key == "content-length" and number > body_size:
             return None
     if top_via < 0 or to_index < 0 or "cseq" not in seen:
         return None
@@ -293,6 +337,111 @@ def answer_options(
         copied[top_via] = f"{via_name}: {stamped}"
     if not to_has_tag:
         copied[to_index] += f";tag={stable_tag(reply.salt, call_id, from_value)}"
+    _record_layout(raw_lines, entries, host, port)
     return (STATUS_LINE + "\r\n".join(copied) + "\r\n" + reply.tail).encode(
         "utf-8", "surrogateescape"
     )
+
+
+def _record_layout(raw_lines: list[bytes], entries: list[_Line], host: str, port: int) -> None:
+    """Record the layout of an OPTIONS just answered by `_answer_by_lines`.
+
+    ``entries`` are its header lines as read. Nothing is recorded when its
+    top Via or its From has no template (see `sipsock.sip.keepalive_layout`).
+    """
+    key: list[int | None] = [line_id(raw_lines[0])]
+    vias: list[Varying] = []
+    others: dict[str, Varying] = {}
+    pieces: list[bytes | None] = [STATUS_LINE.encode()]
+
+    def add(piece: bytes | None) -> int:
+        if piece is not None and pieces[-1] is not None:
+            pieces[-1] += piece
+        else:
+            pieces.append(piece)
+        return len(pieces) - 1
+
+    tag_gap = -1
+    content_length = 0
+    for index, (action, name_key, name, _, text, number) in enumerate(entries, 1):
+        raw = raw_lines[index]
+        if action == _VIA_LINE or (action == _COPY and name_key in ("from", "call-id")):
+            prefix = raw[: raw.index(b":") + 1]
+            value = raw[len(prefix) :].strip(b" \t")
+            if action == _VIA_LINE and not vias and not _via_template(value, host, port):
+                return
+            if name_key == "from" and not _from_template(value):
+                return
+            key.append(None)
+            head = name.encode("utf-8", "surrogateescape") + b": "
+            varying = (index, prefix, head, add(None))
+            if action == _VIA_LINE:
+                vias.append(varying)
+            else:
+                others[name_key] = varying
+            add(b"\r\n")
+            continue
+        key.append(line_id(raw))
+        if action == _COPY:  # To or CSeq
+            add(text.encode("utf-8", "surrogateescape"))
+            if name_key == "to" and not number:
+                tag_gap = add(None)
+            add(b"\r\n")
+        elif name_key == "content-length":
+            content_length = number
+    layout = Layout(
+        vias[0],
+        others["from"],
+        others["call-id"],
+        tuple(vias[1:]),
+        tuple(pieces),
+        tag_gap,
+        content_length,
+    )
+    remember_layout(tuple(key), layout)
+
+
+def _via_template(value: bytes, host: str, port: int) -> bool:
+    """Whether the top Via ``value`` has a Via template for this peer (made now if need be)."""
+    parts = cut(value, b";branch=")
+    if parts is None or not value.isascii():
+        return False
+    before, branch, after = parts
+    if (before, after, host, port) in via_templates:
+        return True
+    text = value.decode()
+    if text.strip() != text:
+        return False
+    try:
+        stamped = stamp_via_value(text, host, port)
+        marked = stamp_via_value((before + MARKER + after).decode(), host, port)
+    except (SipParseError, ValueError):
+        return False
+    if marked is None or stamped is None:
+        if marked is not stamped:
+            return False
+        template = (before, after)
+    else:
+        around = marked.encode().split(MARKER)
+        if len(around) != 2 or around[0] + branch + around[1] != stamped.encode():
+            return False
+        template = (around[0], around[1])
+    remember_via_template(before, after, host, port, template)
+    return True
+
+
+def _from_template(value: bytes) -> bool:
+    """Whether the From ``value`` has a From template (made now if need be)."""
+    parts = cut_tag(value)
+    if parts is None or not value.isascii():
+        return False
+    before, _, after = parts
+    if (before, after) in from_templates:
+        return True
+    try:
+        check_address(value.decode())
+        check_address((before + MARKER + after).decode())
+    except (SipParseError, ValueError):
+        return False
+    remember_from_template(before, after)
+    return True

@@ -147,30 +147,42 @@ class SipDatagramProtocol(DatagramProtocol):
                 (addr[0], addr[1]),
             )
             return
-        first = datagram[:1]
-        if first in _BLANK and not datagram.strip(_BLANK):
+        if datagram.startswith(b"OPTIONS "):
+            counters.received += 1
+            sdef = listener.sdef
+            reply = self._reply if sdef is self._reply_sdef else self._ask_reply(sdef)
+            if reply is not None:
+                answer = self._answer(datagram, addr, reply)
+                if answer is not None:
+                    listener.send_answer(answer, addr)
+                    return
+        elif datagram[:1] in _BLANK and not datagram.strip(_BLANK):
             return
-        counters.count_in(datagram)
-        sdef = listener.sdef
-        reply = self._reply if sdef is self._reply_sdef else self._ask_reply(sdef)
-        if reply is not None and first == b"O":
-            try:
-                answer = answer_options(datagram, addr[0], addr[1], reply, self._max_size)
-            except Exception:
-                answer = None
-                self.log.failure(
-                    "socket {socket} (slot {slot}): the OPTIONS shortcut failed on a message "
-                    "from {peer}; the application gets it",
-                    socket=sdef.socket_text,
-                    slot=listener.slot,
-                    peer=addr,
-                )
-            if answer is not None:
-                listener.send_reply(answer, addr)
-                return
+        else:
+            counters.count_in(datagram)
+        self._deliver(datagram, addr)
+
+    def _answer(self, datagram: bytes, addr: Any, reply: OptionsReply) -> bytes | None:
+        """`answer_options` for one datagram; None also when it raises (logged)."""
+        try:
+            return answer_options(datagram, addr[0], addr[1], reply, self._max_size)
+        except Exception:
+            listener = self.listener
+            self.log.failure(
+                "socket {socket} (slot {slot}): the OPTIONS shortcut failed on a message "
+                "from {peer}; the application gets it",
+                socket=listener.sdef.socket_text,
+                slot=listener.slot,
+                peer=addr,
+            )
+            return None
+
+    def _deliver(self, datagram: bytes, addr: Any) -> None:
+        """Hand one datagram to the sink (the general path)."""
+        listener = self.listener
         peer = (addr[0], addr[1])
         origin = Origin(
-            sdef=sdef,
+            sdef=listener.sdef,
             slot=listener.slot,
             peer=peer,
             reply=lambda data: listener.send_reply(data, peer),
@@ -179,7 +191,7 @@ class SipDatagramProtocol(DatagramProtocol):
         try:
             listener.sink.message_received(datagram, origin)
         except Exception:
-            counters.drops += 1
+            listener.counters.drops += 1
             self.log.failure(
                 "socket {socket} (slot {slot}): message from {peer} dropped: "
                 "the message sink raised",
@@ -270,6 +282,22 @@ class UdpListener:
             self.write(data, peer)
             return
         self.counters.count_out(data)
+
+    def send_answer(self, data: bytes, peer: tuple[str, int]) -> None:
+        """`send_reply` for a SIP response (counted without looking at it)."""
+        sendto = self._sendto
+        if sendto is None or self._closing is not None:
+            self.write(data, peer)
+            return
+        try:
+            sendto(data, peer)
+        except OSError:
+            self.write(data, peer)
+            return
+        counters = self.counters
+        counters.sent += 1
+        counters.replies_out += 1
+        counters.bytes_out += len(data)
 
     def _write(self, data: bytes, peer: tuple[str, int]) -> None:
         transport = self.protocol.transport

@@ -1,0 +1,231 @@
+"""Layouts: answering an OPTIONS shaped like one answered before, without reading it again (pure).
+
+A peer's keep-alives differ from one another only in a few values: the
+branch of the top Via, the From tag, the Call-ID (and now and then the CSeq
+number). Every other header line comes back byte for byte. Once
+`sipsock.sip.keepalive.answer_options` has answered an OPTIONS by reading
+its lines, it records the message's *layout* here:
+
+* the lines that hold no per-request value (the request line, To, CSeq,
+  Contact, Accept, ...), by identity: each distinct line gets a number
+  (`line_ids`), and a message's key is the tuple of its lines' numbers, with
+  None for the lines that vary;
+* for each varying line (Via, From, Call-ID), its position, the exact
+  spelling of its name up to the colon, and what to check in it;
+* the answer as fixed byte pieces with a gap for each varying part.
+
+`answer_by_layout` answers a message whose key has a layout by checking and
+copying only the varying lines. The top Via is stamped through a *Via
+template*: for one Via with its branch cut out, and one peer address, the
+stamped text before and after the branch (stamping never looks at the
+branch). A From value is accepted through a *From template*: the value with
+its tag cut out, checked once. Both accept only a branch or a tag made of
+token characters, so that any other token put in its place is checked
+alike: the templates are built from the message itself and from a copy
+with a marker token in that place, and are recorded only when both agree.
+
+Whenever anything differs from what was recorded (another name spelling, a
+Via without a branch, a Call-ID with blanks, a body shorter than its
+Content-Length, no template yet), `answer_by_layout` gives None and the
+caller reads the message line by line as before, which is the reference.
+Every memo here is bounded and emptied when full.
+
+The caller need not look for a bare CR or LF first: every byte of a header
+section answered here lies in a line, a name or a template recorded from a
+message that had none, or in a branch, tag or Call-ID of visible ASCII
+characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from sipsock.sip.errors import SipParseError
+from sipsock.sip.grammar import is_token
+from sipsock.sip.via import parse_via
+
+MEMO_LIMIT: Final = 4096
+
+#: The bytes of a token; ``value.translate(None, TOKEN_BYTES)`` is empty for a token.
+TOKEN_BYTES: Final = bytes(c for c in range(128) if is_token(chr(c)))
+#: A Call-ID the line reader keeps as it is and finds not blank (visible ASCII).
+_is_plain_call_id = re.compile(rb"[!-~]+").fullmatch
+
+#: A token that stands in for a branch or a tag while a template is checked.
+MARKER: Final = b"z9hG4bKsipsockMarker7f3a"
+
+#: ``(index, prefix, head, gap)`` of one varying line: its position in the
+#: message, the bytes it starts with up to its colon, the text the answer
+#: writes before its value (``Name: ``), and the index of its gap in
+#: `Layout.pieces`.
+Varying = tuple[int, bytes, bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How to answer every OPTIONS with one key (see the module docstring).
+
+    The varying lines are ``top_via``, ``from_``, ``call_id`` and the other
+    Via lines; ``pieces`` is the answer with a None gap for each of them and
+    for the To tag (``tag_gap``, -1 when the To has a tag);
+    ``content_length`` is the Content-Length value (0 without one).
+    """
+
+    top_via: Varying
+    from_: Varying
+    call_id: Varying
+    other_vias: tuple[Varying, ...]
+    pieces: tuple[bytes | None, ...]
+    tag_gap: int
+    content_length: int
+
+
+#: Lines that hold no per-request value, to their numbers (emptied when full;
+#: numbers are never given twice, so a layout of forgotten lines is unreachable).
+line_ids: dict[bytes, int] = {}
+_numbers = itertools.count(1)
+#: Keys (a tuple of line numbers, None for varying lines) to their layouts.
+layouts: dict[tuple[int | None, ...], Layout] = {}
+#: ``(value before the branch, value after it, peer host, peer port)`` of a
+#: top Via to the stamped text before and after the branch.
+via_templates: dict[tuple[bytes, bytes, str, int], tuple[bytes, bytes]] = {}
+#: ``(value before the tag, value after it)`` of a From value checked once.
+from_templates: set[tuple[bytes, bytes]] = set()
+
+
+def line_id(line: bytes) -> int:
+    """The number of a line that holds no per-request value (given on first sight)."""
+    number = line_ids.get(line)
+    if number is None:
+        if len(line_ids) >= MEMO_LIMIT:
+            line_ids.clear()
+        number = line_ids[line] = next(_numbers)
+    return number
+
+
+def remember_layout(key: tuple[int | None, ...], layout: Layout) -> None:
+    if len(layouts) >= MEMO_LIMIT:
+        layouts.clear()
+    layouts[key] = layout
+
+
+def cut(value: bytes, name: bytes, after: int = 0) -> tuple[bytes, bytes, bytes] | None:
+    """``value`` split around the token value of its first ``name`` parameter past ``after``.
+
+    ``name`` is the parameter with its ``;`` and ``=`` (``b";branch="``);
+    None when there is none or its value is not a token.
+    """
+    start = value.find(name, after)
+    if start < 0:
+        return None
+    start += len(name)
+    end = value.find(b";", start)
+    if end < 0:
+        end = len(value)
+    token = value[start:end]
+    if not token or token.translate(None, TOKEN_BYTES):
+        return None
+    return value[:start], token, value[end:]
+
+
+def cut_tag(value: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """A From value split around its tag, when the tag follows the ``<URI>``."""
+    close = value.rfind(b">")
+    if close < 0:
+        return None
+    return cut(value, b";tag=", close)
+
+
+def remember_via_template(
+    before: bytes, after: bytes, host: str, port: int, stamped: tuple[bytes, bytes]
+) -> None:
+    if len(via_templates) >= MEMO_LIMIT:
+        via_templates.clear()
+    via_templates[(before, after, host, port)] = stamped
+
+
+def remember_from_template(before: bytes, after: bytes) -> None:
+    if len(from_templates) >= MEMO_LIMIT:
+        from_templates.clear()
+    from_templates.add((before, after))
+
+
+def answer_by_layout(
+    lines: list[bytes], body_size: int, host: str, port: int, salt: bytes, tail: bytes
+) -> bytes | None:
+    """The answer to the OPTIONS whose header lines are ``lines``, or None (read it instead).
+
+    ``body_size`` is the number of bytes after the empty line; ``salt`` and
+    ``tail`` are the reply's, encoded.
+    """
+    layout = layouts.get(tuple(map(line_ids.get, lines)))
+    if layout is None or layout.content_length > body_size:
+        return None
+    answer = list(layout.pieces)
+    # The top Via: its branch cut out (as `cut` does), the rest stamped by its template.
+    index, prefix, head, gap = layout.top_via
+    line = lines[index]
+    if not line.startswith(prefix):
+        return None
+    value = line[len(prefix) :].strip(b" \t")
+    start = value.find(b";branch=") + 8
+    if start < 8 or b"," in value:
+        return None
+    end = value.find(b";", start)
+    if end < 0:
+        end = len(value)
+    branch = value[start:end]
+    if not branch or branch.translate(None, TOKEN_BYTES):
+        return None
+    stamped = via_templates.get((value[:start], value[end:], host, port))
+    if stamped is None:
+        return None
+    answer[gap] = head + stamped[0] + branch + stamped[1]
+    # From: its tag cut out (as `cut_tag` does), the rest checked once.
+    index, prefix, head, gap = layout.from_
+    line = lines[index]
+    if not line.startswith(prefix):
+        return None
+    from_value = line[len(prefix) :].strip(b" \t")
+    start = from_value.find(b";tag=", from_value.rfind(b">") + 1) + 5
+    if start < 5:
+        return None
+    end = from_value.find(b";", start)
+    if end < 0:
+        end = len(from_value)
+    tag = from_value[start:end]
+    if not tag or tag.translate(None, TOKEN_BYTES):
+        return None
+    if (from_value[:start], from_value[end:]) not in from_templates:
+        return None
+    answer[gap] = head + from_value
+    # Call-ID: kept as it is when it is plain.
+    index, prefix, head, gap = layout.call_id
+    line = lines[index]
+    if not line.startswith(prefix):
+        return None
+    call_id = line[len(prefix) :].strip(b" \t")
+    if _is_plain_call_id(call_id) is None:
+        return None
+    answer[gap] = head + call_id
+    for index, prefix, head, gap in layout.other_vias:
+        line = lines[index]
+        if not line.startswith(prefix):
+            return None
+        value = line[len(prefix) :].strip(b" \t")
+        if b"," in value or b"\r" in value or b"\n" in value:
+            return None
+        try:
+            parse_via(value.decode("utf-8", "surrogateescape").strip())
+        except (SipParseError, ValueError):
+            return None
+        answer[gap] = head + value
+    if layout.tag_gap >= 0:
+        digest = hashlib.sha1(salt + b"|" + call_id + b"|" + from_value, usedforsecurity=False)
+        answer[layout.tag_gap] = b";tag=" + digest.hexdigest()[:16].encode()
+    answer.append(tail)
+    return b"".join(answer)  # type: ignore[arg-type]  # every gap is filled

@@ -1,0 +1,254 @@
+"""Layouts answer a keep-alive like one answered before with the general path's bytes.
+
+`answer_options` records the layout of every OPTIONS it answers by reading
+its lines; a later message with the same lines, apart from its Via branch,
+From tag and Call-ID, is answered from that layout. These tests answer a
+message, then variants of it with other values in those places (tokens,
+and things that are not tokens: blanks, commas, CR, LF, ``;``, non-ASCII),
+and compare every answer with the general path.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sipsock.apps import Dispatcher
+from sipsock.sip import keepalive_layout
+from sipsock.sip.keepalive import OptionsReply, answer_options
+from sipsock.sip.keepalive_layout import MEMO_LIMIT, answer_by_layout
+from sipsock.sockdef import SocketDef
+from tests.unit.sip.test_keepalive import (
+    ADVERTISED,
+    RESPONDER,
+    SIPP,
+    UDP,
+    V6,
+    assert_same,
+    general_path,
+    options_messages,
+    shortcut,
+)
+
+PEER = ("192.0.2.7", 5099)
+TOKEN = "A-Za-z0-9\\-.!%*_+`'~"
+tokens = st.from_regex(f"[{TOKEN}]{{1,24}}", fullmatch=True)
+#: Values that are not tokens, or not plain: what must never be taken as one.
+odd_values = st.one_of(
+    st.sampled_from(["", " ", "a b", "a,b", "a;b", "a\rb", "a\nb", "a\r\n b", "é", "\x0b", '"q"']),
+    st.text(max_size=12),
+)
+values = st.one_of(tokens, tokens, odd_values)
+
+
+def forget_layouts() -> None:
+    keepalive_layout.line_ids.clear()
+    keepalive_layout.layouts.clear()
+    keepalive_layout.via_templates.clear()
+    keepalive_layout.from_templates.clear()
+
+
+def by_layout(data: bytes, peer: tuple[str, int], sdef: SocketDef = UDP) -> bytes | None:
+    """What `answer_by_layout` alone gives for ``data``."""
+    reply = Dispatcher(RESPONDER).options_reply(sdef)
+    assert reply is not None
+    end = data.find(b"\r\n\r\n")
+    lines = data[:end].split(b"\r\n")
+    return answer_by_layout(
+        lines, len(data) - end - 4, peer[0], peer[1], reply.encoded_salt, reply.encoded_tail
+    )
+
+
+def sipp(
+    number: int, branch: str | None = None, tag: str | None = None, call_id: str | None = None
+) -> bytes:
+    """SIPp's OPTIONS for call ``number``, with the values given in place of its own."""
+    data = SIPP.decode()
+    data = data.replace(
+        "z9hG4bK-1234-1-0", f"z9hG4bK-1234-{number}-0" if branch is None else branch
+    )
+    data = data.replace(";tag=1", f";tag={number if tag is None else tag}")
+    data = data.replace(
+        "1-1234@127.0.0.1", f"{number}-1234@127.0.0.1" if call_id is None else call_id
+    )
+    return data.encode("utf-8", "surrogateescape")
+
+
+# --- SIPp's keep-alives: the second one on is answered by the layout --------------------
+
+
+def test_sipp_calls_after_the_first_are_answered_by_the_layout() -> None:
+    forget_layouts()
+    assert by_layout(sipp(1), PEER) is None
+    assert assert_same(sipp(1), PEER) is not None
+    for number in range(2, 50):
+        fast = by_layout(sipp(number), PEER)
+        assert fast is not None
+        assert general_path(sipp(number), PEER) == [fast]
+
+
+@pytest.mark.parametrize("sdef", [UDP, ADVERTISED, V6], ids=["udp", "advertised", "v6"])
+@pytest.mark.parametrize("peer", [("192.0.2.7", 5099), ("127.0.0.1", 5061), ("2001:db8::7", 5099)])
+def test_each_peer_and_socket_gets_its_own_stamp_and_tail(
+    sdef: SocketDef, peer: tuple[str, int]
+) -> None:
+    forget_layouts()
+    assert_same(sipp(1), PEER, sdef)  # the layout, recorded for another peer
+    for number in range(2, 5):
+        assert assert_same(sipp(number), peer, sdef) is not None
+
+
+def test_a_body_shorter_than_its_content_length_is_left_to_the_general_path() -> None:
+    forget_layouts()
+    data = sipp(1).replace(b"Content-Length: 0", b"Content-Length: 3") + b"abc"
+    assert assert_same(data, PEER) is not None
+    short = sipp(2).replace(b"Content-Length: 0", b"Content-Length: 3") + b"ab"
+    assert by_layout(short, PEER) is None
+    assert shortcut(short, PEER) is None
+
+
+def test_another_spelling_of_a_varying_header_is_read_line_by_line() -> None:
+    forget_layouts()
+    assert_same(sipp(1), PEER)
+    for old, new in [(b"Call-ID:", b"i:"), (b"From:", b"f:"), (b"Via:", b"v:")]:
+        data = sipp(2).replace(old, new)
+        assert by_layout(data, PEER) is None
+        assert assert_same(data, PEER) is not None
+
+
+@pytest.mark.parametrize(
+    ("place", "value"),
+    [
+        ("branch", "a,b"),
+        ("branch", "a b"),
+        ("branch", "x\ny"),
+        ("branch", ""),
+        ("tag", "a\rb"),
+        ("tag", "é"),
+        ("tag", ""),
+        ("call_id", " "),
+        ("call_id", "a\x0b"),
+        ("call_id", "a\nb"),
+        ("call_id", "a b"),
+    ],
+)
+def test_odd_values_in_the_varying_places_get_the_general_paths_answer(
+    place: str, value: str
+) -> None:
+    forget_layouts()
+    assert_same(sipp(1), PEER)
+    data = sipp(2, **{place: value})
+    assert by_layout(data, PEER) is None
+    assert_same(data, PEER)
+
+
+def test_every_memo_is_bounded() -> None:
+    forget_layouts()
+    for number in range(MEMO_LIMIT + 50):
+        data = sipp(number).replace(b"Max-Forwards: 70", b"Max-Forwards: %d" % number)
+        data = data.replace(b"sipp <sip:sipp@", b"sipp%d <sip:sipp@" % number)
+        assert answer_options(data, f"10.{number >> 8 & 255}.{number & 255}.1", 5060, reply())
+    for memo in ("line_ids", "layouts", "via_templates", "from_templates"):
+        assert len(getattr(keepalive_layout, memo)) <= MEMO_LIMIT, memo
+    forget_layouts()
+
+
+def reply() -> OptionsReply:
+    made = Dispatcher(RESPONDER).options_reply(UDP)
+    assert made is not None
+    return made
+
+
+# --- any message, then variants of it with other values in the varying places -----------
+
+
+_TOP_VIA_BRANCH = re.compile(r"(?im)^(via|v)([ \t]*:[^\r\n]*?;branch=)z9hG4bK-[78]")
+_FROM_TAG = re.compile(r"(?im)^(from|f)([ \t]*:[^\r\n]*>;tag=)9")
+
+
+def rewrite(data: bytes, branch: str, tag: str, call_id: str) -> bytes:
+    """``data`` with other values in the varying places of `options_messages`.
+
+    The first branch of the top Via, the From tag and the Call-ID.
+    """
+    text = data.decode("utf-8", "surrogateescape")
+    text = _TOP_VIA_BRANCH.sub(lambda m: m.group(1) + m.group(2) + branch, text, count=1)
+    text = _FROM_TAG.sub(lambda m: m.group(1) + m.group(2) + tag, text, count=1)
+    text = text.replace("c1@example.com", call_id)
+    return text.encode("utf-8", "surrogateescape")
+
+
+#: From values with a tag after the ``<URI>`` (what a From template needs).
+TAGGED_FROMS = [
+    "<sip:a@example.com>;tag=9",
+    "Alice <sip:a@example.com>;tag=9",
+    '"A. B." <sip:a@b.example>;tag=9;x=1',
+    "<sips:[2001:db8::1]:5061;transport=tls>;x;tag=9",
+    "<sip:a@example.com;tag=9>;tag=9",
+]
+_FROM_VALUE = re.compile(r"(?im)^((?:from|f)[ \t]*:[ \t]*)[^\r\n]*")
+_TOP_VIA_END = re.compile(r"(?im)^((?:via|v)[ \t]*:[^\r\n]*)")
+
+
+@st.composite
+def keepalives(draw: st.DrawFn, clean: bool = False) -> tuple[bytes, tuple[str, int]]:
+    """`options_messages`, mostly with a branch in the top Via and a tag in the From."""
+    data, peer = draw(options_messages(clean))
+    text = data.decode("utf-8", "surrogateescape")
+    if draw(st.integers(0, 4)):
+        tagged = draw(st.sampled_from(TAGGED_FROMS))
+        text = _FROM_VALUE.sub(lambda m: m.group(1) + tagged, text, count=1)
+    if draw(st.integers(0, 4)):
+        text = _TOP_VIA_END.sub(
+            lambda m: (
+                m.group(1) if ";branch=z9" in m.group(1) else m.group(1) + ";branch=z9hG4bK-8"
+            ),
+            text,
+            count=1,
+        )
+    return text.encode("utf-8", "surrogateescape"), peer
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keepalives(),
+    st.sampled_from([UDP, ADVERTISED, V6]),
+    st.lists(st.tuples(values, values, values), min_size=1, max_size=4),
+)
+def test_variants_of_an_answered_message_get_the_general_paths_answer(
+    message: tuple[bytes, tuple[str, int]],
+    sdef: SocketDef,
+    variants: list[tuple[str, str, str]],
+) -> None:
+    forget_layouts()
+    data, peer = message
+    assert_same(data, peer, sdef)
+    for branch, tag, call_id in variants:
+        assert_same(rewrite(data, branch, tag, call_id), peer, sdef)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keepalives(clean=True),
+    st.sampled_from([UDP, ADVERTISED, V6]),
+    st.lists(st.tuples(tokens, tokens, tokens), min_size=1, max_size=4),
+)
+def test_plain_variants_are_answered_by_the_layout_when_their_first_was(
+    message: tuple[bytes, tuple[str, int]],
+    sdef: SocketDef,
+    variants: list[tuple[str, str, str]],
+) -> None:
+    forget_layouts()
+    data, peer = message
+    assert assert_same(data, peer, sdef) is not None
+    recorded = by_layout(data, peer, sdef) is not None
+    for branch, tag, call_id in variants:
+        variant = rewrite(data, branch, tag, call_id)
+        fast = by_layout(variant, peer, sdef)
+        if recorded:
+            assert fast is not None
+        if fast is not None:
+            assert general_path(variant, peer, sdef) == [fast]
