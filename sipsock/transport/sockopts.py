@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from pathlib import Path
 from typing import Final
 
@@ -39,15 +40,20 @@ SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 #: Where Linux keeps the largest receive buffer SO_RCVBUF may ask for.
 RMEM_MAX_PATH: Final = Path("/proc/sys/net/core/rmem_max")
+#: Seconds a read of ``net.core.rmem_max`` is used for (see `_current_limit`).
+LIMIT_TTL: Final = 1.0
 
 
 class _ReceiveBuffer:
     """The receive buffer every new UDP socket of this process asks for (0: kernel default)."""
 
     size = 0
-    #: Socket text -> granted size last logged (bounded), so each socket is logged once.
-    logged: dict[str, int] = {}
-    LOGGED_LIMIT: Final = 4096
+    #: Granted sizes already logged: one line per figure, not one per socket
+    #: (a reload of 500 sockets wrote 500 equal lines).
+    logged: set[int] = set()
+    #: ``net.core.rmem_max`` as last read, and when (monotonic seconds).
+    limit: int | None = None
+    limit_read = -1.0
 
 
 _REASONS: Final = {
@@ -149,7 +155,7 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
     SO_RCVBUF. The granted figure is the kernel's own (SO_RCVBUF read back:
     Linux doubles the request for its bookkeeping). Raises OSError.
     """
-    limit = receive_buffer_limit()
+    limit = _current_limit()
     forced = False
     if limit is not None and size > limit:
         try:
@@ -163,29 +169,41 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
     return granted
 
 
+def _current_limit() -> int | None:
+    """`receive_buffer_limit`, read again at most once per `LIMIT_TTL` seconds.
+
+    Opening 500 sockets read the file 500 times (tens of milliseconds of a
+    reload); a sysctl change is still seen within a second.
+    """
+    now = time.monotonic()
+    if now - _ReceiveBuffer.limit_read >= LIMIT_TTL or _ReceiveBuffer.limit_read < 0:
+        _ReceiveBuffer.limit = receive_buffer_limit()
+        _ReceiveBuffer.limit_read = now
+    return _ReceiveBuffer.limit
+
+
 def _apply_receive_buffer(sock: socket.socket, sdef: SocketDef, size: int) -> None:
-    """`set_receive_buffer` for ``sdef``, logged once per socket (a warning when capped)."""
+    """`set_receive_buffer` for ``sdef``, logged for the first socket that gets each figure."""
     granted = set_receive_buffer(sock, size)
-    name = sdef.socket_text
-    if _ReceiveBuffer.logged.get(name) == granted:
+    if granted in _ReceiveBuffer.logged:
         return
-    if len(_ReceiveBuffer.logged) >= _ReceiveBuffer.LOGGED_LIMIT:
-        _ReceiveBuffer.logged.clear()
-    _ReceiveBuffer.logged[name] = granted
+    _ReceiveBuffer.logged.add(granted)
     if granted < size:
         _log.warn(
             "socket {socket}: receive buffer {granted} bytes, less than the {size} asked "
             "([core] udp_receive_buffer): net.core.rmem_max is {limit} and this process may "
-            "not exceed it (raise it with sysctl, or run with CAP_NET_ADMIN)",
-            socket=name,
+            "not exceed it (raise it with sysctl, or run with CAP_NET_ADMIN); later UDP "
+            "sockets that get the same are not logged",
+            socket=sdef.socket_text,
             granted=granted,
             size=size,
-            limit=receive_buffer_limit(),
+            limit=_current_limit(),
         )
     else:
         _log.info(
-            "socket {socket}: receive buffer {granted} bytes (kernel figure for the {size} asked)",
-            socket=name,
+            "socket {socket}: receive buffer {granted} bytes (kernel figure for the {size} "
+            "asked); later UDP sockets that get the same are not logged",
+            socket=sdef.socket_text,
             granted=granted,
             size=size,
         )

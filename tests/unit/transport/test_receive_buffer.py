@@ -74,19 +74,22 @@ def test_root_gets_more_than_rmem_max_with_rcvbufforce() -> None:
     assert granted == 4 * limit
 
 
-def test_every_udp_socket_gets_the_configured_buffer_and_it_is_logged_once(
+def test_every_udp_socket_gets_the_configured_buffer_and_each_figure_is_logged_once(
     logged: list[dict[str, Any]],
 ) -> None:
     set_udp_receive_buffer(1048576)
-    sdef = _port0(parse_row(1, "udp:127.0.0.1:1"))
-    for _ in range(2):
-        with bind_socket(sdef) as sock:
+    for text in ("udp:127.0.0.1:1", "udp:127.0.0.1:1", "udp:127.0.0.2:1"):
+        with bind_socket(_port0(parse_row(1, text))) as sock:
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * 1048576
+    set_udp_receive_buffer(65536)
+    with bind_socket(_port0(parse_row(1, "udp:127.0.0.1:1"))):
+        pass
     lines = [e for e in logged if "receive buffer" in e.get("log_format", "")]
-    assert len(lines) == 1
-    assert lines[0]["socket"] == "udp:127.0.0.1:0"
-    assert lines[0]["granted"] == 2 * 1048576
-    assert lines[0]["log_level"] == LogLevel.info
+    assert [(e["socket"], e["granted"]) for e in lines] == [
+        ("udp:127.0.0.1:0", 2 * 1048576),
+        ("udp:127.0.0.1:0", 2 * 65536),
+    ]
+    assert {e["log_level"] for e in lines} == {LogLevel.info}
 
 
 def test_stream_sockets_keep_the_kernel_default() -> None:
