@@ -172,7 +172,7 @@ class SipDatagramProtocol(DatagramProtocol):
             if reply is not None:
                 answer = self._answer(datagram, addr, reply)
                 if answer is not None:
-                    listener.send_answer(answer, addr)
+                    listener.send_reply(answer, addr)
                     return
         elif datagram[:1] in _BLANK and not datagram.strip(_BLANK):
             return
@@ -300,22 +300,6 @@ class UdpListener:
             self.write(data, peer)
             return
         self.counters.count_out(data)
-
-    def send_answer(self, data: bytes, peer: tuple[str, int]) -> None:
-        """`send_reply` for a SIP response (counted without looking at it)."""
-        sendto = self._sendto
-        if sendto is None or self._closing is not None:
-            self.write(data, peer)
-            return
-        try:
-            sendto(data, peer)
-        except OSError:
-            self.write(data, peer)
-            return
-        counters = self.counters
-        counters.sent += 1
-        counters.replies_out += 1
-        counters.bytes_out += len(data)
 
     def _write(self, data: bytes, peer: tuple[str, int]) -> None:
         transport = self.protocol.transport
