@@ -344,8 +344,7 @@ def fuzz_options(data: bytes) -> None:
     """
     dispatcher, reply = options_answerer()
     answers = [
-        answer_options(data, PEER[0], PEER[1], reply, dispatcher.max_message_size)
-        for _ in range(2)
+        answer_options(data, PEER[0], PEER[1], reply, dispatcher.max_message_size) for _ in range(2)
     ]
     if answers == [None, None]:
         return
