@@ -301,7 +301,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers", default="1,4", help="SIPp instances (1,4)")
     parser.add_argument("--light", type=int, default=2000, help="fixed rate for CPU (2000/s)")
     parser.add_argument(
-        "--ramp", default="3000,4000,5000,6000,7000,8000,10000,12000,15000", help="rising rates"
+        "--ramp",
+        default="3000,5000,10000,15000,20000,30000,40000,50000,60000",
+        help="rising rates",
     )
     parser.add_argument("--bisect", type=int, default=1, help="halvings after a failure (1)")
     parser.add_argument("--resolution", type=int, default=500, help="smallest gap halved (500)")
