@@ -51,10 +51,9 @@ from sipsock.sip.keepalive_layout import (
     cut,
     cut_tag,
     from_templates,
+    layouts,
     line_id,
-    remember_from_template,
-    remember_layout,
-    remember_via_template,
+    remember,
     via_templates,
 )
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
@@ -398,7 +397,7 @@ def _record_layout(raw_lines: list[bytes], entries: list[_Line], host: str, port
         tag_gap,
         content_length,
     )
-    remember_layout(tuple(key), layout)
+    remember(layouts, tuple(key), layout)
 
 
 def _via_template(value: bytes, host: str, port: int) -> bool:
@@ -426,7 +425,7 @@ def _via_template(value: bytes, host: str, port: int) -> bool:
         if len(around) != 2 or around[0] + branch + around[1] != stamped.encode():
             return False
         template = (around[0], around[1])
-    remember_via_template(before, after, host, port, template)
+    remember(via_templates, (before, after, host, port), template)
     return True
 
 
@@ -443,5 +442,5 @@ def _from_template(value: bytes) -> bool:
         check_address((before + MARKER + after).decode())
     except (SipParseError, ValueError):
         return False
-    remember_from_template(before, after)
+    remember(from_templates, (before, after), True)
     return True

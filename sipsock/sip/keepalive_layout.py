@@ -42,13 +42,15 @@ import hashlib
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import is_token
 from sipsock.sip.via import parse_via
 
 MEMO_LIMIT: Final = 4096
+K = TypeVar("K")
+V = TypeVar("V")
 
 #: The bytes of a token; ``value.translate(None, TOKEN_BYTES)`` is empty for a token.
 TOKEN_BYTES: Final = bytes(c for c in range(128) if is_token(chr(c)))
@@ -93,24 +95,22 @@ layouts: dict[tuple[int | None, ...], Layout] = {}
 #: ``(value before the branch, value after it, peer host, peer port)`` of a
 #: top Via to the stamped text before and after the branch.
 via_templates: dict[tuple[bytes, bytes, str, int], tuple[bytes, bytes]] = {}
-#: ``(value before the tag, value after it)`` of a From value checked once.
-from_templates: set[tuple[bytes, bytes]] = set()
+#: ``(value before the tag, value after it)`` of From values checked once.
+from_templates: dict[tuple[bytes, bytes], bool] = {}
+
+
+def remember(memo: dict[K, V], key: K, value: V) -> V:
+    """``memo[key] = value``, emptying ``memo`` first when it is full; gives ``value``."""
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def line_id(line: bytes) -> int:
     """The number of a line that holds no per-request value (given on first sight)."""
     number = line_ids.get(line)
-    if number is None:
-        if len(line_ids) >= MEMO_LIMIT:
-            line_ids.clear()
-        number = line_ids[line] = next(_numbers)
-    return number
-
-
-def remember_layout(key: tuple[int | None, ...], layout: Layout) -> None:
-    if len(layouts) >= MEMO_LIMIT:
-        layouts.clear()
-    layouts[key] = layout
+    return remember(line_ids, line, next(_numbers)) if number is None else number
 
 
 def cut(value: bytes, name: bytes, after: int = 0) -> tuple[bytes, bytes, bytes] | None:
@@ -138,20 +138,6 @@ def cut_tag(value: bytes) -> tuple[bytes, bytes, bytes] | None:
     if close < 0:
         return None
     return cut(value, b";tag=", close)
-
-
-def remember_via_template(
-    before: bytes, after: bytes, host: str, port: int, stamped: tuple[bytes, bytes]
-) -> None:
-    if len(via_templates) >= MEMO_LIMIT:
-        via_templates.clear()
-    via_templates[(before, after, host, port)] = stamped
-
-
-def remember_from_template(before: bytes, after: bytes) -> None:
-    if len(from_templates) >= MEMO_LIMIT:
-        from_templates.clear()
-    from_templates.add((before, after))
 
 
 def answer_by_layout(

@@ -51,9 +51,10 @@ class _ReceiveBuffer:
     #: Granted sizes already logged: one line per figure, not one per socket
     #: (a reload of 500 sockets wrote 500 equal lines).
     logged: set[int] = set()
-    #: ``net.core.rmem_max`` as last read, and when (monotonic seconds).
+    #: ``net.core.rmem_max`` as last read, and when (monotonic seconds; never read yet
+    #: is further back than `LIMIT_TTL`).
     limit: int | None = None
-    limit_read = -1.0
+    limit_read = -LIMIT_TTL
 
 
 _REASONS: Final = {
@@ -176,7 +177,7 @@ def _current_limit() -> int | None:
     reload); a sysctl change is still seen within a second.
     """
     now = time.monotonic()
-    if now - _ReceiveBuffer.limit_read >= LIMIT_TTL or _ReceiveBuffer.limit_read < 0:
+    if now - _ReceiveBuffer.limit_read >= LIMIT_TTL:
         _ReceiveBuffer.limit = receive_buffer_limit()
         _ReceiveBuffer.limit_read = now
     return _ReceiveBuffer.limit
