@@ -31,6 +31,7 @@ from sipsock.config import ConfigError, SocketsMgmSettings, load_config
 from sipsock.db import fleet, notify
 from sipsock.db.postgres import connect_kwargs
 from sipsock.db.sqlite import ensure_parent, prepare_connection
+from sipsock.db.sqlitefile import existing_file_uri, usable_file_id
 from sipsock.db.store import (
     TABLE_VERSION,
     Backend,
@@ -88,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_config(args.config).sockets_mgm
-        with Database.open(settings) as db:
+        with Database.open(settings, create=args.command == "init") as db:
+            if args.command != "init":
+                db.check_columns()
             if args.command == "init":
                 db.init()
                 print(f"table {settings.tables.table} ready (version {TABLE_VERSION})")
@@ -137,13 +140,20 @@ class Database:
 
     @classmethod
     @contextmanager
-    def open(cls, settings: SocketsMgmSettings) -> Iterator[Database]:
-        """Connect (creating an SQLite file when missing); closes on exit."""
+    def open(cls, settings: SocketsMgmSettings, create: bool = True) -> Iterator[Database]:
+        """Connect; closes on exit. A missing SQLite file is created with ``create``
+        (for ``init``); without, it is an error, and so is an empty one."""
         url = settings.db_url
         if url.scheme == "sqlite":
             assert url.path is not None
-            ensure_parent(url.path)
-            connection: Any = sqlite3.connect(url.path, timeout=settings.db_timeout)
+            if create:
+                ensure_parent(url.path)
+                connection: Any = sqlite3.connect(url.path, timeout=settings.db_timeout)
+            else:
+                usable_file_id(url.path)
+                connection = sqlite3.connect(
+                    existing_file_uri(url.path), uri=True, timeout=settings.db_timeout
+                )
             prepare_connection(connection)
             backend: Backend = "sqlite"
         elif url.scheme == "mysql":
@@ -181,6 +191,7 @@ class Database:
         if self.settings.tables.node is not None:
             self._ensure_node_column()
         self.check_version()
+        self.check_columns()
 
     def _ensure_node_column(self) -> None:
         try:
@@ -213,6 +224,15 @@ class Database:
         table = self.settings.tables.table
         rows = self._query(self.statements.select_version, (table,), missing_version_table_error)
         error = version_error(table, rows[0][0] if rows else None)
+        if error is not None:
+            raise error
+
+    def check_columns(self) -> None:
+        """Raise `StoreError` naming what is missing: the table or a configured column."""
+        found = self._query(self.statements.select_columns, self.statements.columns_params)
+        error = self.statements.table_error(
+            [row[0] for row in found], self.settings.db_url.display()
+        )
         if error is not None:
             raise error
 

@@ -147,20 +147,33 @@ class PostgresStore:
         return f"<PostgresStore {self._url.display()} table={self._table}>"
 
     def check_version(self) -> Deferred[None]:
-        """Fail with `StoreError` unless the ``version`` row of the table is 1."""
+        """Fail with `StoreError` unless the ``version`` row of the table is 1 and the
+        table has every configured column."""
+        statements = self._statements
 
-        def check(rows: list[tuple[object, ...]]) -> None:
+        def check_version(rows: list[tuple[object, ...]], pool: _Pool) -> Deferred[None]:
             error = version_error(self._table, rows[0][0] if rows else None)
+            if error is not None:
+                raise error
+            d: Deferred[list[tuple[object, ...]]] = pool.runQuery(
+                statements.select_columns, statements.columns_params
+            )
+            return d.addCallback(check_columns)
+
+        def check_columns(rows: list[tuple[object, ...]]) -> None:
+            error = statements.table_error([row[0] for row in rows], self._url.display())
             if error is not None:
                 raise error
 
         def run(pool: _Pool) -> Deferred[None]:
             d: Deferred[list[tuple[object, ...]]] = pool.runQuery(
-                self._statements.select_version, (self._table,)
+                statements.select_version, (self._table,)
             )
-            return d.addCallback(check)
+            return d.addCallback(check_version, pool)
 
-        return self._call("checking the version row", run, missing_version_table_error)
+        return self._call(
+            "checking the version row and the columns", run, missing_version_table_error
+        )
 
     def fetch(self) -> Deferred[list[SocketRow]]:
         """Every row of the sockets table, in id order, values raw."""
@@ -189,13 +202,24 @@ class PostgresStore:
         run: Callable[[_Pool], Deferred[T]],
         missing: Callable[[], StoreError],
     ) -> Deferred[T]:
+        # The deadline runs from the call, not from when the lock is free: a call
+        # queued behind one the server never answers fails in time too.
+        deadline = self._reactor.seconds() + self._timeout
+
         def attempt() -> Deferred[T]:
             if self._closed:
                 raise StoreError(f"{what}: the store is closed")
+            left = deadline - self._reactor.seconds()
+            if left <= 0:
+                raise StoreError(
+                    f"{what}: no answer from {self._url.display()} within {self._timeout:g} s "
+                    "(an earlier call held the connection)"
+                )
             operation = self._get_pool().addCallback(run)
             operation.addErrback(self._translate, what, missing)
+            database = self._url.display()
             return within(
-                operation, self._timeout, self._reactor, what, self._url.display(), self._drop_pool
+                operation, left, self._reactor, what, database, self._drop_pool, self._timeout
             )
 
         return self._lock.run(attempt)

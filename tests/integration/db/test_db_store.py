@@ -330,6 +330,47 @@ async def test_custom_table_and_column_names(backend: Backend, stores: Stores) -
     assert await store.fetch() == [SocketRow(1, "tls:192.0.2.7", tos="46")]
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_missing_or_misnamed_column_fails_naming_it_in_store_and_cli(
+    backend: Backend, stores: Stores
+) -> None:
+    backend.init()
+    backend.sql(f"INSERT INTO sockets (socket, tag) VALUES ({backend.param}, 'a')", "udp:1.2.3.4")
+    cases = [
+        (f'{key}_column = "nosuchcol"', f"nosuchcol ({key}_column)")
+        for key in ("socket", "advertised", "tag", "flags", "tos")
+    ]
+    cases.append(('node_column = "nosuchcol"\nnode = "a"', "nosuchcol (node_column)"))
+    for extra, named in cases:
+        store = stores.open(backend.settings(extra))
+        for call in (store.check_version, store.fetch):
+            error = str(await store_error(call()))
+            if call == store.check_version:  # fetch alone fails too, never reads a literal
+                assert (
+                    f"table sockets in {backend.settings().sockets_mgm.db_url.display()} "
+                    f"has no column {named}" in error
+                ), (extra, error)
+        for command in (("rows",), ("add", "udp:127.0.0.1:5060"), ("remove", "1")):
+            result = backend.cli(*command, config=backend.config(extra))
+            assert result.returncode == 1 and f"has no column {named}" in result.stderr, (
+                extra,
+                command,
+                result.stderr,
+            )
+    assert backend.sql("SELECT socket FROM sockets") == [("udp:1.2.3.4",)]  # nothing added
+
+    backend.sql("ALTER TABLE sockets DROP COLUMN tos")
+    store = stores.open(backend.settings())
+    error = str(await store_error(store.check_version()))
+    assert "has no column tos (tos_column)" in error, error
+    await store_error(store.fetch())
+    assert "has no column tos (tos_column)" in backend.cli("rows").stderr
+
+    backend.sql("ALTER TABLE sockets RENAME COLUMN id TO ident")
+    error = str(await store_error(store.check_version()))
+    assert "has no column id (OpenSIPS's primary key), tos (tos_column)" in error, error
+
+
 # -- the stores ---------------------------------------------------------------------
 
 
@@ -419,6 +460,8 @@ async def test_missing_version_row_says_how_to_fix(backend: Backend, stores: Sto
 
 @pytest_twisted.ensureDeferred
 async def test_missing_version_table_says_how_to_fix(backend: Backend, stores: Stores) -> None:
+    if backend.name == "sqlite":  # a database file, without sipsock's tables
+        backend.sql("CREATE TABLE unrelated (x)")
     store = stores.open(backend.settings())
     error = await store_error(store.check_version())
     assert "version table is missing" in str(error) and "sipsock-db init" in str(error)
@@ -551,12 +594,29 @@ async def test_sqlite_odd_storage_classes_do_not_break_fetch(
 
 
 @pytest_twisted.ensureDeferred
-async def test_sqlite_store_creates_directory_and_file(tmp_path: Path, stores: Stores) -> None:
+async def test_sqlite_store_and_cli_never_create_the_file_but_init_does(
+    tmp_path: Path, stores: Stores
+) -> None:
     backend = _sqlite_backend(tmp_path)
+    path = tmp_path / "state" / "sipsock.sqlite"
     store = stores.open(backend.settings())
+    for call in (store.check_version, store.fetch):
+        error = await store_error(call())
+        assert f"SQLite file {path} does not exist" in str(error), error
+        assert "sipsock-db init" in str(error)
+    for command in (("rows",), ("add", "udp:127.0.0.1:5060"), ("remove", "1")):
+        result = backend.cli(*command)
+        assert result.returncode == 1
+        assert f"SQLite file {path} does not exist" in result.stderr, result.stderr
+    assert not path.exists()
+
+    path.parent.mkdir()
+    path.touch()  # what a first start that failed (disk full) leaves
     error = await store_error(store.fetch())
-    assert "sipsock-db init" in str(error)
-    assert (tmp_path / "state" / "sipsock.sqlite").is_file()
+    assert "is empty (0 bytes" in str(error) and "sipsock-db init" in str(error), error
+    assert "is empty (0 bytes" in backend.cli("rows").stderr
+    backend.init()  # an empty file is initialised
+    assert await store.fetch() == []
 
 
 @pytest_twisted.ensureDeferred
