@@ -215,7 +215,10 @@ class PostgresStore:
                     f"{what}: no answer from {self._url.display()} within {self._timeout:g} s "
                     "(an earlier call held the connection)"
                 )
+            reused = self._pool is not None
             operation = self._get_pool().addCallback(run)
+            if reused:  # a connection the server dropped (restart) fails once: open anew
+                operation.addErrback(self._again_if_dropped, run)
             operation.addErrback(self._translate, what, missing)
             database = self._url.display()
             return within(
@@ -223,6 +226,15 @@ class PostgresStore:
             )
 
         return self._lock.run(attempt)
+
+    def _again_if_dropped(
+        self, failure: Failure, run: Callable[[_Pool], Deferred[T]]
+    ) -> Deferred[T] | Failure:
+        """Run once more on a new connection when the pooled one turned out dead."""
+        if not isinstance(_cause(failure), _CONNECTION_ERRORS) or self._closed:
+            return failure
+        self._drop_pool()
+        return self._get_pool().addCallback(run)
 
     def _get_pool(self) -> Deferred[_Pool]:
         pool = self._pool
@@ -240,17 +252,12 @@ class PostgresStore:
             pool.shut()
 
     def _translate(self, failure: Failure, what: str, missing: Callable[[], StoreError]) -> None:
-        exc: BaseException | None = failure.value
-        while isinstance(getattr(exc, "subFailure", None), Failure):  # DeferredList FirstError
-            exc = exc.subFailure.value  # type: ignore[union-attr]
+        exc = _cause(failure)
         if isinstance(exc, StoreError):
             raise exc
         if isinstance(exc, psycopg2.Error) and exc.pgcode in _MISSING_OBJECT_CODES:
             raise missing() from None
-        if isinstance(
-            exc,
-            psycopg2.OperationalError | psycopg2.InterfaceError | ConnectionDone | ConnectionLost,
-        ):
+        if isinstance(exc, _CONNECTION_ERRORS):
             self._drop_pool()
             raise StoreError(
                 f"{what}: PostgreSQL {self._url.display()} unavailable: {_first_line(exc)}"
@@ -258,6 +265,14 @@ class PostgresStore:
         if isinstance(exc, psycopg2.Error):
             raise StoreError(f"{what}: PostgreSQL error: {_first_line(exc)}") from None
         failure.raiseException()
+
+
+def _cause(failure: Failure) -> BaseException | None:
+    """The error of a failure, out of DeferredList's FirstError wrapping."""
+    exc: BaseException | None = failure.value
+    while isinstance(getattr(exc, "subFailure", None), Failure):
+        exc = exc.subFailure.value  # type: ignore[union-attr]
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:
