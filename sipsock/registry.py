@@ -11,13 +11,12 @@ failed socket, no host name to resolve again), reports everything kept at once.
 
 from __future__ import annotations
 
-import socket as socketlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -32,6 +31,7 @@ from sipsock.reloadplan import (
     plan_reload,
     screen_conflicts,
 )
+from sipsock.resolver import ResolveError, ThreadResolver
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
 from sipsock.transport import Listener, ListenError
@@ -40,6 +40,8 @@ ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
 HostResolver = Callable[[str], "Deferred[list[str]]"]
 
 RESOLVE_TIMEOUT = 5.0
+#: Host names a reload may be resolving at once (more fail, the sockets on them kept).
+RESOLVE_PENDING = 256
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
 T = TypeVar("T")
@@ -81,24 +83,20 @@ class _Settled:
 
 
 def make_thread_resolver(reactor: Any, timeout: float = RESOLVE_TIMEOUT) -> HostResolver:
-    """Resolve names with getaddrinfo in the reactor's thread pool, bounded in time."""
+    """The registry's resolver: getaddrinfo in a thread pool of its own, bounded in time.
 
-    def lookup(host: str) -> list[str]:
-        infos = socketlib.getaddrinfo(host, None, type=socketlib.SOCK_DGRAM)
-        addresses: list[str] = []
-        for info in infos:
-            address = str(info[4][0])
-            if address not in addresses:
-                addresses.append(address)
-        return addresses
-
-    def resolve(host: str) -> Deferred[list[str]]:
-        d: Deferred[list[str]] = threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), lookup, host
-        )
-        return d.addTimeout(timeout, reactor)
-
-    return resolve
+    Nothing is cached (a reload sees the names as they resolve now), and the
+    pool is not the one password checks or the proxy's look-ups queue in.
+    """
+    resolver = ThreadResolver(
+        reactor,
+        timeout=timeout,
+        max_pending=RESOLVE_PENDING,
+        cache_seconds=0.0,
+        failure_seconds=0.0,
+        name="sipsock-registry-resolver",
+    )
+    return resolver.resolve
 
 
 class SocketRegistry(Service):
@@ -293,7 +291,20 @@ class SocketRegistry(Service):
         kept: list[SocketDef] = []
         rejections: list[Rejection] = []
         for sdef in defs:
-            if sdef.host in errors:
+            running = self._running_from(sdef) if sdef.host in errors else None
+            if running is not None:
+                # As for a database failure: what cannot be read now keeps running.
+                kept.append(running)
+                self.log.warn(
+                    "row {row}: cannot resolve host name {host} this time ({reason}): "
+                    "socket {socket} keeps address {address}",
+                    row=sdef.row_id,
+                    host=sdef.host,
+                    reason=errors[sdef.host],
+                    socket=running.socket_text,
+                    address=running.host,
+                )
+            elif sdef.host in errors:
                 rejections.append(
                     Rejection(
                         sdef.row_id,
@@ -307,6 +318,13 @@ class SocketRegistry(Service):
             else:
                 kept.append(sdef)
         return kept, rejections
+
+    def _running_from(self, sdef: SocketDef) -> SocketDef | None:
+        """The running socket made from this very row at a previous reload, if any."""
+        for running in self._entries:
+            if running.row_id == sdef.row_id and sdef.with_host(running.host) == running:
+                return running
+        return None
 
     def _log_sockets(self, what: str, entries: Sequence[SocketEntry]) -> None:
         """``socket S slot N <what>`` for each of a few sockets; one line for many.
@@ -496,11 +514,9 @@ def _is_ip(host: str) -> bool:
 
 def _resolve_reason(failure: TwistedFailure) -> str:
     error = failure.value
-    if isinstance(error, defer.TimeoutError):
-        return f"no answer within {RESOLVE_TIMEOUT:g} s"
-    if isinstance(error, socketlib.gaierror) and len(error.args) > 1:
-        return str(error.args[1])
-    return str(error)
+    if isinstance(error, ResolveError):
+        return error.reason
+    return str(error) or type(error).__name__
 
 
 def _open_reason(failure: TwistedFailure) -> str:

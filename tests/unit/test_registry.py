@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from sipsock.db import ISocketStore, SocketRow, StoreError
 from sipsock.registry import SocketRegistry
+from sipsock.resolver import ThreadResolver
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import ListenError, SocketCounters
 
@@ -225,6 +226,41 @@ def test_host_names_are_resolved_and_unresolvable_ones_rejected() -> None:
     assert h.registry.list_sockets() == [{"socket": "udp:sip.example.net:5070"}]
     assert report.rejected[0].row_id == bad
     assert "cannot resolve host name 'nowhere.example.net'" in report.rejected[0].reason
+
+
+def test_a_name_that_fails_to_resolve_this_time_keeps_its_running_socket() -> None:
+    h = Harness()
+    h.names["sip.example.net"] = ["192.0.2.10"]
+    row = h.store.add("udp:sip.example.net:5070", tag="a")
+    assert h.reload().added == ["udp:192.0.2.10:5070"]
+    listener = h.opened["udp:192.0.2.10:5070"]
+
+    del h.names["sip.example.net"]  # the lookup times out, or DNS is down, this time
+    report = h.reload()
+    assert report.removed == [] and report.rejected == [], report
+    assert report.kept == ["udp:192.0.2.10:5070"]
+    assert h.registry.by_tag("a") is listener and not listener.stopped
+    assert h.registry.list_sockets() == [{"socket": "udp:sip.example.net:5070", "tag": "a"}]
+
+    h.store.rows = [SocketRow(row, "udp:sip.example.net:5070", tag="b")]  # the row changed
+    report = h.reload()
+    assert report.removed == ["udp:192.0.2.10:5070"], report  # no longer the running row
+    assert "cannot resolve host name 'sip.example.net'" in report.rejected[0].reason
+
+
+def test_the_resolution_timeout_named_is_the_configured_one() -> None:
+    h = Harness()
+    h.store.add("udp:slow.example.net:5070")
+    never: Any = lambda lookup, host: Deferred()  # noqa: E731  (a lookup that never answers)
+    h.registry._resolve = ThreadResolver(h.clock, timeout=0.5, run=never).resolve
+    result: list[Any] = []
+    h.registry.reload().addBoth(result.append)
+    h.clock.advance(0.5)
+    assert (
+        result[0]
+        .rejected[0]
+        .reason.endswith("cannot resolve host name 'slow.example.net': no answer within 0.5 s")
+    ), result  # before: "within 5 s" whatever the timeout
 
 
 def test_initial_load_retries_with_backoff_until_it_works_and_stops_on_stop() -> None:
