@@ -206,6 +206,8 @@ class PostgresListener:
         self.connection.addNotifyObserver(self._notified)
         self.listening = False
         self._stopped = False
+        #: The last trigger check's query (done: its answer is in and logged).
+        self.trigger_check: Deferred[None] | None = None
 
     def start(self) -> None:
         """Connect and LISTEN; on failure, keep retrying in the background."""
@@ -235,6 +237,7 @@ class PostgresListener:
         )
         check.addCallback(self._check_trigger, table)
         check.addErrback(lambda _: None)  # a lost connection is the detector's business
+        self.trigger_check = check  # type: ignore[assignment]
 
     def _check_trigger(self, rows: list[tuple[int]], table: str) -> None:
         if not rows:
