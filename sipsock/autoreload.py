@@ -206,8 +206,8 @@ class PostgresListener:
         self.connection.addNotifyObserver(self._notified)
         self.listening = False
         self._stopped = False
-        #: The last trigger check's query (done: its answer is in and logged).
-        self.trigger_check: Deferred[None] | None = None
+        #: Whether the trigger check after the last LISTEN has its answer (and logged it).
+        self.trigger_checked = False
 
     def start(self) -> None:
         """Connect and LISTEN; on failure, keep retrying in the background."""
@@ -226,6 +226,7 @@ class PostgresListener:
 
     def _listening(self, _: object) -> None:
         self.listening = True
+        self.trigger_checked = False
         self.log.info(
             "auto reload: listening on channel {channel} of {url}",
             channel=self.channel,
@@ -237,7 +238,10 @@ class PostgresListener:
         )
         check.addCallback(self._check_trigger, table)
         check.addErrback(lambda _: None)  # a lost connection is the detector's business
-        self.trigger_check = check  # type: ignore[assignment]
+        check.addCallback(self._trigger_done)
+
+    def _trigger_done(self, _: object) -> None:
+        self.trigger_checked = True
 
     def _check_trigger(self, rows: list[tuple[int]], table: str) -> None:
         if not rows:

@@ -56,11 +56,7 @@ async def ready(source: PostgresListener, seen: list[str]) -> None:
     """Wait for the LISTEN, its catch-up signal and the listener's own trigger check
     (a query still running would race the test's); then forget the signal."""
     await wait_until(lambda: source.listening and bool(seen), 10, "LISTEN")
-    await wait_until(
-        lambda: source.trigger_check is not None and source.trigger_check.called,
-        10,
-        "the trigger check",
-    )
+    await wait_until(lambda: source.trigger_checked, 10, "the trigger check")
     assert seen == ["now listening (catching up)"]
     seen.clear()
 
