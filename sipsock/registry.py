@@ -28,6 +28,7 @@ from sipsock.reloadplan import (
     Rejection,
     ReloadReport,
     RowScreen,
+    host_names,
     plan_reload,
     screen_conflicts,
 )
@@ -211,7 +212,7 @@ class SocketRegistry(Service):
             return self._finish(report, started)
         report = ReloadReport()
         defs, rejected = self._rows.screen(rows)
-        names = _host_names(defs)
+        names = host_names(defs)
         defs, unresolved = await self._resolve_hosts(defs, names)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts
@@ -501,15 +502,6 @@ def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
     except Exception:
         return defer.fail()
     return applying if applying is not None else defer.succeed(None)
-
-
-def _host_names(defs: Sequence[SocketDef]) -> list[str]:
-    """The host names (not addresses) of ``defs``, sorted; each host is looked at once."""
-    return sorted(host for host in {sdef.host for sdef in defs} if not _is_ip(host))
-
-
-def _is_ip(host: str) -> bool:
-    return ":" in host or all(part.isdigit() for part in host.split("."))
 
 
 def _resolve_reason(failure: TwistedFailure) -> str:

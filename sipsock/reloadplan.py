@@ -214,6 +214,31 @@ def screen_conflicts(
     return kept, rejections
 
 
+def new_row_conflict(
+    new: SocketDef, existing: Sequence[SocketDef], static: Sequence[SocketDef]
+) -> str | None:
+    """Why a row about to be added would not become a socket beside the table's rows
+    and the static sockets (None: it would); `screen_conflicts`'s rule, plus: a row
+    identical to one already there adds nothing."""
+    for sdef in existing:
+        if sdef == new:
+            return (
+                f"socket {new.text} is already defined by row {sdef.row_id} ({sdef.text}): "
+                "nothing to add"
+            )
+    _, rejected = screen_conflicts([*existing, new], static)
+    return next((r.reason for r in rejected if r.row_id == new.row_id), None)
+
+
+def host_names(defs: Iterable[SocketDef]) -> list[str]:
+    """The host names (not addresses) of ``defs``, sorted; each host once."""
+    return sorted(host for host in {sdef.host for sdef in defs} if not _is_ip(host))
+
+
+def _is_ip(host: str) -> bool:
+    return ":" in host or all(part.isdigit() for part in host.split("."))
+
+
 def plan_reload(running: Mapping[SocketDef, bool], wanted: Sequence[SocketDef]) -> ReloadPlan:
     """Diff running sockets (definition -> is it open) against the wanted ones."""
     wanted_set = set(wanted)

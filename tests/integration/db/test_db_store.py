@@ -298,6 +298,36 @@ def test_cli_add_refuses_invalid_row_with_the_reason(backend: Backend) -> None:
     assert backend.sql("SELECT COUNT(*) FROM sockets") == [(0,)]
 
 
+def test_cli_add_refuses_a_row_the_daemon_would_reject_beside_others(backend: Backend) -> None:
+    static = 'listen = ["udp:127.0.0.1:5099", "tcp:localhost:5098"]'
+    config = backend.tmp_path / "with_static.toml"
+    config.write_text(
+        f'[core]\n{static}\n[sockets_mgm]\ndb_url = "{backend.url}"\nnode_column = "node"\n'
+        'node = "a"\n'
+    )
+    assert backend.cli("init", config=config).returncode == 0
+    assert backend.cli("add", "udp:127.0.0.1:5060", "--tag", "a", config=config).returncode == 0
+    cases = [
+        (("udp:127.0.0.1:5060", "--tag", "a"), "already defined by row 1 (udp:127.0.0.1:5060)"),
+        (("udp:127.0.0.1:5060",), "uses the same address as row 1 (udp:127.0.0.1:5060)"),
+        (("udp:localhost:5060",), "uses the same address as row 1"),  # resolved as the daemon
+        (("udp:127.0.0.1:5099",), "address of the static socket udp:127.0.0.1:5099"),
+        (("tls:127.0.0.1:5098",), "address of the static socket"),  # TCP port space
+        (("udp:127.0.0.1:5060", "--tag", "a", "--node", "a"), "already defined by row 1"),
+    ]
+    for args, reason in cases:
+        refused = backend.cli("add", *args, config=config)
+        assert refused.returncode == 1 and reason in refused.stderr, (args, refused.stderr)
+        assert "Traceback" not in refused.stderr
+    for args in (("udp:127.0.0.1:5061",), ("tcp:127.0.0.1:5060",), ("udp:127.0.0.1:5062",)):
+        added = backend.cli("add", *args, config=config)
+        assert added.returncode == 0, (args, added.stderr)
+    # A row for another node does not collide with one for node b only.
+    assert backend.cli("add", "udp:127.0.0.1:5070", "--node", "b", config=config).returncode == 0
+    assert backend.cli("add", "udp:127.0.0.1:5070", "--node", "c", config=config).returncode == 0
+    assert backend.sql("SELECT COUNT(*) FROM sockets") == [(6,)]
+
+
 def test_cli_errors_are_one_line(backend: Backend) -> None:
     missing_table = backend.cli("rows")
     assert missing_table.returncode == 1
