@@ -28,6 +28,26 @@ class FileId(NamedTuple):
 
 def file_id(path: str) -> FileId | None:
     """The identity of the file at ``path`` (None: there is none); `StoreError` if unusable."""
+    info = _stat(path)
+    return None if info is None else FileId(info.st_dev, info.st_ino)
+
+
+def usable_file_id(path: str) -> FileId:
+    """`file_id` of a file the daemon can read; `StoreError` when missing or empty."""
+    info = _stat(path)
+    if info is None:
+        raise StoreError(
+            f'SQLite file {path} does not exist (deleted or moved?): run "sipsock-db init", '
+            "or check [sockets_mgm] db_url"
+        )
+    if info.st_size == 0:
+        raise StoreError(
+            f'SQLite file {path} is empty (0 bytes, left by a failed start?): run "sipsock-db init"'
+        )
+    return FileId(info.st_dev, info.st_ino)
+
+
+def _stat(path: str) -> os.stat_result | None:
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -36,22 +56,7 @@ def file_id(path: str) -> FileId | None:
         raise StoreError(f"SQLite file {path}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise StoreError(f"SQLite file {path} is not a regular file")
-    return FileId(info.st_dev, info.st_ino)
-
-
-def usable_file_id(path: str) -> FileId:
-    """`file_id` of a file the daemon can read; `StoreError` when missing or empty."""
-    found = file_id(path)
-    if found is None:
-        raise StoreError(
-            f'SQLite file {path} does not exist (deleted or moved?): run "sipsock-db init", '
-            "or check [sockets_mgm] db_url"
-        )
-    if os.path.getsize(path) == 0:
-        raise StoreError(
-            f'SQLite file {path} is empty (0 bytes, left by a failed start?): run "sipsock-db init"'
-        )
-    return found
+    return info
 
 
 def existing_file_uri(path: str) -> str:
