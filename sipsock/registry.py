@@ -321,10 +321,11 @@ class SocketRegistry(Service):
         return kept, rejections
 
     def _running_from(self, sdef: SocketDef) -> SocketDef | None:
-        """The running socket made from this very row at a previous reload, if any."""
+        """``sdef`` on the address its row's socket runs on (same row, same socket
+        column), if one runs: the last answer for the name stands."""
         for running in self._entries:
-            if running.row_id == sdef.row_id and sdef.with_host(running.host) == running:
-                return running
+            if running.row_id == sdef.row_id and running.text == sdef.text:
+                return sdef.with_host(running.host)
         return None
 
     def _log_sockets(self, what: str, entries: Sequence[SocketEntry]) -> None:

@@ -242,10 +242,15 @@ def test_a_name_that_fails_to_resolve_this_time_keeps_its_running_socket() -> No
     assert h.registry.by_tag("a") is listener and not listener.stopped
     assert h.registry.list_sockets() == [{"socket": "udp:sip.example.net:5070", "tag": "a"}]
 
-    h.store.rows = [SocketRow(row, "udp:sip.example.net:5070", tag="b")]  # the row changed
+    h.store.rows = [SocketRow(row, "udp:sip.example.net:5070", tag="b")]  # tag changed
     report = h.reload()
-    assert report.removed == ["udp:192.0.2.10:5070"], report  # no longer the running row
-    assert "cannot resolve host name 'sip.example.net'" in report.rejected[0].reason
+    assert report.updated == ["udp:192.0.2.10:5070"] and report.removed == [], report
+    assert h.registry.by_tag("b") is listener  # updated in place, on the last address
+
+    h.store.rows = [SocketRow(row, "udp:other.example.net:5070", tag="b")]  # another name
+    report = h.reload()
+    assert report.removed == ["udp:192.0.2.10:5070"], report  # not the running row's socket
+    assert "cannot resolve host name 'other.example.net'" in report.rejected[0].reason
 
 
 def test_the_resolution_timeout_named_is_the_configured_one() -> None:
