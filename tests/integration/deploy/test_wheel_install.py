@@ -36,6 +36,8 @@ SDIST_MUST_HOLD = (
     "etc/sipsock.toml",
     "etc/sipsock.service",
 )
+#: README "Installing on a server": write Twisted's plugin cache after an install.
+PLUGIN_CACHE = "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 WHEEL_MUST_HOLD = (
     "twisted/plugins/sipsock_plugin.py",
     "sipsock/tap.py",
@@ -132,7 +134,7 @@ def test_wheel_installed_outside_the_checkout_runs_the_daemon(tmp_path: Path) ->
         [
             str(venv / "bin" / "python"),
             "-c",
-            "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))",
+            PLUGIN_CACHE,
         ],
         run_dir,
         60,
