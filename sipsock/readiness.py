@@ -106,8 +106,6 @@ class Readiness:
         self._notifier.stopping()
 
     def _run(self, check: Callable[[], None], interval: float) -> None:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
         self._loop = LoopingCall(check)
         self._loop.clock = self._clock
         self._loop.start(interval, now=True).addErrback(
@@ -137,7 +135,11 @@ class Readiness:
             table=state.table,
         )
         self._notifier.ready(line)
-        self._run(self._refresh_status, STATUS_INTERVAL)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        if self._notifier.enabled:  # keep STATUS= current; nobody to tell otherwise
+            self._run(self._refresh_status, STATUS_INTERVAL)
 
     def _refresh_status(self) -> None:
         line = summary(self._observe())

@@ -87,3 +87,14 @@ def test_watchdog_pings_at_half_the_interval() -> None:
     clock.advance(5)
     assert notifier.sent.count({"WATCHDOG": "1"}) == 3
     readiness.stop()
+
+
+def test_outside_systemd_only_the_ready_line() -> None:
+    clock = Clock()
+    readiness = Readiness(
+        lambda: replace(STARTING, table="loaded", workers_ready=2), Notifier(None), clock=clock
+    )
+    readiness.start()
+    assert readiness.ready
+    assert clock.getDelayedCalls() == []  # no status loop left running
+    readiness.stop()
