@@ -69,6 +69,6 @@ def test_unit_is_type_notify_for_the_venv_and_config() -> None:
     assert start[0] == "/opt/sipsock/bin/twistd"
     assert start[start.index("-c") + 1] == "/etc/sipsock/sipsock.toml"
     assert start[start.index("sipsock") - 1] == "--pidfile="
-    assert "--nodaemon" in start  # NotifyAccess=main: the pid systemd started must notify
+    assert "-n" in start  # NotifyAccess=main: the pid systemd started must notify
     assert directives["StateDirectory"] == "sipsock"
     assert directives["ReadWritePaths"] == "/var/lib/sipsock"
