@@ -62,6 +62,7 @@ def test_ready_status_and_stopping(
     systemd: FakeSystemd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", systemd.address)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # WatchdogSec=1: a ping every 0.5 s
     static_port = free_port()
     daemon = Daemon(
         tmp_path,
@@ -91,6 +92,8 @@ def test_ready_status_and_stopping(
         for pid in workers:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert not [item for item in environ if item.startswith(b"NOTIFY_SOCKET=")]
+            assert not [item for item in environ if item.startswith(b"WATCHDOG_USEC=")]
+        assert systemd.wait_for("WATCHDOG", timeout=10) == {"WATCHDOG": "1"}
 
         # A reload that opens a socket: STATUS follows.
         dynamic_port = free_port()
