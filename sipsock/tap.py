@@ -297,7 +297,7 @@ def _open_static(settings: Settings, opener: Any) -> list[Listener]:
 
 
 def _mi_socket_owner(path: Path, error: Exception) -> str | None:
-    """ "pid N" of the process holding the MI socket's lock, if that was the error.
+    """Who holds the MI socket's lock ("pid N") when that was the error, else None.
 
     Twisted's UNIX listener locks ``path.lock``, a symbolic link to the pid.
     """
