@@ -19,7 +19,7 @@ T = TypeVar("T")
 def cost_growth(
     make: Callable[[int], T], run: Callable[[T], object], n: int, factor: int = 8, rounds: int = 5
 ) -> float:
-    """The cost of ``run(make(factor * n))`` over that of ``run(make(n))`` (CPU time, best of ``rounds``)."""
+    """Cost of ``run(make(factor * n))`` over cost of ``run(make(n))`` (CPU, best of ``rounds``)."""
     small, large = make(n), make(factor * n)
     best = [float("inf"), float("inf")]
     for _ in range(rounds):

@@ -6,6 +6,8 @@ larger (`cost_growth`): linear is about ``FACTOR``, quadratic ``FACTOR ** 2``.
 
 from __future__ import annotations
 
+import contextlib
+
 from sipsock.sip import SipParseError, StreamFramer, parse
 from tests.unit.sip.growth import cost_growth
 
@@ -28,10 +30,8 @@ TAIL = b"Content-Length: 0\r\n\r\n"
 
 def _parse_and_check(data: bytes) -> None:
     message = parse(data, max_size=BIG)
-    try:
+    with contextlib.suppress(SipParseError):
         message.validate()
-    except SipParseError:
-        pass
 
 
 def test_folded_header_costs_linear_time() -> None:
