@@ -11,6 +11,7 @@ general path would send, or ``None`` ("not sure: take the general path").
 
 It declines everything out of the ordinary: another method or version,
 bare LF or CR line ends, folded lines, a Via field holding several values,
+a Require header (the application decides about extensions),
 a duplicated single-value header, anything a check rejects (the general
 path then answers 400 or drops it, as before), and so on. Where it does
 answer, the rules are the general path's own functions (`check_request_uri`,
@@ -68,6 +69,7 @@ STATUS_LINE: Final = "SIP/2.0 200 OK\r\n"
 _VIA: Final = 1  # copied, one or more fields, each value checked
 _SINGLE: Final = 2  # at most one field
 _ADDRESSES: Final = 3  # not copied, comma list of addresses (Contact, Route, Record-Route)
+_DECLINE: Final = 4  # the general path decides (Require: 420 for an unsupported extension)
 _KINDS: Final[dict[str, int]] = {
     "via": _VIA,
     "from": _SINGLE,
@@ -80,6 +82,7 @@ _KINDS: Final[dict[str, int]] = {
     "contact": _ADDRESSES,
     "route": _ADDRESSES,
     "record-route": _ADDRESSES,
+    "require": _DECLINE,
 }
 
 #: Header-name spellings seen to be tokens, to their canonical names (bounded memo).
@@ -197,6 +200,8 @@ def _read_line(line: str) -> _Line | None:
     kind = _KINDS.get(key)
     if kind is None:
         entry = _IGNORED_LINE
+    elif kind == _DECLINE:
+        return None
     else:
         value = value.strip(" \t")
         text = f"{name}: {value}"

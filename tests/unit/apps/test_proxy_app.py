@@ -458,3 +458,19 @@ def test_branch_helper_matches_what_the_proxy_sends() -> None:
         "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-abc;rport=5060;received=192.0.2.1"
     )
     assert forwarded(world.b).top_via.branch == proxy_branch(received, SECRET)
+
+
+def test_proxy_require_is_answered_420_listing_what_the_proxy_lacks() -> None:
+    world = World([TO_UAS])
+    world.receive(invite(extra="Proxy-Require: sec-agree, foo\r\n"), world.a)
+    assert world.b.sent == []
+    reply = world.reply()
+    assert (reply.code, reply.reason) == (420, "Bad Extension")
+    assert reply.get("unsupported") == "sec-agree, foo"
+
+
+def test_require_alone_is_for_the_uas_and_the_proxy_forwards_it() -> None:
+    world = World([TO_UAS])
+    world.receive(invite(extra="Require: nothingSupportsThis\r\n"), world.a)
+    assert forwarded(world.b).get("require") == "nothingSupportsThis"
+    assert world.replies == []
