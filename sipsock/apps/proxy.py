@@ -69,6 +69,7 @@ from sipsock.proxyrules import (
 )
 from sipsock.sip import Request, Response, SipParseError, make_response, route_response
 from sipsock.sip.extensions import unsupported_options
+from sipsock.sip.memo import Memo
 from sipsock.sip.routing import CONNECT_BACK_IMPOSSIBLE, RELIABLE_TRANSPORTS
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Listener
@@ -86,6 +87,8 @@ PHRASES: Final[Mapping[int, str]] = {
 LOG_PERIOD: Final = 10.0
 #: Problems remembered for log throttling, at most.
 LOG_KEYS: Final = 256
+#: Characters of a problem kept as its throttling key.
+LOG_KEY_TEXT: Final = 200
 #: Transports whose server certificate is checked against the host name.
 _VERIFIED_BY_NAME: Final = frozenset({"tls", "wss"})
 
@@ -130,6 +133,7 @@ class _LogThrottle:
 
     def allow(self, key: str) -> int | None:
         """None to stay silent; else how many lines were held back since the last one."""
+        key = key[:LOG_KEY_TEXT]  # a reason may quote what a peer sent
         now = self._clock.seconds()
         last = self._last.get(key)
         if last is not None and now - last[0] < LOG_PERIOD:
@@ -480,8 +484,8 @@ def _definition(listener: Listener | None) -> SocketDef | None:
     return listener.sdef if listener is not None else None
 
 
-_addresses: dict[str, str | None] = {}
-_ADDRESS_MEMO: Final = 4096
+#: Hosts to their normal form (bounded in entries and bytes; long hosts not kept).
+_addresses: Memo[str, str | None] = Memo(max_bytes=512 * 1024, max_item=128)
 
 
 def normal_address(host: str) -> str | None:
@@ -497,10 +501,7 @@ def normal_address(host: str) -> str | None:
         address: str | None = ipaddress.ip_address(host.strip("[]")).compressed
     except ValueError:
         address = None
-    if len(_addresses) >= _ADDRESS_MEMO:
-        _addresses.clear()
-    _addresses[host] = address
-    return address
+    return _addresses.remember(host, address, len(host) + len(address or ""))
 
 
 def _root_cause(reason: str) -> str:

@@ -474,3 +474,11 @@ def test_require_alone_is_for_the_uas_and_the_proxy_forwards_it() -> None:
     world.receive(invite(extra="Require: nothingSupportsThis\r\n"), world.a)
     assert forwarded(world.b).get("require") == "nothingSupportsThis"
     assert world.replies == []
+
+
+def test_log_throttle_keys_are_bounded_in_length() -> None:
+    from sipsock.apps.proxy import LOG_KEY_TEXT, _LogThrottle
+
+    throttle = _LogThrottle(MemoryReactorClock())
+    assert throttle.allow("x" * 100_000) == 0
+    assert all(len(key) <= LOG_KEY_TEXT for key in throttle._last)
