@@ -279,6 +279,10 @@ def test_cli_init_add_rows_remove(backend: Backend) -> None:
         ["2", "tcp:[::1]:5070", "sip.example.com:5080", "-", "frag,anycast", "-"],
     ]
 
+    for loose in ("+1", "1_0", "\u0661", "1.0"):  # int() takes the first three
+        refused = backend.cli("remove", loose)
+        assert refused.returncode == 2, (loose, refused.stdout)
+        assert "not an integer row id" in refused.stderr
     removed = backend.cli("remove", "1")
     assert removed.returncode == 0, removed.stderr
     assert [line[0] for line in lines_of(backend.cli("rows").stdout)] == ["id", "2"]
