@@ -111,3 +111,24 @@ def test_many_messages_in_one_read_cost_linear_time() -> None:
         return (HEAD + TAIL) * n
 
     assert cost_growth(make, feed, 1_000, FACTOR) < LINEAR
+
+
+def test_many_address_parameters_cost_linear_time() -> None:
+    def make(n: int) -> bytes:
+        return HEAD.replace(b";tag=1", b";tag=1" + b";p=v" * n) + TAIL
+
+    assert cost_growth(make, _parse_and_check, 4_000, FACTOR) < LINEAR
+
+
+def test_a_failing_address_parameter_list_costs_linear_time() -> None:
+    def make(n: int) -> bytes:  # the match fails at the very end: no backtracking blow-up
+        return HEAD.replace(b";tag=1", b";tag=1" + b"; p = v " * n + b";=") + TAIL
+
+    assert cost_growth(make, _parse_and_check, 2_000, FACTOR) < LINEAR
+
+
+def test_many_quoted_commas_cost_linear_time() -> None:
+    def make(n: int) -> bytes:
+        return HEAD + b'Contact: "' + b"a," * n + b'" <sip:a@h>\r\n' + TAIL
+
+    assert cost_growth(make, _parse_and_check, 8_000, FACTOR) < LINEAR
