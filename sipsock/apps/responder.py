@@ -3,9 +3,11 @@
 OPTIONS (the keep-alive of most SIP peers) gets 200 OK with Allow, Accept,
 Supported, Server and a Contact on the receiving socket's public address;
 ACK and responses are absorbed; every other request gets the configured
-status (501 Not Implemented by default). A request (but ACK and CANCEL)
-whose Require names an extension not in ``supported`` gets 420 Bad
-Extension with an Unsupported header (RFC 3261 8.2.2.3).
+status (501 Not Implemented by default). A request whose Require names an
+extension not in ``supported`` gets 420 Bad Extension with an Unsupported
+header (RFC 3261 8.2.2.3): never ACK nor CANCEL, and, as the method is
+inspected first (8.2.1), not a request whose method the configured status
+refuses (405, 501).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from sipsock.sip.response import stable_tag
 from sipsock.sockdef import SocketDef
 
 DEFAULT_SERVER = f"sipsock/{__version__}"
+#: Statuses that refuse the method itself (RFC 3261 8.2.1), before any Require is read.
+METHOD_REFUSALS = frozenset({405, 501})
 
 
 def contact_uri(sdef: SocketDef) -> str:
@@ -75,8 +79,11 @@ class Responder:
         if isinstance(message, Response) or message.method == "ACK":
             return
         tag = self.to_tag(message)
+        method_refused = message.method != "OPTIONS" and self.status in METHOD_REFUSALS
         try:
-            unsupported = required_but_unsupported(message, self._supported_tags)
+            unsupported = (
+                [] if method_refused else required_but_unsupported(message, self._supported_tags)
+            )
         except SipParseError as exc:
             context.reply(make_response(message, 400, f"Bad Request ({exc.reason})", to_tag=tag))
             return

@@ -350,9 +350,16 @@ def test_rfc4475_bext01_gets_420_listing_the_unsupported_extensions() -> None:
 @pytest.mark.parametrize("method", ["OPTIONS", "INVITE", "REGISTER"])
 def test_require_of_an_unsupported_extension_gets_420(method: str) -> None:
     data = request(method, extra="Require: 100rel\r\nRequire: timer, 100REL\r\n")
-    response = answer(deliver(Responder(supported=["timer"]), data)[0])
+    response = answer(deliver(Responder(403, "Forbidden", supported=["timer"]), data)[0])
     assert response.code == 420
     assert response.get("unsupported") == "100rel"
+
+
+@pytest.mark.parametrize("status", [405, 501])
+def test_a_refused_method_is_refused_before_its_require_is_read(status: int) -> None:
+    data = request("INVITE", extra="Require: 100rel\r\n")
+    assert answer(deliver(Responder(status, "No"), data)[0]).code == status
+    assert answer(deliver(Responder(status, "No"), request(extra="Require: x\r\n"))[0]).code == 420
 
 
 def test_require_of_supported_extensions_is_served() -> None:
@@ -362,8 +369,8 @@ def test_require_of_supported_extensions_is_served() -> None:
 
 @pytest.mark.parametrize("method", ["ACK", "CANCEL"])
 def test_ack_and_cancel_are_never_answered_420(method: str) -> None:
-    replies, _ = deliver(Responder(), request(method, extra="Require: nothing\r\n"))
-    assert [parse(reply).code for reply in replies] == ([] if method == "ACK" else [501])  # type: ignore[union-attr]
+    replies, _ = deliver(Responder(403, "F"), request(method, extra="Require: nothing\r\n"))
+    assert [parse(reply).code for reply in replies] == ([] if method == "ACK" else [403])  # type: ignore[union-attr]
 
 
 def test_a_malformed_option_tag_gets_400() -> None:
