@@ -400,6 +400,7 @@ class UdpWorkerPool(Service):
         self._refresh_call: IDelayedCall | None = None
         self._queue: list[tuple[str, Any, Deferred[Any]]] = []
         self._flush_call: IDelayedCall | None = None
+        self._shutdown_trigger: Any = None
 
     @property
     def shared(self) -> bool:
@@ -412,6 +413,11 @@ class UdpWorkerPool(Service):
         """Start every worker and the statistics poll."""
         super().startService()  # type: ignore[no-untyped-call]
         self._stopping = False
+        # Once the reactor shuts down, a worker that ends is not started again
+        # (the pool itself stops after the sockets are closed, later).
+        self._shutdown_trigger = self.reactor.addSystemEventTrigger(
+            "before", "shutdown", self._no_more_restarts
+        )
         for seat in self.seats:
             self._spawn(seat)
         loop = LoopingCall(self.refresh)
@@ -428,8 +434,18 @@ class UdpWorkerPool(Service):
         super().stopService()  # type: ignore[no-untyped-call]
         return Deferred.fromCoroutine(self._stop())
 
-    async def _stop(self) -> None:
+    def _no_more_restarts(self) -> None:
         self._stopping = True
+        self._shutdown_trigger = None
+        for seat in self.seats:
+            if seat.restart_call is not None and seat.restart_call.active():
+                seat.restart_call.cancel()
+            seat.restart_call = None
+
+    async def _stop(self) -> None:
+        if self._shutdown_trigger is not None:
+            self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+        self._no_more_restarts()
         if self._queue:
             self._flush()
         if self._refresh_call is not None and self._refresh_call.active():
@@ -437,10 +453,6 @@ class UdpWorkerPool(Service):
         if self._stats_loop is not None and self._stats_loop.running:
             self._stats_loop.stop()
         self._stats_loop = None
-        for seat in self.seats:
-            if seat.restart_call is not None and seat.restart_call.active():
-                seat.restart_call.cancel()
-            seat.restart_call = None
         processes = [s.process for s in self.seats if s.process is not None]
         await settle([p.shutdown(self.stop_timeout) for p in processes])
         for listener in list(self.sockets.values()):

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory
 from twisted.logger import (
     FileLogObserver,
@@ -334,8 +335,10 @@ class WorkerProtocol(amp.AMP):
         self._exit()
 
     def _stop_reactor(self) -> None:
+        # Stopping twice (a Shutdown and a lost connection, say) is one stop.
         if self.reactor.running:
-            self.reactor.stop()
+            with contextlib.suppress(ReactorNotRunning):
+                self.reactor.stop()
 
 
 def _as_worker_error(sending: Deferred[None]) -> Deferred[dict[str, Any]]:
@@ -441,14 +444,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.close(args.fd)
     # The control process decides when workers stop: an interrupt from the
-    # terminal reaches it too, and it shuts the workers down in order.
+    # terminal, or a SIGTERM to the whole process group (systemd's
+    # KillMode=control-group), reaches it too, and it shuts the workers down in
+    # order (sockets released first). A worker whose control process dies is
+    # killed by the kernel (`die_with_parent`).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("running; the control process gives the sockets")
     # Everything loaded so far lives as long as the worker: keep it out of the
     # collector's full passes, which otherwise cost tens of milliseconds while
     # hundreds of sockets are adopted or released.
     gc.freeze()
-    reactor.run()
+    # No Twisted signal handlers: its SIGTERM handler would stop the reactor
+    # behind the control process's back (and a worker starts no children).
+    reactor.run(installSignalHandlers=False)
     return 0
 
 
