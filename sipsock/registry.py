@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
 from sipsock.db import SocketRow, SocketStore, StoreError
+from sipsock.incidents import Incidents
 from sipsock.reloadplan import (
     Failure,
     Rejection,
@@ -123,6 +124,7 @@ class SocketRegistry(Service):
         resolver: HostResolver | None = None,
         retry_delay: float = 2.0,
         max_retry_delay: float = 30.0,
+        incidents: Incidents | None = None,
     ) -> None:
         self._store = store
         self._opener = opener
@@ -137,6 +139,8 @@ class SocketRegistry(Service):
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._retry_call: IDelayedCall | None = None
+        #: Process faults (late workers) recorded meanwhile go into each reload's report.
+        self._incidents = incidents if incidents is not None else Incidents()
         self.reloads = 0
         self.failed_reloads = 0
         self.loaded = False
@@ -197,6 +201,7 @@ class SocketRegistry(Service):
 
     async def _reload(self) -> ReloadReport:
         started = self._reactor.seconds()
+        mark = self._incidents.mark()
         try:
             rows = await self._fetch()
         except StoreError as error:
@@ -210,7 +215,7 @@ class SocketRegistry(Service):
             # The very rows of a reload that left nothing to retry: nothing to do.
             self._settled = settled
             report = ReloadReport(kept=list(settled.kept), rejected=list(settled.rejected))
-            return self._finish(report, started)
+            return self._finish(report, started, mark)
         report = ReloadReport()
         defs, rejected = self._rows.screen(rows)
         names = _host_names(defs)
@@ -241,7 +246,7 @@ class SocketRegistry(Service):
                 [entry.sdef.socket_text for entry in self._entries.values()],
                 list(report.rejected),
             )
-        return self._finish(report, started)
+        return self._finish(report, started, mark)
 
     async def _fetch(self) -> list[SocketRow]:
         """The rows of the table, once its version row checked out (both asked at once)."""
@@ -254,7 +259,8 @@ class SocketRegistry(Service):
             raise
         return await fetching
 
-    def _finish(self, report: ReloadReport, started: float) -> ReloadReport:
+    def _finish(self, report: ReloadReport, started: float, mark: int) -> ReloadReport:
+        report.workers = self._incidents.since(mark)
         for rejection in report.rejected:
             self.log.warn("{reason}", reason=rejection.reason, socket=rejection.socket)
         report.seconds = self._reactor.seconds() - started

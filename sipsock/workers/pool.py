@@ -51,6 +51,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from sipsock.config import UDP_BALANCE_MODES
+from sipsock.incidents import Incidents
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Closing, ListenError, SocketCounters
 from sipsock.transport.sockopts import (
@@ -82,6 +83,7 @@ from sipsock.workers.commands import (
     encode_entries,
     encode_updates,
 )
+from sipsock.workers.deadline import WorkerTimeoutError, within
 from sipsock.workers.directory import BookEntry, SocketBook
 from sipsock.workers.supervision import Backoff, describe_exit
 
@@ -236,7 +238,13 @@ class WorkerProcess(ProcessProtocol):
         if self.amp is None or not self.live:
             return defer.fail(ConnectionError(f"worker {self.label} is gone"))
         calling: Deferred[Any] = self.amp.callRemote(command, **arguments)  # type: ignore[no-untyped-call]
-        return calling
+        seconds = self.pool.deadline(self)
+        return within(
+            calling,
+            seconds,
+            self.pool.reactor,
+            lambda: self.pool.worker_late(self, command.__name__, seconds),
+        )
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
@@ -346,7 +354,10 @@ class UdpWorkerPool(Service):
     ``backoff`` their restart rule; a worker not ready within
     ``ready_timeout`` seconds is killed and restarted; ``stop_timeout``
     bounds each step of stopping; statistics are read every
-    ``stats_interval`` seconds.
+    ``stats_interval`` seconds. A ready worker that does not answer a
+    command within ``command_timeout`` seconds is killed and replaced (the
+    replacement takes every socket), and the fault is recorded in
+    ``incidents`` for the report of the reload it delayed.
     """
 
     log = Logger()
@@ -366,6 +377,8 @@ class UdpWorkerPool(Service):
         ready_timeout: float = 30.0,
         stop_timeout: float = 5.0,
         stats_interval: float = 1.0,
+        command_timeout: float = 10.0,
+        incidents: Incidents | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"UDP worker pool {name}: size must be at least 1, not {size}")
@@ -391,6 +404,8 @@ class UdpWorkerPool(Service):
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.stats_interval = stats_interval
+        self.command_timeout = command_timeout
+        self.incidents = incidents if incidents is not None else Incidents()
         self.seats = [WorkerSeat(index) for index in range(1, size + 1)]
         self.sockets: dict[int, PooledListener] = {}
         self._keys = itertools.count(1)
@@ -612,6 +627,39 @@ class UdpWorkerPool(Service):
         )
         seat.restart_call = self.reactor.callLater(delay, self._spawn, seat)
 
+    def deadline(self, process: WorkerProcess) -> float:
+        """Seconds ``process`` has to answer a command sent now.
+
+        A starting worker answers once it has loaded (its ready timeout
+        bounds that); a running one within ``command_timeout``.
+        """
+        if process.state == "starting":
+            left: float = process.started + self.ready_timeout - self.reactor.seconds()
+            return max(self.command_timeout, left)
+        return self.command_timeout
+
+    def worker_late(
+        self, process: WorkerProcess, command: str, seconds: float
+    ) -> WorkerTimeoutError:
+        """``process`` missed a deadline: report it, kill it (it is replaced); the error."""
+        late = WorkerTimeoutError(process.label, process.pid, command, seconds)
+        if process.ended.done or process.state in ("late", "stopping"):
+            return late  # reported already, or being stopped (with its own deadline)
+        process.state = "late"
+        then = "" if self._stopping else f"; a new worker takes its {len(self.sockets)} socket(s)"
+        self.log.error(
+            "UDP worker {worker} (pid {pid}) did not answer {command} within {timeout:g} s: "
+            "killing it{then}",
+            worker=process.label,
+            pid=process.pid,
+            command=command,
+            timeout=seconds,
+            then=then,
+        )
+        self.incidents.record(f"{late}: killed" + ("" if self._stopping else " and replaced"))
+        process.kill()
+        return late
+
     def worker_said(self, process: WorkerProcess, line: str) -> None:
         """Re-log a line a worker wrote (``LEVEL text``) under the worker's name."""
         name, _, text = line.partition(" ")
@@ -628,8 +676,12 @@ class UdpWorkerPool(Service):
         )
 
     def processes(self) -> list[WorkerProcess]:
-        """The current worker processes that are running and connected."""
-        return [s.process for s in self.seats if s.process is not None and s.process.live]
+        """The current worker processes that are running and connected (and not late)."""
+        return [
+            s.process
+            for s in self.seats
+            if s.process is not None and s.process.live and s.process.state != "late"
+        ]
 
     # --- sockets ----------------------------------------------------------------------
 
