@@ -495,6 +495,8 @@ class UdpWorkerPool(Service):
             str(seat.index),
             "--fd",
             str(WORKER_AMP_FD),
+            "--parent",
+            str(os.getpid()),
         ]
         try:
             try:

@@ -6,7 +6,8 @@ installs the epoll reactor with EPOLLEXCLUSIVE support, builds the
 application and its `Dispatcher` from the configuration file, and speaks AMP
 over the inherited UNIX stream socket ``--fd``. It never opens the database:
 the control process tells it which sockets to serve. It exits when told to
-(`Shutdown`) or when the control process goes away.
+(`Shutdown`) or when the control process goes away; the kernel kills it
+when the control process dies (`lifeline`), even while it is stopped.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from sipsock.workers.commands import (
 )
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.epoll import make_exclusive
+from sipsock.workers.lifeline import ParentGoneError, die_with_parent
 
 #: Exit status of a worker that could not start (bad config, application error).
 EXIT_STARTUP = 3
@@ -383,12 +385,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--pool", default="dynamic", help="the pool's name, for logs")
     parser.add_argument("--index", type=int, default=0, help="the worker's number in its pool")
     parser.add_argument("--fd", type=int, required=True, help="the inherited AMP socket")
+    parser.add_argument(
+        "--parent", type=int, help="the control process's pid (the worker dies with it)"
+    )
     return parser.parse_args(list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until the control process lets it go; the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        no_lifeline = die_with_parent(args.parent)
+    except ParentGoneError as exc:
+        sys.stderr.write(f"warn {exc}: not starting\n")
+        return EXIT_STARTUP
     from sipsock.workers.epoll import install
 
     reactor = install()
@@ -407,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         redirectStandardIO=False,
     )
     log = Logger(namespace=f"sipsock.worker.{args.pool}.{args.index}")
+    if no_lifeline is not None:
+        log.warn("this worker may outlive the control process: {reason}", reason=no_lifeline)
     try:
         dispatcher = build_dispatcher(args.config)
     except WorkerError as exc:
