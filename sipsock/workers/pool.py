@@ -1118,7 +1118,7 @@ class UdpWorkerPool(Service):
                 answer = await process.call(Stats, start=start)
                 page = decode_stats_page(answer["sockets"])
                 sockets.update((s.key, s.counters) for s in page)
-                if not answer["more"]:
+                if not answer["more"] or not page:  # an empty page would never end
                     break
                 start += len(page)
         except Exception:
