@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 from tests.daemon import Daemon
@@ -33,6 +34,10 @@ ROUNDS = 4
 PAUSE = 1.0
 STOP_LIMIT = 15.0
 ALARMING = re.compile(r"Traceback|critical|ReactorNotRunning|Unhandled", re.IGNORECASE)
+
+
+def _all_gone(pids: tuple[int, ...]) -> bool:
+    return not any(alive(pid) for pid in pids)
 
 
 def test_sigterm_to_the_process_group_stops_every_process_without_a_traceback(
@@ -68,11 +73,7 @@ def test_sigterm_to_the_process_group_stops_every_process_without_a_traceback(
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.proc.wait(5)
             raise AssertionError(f"round {round_}: no stop within {STOP_LIMIT:g} s") from None
-        poll_until(
-            lambda pids=tuple(workers): not any(alive(pid) for pid in pids),
-            10,
-            f"round {round_}: workers gone",
-        )
+        poll_until(partial(_all_gone, tuple(workers)), 10, f"round {round_}: workers gone")
         log = daemon.log()
         bad = [line for line in log.splitlines() if ALARMING.search(line)]
         # A worker that ends during the stop must not be started again.

@@ -9,7 +9,7 @@ from sipsock.backoff import retry_delay
 
 
 def test_the_delay_doubles_from_the_base_up_to_the_cap() -> None:
-    assert [retry_delay(n, 2.0, 30.0) for n in range(0, 7)] == [2, 2, 4, 8, 16, 30, 30]
+    assert [retry_delay(n, 2.0, 30.0) for n in range(7)] == [2, 2, 4, 8, 16, 30, 30]
 
 
 @given(st.integers(min_value=-5, max_value=10**9))
