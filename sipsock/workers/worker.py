@@ -326,9 +326,10 @@ class WorkerProtocol(amp.AMP):
         )
         return sent.addCallback(lambda _: None)
 
-    def _exit(self) -> None:
+    def _exit(self) -> Deferred[None]:
+        """Release every socket, then stop the reactor; fires when done."""
         closing = self.worker.close_all()
-        closing.addBoth(lambda _: self._stop_reactor())
+        return closing.addBoth(lambda _: self._stop_reactor())
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
