@@ -85,7 +85,7 @@ from sipsock.workers.commands import (
 )
 from sipsock.workers.deadline import WorkerTimeoutError, within
 from sipsock.workers.directory import BookEntry, SocketBook
-from sipsock.workers.supervision import Backoff, describe_exit
+from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
 
 BALANCE_MODES: Final = UDP_BALANCE_MODES
 
@@ -630,15 +630,14 @@ class UdpWorkerPool(Service):
         seat.restart_call = self.reactor.callLater(delay, self._spawn, seat)
 
     def deadline(self, process: WorkerProcess) -> float:
-        """Seconds ``process`` has to answer a command sent now.
-
-        A starting worker answers once it has loaded (its ready timeout
-        bounds that); a running one within ``command_timeout``.
-        """
-        if process.state == "starting":
-            left: float = process.started + self.ready_timeout - self.reactor.seconds()
-            return max(self.command_timeout, left)
-        return self.command_timeout
+        """Seconds ``process`` has to answer a command sent now (`answer_deadline`)."""
+        return answer_deadline(
+            process.state == "starting",
+            process.started,
+            self.reactor.seconds(),
+            self.command_timeout,
+            self.ready_timeout,
+        )
 
     def worker_late(
         self, process: WorkerProcess, command: str, seconds: float
