@@ -175,6 +175,9 @@ class CoreSettings:
     max_message_size: int = 65535
     log_format: str = "text"
     udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
+    #: Seconds a UDP worker has to answer each command of the control process;
+    #: one that does not is killed and replaced.
+    worker_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -401,6 +404,7 @@ def _read_core(reader: _Reader, sec: Mapping[str, Any]) -> CoreSettings:
             "max_message_size",
             "log_format",
             "udp_receive_buffer",
+            "worker_timeout",
         },
     )
     listen_raw = reader.get(sec, "core", "listen", list, [])
@@ -434,6 +438,7 @@ def _read_core(reader: _Reader, sec: Mapping[str, Any]) -> CoreSettings:
         udp_receive_buffer=reader.integer(
             sec, "core", "udp_receive_buffer", DEFAULT_UDP_RECEIVE_BUFFER, 0, MAX_UDP_RECEIVE_BUFFER
         ),
+        worker_timeout=reader.number(sec, "core", "worker_timeout", 10.0, 0.5, 3600.0),
     )
 
 

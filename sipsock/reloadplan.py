@@ -65,6 +65,8 @@ class ReloadReport:
     kept: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    #: Worker processes that missed a deadline during the reload (killed and replaced).
+    workers: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -79,6 +81,7 @@ class ReloadReport:
             "kept": list(self.kept),
             "rejected": [r.as_dict() for r in self.rejected],
             "failed": [f.as_dict() for f in self.failed],
+            "workers": list(self.workers),
             "seconds": round(self.seconds, 6),
         }
 
@@ -87,6 +90,7 @@ class ReloadReport:
             f"{len(self.added)} added, {len(self.updated)} updated, "
             f"{len(self.removed)} removed, {len(self.kept)} kept, "
             f"{len(self.rejected)} rejected, {len(self.failed)} failed"
+            + (f", {len(self.workers)} late worker(s)" if self.workers else "")
         )
 
 

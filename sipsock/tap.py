@@ -30,6 +30,7 @@ from sipsock.apps.loader import application_options
 from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, StoreError, open_store
+from sipsock.incidents import Incidents
 from sipsock.logs import use_json_logs
 from sipsock.manhole import ManholeError, listen_manhole, mi_caller
 from sipsock.mi import CommandTable, build_command_table
@@ -157,7 +158,8 @@ def _compose_daemon(settings: Settings, reactor: Any) -> DaemonService:
     # UDP sockets are served by worker pools (DESIGN "Process model"); the
     # book tells the workers about every other socket, for SendStream.
     book = SocketBook()
-    dynamic_pool, static_pool = _worker_pools(settings, book, reactor)
+    incidents = Incidents()
+    dynamic_pool, static_pool = _worker_pools(settings, book, incidents, reactor)
 
     def open_dynamic(sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
         if sdef.proto == "udp":
@@ -182,6 +184,7 @@ def _compose_daemon(settings: Settings, reactor: Any) -> DaemonService:
         max_sockets=settings.sockets_mgm.max_sockets,
         reactor=reactor,
         static=static,
+        incidents=incidents,
     )
     dispatcher.directory = registry
     pools = [pool for pool in (dynamic_pool, static_pool) if pool is not None]
@@ -218,7 +221,7 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 
 def _worker_pools(
-    settings: Settings, book: SocketBook, reactor: Any
+    settings: Settings, book: SocketBook, incidents: Incidents, reactor: Any
 ) -> tuple[UdpWorkerPool, UdpWorkerPool | None]:
     """The pool of the dynamic UDP sockets, and one for static UDP sockets if any.
 
@@ -234,6 +237,8 @@ def _worker_pools(
         balance=balance,
         book=book,
         reactor=reactor,
+        command_timeout=settings.core.worker_timeout,
+        incidents=incidents,
     )
     static = None
     if any(sdef.proto == "udp" for sdef in settings.core.listen):
@@ -244,6 +249,8 @@ def _worker_pools(
             balance=balance,
             book=book,
             reactor=reactor,
+            command_timeout=settings.core.worker_timeout,
+            incidents=incidents,
         )
     return dynamic, static
 
