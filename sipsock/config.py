@@ -175,6 +175,9 @@ class CoreSettings:
     max_message_size: int = 65535
     log_format: str = "text"
     udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
+    #: Seconds a UDP worker has to answer each command of the control process;
+    #: one that does not is killed and replaced.
+    worker_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -401,6 +404,7 @@ def _read_core(reader: _Reader, sec: Mapping[str, Any]) -> CoreSettings:
             "max_message_size",
             "log_format",
             "udp_receive_buffer",
+            "worker_timeout",
         },
     )
     listen_raw = reader.get(sec, "core", "listen", list, [])
@@ -434,6 +438,7 @@ def _read_core(reader: _Reader, sec: Mapping[str, Any]) -> CoreSettings:
         udp_receive_buffer=reader.integer(
             sec, "core", "udp_receive_buffer", DEFAULT_UDP_RECEIVE_BUFFER, 0, MAX_UDP_RECEIVE_BUFFER
         ),
+        worker_timeout=reader.number(sec, "core", "worker_timeout", 10.0, 0.5, 3600.0),
     )
 
 
@@ -599,7 +604,7 @@ def _read_match_address(reader: _Reader, table: Mapping[str, Any], sec: str) -> 
     host = match and (match["v6"] or match["v4"])
     port = match and int(match["p6"] or match["p4"])
     try:
-        address = ipaddress.ip_address(host or "")
+        address = ipaddress.ip_address(host or "") if "%" not in (host or "") else None
     except ValueError:
         address = None
     if not match or address is None or not port or port > 65535:

@@ -6,7 +6,8 @@ installs the epoll reactor with EPOLLEXCLUSIVE support, builds the
 application and its `Dispatcher` from the configuration file, and speaks AMP
 over the inherited UNIX stream socket ``--fd``. It never opens the database:
 the control process tells it which sockets to serve. It exits when told to
-(`Shutdown`) or when the control process goes away.
+(`Shutdown`) or when the control process goes away; the kernel kills it
+when the control process dies (`lifeline`), even while it is stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory
 from twisted.logger import (
     FileLogObserver,
@@ -68,6 +70,7 @@ from sipsock.workers.commands import (
 )
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.epoll import make_exclusive
+from sipsock.workers.lifeline import ParentGoneError, die_with_parent
 
 #: Exit status of a worker that could not start (bad config, application error).
 EXIT_STARTUP = 3
@@ -323,9 +326,10 @@ class WorkerProtocol(amp.AMP):
         )
         return sent.addCallback(lambda _: None)
 
-    def _exit(self) -> None:
+    def _exit(self) -> Deferred[None]:
+        """Release every socket, then stop the reactor; fires when done."""
         closing = self.worker.close_all()
-        closing.addBoth(lambda _: self._stop_reactor())
+        return closing.addBoth(lambda _: self._stop_reactor())
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
@@ -334,8 +338,10 @@ class WorkerProtocol(amp.AMP):
         self._exit()
 
     def _stop_reactor(self) -> None:
+        # Stopping twice (a Shutdown and a lost connection, say) is one stop.
         if self.reactor.running:
-            self.reactor.stop()
+            with contextlib.suppress(ReactorNotRunning):
+                self.reactor.stop()
 
 
 def _as_worker_error(sending: Deferred[None]) -> Deferred[dict[str, Any]]:
@@ -380,12 +386,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--pool", default="dynamic", help="the pool's name, for logs")
     parser.add_argument("--index", type=int, default=0, help="the worker's number in its pool")
     parser.add_argument("--fd", type=int, required=True, help="the inherited AMP socket")
+    parser.add_argument(
+        "--parent", type=int, help="the control process's pid (the worker dies with it)"
+    )
     return parser.parse_args(list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until the control process lets it go; the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        no_lifeline = die_with_parent(args.parent)
+    except ParentGoneError as exc:
+        sys.stderr.write(f"warn {exc}: not starting\n")
+        return EXIT_STARTUP
     from sipsock.workers.epoll import install
 
     reactor = install()
@@ -404,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         redirectStandardIO=False,
     )
     log = Logger(namespace=f"sipsock.worker.{args.pool}.{args.index}")
+    if no_lifeline is not None:
+        log.warn("this worker may outlive the control process: {reason}", reason=no_lifeline)
     try:
         dispatcher = build_dispatcher(args.config)
     except WorkerError as exc:
@@ -441,14 +457,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.close(args.fd)
     # The control process decides when workers stop: an interrupt from the
-    # terminal reaches it too, and it shuts the workers down in order.
+    # terminal, or a SIGTERM to the whole process group (systemd's
+    # KillMode=control-group), reaches it too, and it shuts the workers down in
+    # order (sockets released first). A worker whose control process dies is
+    # killed by the kernel (`die_with_parent`).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("running; the control process gives the sockets")
     # Everything loaded so far lives as long as the worker: keep it out of the
     # collector's full passes, which otherwise cost tens of milliseconds while
     # hundreds of sockets are adopted or released.
     gc.freeze()
-    reactor.run()
+    # No Twisted signal handlers: its SIGTERM handler would stop the reactor
+    # behind the control process's back (and a worker starts no children).
+    reactor.run(installSignalHandlers=False)
     return 0
 
 

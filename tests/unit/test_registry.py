@@ -397,3 +397,61 @@ def test_a_wrong_version_row_fails_the_reload_even_though_the_rows_were_read() -
         h.reload()
     assert h.registry.entries == []
     assert h.registry.failed_reloads == 1
+
+
+def test_a_socket_that_fails_to_open_is_retried_by_itself_with_growing_delays() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    h.store.add("tcp:127.0.0.1:5071")
+    h.refuse["udp:127.0.0.1:5070"] = "port already in use"
+    h.registry.startService()  # the first load: the UDP socket fails
+    assert h.registry.list_sockets() == [
+        {
+            "socket": "udp:127.0.0.1:5070",
+            "error": "port already in use (1 attempt(s); next retry in 2 s)",
+        },
+        {"socket": "tcp:127.0.0.1:5071"},
+    ]
+    h.clock.advance(2.0)
+    assert h.opens == 3
+    assert h.registry.list_sockets()[0]["error"] == (
+        "port already in use (2 attempt(s); next retry in 4 s)"
+    )
+    h.clock.advance(3.9)
+    assert h.opens == 3
+    del h.refuse["udp:127.0.0.1:5070"]
+    h.clock.advance(0.1)
+    assert h.opens == 4
+    assert h.registry.list_sockets()[0] == {"socket": "udp:127.0.0.1:5070"}
+    assert h.registry.by_slot(0) is h.opened["udp:127.0.0.1:5070"]
+    assert h.clock.getDelayedCalls() == []  # nothing left to retry
+    assert h.reload().kept == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5071"]
+    h.registry.stopService()
+
+
+def test_a_reload_while_a_socket_fails_tries_it_too_and_a_removed_row_stops_the_retries() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    h.refuse["udp:127.0.0.1:5070"] = "address not available"
+    h.registry.startService()
+    report = h.reload()  # a manual reload: one more attempt, the pace starts over from it
+    assert [f.reason for f in report.failed] == ["address not available"]
+    assert h.registry.list_sockets()[0]["error"] == (
+        "address not available (2 attempt(s); next retry in 4 s)"
+    )
+    h.store.rows = []
+    assert h.reload().removed == ["udp:127.0.0.1:5070"]
+    assert h.clock.getDelayedCalls() == []
+    h.registry.stopService()
+
+
+def test_stopping_the_registry_cancels_the_retry() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    h.refuse["udp:127.0.0.1:5070"] = "port already in use"
+    h.registry.startService()
+    assert len(h.clock.getDelayedCalls()) == 1
+    h.registry.stopService()
+    assert h.clock.getDelayedCalls() == []
+    h.clock.advance(60)
+    assert h.opens == 1

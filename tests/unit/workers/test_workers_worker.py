@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import ReactorNotRunning
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel
 
 from sipsock.sockdef import parse_row
@@ -239,3 +240,30 @@ def test_announcements_and_withdrawals_come_in_batches() -> None:
         protocol.announce_many(encode_entries([("tcp:127.0.0.1:9", None, True, tcp)]))
     protocol.withdraw_many(["tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "udp:127.0.0.1:1"])
     assert worker.directory.names() == []
+
+
+class StoppingReactor(MemoryReactorClock):
+    """`ReactorBase.stop`'s rule: a second stop raises, and ``running`` stays
+    true until the shutdown has run (the window of a SIGTERM to the group)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = True
+        self.stops = 0
+
+    def stop(self) -> None:
+        if self.stops:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+        self.stops += 1
+
+
+def test_a_shutdown_after_the_reactor_began_stopping_is_no_error() -> None:
+    reactor = StoppingReactor()
+    protocol = WorkerProtocol(UdpWorker(Sink(), reactor=reactor, relay=relay), reactor)
+    protocol.makeConnection(StringTransport())
+    reactor.stop()  # its own SIGTERM, say: the shutdown still has to run
+    exits: list[Any] = []
+    protocol._exit().addBoth(exits.append)  # Shutdown: nothing to release, stop again
+    protocol._exit().addBoth(exits.append)  # the lost connection: once more
+    assert exits == [None, None]
+    assert reactor.stops == 1
