@@ -19,6 +19,7 @@ AAAA records and the port comes from the URI or the transport's default.
 from __future__ import annotations
 
 import socket
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final, Protocol
@@ -162,11 +163,17 @@ class ThreadResolver:
     def _thread_pool(self) -> ThreadPool:
         """The resolver's own pool, started at first use and stopped with the reactor."""
         if self._pool is None:
-            pool = ThreadPool(minthreads=0, maxthreads=self._threads, name=self._name)
+            pool = _DaemonThreadPool(minthreads=0, maxthreads=self._threads, name=self._name)
             pool.start()
-            self._reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+            self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
             self._pool = pool
         return self._pool
+
+    def _stop_pool(self) -> None:
+        """Stop the pool at shutdown; a look-up stuck in getaddrinfo does not hold it up
+        (its thread is a daemon thread, left to end with the process)."""
+        if self._pool is not None and self.busy == 0:
+            self._pool.stop()
 
     def _done(self, result: list[str] | Failure, key: str, host: str) -> None:
         answer: list[str] | ResolveError
@@ -193,6 +200,20 @@ class ThreadResolver:
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+
+class _DaemonThread(threading.Thread):
+    """A thread that does not keep the process alive."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
+class _DaemonThreadPool(ThreadPool):
+    """A thread pool of `_DaemonThread`."""
+
+    threadFactory = _DaemonThread
 
 
 def _reason(failure: Failure, timeout: float) -> str:
