@@ -52,3 +52,21 @@ def test_every_column_is_qualified_so_sqlite_never_reads_a_name_as_a_string() ->
                     continue  # a table
                 before = sql[: found.start()]
                 assert before.endswith((f"{q}t{q}.", f"{q}version{q}.")), (backend, sql)
+
+
+def test_table_error_names_every_missing_column_with_its_key() -> None:
+    tables = TableNames(tag="label", node="node")
+    lite = Statements.for_backend(tables, "sqlite")
+    pg = Statements.for_backend(tables, "postgres")
+    present = ["id", "socket", "advertised", "label", "flags", "tos", "node"]
+    assert lite.table_error(present, "db") is None
+    assert lite.table_error([c.upper() for c in present], "db") is None  # SQLite: any case
+    assert "no column id (OpenSIPS's primary key)" in str(
+        pg.table_error([c.upper() for c in present], "db")  # PostgreSQL: quoted, exact
+    )
+    error = str(lite.table_error(["id", "socket", "advertised", "tag", "flags"], "db"))
+    assert error == (
+        "table sockets in db has no column label (tag_column), tos (tos_column), "
+        "node (node_column): add the column, or fix the name in [sockets_mgm]"
+    )
+    assert "cannot read table sockets in db" in str(lite.table_error([], "db"))
