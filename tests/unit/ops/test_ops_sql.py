@@ -6,6 +6,7 @@ import re
 
 from sipsock.config import TableNames
 from sipsock.db import fleet
+from sipsock.db.notify import listen_statement, notify_channel, notify_script
 from sipsock.db.store import Statements
 
 
@@ -70,3 +71,19 @@ def test_table_error_names_every_missing_column_with_its_key() -> None:
         "node (node_column): add the column, or fix the name in [sockets_mgm]"
     )
     assert "cannot read table sockets in db" in str(lite.table_error([], "db"))
+
+
+def test_notify_channel_and_trigger() -> None:
+    tables = TableNames(table="sockets")
+    assert notify_channel(tables) == "sipsock_sockets"
+    assert listen_statement(tables) == 'LISTEN "sipsock_sockets"'
+    script = notify_script(tables)
+    assert "pg_notify('sipsock_sockets', TG_OP)" in script
+    assert 'AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON "sockets"' in script
+    assert "FOR EACH STATEMENT" in script
+    assert "$$" in script and "$$$$" not in script
+
+
+def test_long_table_names_give_a_63_byte_channel() -> None:
+    tables = TableNames(table="t" * 63)
+    assert len(notify_channel(tables)) == 63
