@@ -68,6 +68,10 @@ def test_shipped_example_config_loads() -> None:
         ),
         ({"core": {"application": "not a name"}}, "[core] application: 'not a name' is not"),
         ({"core": {"log_format": "xml"}}, "[core] log_format: 'xml' is not one of text, json"),
+        (
+            {"core": {"log_level": "loud"}},
+            "[core] log_level: 'loud' is not one of debug, info, warn, error, critical",
+        ),
         ({"mi": {"http_address": "0.0.0.0"}}, "[mi] http_address: '0.0.0.0' is not a loopback"),
         ({"mi": {"http_port": 0}}, "[mi] http_port: 0 is out of range"),
         ({"core": []}, "[core]: must be a table"),

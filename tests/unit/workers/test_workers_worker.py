@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from typing import Any
@@ -11,8 +12,9 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel
+from twisted.logger import Logger, LogLevel
 
+from sipsock.logs import parse_worker_line
 from sipsock.sockdef import parse_row
 from sipsock.transport.base import Origin
 from sipsock.workers.commands import (
@@ -29,8 +31,8 @@ from sipsock.workers.worker import (
     UdpWorker,
     WorkerProtocol,
     build_dispatcher,
-    format_line,
     parse_args,
+    worker_log_observer,
 )
 
 
@@ -154,9 +156,25 @@ def test_announce_must_match_its_definition() -> None:
     assert worker.directory.names() == []
 
 
-def test_log_lines_carry_their_level_on_every_line() -> None:
-    event = {"log_level": LogLevel.warn, "log_format": "one\ntwo {x}", "x": 3}
-    assert format_line(event) == "warn one\nwarn two 3\n"
+def test_log_lines_are_one_json_object_each_with_level_and_fields() -> None:
+    out = io.StringIO()
+    observer = worker_log_observer(out, LogLevel.info)
+    log = Logger(namespace="sipsock.apps.dispatch", observer=observer)
+    log.warn("one\ntwo {x}", x=3, peer=("127.0.0.1", 5060))
+    log.debug("not at info")
+    Logger(namespace="twisted.internet", observer=observer).info("twisted chatter")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    level, message, fields = parse_worker_line(lines[0])
+    assert (level, message) == (LogLevel.warn, "one\ntwo 3")
+    assert fields == {"logger": "sipsock.apps.dispatch", "x": 3, "peer": ["127.0.0.1", 5060]}
+
+
+def test_a_debug_worker_logs_debug_lines() -> None:
+    out = io.StringIO()
+    log = Logger(namespace="sipsock.x", observer=worker_log_observer(out, LogLevel.debug))
+    log.debug("detail {n}", n=1)
+    assert parse_worker_line(out.getvalue())[:2] == (LogLevel.debug, "detail 1")
 
 
 def test_the_command_line_needs_the_descriptor() -> None:

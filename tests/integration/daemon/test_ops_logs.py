@@ -1,0 +1,134 @@
+"""The real daemon's log: ``[core] log_level``, no per-request or factory lines at info,
+flat JSON lines (workers' too)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tests.daemon
+from tests.daemon import Daemon
+from tests.integration.daemon.conftest import DaemonFactory
+from tests.net import free_port
+from tests.polling import poll_until
+from tests.tables import SocketTable
+
+SIPSOCK_MI = str(Path(sys.executable).with_name("sipsock-mi"))
+#: Lines an operator should never see at the default level.
+NOISE = (
+    "Starting factory",
+    "Stopping factory",
+    "connection established",
+    "connection lost",
+    "object at 0x",
+    "POST /mi",
+    "GET /metrics",
+)
+
+
+def poke(daemon: Daemon) -> None:
+    """What monitoring does all day: sipsock-mi calls, MI requests, /metrics scrapes."""
+    for _ in range(3):
+        done = subprocess.run(
+            [SIPSOCK_MI, "-s", str(daemon.state_dir / "sipsock-mi.sock"), "which"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        daemon.mi("uptime")
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{daemon.http_port}/metrics", timeout=10
+        ) as answer:
+            answer.read()
+
+
+def one_socket(sqlite_url: str, *extra_rows: str) -> int:
+    table = SocketTable(sqlite_url)
+    table.init()
+    port = free_port()
+    table.insert(f"udp:127.0.0.1:{port}")
+    for row in extra_rows:
+        table.insert(row)
+    return port
+
+
+def test_default_level_logs_no_request_or_factory_lines(
+    daemon_factory: DaemonFactory, sqlite_url: str
+) -> None:
+    one_socket(sqlite_url)
+    daemon = daemon_factory(sqlite_url)
+    poke(daemon)
+    assert daemon.stop() == 0
+    text = daemon.log()
+    assert "sockets reloaded in" in text
+    noisy = [line for line in text.splitlines() if any(n in line for n in NOISE)]
+    assert not noisy, "\n".join(noisy)
+
+
+def test_debug_level_shows_requests_and_worker_debug_lines(
+    daemon_factory: DaemonFactory, sqlite_url: str
+) -> None:
+    one_socket(sqlite_url)
+    daemon = daemon_factory(sqlite_url, '[core]\nlog_level = "debug"\n')
+    poke(daemon)
+    poll_until(lambda: "GET /metrics 200" in daemon.log(), 10, "the /metrics access line")
+    text = daemon.log()
+    assert "#debug] POST /mi 200" in text
+    assert "Starting factory" in text  # Twisted's chatter, at debug
+
+
+def test_warn_level_hides_info_lines(
+    daemon_factory: DaemonFactory, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_socket(sqlite_url, "sctp:127.0.0.1:5060")
+    # At warn, the one line of the first load is the rejected row.
+    monkeypatch.setattr(tests.daemon, "INITIAL_LOAD_DONE", ("row 2: socket 'sctp:",))
+    daemon = daemon_factory(sqlite_url, '[core]\nlog_level = "warn"\n')
+    poke(daemon)
+    daemon.reload()
+    assert daemon.stop() == 0
+    lines = daemon.log().splitlines()
+    assert lines, "nothing logged"
+    assert all("#warn]" in line or "#error]" in line for line in lines if "#" in line), lines
+    assert not [line for line in lines if "sockets reloaded in" in line]
+
+
+def records(daemon: Daemon) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in daemon.log().splitlines() if line.strip()]
+
+
+def test_json_lines_are_flat_records_with_fields_workers_included(
+    daemon_factory: DaemonFactory, sqlite_url: str
+) -> None:
+    port = one_socket(sqlite_url)
+    daemon = daemon_factory(sqlite_url, '[core]\nlog_format = "json"\n')
+    socket = f"udp:127.0.0.1:{port}"
+
+    def logged() -> list[dict[str, Any]]:
+        return [r for r in records(daemon) if r.get("socket") == socket]
+
+    poll_until(lambda: any("open" in r["message"] for r in logged()), 10, "the socket open line")
+    poke(daemon)
+    assert daemon.stop() == 0
+    lines = records(daemon)
+    for record in lines:
+        assert list(record)[:4] == ["time", "level", "logger", "message"], record
+        assert record["time"].endswith("Z") and "T" in record["time"], record
+        assert record["level"] in ("debug", "info", "warn", "error", "critical"), record
+        assert not [key for key in record if key.startswith("log_")], record
+    opened = next(r for r in logged() if r["message"] == f"socket {socket} slot 0 open")
+    assert opened["slot"] == 0
+    assert opened["logger"] == "sipsock.registry.SocketRegistry"
+    worker = [r for r in lines if "worker" in r and r["logger"].startswith("sipsock.worker")]
+    assert worker, lines
+    assert worker[0]["worker"].startswith("dynamic/")
+    assert isinstance(worker[0]["pid"], int)
+    assert not [r for r in lines if any(n in r["message"] for n in NOISE)]
