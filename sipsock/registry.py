@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
 from sipsock.db import SocketRow, SocketStore, StoreError
+from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.reloadplan import (
     Failure,
     Rejection,
@@ -32,6 +33,7 @@ from sipsock.reloadplan import (
     plan_reload,
     screen_conflicts,
 )
+from sipsock.repeats import ChangedOnly
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
 from sipsock.transport import Listener, ListenError
@@ -140,6 +142,11 @@ class SocketRegistry(Service):
         self.reloads = 0
         self.failed_reloads = 0
         self.loaded = False
+        #: The report of the last reload that completed (rejected rows, failed sockets).
+        self.last_report: ReloadReport | None = None
+        #: Durations of the completed reloads.
+        self.reload_seconds = Histogram(RELOAD_SECONDS_BUCKETS)
+        self._rejections_logged: ChangedOnly[tuple[int | None, str]] = ChangedOnly()
 
     # --- service ------------------------------------------------------------------
 
@@ -255,17 +262,31 @@ class SocketRegistry(Service):
         return await fetching
 
     def _finish(self, report: ReloadReport, started: float) -> ReloadReport:
-        for rejection in report.rejected:
-            self.log.warn("{reason}", reason=rejection.reason, socket=rejection.socket)
+        repeats = self._log_rejections(report.rejected)
         report.seconds = self._reactor.seconds() - started
         self.reloads += 1
         self.loaded = True
+        self.last_report = report
+        self.reload_seconds.observe(report.seconds)
         self.log.info(
-            "sockets reloaded in {seconds:.3f} s: {summary}",
+            "sockets reloaded in {seconds:.3f} s: {summary}{repeats_text}",
             seconds=report.seconds,
             summary=report.summary(),
+            repeats=repeats,
+            repeats_text=f" ({repeats} rejected as before, not logged again)" if repeats else "",
         )
         return report
+
+    def _log_rejections(self, rejected: Sequence[Rejection]) -> int:
+        """Log each rejected row whose reason is new or changed; the number left unlogged."""
+        by_key = {(r.row_id, r.socket): r for r in rejected}
+        fresh = self._rejections_logged.news((key, r.reason) for key, r in by_key.items())
+        for key in fresh:
+            rejection = by_key[key]
+            self.log.warn(
+                "{reason}", reason=rejection.reason, socket=rejection.socket, row=rejection.row_id
+            )
+        return len(rejected) - len(fresh)
 
     async def _resolve_hosts(
         self, defs: list[SocketDef], names: list[str]

@@ -132,3 +132,24 @@ def test_json_lines_are_flat_records_with_fields_workers_included(
     assert worker[0]["worker"].startswith("dynamic/")
     assert isinstance(worker[0]["pid"], int)
     assert not [r for r in lines if any(n in r["message"] for n in NOISE)]
+
+
+def test_reloads_of_an_unchanged_table_do_not_relog_its_rejected_rows(
+    daemon_factory: DaemonFactory, sqlite_url: str
+) -> None:
+    table = SocketTable(sqlite_url)
+    table.init()
+    table.insert(f"udp:127.0.0.1:{free_port()}")
+    bad = [table.insert(f"sctp:127.0.0.1:{6000 + i}") for i in range(300)]
+    daemon = daemon_factory(sqlite_url)
+    reason = "protocol sctp is not a SIP transport"
+    for _ in range(4):
+        assert len(daemon.reload()["rejected"]) == 300
+    table.insert(f"tcp:127.0.0.1:{free_port(udp=False)}")  # the table changes: a full reload
+    assert len(daemon.reload()["rejected"]) == 300
+    assert daemon.log().count(reason) == 300  # the first load's, once each
+    table.update(bad[7], socket="udp:bad host")
+    daemon.reload()
+    assert daemon.log().count(reason) == 300
+    assert daemon.log().count(f"row {bad[7]}: socket 'udp:bad host'") == 1
+    assert "(299 rejected as before, not logged again)" in daemon.log()

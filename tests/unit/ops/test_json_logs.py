@@ -79,7 +79,8 @@ def test_a_failure_has_its_traceback_text() -> None:
     try:
         raise ValueError("broken row")
     except ValueError:
-        log.failure("reload crashed on {socket}", Failure(), socket="udp:1.2.3.4:5060")
+        failure = Failure()  # type: ignore[no-untyped-call]
+        log.failure("reload crashed on {socket}", failure, socket="udp:1.2.3.4:5060")
     (record,) = lines_of(out)
     assert record["level"] == "critical"
     assert record["message"] == "reload crashed on udp:1.2.3.4:5060"
@@ -149,9 +150,7 @@ def test_use_sipsock_logs_names_its_factory_and_applies_format_and_level(
 
 
 def test_a_given_logger_keeps_its_output_under_the_level() -> None:
-    out = io.StringIO()
-    global _GIVEN_OUT
-    _GIVEN_OUT = out
+    out = _GIVEN[0]
     options: dict[str, Any] = {"logger": f"{__name__}.given_observer"}
     logs.use_sipsock_logs(options, log_format="text", log_level="error")
     observer = logs.twistd_observer()
@@ -160,11 +159,11 @@ def test_a_given_logger_keeps_its_output_under_the_level() -> None:
     assert [r["message"] for r in lines_of(out)] == ["above"]
 
 
-_GIVEN_OUT = io.StringIO()
+_GIVEN = [io.StringIO()]
 
 
 def given_observer() -> Any:
-    return logs.json_file_observer(_GIVEN_OUT)
+    return logs.json_file_observer(_GIVEN[0])
 
 
 def test_text_lines_show_a_worker_traceback_field() -> None:
