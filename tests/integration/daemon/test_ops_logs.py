@@ -4,8 +4,11 @@ flat JSON lines (workers' too)."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import pytest
 import tests.daemon
 from tests.daemon import Daemon
 from tests.integration.daemon.conftest import DaemonFactory
+from tests.integration.daemon.test_ops_metrics import metrics, of_socket
 from tests.net import free_port
 from tests.polling import poll_until
 from tests.tables import SocketTable
@@ -153,3 +157,63 @@ def test_reloads_of_an_unchanged_table_do_not_relog_its_rejected_rows(
     assert daemon.log().count(reason) == 300
     assert daemon.log().count(f"row {bad[7]}: socket 'udp:bad host'") == 1
     assert "(299 rejected as before, not logged again)" in daemon.log()
+
+
+def big_options(port: int, size: int) -> bytes:
+    """An OPTIONS of about ``size`` bytes whose Via headers its answer must copy."""
+    head = [
+        f"OPTIONS sip:svc@127.0.0.1:{port} SIP/2.0",
+        "From: <sip:probe@example.com>;tag=1",
+        f"To: <sip:svc@127.0.0.1:{port}>",
+        "Call-ID: big-1@example.com",
+        "CSeq: 1 OPTIONS",
+        "Max-Forwards: 70",
+    ]
+    vias: list[str] = []
+    index = 0
+    while sum(len(line) + 2 for line in head + vias) < size - 200:
+        vias.append(f"Via: SIP/2.0/UDP 192.0.2.{index % 250 + 1}:5060;branch=z9hG4bK-{index:06d}")
+        index += 1
+    vias[0] = vias[0].replace("192.0.2.1:5060", "127.0.0.1:5060") + ";rport"
+    lines = head[:1] + vias + head[1:]
+    data = ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+    vias[-1] += "x" * (size - len(data))  # its branch: exactly ``size`` bytes
+    lines = head[:1] + vias + head[1:]
+    return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_replies_the_kernel_refuses_are_one_line_and_a_summary_not_one_line_each(
+    daemon_factory: DaemonFactory, sqlite_url: str
+) -> None:
+    port = one_socket(sqlite_url)
+    daemon = daemon_factory(sqlite_url, "[limits]\nlog_interval = 1\n")
+    # The answer copies every Via and adds about 110 bytes: above UDP's 65,507.
+    datagram = big_options(port, 65500)
+    assert len(datagram) == 65500
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        for _ in range(200):
+            sender.sendto(datagram, ("127.0.0.1", port))
+            time.sleep(0.002)  # keep under the receive buffer: each must reach a worker
+    finally:
+        sender.close()
+
+    def counted() -> tuple[int, int]:
+        text = daemon.log()
+        first = text.count("cannot send to")
+        folded = sum(int(n) for n in re.findall(r"(\d+) more send failures in the last", text))
+        return first, folded
+
+    def drops() -> float:
+        return of_socket(metrics(daemon), "sipsock_socket_drops_total", f"udp:127.0.0.1:{port}")
+
+    # Every refused answer is a drop, and is in the log: in full or summed up.
+    poll_until(
+        lambda: drops() >= 150 and sum(counted()) == drops(),
+        30,
+        "every send failure logged or summed up",
+    )
+    first, folded = counted()
+    assert 1 <= first <= 2 * 3, daemon.log()  # the first of each worker and period
+    assert "Message too long" in daemon.log() or "too long" in daemon.log()
