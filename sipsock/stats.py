@@ -17,7 +17,8 @@ groups:
   alerts), the reload duration (a histogram), and with ``auto_reload`` the
   change signals received and the reloads they caused;
 * ``workers`` - per UDP worker (``dynamic_1_handled``): messages handled and
-  restarts.
+  restarts; per pool its workers by state (``dynamic_workers_ready``);
+* ``mi`` - MI requests and failed requests by command (``sockets_reload_requests``).
 
 The rules (which statistics a name selects, the Prometheus text) are pure
 functions of a list of `Stat`; `Statistics` collects that list from the
@@ -230,7 +231,11 @@ def socket_stats(
     sdef: SocketDef, counters: SocketCounters, *, kind: str, slot: int | None
 ) -> list[Stat]:
     """The statistics of one socket: a group named after it, one stat per counter."""
-    labels: list[tuple[str, str]] = [("socket", sdef.socket_text), ("kind", kind)]
+    labels: list[tuple[str, str]] = [
+        ("socket", sdef.socket_text),
+        ("kind", kind),
+        ("transport", sdef.proto),
+    ]
     if slot is not None:
         labels.append(("slot", str(slot)))
     if sdef.tag:
@@ -350,6 +355,65 @@ class ReportLike(Protocol):
     def failed(self) -> Sequence[Any]: ...
 
 
+def pool_stats(rows: Iterable[dict[str, Any]]) -> list[Stat]:
+    """The size of each UDP worker pool: its workers by state (``ready``, ``starting``,
+    ``restarting``, ...), from the MI ``ps`` rows."""
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (str(row.get("Pool", "udp")), str(row.get("State", "ready")))
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        Stat(
+            "workers",
+            f"{pool}_workers_{state}",
+            count,
+            incremental=False,
+            metric="pool_workers",
+            labels=(("pool", pool), ("state", state)),
+            help="UDP workers of the pool, by state",
+        )
+        for (pool, state), count in counts.items()
+    ]
+
+
+def mi_stats(requests: dict[str, int], failures: dict[str, int]) -> list[Stat]:
+    """The ``mi`` group: requests and failed requests by command, every front end."""
+    result = []
+    for command, count in sorted(requests.items()):
+        labels = (("command", command),)
+        result.append(
+            Stat(
+                "mi",
+                f"{command}_requests",
+                count,
+                metric="mi_requests",
+                labels=labels,
+                help="MI requests by command (unknown commands as 'unknown')",
+            )
+        )
+        result.append(
+            Stat(
+                "mi",
+                f"{command}_failures",
+                failures.get(command, 0),
+                metric="mi_failures",
+                labels=labels,
+                help="MI requests that answered an error, by command",
+            )
+        )
+    return result
+
+
+class MICounts(Protocol):
+    """What the statistics read from the MI `sipsock.mi.commands.CommandTable`."""
+
+    @property
+    def requests(self) -> dict[str, int]: ...
+
+    @property
+    def failures(self) -> dict[str, int]: ...
+
+
 class StatsRegistry(Protocol):
     """What the statistics read from the `sipsock.registry.SocketRegistry`."""
 
@@ -413,6 +477,8 @@ class Statistics:
         self.refresh_timeout = refresh_timeout
         #: Set by the daemon when ``auto_reload`` is on.
         self.auto_reload: ChangeCounter | None = None
+        #: Set when the MI commands are registered (`sipsock.mi.statistics`).
+        self.mi: MICounts | None = None
         self._baseline: dict[str, float] = {}
 
     def snapshot(self) -> list[Stat]:
@@ -428,7 +494,10 @@ class Statistics:
                 )
         stats = totals(per_socket) + self._registry_stats(entries) + per_socket
         for pool in self.pools:
-            stats += worker_stats(pool.process_rows())
+            rows = pool.process_rows()
+            stats += pool_stats(rows) + worker_stats(rows)
+        if self.mi is not None:
+            stats += mi_stats(self.mi.requests, self.mi.failures)
         return stats
 
     def collect(self) -> Deferred[list[Stat]]:

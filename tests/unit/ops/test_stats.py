@@ -256,3 +256,41 @@ def test_last_reload_rejections_failures_and_duration_are_metrics() -> None:
     values = as_values(select(statistics.snapshot(), ["sockets_mgm:"]))
     assert values["sockets_mgm:reload_seconds_count"] == 2
     assert values["sockets_mgm:reload_seconds_le_+Inf"] == 2
+
+
+def test_pool_sizes_and_mi_requests_are_metrics() -> None:
+    from sipsock.mi import build_command_table
+
+    registry = FakeRegistry()
+    pool = FakePool(
+        [
+            {"Pool": "dynamic", "Worker": 1, "State": "ready", "Handled": 3, "Restarts": 0},
+            {"Pool": "dynamic", "Worker": 2, "State": "restarting", "Handled": 0, "Restarts": 2},
+        ]
+    )
+    statistics = Statistics(registry, pools=[pool])
+    table = build_command_table(
+        registry,  # type: ignore[arg-type]
+        clock=Clock(),
+        started_at=0.0,
+        process_list=list,
+        version="1",
+        statistics=statistics,
+    )
+    table.call("which", None)
+    table.call("which", None)
+    table.call("frobnicate", None).addErrback(lambda _: None)
+    table.call("uptime", {"x": 1}).addErrback(lambda _: None)
+    text = render_prometheus(statistics.snapshot())
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("sipsock_pool_workers", (("pool", "dynamic"), ("state", "ready")))] == 1
+    assert samples[("sipsock_pool_workers", (("pool", "dynamic"), ("state", "restarting")))] == 1
+    assert samples[("sipsock_mi_requests_total", (("command", "which"),))] == 2
+    assert samples[("sipsock_mi_requests_total", (("command", "unknown"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "unknown"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "uptime"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "which"),))] == 0
