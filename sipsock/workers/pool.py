@@ -88,8 +88,9 @@ from sipsock.workers.supervision import Backoff, describe_exit
 
 BALANCE_MODES: Final = UDP_BALANCE_MODES
 
-#: Longest line of worker output kept before it is cut.
-MAX_OUTPUT_LINE: Final = 8192
+#: Longest line of worker output kept before it is cut (a worker's log line is one
+#: JSON object, its traceback included).
+MAX_OUTPUT_LINE: Final = 65536
 
 #: Seconds a worker whose AMP connection closed has to exit before SIGKILL.
 CONNECTION_LOST_GRACE: Final = 2.0

@@ -77,7 +77,7 @@ def test_default_level_logs_no_request_or_factory_lines(
     assert not noisy, "\n".join(noisy)
 
 
-def test_debug_level_shows_requests_and_worker_debug_lines(
+def test_debug_level_shows_requests_and_twisteds_chatter(
     daemon_factory: DaemonFactory, sqlite_url: str
 ) -> None:
     one_socket(sqlite_url)
