@@ -117,9 +117,10 @@ _RELEASE: Final = "release"
 _ANNOUNCE: Final = "announce"
 _WITHDRAW: Final = "withdraw"
 
-#: Fields the control process gives a re-logged worker line (a worker field of the
-#: same name is renamed ``field_<name>``).
-_WORKER_KEYS: Final = frozenset({"worker", "pid", "line"})
+#: Fields the control process gives a re-logged worker line, and the names of
+#: ``Logger.emit``'s own parameters (a worker field of one of these names is
+#: renamed ``field_<name>``).
+_WORKER_KEYS: Final = frozenset({"worker", "pid", "line", "self", "level", "format"})
 #: Up to this many sockets released in one batch get a log line each (else one line).
 LOG_EACH: Final = 10
 

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel
 
 from sipsock.logs import parse_worker_line
 from sipsock.sockdef import parse_row
@@ -257,3 +258,34 @@ def test_announcements_and_withdrawals_come_in_batches() -> None:
         protocol.announce_many(encode_entries([("tcp:127.0.0.1:9", None, True, tcp)]))
     protocol.withdraw_many(["tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", "udp:127.0.0.1:1"])
     assert worker.directory.names() == []
+
+
+def test_the_control_process_relogs_a_worker_line_with_its_fields() -> None:
+    from types import SimpleNamespace
+
+    from sipsock.logevents import flat_record
+    from sipsock.workers.pool import UdpWorkerPool
+
+    out = io.StringIO()
+    log = Logger(
+        namespace="sipsock.apps.dispatch", observer=worker_log_observer(out, LogLevel.info)
+    )
+    log.warn("odd {what}", what="thing", socket="udp:127.0.0.1:5060", line="l", pid=7)
+    line = json.loads(out.getvalue())
+    line.update(format="x", self="s")  # the names of Logger.emit's own parameters
+    events: list[Any] = []
+    observer = cast(ILogObserver, events.append)
+    pool = SimpleNamespace(log=Logger(namespace="sipsock.workers.pool", observer=observer))
+    process = SimpleNamespace(label="dynamic/2", pid=4242)
+    said = UdpWorkerPool.worker_said
+    said(pool, process, json.dumps(line))  # type: ignore[arg-type]
+    said(pool, process, "Traceback (most recent call last):")  # type: ignore[arg-type]
+    first, second = (flat_record(event) for event in events)
+    assert first["level"] == "warn"
+    assert first["logger"] == "sipsock.apps.dispatch"
+    assert first["message"] == "UDP worker dynamic/2 (pid 4242): odd thing"
+    assert (first["worker"], first["pid"]) == ("dynamic/2", 4242)
+    assert first["socket"] == "udp:127.0.0.1:5060"
+    assert (first["field_line"], first["field_pid"], first["field_format"]) == ("l", 7, "x")
+    assert second["level"] == "info"
+    assert second["message"].endswith("(pid 4242): Traceback (most recent call last):")
