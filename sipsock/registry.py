@@ -146,7 +146,12 @@ class SocketRegistry(Service):
         self.last_report: ReloadReport | None = None
         #: Durations of the completed reloads.
         self.reload_seconds = Histogram(RELOAD_SECONDS_BUCKETS)
+        # What a reload logs again only when it changed: rejected rows, sockets that
+        # fail to open or update (retried at every reload), host names with several
+        # addresses (resolved at every reload).
         self._rejections_logged: ChangedOnly[tuple[int | None, str]] = ChangedOnly()
+        self._failures_logged: ChangedOnly[str] = ChangedOnly()
+        self._hosts_logged: ChangedOnly[str] = ChangedOnly()
 
     # --- service ------------------------------------------------------------------
 
@@ -263,6 +268,8 @@ class SocketRegistry(Service):
 
     def _finish(self, report: ReloadReport, started: float) -> ReloadReport:
         repeats = self._log_rejections(report.rejected)
+        self._failures_logged.end_round()
+        self._hosts_logged.end_round()
         report.seconds = self._reactor.seconds() - started
         self.reloads += 1
         self.loaded = True
@@ -304,7 +311,7 @@ class SocketRegistry(Service):
                 errors[name] = "no address"
             else:
                 resolved[name] = value[0]
-                if len(value) > 1:
+                if len(value) > 1 and self._hosts_logged.seen(name, " ".join(value)):
                     self.log.warn(
                         "host name {host} has {count} addresses; using {address}",
                         host=name,
@@ -382,12 +389,13 @@ class SocketRegistry(Service):
             if isinstance(result, TwistedFailure):
                 entry.error = f"update failed: {_open_reason(result)}"
                 report.failed.append(Failure(new.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} kept its old settings: {reason}",
-                    socket=new.socket_text,
-                    slot=entry.slot,
-                    reason=entry.error,
-                )
+                if self._failures_logged.seen(new.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} kept its old settings: {reason}",
+                        socket=new.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
                 self._entries[old] = entry
                 not_updated[new] = old
                 continue
@@ -428,12 +436,13 @@ class SocketRegistry(Service):
                 entry.listener = None
                 entry.error = _open_reason(value)
                 report.failed.append(Failure(entry.sdef.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} failed: {reason}",
-                    socket=entry.sdef.socket_text,
-                    slot=entry.slot,
-                    reason=entry.error,
-                )
+                if self._failures_logged.seen(entry.sdef.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} failed: {reason}",
+                        socket=entry.sdef.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
         self._log_sockets("open", opened)
 
     def _open(self, entry: SocketEntry) -> Deferred[Listener]:

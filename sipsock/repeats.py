@@ -21,18 +21,23 @@ class ChangedOnly(Generic[K]):
 
     def __init__(self) -> None:
         self._last: dict[K, str] = {}
+        self._current: dict[K, str] = {}
+
+    def seen(self, key: K, text: str) -> bool:
+        """Note one report of this round; True when it is news (new, or its text changed)."""
+        if key in self._current:
+            return False
+        self._current[key] = text
+        return self._last.get(key) != text
+
+    def end_round(self) -> None:
+        """The round is over: its reports are what the next round is compared with."""
+        self._last, self._current = self._current, {}
 
     def news(self, reports: Iterable[tuple[K, str]]) -> list[K]:
-        """The keys of this round whose text is new or changed, in order; starts a new round."""
-        current: dict[K, str] = {}
-        fresh: list[K] = []
-        for key, text in reports:
-            if key in current:
-                continue
-            current[key] = text
-            if self._last.get(key) != text:
-                fresh.append(key)
-        self._last = current
+        """The keys of a whole round whose text is new or changed, in order; ends the round."""
+        fresh = [key for key, text in reports if self.seen(key, text)]
+        self.end_round()
         return fresh
 
     def __len__(self) -> int:

@@ -425,3 +425,36 @@ def test_the_reload_line_counts_the_rejections_not_logged_again() -> None:
         globalLogPublisher.removeObserver(cast(ILogObserver, observe))
     assert "2 rejected, 0 failed" in lines[0] and "as before" not in lines[0]
     assert lines[1].endswith("2 rejected, 0 failed (2 rejected as before, not logged again)")
+
+
+def test_a_socket_failing_at_every_reload_and_a_many_address_host_are_logged_once() -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").startswith("sipsock.registry"):
+            events.append(event)
+
+    def logged(fragment: str) -> int:
+        return sum(1 for e in events if fragment in e["log_format"])
+
+    h = Harness()
+    h.names["sip.example.net"] = ["192.0.2.10", "192.0.2.11"]
+    h.store.add("udp:sip.example.net:5070")
+    h.store.add("udp:127.0.0.1:5071")
+    h.refuse["udp:127.0.0.1:5071"] = "port already in use"
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        for _ in range(4):
+            report = h.reload()
+            assert [f.socket for f in report.failed] == ["udp:127.0.0.1:5071"]
+        assert logged("slot {slot} failed: {reason}") == 1
+        assert logged("has {count} addresses") == 1
+        h.refuse["udp:127.0.0.1:5071"] = "cannot assign requested address"
+        h.names["sip.example.net"] = ["192.0.2.10", "192.0.2.12"]
+        h.reload()
+        assert logged("slot {slot} failed: {reason}") == 2
+        assert logged("has {count} addresses") == 2
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
