@@ -100,11 +100,6 @@ def observer_for(options: Any, log_format: str = "text") -> ILogObserver:
     return file_observer(log_file, log_format)
 
 
-def json_observer_for(options: Any) -> ILogObserver:
-    """The JSON observer for twistd's options."""
-    return observer_for(options, "json")
-
-
 #: What `use_sipsock_logs` kept for `twistd_observer` (one daemon per process).
 _twistd: dict[str, Any] = {}
 
@@ -126,11 +121,6 @@ def twistd_observer() -> ILogObserver:
     return LevelFilter(base, _twistd.get("level", LogLevel.info))
 
 
-def twistd_json_observer() -> ILogObserver:
-    """JSON lines where twistd would log (for ``--logger`` by hand)."""
-    return json_observer_for(_twistd.get("options", {}))
-
-
 def use_sipsock_logs(options: Any, *, log_format: str = "text", log_level: str = "info") -> None:
     """Make twistd log in ``log_format`` at ``log_level`` and above.
 
@@ -148,14 +138,6 @@ def use_sipsock_logs(options: Any, *, log_format: str = "text", log_level: str =
         given=None if given == f"{__name__}.twistd_observer" else given,
     )
     options["logger"] = f"{__name__}.twistd_observer"
-
-
-def use_json_logs(options: Any) -> bool:
-    """JSON lines at info and above; False (nothing changed) if ``--logger`` was given."""
-    if options is None or options.get("logger"):
-        return False
-    use_sipsock_logs(options, log_format="json")
-    return True
 
 
 # --- UDP workers ------------------------------------------------------------------------
