@@ -606,7 +606,7 @@ def _read_match_address(reader: _Reader, table: Mapping[str, Any], sec: str) -> 
     host = match and (match["v6"] or match["v4"])
     port = match and int(match["p6"] or match["p4"])
     try:
-        address = ipaddress.ip_address(host or "")
+        address = ipaddress.ip_address(host or "") if "%" not in (host or "") else None
     except ValueError:
         address = None
     if not match or address is None or not port or port > 65535:

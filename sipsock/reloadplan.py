@@ -12,14 +12,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sipsock.sockdef import SocketDef, SocketDefError, parse_row, show_value
+from sipsock.sockdef import SocketDef, SocketDefError, parse_row, parse_row_id, show_value
 
 
 class RowLike(Protocol):
     """A row of the sockets table as a store returns it."""
 
     @property
-    def id(self) -> int: ...
+    def id(self) -> Any: ...
     @property
     def socket(self) -> Any: ...
     @property
@@ -120,9 +120,10 @@ def screen_rows(rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejectio
     rejections: list[Rejection] = []
     for row in rows:
         try:
-            defs.append(parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos))
+            row_id = parse_row_id(row.id)
+            defs.append(parse_row(row_id, row.socket, row.advertised, row.tag, row.flags, row.tos))
         except SocketDefError as error:
-            rejections.append(Rejection(row.id, row_text(row.socket), str(error)))
+            rejections.append(Rejection(error.row_id, row_text(row.socket), str(error)))
     return defs, rejections
 
 

@@ -490,16 +490,24 @@ class SipStreamProtocol(Protocol):
         try:
             messages = self.framer.feed(data)
         except SipFramingError as exc:
-            connection.framing_error(exc.reason, exc)
+            # The messages cut before the bad one are valid: deliver them first.
+            if self._deliver(connection, exc.messages):
+                connection.framing_error(exc.reason, exc)
             return
         connection.fed(data, messages, self.framer.pending)
+        self._deliver(connection, messages)
+
+    @staticmethod
+    def _deliver(connection: StreamConnection, messages: list[bytes]) -> bool:
+        """Hand ``messages`` on in order; False when the connection closed meanwhile."""
         for message in messages:
             if message == KEEPALIVE_PING:
                 connection.write(KEEPALIVE_PONG)
             else:
                 connection.deliver(message)
             if not connection.open:
-                return
+                return False
+        return True
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         connection = self.connection

@@ -172,3 +172,15 @@ def test_a_refused_send_is_logged_and_counted_as_a_drop() -> None:
     listener.protocol.datagramReceived(OPTIONS, PEER)
     assert (listener.counters.received, listener.counters.sent) == (1, 0)
     assert listener.counters.drops == 1
+
+
+def test_options_with_require_is_never_answered_200_by_the_shortcut() -> None:
+    app = CountingResponder()
+    listener, transport, _ = listen(app)
+    listener.protocol.datagramReceived(OPTIONS, PEER)  # its layout is recorded
+    required = OPTIONS.replace(b"\r\n\r\n", b"\r\nRequire: nothingSupportsThis\r\n\r\n", 1)
+    listener.protocol.datagramReceived(required, PEER)
+    listener.protocol.datagramReceived(required, PEER)  # and again, once seen
+    answers = [parse(data) for data, _ in transport.written]
+    assert [response.code for response in answers] == [200, 420, 420]  # type: ignore[union-attr]
+    assert len(app.seen) == 2
