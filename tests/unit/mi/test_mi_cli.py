@@ -49,3 +49,28 @@ def test_the_summary_names_each_rejected_row_and_failed_socket() -> None:
     assert not report_problems("OK")
     assert render_answer(REPORT, summarize=True, as_json=True).startswith("{\n")
     assert render_answer("OK", summarize=True, as_json=False) == '"OK"'
+
+
+def test_an_answer_after_the_timeout_is_ignored_not_an_error() -> None:
+    from typing import Any
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    from sipsock.mi.cli import _call
+
+    class Silent:
+        def __init__(self) -> None:
+            self.pending: Deferred[Any] = Deferred()
+
+        def callRemote(self, amp_command: Any, **arguments: Any) -> Deferred[Any]:
+            return self.pending
+
+    clock, protocol = Clock(), Silent()
+    outcome: list[Any] = []
+    waiting = Deferred.fromCoroutine(_call(clock, protocol, "sockets_reload", None, 5.0))
+    waiting.addBoth(outcome.append)
+    clock.advance(5.0)
+    assert len(outcome) == 1 and outcome[0].check(TimeoutError)
+    protocol.pending.callback({"result": "OK"})  # late: dropped quietly
+    assert clock.getDelayedCalls() == []
