@@ -96,9 +96,9 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
     from twisted.internet.testing import FakeDatagramTransport
 
     from sipsock.apps import Dispatcher, Responder
+    from sipsock.seams import Origin
     from sipsock.sip.keepalive import answer_options
     from sipsock.sockdef import parse_row
-    from sipsock.transport.base import Origin
     from sipsock.transport.udp import UdpListener
 
     sdef = parse_row(1, "udp:127.0.0.1:5070")

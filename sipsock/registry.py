@@ -34,9 +34,9 @@ from sipsock.reloadplan import (
     plan_reload,
     screen_conflicts,
 )
+from sipsock.seams import Listener, ListenError
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
-from sipsock.transport import Listener, ListenError
 
 ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
 HostResolver = Callable[[str], "Deferred[list[str]]"]

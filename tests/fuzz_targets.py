@@ -44,6 +44,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger
 from zope.interface import provider
 
 from sipsock.apps import Dispatcher, Responder
+from sipsock.seams import Origin
 from sipsock.sip import (
     Request,
     Response,
@@ -62,7 +63,6 @@ from sipsock.sip.grammar import parse_number, split_values
 from sipsock.sip.keepalive import OptionsReply, answer_options
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import Origin
 from sipsock.transport.udp import UdpListener
 
 T = TypeVar("T")

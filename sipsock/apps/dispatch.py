@@ -23,12 +23,13 @@ from sipsock.apps.interface import (
     SocketDirectory,
 )
 from sipsock.limits import DEFAULT_LOG_INTERVAL, Summary
+from sipsock.seams import Origin
 from sipsock.sip import Request, Response, SipParseError, apply_received, make_response, parse
 from sipsock.sip.grammar import REASON_PHRASES
 from sipsock.sip.keepalive import OptionsReply
 from sipsock.sip.parser import find_header_end
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import Origin, PeriodicLog
+from sipsock.transport.base import PeriodicLog
 
 #: Longest parse reason put into a reason phrase.
 MAX_REASON_TEXT: Final = 100

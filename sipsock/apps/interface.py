@@ -21,7 +21,7 @@ from sipsock.sip.keepalive import OptionsReply
 from sipsock.sockdef import SocketDef
 
 if TYPE_CHECKING:
-    from sipsock.transport.base import Listener, Origin
+    from sipsock.seams import Listener, Origin
 
 
 class ApplicationError(Exception):

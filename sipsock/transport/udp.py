@@ -22,18 +22,10 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from sipsock.limits import DEFAULT_LOG_INTERVAL
+from sipsock.seams import ListenError, MessageSink, Origin, SocketCounters
 from sipsock.sip.keepalive import OptionsReply, answer_options
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import (
-    MAX_DATAGRAM_SIZE,
-    Closing,
-    LimitReporter,
-    ListenError,
-    MessageSink,
-    Origin,
-    SocketCounters,
-    stop_port,
-)
+from sipsock.transport.base import MAX_DATAGRAM_SIZE, Closing, LimitReporter, stop_port
 from sipsock.transport.sockopts import (
     apply_update_fd,
     bind_socket,

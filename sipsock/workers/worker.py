@@ -41,8 +41,8 @@ from twisted.python.failure import Failure
 from sipsock.apps import ApplicationError, Dispatcher, load_application
 from sipsock.apps.loader import application_options
 from sipsock.config import ConfigError, default_settings, load_config
+from sipsock.seams import ListenError, MessageSink
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import ListenError, MessageSink
 from sipsock.transport.udp import UdpListener, adopt_udp_listener
 from sipsock.workers.commands import (
     AdoptSocket,

@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from sipsock.mi import CommandTable
 from sipsock.mi.commands import MIError
 from sipsock.mi.statistics import register_statistics
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.stats import (
     Stat,
@@ -23,7 +24,6 @@ from sipsock.stats import (
     render_prometheus,
     select,
 )
-from sipsock.transport.base import SocketCounters
 
 
 @dataclass

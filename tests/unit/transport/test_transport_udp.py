@@ -7,6 +7,7 @@ import socket
 
 from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
 
+from sipsock.seams import MessageSink
 from sipsock.sockdef import parse_row
 from sipsock.transport import Origin
 from sipsock.transport.base import MAX_DATAGRAM_SIZE
@@ -14,7 +15,7 @@ from sipsock.transport.udp import UdpListener, open_udp_listener
 from tests.net import free_port
 
 
-class Sink:
+class Sink(MessageSink):
     """Records messages; raises when told to."""
 
     def __init__(self, fail: bool = False) -> None:

@@ -14,8 +14,8 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel
 
+from sipsock.seams import MessageSink, Origin
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import Origin
 from sipsock.workers.commands import (
     Adoption,
     WorkerError,
@@ -35,7 +35,7 @@ from sipsock.workers.worker import (
 )
 
 
-class Sink:
+class Sink(MessageSink):
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, Origin]] = []
 
