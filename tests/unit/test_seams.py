@@ -39,6 +39,7 @@ def test_a_sink_that_subclasses_the_seam_declines_the_optional_calls() -> None:
     sink = OnlyReceives()
     sdef = parse_row(1, "udp:127.0.0.1:5060")
     origin = Origin(sdef, 1, ("127.0.0.1", 5070), lambda data: None)
+    assert sink.answer_datagram(OPTIONS, ("127.0.0.1", 5070), sdef) is None
     assert sink.message_unframeable(OPTIONS, SipParseError("too big", status=513), origin) is False
     assert sink.messages == []
 
