@@ -173,11 +173,10 @@ class Dispatcher:
         else (another method, anything unusual, an application without the
         shortcut), which then goes to `message_received`.
         """
-        if not data.startswith(b"OPTIONS "):
-            return None
         reply = self._last_reply if sdef is self._last_sdef else self._reply_for(sdef)
         if reply is None:
             return None
+        # (`answer_options` declines anything but an OPTIONS first.)
         return answer_options(
             data, peer[0], peer[1], reply, self.options_memo, self.max_message_size
         )
