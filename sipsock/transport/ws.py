@@ -43,17 +43,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipsock.config import LimitSettings, WebSocketSettings
+from sipsock.seams import MessageSink
 from sipsock.sip import KEEPALIVE_PING
 from sipsock.sockdef import SocketDef, bracket
-from sipsock.transport.base import MessageSink
 from sipsock.transport.sockopts import bind_socket
 from sipsock.transport.stream import (
     KEEPALIVE_PONG,
     StreamConnection,
     StreamListener,
     TLSBinding,
-    describe_tls_failure,
 )
+from sipsock.transport.tlserrors import describe_tls_failure
 
 #: The WebSocket subprotocol of SIP (RFC 7118 section 4).
 SUBPROTOCOL: Final = "sip"

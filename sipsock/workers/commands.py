@@ -30,8 +30,8 @@ from typing import Any, Final, TypeVar
 
 from twisted.protocols import amp
 
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import FLAG_NAMES, SocketDef
-from sipsock.transport.base import SocketCounters
 
 T = TypeVar("T")
 

@@ -21,8 +21,8 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sipsock.seams import Listener, SocketCounters
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import Listener, SocketCounters
 
 #: How a worker sends through a socket it does not hold: (socket name, data, peer).
 Relay = Callable[[str, bytes, tuple[str, int]], "Deferred[None]"]

@@ -41,8 +41,8 @@ from sipsock.apps.loader import application_options
 from sipsock.config import ConfigError, default_settings, load_config
 from sipsock.logevents import LEVELS, at_least, parse_level
 from sipsock.logs import worker_observer
+from sipsock.seams import ListenError, MessageSink
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import ListenError, MessageSink
 from sipsock.transport.udp import UdpListener, adopt_udp_listener
 from sipsock.workers.commands import (
     AdoptSocket,

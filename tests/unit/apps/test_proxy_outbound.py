@@ -10,12 +10,13 @@ from twisted.internet.error import ConnectionRefusedError, TimeoutError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from sipsock.seams import MessageSink
 from sipsock.sockdef import parse_row
 from sipsock.transport import Origin
 from sipsock.transport.stream import OutboundLimitError, StreamListener, peer_key
 
 
-class Sink:
+class Sink(MessageSink):
     def message_received(self, data: bytes, origin: Origin) -> None:
         pass
 

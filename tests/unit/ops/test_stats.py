@@ -15,6 +15,7 @@ from sipsock.mi import CommandTable
 from sipsock.mi.commands import MIError
 from sipsock.mi.statistics import register_statistics
 from sipsock.reloadplan import Failure, Rejection, ReloadReport
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.stats import (
     Stat,
@@ -25,7 +26,6 @@ from sipsock.stats import (
     render_prometheus,
     select,
 )
-from sipsock.transport.base import SocketCounters
 
 
 @dataclass

@@ -11,9 +11,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 
 from sipsock.config import LimitSettings
+from sipsock.seams import MessageSink, SocketCounters
 from sipsock.sockdef import parse_row
 from sipsock.transport import Origin
-from sipsock.transport.base import LimitReporter, SocketCounters
+from sipsock.transport.base import LimitReporter
 from sipsock.transport.stream import (
     OutboundLimitError,
     SipStreamProtocol,
@@ -28,7 +29,7 @@ MESSAGE = (
 )
 
 
-class Sink:
+class Sink(MessageSink):
     """Records every message."""
 
     def __init__(self) -> None:

@@ -10,6 +10,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from sipsock.config import LimitSettings
+from sipsock.seams import MessageSink
 from sipsock.sockdef import parse_row
 from sipsock.transport import Origin
 from sipsock.transport.stream import SipStreamProtocol, StreamListener
@@ -20,7 +21,7 @@ MESSAGE = (
 )
 
 
-class Sink:
+class Sink(MessageSink):
     """Records every message with its origin."""
 
     def __init__(self) -> None:

@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from sipsock.config import WebSocketSettings
+from sipsock.seams import MessageSink
 from sipsock.sockdef import parse_row
 from sipsock.transport import Origin
 from sipsock.transport.ws import (
@@ -83,7 +84,7 @@ def test_text_or_binary() -> None:
 # -- protocol ------------------------------------------------------------------------
 
 
-class Sink:
+class Sink(MessageSink):
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, Origin]] = []
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.protocols import amp
 
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import FLAG_NAMES, SocketDef, parse_row
-from sipsock.transport.base import SocketCounters
 from sipsock.workers.commands import (
     AMP_VALUE_LIMIT,
     COUNTER_NAMES,

@@ -9,8 +9,8 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
+from sipsock.seams import Listener, SocketCounters
 from sipsock.sockdef import SocketDef, parse_row
-from sipsock.transport.base import Listener, SocketCounters
 from sipsock.workers.directory import (
     BookEntry,
     RemoteSocket,

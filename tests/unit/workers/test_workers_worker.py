@@ -17,8 +17,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, Logger, LogLevel
 
 from sipsock.logs import parse_worker_line
+from sipsock.seams import MessageSink, Origin
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import Origin
 from sipsock.workers.commands import (
     Adoption,
     WorkerError,
@@ -38,7 +38,7 @@ from sipsock.workers.worker import (
 )
 
 
-class Sink:
+class Sink(MessageSink):
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, Origin]] = []
 
