@@ -47,12 +47,9 @@ from sipsock.seams import MessageSink
 from sipsock.sip import KEEPALIVE_PING
 from sipsock.sockdef import SocketDef, bracket
 from sipsock.transport.sockopts import bind_socket
-from sipsock.transport.stream import (
-    KEEPALIVE_PONG,
-    StreamConnection,
-    StreamListener,
-    TLSBinding,
-)
+from sipsock.transport.stream import StreamListener, TLSBinding
+from sipsock.transport.stream_connection import StreamConnection
+from sipsock.transport.stream_protocol import KEEPALIVE_PONG
 from sipsock.transport.tlserrors import describe_tls_failure
 
 #: The WebSocket subprotocol of SIP (RFC 7118 section 4).

@@ -34,7 +34,9 @@ from sipsock.config import LimitSettings, TLSDomainSettings
 from sipsock.seams import MessageSink
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Listener, Origin, open_listener
-from sipsock.transport.stream import OutboundLimitError, StreamListener, pending_output
+from sipsock.transport.backpressure import pending_output
+from sipsock.transport.outbound import OutboundLimitError
+from sipsock.transport.stream import StreamListener
 from sipsock.transport.tls import TLSDomains
 from tests.integration.transport.test_transport_loopback import Recorder
 from tests.net import free_port

@@ -13,7 +13,9 @@ from twisted.python.failure import Failure
 from sipsock.seams import MessageSink
 from sipsock.sockdef import parse_row
 from sipsock.transport import Origin
-from sipsock.transport.stream import OutboundLimitError, StreamListener, peer_key
+from sipsock.transport.connections import peer_key
+from sipsock.transport.outbound import OutboundLimitError
+from sipsock.transport.stream import StreamListener
 
 
 class Sink(MessageSink):

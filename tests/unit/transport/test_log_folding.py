@@ -71,7 +71,7 @@ def test_two_hundred_refused_replies_give_one_line_and_one_summary(
 def test_connections_that_break_framing_or_idle_out_are_folded_per_socket(
     lines: list[tuple[Any, str]],
 ) -> None:
-    from tests.unit.transport.test_transport_stream import accept, make_listener
+    from tests.unit.transport.streamkit import accept, make_listener
 
     listener, _, reactor = make_listener(idle_timeout=10)
     for index in range(100):

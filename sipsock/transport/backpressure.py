@@ -1,0 +1,53 @@
+"""Back-pressure of a stream connection: output its peer has not taken, and when it is too much.
+
+Pure rules (no reactor): `pending_output` reads the write buffers a
+connection's transport layers hold; `overflowing` says whether that is past
+``[limits] max_pending_send``. `sipsock.transport.stream_connection` applies
+them after each write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def pending_output(transport: object) -> tuple[int, int]:
+    """Bytes written to a connection and not yet handed to the kernel: (queued, refused).
+
+    ``queued`` is everything waiting; ``refused`` the part the kernel already
+    refused once (its send buffer was full: the peer is not reading fast
+    enough). Walks down the layers: a WebSocket `MessageTransport` to its
+    protocol's transport, TLS (`TLSMemoryBIOProtocol`, counting the
+    cleartext it holds before the handshake) to the TCP transport, whose
+    `FileDescriptor` write buffer is ``dataBuffer`` from ``offset`` on (tried
+    and refused) plus the writes of this reactor turn (``_tempDataLen``, not
+    tried yet).
+    """
+    total = 0
+    layer: Any = transport
+    for _ in range(8):
+        if layer is None:
+            break
+        buffered = getattr(layer, "dataBuffer", None)
+        if isinstance(buffered, bytes):
+            refused = len(buffered) - int(getattr(layer, "offset", 0))
+            return total + refused + int(getattr(layer, "_tempDataLen", 0)), refused
+        waiting = getattr(layer, "_appSendBuffer", None)
+        if waiting:
+            total += sum(len(chunk) for chunk in waiting)
+        inner = getattr(layer, "transport", None)
+        if inner is None:
+            inner = getattr(getattr(layer, "protocol", None), "transport", None)
+        layer = inner
+    return total, 0
+
+
+def overflowing(queued: int, refused: int, limit: int) -> bool:
+    """Whether a connection holding ``queued`` bytes (``refused`` of them refused) is cut.
+
+    A burst written in one reactor turn has not been offered to the kernel
+    yet: past the limit, a peer is cut once the kernel refused some of its
+    output (it does not read), and in any case past twice the limit (memory
+    stays bounded whatever the burst).
+    """
+    return queued > limit and (refused > 0 or queued > 2 * limit)

@@ -1,0 +1,33 @@
+# mypy: disable-error-code="no-untyped-call"
+"""pending_output and overflowing: output a peer has not taken, and when it is too much."""
+
+from __future__ import annotations
+
+from sipsock.transport.backpressure import overflowing, pending_output
+from tests.unit.transport.streamkit import Backlog
+
+
+def test_pending_output_reads_the_tcp_buffer_through_tls_and_websocket_layers() -> None:
+    tcp = Backlog()
+    tcp.dataBuffer, tcp.offset, tcp._tempDataLen = b"x" * 100, 40, 7
+
+    class Tls:
+        transport = tcp
+        _appSendBuffer = [b"abc"]
+
+    class Ws:
+        class protocol:  # noqa: N801 - the attribute autobahn's protocol has
+            transport = Tls()
+
+    assert pending_output(tcp) == (67, 60)
+    assert pending_output(Tls()) == (70, 60)
+    assert pending_output(Ws()) == (70, 60)
+    assert pending_output(object()) == (0, 0)
+
+
+def test_a_peer_is_cut_past_the_limit_once_refused_and_past_twice_the_limit_in_any_case() -> None:
+    assert not overflowing(100, 0, 100)
+    assert not overflowing(101, 0, 100)  # a burst of this turn, not offered yet
+    assert overflowing(101, 1, 100)
+    assert not overflowing(200, 0, 100)
+    assert overflowing(201, 0, 100)
