@@ -1,7 +1,8 @@
 """Why a TLS handshake or a TLS context failed, in a few words (pure).
 
 Shared by the TLS context builder (`sipsock.transport.tls`) and the stream
-and WebSocket connections (`sipsock.transport.stream`, `sipsock.transport.ws`).
+and WebSocket connections (`sipsock.transport.stream_connection`,
+`sipsock.transport.outbound`, `sipsock.transport.ws`).
 """
 
 from __future__ import annotations
