@@ -1,7 +1,8 @@
 """JSON-RPC over HTTP: ``POST /mi``, as OpenSIPS's mi_http serves it.
 
-Non-POST: 405; empty body: 400; body larger than the bound: 413; a
-notification: 202 with no body; every JSON-RPC answer, errors included: 200.
+Non-POST: 405; empty body: 400; body larger than the bound: 413 (with a
+JSON-RPC parse error as the body); a notification: 202 with no body; every
+JSON-RPC answer, errors included: 200.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import pages, resource, server
 
-from sipsock.mi.commands import CommandTable, answer_jsonrpc
+from sipsock.mi import jsonrpc
+from sipsock.mi.commands import CommandTable, answer_jsonrpc, internal_error
 from sipsock.mi.jsonrpc import MAX_REQUEST_BYTES
 from sipsock.mi.metrics import METRICS_PATH, MetricsProducer, MetricsResource
 
@@ -42,8 +44,13 @@ class MIResource(resource.Resource):
             return b"Method Not Allowed: use POST\n"
         if getattr(request, "too_large", False):
             request.setResponseCode(413)
-            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-            return b"Request Entity Too Large\n"
+            request.setHeader(b"Content-Type", b"application/json")
+            return jsonrpc.encode_error(
+                None,
+                jsonrpc.PARSE_ERROR,
+                jsonrpc.MESSAGES[jsonrpc.PARSE_ERROR],
+                f"request larger than {request.max_body} bytes",
+            )
         assert request.content is not None
         request.content.seek(0)
         body = request.content.read()
@@ -68,8 +75,7 @@ class MIResource(resource.Resource):
         def crashed(failure: Failure) -> None:
             self.log.failure("MI HTTP request failed", failure)
             if not finished[0]:
-                request.setResponseCode(500)
-                request.finish()
+                respond(internal_error("the request could not be answered"))
 
         answer_jsonrpc(self._table, body).addCallback(respond).addErrback(crashed)
         return server.NOT_DONE_YET
