@@ -2,8 +2,10 @@
 
 A request whose ``Host`` or ``Origin`` is not this listener's: 403, on every
 path (`sipsock.mi.httpguard`: browsers and DNS rebinding are kept out); a
-POST without ``Content-Type: application/json``: 415. Refusals are logged
-folded (the first of each rule, then one count per minute).
+POST without ``Content-Type: application/json``: 415. At most
+`MAX_CONNECTIONS` connections are open at once (more are closed when
+accepted) and an idle one is closed after `IDLE_TIMEOUT` seconds. Refusals
+are logged folded (the first of each rule, then one count per minute).
 Non-POST: 405; empty body: 400; body larger than the bound: 413 (with a
 JSON-RPC parse error as the body); a notification: 202 with no body; every
 JSON-RPC answer, errors included: 200.
@@ -33,6 +35,10 @@ DEFAULT_PORT = 8888
 MI_PATH = b"mi"
 #: Seconds between two log lines about refused requests of one rule.
 REFUSAL_LOG_INTERVAL = 60.0
+#: Connections open at once; more are closed as soon as they are accepted.
+MAX_CONNECTIONS = 64
+#: Seconds a connection may stay idle between requests (none while one runs).
+IDLE_TIMEOUT = 60.0
 
 
 class MIResource(resource.Resource):
@@ -159,6 +165,18 @@ class RefusalLog:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return f"{refusal.reason}\n".encode()
 
+    def connection_refused(self, addr: Any, limit: int) -> None:
+        """A connection over the cap was closed at accept: log it (folded)."""
+        if not self._periods.hit("connections"):
+            return
+        self.log.warn(
+            "MI HTTP connection from {peer} refused: {limit} connections open "
+            "(repeats are summed up every {interval:g} s)",
+            peer=f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '?')}",
+            limit=limit,
+            interval=REFUSAL_LOG_INTERVAL,
+        )
+
     def _note(self, refusal: Refusal, request: Any) -> None:
         if not self._periods.hit(refusal.rule):
             return
@@ -181,6 +199,35 @@ class RefusalLog:
         )
 
 
+class _MISite(server.Site):
+    """The MI site: at most ``max_connections`` open (more are closed at accept,
+    before any HTTP work), idle ones closed after ``timeout`` seconds."""
+
+    def __init__(
+        self, root: resource.Resource, refusals: RefusalLog, max_connections: int, **kwargs: Any
+    ) -> None:
+        super().__init__(root, **kwargs)  # type: ignore[no-untyped-call]
+        self.refusals = refusals
+        self.max_connections = max_connections
+        self.channels: set[Any] = set()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.channels) >= self.max_connections:
+            self.refusals.connection_refused(addr, self.max_connections)
+            return None
+        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        if channel is not None:
+            self.channels.add(channel)
+            lost = channel.connectionLost
+
+            def connection_lost(reason: Failure) -> None:
+                self.channels.discard(channel)
+                lost(reason)
+
+            channel.connectionLost = connection_lost
+        return channel
+
+
 class _Root(resource.Resource):
     """Holds ``/mi`` (and ``/metrics``); every other path is 404; a foreign request 403."""
 
@@ -197,6 +244,8 @@ class _Root(resource.Resource):
             local_address=str(getattr(local, "host", "")),
             local_port=int(getattr(local, "port", 0)),
         )
+        # Twisted's default names its version.
+        request.setHeader(b"Server", b"sipsock")
         if refusal is not None:
             return _Refused(refusal, self.refusals)
         child: resource.IResource = super().getChildWithDefault(path, request)  # type: ignore[no-untyped-call]
@@ -212,6 +261,8 @@ def build_site(
     max_body: int = MAX_REQUEST_BYTES,
     metrics: MetricsProducer | None = None,
     clock: Any = None,
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> server.Site:
     """The HTTP site: ``/mi`` answers JSON-RPC, ``/metrics`` (with ``metrics``) the
     Prometheus text, every other path 404; foreign requests 403 (``clock`` times
@@ -222,7 +273,9 @@ def build_site(
     if metrics is not None:
         root.putChild(METRICS_PATH, MetricsResource(metrics))
     request_class = type("MIRequest", (_BoundedRequest,), {"max_body": max_body})
-    site = server.Site(root, requestFactory=request_class)  # type: ignore[no-untyped-call]
+    site = _MISite(
+        root, refusals, max_connections, requestFactory=request_class, timeout=idle_timeout
+    )
     site.displayTracebacks = False
     return site
 
@@ -235,6 +288,8 @@ def listen_http(
     max_body: int = MAX_REQUEST_BYTES,
     reactor: IReactorTCP | None = None,
     metrics: MetricsProducer | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> IListeningPort:
     """Listen for ``POST /mi`` (and ``GET /metrics``) now; raises CannotListenError on a bind
     error."""
@@ -243,7 +298,14 @@ def listen_http(
 
         reactor = global_reactor
     assert reactor is not None
-    site: Any = build_site(table, max_body=max_body, metrics=metrics, clock=reactor)
+    site: Any = build_site(
+        table,
+        max_body=max_body,
+        metrics=metrics,
+        clock=reactor,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+    )
     return reactor.listenTCP(port, site, interface=interface)
 
 

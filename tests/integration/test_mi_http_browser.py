@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import select
+import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -54,13 +57,15 @@ def _request(
 
 
 @contextlib.asynccontextmanager
-async def _mi_server() -> AsyncIterator[tuple[FakeRegistry, int]]:
+async def _mi_server(**limits: Any) -> AsyncIterator[tuple[FakeRegistry, int]]:
     registry = FakeRegistry()
 
     def metrics() -> defer.Deferred[str]:
         return defer.succeed("sipsock_up 1\n")
 
-    port = listen_http(make_table(registry), interface="127.0.0.1", port=0, metrics=metrics)
+    port = listen_http(
+        make_table(registry), interface="127.0.0.1", port=0, metrics=metrics, **limits
+    )
     try:
         yield registry, _port_of(port)
     finally:
@@ -166,3 +171,58 @@ async def test_stock_opensips_clients_still_work(tmp_path: Path) -> None:
             assert code == 0, (out, err)
             assert json.loads(out) == "OK"
         assert registry.reloads == 3
+
+
+def _idle(port: int, count: int, hold: float) -> list[float | None]:
+    """Open ``count`` idle connections; for each, seconds until the server closed it."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    start = time.monotonic()
+    closed: list[float | None] = [None] * count
+    try:
+        while time.monotonic() - start < hold and None in closed:
+            ready, _, _ = select.select(
+                [s for s, c in zip(socks, closed, strict=True) if c is None], [], [], 0.05
+            )
+            for sock in ready:
+                try:
+                    data = sock.recv(4096)
+                except ConnectionResetError:
+                    data = b""
+                if not data:
+                    closed[socks.index(sock)] = time.monotonic() - start
+        return closed
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_connections_are_capped_and_timed_out() -> None:
+    async with _mi_server(max_connections=16, idle_timeout=1.0) as (registry, port):
+        closed = await threads.deferToThread(_idle, port, 20, 8.0)
+        at_once = [t for t in closed if t is not None and t < 0.8]
+        idle = [t for t in closed if t is not None and 0.8 <= t < 5.0]
+        assert (len(at_once), len(idle)) == (4, 16), closed
+        status, _ = await _call(
+            port, "POST", "/mi", RELOAD, Host=f"127.0.0.1:{port}", Content_Type=JSON
+        )
+        assert status == 200 and registry.reloads == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_answers_do_not_name_the_web_server_version() -> None:
+    async with _mi_server() as (_, port):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        try:
+            for method, path in (("GET", "/metrics"), ("GET", "/mi"), ("GET", "/nothing")):
+                response = await threads.deferToThread(_get, conn, method, path)
+                assert response.getheader("Server") == "sipsock", (path, response.getheaders())
+        finally:
+            conn.close()
+
+
+def _get(conn: http.client.HTTPConnection, method: str, path: str) -> http.client.HTTPResponse:
+    conn.request(method, path)
+    response = conn.getresponse()
+    response.read()
+    return response
