@@ -44,6 +44,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IAddress, IDelayedCall, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
+from txaio.tx import make_logger
 from zope.interface import implementer
 
 from sipsock.config import LimitSettings, WebSocketSettings
@@ -307,8 +308,16 @@ class _SipWebSocketMixin:
             self.on_failed(reason)
 
 
+#: autobahn's own logger for our protocols: errors only. Its info and warning
+#: lines (one or two per refused handshake) repeat what `StreamConnection`
+#: logs and counts, and a scanner would turn them into a flood.
+_AUTOBAHN_LOG: Any = make_logger(level="error")  # type: ignore[no-untyped-call]
+
+
 class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  # type: ignore[misc]
     """An accepted SIP-over-WebSocket connection."""
+
+    log = _AUTOBAHN_LOG
 
     def __init__(self, listener: WebSocketListener) -> None:
         super().__init__()
@@ -327,7 +336,9 @@ class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  
 
     def _refuse_handshake(self, reason: str) -> None:
         me: Any = self
-        me.failHandshake(reason, HANDSHAKE_TOO_LARGE)
+        me.wasNotCleanReason = reason
+        me.sendHttpErrorResponse(HANDSHAKE_TOO_LARGE, "Request Header Fields Too Large")
+        me.dropConnection(abort=False)
 
     def onConnect(self, request: Any) -> str:
         refusal = handshake_refusal(
@@ -365,6 +376,8 @@ class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  
 
 class SipWebSocketClientProtocol(_SipWebSocketMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """A SIP-over-WebSocket connection this socket opened to a peer."""
+
+    log = _AUTOBAHN_LOG
 
     def __init__(
         self,

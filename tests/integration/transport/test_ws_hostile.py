@@ -17,11 +17,14 @@ import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from zope.interface import provider
 
 from sipsock.config import LimitSettings, WebSocketSettings
 from sipsock.transport.stream import StreamListener
@@ -258,3 +261,28 @@ async def test_plain_http_gets_a_bare_refusal_no_status_page_no_redirect(
     head = await in_thread(server_header)
     assert head.startswith(b"HTTP/1.1 101"), head
     assert b"autobahn" not in head.lower(), head
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_handshakes_are_logged_folded(ws: WsSockets) -> None:
+    port = free_port()
+    _, listener = ws.open(f"ws:127.0.0.1:{port}")
+    lines: list[str] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for _ in range(5):
+            await in_thread(lambda: endless_handshake(port, None, 1_000_000))
+            await in_thread(lambda: plain_get(port, None, "/"))
+        await wait_until(lambda: listener.counters.limit_oversize == 5)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert sum("handshake above" in line for line in lines) == 1, lines
+    # autobahn's own per-connection lines are off.
+    assert not [
+        line for line in lines if "dropping connection" in line or "failing WebSocket" in line
+    ]
