@@ -65,6 +65,9 @@ _BCRYPT_PREFIXES: Final = (b"$2a$", b"$2b$", b"$2y$")
 #: against it when the file holds hashes, so they take as long as known ones.
 _DUMMY_HASH: Final = b"$2b$12$r90sc/7Mno.wnAR6Nvq0TOhRbBAKjxngxLcMYKcuXj4bAYRxlmz1K"
 
+#: Seconds before a failed telnet login is answered (SSH: Conch's passwordDelay, 1 s).
+FAILED_LOGIN_DELAY: Final = 1.0
+
 _log = Logger()
 # Conch has no type hints: its classes are used through these names.
 _Key: Any = keys.Key
@@ -284,6 +287,10 @@ class _GatedTelnetLogin(_AuthenticatingTelnetProtocol):  # type: ignore[misc]
     def _ebLogin(self, failure: Failure) -> None:
         # (a retry on the same connection hangs in Twisted's telnet: one try)
         self.gate.login_failed(gated_connection(self.transport), self.user)
+        # Answered after a delay, as Conch's SSH login does.
+        self.gate.reactor.callLater(FAILED_LOGIN_DELAY, self._refuse)
+
+    def _refuse(self) -> None:
         self.transport.write(b"\r\nAuthentication failed\r\n")
         self.transport.loseConnection()
 
