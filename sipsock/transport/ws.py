@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -308,6 +308,9 @@ class _SipWebSocketMixin:
             self.on_failed(reason)
 
 
+#: Seconds a refused handshake's answer has to leave before the connection is aborted.
+REFUSAL_GRACE: Final = 1.0
+
 #: autobahn's own logger for our protocols: errors only. Its info and warning
 #: lines (one or two per refused handshake) repeat what `StreamConnection`
 #: logs and counts, and a scanner would turn them into a flood.
@@ -339,6 +342,11 @@ class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  
         me.wasNotCleanReason = reason
         me.sendHttpErrorResponse(HANDSHAKE_TOO_LARGE, "Request Header Fields Too Large")
         me.dropConnection(abort=False)
+        # TLS waits for the peer's close_notify (reading and decrypting all the
+        # while): the answer gets a moment to leave, then the connection goes.
+        transport = me.transport
+        if transport is not None:
+            self.listener.reactor.callLater(REFUSAL_GRACE, transport.abortConnection)
 
     def onConnect(self, request: Any) -> str:
         refusal = handshake_refusal(
