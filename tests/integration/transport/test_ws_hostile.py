@@ -23,13 +23,15 @@ import pytest
 import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from zope.interface import provider
 
 from sipsock.config import LimitSettings, WebSocketSettings
 from sipsock.transport.stream import StreamListener
 from tests.integration.transport.test_limits_loopback import watch_backlog
-from tests.integration.transport.test_ws_transport import WsSockets, in_thread, one_options
+from tests.integration.transport.test_transport_loopback import options
+from tests.integration.transport.test_ws_transport import WsSockets, in_thread, one_options, reactor
 from tests.net import free_port
 from tests.polling import wait_until
 from tests.sip_probe import options_request, status_of
@@ -302,3 +304,37 @@ async def test_refused_handshakes_are_logged_folded(ws: WsSockets) -> None:
     assert not [
         line for line in lines if "dropping connection" in line or "failing WebSocket" in line
     ]
+
+
+class _EndlessHead(Protocol):
+    """A 'WebSocket server' whose answer head never ends."""
+
+    started = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.transport is not None and not self.started:
+            self.started = True
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\n")
+            self.pump()
+
+    def pump(self) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.write(b"X-Padding: " + b"a" * 4000 + b"\r\n")
+            reactor.callLater(0.001, self.pump)
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbound_handshake_answer_is_capped_too(ws: WsSockets) -> None:
+    factory = Factory.forProtocol(_EndlessHead)
+    server = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    peer_port = server.getHost().port
+    try:
+        _, sender = ws.open(f"ws:127.0.0.1:{free_port()}")
+        started = reactor.seconds()
+        with pytest.raises(ConnectionError):
+            await sender.send(options(peer_port, "x", "WS"), ("127.0.0.1", peer_port))
+        # Refused at the cap, long before the 10 s handshake timeout.
+        assert reactor.seconds() - started < 5.0
+        assert sender.counters.limit_oversize == 1
+    finally:
+        await server.stopListening()
