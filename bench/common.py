@@ -9,6 +9,7 @@ print nothing and decide nothing; the scripts print the figures.
 
 from __future__ import annotations
 
+import csv
 import heapq
 import os
 import selectors
@@ -120,18 +121,39 @@ def children_cpu_seconds() -> float:
 
 
 def udp_drops(port: int, host: str = "127.0.0.1") -> int | None:
-    """Datagrams the kernel dropped on the IPv4 UDP socket bound to host:port.
+    """Datagrams the kernel dropped on the IPv4 UDP sockets bound to host:port.
 
     Read from the last column of /proc/net/udp (a full receive buffer counts
-    there); None when no such socket exists.
+    there), summed over every socket bound to the address (one per worker
+    with ``udp_balance = "reuseport"``); None when no such socket exists.
     """
+    return udp_drops_on([port], host)
+
+
+def udp_drops_on(ports: Sequence[int], host: str = "127.0.0.1") -> int | None:
+    """`udp_drops` summed over ``ports``; None when no socket is bound to any of them."""
     octets = socket.inet_aton(host)[::-1].hex().upper()
-    local = f"{octets}:{port:04X}"
+    wanted = {f"{octets}:{port:04X}" for port in ports}
+    total: int | None = None
     for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
         fields = line.split()
-        if fields[1] == local:
-            return int(fields[-1])
-    return None
+        if fields[1] in wanted:
+            total = (total or 0) + int(fields[-1])
+    return total
+
+
+def sipp_totals(stat: Path) -> tuple[int, float]:
+    """Retransmissions and elapsed seconds from the last line of SIPp's statistics."""
+    with stat.open(newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    if len(rows) < 2:
+        raise BenchError(f"SIPp wrote no statistics to {stat}")
+    values = dict(zip(rows[0], rows[-1], strict=False))
+    # StartTime and CurrentTime read "date<TAB>time<TAB>epoch seconds".
+    elapsed = float(values["CurrentTime"].split("\t")[-1]) - float(
+        values["StartTime"].split("\t")[-1]
+    )
+    return int(values.get("Retransmissions(C)", 0)), elapsed
 
 
 # --- ports and rows ----------------------------------------------------------------
@@ -484,20 +506,77 @@ def machine_note() -> str:
 
 #: A SIPp run held its rate when every call succeeded at this share of the rate asked.
 HELD_SHARE = 0.95
+#: ... with at most this share of its calls retransmitted (SIPp "0 failed calls"
+#: can hide tens of thousands of retransmissions: the rate was not served).
+HELD_RETRANSMISSIONS = 0.001
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a run held its rate, and every reason it did not."""
+
+    reasons: tuple[str, ...]
+
+    @property
+    def held(self) -> bool:
+        return not self.reasons
+
+    def __str__(self) -> str:
+        return "held" if self.held else "not held: " + "; ".join(self.reasons)
+
+
+def held_verdict(
+    *,
+    rate: float,
+    calls: int,
+    successful: int,
+    failed: int,
+    retransmissions: int,
+    kernel_drops: int | None,
+    achieved: float,
+) -> Verdict:
+    """The one rule of every ramp: when a run at ``rate`` counts as held.
+
+    Zero failed calls, every call answered, at least `HELD_SHARE` of the rate
+    asked achieved, retransmissions at most `HELD_RETRANSMISSIONS` of the
+    calls, and no datagram dropped by the kernel on the sockets of the run
+    (``kernel_drops``: the daemon's and SIPp's, from /proc/net/udp; None,
+    unknown, is not held).
+    """
+    reasons: list[str] = []
+    if failed:
+        reasons.append(f"{failed} failed calls")
+    if successful + failed < calls:
+        reasons.append(f"{calls - successful - failed} calls unanswered")
+    if achieved < HELD_SHARE * rate:
+        reasons.append(f"{achieved:,.0f}/s achieved < {HELD_SHARE:.0%} of {rate:,.0f}/s")
+    if retransmissions > HELD_RETRANSMISSIONS * calls:
+        share = retransmissions / calls if calls else 0.0
+        reasons.append(
+            f"{retransmissions} retransmissions ({share:.2%} of calls > {HELD_RETRANSMISSIONS:.1%})"
+        )
+    if kernel_drops is None:
+        reasons.append("kernel drops unknown (socket not found in /proc/net/udp)")
+    elif kernel_drops:
+        reasons.append(f"{kernel_drops} datagrams dropped by the kernel")
+    return Verdict(tuple(reasons))
 
 
 class RateFigures:
     """The rate rules of one SIPp run, shared by the rate benchmarks.
 
     The dataclass that mixes this in provides the fields: ``calls`` and
-    ``rate`` asked, ``successful`` and ``failed`` calls, ``elapsed`` seconds and
-    ``daemon_cpu`` seconds.
+    ``rate`` asked, ``successful`` and ``failed`` calls, SIPp's
+    ``retransmissions``, ``kernel_drops`` on the run's sockets, ``elapsed``
+    seconds and ``daemon_cpu`` seconds.
     """
 
     calls: int
     rate: float
     successful: int
     failed: int
+    retransmissions: int
+    kernel_drops: int | None
     elapsed: float
     daemon_cpu: float
 
@@ -507,13 +586,22 @@ class RateFigures:
         return self.successful / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
-    def held(self) -> bool:
-        """Every call answered, none failed, near the rate asked."""
-        return (
-            self.failed == 0
-            and self.successful == self.calls
-            and self.achieved >= HELD_SHARE * self.rate
+    def verdict(self) -> Verdict:
+        """`held_verdict` of this run."""
+        return held_verdict(
+            rate=self.rate,
+            calls=self.calls,
+            successful=self.successful,
+            failed=self.failed,
+            retransmissions=self.retransmissions,
+            kernel_drops=self.kernel_drops,
+            achieved=self.achieved,
         )
+
+    @property
+    def held(self) -> bool:
+        """The run held its rate (see `held_verdict`)."""
+        return self.verdict.held
 
     @property
     def cpu_us(self) -> float | None:

@@ -19,7 +19,9 @@ and forwarded messages per second actually achieved (successful calls over
 the caller's wall time less one call length), and the daemon's CPU time per
 forwarded message (utime + stime of the control process and its UDP
 workers, from /proc/PID/stat, over the run). The ramp stops at the first
-rate with a failed call or with less than 95 % of the asked rate achieved.
+rate not held (``common.held_verdict``: a failed call, less than 95 % of
+the asked rate achieved, retransmissions above 0.1 % of the calls, or a
+datagram dropped by the kernel on the proxy's or SIPp's UDP sockets).
 SIPp runs on the same cores (its CPU is shown too). Not a test.
 """
 
@@ -34,7 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import cpu_seconds, print_table
+from common import Verdict, cpu_seconds, free_udp_ports, held_verdict, print_table, sipp_totals
+from common import udp_drops as udp_drops_of
 
 from tests.daemon import Daemon
 from tests.net import free_port
@@ -49,6 +52,19 @@ _FAILURE = re.compile(r"Aborting call|Failed regexp|Call-Id '[^']*': while")
 #: caller's wall time is calls / rate plus this.
 CALL_LENGTH = 1.1
 LEGS = ("udp-udp", "udp-tcp")
+COLUMNS = [
+    "leg",
+    "rate",
+    "calls",
+    "failed",
+    "calls/s",
+    "msgs/s",
+    "CPU us/msg",
+    "SIPp CPU s",
+    "retrans",
+    "drops",
+    "verdict",
+]
 
 
 @dataclass
@@ -63,6 +79,8 @@ class Run:
     wall: float
     cpu: float
     sipp_cpu: float
+    retransmissions: int
+    kernel_drops: int | None
 
     @property
     def successful(self) -> int:
@@ -86,8 +104,20 @@ class Run:
         messages = self.successful * MESSAGES_PER_CALL
         return self.cpu / messages * 1e6 if messages else 0.0
 
+    @property
+    def verdict(self) -> Verdict:
+        return held_verdict(
+            rate=self.rate,
+            calls=self.calls,
+            successful=self.successful,
+            failed=self.failed,
+            retransmissions=self.retransmissions,
+            kernel_drops=self.kernel_drops,
+            achieved=self.calls_per_second,
+        )
+
     def held(self) -> bool:
-        return self.failed == 0 and self.calls_per_second >= 0.95 * self.rate
+        return self.verdict.held
 
     def row(self) -> list[object]:
         return [
@@ -99,6 +129,9 @@ class Run:
             f"{self.messages_per_second:.0f}",
             f"{self.cpu_us_per_message:.1f}",
             f"{self.sipp_cpu:.1f}",
+            self.retransmissions,
+            "?" if self.kernel_drops is None else self.kernel_drops,
+            str(self.verdict),
         ]
 
 
@@ -151,6 +184,10 @@ class ProxyBench:
             extra=("-trace_err",),
         )
         time.sleep(0.5)
+        daemon_ports = [self.port_a, *([self.port_b] if self.out_proto == "udp" else [])]
+        [caller_port] = free_udp_ports(1)
+        sipp_ports = [caller_port, *([self.callee_port] if self.out_proto == "udp" else [])]
+        drops_before = [udp_drops_of(port) for port in daemon_ports]
         children_before = _children_cpu()
         cpu_before = cpu_seconds(self.daemon.pid)
         start = time.perf_counter()
@@ -163,13 +200,39 @@ class ProxyBench:
             workdir=self.workdir,
             timeout=timeout,
             extra=("-l", str(max(rate * 2, 100)), "-trace_err"),
+            local_port=caller_port,
         )
+        # SIPp's sockets are gone once it exits: read their drops while the caller runs.
+        sipp_drops = dict.fromkeys(sipp_ports, 0)
+        while caller.running():
+            for port in sipp_ports:
+                sipp_drops[port] = max(sipp_drops[port], udp_drops_of(port) or 0)
+            time.sleep(0.05)
         result = caller.wait()
         wall = time.perf_counter() - start
         cpu = cpu_seconds(self.daemon.pid) - cpu_before
         callee_result = callee.wait()
         sipp_cpu = _children_cpu() - children_before
-        return Run(self.leg, rate, calls, result, callee_result, wall, cpu, sipp_cpu)
+        retransmissions = sum(sipp_totals(run.stat)[0] for run in (caller, callee))
+        drops_after = [udp_drops_of(port) for port in daemon_ports]
+        kernel_drops: int | None = sum(sipp_drops.values())
+        for before, after in zip(drops_before, drops_after, strict=True):
+            if before is None or after is None or kernel_drops is None:
+                kernel_drops = None
+            else:
+                kernel_drops += after - before
+        return Run(
+            self.leg,
+            rate,
+            calls,
+            result,
+            callee_result,
+            wall,
+            cpu,
+            sipp_cpu,
+            retransmissions,
+            kernel_drops,
+        )
 
     def first_error(self) -> str:
         """The first call failure SIPp logged with -trace_err (late "dead call" noise skipped)."""
@@ -223,15 +286,15 @@ def main() -> None:
                 shutil.rmtree(workdir, ignore_errors=True)
     print_table(
         "every run",
-        ["leg", "rate", "calls", "failed", "calls/s", "msgs/s", "CPU us/msg", "SIPp CPU s"],
+        COLUMNS,
         rows,
-        align="lrrrrrrr",
+        align="lrrrrrrrrrl",
     )
     print_table(
-        "highest rate held (zero failed calls, >= 95 % of the asked rate)",
-        ["leg", "rate", "calls", "failed", "calls/s", "msgs/s", "CPU us/msg", "SIPp CPU s"],
+        "highest rate held (0 failed, >= 95 % of the rate, < 0.1 % retransmissions, 0 drops)",
+        COLUMNS,
         [run.row() for run in best.values()],
-        align="lrrrrrrr",
+        align="lrrrrrrrrrl",
     )
 
 

@@ -18,10 +18,12 @@ source port) and from many peers (several SIPp instances sharing the rate):
 * a run at the fixed ``--light`` rate: daemon CPU time per answered OPTIONS
   (utime + stime of the control process and every worker, from /proc, over
   the run, divided by the answered calls);
-* a ramp of rising rates until a run fails (a failed call, fewer answers
-  than calls, or less than 95 % of the asked rate sent), then ``--bisect``
-  halvings: the highest rate held with zero failed calls, and the CPU per
-  OPTIONS at that rate (saturation);
+* a ramp of rising rates until a run is not held (``common.held_verdict``:
+  a failed call, fewer answers than calls, less than 95 % of the asked rate
+  achieved, retransmissions above 0.1 % of the calls, or a datagram dropped
+  by the kernel on the daemon's or a SIPp socket), then ``--bisect``
+  halvings: the highest rate held, and the CPU per OPTIONS at that rate
+  (saturation);
 * how many workers took at least 5 % of the messages of that run.
 
 SIPp shares the two cores with the daemon: its own CPU per call is printed
@@ -33,14 +35,12 @@ table keeps the best rate of any round and the median CPU. Not a test.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from common import (
     BenchDaemon,
@@ -51,6 +51,8 @@ from common import (
     machine_note,
     print_table,
     running_daemon,
+    sipp_totals,
+    udp_drops,
 )
 
 from sipsock.workers.worker import NO_EXCLUSIVE_ENV
@@ -73,6 +75,7 @@ class Run(RateFigures):
     successful: int = 0
     failed: int = 0
     retransmissions: int = 0
+    kernel_drops: int | None = None
     elapsed: float = 0.0
     daemon_cpu: float = 0.0
     sipp_cpu: float = 0.0
@@ -154,19 +157,6 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def sipp_totals(stat: Path) -> tuple[int, float]:
-    """Retransmissions and elapsed seconds from the last line of SIPp's statistics."""
-    with stat.open(newline="") as handle:
-        rows = list(csv.reader(handle, delimiter=";"))
-    if len(rows) < 2:
-        raise BenchError(f"SIPp wrote no statistics to {stat}")
-    values = dict(zip(rows[0], rows[-1], strict=False))
-    elapsed = float(values["CurrentTime"].split("\t")[-1]) - float(
-        values["StartTime"].split("\t")[-1]
-    )
-    return int(values.get("Retransmissions(C)", 0)), elapsed
-
-
 def handled(bench: BenchDaemon) -> list[int]:
     """Messages handled so far by each dynamic-pool worker (from ``ps``)."""
     rows = bench.daemon.mi("ps")["Processes"]
@@ -178,6 +168,8 @@ def run(bench: BenchDaemon, port: int, rate: int, peers: int, args: argparse.Nam
     calls_each = max(1, min(int(rate * args.seconds), args.max_calls) // peers)
     result = Run(rate=rate, peers=peers, calls=calls_each * peers)
     before = handled(bench)
+    drops_before = udp_drops(port)
+    sipp_ports = free_udp_ports(peers)
     cpu_before = bench.cpu()
     sipp_before = children_cpu_seconds()
     runs: list[SippRun] = [
@@ -187,9 +179,16 @@ def run(bench: BenchDaemon, port: int, rate: int, peers: int, args: argparse.Nam
             rate=rate / peers,
             workdir=bench.workdir,
             timeout=calls_each / (rate / peers) * 3 + 20,
+            local_port=sipp_port,
         )
-        for _ in range(peers)
+        for sipp_port in sipp_ports
     ]
+    # A SIPp socket is gone once SIPp exits: read its drops while it runs.
+    sipp_drops = dict.fromkeys(sipp_ports, 0)
+    while any(sipp.running() for sipp in runs):
+        for sipp_port in sipp_ports:
+            sipp_drops[sipp_port] = max(sipp_drops[sipp_port], udp_drops(sipp_port) or 0)
+        time.sleep(0.05)
     for sipp in runs:
         outcome = sipp.wait()
         result.successful += outcome.successful
@@ -205,11 +204,17 @@ def run(bench: BenchDaemon, port: int, rate: int, peers: int, args: argparse.Nam
     time.sleep(STATS_LAG)
     after = handled(bench)
     result.handled = [a - b for a, b in zip(after, before, strict=False)]
+    drops_after = udp_drops(port)
+    daemon_drops = (
+        None if drops_before is None or drops_after is None else drops_after - drops_before
+    )
+    result.kernel_drops = None if daemon_drops is None else daemon_drops + sum(sipp_drops.values())
     print(
         f"    {rate:>6}/s from {peers} peer(s): {result.successful}/{result.calls} ok, "
         f"{result.failed} failed, {result.retransmissions} retransmissions, "
+        f"kernel drops {daemon_drops} daemon / {sum(sipp_drops.values())} SIPp, "
         f"{result.achieved:,.0f}/s, {_us(result.cpu_us)} us/OPTIONS, "
-        f"per worker {result.handled}",
+        f"per worker {result.handled}: {result.verdict}",
         flush=True,
     )
     return result
@@ -348,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(f"\n  after: {machine_note()}; {(time.monotonic() - started) / 60:.1f} minutes")
     print_table(
-        f"UDP worker pool: highest OPTIONS rate held with zero failures, daemon CPU per "
+        "UDP worker pool: highest OPTIONS rate held (0 failed, <0.1 % retransmissions, "
+        f"0 kernel drops), daemon CPU per "
         f"answered OPTIONS (control + workers) at {args.light:,}/s (light) and at the best "
         f"rate; {args.seconds:g} s runs; peers = SIPp instances sharing the rate",
         HEADERS,

@@ -681,6 +681,8 @@ def _canonical_host(host: str, *, wildcard: bool = False) -> str:
     text = host.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
+    if "%" in text or not text.isascii():
+        raise ValueError(f"{_show(host)} is not a host name or an IP address without a zone id")
     try:
         return ipaddress.ip_address(text).compressed
     except ValueError:

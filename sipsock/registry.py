@@ -23,7 +23,10 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
+from sipsock.backoff import retry_delay
 from sipsock.db import SocketRow, SocketStore, StoreError
+from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
+from sipsock.incidents import Incidents
 from sipsock.reloadplan import (
     Failure,
     Rejection,
@@ -32,6 +35,7 @@ from sipsock.reloadplan import (
     plan_reload,
     screen_conflicts,
 )
+from sipsock.repeats import ChangedOnly
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
 from sipsock.transport import Listener, ListenError
@@ -53,6 +57,10 @@ class SocketEntry:
     slot: int
     listener: Listener | None = None
     error: str | None = None
+    #: Failed attempts to open it in a row (by reloads and retries).
+    attempts: int = 0
+    #: Seconds to the next retry while it fails to open (None: no retry planned).
+    next_retry: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -62,6 +70,10 @@ class SocketEntry:
         entry = self.sdef.to_mi()
         if self.error is not None:
             entry["error"] = self.error
+            if self.next_retry is not None:
+                entry["error"] += (
+                    f" ({self.attempts} attempt(s); next retry in {self.next_retry:g} s)"
+                )
         if details:
             entry["slot"] = self.slot
             entry["state"] = "open" if self.is_open else "error"
@@ -108,6 +120,10 @@ class SocketRegistry(Service):
     Deferred fails with `ListenError` when it cannot); the registry never
     touches sockets itself. It also answers the application's socket look-ups
     (`by_tag`, `by_slot`, `first`).
+
+    A dynamic socket that fails to open (port in use, address not on this
+    host yet) is tried again by itself, ``retry_delay`` seconds later, then
+    twice as long each time up to ``max_retry_delay``; a reload tries it too.
     """
 
     log = Logger()
@@ -123,6 +139,7 @@ class SocketRegistry(Service):
         resolver: HostResolver | None = None,
         retry_delay: float = 2.0,
         max_retry_delay: float = 30.0,
+        incidents: Incidents | None = None,
     ) -> None:
         self._store = store
         self._opener = opener
@@ -137,9 +154,22 @@ class SocketRegistry(Service):
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._retry_call: IDelayedCall | None = None
+        self._reopen_call: IDelayedCall | None = None
+        #: Process faults (late workers) recorded meanwhile go into each reload's report.
+        self._incidents = incidents if incidents is not None else Incidents()
         self.reloads = 0
         self.failed_reloads = 0
         self.loaded = False
+        #: The report of the last reload that completed (rejected rows, failed sockets).
+        self.last_report: ReloadReport | None = None
+        #: Durations of the completed reloads.
+        self.reload_seconds = Histogram(RELOAD_SECONDS_BUCKETS)
+        # What a reload logs again only when it changed: rejected rows, sockets that
+        # fail to open or update (retried at every reload), host names with several
+        # addresses (resolved at every reload).
+        self._rejections_logged: ChangedOnly[tuple[int | None, str]] = ChangedOnly()
+        self._failures_logged: ChangedOnly[str] = ChangedOnly()
+        self._hosts_logged: ChangedOnly[str] = ChangedOnly()
 
     # --- service ------------------------------------------------------------------
 
@@ -149,9 +179,10 @@ class SocketRegistry(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self._retry_call = None
+        for call in (self._retry_call, self._reopen_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._retry_call = self._reopen_call = None
         return self._lock.run(lambda: Deferred.fromCoroutine(self._close_all()))
 
     def _initial_load(self, delay: float, attempt: int = 1) -> None:
@@ -197,6 +228,7 @@ class SocketRegistry(Service):
 
     async def _reload(self) -> ReloadReport:
         started = self._reactor.seconds()
+        mark = self._incidents.mark()
         try:
             rows = await self._fetch()
         except StoreError as error:
@@ -210,7 +242,7 @@ class SocketRegistry(Service):
             # The very rows of a reload that left nothing to retry: nothing to do.
             self._settled = settled
             report = ReloadReport(kept=list(settled.kept), rejected=list(settled.rejected))
-            return self._finish(report, started)
+            return self._finish(report, started, mark)
         report = ReloadReport()
         defs, rejected = self._rows.screen(rows)
         names = _host_names(defs)
@@ -234,6 +266,7 @@ class SocketRegistry(Service):
         self._entries = entries
         for sdef, entry in self._entries.items():
             entry.sdef = sdef
+        self._plan_reopen()
         if not names and not report.failed and all(e.is_open for e in self._entries.values()):
             # Host names may resolve otherwise next time, and failures are retried.
             self._settled = _Settled(
@@ -241,7 +274,7 @@ class SocketRegistry(Service):
                 [entry.sdef.socket_text for entry in self._entries.values()],
                 list(report.rejected),
             )
-        return self._finish(report, started)
+        return self._finish(report, started, mark)
 
     async def _fetch(self) -> list[SocketRow]:
         """The rows of the table, once its version row checked out (both asked at once)."""
@@ -254,18 +287,35 @@ class SocketRegistry(Service):
             raise
         return await fetching
 
-    def _finish(self, report: ReloadReport, started: float) -> ReloadReport:
-        for rejection in report.rejected:
-            self.log.warn("{reason}", reason=rejection.reason, socket=rejection.socket)
+    def _finish(self, report: ReloadReport, started: float, mark: int) -> ReloadReport:
+        report.workers = self._incidents.since(mark)
+        repeats = self._log_rejections(report.rejected)
+        self._failures_logged.end_round()
+        self._hosts_logged.end_round()
         report.seconds = self._reactor.seconds() - started
         self.reloads += 1
         self.loaded = True
+        self.last_report = report
+        self.reload_seconds.observe(report.seconds)
         self.log.info(
-            "sockets reloaded in {seconds:.3f} s: {summary}",
+            "sockets reloaded in {seconds:.3f} s: {summary}{repeats_text}",
             seconds=report.seconds,
             summary=report.summary(),
+            repeats=repeats,
+            repeats_text=f" ({repeats} rejected as before, not logged again)" if repeats else "",
         )
         return report
+
+    def _log_rejections(self, rejected: Sequence[Rejection]) -> int:
+        """Log each rejected row whose reason is new or changed; the number left unlogged."""
+        by_key = {(r.row_id, r.socket): r for r in rejected}
+        fresh = self._rejections_logged.news((key, r.reason) for key, r in by_key.items())
+        for key in fresh:
+            rejection = by_key[key]
+            self.log.warn(
+                "{reason}", reason=rejection.reason, socket=rejection.socket, row=rejection.row_id
+            )
+        return len(rejected) - len(fresh)
 
     async def _resolve_hosts(
         self, defs: list[SocketDef], names: list[str]
@@ -283,7 +333,7 @@ class SocketRegistry(Service):
                 errors[name] = "no address"
             else:
                 resolved[name] = value[0]
-                if len(value) > 1:
+                if len(value) > 1 and self._hosts_logged.seen(name, " ".join(value)):
                     self.log.warn(
                         "host name {host} has {count} addresses; using {address}",
                         host=name,
@@ -361,12 +411,13 @@ class SocketRegistry(Service):
             if isinstance(result, TwistedFailure):
                 entry.error = f"update failed: {_open_reason(result)}"
                 report.failed.append(Failure(new.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} kept its old settings: {reason}",
-                    socket=new.socket_text,
-                    slot=entry.slot,
-                    reason=entry.error,
-                )
+                if self._failures_logged.seen(new.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} kept its old settings: {reason}",
+                        socket=new.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
                 self._entries[old] = entry
                 not_updated[new] = old
                 continue
@@ -401,19 +452,77 @@ class SocketRegistry(Service):
             if not isinstance(value, TwistedFailure):
                 entry.listener = value
                 entry.error = None
+                entry.attempts = 0
                 report.added.append(entry.sdef.socket_text)
                 opened.append(entry)
             else:
                 entry.listener = None
+                entry.attempts += 1
                 entry.error = _open_reason(value)
                 report.failed.append(Failure(entry.sdef.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} failed: {reason}",
+                if self._failures_logged.seen(entry.sdef.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} failed: {reason}",
+                        socket=entry.sdef.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
+        self._log_sockets("open", opened)
+
+    def _plan_reopen(self) -> None:
+        """Plan the next attempt at the sockets that failed to open (if any)."""
+        if self._reopen_call is not None and self._reopen_call.active():
+            self._reopen_call.cancel()
+        self._reopen_call = None
+        failing = [e for e in self._entries.values() if not e.is_open]
+        for entry in self._entries.values():
+            entry.next_retry = None
+        if not failing or not self.running:
+            return
+        # The newest failure sets the pace: a socket that just failed is retried soon.
+        delay = retry_delay(
+            min(e.attempts for e in failing), self._retry_delay, self._max_retry_delay
+        )
+        for entry in failing:
+            entry.next_retry = delay
+        self._reopen_call = self._reactor.callLater(delay, self._reopen)
+
+    def _reopen(self) -> None:
+        self._reopen_call = None
+        self._lock.run(lambda: Deferred.fromCoroutine(self._reopen_failed())).addErrback(
+            lambda failure: self.log.failure("retrying the sockets that failed", failure)
+        )
+
+    async def _reopen_failed(self) -> None:
+        """One more attempt at every socket that failed to open, between reloads."""
+        entries = [e for e in self._entries.values() if not e.is_open]
+        if not entries or not self.running:
+            return
+        results = await settle([self._open(e) for e in entries])
+        for entry, value in zip(entries, results, strict=True):
+            entry.attempts += 1
+            if not isinstance(value, TwistedFailure):
+                entry.listener = value
+                entry.error = None
+                self.log.info(
+                    "socket {socket} slot {slot} open at attempt {attempt}",
                     socket=entry.sdef.socket_text,
                     slot=entry.slot,
+                    attempt=entry.attempts,
+                )
+                entry.attempts = 0
+                continue
+            entry.error = _open_reason(value)
+            # Every attempt is logged while the delay grows; then every tenth.
+            if entry.attempts <= 10 or entry.attempts % 10 == 0:
+                self.log.warn(
+                    "socket {socket} slot {slot}: attempt {attempt} to open it failed: {reason}",
+                    socket=entry.sdef.socket_text,
+                    slot=entry.slot,
+                    attempt=entry.attempts,
                     reason=entry.error,
                 )
-        self._log_sockets("open", opened)
+        self._plan_reopen()
 
     def _open(self, entry: SocketEntry) -> Deferred[Listener]:
         try:

@@ -12,14 +12,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sipsock.sockdef import SocketDef, SocketDefError, parse_row, show_value
+from sipsock.sockdef import SocketDef, SocketDefError, parse_row, parse_row_id, show_value
 
 
 class RowLike(Protocol):
     """A row of the sockets table as a store returns it."""
 
     @property
-    def id(self) -> int: ...
+    def id(self) -> Any: ...
     @property
     def socket(self) -> Any: ...
     @property
@@ -65,6 +65,8 @@ class ReloadReport:
     kept: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    #: Worker processes that missed a deadline during the reload (killed and replaced).
+    workers: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -79,6 +81,7 @@ class ReloadReport:
             "kept": list(self.kept),
             "rejected": [r.as_dict() for r in self.rejected],
             "failed": [f.as_dict() for f in self.failed],
+            "workers": list(self.workers),
             "seconds": round(self.seconds, 6),
         }
 
@@ -87,6 +90,7 @@ class ReloadReport:
             f"{len(self.added)} added, {len(self.updated)} updated, "
             f"{len(self.removed)} removed, {len(self.kept)} kept, "
             f"{len(self.rejected)} rejected, {len(self.failed)} failed"
+            + (f", {len(self.workers)} late worker(s)" if self.workers else "")
         )
 
 
@@ -120,9 +124,10 @@ def screen_rows(rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejectio
     rejections: list[Rejection] = []
     for row in rows:
         try:
-            defs.append(parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos))
+            row_id = parse_row_id(row.id)
+            defs.append(parse_row(row_id, row.socket, row.advertised, row.tag, row.flags, row.tos))
         except SocketDefError as error:
-            rejections.append(Rejection(row.id, row_text(row.socket), str(error)))
+            rejections.append(Rejection(error.row_id, row_text(row.socket), str(error)))
     return defs, rejections
 
 

@@ -42,6 +42,11 @@ TOS_MAX_LEN: Final = 32
 _TAG_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _PORT_RE: Final = re.compile(r"[0-9]{1,5}")
+#: A TOS number: ASCII digits (Python's int() also takes ``+16``, ``1_6``, ``١٦``).
+_TOS_DECIMAL_RE: Final = re.compile(r"[0-9]{1,3}")
+_TOS_HEX_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]{1,2}")
+#: A row id given as text: an optional minus and at most 18 ASCII digits.
+_ROW_ID_RE: Final = re.compile(r"-?[0-9]{1,18}")
 
 
 class SocketDefError(ValueError):
@@ -301,18 +306,36 @@ def parse_tos(text: str | None, *, row_id: int | None = None) -> int | None:
         return None
     value: int | None = TOS_NAMES.get(text.upper())
     if value is None:
-        try:
-            value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
-        except ValueError:
+        if _TOS_DECIMAL_RE.fullmatch(text):
+            value = int(text, 10)
+        elif _TOS_HEX_RE.fullmatch(text):
+            value = int(text, 16)
+        else:
             raise SocketDefError(
                 row_id,
                 "tos",
                 text,
-                f"not a TOS value (use {', '.join(TOS_NAMES)} or an integer 0-255)",
-            ) from None
+                f"not a TOS value (use {', '.join(TOS_NAMES)}, an integer 0-255 in ASCII "
+                "digits or 0x00-0xff)",
+            )
         if not 0 <= value <= 255:
             raise SocketDefError(row_id, "tos", text, "TOS must be between 0 and 255")
     return value or None
+
+
+def parse_row_id(value: object) -> int:
+    """The id of a table row: an integer, or its text (``-?[0-9]{1,18}``, ASCII).
+
+    Anything else (NULL, a fraction, ``+1``, ``1_0``, other digits) raises
+    `SocketDefError` naming the value: that row is rejected, the others load.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    if isinstance(text, str) and _ROW_ID_RE.fullmatch(text):
+        return int(text)
+    what = "NULL" if value is None else f"a {type(value).__name__}"
+    raise SocketDefError(None, "id", value, f"not an integer row id ({what})")
 
 
 def parse_static(entry: object, *, index: int) -> SocketDef:
@@ -415,6 +438,11 @@ def _split_host_port(text: str, reject: Any) -> tuple[str, int | None]:
 
 
 def _canonical_host(host: str, reject: Any) -> str:
+    if "%" in host:
+        raise reject(
+            f"{show_value(host)} has a zone id: a scoped IPv6 address cannot be written "
+            "into SIP headers (use a global address)"
+        )
     if ":" in host:
         try:
             return str(ipaddress.IPv6Address(host))

@@ -30,15 +30,19 @@ from sipsock.apps.loader import application_options
 from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, StoreError, open_store
-from sipsock.logs import use_json_logs
+from sipsock.incidents import Incidents
+from sipsock.logs import use_sipsock_logs
 from sipsock.manhole import ManholeError, listen_manhole, mi_caller
 from sipsock.mi import CommandTable, build_command_table
 from sipsock.mi.amp import listen_amp
 from sipsock.mi.datagram import listen_udp
 from sipsock.mi.fifo import FifoListener
 from sipsock.mi.http import listen_http
+from sipsock.readiness import DaemonState, Readiness
 from sipsock.registry import SocketRegistry
+from sipsock.sdnotify import Notifier
 from sipsock.sockdef import SocketDef
+from sipsock.statelock import StateDirLockedError, StateLock
 from sipsock.stats import Statistics, metrics_text
 from sipsock.transport import Listener, ListenError, open_listener
 from sipsock.transport.sockopts import set_udp_receive_buffer
@@ -70,8 +74,10 @@ class Options(usage.Options):
             self["settings"] = load_config(self["config"])
         except ConfigError as error:
             _die(str(error))
-        if self["settings"].core.log_format == "json":
-            use_json_logs(self.parent)  # twistd's --logger, unless one was given
+        core = self["settings"].core
+        # twistd's --logger: the configured format and level (an explicit --logger keeps
+        # its output, filtered at the level).
+        use_sipsock_logs(self.parent, log_format=core.log_format, log_level=core.log_level)
 
 
 def _die(message: str) -> None:
@@ -91,12 +97,30 @@ def makeService(config: usage.Options, reactor: Any = None) -> IService:
 
 
 def build_daemon(settings: Settings, *, reactor: Any = None) -> DaemonService:
-    """Compose every part of the daemon; raises `StartupError` with the reason."""
+    """Compose every part of the daemon; raises `StartupError` with the reason.
+
+    The state directory is locked first: a second daemon on it stops here.
+    systemd's notification variables leave the environment before any worker
+    is spawned (only this process may notify).
+    """
+    notifier = Notifier.from_environ(os.environ)
+    _prepare_state_dir(settings.core.state_dir)
+    lock = _lock_state_dir(settings.core.state_dir)
+    try:
+        daemon = _compose_daemon(settings, reactor)
+    except BaseException:
+        lock.release()
+        raise
+    daemon.state_lock = lock
+    daemon.readiness = Readiness(daemon.state, notifier, clock=daemon.reactor)
+    return daemon
+
+
+def _compose_daemon(settings: Settings, reactor: Any) -> DaemonService:
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    _prepare_state_dir(settings.core.state_dir)
     raise_open_files_limit()
     set_udp_receive_buffer(settings.core.udp_receive_buffer)
     try:
@@ -136,7 +160,8 @@ def build_daemon(settings: Settings, *, reactor: Any = None) -> DaemonService:
     # UDP sockets are served by worker pools (DESIGN "Process model"); the
     # book tells the workers about every other socket, for SendStream.
     book = SocketBook()
-    dynamic_pool, static_pool = _worker_pools(settings, book, reactor)
+    incidents = Incidents()
+    dynamic_pool, static_pool = _worker_pools(settings, book, incidents, reactor)
 
     def open_dynamic(sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
         if sdef.proto == "udp":
@@ -161,6 +186,7 @@ def build_daemon(settings: Settings, *, reactor: Any = None) -> DaemonService:
         max_sockets=settings.sockets_mgm.max_sockets,
         reactor=reactor,
         static=static,
+        incidents=incidents,
     )
     dispatcher.directory = registry
     pools = [pool for pool in (dynamic_pool, static_pool) if pool is not None]
@@ -197,7 +223,7 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 
 def _worker_pools(
-    settings: Settings, book: SocketBook, reactor: Any
+    settings: Settings, book: SocketBook, incidents: Incidents, reactor: Any
 ) -> tuple[UdpWorkerPool, UdpWorkerPool | None]:
     """The pool of the dynamic UDP sockets, and one for static UDP sockets if any.
 
@@ -213,6 +239,8 @@ def _worker_pools(
         balance=balance,
         book=book,
         reactor=reactor,
+        command_timeout=settings.core.worker_timeout,
+        incidents=incidents,
     )
     static = None
     if any(sdef.proto == "udp" for sdef in settings.core.listen):
@@ -223,6 +251,8 @@ def _worker_pools(
             balance=balance,
             book=book,
             reactor=reactor,
+            command_timeout=settings.core.worker_timeout,
+            incidents=incidents,
         )
     return dynamic, static
 
@@ -232,6 +262,17 @@ def _prepare_state_dir(state_dir: Path) -> None:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
         raise StartupError(f"state directory {state_dir}: {error.strerror}") from None
+
+
+def _lock_state_dir(state_dir: Path) -> StateLock:
+    try:
+        return StateLock.acquire(state_dir)
+    except StateDirLockedError as error:
+        raise StartupError(str(error)) from None
+    except OSError as error:
+        raise StartupError(
+            f"state directory {state_dir}: cannot lock {error.filename}: {error.strerror}"
+        ) from None
 
 
 def _create_sqlite_database(settings: Settings) -> None:
@@ -262,6 +303,20 @@ def _open_static(settings: Settings, opener: Any) -> list[Listener]:
                 f"{sdef.socket_text}: {error.reason}"
             ) from None
     return opened
+
+
+def _mi_socket_owner(path: Path, error: Exception) -> str | None:
+    """Who holds the MI socket's lock ("pid N") when that was the error, else None.
+
+    Twisted's UNIX listener locks ``path.lock``, a symbolic link to the pid.
+    """
+    if not (isinstance(error, CannotListenError) and error.socketError == "Cannot acquire lock"):
+        return None
+    try:
+        pid = os.readlink(f"{path}.lock")
+    except OSError:
+        return "pid unknown"
+    return f"pid {pid}" if pid.isdigit() else "pid unknown"
 
 
 class DaemonService(MultiService):
@@ -305,6 +360,10 @@ class DaemonService(MultiService):
         )
         self._ports: list[IListeningPort] = []
         self._fifo: FifoListener | None = None
+        #: Set by `build_daemon`: this daemon's hold on its state directory,
+        #: and what tells the log and systemd that it is ready.
+        self.state_lock: StateLock | None = None
+        self.readiness: Readiness | None = None
         registry.setServiceParent(self)  # type: ignore[no-untyped-call]
         if settings.sockets_mgm.auto_reload:  # a child after the registry: stopped before it
             reloader = AutoReloader(registry, settings.sockets_mgm, reactor)
@@ -322,9 +381,49 @@ class DaemonService(MultiService):
         # collector's full passes, which cost tens of milliseconds in a reload of
         # hundreds of sockets (bench/reload.py).
         gc.freeze()
+        if self.state_lock is not None:
+            self.state_lock.record_pid(os.getpid())  # twistd may have forked since
         for pool in self.pools:
             pool.startService()
         super().startService()  # type: ignore[no-untyped-call]
+        if self.readiness is not None:
+            self.readiness.start()
+
+    def state(self) -> DaemonState:
+        """Sockets, workers, MI endpoints and database, for the ready line and STATUS=."""
+        entries = self.registry.entries
+        workers = [row for pool in self.pools for row in pool.process_rows()]
+        if self.registry.loaded:
+            table = "loaded"
+        elif self.registry.failed_reloads:
+            table = "failed"
+        else:
+            table = "loading"
+        return DaemonState(
+            static_open=len(self.registry.static_listeners),
+            dynamic_open=sum(1 for entry in entries if entry.is_open),
+            dynamic_failed=sum(1 for entry in entries if not entry.is_open),
+            workers_ready=sum(1 for row in workers if row.get("State") == "ready"),
+            workers_total=len(workers),
+            mi=self._mi_endpoints(),
+            database=self.settings.sockets_mgm.db_url.display(),
+            table=table,
+        )
+
+    def _mi_endpoints(self) -> tuple[str, ...]:
+        mi, manhole = self.settings.mi, self.settings.manhole
+        endpoints = [f"sipsock-mi {self.settings.mi_socket}"]
+        if mi.http:
+            endpoints.append(f"http {mi.http_address}:{mi.http_port}")
+        if mi.datagram_port is not None:
+            endpoints.append(f"datagram {mi.datagram_address}:{mi.datagram_port}")
+        if mi.fifo is not None:
+            endpoints.append(f"fifo {mi.fifo}")
+        if manhole.enabled:
+            for kind, port in (("ssh", manhole.ssh_port), ("telnet", manhole.telnet_port)):
+                if port is not None:
+                    endpoints.append(f"manhole {kind} {manhole.address}:{port}")
+        return tuple(endpoints)
 
     def open_admin(self) -> None:
         """Bind the MI listeners now; raises `StartupError` naming the one that failed."""
@@ -334,6 +433,13 @@ class DaemonService(MultiService):
                 listen_amp(self.commands, str(self.settings.mi_socket), reactor=self.reactor)
             )
         except (CannotListenError, OSError) as error:
+            owner = _mi_socket_owner(self.settings.mi_socket, error)
+            if owner is not None:
+                self._close_admin()
+                raise StartupError(
+                    f"MI socket {self.settings.mi_socket} is in use: sipsock is already "
+                    f"running ({owner}); give each daemon its own [mi] socket"
+                ) from None
             self._fail(f"MI socket {self.settings.mi_socket}", error)
         if mi.http:
             try:
@@ -411,6 +517,8 @@ class DaemonService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if self.readiness is not None:
+            self.readiness.stop()
         for wait in self._close_admin():
             await wait
         await super().stopService()  # type: ignore[no-untyped-call]
@@ -418,6 +526,8 @@ class DaemonService(MultiService):
         for stopping in [pool.stopService() for pool in self.pools]:
             await stopping
         await self.store.close()
+        if self.state_lock is not None:
+            self.state_lock.release()
         self.log.info("sipsock stopped")
         # twistd re-raises the stop signal on exit (status -15). A stop that
         # closed every socket cleanly is a success: exit 0, as operators and

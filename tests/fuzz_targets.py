@@ -70,7 +70,7 @@ P = ParamSpec("P")
 
 #: Status codes a request may be answered with by the dispatcher and `Responder`
 #: (513: a stream message whose Content-Length is above the size limit).
-ANSWER_CODES: Final = frozenset({200, 400, 416, 501, 505, 513})
+ANSWER_CODES: Final = frozenset({200, 400, 416, 420, 501, 505, 513})
 #: Limits of the framer under test: small, so that inputs of a few KB reach them.
 FRAMER_MAX_MESSAGE: Final = 2048
 FRAMER_MAX_HEADER: Final = 512

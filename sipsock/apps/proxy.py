@@ -4,7 +4,8 @@ Requests are forwarded, one by one and without any transaction state:
 
 1. Max-Forwards 0 is answered 483 (a request without one gets 70); a
    request that carries a Via of this proxy with its own loop key is
-   answered 482 (`sipsock.proxyrules.is_loop`).
+   answered 482 (`sipsock.proxyrules.is_loop`); a Proxy-Require (this
+   proxy supports no extension) is answered 420 with Unsupported.
 2. Leading Route entries that name this proxy are removed (loose routing).
    A Route left over is the next hop; a request that came with this proxy's
    Record-Route and no other Route goes where its Request-URI points, out of
@@ -67,6 +68,8 @@ from sipsock.proxyrules import (
     wants_record_route,
 )
 from sipsock.sip import Request, Response, SipParseError, make_response, route_response
+from sipsock.sip.extensions import unsupported_options
+from sipsock.sip.memo import Memo
 from sipsock.sip.routing import CONNECT_BACK_IMPOSSIBLE, RELIABLE_TRANSPORTS
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Listener
@@ -75,6 +78,7 @@ from sipsock.transport.base import Listener
 PHRASES: Final[Mapping[int, str]] = {
     400: "Bad Request",
     404: "Not Found",
+    420: "Bad Extension",
     482: "Loop Detected",
     483: "Too Many Hops",
     503: "Service Unavailable",
@@ -83,16 +87,19 @@ PHRASES: Final[Mapping[int, str]] = {
 LOG_PERIOD: Final = 10.0
 #: Problems remembered for log throttling, at most.
 LOG_KEYS: Final = 256
+#: Characters of a problem kept as its throttling key.
+LOG_KEY_TEXT: Final = 200
 #: Transports whose server certificate is checked against the host name.
 _VERIFIED_BY_NAME: Final = frozenset({"tls", "wss"})
 
 
 class RejectedError(Exception):
-    """A request the proxy answers itself: ``code`` and the ``reason`` for the phrase."""
+    """A request the proxy answers itself: ``code``, the ``reason`` for the phrase, ``headers``."""
 
-    def __init__(self, code: int, reason: str = "") -> None:
+    def __init__(self, code: int, reason: str = "", headers: list[tuple[str, str]] | None = None):
         self.code = code
         self.reason = reason
+        self.headers = headers or []
         super().__init__(f"{code} {reason}")
 
 
@@ -126,6 +133,7 @@ class _LogThrottle:
 
     def allow(self, key: str) -> int | None:
         """None to stay silent; else how many lines were held back since the last one."""
+        key = key[:LOG_KEY_TEXT]  # a reason may quote what a peer sent
         now = self._clock.seconds()
         last = self._last.get(key)
         if last is not None and now - last[0] < LOG_PERIOD:
@@ -191,7 +199,7 @@ class StatelessProxy:
         try:
             hop = self.plan(request, context)
         except RejectedError as rejection:
-            self.answer(request, context, rejection.code, rejection.reason)
+            self.answer(request, context, rejection.code, rejection.reason, rejection.headers)
             return
         sending = self._send_request(hop, context)
         sending.addErrback(self._send_failed, request, context, hop)
@@ -204,6 +212,12 @@ class StatelessProxy:
         scan = scan_headers(request)
         if is_loop(request, self.secret, scan):
             raise RejectedError(482)
+        try:
+            unsupported = unsupported_options(request.get_all("proxy-require"), ())
+        except SipParseError as error:
+            raise RejectedError(400, error.reason) from None
+        if unsupported:  # RFC 3261 16.3 item 6: this proxy supports no extension
+            raise RejectedError(420, headers=[("Unsupported", ", ".join(unsupported))])
         receiving = context.socket
         routes = scan.routes
         own = own_routes(routes, receiving, lambda ref: _definition(context.find_socket(ref)))
@@ -304,8 +318,15 @@ class StatelessProxy:
         )
         self.answer(request, context, 503, f"cannot reach {hop.destination}: {_root_cause(reason)}")
 
-    def answer(self, request: Request, context: MessageContext, code: int, reason: str) -> None:
-        """Answer ``request`` with ``code`` (an ACK is only logged)."""
+    def answer(
+        self,
+        request: Request,
+        context: MessageContext,
+        code: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Answer ``request`` with ``code`` and ``headers`` (an ACK is only logged)."""
         self.counters.answered[code] = self.counters.answered.get(code, 0) + 1
         if code in (400, 503):
             self._warn(
@@ -321,7 +342,9 @@ class StatelessProxy:
             return
         phrase = error_phrase(code, reason, PHRASES.get(code))
         try:
-            response = make_response(request, code, phrase, to_tag=self.to_tag(request))
+            response = make_response(
+                request, code, phrase, to_tag=self.to_tag(request), headers=headers or ()
+            )
         except SipParseError:
             return
         context.reply(response)
@@ -461,8 +484,8 @@ def _definition(listener: Listener | None) -> SocketDef | None:
     return listener.sdef if listener is not None else None
 
 
-_addresses: dict[str, str | None] = {}
-_ADDRESS_MEMO: Final = 4096
+#: Hosts to their normal form (bounded in entries and bytes; long hosts not kept).
+_addresses: Memo[str, str | None] = Memo(max_bytes=512 * 1024, max_item=128)
 
 
 def normal_address(host: str) -> str | None:
@@ -478,10 +501,7 @@ def normal_address(host: str) -> str | None:
         address: str | None = ipaddress.ip_address(host.strip("[]")).compressed
     except ValueError:
         address = None
-    if len(_addresses) >= _ADDRESS_MEMO:
-        _addresses.clear()
-    _addresses[host] = address
-    return address
+    return _addresses.remember(host, address, len(host) + len(address or ""))
 
 
 def _root_cause(reason: str) -> str:

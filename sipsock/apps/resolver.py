@@ -26,6 +26,8 @@ from twisted.python.failure import Failure
 RESOLVE_TIMEOUT: Final = 5.0
 #: Names looked up at the same time, at most.
 MAX_PENDING: Final = 32
+#: Longest host name looked up (RFC 1035: 253 characters in text form).
+MAX_NAME: Final = 253
 #: Names kept in the cache, at most.
 CACHE_SIZE: Final = 1024
 #: Seconds an answer is kept (getaddrinfo gives no TTL).
@@ -98,6 +100,8 @@ class ThreadResolver:
     def resolve(self, host: str) -> Deferred[list[str]]:
         """Addresses of ``host`` (from the cache when fresh); fails with `ResolveError`."""
         key = host.lower().rstrip(".")
+        if len(key) > MAX_NAME:  # never cached: the cache holds names of bounded size
+            return defer.fail(ResolveError(host[:80], f"name longer than {MAX_NAME} characters"))
         now = self._reactor.seconds()
         cached = self._cache.get(key)
         if cached is not None:

@@ -3,7 +3,11 @@
 OPTIONS (the keep-alive of most SIP peers) gets 200 OK with Allow, Accept,
 Supported, Server and a Contact on the receiving socket's public address;
 ACK and responses are absorbed; every other request gets the configured
-status (501 Not Implemented by default).
+status (501 Not Implemented by default). A request whose Require names an
+extension not in ``supported`` gets 420 Bad Extension with an Unsupported
+header (RFC 3261 8.2.2.3): never ACK nor CANCEL, and, as the method is
+inspected first (8.2.1), not a request whose method the configured status
+refuses (405, 501).
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from zope.interface import implementer
 
 from sipsock import __version__
 from sipsock.apps.interface import IAnswersOptions, ISipApplication, MessageContext
-from sipsock.sip import Request, Response, make_response
+from sipsock.sip import Request, Response, SipParseError, make_response
+from sipsock.sip.extensions import required_but_unsupported
 from sipsock.sip.keepalive import OptionsReply, tail_of
 from sipsock.sip.response import stable_tag
 from sipsock.sockdef import SocketDef
 
 DEFAULT_SERVER = f"sipsock/{__version__}"
+#: Statuses that refuse the method itself (RFC 3261 8.2.1), before any Require is read.
+METHOD_REFUSALS = frozenset({405, 501})
 
 
 def contact_uri(sdef: SocketDef) -> str:
@@ -64,6 +71,7 @@ class Responder:
         self.server = server
         self.allow = ", ".join(allow)
         self.supported = ", ".join(supported)
+        self._supported_tags = tuple(supported)
         self._salt = secrets.token_hex(8)
 
     def message_received(self, message: Request | Response, context: MessageContext) -> None:
@@ -71,6 +79,18 @@ class Responder:
         if isinstance(message, Response) or message.method == "ACK":
             return
         tag = self.to_tag(message)
+        method_refused = message.method != "OPTIONS" and self.status in METHOD_REFUSALS
+        try:
+            unsupported = (
+                [] if method_refused else required_but_unsupported(message, self._supported_tags)
+            )
+        except SipParseError as exc:
+            context.reply(make_response(message, 400, f"Bad Request ({exc.reason})", to_tag=tag))
+            return
+        if unsupported:
+            headers = [("Unsupported", ", ".join(unsupported)), ("Server", self.server)]
+            context.reply(make_response(message, 420, "Bad Extension", to_tag=tag, headers=headers))
+            return
         if message.method == "OPTIONS":
             response = make_response(
                 message, 200, "OK", to_tag=tag, headers=self.options_headers(context.socket)

@@ -42,9 +42,19 @@ from sipsock.db.store import (
     row_from_tuple,
     version_error,
 )
-from sipsock.sockdef import SocketDefError, parse_row
+from sipsock.sockdef import SocketDefError, parse_row, parse_row_id
 
 DEFAULT_CONFIG = "etc/sipsock.toml"
+
+
+def _row_id(text: str) -> int:
+    """A row id argument: ASCII digits (``int()`` would also take ``+1``, ``1_0``, other digits)."""
+    try:
+        return parse_row_id(text)
+    except SocketDefError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is {error.reason}") from None
+
+
 HEADERS = ("id", "socket", "advertised", "tag", "flags", "tos")
 
 
@@ -78,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--tos", metavar="X", help="IPTOS_* name or 0-255")
     add.add_argument("--node", metavar="N", help="the fleet node the row is for (node_column)")
     remove = commands.add_parser("remove", help="remove the row with this id")
-    remove.add_argument("id", metavar="ID", type=int)
+    remove.add_argument("id", metavar="ID", type=_row_id)
     commands.add_parser("rows", help="print the table (and check its version row)")
     return parser
 

@@ -53,9 +53,12 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SocketRow:
-    """One row of the sockets table, raw: values as the database gave them, NULL as None."""
+    """One row of the sockets table, raw: values as the database gave them, NULL as None.
 
-    id: int
+    ``id`` too: `sipsock.sockdef.parse_row_id` checks it, row by row.
+    """
+
+    id: ColumnValue
     socket: ColumnValue
     advertised: ColumnValue = None
     tag: ColumnValue = None
@@ -196,7 +199,7 @@ def row_from_tuple(values: tuple[object, ...] | list[object]) -> SocketRow:
     """Build a `SocketRow` from a result tuple of `Statements.select_rows`."""
     row_id, socket, advertised, tag, flags, tos = values
     return SocketRow(
-        id=int(row_id),  # type: ignore[call-overload]
+        id=_column(row_id),
         socket=_column(socket),
         advertised=_column(advertised),
         tag=_column(tag),

@@ -24,6 +24,7 @@ from twisted.web import pages, resource, server
 
 from sipsock.limits import Summary
 from sipsock.mi import jsonrpc
+from sipsock.mi.access import QuietSite
 from sipsock.mi.commands import CommandTable, answer_jsonrpc, internal_error
 from sipsock.mi.httpguard import Refusal, content_type_refusal, request_refusal
 from sipsock.mi.jsonrpc import MAX_REQUEST_BYTES
@@ -199,7 +200,7 @@ class RefusalLog:
         )
 
 
-class _MISite(server.Site):
+class _MISite(QuietSite):
     """The MI site: at most ``max_connections`` open (more are closed at accept,
     before any HTTP work), idle ones closed after ``timeout`` seconds."""
 

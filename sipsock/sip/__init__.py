@@ -23,7 +23,8 @@ There are two levels, so that the fast path stays fast:
    not a number, conflicting duplicates, larger than the datagram, missing on
    a stream).  ``error.status`` is 400 for the Content-Length cases (RFC 4475
    3.1.2.2, 3.1.2.3, 3.3.9), ``None`` otherwise.  On a stream the framer raises
-   :class:`SipFramingError` first: close the connection.
+   :class:`SipFramingError` first (its ``messages``: the valid messages cut
+   before the bad one, to deliver): answer and close the connection.
 2. A parsed message may still be malformed for processing.  Read
    ``request.error_response`` once before handing a request to the
    application: ``None`` means well-formed, else ``(code, reason)`` of the

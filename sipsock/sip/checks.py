@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, is_token, parse_number, split_values
+from sipsock.sip.memo import MAX_NAME, Memo
 from sipsock.sip.via import parse_via
 
 if TYPE_CHECKING:
@@ -115,8 +116,7 @@ def check_headers(message: Message) -> None:
         if field not in _TOKEN_NAMES:
             if not is_token(field):
                 raise SipParseError(f"malformed header name {field!r}", status=400)
-            if len(_TOKEN_NAMES) < _TOKEN_NAMES_LIMIT:
-                _TOKEN_NAMES.add(field)
+            _TOKEN_NAMES.remember(field, True, len(field))
         counts[key] = counts.get(key, 0) + 1
     for key in _SINGLE_HEADERS:
         if counts.get(key, 0) > 1:
@@ -141,9 +141,8 @@ def check_headers(message: Message) -> None:
                     check_address(item)
 
 
-#: Header-name spellings already checked to be tokens (bounded memo).
-_TOKEN_NAMES: set[str] = set()
-_TOKEN_NAMES_LIMIT = 4096
+#: Header-name spellings already checked to be tokens (bounded in entries and bytes).
+_TOKEN_NAMES: Memo[str, bool] = Memo(max_bytes=512 * 1024, max_item=MAX_NAME)
 
 
 def check_address(value: str) -> None:

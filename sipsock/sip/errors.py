@@ -33,6 +33,10 @@ class SipFramingError(SipParseError):
     (through its empty line) when it was read whole: a Content-Length that is
     missing, broken or too large. With ``status`` (400, or 513 for a message
     above the size limit) a request can still be answered before closing.
+
+    ``messages`` are the whole messages the framer cut before the failing
+    one from the same read (set by the framer): they are valid and must be
+    delivered before the close.
     """
 
     def __init__(
@@ -40,3 +44,4 @@ class SipFramingError(SipParseError):
     ) -> None:
         super().__init__(reason, status=status)
         self.header = header
+        self.messages: list[bytes] = []

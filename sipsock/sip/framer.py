@@ -42,64 +42,84 @@ class StreamFramer:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data`` and return every message it completes, in order."""
+        """Add ``data`` and return every message it completes, in order.
+
+        A message that cannot be framed raises :class:`SipFramingError`
+        whose ``messages`` are the messages cut before it (from this read):
+        deliver them, then answer the bad one and close. The framer is
+        empty afterwards.
+        """
         buffer = self._buffer
         buffer += data
         messages: list[bytes] = []
         position = 0
         size = len(buffer)
-        while position < size:
-            total = self._total
-            if total is None:
-                if buffer[position] in b"\r\n":
-                    if buffer.startswith(KEEPALIVE_PING, position):
-                        messages.append(KEEPALIVE_PING)
-                        position += 4
-                        continue
-                    if buffer.startswith(b"\r\n", position):
-                        if size - position < 4 and KEEPALIVE_PING.startswith(buffer[position:]):
+        try:
+            while position < size:
+                total = self._total
+                if total is None:
+                    if buffer[position] in b"\r\n":
+                        if buffer.startswith(KEEPALIVE_PING, position):
+                            messages.append(KEEPALIVE_PING)
+                            position += 4
+                            continue
+                        if buffer.startswith(b"\r\n", position):
+                            if size - position < 4 and KEEPALIVE_PING.startswith(buffer[position:]):
+                                break
+                            position += 2
+                            continue
+                        if buffer[position] == 0x0D and size - position == 1:
                             break
-                        position += 2
+                        position += 1
                         continue
-                    if buffer[position] == 0x0D and size - position == 1:
+                    end, body_start = find_header_end(buffer, max(position, self._scan_from))
+                    if end < 0:
+                        if size - position > self.max_header_size:
+                            raise SipFramingError(
+                                f"header section above {self.max_header_size} bytes"
+                            )
+                        # An empty line is at most 3 bytes: one ending later starts
+                        # in the last 2 bytes at the earliest.
+                        self._scan_from = max(position, size - 2)
                         break
-                    position += 1
-                    continue
-                end, body_start = find_header_end(buffer, max(position, self._scan_from))
-                if end < 0:
-                    if size - position > self.max_header_size:
-                        raise SipFramingError(f"header section above {self.max_header_size} bytes")
-                    # An empty line is at most 3 bytes: one ending later starts
-                    # in the last 2 bytes at the earliest.
-                    self._scan_from = max(position, size - 2)
+                    self._scan_from = 0
+                    total = self._message_size(buffer, position, end, body_start)
+                if size - position < total:
+                    self._total = total
                     break
-                self._scan_from = 0
-                if body_start - position > self.max_header_size:
-                    raise SipFramingError(f"header section above {self.max_header_size} bytes")
-                header = bytes(buffer[position:end])
-                if b"SIP/" not in header.split(b"\n", 1)[0]:
-                    raise SipFramingError("stream does not start with a SIP start line")
-                try:
-                    total = body_start - position + self._content_length(header)
-                except SipFramingError as exc:
-                    exc.header = bytes(buffer[position:body_start])
-                    raise
-                if total > self.max_message_size:
-                    raise SipFramingError(
-                        f"message of {total} bytes above {self.max_message_size}",
-                        status=513,
-                        header=bytes(buffer[position:body_start]),
-                    )
-            if size - position < total:
-                self._total = total
-                break
+                self._total = None
+                messages.append(bytes(buffer[position : position + total]))
+                position += total
+        except SipFramingError as exc:
+            exc.messages = messages
+            buffer.clear()
+            self._scan_from = 0
             self._total = None
-            messages.append(bytes(buffer[position : position + total]))
-            position += total
+            raise
         del buffer[:position]
         if self._scan_from:
             self._scan_from -= position
         return messages
+
+    def _message_size(self, buffer: bytearray, position: int, end: int, body_start: int) -> int:
+        """The size of the message whose header section is ``buffer[position:body_start]``."""
+        if body_start - position > self.max_header_size:
+            raise SipFramingError(f"header section above {self.max_header_size} bytes")
+        header = bytes(buffer[position:end])
+        if b"SIP/" not in header.split(b"\n", 1)[0]:
+            raise SipFramingError("stream does not start with a SIP start line")
+        try:
+            total = body_start - position + self._content_length(header)
+        except SipFramingError as exc:
+            exc.header = bytes(buffer[position:body_start])
+            raise
+        if total > self.max_message_size:
+            raise SipFramingError(
+                f"message of {total} bytes above {self.max_message_size}",
+                status=513,
+                header=bytes(buffer[position:body_start]),
+            )
+        return total
 
     @staticmethod
     def _content_length(header: bytes) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from sipsock.sip.memo import MAX_NAME, Memo
+
 TOKEN_CHARS: Final = r"A-Za-z0-9\-.!%*_+`'~"
 is_token = re.compile(f"[{TOKEN_CHARS}]+").fullmatch
 
@@ -92,9 +94,8 @@ def parse_number(text: str) -> int | None:
     return int(significant or "0")
 
 
-#: Memo of header spellings seen to their canonical names (bounded).
-KNOWN_NAMES: dict[str, str] = {}
-_CACHE_LIMIT: Final = 4096
+#: Memo of header spellings seen to their canonical names (bounded in entries and bytes).
+KNOWN_NAMES: Memo[str, str] = Memo(max_bytes=512 * 1024, max_item=2 * MAX_NAME)
 
 
 def canonical_name(name: str) -> str:
@@ -103,8 +104,7 @@ def canonical_name(name: str) -> str:
     if key is None:
         key = name.lower()
         key = COMPACT_FORMS.get(key, key)
-        if len(KNOWN_NAMES) < _CACHE_LIMIT:
-            KNOWN_NAMES[name] = key
+        KNOWN_NAMES.remember(name, key, len(name) + len(key))
     return key
 
 

@@ -11,6 +11,7 @@ general path would send, or ``None`` ("not sure: take the general path").
 
 It declines everything out of the ordinary: another method or version,
 bare LF or CR line ends, folded lines, a Via field holding several values,
+a Require header (the application decides about extensions),
 a duplicated single-value header, anything a check rejects (the general
 path then answers 400 or drops it, as before), and so on. Where it does
 answer, the rules are the general path's own functions (`check_request_uri`,
@@ -51,11 +52,12 @@ from sipsock.sip.keepalive_layout import (
     cut,
     cut_tag,
     from_templates,
+    layout_size,
     layouts,
     line_id,
-    remember,
     via_templates,
 )
+from sipsock.sip.memo import MAX_BYTES, MAX_ITEM, MAX_NAME, Memo
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
 from sipsock.sip.response import has_tag, stable_tag
 from sipsock.sip.via import parse_via, stamp_via_value
@@ -68,6 +70,7 @@ STATUS_LINE: Final = "SIP/2.0 200 OK\r\n"
 _VIA: Final = 1  # copied, one or more fields, each value checked
 _SINGLE: Final = 2  # at most one field
 _ADDRESSES: Final = 3  # not copied, comma list of addresses (Contact, Route, Record-Route)
+_DECLINE: Final = 4  # the general path decides (Require: 420 for an unsupported extension)
 _KINDS: Final[dict[str, int]] = {
     "via": _VIA,
     "from": _SINGLE,
@@ -80,15 +83,15 @@ _KINDS: Final[dict[str, int]] = {
     "contact": _ADDRESSES,
     "route": _ADDRESSES,
     "record-route": _ADDRESSES,
+    "require": _DECLINE,
 }
 
 #: Header-name spellings seen to be tokens, to their canonical names (bounded memo).
-_TOKEN_NAMES: dict[str, str] = {}
+_TOKEN_NAMES: Memo[str, str] = Memo(max_bytes=512 * 1024, max_item=2 * MAX_NAME)
 #: Request-URIs and addresses their checks accepted (bounded memos, emptied when
 #: full): a peer's keep-alives repeat their Request-URI, To and Contact.
-_GOOD_URIS: set[str] = set()
-_GOOD_ADDRESSES: set[str] = set()
-_MEMO_LIMIT: Final = 4096
+_GOOD_URIS: Memo[str, bool] = Memo()
+_GOOD_ADDRESSES: Memo[str, bool] = Memo()
 
 _T = f"[{TOKEN_CHARS}]+"
 #: ``name <scheme:no-blanks>;param=value``: a strict subset of what
@@ -131,16 +134,8 @@ def _token_name(name: str) -> str | None:
     if key is None:
         if not is_token(name):
             return None
-        key = canonical_name(name)
-        if len(_TOKEN_NAMES) < _MEMO_LIMIT:
-            _TOKEN_NAMES[name] = key
+        key = _TOKEN_NAMES.remember(name, canonical_name(name), 2 * len(name))
     return key
-
-
-def _remember(memo: set[str], value: str) -> None:
-    if len(memo) >= _MEMO_LIMIT:
-        memo.clear()
-    memo.add(value)
 
 
 def _check_address(value: str) -> None:
@@ -149,14 +144,14 @@ def _check_address(value: str) -> None:
         return
     if _match_plain_address(value) is None:
         check_address(value)
-    _remember(_GOOD_ADDRESSES, value)
+    _GOOD_ADDRESSES.remember(value, True, len(value))
 
 
 def _check_request_uri(uri: str) -> None:
     """`check_request_uri`, remembered."""
     if uri not in _GOOD_URIS:
         check_request_uri(uri)
-        _remember(_GOOD_URIS, uri)
+        _GOOD_URIS.remember(uri, True, len(uri))
 
 
 #: What the loop does with one header line (the first item of a `_Line`).
@@ -172,12 +167,13 @@ _Line = tuple[int, str, str, str, str, int]
 _IGNORED_LINE: Final[_Line] = (_IGNORED, "", "", "", "", 0)
 
 #: Header lines read before, to how they were read (bounded memo, emptied when
-#: full). Only lines that hold no per-request value are remembered: a peer's
+#: full; an entry holds the line about three times: line, value, text).
+#: Only lines that hold no per-request value are remembered: a peer's
 #: keep-alives repeat their To, CSeq (or not), Contact, Max-Forwards, Accept,
 #: Content-Length lines byte for byte. Via, From and Call-ID lines are read
 #: anew each time. Everything remembered was checked without regard to the
 #: rest of the message, so a remembered line is read exactly as a new one.
-_LINES: dict[str, _Line] = {}
+_LINES: Memo[str, _Line] = Memo(max_bytes=4 * MAX_BYTES, max_item=3 * MAX_ITEM)
 
 
 def _read_line(line: str) -> _Line | None:
@@ -197,6 +193,8 @@ def _read_line(line: str) -> _Line | None:
     kind = _KINDS.get(key)
     if kind is None:
         entry = _IGNORED_LINE
+    elif kind == _DECLINE:
+        return None
     else:
         value = value.strip(" \t")
         text = f"{name}: {value}"
@@ -213,10 +211,7 @@ def _read_line(line: str) -> _Line | None:
         if checked is None:
             return None
         entry = checked
-    if len(_LINES) >= _MEMO_LIMIT:
-        _LINES.clear()
-    _LINES[line] = entry
-    return entry
+    return _LINES.remember(line, entry, 3 * len(line))
 
 
 def _checked_line(kind: int, key: str, name: str, value: str, text: str) -> _Line | None:
@@ -348,6 +343,8 @@ def _record_layout(raw_lines: list[bytes], entries: list[_Line], host: str, port
     ``entries`` are its header lines as read. Nothing is recorded when its
     top Via or its From has no template (see `sipsock.sip.keepalive_layout`).
     """
+    if max(map(len, raw_lines)) > MAX_ITEM:
+        return  # a line too long to remember: its layout could never be found
     key: list[int | None] = [line_id(raw_lines[0])]
     vias: list[Varying] = []
     others: dict[str, Varying] = {}
@@ -397,7 +394,7 @@ def _record_layout(raw_lines: list[bytes], entries: list[_Line], host: str, port
         tag_gap,
         content_length,
     )
-    remember(layouts, tuple(key), layout)
+    layouts.remember(tuple(key), layout, layout_size(layout))
 
 
 def _via_template(value: bytes, host: str, port: int) -> bool:
@@ -425,7 +422,8 @@ def _via_template(value: bytes, host: str, port: int) -> bool:
         if len(around) != 2 or around[0] + branch + around[1] != stamped.encode():
             return False
         template = (around[0], around[1])
-    remember(via_templates, (before, after, host, port), template)
+    size = len(before) + len(after) + len(host) + len(template[0]) + len(template[1])
+    via_templates.remember((before, after, host, port), template, size)
     return True
 
 
@@ -442,5 +440,5 @@ def _from_template(value: bytes) -> bool:
         check_address((before + MARKER + after).decode())
     except (SipParseError, ValueError):
         return False
-    remember(from_templates, (before, after), True)
+    from_templates.remember((before, after), True, len(before) + len(after))
     return True

@@ -28,7 +28,8 @@ Whenever anything differs from what was recorded (another name spelling, a
 Via without a branch, a Call-ID with blanks, a body shorter than its
 Content-Length, no template yet), `answer_by_layout` gives None and the
 caller reads the message line by line as before, which is the reference.
-Every memo here is bounded and emptied when full.
+Every memo here is a `Memo`: bounded in entries and bytes, emptied when
+full, and never holding a line longer than `MAX_ITEM`.
 
 The caller need not look for a bare CR or LF first: every byte of a header
 section answered here lies in a line, a name or a template recorded from a
@@ -42,15 +43,12 @@ import hashlib
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import is_token
+from sipsock.sip.memo import Memo
 from sipsock.sip.via import parse_via
-
-MEMO_LIMIT: Final = 4096
-K = TypeVar("K")
-V = TypeVar("V")
 
 #: The bytes of a token; ``value.translate(None, TOKEN_BYTES)`` is empty for a token.
 TOKEN_BYTES: Final = bytes(c for c in range(128) if is_token(chr(c)))
@@ -88,29 +86,32 @@ class Layout:
 
 #: Lines that hold no per-request value, to their numbers (emptied when full;
 #: numbers are never given twice, so a layout of forgotten lines is unreachable).
-line_ids: dict[bytes, int] = {}
+line_ids: Memo[bytes, int] = Memo()
 _numbers = itertools.count(1)
 #: Keys (a tuple of line numbers, None for varying lines) to their layouts.
-layouts: dict[tuple[int | None, ...], Layout] = {}
+layouts: Memo[tuple[int | None, ...], Layout] = Memo(max_item=4096)
 #: ``(value before the branch, value after it, peer host, peer port)`` of a
 #: top Via to the stamped text before and after the branch.
-via_templates: dict[tuple[bytes, bytes, str, int], tuple[bytes, bytes]] = {}
+via_templates: Memo[tuple[bytes, bytes, str, int], tuple[bytes, bytes]] = Memo(max_item=4096)
 #: ``(value before the tag, value after it)`` of From values checked once.
-from_templates: dict[tuple[bytes, bytes], bool] = {}
-
-
-def remember(memo: dict[K, V], key: K, value: V) -> V:
-    """``memo[key] = value``, emptying ``memo`` first when it is full; gives ``value``."""
-    if len(memo) >= MEMO_LIMIT:
-        memo.clear()
-    memo[key] = value
-    return value
+from_templates: Memo[tuple[bytes, bytes], bool] = Memo()
 
 
 def line_id(line: bytes) -> int:
-    """The number of a line that holds no per-request value (given on first sight)."""
+    """The number of a line that holds no per-request value (given on first sight).
+
+    A line longer than the memo keeps gets a new number every time: a layout
+    holding it is never recorded (the caller checks the lengths first).
+    """
     number = line_ids.get(line)
-    return remember(line_ids, line, next(_numbers)) if number is None else number
+    return line_ids.remember(line, next(_numbers), len(line)) if number is None else number
+
+
+def layout_size(layout: Layout) -> int:
+    """The bytes a layout holds (its pieces, prefixes and key), for its memo."""
+    varying = (layout.top_via, layout.from_, layout.call_id, *layout.other_vias)
+    pieces = sum(len(piece) for piece in layout.pieces if piece is not None)
+    return pieces + sum(len(prefix) + len(head) + 32 for _, prefix, head, _ in varying)
 
 
 def cut(value: bytes, name: bytes, after: int = 0) -> tuple[bytes, bytes, bytes] | None:

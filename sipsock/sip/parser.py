@@ -16,6 +16,10 @@ DEFAULT_MAX_SIZE: Final = 65535
 _find_empty_line = re.compile(rb"\n\r?\n").search
 #: A continuation line (header folding, RFC 3261 7.3.1).
 _find_folding = re.compile(r"\n[ \t]").search
+#: A fold: blanks, a line end, blanks (repeated for blank lines in between).
+_folds = re.compile(r"(?<![ \t])(?:[ \t]*+\n[ \t]++)++")
+#: Blank lines at the start of the header section.
+_leading_blank_lines = re.compile(r"(?:[ \t]*+\n)*+").match
 
 
 def find_header_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
@@ -97,20 +101,22 @@ def _content_lengths(headers: list[tuple[str, str]], keys: list[str]) -> list[st
 
 
 def _unfold(lines: list[str]) -> list[str]:
-    """Join continuation lines (starting with SP or HT) to the line before."""
-    unfolded = [lines[0]]
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            extra = line.strip(" \t")
-            if not extra:
-                continue
-            if len(unfolded) == 1:
+    """Join continuation lines (starting with SP or HT) to the line before.
+
+    A fold (the blanks around a line end followed by blanks, and any blank
+    lines among them) becomes one space. Linear in the size of the header
+    section: one regular expression, whose lookbehind and possessive
+    quantifiers never rescan a run of blanks (re-joining the growing line
+    at every fold made 16,000 folds cost 100 times a plain datagram).
+    """
+    rest = "\n".join(lines[1:])
+    if rest[:1] in (" ", "\t"):
+        rest = rest[_leading_blank_lines(rest).end() :]  # type: ignore[union-attr]
+        if rest[:1] in (" ", "\t"):
+            if rest.strip(" \t"):
                 raise SipParseError("continuation line before the first header")
-            previous = unfolded[-1].rstrip(" \t")
-            unfolded[-1] = f"{previous} {extra}" if not previous.endswith(":") else previous + extra
-        else:
-            unfolded.append(line)
-    return unfolded
+            return lines[:1]
+    return [lines[0], *_folds.sub(" ", rest).split("\n")]
 
 
 def _parse_start_line(line: str) -> Request | Response:

@@ -165,3 +165,20 @@ def test_socket_defs_hash_by_identity() -> None:
     assert a != sd(1, "udp:127.0.0.1:5070")
     assert {a: 1}[b] == 1
     assert hash(a) == hash(b)
+
+
+def test_a_row_with_a_null_or_non_integer_id_is_rejected_and_the_others_load() -> None:
+    rows: list[Any] = [
+        Row(1, "udp:127.0.0.1:5070"),
+        Row(None, "udp:127.0.0.1:5071"),  # type: ignore[arg-type]
+        Row("x7", "udp:127.0.0.1:5072"),  # type: ignore[arg-type]
+        Row("8", "udp:127.0.0.1:5073"),  # type: ignore[arg-type]
+    ]
+    defs, rejected = screen_rows(rows)
+    assert [d.row_id for d in defs] == [1, 8]
+    assert [(r.row_id, r.socket) for r in rejected] == [
+        (None, "udp:127.0.0.1:5071"),
+        (None, "udp:127.0.0.1:5072"),
+    ]
+    assert rejected[0].reason == "id NULL: not an integer row id (NULL)"
+    assert rejected[1].reason == "id 'x7': not an integer row id (a str)"

@@ -17,6 +17,7 @@ from sipsock.sockdef import (
     SocketDefError,
     collapse,
     parse_row,
+    parse_row_id,
     parse_static,
 )
 
@@ -195,7 +196,7 @@ def test_tos_names_and_numbers(tos: object, value: int | None) -> None:
     ("tos", "reason"),
     [
         ("256", "between 0 and 255"),
-        ("-1", "between 0 and 255"),
+        ("-1", "not a TOS value"),
         ("IPTOS_FAST", "not a TOS value"),
         ("lowdelay", "not a TOS value"),
         ("x" * 40, "longer than 32 characters"),
@@ -322,3 +323,59 @@ def test_arbitrary_rows_parse_or_give_a_rejection(
         parse_row(9, socket, advertised, tag, flags, tos)
     except SocketDefError as error:
         assert str(error).startswith("row 9: ")
+
+
+@pytest.mark.parametrize(
+    "tos",
+    [
+        "1_6",
+        "+16",
+        "\u0661\u0666",
+        "\uff11\uff16",
+        "0x1_0",
+        "-0",
+        "0x",
+        "0x100",
+        "0016",
+        "16.0",
+        "0b10000",
+        "1e1",
+    ],
+)
+def test_tos_takes_ascii_digits_only(tos: str) -> None:
+    error = rejection({"socket": "udp:10.0.0.1", "tos": tos})
+    assert (error.row_id, error.column, error.value) == (7, "tos", tos)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("advertised", "[fe80::1%eth0]"),
+        ("advertised", "[fe80::1%eth0]:5060"),
+        ("advertised", "[fe80::1%251]"),
+        ("socket", "udp:[fe80::1%eth0]:5060"),
+        ("socket", "tcp:[fe80::1%lo]"),
+    ],
+)
+def test_ipv6_zone_ids_are_rejected(column: str, value: str) -> None:
+    row = {"socket": "udp:10.0.0.1", column: value}
+    error = rejection(row)
+    assert error.column == column
+    assert "zone id" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "row_id"), [(7, 7), ("12", 12), (b"3", 3), ("-4", -4), (2**40, 2**40)]
+)
+def test_row_ids_are_integers_or_their_ascii_digits(value: object, row_id: int) -> None:
+    assert parse_row_id(value) == row_id
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", "abc", "1.5", 1.0, "+1", "1_0", "\u0661", " 1", True, "9" * 19, b"\xff"]
+)
+def test_other_row_ids_are_rejected_naming_the_value(value: object) -> None:
+    with pytest.raises(SocketDefError) as info:
+        parse_row_id(value)
+    assert info.value.column == "id"
+    assert "not an integer row id" in str(info.value)

@@ -37,6 +37,10 @@ def bad_rows(backend: str, static_port: int) -> list[tuple[dict[str, Any], str]]
         ({"socket": f"udp:no-such-host.invalid:{port}"}, "cannot resolve host name"),
         ({"socket": f"udp:127.0.0.1:{port}", "flags": "frag,turbo"}, "unknown flag 'turbo'"),
         ({"socket": f"udp:127.0.0.1:{port}", "tos": "IPTOS_BOGUS"}, "not a TOS value"),
+        ({"socket": f"udp:127.0.0.1:{port}", "tos": "1_6"}, "not a TOS value"),
+        ({"socket": f"udp:127.0.0.1:{port}", "tos": "+16"}, "not a TOS value"),
+        ({"socket": f"udp:127.0.0.1:{port}", "tos": "\uff11\uff16"}, "not a TOS value"),
+        ({"socket": f"udp:127.0.0.1:{port}", "advertised": "[fe80::1%eth0]"}, "zone id"),
         ({"socket": None}, "the socket column is empty"),
         ({"socket": f"udp:{long_host}"}, "cannot resolve host name"),
         ({"socket": f"udp:127.0.0.1:{static_port}"}, "on the address of the static socket"),
@@ -113,6 +117,38 @@ def test_a_null_socket_in_the_first_row_does_not_hide_the_table(
     table.insert(f"udp:127.0.0.1:{good}")
     report = daemon.reload()
     assert report["added"] == [f"udp:127.0.0.1:{good}"]
+    assert answers(good)
+
+
+def test_rows_with_a_null_or_non_integer_id_are_rejected_and_the_others_load(
+    daemon_factory: DaemonFactory, sqlite_url: str
+) -> None:
+    table = SocketTable(sqlite_url)
+    table.init()
+    # A table made by another tool: its id is not an INTEGER PRIMARY KEY.
+    table.execute("DROP TABLE sockets")
+    table.execute(
+        "CREATE TABLE sockets (id TEXT, socket VARCHAR(128), advertised VARCHAR(128), "
+        "tag VARCHAR(128), flags VARCHAR(128), tos VARCHAR(32))"
+    )
+    good, null_id, text_id = free_port(), free_port(), free_port()
+    table.execute("INSERT INTO sockets (id, socket) VALUES ('1', ?)", (f"udp:127.0.0.1:{good}",))
+    table.execute(
+        "INSERT INTO sockets (id, socket) VALUES (NULL, ?)", (f"udp:127.0.0.1:{null_id}",)
+    )
+    table.execute("INSERT INTO sockets (id, socket) VALUES ('x', ?)", (f"udp:127.0.0.1:{text_id}",))
+    daemon = daemon_factory(sqlite_url)
+
+    report = daemon.reload()
+
+    assert report["added"] == [] and report["kept"] == [f"udp:127.0.0.1:{good}"], report
+    reasons = sorted((r["socket"], r["reason"]) for r in report["rejected"])
+    assert reasons == sorted(
+        [
+            (f"udp:127.0.0.1:{null_id}", "id NULL: not an integer row id (NULL)"),
+            (f"udp:127.0.0.1:{text_id}", "id 'x': not an integer row id (a str)"),
+        ]
+    )
     assert answers(good)
 
 

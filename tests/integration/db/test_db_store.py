@@ -28,7 +28,8 @@ from zope.interface import provider
 
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, SocketRow, StoreError, open_store
-from sipsock.sockdef import SocketDefError, parse_row
+from sipsock.reloadplan import screen_rows
+from sipsock.sockdef import SocketDefError, parse_row, parse_row_id
 from tests.mariadb import MariaDBServer
 from tests.pg import PostgresServer
 
@@ -278,6 +279,10 @@ def test_cli_init_add_rows_remove(backend: Backend) -> None:
         ["2", "tcp:[::1]:5070", "sip.example.com:5080", "-", "frag,anycast", "-"],
     ]
 
+    for loose in ("+1", "1_0", "\u0661", "1.0"):  # int() takes the first three
+        refused = backend.cli("remove", loose)
+        assert refused.returncode == 2, (loose, refused.stdout)
+        assert "not an integer row id" in refused.stderr
     removed = backend.cli("remove", "1")
     assert removed.returncode == 0, removed.stderr
     assert [line[0] for line in lines_of(backend.cli("rows").stdout)] == ["id", "2"]
@@ -354,7 +359,10 @@ async def test_fetch_returns_rows_in_id_order_with_nulls(backend: Backend, store
         SocketRow(5, "ws:10.0.0.5", None, "", None, "16"),
         SocketRow(9, "udp:10.0.0.9", None, None, None, None),
     ]
-    assert [parse_row(r.id, r.socket, r.advertised, r.tag, r.flags, r.tos).port for r in rows] == [
+    assert [
+        parse_row(parse_row_id(r.id), r.socket, r.advertised, r.tag, r.flags, r.tos).port
+        for r in rows
+    ] == [
         5070,
         80,
         5060,
@@ -514,7 +522,7 @@ async def test_hostile_values_round_trip_and_are_rejected_by_parse_row(
     accepted = []
     for row in rows:
         try:
-            parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos)
+            parse_row(parse_row_id(row.id), row.socket, row.advertised, row.tag, row.flags, row.tos)
         except SocketDefError as exc:
             assert exc.row_id == row.id
             assert len(str(exc)) < 300  # the value is quoted, bounded
@@ -547,7 +555,7 @@ async def test_sqlite_odd_storage_classes_do_not_break_fetch(
     assert parse_row(3, rows[2].socket, tos=rows[2].tos).tos == 16
     for row in rows[:2]:
         with pytest.raises(SocketDefError):
-            parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos)
+            parse_row(parse_row_id(row.id), row.socket, row.advertised, row.tag, row.flags, row.tos)
 
 
 @pytest_twisted.ensureDeferred
@@ -591,7 +599,7 @@ async def test_mysql_char_padding_is_not_part_of_a_value(mysql: Backend, stores:
     assert row == SocketRow(
         1, "udp:127.0.0.1:5090", "203.0.113.9", "edge", "frag,reuse_port", "IPTOS_LOWDELAY"
     )
-    sdef = parse_row(row.id, row.socket, row.advertised, row.tag, row.flags, row.tos)
+    sdef = parse_row(parse_row_id(row.id), row.socket, row.advertised, row.tag, row.flags, row.tos)
     assert (sdef.port, sdef.tag, sdef.tos) == (5090, "edge", 16)
 
 
@@ -747,3 +755,39 @@ async def test_server_down_at_start_then_up(
     assert await fetch_until_ok(store, timeout=20.0) == []
     gc.collect()
     assert [event.get("log_format") for event in errors_logged] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_rows_with_a_null_or_non_integer_id_are_rejected_one_by_one(
+    tmp_path: Path, stores: Stores
+) -> None:
+    # A table made by another tool, whose id is not an INTEGER PRIMARY KEY.
+    backend = _sqlite_backend(tmp_path)
+    backend.init()
+    backend.sql("DROP TABLE sockets")
+    backend.sql(
+        "CREATE TABLE sockets (id TEXT, socket TEXT, advertised TEXT, "
+        "tag TEXT, flags TEXT, tos TEXT)"
+    )
+    insert = "INSERT INTO sockets (id, socket) VALUES (?, ?)"
+    for row_id, socket in [
+        ("1", "udp:10.0.0.1"),
+        (None, "udp:10.0.0.2"),
+        ("abc", "udp:10.0.0.3"),
+        (2.5, "udp:10.0.0.4"),
+        ("1_0", "udp:10.0.0.5"),
+        (7, "udp:10.0.0.6"),
+    ]:
+        backend.sql(insert, row_id, socket)
+    store = stores.open(backend.settings())
+
+    rows = await store.fetch()
+    defs, rejected = screen_rows(rows)
+
+    assert sorted(d.host for d in defs) == ["10.0.0.1", "10.0.0.6"]
+    assert sorted((r.socket, r.reason) for r in rejected) == [
+        ("udp:10.0.0.2", "id NULL: not an integer row id (NULL)"),
+        ("udp:10.0.0.3", "id 'abc': not an integer row id (a str)"),
+        ("udp:10.0.0.4", "id '2.5': not an integer row id (a str)"),  # TEXT affinity
+        ("udp:10.0.0.5", "id '1_0': not an integer row id (a str)"),
+    ]

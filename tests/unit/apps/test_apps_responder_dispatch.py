@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -333,3 +334,46 @@ def test_a_huge_bad_value_is_cut_in_the_log_line() -> None:
     assert len(cut) < MAX_LOGGED_REASON + 40
     assert cut.startswith(reason[:MAX_LOGGED_REASON]) and "10009 characters" in cut
     assert loggable_reason("short") == "short"
+
+
+# -- Require (RFC 3261 8.2.2.3, RFC 4475 bext01) ----------------------------------
+
+
+def test_rfc4475_bext01_gets_420_listing_the_unsupported_extensions() -> None:
+    data = (Path(__file__).parents[2] / "data" / "rfc4475" / "bext01.dat").read_bytes()
+    response = answer(deliver(Responder(), data)[0])
+    assert (response.code, response.reason) == (420, "Bad Extension")
+    assert response.get("unsupported") == "nothingSupportsThis, nothingSupportsThisEither"
+    assert response.call_id == "bext01.0ha0isndaksdj"
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "INVITE", "REGISTER"])
+def test_require_of_an_unsupported_extension_gets_420(method: str) -> None:
+    data = request(method, extra="Require: 100rel\r\nRequire: timer, 100REL\r\n")
+    response = answer(deliver(Responder(403, "Forbidden", supported=["timer"]), data)[0])
+    assert response.code == 420
+    assert response.get("unsupported") == "100rel"
+
+
+@pytest.mark.parametrize("status", [405, 501])
+def test_a_refused_method_is_refused_before_its_require_is_read(status: int) -> None:
+    data = request("INVITE", extra="Require: 100rel\r\n")
+    assert answer(deliver(Responder(status, "No"), data)[0]).code == status
+    assert answer(deliver(Responder(status, "No"), request(extra="Require: x\r\n"))[0]).code == 420
+
+
+def test_require_of_supported_extensions_is_served() -> None:
+    data = request(extra="Require: timer\r\n")
+    assert answer(deliver(Responder(supported=["Timer"]), data)[0]).code == 200
+
+
+@pytest.mark.parametrize("method", ["ACK", "CANCEL"])
+def test_ack_and_cancel_are_never_answered_420(method: str) -> None:
+    replies, _ = deliver(Responder(403, "F"), request(method, extra="Require: nothing\r\n"))
+    assert [parse(reply).code for reply in replies] == ([] if method == "ACK" else [403])  # type: ignore[union-attr]
+
+
+def test_a_malformed_option_tag_gets_400() -> None:
+    response = answer(deliver(Responder(), request(extra="Require: a b\r\n"))[0])
+    assert response.code == 400
+    assert response.get("unsupported") is None

@@ -458,3 +458,27 @@ def test_branch_helper_matches_what_the_proxy_sends() -> None:
         "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-abc;rport=5060;received=192.0.2.1"
     )
     assert forwarded(world.b).top_via.branch == proxy_branch(received, SECRET)
+
+
+def test_proxy_require_is_answered_420_listing_what_the_proxy_lacks() -> None:
+    world = World([TO_UAS])
+    world.receive(invite(extra="Proxy-Require: sec-agree, foo\r\n"), world.a)
+    assert world.b.sent == []
+    reply = world.reply()
+    assert (reply.code, reply.reason) == (420, "Bad Extension")
+    assert reply.get("unsupported") == "sec-agree, foo"
+
+
+def test_require_alone_is_for_the_uas_and_the_proxy_forwards_it() -> None:
+    world = World([TO_UAS])
+    world.receive(invite(extra="Require: nothingSupportsThis\r\n"), world.a)
+    assert forwarded(world.b).get("require") == "nothingSupportsThis"
+    assert world.replies == []
+
+
+def test_log_throttle_keys_are_bounded_in_length() -> None:
+    from sipsock.apps.proxy import LOG_KEY_TEXT, _LogThrottle
+
+    throttle = _LogThrottle(MemoryReactorClock())
+    assert throttle.allow("x" * 100_000) == 0
+    assert all(len(key) <= LOG_KEY_TEXT for key in throttle._last)

@@ -70,6 +70,10 @@ def test_no_proxy_section_means_defaults() -> None:
         ({"record_route": "yes"}, "test.toml: [proxy] record_route: must be true or false"),
         ({"secret": ""}, "test.toml: [proxy] secret: must not be empty"),
         ({"routes": []}, "test.toml: [proxy] routes: unknown key"),
+        (
+            {"route": [{"destination": "request-uri", "uri_host": "fe80::1%eth0"}]},
+            "test.toml: [[proxy.route]] 1: uri_host: 'fe80::1%eth0' is not a host name",
+        ),
     ],
 )
 def test_errors_name_the_key(proxy: dict[str, Any], message: str) -> None:

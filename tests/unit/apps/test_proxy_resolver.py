@@ -121,3 +121,12 @@ def test_the_cache_is_bounded() -> None:
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
 def test_the_real_lookup_finds_loopback(host: str) -> None:
     assert "127.0.0.1" in lookup_addresses(host)
+
+
+def test_a_name_longer_than_dns_allows_fails_without_a_lookup_or_a_cache_entry() -> None:
+    resolver, lookups, _ = make()
+    error = outcome(resolver.resolve("a" * 60_000 + ".example"))
+    assert isinstance(error, ResolveError)
+    assert "longer than 253" in error.reason
+    assert lookups.pending == []
+    assert len(resolver._cache) == 0

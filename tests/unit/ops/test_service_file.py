@@ -13,7 +13,7 @@ def test_unit_runs_the_daemon_in_the_foreground_with_the_bind_capability() -> No
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read(UNIT)
     service = unit["Service"]
-    assert service["Type"] == "simple"
+    assert service["Type"] == "notify"
     assert service["ExecStart"].endswith(
         "twistd -n --pidfile= sipsock -c /etc/sipsock/sipsock.toml"
     )

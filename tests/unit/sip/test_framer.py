@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -125,3 +127,28 @@ def test_any_chunking_gives_the_same_messages(items: list[bytes], cuts: list[int
     out = [item for chunk in chunks for item in framer.feed(chunk)]
     assert out == items
     assert framer.pending == 0
+
+
+def test_messages_cut_before_an_unframeable_one_travel_with_the_error() -> None:
+    good = [message(b"", str(n)) for n in range(5)]
+    bad = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: bad\r\n\r\n"  # no Content-Length
+    framer = StreamFramer()
+    with pytest.raises(SipFramingError) as caught:
+        framer.feed(b"".join(good) + b"\r\n\r\n" + bad)
+    assert caught.value.messages == [*good[:5], KEEPALIVE_PING]
+    assert caught.value.status == 400
+    assert framer.pending == 0
+
+
+def test_rfc4475_dblreq_on_a_stream_gives_both_requests_before_the_trailing_bytes() -> None:
+    data = (Path(__file__).parents[2] / "data" / "rfc4475" / "dblreq.dat").read_bytes()
+    with pytest.raises(SipFramingError) as caught:
+        StreamFramer().feed(data)
+    methods = [parse(m, datagram=False).start_line().split(" ")[0] for m in caught.value.messages]
+    assert methods == ["REGISTER", "INVITE"]
+
+
+def test_body_longer_than_content_length_is_read_as_the_next_message() -> None:
+    first = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 2\r\n\r\nab"
+    second = message(b"", "2")
+    assert StreamFramer().feed(first + second) == [first, second]

@@ -369,11 +369,11 @@ def test_header_lines_remembered_from_other_messages_change_no_answer(
     shortcut(*first)
     shortcut(*second)
     assert shortcut(*second) == cold
-    assert len(keepalive._LINES) <= keepalive._MEMO_LIMIT
+    assert len(keepalive._LINES) <= keepalive._LINES.max_entries
 
 
 def test_the_line_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keepalive, "_MEMO_LIMIT", 8)
+    monkeypatch.setattr(keepalive._LINES, "max_entries", 8)
     keepalive._LINES.clear()
     for number in range(20):
         data = SIPP.replace(b"Max-Forwards: 70", b"Max-Forwards: %d" % number)

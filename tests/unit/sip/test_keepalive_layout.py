@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from sipsock.apps import Dispatcher
 from sipsock.sip import keepalive_layout
 from sipsock.sip.keepalive import OptionsReply, answer_options
-from sipsock.sip.keepalive_layout import MEMO_LIMIT, answer_by_layout
+from sipsock.sip.keepalive_layout import answer_by_layout
+from sipsock.sip.memo import MAX_ENTRIES as MEMO_LIMIT
 from sipsock.sockdef import SocketDef
 from tests.unit.sip.test_keepalive import (
     ADVERTISED,

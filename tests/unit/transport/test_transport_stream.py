@@ -171,7 +171,8 @@ def test_idle_connection_is_closed_after_the_timeout_and_traffic_restarts_it() -
     assert transport.disconnecting
     lose(protocol)
     assert listener.counters.connections == 0
-    assert reactor.getDelayedCalls() == []
+    # No timer of the connection is left; the log's period (repeats folded) runs on.
+    assert [call.func.__name__ for call in reactor.getDelayedCalls()] == ["_flush"]  # type: ignore[attr-defined]
 
 
 def test_reply_after_the_connection_closed_is_dropped_and_counted() -> None:
@@ -247,3 +248,25 @@ def test_failed_connect_fails_the_send() -> None:
     )
     assert isinstance(results[0], Failure)
     assert listener.counters.drops == 1
+
+
+def test_messages_before_an_unframeable_one_in_the_same_read_are_delivered() -> None:
+    listener, _, _ = make_listener()
+    sink = listener.sink = AnsweringSink()
+    protocol, transport = accept(listener)
+    good = [MESSAGE.replace(b"body", b"%04d" % n) for n in range(5)]
+    bad = b"OPTIONS sip:a SIP/2.0\r\nCall-ID: 1\r\n\r\n"
+    protocol.dataReceived(b"".join(good) + bad)
+    assert [data for data, _ in sink.messages] == good
+    assert sink.unframeable == [(bad, 400)]
+    assert transport.value() == b"SIP/2.0 400 Answered\r\n\r\n"
+    assert transport.disconnecting
+
+
+def test_a_sink_closing_the_connection_stops_delivery_before_the_framing_error() -> None:
+    listener, sink, _ = make_listener()
+    protocol, transport = accept(listener)
+    protocol.dataReceived(MESSAGE + b"GET / HTTP/1.1\r\n\r\n")
+    assert [data for data, _ in sink.messages] == [MESSAGE]
+    assert transport.disconnecting
+    assert listener.counters.parse_errors == 1

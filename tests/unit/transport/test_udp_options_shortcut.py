@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from zope.interface import implementer
 
@@ -57,7 +58,7 @@ class _Plain(Responder):
 
 def listen(app: Any, **row: str) -> tuple[UdpListener, FakeDatagramTransport, Dispatcher]:
     dispatcher = Dispatcher(app)
-    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060", **row), 3, dispatcher, reactor=None)
+    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060", **row), 3, dispatcher, reactor=Clock())
     transport = FakeDatagramTransport()
     listener.protocol.makeConnection(transport)
     return listener, transport, dispatcher
@@ -166,8 +167,20 @@ class SendFails(FakeDatagramTransport):
 
 def test_a_refused_send_is_logged_and_counted_as_a_drop() -> None:
     dispatcher = Dispatcher(Responder())
-    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060"), 3, dispatcher, reactor=None)
+    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060"), 3, dispatcher, reactor=Clock())
     listener.protocol.makeConnection(SendFails())
     listener.protocol.datagramReceived(OPTIONS, PEER)
     assert (listener.counters.received, listener.counters.sent) == (1, 0)
     assert listener.counters.drops == 1
+
+
+def test_options_with_require_is_never_answered_200_by_the_shortcut() -> None:
+    app = CountingResponder()
+    listener, transport, _ = listen(app)
+    listener.protocol.datagramReceived(OPTIONS, PEER)  # its layout is recorded
+    required = OPTIONS.replace(b"\r\n\r\n", b"\r\nRequire: nothingSupportsThis\r\n\r\n", 1)
+    listener.protocol.datagramReceived(required, PEER)
+    listener.protocol.datagramReceived(required, PEER)  # and again, once seen
+    answers = [parse(data) for data, _ in transport.written]
+    assert [response.code for response in answers] == [200, 420, 420]  # type: ignore[union-attr]
+    assert len(app.seen) == 2
