@@ -293,7 +293,11 @@ class ManholeSettings:
 
     At least one of ``ssh_port`` / ``telnet_port`` when enabled, a
     ``users_file`` always; telnet only on a loopback ``address``; a
-    non-loopback address needs ``allow_remote`` and SSH only.
+    non-loopback address needs ``allow_remote`` and SSH only. Before a login
+    succeeds a connection has ``login_timeout`` seconds, and counts against
+    ``max_unauthenticated`` (in all) and ``max_unauthenticated_per_ip``; an
+    address with ``max_login_failures`` failed logins within
+    ``login_failure_window`` seconds is refused until they age out.
     """
 
     enabled: bool = False
@@ -302,6 +306,11 @@ class ManholeSettings:
     telnet_port: int | None = None
     users_file: Path | None = None
     allow_remote: bool = False
+    login_timeout: float = 30.0
+    max_unauthenticated: int = 32
+    max_unauthenticated_per_ip: int = 8
+    max_login_failures: int = 5
+    login_failure_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -832,7 +841,19 @@ def _read_manhole(reader: _Reader, sec: Mapping[str, Any]) -> ManholeSettings:
     reader.only(
         sec,
         "manhole",
-        {"enabled", "address", "ssh_port", "telnet_port", "users_file", "allow_remote"},
+        {
+            "enabled",
+            "address",
+            "ssh_port",
+            "telnet_port",
+            "users_file",
+            "allow_remote",
+            "login_timeout",
+            "max_unauthenticated",
+            "max_unauthenticated_per_ip",
+            "max_login_failures",
+            "login_failure_window",
+        },
     )
     enabled = reader.get(sec, "manhole", "enabled", bool, False)
     address = reader.get(sec, "manhole", "address", str, "127.0.0.1")
@@ -879,6 +900,15 @@ def _read_manhole(reader: _Reader, sec: Mapping[str, Any]) -> ManholeSettings:
         telnet_port=ports["telnet_port"],
         users_file=Path(users) if users else None,
         allow_remote=allow_remote,
+        login_timeout=reader.number(sec, "manhole", "login_timeout", 30.0, 1.0, 3600.0),
+        max_unauthenticated=reader.integer(sec, "manhole", "max_unauthenticated", 32, 1, 10000),
+        max_unauthenticated_per_ip=reader.integer(
+            sec, "manhole", "max_unauthenticated_per_ip", 8, 1, 10000
+        ),
+        max_login_failures=reader.integer(sec, "manhole", "max_login_failures", 5, 1, 1000),
+        login_failure_window=reader.number(
+            sec, "manhole", "login_failure_window", 60.0, 1.0, 86400.0
+        ),
     )
 
 

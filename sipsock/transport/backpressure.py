@@ -18,7 +18,8 @@ def pending_output(transport: object) -> tuple[int, int]:
     refused once (its send buffer was full: the peer is not reading fast
     enough). Walks down the layers: a WebSocket `MessageTransport` to its
     protocol's transport, TLS (`TLSMemoryBIOProtocol`, counting the
-    cleartext it holds before the handshake) to the TCP transport, whose
+    cleartext it holds before the handshake and the small writes it
+    aggregates) to the TCP transport, whose
     `FileDescriptor` write buffer is ``dataBuffer`` from ``offset`` on (tried
     and refused) plus the writes of this reactor turn (``_tempDataLen``, not
     tried yet).
@@ -28,13 +29,20 @@ def pending_output(transport: object) -> tuple[int, int]:
     for _ in range(8):
         if layer is None:
             break
+        waiting = getattr(layer, "_appSendBuffer", None)
+        if waiting:
+            total += sum(len(chunk) for chunk in waiting)
+        # Twisted's BufferingTLSTransport holds small writes (up to 64 kB)
+        # until the next reactor turn.
+        aggregated = getattr(getattr(layer, "_aggregator", None), "_buffer", None)
+        if aggregated:
+            total += sum(len(chunk) for chunk in aggregated)
+        # (A TLS protocol wrapper forwards unknown attributes to its transport:
+        # this finds the TCP buffer from the TLS layer on.)
         buffered = getattr(layer, "dataBuffer", None)
         if isinstance(buffered, bytes):
             refused = len(buffered) - int(getattr(layer, "offset", 0))
             return total + refused + int(getattr(layer, "_tempDataLen", 0)), refused
-        waiting = getattr(layer, "_appSendBuffer", None)
-        if waiting:
-            total += sum(len(chunk) for chunk in waiting)
         inner = getattr(layer, "transport", None)
         if inner is None:
             inner = getattr(getattr(layer, "protocol", None), "transport", None)

@@ -172,6 +172,14 @@ class StreamConnection:
             raise ConnectionError(f"connection {self.id} to {self.peer} is closed")
         self.transport.write(data)
         self.touch()
+        self.check_pending_output()
+
+    def check_pending_output(self) -> None:
+        """Cut the connection if its peer does not read what was written to it.
+
+        Called after every write, including the ones the transport makes by
+        itself (WebSocket pongs).
+        """
         limit = self.listener.limits.max_pending_send
         queued, refused = pending_output(self.transport)
         if overflowing(queued, refused, limit):
