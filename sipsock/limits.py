@@ -18,6 +18,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from sipsock.sip.errors import SipFramingError
 from sipsock.sip.framer import KEEPALIVE_PING
 from sipsock.sip.parser import find_header_end
 
@@ -217,10 +218,10 @@ class HeaderWatch:
         return self.waiting
 
 
-def is_size_error(reason: str) -> bool:
-    """Whether a stream framing error is a size limit (not broken framing).
+def is_size_error(error: SipFramingError) -> bool:
+    """Whether a stream framing error is a size limit hit (not broken framing).
 
-    `sipsock.sip.StreamFramer` says ``message of N bytes above M`` and
-    ``header section above N bytes``.
+    Decided by the error's `FramingKind` (a header section or a message
+    above its limit), never by the text of its reason.
     """
-    return reason.startswith(("message of ", "header section above "))
+    return error.kind.is_size_limit

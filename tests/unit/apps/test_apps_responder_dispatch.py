@@ -19,7 +19,7 @@ from sipsock.apps import (
     NoSockets,
     Responder,
 )
-from sipsock.sip import Request, Response, SipFramingError, parse
+from sipsock.sip import FramingKind, Request, Response, SipFramingError, parse
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Origin, SocketCounters
 
@@ -193,7 +193,9 @@ def unframeable(data: bytes, error: SipFramingError) -> tuple[bool, list[bytes]]
 def test_a_request_too_large_for_the_stream_gets_513_naming_the_limit() -> None:
     answered, replies = unframeable(
         request(extra="Content-Length: 90000\r\n").replace(b"Content-Length: 0\r\n", b""),
-        SipFramingError("message of 90123 bytes above 65535", status=513),
+        SipFramingError(
+            "message of 90123 bytes above 65535", kind=FramingKind.OVERSIZE_MESSAGE, status=513
+        ),
     )
     response = answer(replies)
     assert answered
@@ -207,7 +209,11 @@ def test_a_request_too_large_for_the_stream_gets_513_naming_the_limit() -> None:
 def test_a_stream_request_without_content_length_gets_400() -> None:
     answered, replies = unframeable(
         request().replace(b"Content-Length: 0\r\n", b""),
-        SipFramingError("no Content-Length on a stream transport", status=400),
+        SipFramingError(
+            "no Content-Length on a stream transport",
+            kind=FramingKind.NO_CONTENT_LENGTH,
+            status=400,
+        ),
     )
     assert answered
     assert answer(replies).code == 400
@@ -225,7 +231,9 @@ def test_a_stream_request_without_content_length_gets_400() -> None:
 def test_unframeable_messages_that_cannot_be_answered_get_nothing(
     data: bytes, status: int | None
 ) -> None:
-    assert unframeable(data, SipFramingError("message above", status=status)) == (False, [])
+    assert unframeable(
+        data, SipFramingError("message above", kind=FramingKind.OVERSIZE_MESSAGE, status=status)
+    ) == (False, [])
 
 
 @pytest.mark.parametrize(
