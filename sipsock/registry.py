@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket as socketlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, threads
@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
 from sipsock.db import SocketRow, SocketStore, StoreError
+from sipsock.deferreds import settle
 from sipsock.reloadplan import (
     Failure,
     Rejection,
@@ -42,7 +43,6 @@ HostResolver = Callable[[str], "Deferred[list[str]]"]
 RESOLVE_TIMEOUT = 5.0
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
-T = TypeVar("T")
 
 
 @dataclass
@@ -463,17 +463,6 @@ class SocketRegistry(Service):
     def first(self, proto: str) -> Listener | None:
         """The first open socket of a protocol (static sockets first)."""
         return next((lst for lst in self._listeners() if lst.sdef.proto == proto), None)
-
-
-async def settle(waits: Sequence[Deferred[T]]) -> list[T | TwistedFailure]:
-    """Wait for every Deferred; each result is its value or its Failure."""
-    results: list[T | TwistedFailure] = []
-    for wait in waits:
-        try:
-            results.append(await wait)
-        except Exception:
-            results.append(TwistedFailure())  # type: ignore[no-untyped-call]
-    return results
 
 
 def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:

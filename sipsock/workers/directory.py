@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sipsock.deferreds import wait_all
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Listener, SocketCounters
 
@@ -83,7 +84,7 @@ class SocketBook:
         entry = BookEntry(listener.sdef, listener.slot, static)
         self._listeners[entry.name] = listener
         (self._static if static else self._dynamic)[entry.name] = entry
-        return _all([s.announce(entry) for s in self._subscribers])
+        return wait_all([s.announce(entry) for s in self._subscribers])
 
     def drop(self, listener: Listener) -> Deferred[None]:
         """Forget ``listener`` (when it is the one recorded under its name)."""
@@ -93,7 +94,7 @@ class SocketBook:
         del self._listeners[name]
         self._static.pop(name, None)
         self._dynamic.pop(name, None)
-        return _all([s.withdraw(name) for s in self._subscribers])
+        return wait_all([s.withdraw(name) for s in self._subscribers])
 
     def track(self, listener: Listener, *, static: bool = False) -> Deferred[Listener]:
         """Record a listener the pools do not own; its updates and stop are announced.
@@ -166,13 +167,6 @@ class TrackedListener:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-
-def _all(waits: list[Deferred[None]]) -> Deferred[None]:
-    if not waits:
-        return defer.succeed(None)
-    gathered = defer.DeferredList(waits, consumeErrors=True)
-    return gathered.addCallback(lambda _: None)
 
 
 class RemoteSocket:
