@@ -18,6 +18,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from sipsock.addresses import parse_ip
 from sipsock.sip.errors import SipFramingError
 from sipsock.sip.framer import KEEPALIVE_PING
 from sipsock.sip.parser import find_header_end
@@ -131,9 +132,8 @@ def address_key(host: str) -> str:
     (an attacker would otherwise take a new address per connection). A text
     that is not an address is itself, lower-case.
     """
-    try:
-        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
+    address = parse_ip(host, zone="drop")
+    if address is None:
         return host.lower()
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
+from sipsock.addresses import is_ip
 from sipsock.db import SocketRow, SocketStore, StoreError
 from sipsock.deferreds import settle
 from sipsock.reloadplan import (
@@ -476,11 +477,7 @@ def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
 
 def _host_names(defs: Sequence[SocketDef]) -> list[str]:
     """The host names (not addresses) of ``defs``, sorted; each host is looked at once."""
-    return sorted(host for host in {sdef.host for sdef in defs} if not _is_ip(host))
-
-
-def _is_ip(host: str) -> bool:
-    return ":" in host or all(part.isdigit() for part in host.split("."))
+    return sorted(host for host in {sdef.host for sdef in defs} if not is_ip(host))
 
 
 def _resolve_reason(failure: TwistedFailure) -> str:
