@@ -36,6 +36,7 @@ from sipsock.reloadplan import (
 )
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
+from sipsock.socketindex import first_in_order, has_tag, of_proto
 from sipsock.transport import Listener, ListenError
 
 ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
@@ -446,13 +447,12 @@ class SocketRegistry(Service):
     def static_listeners(self) -> list[Listener]:
         return list(self._static)
 
-    def _listeners(self) -> list[Listener]:
-        dynamic = [e.listener for e in self._entries.values() if e.listener is not None]
-        return self._static + dynamic
+    def _dynamic_listeners(self) -> list[Listener]:
+        return [e.listener for e in self._entries.values() if e.listener is not None]
 
     def by_tag(self, tag: str) -> Listener | None:
-        """The first open socket with this tag (static sockets first)."""
-        return next((lst for lst in self._listeners() if lst.sdef.tag == tag), None)
+        """The first open socket with this tag, in the order of `sipsock.socketindex`."""
+        return first_in_order(self._static, self._dynamic_listeners(), has_tag(tag))
 
     def by_slot(self, slot: int) -> Listener | None:
         """The open dynamic socket in this slot."""
@@ -462,8 +462,8 @@ class SocketRegistry(Service):
         )
 
     def first(self, proto: str) -> Listener | None:
-        """The first open socket of a protocol (static sockets first)."""
-        return next((lst for lst in self._listeners() if lst.sdef.proto == proto), None)
+        """The first open socket of a protocol, in the order of `sipsock.socketindex`."""
+        return first_in_order(self._static, self._dynamic_listeners(), of_proto(proto))
 
 
 def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
