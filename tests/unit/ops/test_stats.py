@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from twisted.internet.task import Clock
 from sipsock.mi import CommandTable
 from sipsock.mi.commands import MIError
 from sipsock.mi.statistics import register_statistics
+from sipsock.registry import SocketEntry
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.stats import (
     Stat,
@@ -23,29 +23,8 @@ from sipsock.stats import (
     render_prometheus,
     select,
 )
+from sipsock.testing import FakeListener, FakeRegistry
 from sipsock.transport.base import SocketCounters
-
-
-@dataclass
-class FakeListener:
-    sdef: SocketDef
-    counters: SocketCounters = field(default_factory=SocketCounters)
-
-
-@dataclass
-class FakeEntry:
-    sdef: SocketDef
-    slot: int
-    listener: FakeListener | None
-    error: str | None = None
-
-
-@dataclass
-class FakeRegistry:
-    entries: list[FakeEntry] = field(default_factory=list)
-    static_listeners: list[FakeListener] = field(default_factory=list)
-    reloads: int = 0
-    failed_reloads: int = 0
 
 
 class FakePool:
@@ -67,15 +46,17 @@ def sdef(text: str, tag: str | None = None) -> SocketDef:
 
 def daemon_like() -> tuple[FakeRegistry, Statistics, FakePool]:
     static = FakeListener(
-        sdef("udp:127.0.0.1:5060", tag="edge"), SocketCounters(received=5, sent=4)
+        sdef("udp:127.0.0.1:5060", tag="edge"), counters=SocketCounters(received=5, sent=4)
     )
     dynamic = FakeListener(
-        sdef("tcp:127.0.0.1:5070"), SocketCounters(received=2, bytes_in=300, connections=1)
+        sdef("tcp:127.0.0.1:5070"),
+        3,
+        counters=SocketCounters(received=2, bytes_in=300, connections=1),
     )
     registry = FakeRegistry(
         entries=[
-            FakeEntry(dynamic.sdef, 3, dynamic),
-            FakeEntry(sdef("udp:192.0.2.1:5060"), 4, None, "cannot bind"),
+            SocketEntry(dynamic.sdef, 3, dynamic),
+            SocketEntry(sdef("udp:192.0.2.1:5060"), 4, None, "cannot bind"),
         ],
         static_listeners=[static],
         reloads=7,
