@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
 
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import Origin
+from sipsock.testing import RecordingSink
 from sipsock.workers.commands import (
     Adoption,
     WorkerError,
@@ -32,14 +32,6 @@ from sipsock.workers.worker import (
     format_line,
     parse_args,
 )
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
 
 
 def relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
@@ -62,7 +54,7 @@ def is_open(fd: int) -> bool:
 
 def make_worker() -> tuple[UdpWorker, MemoryReactorClock]:
     reactor = MemoryReactorClock()
-    return UdpWorker(Sink(), reactor=reactor, relay=relay), reactor
+    return UdpWorker(RecordingSink(), reactor=reactor, relay=relay), reactor
 
 
 def test_adopting_serves_the_descriptor_and_closes_the_received_copy() -> None:
