@@ -11,29 +11,33 @@ failed socket, no host name to resolve again), reports everything kept at once.
 
 from __future__ import annotations
 
-import socket as socketlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
-from sipsock.addresses import is_ip
+from sipsock.backoff import retry_delay
 from sipsock.db import SocketRow, SocketStore, StoreError
 from sipsock.deferreds import settle
+from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
+from sipsock.incidents import Incidents
 from sipsock.reloadplan import (
     Failure,
     Rejection,
     ReloadReport,
     RowScreen,
+    host_names,
     plan_reload,
     screen_conflicts,
 )
+from sipsock.repeats import ChangedOnly
+from sipsock.resolver import ResolveError, ThreadResolver
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
 from sipsock.socketindex import first_in_order, has_tag, of_proto
@@ -43,6 +47,8 @@ ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
 HostResolver = Callable[[str], "Deferred[list[str]]"]
 
 RESOLVE_TIMEOUT = 5.0
+#: Host names a reload may be resolving at once (more fail, the sockets on them kept).
+RESOLVE_PENDING = 256
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
 
@@ -55,6 +61,10 @@ class SocketEntry:
     slot: int
     listener: Listener | None = None
     error: str | None = None
+    #: Failed attempts to open it in a row (by reloads and retries).
+    attempts: int = 0
+    #: Seconds to the next retry while it fails to open (None: no retry planned).
+    next_retry: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -64,6 +74,10 @@ class SocketEntry:
         entry = self.sdef.to_mi()
         if self.error is not None:
             entry["error"] = self.error
+            if self.next_retry is not None:
+                entry["error"] += (
+                    f" ({self.attempts} attempt(s); next retry in {self.next_retry:g} s)"
+                )
         if details:
             entry["slot"] = self.slot
             entry["state"] = "open" if self.is_open else "error"
@@ -83,24 +97,20 @@ class _Settled:
 
 
 def make_thread_resolver(reactor: Any, timeout: float = RESOLVE_TIMEOUT) -> HostResolver:
-    """Resolve names with getaddrinfo in the reactor's thread pool, bounded in time."""
+    """The registry's resolver: getaddrinfo in a thread pool of its own, bounded in time.
 
-    def lookup(host: str) -> list[str]:
-        infos = socketlib.getaddrinfo(host, None, type=socketlib.SOCK_DGRAM)
-        addresses: list[str] = []
-        for info in infos:
-            address = str(info[4][0])
-            if address not in addresses:
-                addresses.append(address)
-        return addresses
-
-    def resolve(host: str) -> Deferred[list[str]]:
-        d: Deferred[list[str]] = threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), lookup, host
-        )
-        return d.addTimeout(timeout, reactor)
-
-    return resolve
+    Nothing is cached (a reload sees the names as they resolve now), and the
+    pool is not the one password checks or the proxy's look-ups queue in.
+    """
+    resolver = ThreadResolver(
+        reactor,
+        timeout=timeout,
+        max_pending=RESOLVE_PENDING,
+        cache_seconds=0.0,
+        failure_seconds=0.0,
+        name="sipsock-registry-resolver",
+    )
+    return resolver.resolve
 
 
 class SocketRegistry(Service):
@@ -110,6 +120,10 @@ class SocketRegistry(Service):
     Deferred fails with `ListenError` when it cannot); the registry never
     touches sockets itself. It also answers the application's socket look-ups
     (`by_tag`, `by_slot`, `first`).
+
+    A dynamic socket that fails to open (port in use, address not on this
+    host yet) is tried again by itself, ``retry_delay`` seconds later, then
+    twice as long each time up to ``max_retry_delay``; a reload tries it too.
     """
 
     log = Logger()
@@ -125,6 +139,7 @@ class SocketRegistry(Service):
         resolver: HostResolver | None = None,
         retry_delay: float = 2.0,
         max_retry_delay: float = 30.0,
+        incidents: Incidents | None = None,
     ) -> None:
         self._store = store
         self._opener = opener
@@ -139,9 +154,22 @@ class SocketRegistry(Service):
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._retry_call: IDelayedCall | None = None
+        self._reopen_call: IDelayedCall | None = None
+        #: Process faults (late workers) recorded meanwhile go into each reload's report.
+        self._incidents = incidents if incidents is not None else Incidents()
         self.reloads = 0
         self.failed_reloads = 0
         self.loaded = False
+        #: The report of the last reload that completed (rejected rows, failed sockets).
+        self.last_report: ReloadReport | None = None
+        #: Durations of the completed reloads.
+        self.reload_seconds = Histogram(RELOAD_SECONDS_BUCKETS)
+        # What a reload logs again only when it changed: rejected rows, sockets that
+        # fail to open or update (retried at every reload), host names with several
+        # addresses (resolved at every reload).
+        self._rejections_logged: ChangedOnly[tuple[int | None, str]] = ChangedOnly()
+        self._failures_logged: ChangedOnly[str] = ChangedOnly()
+        self._hosts_logged: ChangedOnly[str] = ChangedOnly()
 
     # --- service ------------------------------------------------------------------
 
@@ -151,9 +179,10 @@ class SocketRegistry(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self._retry_call = None
+        for call in (self._retry_call, self._reopen_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._retry_call = self._reopen_call = None
         return self._lock.run(lambda: Deferred.fromCoroutine(self._close_all()))
 
     def _initial_load(self, delay: float, attempt: int = 1) -> None:
@@ -199,6 +228,7 @@ class SocketRegistry(Service):
 
     async def _reload(self) -> ReloadReport:
         started = self._reactor.seconds()
+        mark = self._incidents.mark()
         try:
             rows = await self._fetch()
         except StoreError as error:
@@ -212,10 +242,10 @@ class SocketRegistry(Service):
             # The very rows of a reload that left nothing to retry: nothing to do.
             self._settled = settled
             report = ReloadReport(kept=list(settled.kept), rejected=list(settled.rejected))
-            return self._finish(report, started)
+            return self._finish(report, started, mark)
         report = ReloadReport()
         defs, rejected = self._rows.screen(rows)
-        names = _host_names(defs)
+        names = host_names(defs)
         defs, unresolved = await self._resolve_hosts(defs, names)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts
@@ -236,6 +266,7 @@ class SocketRegistry(Service):
         self._entries = entries
         for sdef, entry in self._entries.items():
             entry.sdef = sdef
+        self._plan_reopen()
         if not names and not report.failed and all(e.is_open for e in self._entries.values()):
             # Host names may resolve otherwise next time, and failures are retried.
             self._settled = _Settled(
@@ -243,7 +274,7 @@ class SocketRegistry(Service):
                 [entry.sdef.socket_text for entry in self._entries.values()],
                 list(report.rejected),
             )
-        return self._finish(report, started)
+        return self._finish(report, started, mark)
 
     async def _fetch(self) -> list[SocketRow]:
         """The rows of the table, once its version row checked out (both asked at once)."""
@@ -256,18 +287,35 @@ class SocketRegistry(Service):
             raise
         return await fetching
 
-    def _finish(self, report: ReloadReport, started: float) -> ReloadReport:
-        for rejection in report.rejected:
-            self.log.warn("{reason}", reason=rejection.reason, socket=rejection.socket)
+    def _finish(self, report: ReloadReport, started: float, mark: int) -> ReloadReport:
+        report.workers = self._incidents.since(mark)
+        repeats = self._log_rejections(report.rejected)
+        self._failures_logged.end_round()
+        self._hosts_logged.end_round()
         report.seconds = self._reactor.seconds() - started
         self.reloads += 1
         self.loaded = True
+        self.last_report = report
+        self.reload_seconds.observe(report.seconds)
         self.log.info(
-            "sockets reloaded in {seconds:.3f} s: {summary}",
+            "sockets reloaded in {seconds:.3f} s: {summary}{repeats_text}",
             seconds=report.seconds,
             summary=report.summary(),
+            repeats=repeats,
+            repeats_text=f" ({repeats} rejected as before, not logged again)" if repeats else "",
         )
         return report
+
+    def _log_rejections(self, rejected: Sequence[Rejection]) -> int:
+        """Log each rejected row whose reason is new or changed; the number left unlogged."""
+        by_key = {(r.row_id, r.socket): r for r in rejected}
+        fresh = self._rejections_logged.news((key, r.reason) for key, r in by_key.items())
+        for key in fresh:
+            rejection = by_key[key]
+            self.log.warn(
+                "{reason}", reason=rejection.reason, socket=rejection.socket, row=rejection.row_id
+            )
+        return len(rejected) - len(fresh)
 
     async def _resolve_hosts(
         self, defs: list[SocketDef], names: list[str]
@@ -285,7 +333,7 @@ class SocketRegistry(Service):
                 errors[name] = "no address"
             else:
                 resolved[name] = value[0]
-                if len(value) > 1:
+                if len(value) > 1 and self._hosts_logged.seen(name, " ".join(value)):
                     self.log.warn(
                         "host name {host} has {count} addresses; using {address}",
                         host=name,
@@ -295,7 +343,23 @@ class SocketRegistry(Service):
         kept: list[SocketDef] = []
         rejections: list[Rejection] = []
         for sdef in defs:
-            if sdef.host in errors:
+            running = self._running_from(sdef) if sdef.host in errors else None
+            if running is not None:
+                # As for a database failure: what cannot be read now keeps running.
+                kept.append(running)
+                key = f"row {sdef.row_id} unresolved {sdef.host}"
+                if not self._hosts_logged.seen(key, errors[sdef.host]):
+                    continue  # said at the last reload already
+                self.log.warn(
+                    "row {row}: cannot resolve host name {host} this time ({reason}): "
+                    "socket {socket} keeps address {address}",
+                    row=sdef.row_id,
+                    host=sdef.host,
+                    reason=errors[sdef.host],
+                    socket=running.socket_text,
+                    address=running.host,
+                )
+            elif sdef.host in errors:
                 rejections.append(
                     Rejection(
                         sdef.row_id,
@@ -309,6 +373,14 @@ class SocketRegistry(Service):
             else:
                 kept.append(sdef)
         return kept, rejections
+
+    def _running_from(self, sdef: SocketDef) -> SocketDef | None:
+        """``sdef`` on the address its row's socket runs on (same row, same socket
+        column), if one runs: the last answer for the name stands."""
+        for running in self._entries:
+            if running.row_id == sdef.row_id and running.text == sdef.text:
+                return sdef.with_host(running.host)
+        return None
 
     def _log_sockets(self, what: str, entries: Sequence[SocketEntry]) -> None:
         """``socket S slot N <what>`` for each of a few sockets; one line for many.
@@ -363,12 +435,13 @@ class SocketRegistry(Service):
             if isinstance(result, TwistedFailure):
                 entry.error = f"update failed: {_open_reason(result)}"
                 report.failed.append(Failure(new.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} kept its old settings: {reason}",
-                    socket=new.socket_text,
-                    slot=entry.slot,
-                    reason=entry.error,
-                )
+                if self._failures_logged.seen(new.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} kept its old settings: {reason}",
+                        socket=new.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
                 self._entries[old] = entry
                 not_updated[new] = old
                 continue
@@ -403,19 +476,77 @@ class SocketRegistry(Service):
             if not isinstance(value, TwistedFailure):
                 entry.listener = value
                 entry.error = None
+                entry.attempts = 0
                 report.added.append(entry.sdef.socket_text)
                 opened.append(entry)
             else:
                 entry.listener = None
+                entry.attempts += 1
                 entry.error = _open_reason(value)
                 report.failed.append(Failure(entry.sdef.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} failed: {reason}",
+                if self._failures_logged.seen(entry.sdef.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} failed: {reason}",
+                        socket=entry.sdef.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
+        self._log_sockets("open", opened)
+
+    def _plan_reopen(self) -> None:
+        """Plan the next attempt at the sockets that failed to open (if any)."""
+        if self._reopen_call is not None and self._reopen_call.active():
+            self._reopen_call.cancel()
+        self._reopen_call = None
+        failing = [e for e in self._entries.values() if not e.is_open]
+        for entry in self._entries.values():
+            entry.next_retry = None
+        if not failing or not self.running:
+            return
+        # The newest failure sets the pace: a socket that just failed is retried soon.
+        delay = retry_delay(
+            min(e.attempts for e in failing), self._retry_delay, self._max_retry_delay
+        )
+        for entry in failing:
+            entry.next_retry = delay
+        self._reopen_call = self._reactor.callLater(delay, self._reopen)
+
+    def _reopen(self) -> None:
+        self._reopen_call = None
+        self._lock.run(lambda: Deferred.fromCoroutine(self._reopen_failed())).addErrback(
+            lambda failure: self.log.failure("retrying the sockets that failed", failure)
+        )
+
+    async def _reopen_failed(self) -> None:
+        """One more attempt at every socket that failed to open, between reloads."""
+        entries = [e for e in self._entries.values() if not e.is_open]
+        if not entries or not self.running:
+            return
+        results = await settle([self._open(e) for e in entries])
+        for entry, value in zip(entries, results, strict=True):
+            entry.attempts += 1
+            if not isinstance(value, TwistedFailure):
+                entry.listener = value
+                entry.error = None
+                self.log.info(
+                    "socket {socket} slot {slot} open at attempt {attempt}",
                     socket=entry.sdef.socket_text,
                     slot=entry.slot,
+                    attempt=entry.attempts,
+                )
+                entry.attempts = 0
+                continue
+            entry.error = _open_reason(value)
+            # Every attempt is logged while the delay grows; then every tenth.
+            if entry.attempts <= 10 or entry.attempts % 10 == 0:
+                self.log.warn(
+                    "socket {socket} slot {slot}: attempt {attempt} to open it failed: {reason}",
+                    socket=entry.sdef.socket_text,
+                    slot=entry.slot,
+                    attempt=entry.attempts,
                     reason=entry.error,
                 )
-        self._log_sockets("open", opened)
+        self._plan_reopen()
 
     def _open(self, entry: SocketEntry) -> Deferred[Listener]:
         try:
@@ -475,18 +606,11 @@ def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
     return applying if applying is not None else defer.succeed(None)
 
 
-def _host_names(defs: Sequence[SocketDef]) -> list[str]:
-    """The host names (not addresses) of ``defs``, sorted; each host is looked at once."""
-    return sorted(host for host in {sdef.host for sdef in defs} if not is_ip(host))
-
-
 def _resolve_reason(failure: TwistedFailure) -> str:
     error = failure.value
-    if isinstance(error, defer.TimeoutError):
-        return f"no answer within {RESOLVE_TIMEOUT:g} s"
-    if isinstance(error, socketlib.gaierror) and len(error.args) > 1:
-        return str(error.args[1])
-    return str(error)
+    if isinstance(error, ResolveError):
+        return error.reason
+    return str(error) or type(error).__name__
 
 
 def _open_reason(failure: TwistedFailure) -> str:

@@ -8,6 +8,7 @@ service, whose start loads the dynamic sockets from the table.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -30,7 +31,8 @@ from sipsock.apps.loader import application_options
 from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, StoreError, open_store
-from sipsock.logs import use_json_logs
+from sipsock.incidents import Incidents
+from sipsock.logs import use_sipsock_logs
 from sipsock.manhole import ManholeError, listen_manhole, mi_caller
 from sipsock.mi import CommandTable, build_command_table
 from sipsock.mi.amp import listen_amp
@@ -73,8 +75,10 @@ class Options(usage.Options):
             self["settings"] = load_config(self["config"])
         except ConfigError as error:
             _die(str(error))
-        if self["settings"].core.log_format == "json":
-            use_json_logs(self.parent)  # twistd's --logger, unless one was given
+        core = self["settings"].core
+        # twistd's --logger: the configured format and level (an explicit --logger keeps
+        # its output, filtered at the level).
+        use_sipsock_logs(self.parent, log_format=core.log_format, log_level=core.log_level)
 
 
 def _die(message: str) -> None:
@@ -157,7 +161,8 @@ def _compose_daemon(settings: Settings, reactor: Any) -> DaemonService:
     # UDP sockets are served by worker pools (DESIGN "Process model"); the
     # book tells the workers about every other socket, for SendStream.
     book = SocketBook()
-    dynamic_pool, static_pool = _worker_pools(settings, book, reactor)
+    incidents = Incidents()
+    dynamic_pool, static_pool = _worker_pools(settings, book, incidents, reactor)
 
     def open_dynamic(sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
         if sdef.proto == "udp":
@@ -182,6 +187,7 @@ def _compose_daemon(settings: Settings, reactor: Any) -> DaemonService:
         max_sockets=settings.sockets_mgm.max_sockets,
         reactor=reactor,
         static=static,
+        incidents=incidents,
     )
     dispatcher.directory = registry
     pools = [pool for pool in (dynamic_pool, static_pool) if pool is not None]
@@ -218,7 +224,7 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 
 def _worker_pools(
-    settings: Settings, book: SocketBook, reactor: Any
+    settings: Settings, book: SocketBook, incidents: Incidents, reactor: Any
 ) -> tuple[UdpWorkerPool, UdpWorkerPool | None]:
     """The pool of the dynamic UDP sockets, and one for static UDP sockets if any.
 
@@ -234,6 +240,8 @@ def _worker_pools(
         balance=balance,
         book=book,
         reactor=reactor,
+        command_timeout=settings.core.worker_timeout,
+        incidents=incidents,
     )
     static = None
     if any(sdef.proto == "udp" for sdef in settings.core.listen):
@@ -244,6 +252,8 @@ def _worker_pools(
             balance=balance,
             book=book,
             reactor=reactor,
+            command_timeout=settings.core.worker_timeout,
+            incidents=incidents,
         )
     return dynamic, static
 
@@ -267,16 +277,24 @@ def _lock_state_dir(state_dir: Path) -> StateLock:
 
 
 def _create_sqlite_database(settings: Settings) -> None:
-    """Create the embedded database (table and version row) on first start."""
+    """Create the embedded database (table and version row) on first start.
+
+    An empty file (a first start that failed, disk full) counts as missing; a
+    file this start created and could not fill is removed again.
+    """
     path = settings.sockets_mgm.db_url.path
-    if path is None or os.path.exists(path):
+    if path is None or (os.path.exists(path) and os.path.getsize(path) > 0):
         return
     from sipsock.db.cli import Database
 
+    existed = os.path.exists(path)
     try:
         with Database.open(settings.sockets_mgm) as database:
             database.init()
     except Exception as error:
+        with contextlib.suppress(OSError):
+            if not existed and os.path.getsize(path) == 0:
+                os.remove(path)
         raise StartupError(f"cannot create the SQLite database {path}: {error}") from None
 
 

@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from sipsock.db import ISocketStore, SocketRow, StoreError
+from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.registry import SocketEntry
 from sipsock.reloadplan import ReloadReport
 from sipsock.sip import Request, Response, parse
@@ -175,7 +176,9 @@ class FakeRegistry:
     `reload` counts in ``reloads`` and gives ``report``; it fails with
     ``failure`` when set, and with ``hold`` it returns a Deferred kept in
     ``pending`` for the test to fire. `list_sockets` gives ``sockets`` when
-    set, else the ``entries`` as `sockets_list` shows them.
+    set, else the ``entries`` as `sockets_list` shows them. A reload that
+    succeeds at once becomes ``last_report`` and is counted in
+    ``reload_seconds``, as in the registry.
     """
 
     def __init__(
@@ -194,6 +197,8 @@ class FakeRegistry:
         self.report = ReloadReport() if report is None else report
         self.reloads = reloads
         self.failed_reloads = failed_reloads
+        self.last_report: ReloadReport | None = None
+        self.reload_seconds = Histogram(RELOAD_SECONDS_BUCKETS)
         self.failure: Exception | None = None
         self.hold = False
         self.pending: list[Deferred[ReloadReport]] = []
@@ -206,6 +211,8 @@ class FakeRegistry:
             waiting: Deferred[ReloadReport] = Deferred()
             self.pending.append(waiting)
             return waiting
+        self.last_report = self.report
+        self.reload_seconds.observe(self.report.seconds)
         return defer.succeed(self.report)
 
     def list_sockets(self, details: bool = False) -> list[dict[str, Any]]:

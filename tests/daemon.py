@@ -66,7 +66,12 @@ class Daemon:
                 text += f"\n{header}{body}"
         self.config.write_text(text)
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, *, new_session: bool = False) -> None:
+        """Start twistd; ``new_session`` puts it (and its workers) in a session of its own.
+
+        In its own session the daemon leads a process group that a test can
+        signal whole (``os.killpg``), as systemd does with ``KillMode=control-group``.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
@@ -84,6 +89,7 @@ class Daemon:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=new_session,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

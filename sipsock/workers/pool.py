@@ -46,11 +46,13 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import InvalidLogLevelError, Logger, LogLevel
+from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from sipsock.config import UDP_BALANCE_MODES
+from sipsock.incidents import Incidents
+from sipsock.logs import parse_worker_line
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Closing, ListenError, SocketCounters
 from sipsock.transport.sockopts import (
@@ -82,13 +84,15 @@ from sipsock.workers.commands import (
     encode_entries,
     encode_updates,
 )
+from sipsock.workers.deadline import WorkerTimeoutError, within
 from sipsock.workers.directory import BookEntry, SocketBook
-from sipsock.workers.supervision import Backoff, describe_exit
+from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
 
 BALANCE_MODES: Final = UDP_BALANCE_MODES
 
-#: Longest line of worker output kept before it is cut.
-MAX_OUTPUT_LINE: Final = 8192
+#: Longest line of worker output kept before it is cut (a worker's log line is one
+#: JSON object, its traceback included).
+MAX_OUTPUT_LINE: Final = 65536
 
 #: Seconds a worker whose AMP connection closed has to exit before SIGKILL.
 CONNECTION_LOST_GRACE: Final = 2.0
@@ -115,6 +119,10 @@ _RELEASE: Final = "release"
 _ANNOUNCE: Final = "announce"
 _WITHDRAW: Final = "withdraw"
 
+#: Fields the control process gives a re-logged worker line, and the names of
+#: ``Logger.emit``'s own parameters (a worker field of one of these names is
+#: renamed ``field_<name>``).
+_WORKER_KEYS: Final = frozenset({"worker", "pid", "line", "self", "level", "format"})
 #: Up to this many sockets released in one batch get a log line each (else one line).
 LOG_EACH: Final = 10
 
@@ -236,7 +244,13 @@ class WorkerProcess(ProcessProtocol):
         if self.amp is None or not self.live:
             return defer.fail(ConnectionError(f"worker {self.label} is gone"))
         calling: Deferred[Any] = self.amp.callRemote(command, **arguments)  # type: ignore[no-untyped-call]
-        return calling
+        seconds = self.pool.deadline(self)
+        return within(
+            calling,
+            seconds,
+            self.pool.reactor,
+            lambda: self.pool.worker_late(self, command.__name__, seconds),
+        )
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
@@ -346,7 +360,10 @@ class UdpWorkerPool(Service):
     ``backoff`` their restart rule; a worker not ready within
     ``ready_timeout`` seconds is killed and restarted; ``stop_timeout``
     bounds each step of stopping; statistics are read every
-    ``stats_interval`` seconds.
+    ``stats_interval`` seconds. A ready worker that does not answer a
+    command within ``command_timeout`` seconds is killed and replaced (the
+    replacement takes every socket), and the fault is recorded in
+    ``incidents`` for the report of the reload it delayed.
     """
 
     log = Logger()
@@ -366,6 +383,8 @@ class UdpWorkerPool(Service):
         ready_timeout: float = 30.0,
         stop_timeout: float = 5.0,
         stats_interval: float = 1.0,
+        command_timeout: float = 10.0,
+        incidents: Incidents | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"UDP worker pool {name}: size must be at least 1, not {size}")
@@ -391,6 +410,8 @@ class UdpWorkerPool(Service):
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.stats_interval = stats_interval
+        self.command_timeout = command_timeout
+        self.incidents = incidents if incidents is not None else Incidents()
         self.seats = [WorkerSeat(index) for index in range(1, size + 1)]
         self.sockets: dict[int, PooledListener] = {}
         self._keys = itertools.count(1)
@@ -400,6 +421,7 @@ class UdpWorkerPool(Service):
         self._refresh_call: IDelayedCall | None = None
         self._queue: list[tuple[str, Any, Deferred[Any]]] = []
         self._flush_call: IDelayedCall | None = None
+        self._shutdown_trigger: Any = None
 
     @property
     def shared(self) -> bool:
@@ -412,6 +434,11 @@ class UdpWorkerPool(Service):
         """Start every worker and the statistics poll."""
         super().startService()  # type: ignore[no-untyped-call]
         self._stopping = False
+        # Once the reactor shuts down, a worker that ends is not started again
+        # (the pool itself stops after the sockets are closed, later).
+        self._shutdown_trigger = self.reactor.addSystemEventTrigger(
+            "before", "shutdown", self._no_more_restarts
+        )
         for seat in self.seats:
             self._spawn(seat)
         loop = LoopingCall(self.refresh)
@@ -428,8 +455,18 @@ class UdpWorkerPool(Service):
         super().stopService()  # type: ignore[no-untyped-call]
         return Deferred.fromCoroutine(self._stop())
 
-    async def _stop(self) -> None:
+    def _no_more_restarts(self) -> None:
         self._stopping = True
+        self._shutdown_trigger = None
+        for seat in self.seats:
+            if seat.restart_call is not None and seat.restart_call.active():
+                seat.restart_call.cancel()
+            seat.restart_call = None
+
+    async def _stop(self) -> None:
+        if self._shutdown_trigger is not None:
+            self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+        self._no_more_restarts()
         if self._queue:
             self._flush()
         if self._refresh_call is not None and self._refresh_call.active():
@@ -437,10 +474,6 @@ class UdpWorkerPool(Service):
         if self._stats_loop is not None and self._stats_loop.running:
             self._stats_loop.stop()
         self._stats_loop = None
-        for seat in self.seats:
-            if seat.restart_call is not None and seat.restart_call.active():
-                seat.restart_call.cancel()
-            seat.restart_call = None
         processes = [s.process for s in self.seats if s.process is not None]
         await settle([p.shutdown(self.stop_timeout) for p in processes])
         for listener in list(self.sockets.values()):
@@ -468,6 +501,8 @@ class UdpWorkerPool(Service):
             str(seat.index),
             "--fd",
             str(WORKER_AMP_FD),
+            "--parent",
+            str(os.getpid()),
         ]
         try:
             try:
@@ -600,24 +635,62 @@ class UdpWorkerPool(Service):
         )
         seat.restart_call = self.reactor.callLater(delay, self._spawn, seat)
 
+    def deadline(self, process: WorkerProcess) -> float:
+        """Seconds ``process`` has to answer a command sent now (`answer_deadline`)."""
+        return answer_deadline(
+            process.state == "starting",
+            process.started,
+            self.reactor.seconds(),
+            self.command_timeout,
+            self.ready_timeout,
+        )
+
+    def worker_late(
+        self, process: WorkerProcess, command: str, seconds: float
+    ) -> WorkerTimeoutError:
+        """``process`` missed a deadline: report it, kill it (it is replaced); the error."""
+        late = WorkerTimeoutError(process.label, process.pid, command, seconds)
+        if process.ended.done or process.state in ("late", "stopping"):
+            return late  # reported already, or being stopped (with its own deadline)
+        process.state = "late"
+        then = "" if self._stopping else f"; a new worker takes its {len(self.sockets)} socket(s)"
+        self.log.error(
+            "UDP worker {worker} (pid {pid}) did not answer {command} within {timeout:g} s: "
+            "killing it{then}",
+            worker=process.label,
+            pid=process.pid,
+            command=command,
+            timeout=seconds,
+            then=then,
+        )
+        self.incidents.record(f"{late}: killed" + ("" if self._stopping else " and replaced"))
+        process.kill()
+        return late
+
     def worker_said(self, process: WorkerProcess, line: str) -> None:
-        """Re-log a line a worker wrote (``LEVEL text``) under the worker's name."""
-        name, _, text = line.partition(" ")
-        try:
-            level = LogLevel.levelWithName(name)
-        except InvalidLogLevelError:
-            level, text = LogLevel.info, line
-        self.log.emit(
+        """Re-log a line a worker wrote under the worker's name, with its fields
+        (`sipsock.logs.parse_worker_line`)."""
+        level, text, fields = parse_worker_line(line)
+        namespace = str(fields.pop("logger", "") or self.log.namespace)
+        event = {
+            (f"field_{key}" if key in _WORKER_KEYS else key): value for key, value in fields.items()
+        }
+        Logger(namespace=namespace, source=self, observer=self.log.observer).emit(
             level,
             "UDP worker {worker} (pid {pid}): {line}",
+            **event,
             worker=process.label,
             pid=process.pid,
             line=text,
         )
 
     def processes(self) -> list[WorkerProcess]:
-        """The current worker processes that are running and connected."""
-        return [s.process for s in self.seats if s.process is not None and s.process.live]
+        """The current worker processes that are running and connected (and not late)."""
+        return [
+            s.process
+            for s in self.seats
+            if s.process is not None and s.process.live and s.process.state != "late"
+        ]
 
     # --- sockets ----------------------------------------------------------------------
 
@@ -1052,7 +1125,7 @@ class UdpWorkerPool(Service):
                 answer = await process.call(Stats, start=start)
                 page = decode_stats_page(answer["sockets"])
                 sockets.update((s.key, s.counters) for s in page)
-                if not answer["more"]:
+                if not answer["more"] or not page:  # an empty page would never end
                     break
                 start += len(page)
         except Exception:

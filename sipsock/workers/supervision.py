@@ -1,4 +1,5 @@
-"""Pure rules of worker supervision: when to restart a worker, how to name its end."""
+"""Pure rules of worker supervision: when to restart a worker, how long it has to answer,
+how to name its end."""
 
 from __future__ import annotations
 
@@ -41,3 +42,17 @@ def describe_exit(exit_code: int | None, signal_number: int | None) -> str:
     if exit_code is None:
         return "ended (status unknown)"
     return f"exited with status {exit_code}"
+
+
+def answer_deadline(
+    starting: bool, started: float, now: float, command_timeout: float, ready_timeout: float
+) -> float:
+    """Seconds a worker has to answer a command sent at ``now``.
+
+    A running worker answers within ``command_timeout``. A starting one
+    (``started`` at that time) reads its first commands only once loaded,
+    which its ready timeout bounds: it has what is left of that, if longer.
+    """
+    if starting:
+        return max(command_timeout, started + ready_timeout - now)
+    return command_timeout

@@ -6,7 +6,8 @@ installs the epoll reactor with EPOLLEXCLUSIVE support, builds the
 application and its `Dispatcher` from the configuration file, and speaks AMP
 over the inherited UNIX stream socket ``--fd``. It never opens the database:
 the control process tells it which sockets to serve. It exits when told to
-(`Shutdown`) or when the control process goes away.
+(`Shutdown`) or when the control process goes away; the kernel kills it
+when the control process dies (`lifeline`), even while it is stopped.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ from typing import IO, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory
 from twisted.logger import (
-    FileLogObserver,
     FilteringLogObserver,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    formatEvent,
     globalLogBeginner,
 )
 from twisted.protocols import amp
@@ -39,6 +39,8 @@ from twisted.python.failure import Failure
 from sipsock.apps import ApplicationError, Dispatcher, load_application
 from sipsock.apps.loader import application_options
 from sipsock.config import ConfigError, default_settings, load_config
+from sipsock.logevents import LEVELS, at_least, parse_level
+from sipsock.logs import worker_observer
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import ListenError, MessageSink
 from sipsock.transport.udp import UdpListener, adopt_udp_listener
@@ -68,6 +70,7 @@ from sipsock.workers.commands import (
 )
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.epoll import make_exclusive
+from sipsock.workers.lifeline import ParentGoneError, die_with_parent
 
 #: Exit status of a worker that could not start (bad config, application error).
 EXIT_STARTUP = 3
@@ -323,9 +326,10 @@ class WorkerProtocol(amp.AMP):
         )
         return sent.addCallback(lambda _: None)
 
-    def _exit(self) -> None:
+    def _exit(self) -> Deferred[None]:
+        """Release every socket, then stop the reactor; fires when done."""
         closing = self.worker.close_all()
-        closing.addBoth(lambda _: self._stop_reactor())
+        return closing.addBoth(lambda _: self._stop_reactor())
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
@@ -334,8 +338,10 @@ class WorkerProtocol(amp.AMP):
         self._exit()
 
     def _stop_reactor(self) -> None:
+        # Stopping twice (a Shutdown and a lost connection, say) is one stop.
         if self.reactor.running:
-            self.reactor.stop()
+            with contextlib.suppress(ReactorNotRunning):
+                self.reactor.stop()
 
 
 def _as_worker_error(sending: Deferred[None]) -> Deferred[dict[str, Any]]:
@@ -350,22 +356,32 @@ def _as_worker_error(sending: Deferred[None]) -> Deferred[dict[str, Any]]:
     return sending.addCallbacks(sent, failed)
 
 
-class StderrLogObserver(FileLogObserver):
-    """Log lines ``LEVEL text`` on stderr, which the control process re-logs."""
+def worker_log_observer(out: IO[str], level: LogLevel) -> FilteringLogObserver:
+    """The worker's log: flat JSON lines on ``out`` (stderr) that the control process
+    re-logs, at ``level`` (``[core] log_level``) and above.
 
-    def __init__(self, out: IO[str]) -> None:
-        super().__init__(out, format_line)
+    Twisted's own chatter (protocol starting, port closed, connection made;
+    legacy log events) and the UDP transport's line per socket are left out
+    below warnings: the control process logs every socket it opens, updates
+    and closes, and a line per socket from each worker as well made a reload
+    of N sockets re-log 2N lines there (most of its time in bench/reload.py).
+    Problems still show.
+    """
+    quiet = at_least(level, LogLevel.warn)
+    levels = LogLevelFilterPredicate(defaultLogLevel=level)
+    for namespace in ("twisted", "log_legacy", "sipsock.transport.udp"):
+        levels.setLogLevelForNamespace(namespace, quiet)
+    return FilteringLogObserver(worker_observer(out, level), [levels])
 
 
-def format_line(event: dict[str, Any]) -> str:
-    """One event as ``LEVEL text`` lines (a traceback on the following lines)."""
-    level = event.get("log_level", LogLevel.info)
-    text = formatEvent(event)
-    failure = event.get("log_failure")
-    if failure is not None:
-        text = f"{text}\n{failure.getTraceback()}"
-    name = getattr(level, "name", "info")
-    return "".join(f"{name} {line}\n" for line in text.splitlines() or [""])
+def worker_log_level(config_path: str | None) -> LogLevel:
+    """``[core] log_level`` of the configuration (info when it cannot be read: the
+    error is reported when the application is built)."""
+    try:
+        settings = load_config(config_path) if config_path else default_settings()
+    except ConfigError:
+        return LEVELS["info"]
+    return parse_level(settings.core.log_level)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -380,30 +396,31 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--pool", default="dynamic", help="the pool's name, for logs")
     parser.add_argument("--index", type=int, default=0, help="the worker's number in its pool")
     parser.add_argument("--fd", type=int, required=True, help="the inherited AMP socket")
+    parser.add_argument(
+        "--parent", type=int, help="the control process's pid (the worker dies with it)"
+    )
     return parser.parse_args(list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until the control process lets it go; the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        no_lifeline = die_with_parent(args.parent)
+    except ParentGoneError as exc:
+        sys.stderr.write(f"warn {exc}: not starting\n")
+        return EXIT_STARTUP
     from sipsock.workers.epoll import install
 
     reactor = install()
-    # Twisted's own chatter (protocol starting, port closed, connection made;
-    # legacy log events) is left out below warnings.
-    levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    levels.setLogLevelForNamespace("twisted", LogLevel.warn)
-    levels.setLogLevelForNamespace("log_legacy", LogLevel.warn)
-    # The control process logs every socket it opens, updates and closes; a line
-    # per socket from each worker as well made a reload of N sockets re-log 2N
-    # lines there (most of its time in bench/reload.py). Problems still show.
-    levels.setLogLevelForNamespace("sipsock.transport.udp", LogLevel.warn)
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(StderrLogObserver(sys.stderr), [levels])],
+        [worker_log_observer(sys.stderr, worker_log_level(args.config))],
         discardBuffer=True,
         redirectStandardIO=False,
     )
     log = Logger(namespace=f"sipsock.worker.{args.pool}.{args.index}")
+    if no_lifeline is not None:
+        log.warn("this worker may outlive the control process: {reason}", reason=no_lifeline)
     try:
         dispatcher = build_dispatcher(args.config)
     except WorkerError as exc:
@@ -441,14 +458,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.close(args.fd)
     # The control process decides when workers stop: an interrupt from the
-    # terminal reaches it too, and it shuts the workers down in order.
+    # terminal, or a SIGTERM to the whole process group (systemd's
+    # KillMode=control-group), reaches it too, and it shuts the workers down in
+    # order (sockets released first). A worker whose control process dies is
+    # killed by the kernel (`die_with_parent`).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("running; the control process gives the sockets")
     # Everything loaded so far lives as long as the worker: keep it out of the
     # collector's full passes, which otherwise cost tens of milliseconds while
     # hundreds of sockets are adopted or released.
     gc.freeze()
-    reactor.run()
+    # No Twisted signal handlers: its SIGTERM handler would stop the reactor
+    # behind the control process's back (and a worker starts no children).
+    reactor.run(installSignalHandlers=False)
     return 0
 
 

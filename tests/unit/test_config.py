@@ -22,6 +22,7 @@ def test_defaults_are_the_modules_own() -> None:
     assert (mgm.processes, mgm.max_sockets) == (8, 100)
     assert mgm.udp_balance == "shared"
     assert settings.core.udp_workers == 1
+    assert settings.core.worker_timeout == 10.0
     assert mgm.tables.table == "sockets"
     assert (mgm.tables.socket, mgm.tables.advertised, mgm.tables.tag) == (
         "socket",
@@ -68,6 +69,12 @@ def test_shipped_example_config_loads() -> None:
         ),
         ({"core": {"application": "not a name"}}, "[core] application: 'not a name' is not"),
         ({"core": {"log_format": "xml"}}, "[core] log_format: 'xml' is not one of text, json"),
+        ({"core": {"worker_timeout": 0}}, "[core] worker_timeout: 0 is out of range (0.5-3600)"),
+        ({"core": {"worker_timeout": "10"}}, "[core] worker_timeout: must be a number"),
+        (
+            {"core": {"log_level": "loud"}},
+            "[core] log_level: 'loud' is not one of debug, info, warn, error, critical",
+        ),
         ({"mi": {"http_address": "0.0.0.0"}}, "[mi] http_address: '0.0.0.0' is not a loopback"),
         ({"mi": {"http_port": 0}}, "[mi] http_port: 0 is out of range"),
         ({"core": []}, "[core]: must be a table"),

@@ -181,9 +181,15 @@ class FakeWorker:
         self.held: list[Deferred[Any]] = []
         self.hold_updates = False
         self.gone = False
+        #: Never answers (a stopped process); answers later with `answer_late`.
+        self.silent = False
 
     def callRemote(self, command: type, **arguments: Any) -> Deferred[Any]:
         self.calls.append((command, arguments))
+        if self.silent:
+            waiting: Deferred[Any] = Deferred()
+            self.held.append(waiting)
+            return waiting
         if self.gone:
             return Deferred.fromCoroutine(self._fail())
         if command is AdoptSockets:
@@ -316,5 +322,35 @@ def test_an_update_fires_once_every_worker_applied_it() -> None:
     second.held.pop().callback(None)
     turns(clock)
     assert updated == [None]
+    listener.stop()
+    turns(clock)
+
+
+def test_a_silent_worker_misses_its_deadline_is_reported_and_the_open_completes() -> None:
+    answering, silent = FakeWorker(), FakeWorker()
+    silent.silent = True
+    pool, clock = pool_with_workers(answering, silent)
+    for seat in pool.seats:
+        assert seat.process is not None
+        seat.process.state = "ready"
+    port = free_port()
+    results: list[Any] = []
+    pool.open(parse_row(1, f"udp:127.0.0.1:{port}"), 0).addBoth(results.append)
+    turns(clock)
+    assert results == []
+    clock.advance(pool.command_timeout)
+    [listener] = results
+    assert isinstance(listener, PooledListener)
+    late = pool.seats[1].process
+    assert late is not None and late.state == "late"
+    [incident] = pool.incidents.since(0)
+    assert incident == (
+        "UDP worker dynamic/2 (pid None) did not answer AdoptSockets within 10 s: "
+        "killed and replaced"
+    )
+    assert pool.processes() == [pool.seats[0].process]
+    # A late answer is dropped (no AlreadyCalledError).
+    for waiting in silent.held:
+        waiting.callback({"failed": encode_failures({})})
     listener.stop()
     turns(clock)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipsock.workers.supervision import Backoff, describe_exit
+from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
 
 
 def test_a_worker_that_ran_long_is_restarted_at_once() -> None:
@@ -39,3 +39,9 @@ def test_an_exit_is_described_for_the_log(
     code: int | None, signal_number: int | None, text: str
 ) -> None:
     assert describe_exit(code, signal_number) == text
+
+
+def test_a_running_worker_has_the_command_timeout_and_a_starting_one_its_ready_time() -> None:
+    assert answer_deadline(False, 100.0, 200.0, 10.0, 30.0) == 10.0
+    assert answer_deadline(True, 100.0, 105.0, 10.0, 30.0) == 25.0  # 30 s from its start
+    assert answer_deadline(True, 100.0, 125.0, 10.0, 30.0) == 10.0  # never less than 10
