@@ -7,7 +7,6 @@ problem. Relative paths are taken from the working directory, as twistd does.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from sipsock.addresses import AddressError, join_host_port, normal_ip, parse_ip, split_host_port
 from sipsock.proxyrules import ProxyRoute, RouteError, parse_routes
 from sipsock.sockdef import SocketDef, SocketDefError, parse_static
 
@@ -614,22 +614,17 @@ def _read_match_address(reader: _Reader, table: Mapping[str, Any], sec: str) -> 
     text = raw.strip()
     if text == "*":
         return text
-    match = re.fullmatch(
-        r"\[(?P<v6>[^\]]+)\]:(?P<p6>[0-9]{1,5})|(?P<v4>[^:]+):(?P<p4>[0-9]{1,5})", text
-    )
-    host = match and (match["v6"] or match["v4"])
-    port = match and int(match["p6"] or match["p4"])
     try:
-        address = ipaddress.ip_address(host or "") if "%" not in (host or "") else None
-    except ValueError:
-        address = None
-    if not match or address is None or not port or port > 65535:
+        host, port = split_host_port(text)
+    except AddressError:
+        host, port = "", None
+    address = normal_ip(host)
+    if address is None or port is None:
         reader.fail(
             sec, "match_address", f'{text[:70]!r} is not "*" nor ip:port (IPv6 as [addr]:port)'
         )
-    assert address is not None
-    shown = f"[{address.compressed}]" if address.version == 6 else address.compressed
-    return f"{shown}:{port}"
+    assert address is not None and port is not None
+    return join_host_port(address, port)
 
 
 def _read_match_sni(reader: _Reader, table: Mapping[str, Any], sec: str) -> tuple[str, ...]:
@@ -857,10 +852,10 @@ def _read_manhole(reader: _Reader, sec: Mapping[str, Any]) -> ManholeSettings:
     )
     enabled = reader.get(sec, "manhole", "enabled", bool, False)
     address = reader.get(sec, "manhole", "address", str, "127.0.0.1")
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip = None if address.startswith("[") else parse_ip(address, zone="keep")
+    if ip is None:
         reader.fail("manhole", "address", f"{address[:70]!r} is not an IP address")
+    assert ip is not None
     ports: dict[str, int | None] = {}
     for key in ("ssh_port", "telnet_port"):
         ports[key] = None
@@ -915,10 +910,9 @@ def _read_manhole(reader: _Reader, sec: Mapping[str, Any]) -> ManholeSettings:
 def _is_loopback(address: str) -> bool:
     if address == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+    # A bare address: the listeners are given it as written (no brackets).
+    ip = None if address.startswith("[") else parse_ip(address, zone="keep")
+    return ip is not None and ip.is_loopback
 
 
 _TYPE_NAMES: Final[Mapping[type, str]] = {

@@ -10,20 +10,16 @@ and its outbound pool (the connections it opened). `StreamListener`
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Generic, Protocol, TypeVar
 
+from sipsock.addresses import normal_ip, unbracket
 from sipsock.limits import address_key, connection_refusal
 
 
 def peer_key(peer: tuple[str, int]) -> tuple[str, int]:
     """The key of a peer in a socket's connection table: IP addresses in canonical form."""
-    host = peer[0].strip("[]")
-    try:
-        host = ipaddress.ip_address(host).compressed
-    except ValueError:
-        host = host.lower()
-    return host, peer[1]
+    host = unbracket(peer[0])
+    return normal_ip(host, zone="keep") or host.lower(), peer[1]
 
 
 class TableEntry(Protocol):

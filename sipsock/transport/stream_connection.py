@@ -218,7 +218,7 @@ class StreamConnection:
         """
         if error is not None and error.status is not None and error.header is not None:
             self._answer_unframeable(error.header, error)
-        if is_size_error(reason):
+        if error is not None and is_size_error(error):
             self.listener.limit_reporter.hit(
                 "oversize", f"{reason} (connection {self.id})", self.peer
             )

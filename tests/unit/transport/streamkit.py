@@ -10,8 +10,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from sipsock.config import LimitSettings
-from sipsock.seams import MessageSink, Origin
+from sipsock.seams import Origin
 from sipsock.sockdef import parse_row
+from sipsock.testing import RecordingSink
 from sipsock.transport.stream import StreamListener
 from sipsock.transport.stream_protocol import SipStreamProtocol
 
@@ -27,17 +28,7 @@ BARE_MESSAGE = (
 )
 
 
-class Sink(MessageSink):
-    """Records every message with its origin."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
-
-
-class AnsweringSink(Sink):
+class AnsweringSink(RecordingSink):
     """A sink that answers unframeable messages, as the Dispatcher does."""
 
     def __init__(self, fail: bool = False) -> None:
@@ -55,9 +46,9 @@ class AnsweringSink(Sink):
 
 def make_listener(
     idle_timeout: float = 30.0, max_message_size: int = 65535, limits: LimitSettings | None = None
-) -> tuple[StreamListener, Sink, MemoryReactorClock]:
+) -> tuple[StreamListener, RecordingSink, MemoryReactorClock]:
     reactor = MemoryReactorClock()
-    sink = Sink()
+    sink = RecordingSink()
     listener = StreamListener(
         parse_row(4, "tcp:10.0.0.1:5060", tag="core"),
         2,

@@ -14,9 +14,9 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 
-from sipsock.seams import MessageSink, SocketCounters
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import parse_row
-from sipsock.transport import Origin
+from sipsock.testing import RecordingSink
 from sipsock.transport.base import LimitReporter
 from sipsock.transport.udp import UdpListener
 
@@ -24,16 +24,6 @@ MESSAGE = (
     b"OPTIONS sip:a@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1\r\n"
     b"Content-Length: 0\r\n\r\n"
 )
-
-
-class Sink(MessageSink):
-    """Records every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
 
 
 def messages_of(events: Sequence[dict[str, Any]]) -> list[str]:
@@ -84,7 +74,7 @@ def test_reporter_stop_logs_what_is_left_and_leaves_no_timer() -> None:
 
 
 def test_oversize_datagram_is_dropped_and_counted() -> None:
-    sink = Sink()
+    sink = RecordingSink()
     listener = UdpListener(
         parse_row(1, "udp:10.0.0.1:5060"),
         1,
