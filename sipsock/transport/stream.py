@@ -152,7 +152,7 @@ class StreamListener:
         self._table: ConnectionTable[StreamConnection] = ConnectionTable()
         #: The connections of this socket by id (accepted and opened, ready or not).
         self.connections = self._table.connections
-        self._by_peer = self._table.by_peer
+        self._by_peer = self._table.by_peer  # the table's own dict: one look-up per send
         self.outbound = OutboundConnector(self, self._table)
         self.max_outbound = self.limits.max_outbound_connections
         self._port: IListeningPort | None = None
