@@ -163,6 +163,10 @@ DEFAULT_UDP_RECEIVE_BUFFER: Final = 4 * 1024 * 1024
 MAX_UDP_RECEIVE_BUFFER: Final = 1024 * 1024 * 1024
 
 
+#: ``[core] log_level`` values, most verbose first (Twisted's level names).
+LOG_LEVELS: Final = ("debug", "info", "warn", "error", "critical")
+
+
 @dataclass(frozen=True)
 class CoreSettings:
     """``[core]``: static sockets, the SIP application and process-wide settings."""
@@ -174,6 +178,7 @@ class CoreSettings:
     stream_idle_timeout: float = 180.0
     max_message_size: int = 65535
     log_format: str = "text"
+    log_level: str = "info"
     udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
     #: Seconds a UDP worker has to answer each command of the control process;
     #: one that does not is killed and replaced.
@@ -417,6 +422,7 @@ def _read_core(reader: _Reader, sec: Mapping[str, Any]) -> CoreSettings:
             "stream_idle_timeout",
             "max_message_size",
             "log_format",
+            "log_level",
             "udp_receive_buffer",
             "worker_timeout",
         },
@@ -449,6 +455,7 @@ def _read_core(reader: _Reader, sec: Mapping[str, Any]) -> CoreSettings:
         stream_idle_timeout=reader.number(sec, "core", "stream_idle_timeout", 180.0, 1.0, 86400.0),
         max_message_size=reader.integer(sec, "core", "max_message_size", 65535, 1024, 65535),
         log_format=reader.choice(sec, "core", "log_format", "text", ("text", "json")),
+        log_level=reader.choice(sec, "core", "log_level", "info", LOG_LEVELS),
         udp_receive_buffer=reader.integer(
             sec, "core", "udp_receive_buffer", DEFAULT_UDP_RECEIVE_BUFFER, 0, MAX_UDP_RECEIVE_BUFFER
         ),

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure as TwistedFailure
 
 from sipsock.backoff import retry_delay
 from sipsock.db import SocketRow, SocketStore, StoreError
+from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.incidents import Incidents
 from sipsock.reloadplan import (
     Failure,
@@ -34,6 +35,7 @@ from sipsock.reloadplan import (
     plan_reload,
     screen_conflicts,
 )
+from sipsock.repeats import ChangedOnly
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
 from sipsock.transport import Listener, ListenError
@@ -158,6 +160,16 @@ class SocketRegistry(Service):
         self.reloads = 0
         self.failed_reloads = 0
         self.loaded = False
+        #: The report of the last reload that completed (rejected rows, failed sockets).
+        self.last_report: ReloadReport | None = None
+        #: Durations of the completed reloads.
+        self.reload_seconds = Histogram(RELOAD_SECONDS_BUCKETS)
+        # What a reload logs again only when it changed: rejected rows, sockets that
+        # fail to open or update (retried at every reload), host names with several
+        # addresses (resolved at every reload).
+        self._rejections_logged: ChangedOnly[tuple[int | None, str]] = ChangedOnly()
+        self._failures_logged: ChangedOnly[str] = ChangedOnly()
+        self._hosts_logged: ChangedOnly[str] = ChangedOnly()
 
     # --- service ------------------------------------------------------------------
 
@@ -277,17 +289,33 @@ class SocketRegistry(Service):
 
     def _finish(self, report: ReloadReport, started: float, mark: int) -> ReloadReport:
         report.workers = self._incidents.since(mark)
-        for rejection in report.rejected:
-            self.log.warn("{reason}", reason=rejection.reason, socket=rejection.socket)
+        repeats = self._log_rejections(report.rejected)
+        self._failures_logged.end_round()
+        self._hosts_logged.end_round()
         report.seconds = self._reactor.seconds() - started
         self.reloads += 1
         self.loaded = True
+        self.last_report = report
+        self.reload_seconds.observe(report.seconds)
         self.log.info(
-            "sockets reloaded in {seconds:.3f} s: {summary}",
+            "sockets reloaded in {seconds:.3f} s: {summary}{repeats_text}",
             seconds=report.seconds,
             summary=report.summary(),
+            repeats=repeats,
+            repeats_text=f" ({repeats} rejected as before, not logged again)" if repeats else "",
         )
         return report
+
+    def _log_rejections(self, rejected: Sequence[Rejection]) -> int:
+        """Log each rejected row whose reason is new or changed; the number left unlogged."""
+        by_key = {(r.row_id, r.socket): r for r in rejected}
+        fresh = self._rejections_logged.news((key, r.reason) for key, r in by_key.items())
+        for key in fresh:
+            rejection = by_key[key]
+            self.log.warn(
+                "{reason}", reason=rejection.reason, socket=rejection.socket, row=rejection.row_id
+            )
+        return len(rejected) - len(fresh)
 
     async def _resolve_hosts(
         self, defs: list[SocketDef], names: list[str]
@@ -305,7 +333,7 @@ class SocketRegistry(Service):
                 errors[name] = "no address"
             else:
                 resolved[name] = value[0]
-                if len(value) > 1:
+                if len(value) > 1 and self._hosts_logged.seen(name, " ".join(value)):
                     self.log.warn(
                         "host name {host} has {count} addresses; using {address}",
                         host=name,
@@ -383,12 +411,13 @@ class SocketRegistry(Service):
             if isinstance(result, TwistedFailure):
                 entry.error = f"update failed: {_open_reason(result)}"
                 report.failed.append(Failure(new.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} kept its old settings: {reason}",
-                    socket=new.socket_text,
-                    slot=entry.slot,
-                    reason=entry.error,
-                )
+                if self._failures_logged.seen(new.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} kept its old settings: {reason}",
+                        socket=new.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
                 self._entries[old] = entry
                 not_updated[new] = old
                 continue
@@ -431,12 +460,13 @@ class SocketRegistry(Service):
                 entry.attempts += 1
                 entry.error = _open_reason(value)
                 report.failed.append(Failure(entry.sdef.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} failed: {reason}",
-                    socket=entry.sdef.socket_text,
-                    slot=entry.slot,
-                    reason=entry.error,
-                )
+                if self._failures_logged.seen(entry.sdef.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} failed: {reason}",
+                        socket=entry.sdef.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
         self._log_sockets("open", opened)
 
     def _plan_reopen(self) -> None:

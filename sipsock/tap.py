@@ -30,7 +30,7 @@ from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, StoreError, open_store
 from sipsock.incidents import Incidents
-from sipsock.logs import use_json_logs
+from sipsock.logs import use_sipsock_logs
 from sipsock.manhole import ManholeError, listen_manhole, mi_caller
 from sipsock.mi import CommandTable, build_command_table
 from sipsock.mi.amp import listen_amp
@@ -73,8 +73,10 @@ class Options(usage.Options):
             self["settings"] = load_config(self["config"])
         except ConfigError as error:
             _die(str(error))
-        if self["settings"].core.log_format == "json":
-            use_json_logs(self.parent)  # twistd's --logger, unless one was given
+        core = self["settings"].core
+        # twistd's --logger: the configured format and level (an explicit --logger keeps
+        # its output, filtered at the level).
+        use_sipsock_logs(self.parent, log_format=core.log_format, log_level=core.log_level)
 
 
 def _die(message: str) -> None:

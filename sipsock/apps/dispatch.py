@@ -132,6 +132,8 @@ class Dispatcher:
         # the first unreadable message of a socket in a period is logged, the
         # others only counted (parse_errors) and summed up once per period.
         self.rejects = PeriodicLog(clock, log_interval, self._summarize_rejects)
+        # Likewise a message that makes the application raise, sent again and again.
+        self.failures = PeriodicLog(clock, log_interval, self._summarize_failures)
         self.app = app
         self.directory: SocketDirectory = directory if directory is not None else NoSockets()
         self.max_message_size = max_message_size
@@ -185,13 +187,16 @@ class Dispatcher:
             self.app_errors += 1
             if origin.listener is not None:
                 origin.listener.counters.drops += 1
+            if not self.failures.hit((origin.sdef.socket_text, origin.slot)):
+                return
             self.log.failure(
                 "socket {socket} (slot {slot}): the application failed on a message "
-                "from {peer}: {what}",
+                "from {peer}: {what} (more are summed up every {interval:g} s)",
                 socket=origin.sdef.socket_text,
                 slot=origin.slot,
                 peer=origin.peer,
                 what=_describe(message),
+                interval=self.failures.interval,
             )
 
     def _reject(self, origin: Origin, request: Request | None, exc: SipParseError) -> None:
@@ -243,6 +248,17 @@ class Dispatcher:
         socket, slot = cast(tuple[str, int | None], summary.key)
         self.log.info(
             "socket {socket} (slot {slot}): {count} more unreadable messages "
+            "in the last {seconds:.3g} s",
+            socket=socket,
+            slot=slot,
+            count=summary.suppressed,
+            seconds=summary.seconds,
+        )
+
+    def _summarize_failures(self, summary: Summary) -> None:
+        socket, slot = cast(tuple[str, int | None], summary.key)
+        self.log.critical(
+            "socket {socket} (slot {slot}): the application failed on {count} more messages "
             "in the last {seconds:.3g} s",
             socket=socket,
             slot=slot,

@@ -104,8 +104,15 @@ class CommandTable:
 
     log = Logger()
 
+    #: What requests for a command that does not exist are counted under.
+    UNKNOWN = "unknown"
+
     def __init__(self, commands: Iterable[MICommand] = ()) -> None:
         self._commands: dict[str, MICommand] = {}
+        #: Requests and failed requests by command (`UNKNOWN` for the others), from
+        #: every front end; keys are registered names, so their number is bounded.
+        self.requests: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
         for command in commands:
             self.register(command)
 
@@ -132,7 +139,10 @@ class CommandTable:
         failure of the handler: 500 with the failure's text as the message.
         """
         command = self._commands.get(name)
+        counted = name if command is not None else self.UNKNOWN
+        self.requests[counted] = self.requests.get(counted, 0) + 1
         if command is None:
+            self.failures[counted] = self.failures.get(counted, 0) + 1
             return defer.fail(
                 MIError(
                     jsonrpc.METHOD_NOT_FOUND,
@@ -143,12 +153,14 @@ class CommandTable:
         try:
             named = resolve_params(command, params)
         except MIError as exc:
+            self.failures[name] = self.failures.get(name, 0) + 1
             return defer.fail(exc)
         result: Deferred[Any] = defer.maybeDeferred(command.handler, named)
         result.addErrback(self._as_mi_error, name)
         return result
 
     def _as_mi_error(self, failure: Failure, name: str) -> Failure:
+        self.failures[name] = self.failures.get(name, 0) + 1
         error = failure.value
         if isinstance(error, MIError):
             return failure

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import pages, resource, server
 
+from sipsock.mi.access import QuietSite
 from sipsock.mi.commands import CommandTable, answer_jsonrpc
 from sipsock.mi.jsonrpc import MAX_REQUEST_BYTES
 from sipsock.mi.metrics import METRICS_PATH, MetricsProducer, MetricsResource
@@ -123,7 +124,7 @@ def build_site(
     if metrics is not None:
         root.putChild(METRICS_PATH, MetricsResource(metrics))
     request_class = type("MIRequest", (_BoundedRequest,), {"max_body": max_body})
-    site = server.Site(root, requestFactory=request_class)  # type: ignore[no-untyped-call]
+    site = QuietSite(root, requestFactory=request_class)  # type: ignore[no-untyped-call]
     site.displayTracebacks = False
     return site
 

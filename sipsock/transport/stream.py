@@ -52,7 +52,7 @@ from twisted.internet.protocol import (
     ServerFactory,
     connectionDone,
 )
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -265,9 +265,11 @@ class StreamConnection:
 
     def _idle_timeout(self) -> None:
         self._idle = None
-        self.log.info(
+        self.listener.limit_reporter.problem(
+            "idle connections closed",
             "socket {socket} (slot {slot}): connection {connection} from {peer} "
             "closed: idle for {timeout} s",
+            level=LogLevel.info,
             timeout=self.listener.idle_timeout,
             **self._describe(),
         )
@@ -292,9 +294,12 @@ class StreamConnection:
             listener.sink.message_received(data, self._origin())
         except Exception:
             listener.counters.drops += 1
-            self.log.failure(
+            listener.limit_reporter.problem(
+                "messages the sink raised on",
                 "socket {socket} (slot {slot}): message from {peer} dropped: "
                 "the message sink raised",
+                level=LogLevel.critical,
+                traceback=True,
                 **self._describe(),
             )
 
@@ -328,9 +333,10 @@ class StreamConnection:
         try:
             self.send_message(data)
         except ConnectionError as exc:
-            self.log.warn(
+            self.listener.limit_reporter.problem(
+                "replies dropped",
                 "socket {socket} (slot {slot}): reply to {peer} dropped: {reason}",
-                reason=exc,
+                reason=str(exc),
                 **self._describe(),
             )
 
@@ -354,7 +360,8 @@ class StreamConnection:
             self.transport.loseConnection()
             return
         self.listener.counters.parse_errors += 1
-        self.log.warn(
+        self.listener.limit_reporter.problem(
+            "connections closed on a framing error",
             "socket {socket} (slot {slot}): connection {connection} from {peer} closed: {reason}",
             reason=reason,
             **self._describe(),
@@ -369,9 +376,12 @@ class StreamConnection:
         try:
             answer(header, error, self._origin())
         except Exception:
-            self.log.failure(
+            self.listener.limit_reporter.problem(
+                "unframeable messages the sink failed to answer",
                 "socket {socket} (slot {slot}): the message sink failed to answer an "
                 "unframeable message from {peer}",
+                level=LogLevel.critical,
+                traceback=True,
                 **self._describe(),
             )
 
@@ -386,9 +396,11 @@ class StreamConnection:
             return
         self.handshake_error = reason
         self.listener.counters.handshake_failures += 1
-        self.log.info(
+        self.listener.limit_reporter.problem(
+            "failed handshakes",
             "socket {socket} (slot {slot}): connection {connection} from {peer} closed: "
             "handshake failed: {reason}",
+            level=LogLevel.info,
             reason=reason,
             **self._describe(),
         )
@@ -406,9 +418,11 @@ class StreamConnection:
             else:
                 self.handshake_failed("closed before the handshake completed")
         elif self.open and tls_error is not None:
-            self.log.info(
+            self.listener.limit_reporter.problem(
+                "connections closed on a TLS error",
                 "socket {socket} (slot {slot}): connection {connection} from {peer} "
                 "closed: TLS error: {reason}",
+                level=LogLevel.info,
                 reason=tls_error,
                 **self._describe(),
             )
@@ -778,13 +792,12 @@ class StreamListener:
             try:
                 set_tos(handle, sdef, sdef.tos or 0)
             except OSError as exc:
-                self.log.warn(
+                self.limit_reporter.problem(
+                    "connections without their tos",
                     "socket {socket} (slot {slot}): cannot set tos on connection "
                     "{connection}: {reason}",
-                    socket=sdef.socket_text,
-                    slot=self.slot,
                     connection=connection.id,
-                    reason=exc,
+                    reason=str(exc),
                 )
 
     # -- Listener ----------------------------------------------------------
@@ -815,10 +828,9 @@ class StreamListener:
 
         def failed(failure: Failure) -> Failure:
             self.counters.drops += 1
-            self.log.warn(
+            self.limit_reporter.problem(
+                "failed outbound connections",
                 "socket {socket} (slot {slot}): cannot connect to {peer}: {reason}",
-                socket=self.sdef.socket_text,
-                slot=self.slot,
                 peer=peer,
                 reason=failure.getErrorMessage(),
             )

@@ -38,6 +38,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IAddress, IDelayedCall, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -250,11 +251,11 @@ class _SipWebSocketMixin:
         self._ping_call = None
         connection = self.connection
         if connection is not None and connection.open:
-            connection.log.info(
+            self.listener.limit_reporter.problem(
+                "connections dropped without a pong",
                 "socket {socket} (slot {slot}): connection {connection} from {peer} dropped: "
                 "no pong within {timeout} s",
-                socket=self.listener.sdef.socket_text,
-                slot=self.listener.slot,
+                level=LogLevel.info,
                 connection=connection.id,
                 peer=connection.peer,
                 timeout=self.listener.websocket.ping_timeout,

@@ -23,26 +23,33 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.logger import InvalidLogLevelError, Logger, LogLevel
+from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from sipsock.apps.spec import AppSpec
 from sipsock.incidents import Incidents
+from sipsock.logs import parse_worker_line
 from sipsock.transport.base import Closing
 from sipsock.workers.commands import SendThroughSocket, Shutdown, Start, encode_spec
 from sipsock.workers.deadline import WorkerTimeoutError, within
 from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
 from sipsock.workers.waits import settle
 
-#: Longest line of worker output kept before it is cut.
-MAX_OUTPUT_LINE: Final = 8192
+#: Longest line of worker output kept before it is cut (a worker's log line is one
+#: JSON object, its traceback included).
+MAX_OUTPUT_LINE: Final = 65536
 
 #: Seconds a worker whose AMP connection closed has to exit before SIGKILL.
 CONNECTION_LOST_GRACE: Final = 2.0
 
 #: Child descriptor number of the AMP socket in a worker.
 WORKER_AMP_FD: Final = 3
+
+#: Fields the control process gives a re-logged worker line, and the names of
+#: ``Logger.emit``'s own parameters (a worker field of one of these names is
+#: renamed ``field_<name>``).
+_WORKER_KEYS: Final = frozenset({"worker", "pid", "line", "self", "level", "format"})
 
 
 class PoolSide(Protocol):
@@ -324,6 +331,7 @@ class Supervisor:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         python = self.settings.python
         args = [python, "-m", "sipsock.workers", "--pool", self.name, "--index", str(seat.index)]
+        args += ["--log-level", self.spec.settings.core.log_level]
         args += ["--fd", str(WORKER_AMP_FD), "--parent", str(os.getpid())]
         try:
             try:
@@ -487,15 +495,17 @@ class Supervisor:
         return late
 
     def worker_said(self, process: WorkerProcess, line: str) -> None:
-        """Re-log a line a worker wrote (``LEVEL text``) under the worker's name."""
-        name, _, text = line.partition(" ")
-        try:
-            level = LogLevel.levelWithName(name)
-        except InvalidLogLevelError:
-            level, text = LogLevel.info, line
-        self.log.emit(
+        """Re-log a line a worker wrote under the worker's name, with its fields
+        (`sipsock.logs.parse_worker_line`)."""
+        level, text, fields = parse_worker_line(line)
+        namespace = str(fields.pop("logger", "") or self.log.namespace)
+        event = {
+            (f"field_{key}" if key in _WORKER_KEYS else key): value for key, value in fields.items()
+        }
+        Logger(namespace=namespace, source=self, observer=self.log.observer).emit(
             level,
             "UDP worker {worker} (pid {pid}): {line}",
+            **event,
             worker=process.label,
             pid=process.pid,
             line=text,

@@ -52,7 +52,15 @@ SOCKETS: list[dict[str, Any]] = [
 
 class FakeReport:
     def as_dict(self) -> dict[str, Any]:
-        return {"added": ["udp:127.0.0.1:5070"], "removed": [], "kept": [], "rejected": []}
+        return {
+            "added": ["udp:127.0.0.1:5070"],
+            "updated": [],
+            "removed": [],
+            "kept": [],
+            "rejected": [],
+            "failed": [],
+            "seconds": 0.0012,
+        }
 
 
 class FakeRegistry:
@@ -396,7 +404,14 @@ async def _amp_frontend(tmp_path: Path) -> None:
         assert out.startswith("[\n    {")  # indented like opensips-mi
 
         out, err, code = await sipsock_mi(cwd, "-s", str(socket_path), "sockets_reload")
-        assert (code, json.loads(out)) == (0, "OK"), err
+        assert (code, out) == (
+            0,
+            "sockets reloaded in 0.001 s: 1 added, 0 updated, 0 removed, 0 kept, "
+            "0 rejected, 0 failed\n",
+        ), err
+
+        out, err, code = await sipsock_mi(cwd, "-s", str(socket_path), "--json", "sockets_reload")
+        assert (code, json.loads(out)) == (0, FakeReport().as_dict()), err
 
         out, err, code = await sipsock_mi(
             cwd, "-s", str(socket_path), "sockets_reload", "report=true"
@@ -428,7 +443,7 @@ async def _amp_frontend(tmp_path: Path) -> None:
         await defer.maybeDeferred(port.stopListening)
 
     out, err, code = await sipsock_mi(cwd, "-s", str(socket_path), "sockets_list")
-    assert code == 1 and "cannot connect" in err
+    assert code == 2 and f"cannot connect to the MI socket {socket_path}" in err
 
 
 def test_amp_frontend_with_sipsock_mi(tmp_path: Path) -> Deferred[None]:

@@ -71,6 +71,10 @@ def test_shipped_example_config_loads() -> None:
         ({"core": {"log_format": "xml"}}, "[core] log_format: 'xml' is not one of text, json"),
         ({"core": {"worker_timeout": 0}}, "[core] worker_timeout: 0 is out of range (0.5-3600)"),
         ({"core": {"worker_timeout": "10"}}, "[core] worker_timeout: must be a number"),
+        (
+            {"core": {"log_level": "loud"}},
+            "[core] log_level: 'loud' is not one of debug, info, warn, error, critical",
+        ),
         ({"mi": {"http_address": "0.0.0.0"}}, "[mi] http_address: '0.0.0.0' is not a loopback"),
         ({"mi": {"http_port": 0}}, "[mi] http_port: 0 is out of range"),
         ({"core": []}, "[core]: must be a table"),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -414,3 +415,104 @@ def test_stopping_the_registry_cancels_the_retry() -> None:
     assert h.clock.getDelayedCalls() == []
     h.clock.advance(60)
     assert h.opens == 1
+
+
+def test_a_rejected_row_is_logged_again_only_when_its_reason_changes() -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").startswith("sipsock.registry"):
+            events.append(event)
+
+    def warned() -> list[Any]:
+        found = [e.get("row") for e in events if e["log_format"] == "{reason}"]
+        events.clear()
+        return found
+
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    bad = [h.store.add(f"sctp:127.0.0.1:{6000 + i}") for i in range(50)]
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        h.reload()
+        assert warned() == bad
+        for _ in range(3):  # the same table: the settled path and the full path
+            report = h.reload()
+            assert len(report.rejected) == 50
+            assert warned() == []
+        h.store.rows.append(h.store.rows.pop(0))  # row order changes: a full reload
+        h.reload()
+        assert warned() == []
+        h.store.rows[1] = SocketRow(h.store.rows[1].id, "udp:bad host:1")
+        h.reload()
+        assert warned() == [bad[1]]
+        h.store.rows[1] = SocketRow(h.store.rows[1].id, "udp:127.0.0.1:5071")
+        h.reload()
+        assert warned() == []
+        h.store.rows[1] = SocketRow(h.store.rows[1].id, "sctp:127.0.0.1:6001")
+        h.reload()
+        assert warned() == [bad[1]]  # fixed, then broken again: news again
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+    assert h.registry.last_report is not None
+    assert len(h.registry.last_report.rejected) == 50
+    assert h.registry.reload_seconds.count == h.registry.reloads
+
+
+def test_the_reload_line_counts_the_rejections_not_logged_again() -> None:
+    from twisted.logger import globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "sockets reloaded" in event.get("log_format", ""):
+            from twisted.logger import formatEvent
+
+            lines.append(formatEvent(event))
+
+    h = Harness()
+    h.store.add("sctp:127.0.0.1:6000")
+    h.store.add("sctp:127.0.0.1:6001")
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        h.reload()
+        h.reload()
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+    assert "2 rejected, 0 failed" in lines[0] and "as before" not in lines[0]
+    assert lines[1].endswith("2 rejected, 0 failed (2 rejected as before, not logged again)")
+
+
+def test_a_socket_failing_at_every_reload_and_a_many_address_host_are_logged_once() -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").startswith("sipsock.registry"):
+            events.append(event)
+
+    def logged(fragment: str) -> int:
+        return sum(1 for e in events if fragment in e["log_format"])
+
+    h = Harness()
+    h.names["sip.example.net"] = ["192.0.2.10", "192.0.2.11"]
+    h.store.add("udp:sip.example.net:5070")
+    h.store.add("udp:127.0.0.1:5071")
+    h.refuse["udp:127.0.0.1:5071"] = "port already in use"
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        for _ in range(4):
+            report = h.reload()
+            assert [f.socket for f in report.failed] == ["udp:127.0.0.1:5071"]
+        assert logged("slot {slot} failed: {reason}") == 1
+        assert logged("has {count} addresses") == 1
+        h.refuse["udp:127.0.0.1:5071"] = "cannot assign requested address"
+        h.names["sip.example.net"] = ["192.0.2.10", "192.0.2.12"]
+        h.reload()
+        assert logged("slot {slot} failed: {reason}") == 2
+        assert logged("has {count} addresses") == 2
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))

@@ -10,9 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.mi import CommandTable
 from sipsock.mi.commands import MIError
 from sipsock.mi.statistics import register_statistics
+from sipsock.reloadplan import Failure, Rejection, ReloadReport
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.stats import (
     Stat,
@@ -46,6 +48,8 @@ class FakeRegistry:
     static_listeners: list[FakeListener] = field(default_factory=list)
     reloads: int = 0
     failed_reloads: int = 0
+    last_report: ReloadReport | None = None
+    reload_seconds: Histogram = field(default_factory=lambda: Histogram(RELOAD_SECONDS_BUCKETS))
 
 
 class FakePool:
@@ -221,3 +225,72 @@ def test_mi_commands_answer_in_opensips_shape() -> None:
     table.call("get_statistics", {"statistics": []}).addErrback(failures.append)
     assert isinstance(failures[0].value, MIError) and failures[0].value.code == 404
     assert failures[1].value.code == -32602
+
+
+def test_last_reload_rejections_failures_and_duration_are_metrics() -> None:
+    registry = FakeRegistry(reloads=2)
+    statistics = Statistics(registry)
+    assert as_values(select(statistics.snapshot(), ["rejected_rows", "failed_sockets"])) == {
+        "sockets_mgm:rejected_rows": 0,
+        "sockets_mgm:failed_sockets": 0,
+    }
+    registry.last_report = ReloadReport(
+        rejected=[Rejection(1, "sctp:x", "bad"), Rejection(2, "udp:bad row", "bad")],
+        failed=[Failure("udp:192.0.2.1:5060", "cannot bind")],
+    )
+    registry.reload_seconds.observe(0.003)
+    registry.reload_seconds.observe(0.7)
+    text = render_prometheus(statistics.snapshot())
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["sipsock_reload_rejected_rows"].type == "gauge"
+    assert families["sipsock_reload_rejected_rows"].samples[0].value == 2
+    assert families["sipsock_reload_failed_sockets"].samples[0].value == 1
+    histogram = families["sipsock_reload_duration_seconds"]
+    assert histogram.type == "histogram"
+    samples = {(s.name, s.labels.get("le")): s.value for s in histogram.samples}
+    assert samples[("sipsock_reload_duration_seconds_bucket", "0.005")] == 1
+    assert samples[("sipsock_reload_duration_seconds_bucket", "1")] == 2
+    assert samples[("sipsock_reload_duration_seconds_bucket", "+Inf")] == 2
+    assert samples[("sipsock_reload_duration_seconds_count", None)] == 2
+    assert samples[("sipsock_reload_duration_seconds_sum", None)] == pytest.approx(0.703)
+    values = as_values(select(statistics.snapshot(), ["sockets_mgm:"]))
+    assert values["sockets_mgm:reload_seconds_count"] == 2
+    assert values["sockets_mgm:reload_seconds_le_+Inf"] == 2
+
+
+def test_pool_sizes_and_mi_requests_are_metrics() -> None:
+    from sipsock.mi import build_command_table
+
+    registry = FakeRegistry()
+    pool = FakePool(
+        [
+            {"Pool": "dynamic", "Worker": 1, "State": "ready", "Handled": 3, "Restarts": 0},
+            {"Pool": "dynamic", "Worker": 2, "State": "restarting", "Handled": 0, "Restarts": 2},
+        ]
+    )
+    statistics = Statistics(registry, pools=[pool])
+    table = build_command_table(
+        registry,  # type: ignore[arg-type]
+        clock=Clock(),
+        started_at=0.0,
+        process_list=list,
+        version="1",
+        statistics=statistics,
+    )
+    table.call("which", None)
+    table.call("which", None)
+    table.call("frobnicate", None).addErrback(lambda _: None)
+    table.call("uptime", {"x": 1}).addErrback(lambda _: None)
+    text = render_prometheus(statistics.snapshot())
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("sipsock_pool_workers", (("pool", "dynamic"), ("state", "ready")))] == 1
+    assert samples[("sipsock_pool_workers", (("pool", "dynamic"), ("state", "restarting")))] == 1
+    assert samples[("sipsock_mi_requests_total", (("command", "which"),))] == 2
+    assert samples[("sipsock_mi_requests_total", (("command", "unknown"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "unknown"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "uptime"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "which"),))] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
 
 from sipsock.sockdef import parse_row
@@ -28,7 +29,7 @@ class Sink:
 
 
 def make_listener(sink: Sink, **row: str) -> tuple[UdpListener, FakeDatagramTransport]:
-    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060", **row), 3, sink, reactor=None)
+    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060", **row), 3, sink, reactor=Clock())
     transport = FakeDatagramTransport()
     listener.protocol.makeConnection(transport)
     return listener, transport
