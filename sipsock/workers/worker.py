@@ -117,6 +117,9 @@ class UdpWorker:
         dispatcher.directory = self.directory
         self.udp_limits = spec.settings.limits.udp_options()
         self.sink = dispatcher
+        # The application lives as long as the worker: out of the collector's
+        # full passes, like everything loaded before the reactor ran.
+        gc.freeze()
 
     @property
     def handled(self) -> int:
