@@ -8,6 +8,7 @@ service, whose start loads the dynamic sockets from the table.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -266,16 +267,24 @@ def _lock_state_dir(state_dir: Path) -> StateLock:
 
 
 def _create_sqlite_database(settings: Settings) -> None:
-    """Create the embedded database (table and version row) on first start."""
+    """Create the embedded database (table and version row) on first start.
+
+    An empty file (a first start that failed, disk full) counts as missing; a
+    file this start created and could not fill is removed again.
+    """
     path = settings.sockets_mgm.db_url.path
-    if path is None or os.path.exists(path):
+    if path is None or (os.path.exists(path) and os.path.getsize(path) > 0):
         return
     from sipsock.db.cli import Database
 
+    existed = os.path.exists(path)
     try:
         with Database.open(settings.sockets_mgm) as database:
             database.init()
     except Exception as error:
+        with contextlib.suppress(OSError):
+            if not existed and os.path.getsize(path) == 0:
+                os.remove(path)
         raise StartupError(f"cannot create the SQLite database {path}: {error}") from None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
@@ -10,72 +9,13 @@ from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from sipsock.db import ISocketStore, SocketRow, StoreError
+from sipsock.db import SocketRow, StoreError
 from sipsock.registry import SocketRegistry
+from sipsock.resolver import ThreadResolver
 from sipsock.sockdef import SocketDef, parse_row
-from sipsock.transport import ListenError, SocketCounters
-
-
-@dataclass
-class FakeListener:
-    sdef: SocketDef
-    slot: int | None
-    counters: SocketCounters = field(default_factory=SocketCounters)
-    updates: list[SocketDef] = field(default_factory=list)
-    stopping: Deferred[None] | None = None
-    stopped: bool = False
-    #: What `update` returns: None (applied at once) or a Deferred (applied elsewhere).
-    applying: Deferred[None] | None = None
-
-    def update(self, sdef: SocketDef) -> Deferred[None] | None:
-        self.updates.append(sdef)
-        self.sdef = sdef
-        return self.applying
-
-    def stop(self) -> Deferred[None]:
-        self.stopped = True
-        return self.stopping if self.stopping is not None else defer.succeed(None)
-
-    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        return defer.succeed(None)
-
-    def fileno(self) -> int:
-        return 3
-
-
-@implementer(ISocketStore)
-class FakeStore:
-    def __init__(self) -> None:
-        self.rows: list[SocketRow] = []
-        self.error: str | None = None
-        self.gate: Deferred[None] | None = None
-        self.fetches = 0
-        self.version: str | None = None
-
-    def add(self, socket: Any, **columns: Any) -> int:
-        row_id = len(self.rows) + 1
-        self.rows.append(SocketRow(row_id, socket, **columns))
-        return row_id
-
-    def check_version(self) -> Deferred[None]:
-        if self.version is not None:
-            return defer.fail(StoreError(self.version))
-        return defer.succeed(None)
-
-    def fetch(self) -> Deferred[list[SocketRow]]:
-        self.fetches += 1
-        if self.error is not None:
-            return defer.fail(StoreError(self.error))
-        rows = list(self.rows)
-        if self.gate is not None:
-            gate, self.gate = self.gate, None
-            return gate.addCallback(lambda _: rows)
-        return defer.succeed(rows)
-
-    def close(self) -> Deferred[None]:
-        return defer.succeed(None)
+from sipsock.testing import FakeListener, FakeStore
+from sipsock.transport import ListenError
 
 
 class Harness:
@@ -226,6 +166,46 @@ def test_host_names_are_resolved_and_unresolvable_ones_rejected() -> None:
     assert h.registry.list_sockets() == [{"socket": "udp:sip.example.net:5070"}]
     assert report.rejected[0].row_id == bad
     assert "cannot resolve host name 'nowhere.example.net'" in report.rejected[0].reason
+
+
+def test_a_name_that_fails_to_resolve_this_time_keeps_its_running_socket() -> None:
+    h = Harness()
+    h.names["sip.example.net"] = ["192.0.2.10"]
+    row = h.store.add("udp:sip.example.net:5070", tag="a")
+    assert h.reload().added == ["udp:192.0.2.10:5070"]
+    listener = h.opened["udp:192.0.2.10:5070"]
+
+    del h.names["sip.example.net"]  # the lookup times out, or DNS is down, this time
+    report = h.reload()
+    assert report.removed == [] and report.rejected == [], report
+    assert report.kept == ["udp:192.0.2.10:5070"]
+    assert h.registry.by_tag("a") is listener and not listener.stopped
+    assert h.registry.list_sockets() == [{"socket": "udp:sip.example.net:5070", "tag": "a"}]
+
+    h.store.rows = [SocketRow(row, "udp:sip.example.net:5070", tag="b")]  # tag changed
+    report = h.reload()
+    assert report.updated == ["udp:192.0.2.10:5070"] and report.removed == [], report
+    assert h.registry.by_tag("b") is listener  # updated in place, on the last address
+
+    h.store.rows = [SocketRow(row, "udp:other.example.net:5070", tag="b")]  # another name
+    report = h.reload()
+    assert report.removed == ["udp:192.0.2.10:5070"], report  # not the running row's socket
+    assert "cannot resolve host name 'other.example.net'" in report.rejected[0].reason
+
+
+def test_the_resolution_timeout_named_is_the_configured_one() -> None:
+    h = Harness()
+    h.store.add("udp:slow.example.net:5070")
+    never: Any = lambda lookup, host: Deferred()  # noqa: E731  (a lookup that never answers)
+    h.registry._resolve = ThreadResolver(h.clock, timeout=0.5, run=never).resolve
+    result: list[Any] = []
+    h.registry.reload().addBoth(result.append)
+    h.clock.advance(0.5)
+    assert (
+        result[0]
+        .rejected[0]
+        .reason.endswith("cannot resolve host name 'slow.example.net': no answer within 0.5 s")
+    ), result  # before: "within 5 s" whatever the timeout
 
 
 def test_initial_load_retries_with_backoff_until_it_works_and_stops_on_stop() -> None:
