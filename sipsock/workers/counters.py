@@ -19,11 +19,11 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from sipsock.deferreds import settle
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import SocketCounters
 from sipsock.workers.commands import COUNTER_NAMES, Stats, decode_stats_page
 from sipsock.workers.supervisor import Supervisor, WorkerProcess
-from sipsock.workers.waits import settle
 
 #: Seconds between the last socket change of a burst and the statistics refresh.
 REFRESH_DELAY: Final = 0.2
@@ -113,7 +113,7 @@ class PoolCounters:
             if waits:
                 self.recount()
 
-        return Deferred.fromCoroutine(settle(waits)).addCallback(recount)
+        return settle(waits).addCallback(recount)
 
     def refresh_soon(self) -> None:
         """One refresh after a burst of socket changes, not one per socket.

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sipsock.deferreds import all_or_first_failure, settle
 from sipsock.transport.base import ListenError
 from sipsock.transport.sockopts import bind_member
 from sipsock.workers.commands import (
@@ -36,7 +37,6 @@ from sipsock.workers.commands import (
 from sipsock.workers.directory import BookEntry
 from sipsock.workers.listener import PooledListener
 from sipsock.workers.supervisor import Supervisor, WorkerProcess
-from sipsock.workers.waits import all_or_first_failure, settle
 
 #: Up to this many sockets released in one batch get a log line each (else one line).
 LOG_EACH: Final = 10

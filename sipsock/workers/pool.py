@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 
 from sipsock.apps.spec import AppSpec, freeze
 from sipsock.config import UDP_BALANCE_MODES, default_settings
+from sipsock.deferreds import all_or_first_failure
 from sipsock.incidents import Incidents
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Closing, ListenError
@@ -64,7 +65,6 @@ from sipsock.workers.fanout import SocketFanOut
 from sipsock.workers.listener import PooledListener
 from sipsock.workers.supervision import Backoff
 from sipsock.workers.supervisor import Supervisor, SupervisorSettings, WorkerProcess, WorkerSeat
-from sipsock.workers.waits import all_or_first_failure
 
 BALANCE_MODES: Final = UDP_BALANCE_MODES
 

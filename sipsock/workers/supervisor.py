@@ -28,13 +28,13 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from sipsock.apps.spec import AppSpec
+from sipsock.deferreds import settle
 from sipsock.incidents import Incidents
 from sipsock.logs import parse_worker_line
 from sipsock.transport.base import Closing
 from sipsock.workers.commands import SendThroughSocket, Shutdown, Start, encode_spec
 from sipsock.workers.deadline import WorkerTimeoutError, within
 from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
-from sipsock.workers.waits import settle
 
 #: Longest line of worker output kept before it is cut (a worker's log line is one
 #: JSON object, its traceback included).
@@ -418,7 +418,7 @@ class Supervisor:
                 count=self.side.socket_count(),
             )
 
-        Deferred.fromCoroutine(settle([starting, syncing])).addCallback(synced)
+        settle([starting, syncing]).addCallback(synced)
 
     def _not_ready(self, process: WorkerProcess) -> None:
         process.ready_timer = None

@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 
 from sipsock.apps.spec import AppSpec, SpecError, build_dispatcher
 from sipsock.config import LOG_LEVELS
+from sipsock.deferreds import wait_all
 from sipsock.logevents import at_least, parse_level
 from sipsock.logs import worker_observer
 from sipsock.sockdef import SocketDef
@@ -206,7 +207,7 @@ class UdpWorker:
     def close_all(self) -> Deferred[None]:
         """Release every socket; fires when all are closed."""
         waits = [self.release(key) for key in list(self.listeners)]
-        return defer.DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+        return wait_all(waits)
 
     def _listener(self, key: int, what: str) -> UdpListener:
         listener = self.listeners.get(key)
@@ -301,8 +302,7 @@ class WorkerProtocol(amp.AMP):
     @ReleaseSockets.responder
     def release_sockets(self, keys: list[int]) -> Deferred[dict[str, Any]]:
         waits = [self.worker.release(key) for key in keys]
-        closing = defer.DeferredList(waits, consumeErrors=True)
-        return closing.addCallback(lambda _: {})
+        return wait_all(waits).addCallback(lambda _: {})
 
     @SendDatagram.responder
     def send_datagram(

@@ -26,13 +26,13 @@ from twisted.protocols import amp
 from sipsock.apps import Dispatcher, Responder
 from sipsock.apps.spec import freeze
 from sipsock.config import load_config
+from sipsock.deferreds import settle
 from sipsock.sockdef import parse_row
 from sipsock.transport import open_listener
 from sipsock.workers import PooledListener, SocketBook, UdpWorkerPool
 from sipsock.workers.commands import AdoptSockets
 from sipsock.workers.supervision import Backoff
 from sipsock.workers.supervisor import WorkerProcess
-from sipsock.workers.waits import settle
 from tests.integration.workers.procfs import (
     alive,
     exclusive_udp_registrations,
