@@ -10,7 +10,8 @@ daemon. Its change source is
   does, then signals a change, since NOTIFYs sent while it was away are lost;
 * SQLite: `SQLitePoller`, which reads ``PRAGMA data_version`` every
   ``sqlite_poll_interval`` seconds on a connection of its own; the value moves
-  when another connection commits (any table of the file).
+  when another connection commits (any table of the file). A file deleted,
+  moved or replaced is noticed by its identity (device, inode) at each poll.
 
 Each source also signals once when it starts watching (and after an outage),
 so changes made between the daemon's first load and the LISTEN (or the first
@@ -48,6 +49,8 @@ from sipsock.db.notify import (
     trigger_exists_query,
 )
 from sipsock.db.postgres import _QuietConnection, connect_kwargs
+from sipsock.db.sqlitefile import FileId, busy_timeout, existing_file_uri, file_id
+from sipsock.db.store import StoreError
 
 #: Reconnect delays of the LISTEN connection: 0.5 s, doubling, at most 5 s, forever.
 RECONNECT_INITIAL: Final = 0.5
@@ -203,6 +206,8 @@ class PostgresListener:
         self.connection.addNotifyObserver(self._notified)
         self.listening = False
         self._stopped = False
+        #: Whether the trigger check after the last LISTEN has its answer (and logged it).
+        self.trigger_checked = False
 
     def start(self) -> None:
         """Connect and LISTEN; on failure, keep retrying in the background."""
@@ -221,6 +226,7 @@ class PostgresListener:
 
     def _listening(self, _: object) -> None:
         self.listening = True
+        self.trigger_checked = False
         self.log.info(
             "auto reload: listening on channel {channel} of {url}",
             channel=self.channel,
@@ -232,6 +238,10 @@ class PostgresListener:
         )
         check.addCallback(self._check_trigger, table)
         check.addErrback(lambda _: None)  # a lost connection is the detector's business
+        check.addCallback(self._trigger_done)
+
+    def _trigger_done(self, _: object) -> None:
+        self.trigger_checked = True
 
     def _check_trigger(self, rows: list[tuple[int]], table: str) -> None:
         if not rows:
@@ -301,7 +311,13 @@ _DEATH: Final = reconnection.psycopg2.InterfaceError, reconnection.psycopg2.Oper
 
 
 class SQLitePoller:
-    """Reads ``PRAGMA data_version`` every ``interval`` s; calls ``on_change`` when it moves."""
+    """Reads ``PRAGMA data_version`` every ``interval`` s; calls ``on_change`` when it moves.
+
+    Each poll first compares the file's identity (device, inode) with the one
+    its connection opened: a file replaced (``mv``, restored from a backup) is
+    reopened and signals a change, so does a file that vanished (the reload
+    then fails saying so) or appeared.
+    """
 
     log = Logger()
 
@@ -322,19 +338,11 @@ class SQLitePoller:
         self._loop: task.LoopingCall | None = None
         self._version: int | None = None
         self._failing = False
+        self._watched = False
+        self._opened: FileId | None = None
 
     def start(self) -> None:
-        """Open the connection and poll from now on."""
-        pool_class: Any = adbapi.ConnectionPool
-        self._pool = pool_class(
-            "sqlite3",
-            self._path,
-            timeout=self._timeout,
-            check_same_thread=False,
-            cp_min=1,
-            cp_max=1,
-            cp_reactor=self._reactor,
-        )
+        """Poll from now on (the connection opens when the file is there)."""
         self._loop = task.LoopingCall(self._poll)
         self._loop.clock = self._reactor
         self._loop.start(self.interval, now=True)
@@ -345,8 +353,46 @@ class SQLitePoller:
         )
 
     def _poll(self) -> Deferred[None]:
+        try:
+            current = file_id(self._path)
+        except StoreError as error:
+            self._poll_failed(Failure(error))  # type: ignore[no-untyped-call]
+            return succeed(None)
+        if current != self._opened or self._pool is None:
+            self._reopen(current)
+        if self._pool is None:
+            return succeed(None)
         d: Deferred[list[tuple[int]]] = self._pool.runQuery("PRAGMA data_version")
         return d.addCallbacks(self._polled, self._poll_failed)
+
+    def _reopen(self, current: FileId | None) -> None:
+        """Open the file now at the path (none: close); signal unless it is the first look."""
+        first, self._watched = not self._watched, True
+        had_file, self._opened = self._opened is not None, current
+        self._close_pool()
+        self._version = None  # the first poll of the new file signals "catching up"
+        if current is None:
+            if had_file or first:
+                self.log.warn(
+                    "auto reload: {path} does not exist (deleted or moved?); still watching",
+                    path=self._path,
+                )
+            if had_file:
+                self._on_change("database file removed")
+            return
+        if had_file:
+            self.log.info("auto reload: {path} replaced; watching the new file", path=self._path)
+        pool_class: Any = adbapi.ConnectionPool
+        self._pool = pool_class(
+            "sqlite3",
+            existing_file_uri(self._path),
+            uri=True,
+            timeout=busy_timeout(self._timeout),
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=1,
+            cp_reactor=self._reactor,
+        )
 
     def _polled(self, rows: list[tuple[int]]) -> None:
         version = int(rows[0][0])
@@ -357,7 +403,7 @@ class SQLitePoller:
             self._on_change("database readable again")
             return
         if self._version is None:
-            # What changed between the daemon's first load and this baseline is unseen.
+            # What changed before this baseline (first load, file replaced) is unseen.
             self._on_change("now watching (catching up)")
         elif version != self._version:
             self._on_change("data_version changed")
@@ -371,19 +417,22 @@ class SQLitePoller:
                 path=self._path,
                 reason=failure.getErrorMessage(),
             )
-        if not isinstance(failure.value, sqlite3.Error):
+        if not isinstance(failure.value, sqlite3.Error | StoreError):
             self.log.failure(
                 "auto reload: unexpected error polling {path}", failure, path=self._path
             )
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def stop(self) -> Deferred[None]:
         """Stop polling and close the connection."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._close_pool()
         return succeed(None)
 
 

@@ -1,55 +1,91 @@
-"""Log output as JSON lines (``[core] log_format = "json"``).
+"""Log output of the daemon: the level (``[core] log_level``) and the format
+(``[core] log_format``, text or JSON lines).
 
-twistd picks its log observer from ``--logger`` (a factory) before it starts
-logging; `use_json_logs` sets that factory on twistd's options when the
-configuration asks for JSON, unless ``--logger`` was given. The observer writes
-where twistd's text observer would: ``--logfile`` (a file rotated on SIGUSR1
-and by size, as twistd does), standard output with ``-n`` and no log file, or
-``-`` for standard output. ``--syslog`` keeps twistd's syslog output.
+twistd picks its log observer from ``--logger`` (a factory, by dotted name)
+before it starts logging; `use_sipsock_logs` sets that factory on twistd's
+options to `twistd_observer`, which builds the observer the configuration
+asks for and drops the events below ``log_level``. An explicit ``--logger``
+still chooses the output; the level applies to it too. The observer writes
+where twistd's own would: ``--logfile`` (a file rotated on SIGUSR1 and by
+size, as twistd does), standard output with ``-n`` and no log file, or ``-``
+for standard output; ``--syslog`` keeps twistd's syslog output.
 
-Each line is one JSON object: the event's fields as `twisted.logger.eventAsJSON`
-writes them (``log_time``, ``log_level``, ``log_namespace``, ``log_format`` and
-every structured field, such as ``socket`` and ``slot`` of a socket event),
-plus ``log_text``, the formatted message.
+Text lines are twistd's (``TIME [namespace#level] message``); JSON lines
+are `sipsock.logevents.json_line`'s flat objects. Twisted's chatter about
+its own objects counts as debug (`sipsock.logevents.effective_level`).
+
+UDP workers log through `worker_observer`: flat JSON lines on their
+standard error, which the control process re-logs under the worker's name
+with the worker's fields (`parse_worker_line`).
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+from collections.abc import Callable
 from typing import IO, Any
 
-from twisted.logger import FileLogObserver, ILogObserver, eventAsJSON, formatEvent
-from twisted.logger import LogEvent as TwistedLogEvent
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LegacyLogObserverWrapper,
+    LogEvent,
+    LogLevel,
+    formatEventAsClassicLogText,
+)
 from twisted.python import logfile
+from twisted.python.reflect import namedAny
+from zope.interface import implementer
+
+from sipsock.logevents import LEVELS, effective_level, flat_record, json_line, parse_level, passes
 
 
-def format_json_line(event: TwistedLogEvent) -> str:
-    """One event as one line of JSON, with its formatted text as ``log_text``."""
-    record = dict(event)
-    record.setdefault("log_text", formatEvent(event))
-    return eventAsJSON(record) + "\n"
+@implementer(ILogObserver)
+class LevelFilter:
+    """Passes on the events at ``level`` or above (`effective_level`) to ``observer``."""
+
+    def __init__(self, observer: ILogObserver, level: LogLevel) -> None:
+        self.observer = observer
+        self.level = level
+
+    def __call__(self, event: LogEvent) -> None:
+        if passes(effective_level(event), self.level):
+            self.observer(event)
+
+
+def text_line(event: LogEvent) -> str | None:
+    """twistd's classic text line; a ``traceback`` field (from a worker) follows it."""
+    text = formatEventAsClassicLogText(event)
+    traceback = event.get("traceback")
+    if text and isinstance(traceback, str) and "log_failure" not in event:
+        text += "\t" + traceback.rstrip("\n").replace("\n", "\n\t") + "\n"
+    return text
+
+
+def file_observer(out: IO[Any], log_format: str = "text") -> ILogObserver:
+    """An observer writing text or JSON lines to ``out``."""
+    return FileLogObserver(out, json_line if log_format == "json" else text_line)
 
 
 def json_file_observer(out: IO[Any]) -> ILogObserver:
-    """An observer writing JSON lines to ``out``."""
-    return FileLogObserver(out, format_json_line)
+    """An observer writing flat JSON lines to ``out``."""
+    return file_observer(out, "json")
 
 
-def json_observer_for(options: Any) -> ILogObserver:
-    """The JSON observer for twistd's options (``logfile``, ``nodaemon``, ``syslog``)."""
+def observer_for(options: Any, log_format: str = "text") -> ILogObserver:
+    """The observer for twistd's options (``logfile``, ``nodaemon``, ``syslog``)."""
     if options.get("syslog"):
         from twisted.python import syslog  # twistd's own choice: keep it
 
         legacy: Any = syslog.SyslogObserver(  # type: ignore[no-untyped-call]
             options.get("prefix", "twisted")
         ).emit
-        from twisted.logger import LegacyLogObserverWrapper
-
         return LegacyLogObserverWrapper(legacy)
     name = options.get("logfile") or ""
     if name == "-" or (not name and options.get("nodaemon")):
-        return json_file_observer(sys.stdout)
+        return file_observer(sys.stdout, log_format)
     log_file: Any = logfile.LogFile.fromFullPath(  # type: ignore[no-untyped-call]
         name or "twistd.log"
     )
@@ -61,27 +97,93 @@ def json_observer_for(options: Any) -> ILogObserver:
             reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined,unused-ignore]
 
         signal.signal(signal.SIGUSR1, rotate)
-    return json_file_observer(log_file)
+    return file_observer(log_file, log_format)
 
 
-#: twistd's options, kept by `use_json_logs` for `twistd_json_observer` (one per process).
+#: What `use_sipsock_logs` kept for `twistd_observer` (one daemon per process).
 _twistd: dict[str, Any] = {}
 
 
-def twistd_json_observer() -> ILogObserver:
-    """The ``--logger`` factory `use_json_logs` names: JSON lines where twistd would log."""
-    return json_observer_for(_twistd.get("options", {}))
+def twistd_observer() -> ILogObserver:
+    """The ``--logger`` factory `use_sipsock_logs` names: the configured output and level."""
+    options = _twistd.get("options", {})
+    given = _twistd.get("given")
+    if given:
+        factory: Callable[[], Any] = (
+            namedAny(given)  # type: ignore[no-untyped-call]
+            if isinstance(given, str)
+            else given
+        )
+        made = factory()
+        base = made if ILogObserver.providedBy(made) else LegacyLogObserverWrapper(made)
+    else:
+        base = observer_for(options, _twistd.get("format", "text"))
+    return LevelFilter(base, _twistd.get("level", LogLevel.info))
 
 
-def use_json_logs(options: Any) -> bool:
-    """Make twistd log JSON lines; False (nothing changed) if ``--logger`` was given.
+def use_sipsock_logs(options: Any, *, log_format: str = "text", log_level: str = "info") -> None:
+    """Make twistd log in ``log_format`` at ``log_level`` and above.
 
     twistd resolves ``options["logger"]`` by dotted name after the plugin's
-    options are parsed, so it names `twistd_json_observer`, which reads the
-    options kept here.
+    options are parsed, so it names `twistd_observer`, which reads what is
+    kept here. A ``--logger`` given on the command line is kept as the output.
     """
-    if options is None or options.get("logger"):
-        return False
-    _twistd["options"] = options
-    options["logger"] = f"{__name__}.twistd_json_observer"
-    return True
+    if options is None:
+        return
+    given = options.get("logger")
+    _twistd.update(
+        options=options,
+        format=log_format,
+        level=parse_level(log_level),
+        given=None if given == f"{__name__}.twistd_observer" else given,
+    )
+    options["logger"] = f"{__name__}.twistd_observer"
+
+
+# --- UDP workers ------------------------------------------------------------------------
+
+
+def worker_observer(out: IO[str], level: LogLevel) -> ILogObserver:
+    """A worker's observer: flat JSON lines on ``out`` (its stderr), ``level`` and above."""
+    return LevelFilter(FileLogObserver(out, json_line), level)
+
+
+def parse_worker_line(line: str) -> tuple[LogLevel, str, dict[str, Any]]:
+    """A line a worker wrote: (level, message, fields), fields with ``logger`` and
+    ``traceback`` when it had them.
+
+    A line that is not one of `worker_observer`'s (the interpreter's own
+    output, an old ``LEVEL text`` line) is the message, at info, or at the
+    level its first word names.
+    """
+    text = line.rstrip("\r\n")
+    if text.startswith("{"):
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("message"), str):
+            try:
+                level = parse_level(str(record.pop("level", "info")))
+            except ValueError:
+                level = LogLevel.info
+            message = record.pop("message")
+            record.pop("time", None)
+            return level, message, record
+    name, _, rest = text.partition(" ")
+    if name in LEVELS:
+        return LEVELS[name], rest, {}
+    return LogLevel.info, text, {}
+
+
+__all__ = [
+    "LevelFilter",
+    "file_observer",
+    "flat_record",
+    "json_file_observer",
+    "observer_for",
+    "parse_worker_line",
+    "twistd_observer",
+    "use_sipsock_logs",
+    "worker_observer",
+]

@@ -11,13 +11,12 @@ failed socket, no host name to resolve again), reports everything kept at once.
 
 from __future__ import annotations
 
-import socket as socketlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -25,26 +24,33 @@ from twisted.python.failure import Failure as TwistedFailure
 
 from sipsock.backoff import retry_delay
 from sipsock.db import SocketRow, SocketStore, StoreError
+from sipsock.deferreds import settle
+from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.incidents import Incidents
 from sipsock.reloadplan import (
     Failure,
     Rejection,
     ReloadReport,
     RowScreen,
+    host_names,
     plan_reload,
     screen_conflicts,
 )
+from sipsock.repeats import ChangedOnly
+from sipsock.resolver import ResolveError, ThreadResolver
 from sipsock.seams import Listener, ListenError
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
+from sipsock.socketindex import first_in_order, has_tag, of_proto
 
 ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
 HostResolver = Callable[[str], "Deferred[list[str]]"]
 
 RESOLVE_TIMEOUT = 5.0
+#: Host names a reload may be resolving at once (more fail, the sockets on them kept).
+RESOLVE_PENDING = 256
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
-T = TypeVar("T")
 
 
 @dataclass
@@ -91,24 +97,20 @@ class _Settled:
 
 
 def make_thread_resolver(reactor: Any, timeout: float = RESOLVE_TIMEOUT) -> HostResolver:
-    """Resolve names with getaddrinfo in the reactor's thread pool, bounded in time."""
+    """The registry's resolver: getaddrinfo in a thread pool of its own, bounded in time.
 
-    def lookup(host: str) -> list[str]:
-        infos = socketlib.getaddrinfo(host, None, type=socketlib.SOCK_DGRAM)
-        addresses: list[str] = []
-        for info in infos:
-            address = str(info[4][0])
-            if address not in addresses:
-                addresses.append(address)
-        return addresses
-
-    def resolve(host: str) -> Deferred[list[str]]:
-        d: Deferred[list[str]] = threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), lookup, host
-        )
-        return d.addTimeout(timeout, reactor)
-
-    return resolve
+    Nothing is cached (a reload sees the names as they resolve now), and the
+    pool is not the one password checks or the proxy's look-ups queue in.
+    """
+    resolver = ThreadResolver(
+        reactor,
+        timeout=timeout,
+        max_pending=RESOLVE_PENDING,
+        cache_seconds=0.0,
+        failure_seconds=0.0,
+        name="sipsock-registry-resolver",
+    )
+    return resolver.resolve
 
 
 class SocketRegistry(Service):
@@ -158,6 +160,16 @@ class SocketRegistry(Service):
         self.reloads = 0
         self.failed_reloads = 0
         self.loaded = False
+        #: The report of the last reload that completed (rejected rows, failed sockets).
+        self.last_report: ReloadReport | None = None
+        #: Durations of the completed reloads.
+        self.reload_seconds = Histogram(RELOAD_SECONDS_BUCKETS)
+        # What a reload logs again only when it changed: rejected rows, sockets that
+        # fail to open or update (retried at every reload), host names with several
+        # addresses (resolved at every reload).
+        self._rejections_logged: ChangedOnly[tuple[int | None, str]] = ChangedOnly()
+        self._failures_logged: ChangedOnly[str] = ChangedOnly()
+        self._hosts_logged: ChangedOnly[str] = ChangedOnly()
 
     # --- service ------------------------------------------------------------------
 
@@ -233,7 +245,7 @@ class SocketRegistry(Service):
             return self._finish(report, started, mark)
         report = ReloadReport()
         defs, rejected = self._rows.screen(rows)
-        names = _host_names(defs)
+        names = host_names(defs)
         defs, unresolved = await self._resolve_hosts(defs, names)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts
@@ -277,17 +289,33 @@ class SocketRegistry(Service):
 
     def _finish(self, report: ReloadReport, started: float, mark: int) -> ReloadReport:
         report.workers = self._incidents.since(mark)
-        for rejection in report.rejected:
-            self.log.warn("{reason}", reason=rejection.reason, socket=rejection.socket)
+        repeats = self._log_rejections(report.rejected)
+        self._failures_logged.end_round()
+        self._hosts_logged.end_round()
         report.seconds = self._reactor.seconds() - started
         self.reloads += 1
         self.loaded = True
+        self.last_report = report
+        self.reload_seconds.observe(report.seconds)
         self.log.info(
-            "sockets reloaded in {seconds:.3f} s: {summary}",
+            "sockets reloaded in {seconds:.3f} s: {summary}{repeats_text}",
             seconds=report.seconds,
             summary=report.summary(),
+            repeats=repeats,
+            repeats_text=f" ({repeats} rejected as before, not logged again)" if repeats else "",
         )
         return report
+
+    def _log_rejections(self, rejected: Sequence[Rejection]) -> int:
+        """Log each rejected row whose reason is new or changed; the number left unlogged."""
+        by_key = {(r.row_id, r.socket): r for r in rejected}
+        fresh = self._rejections_logged.news((key, r.reason) for key, r in by_key.items())
+        for key in fresh:
+            rejection = by_key[key]
+            self.log.warn(
+                "{reason}", reason=rejection.reason, socket=rejection.socket, row=rejection.row_id
+            )
+        return len(rejected) - len(fresh)
 
     async def _resolve_hosts(
         self, defs: list[SocketDef], names: list[str]
@@ -305,7 +333,7 @@ class SocketRegistry(Service):
                 errors[name] = "no address"
             else:
                 resolved[name] = value[0]
-                if len(value) > 1:
+                if len(value) > 1 and self._hosts_logged.seen(name, " ".join(value)):
                     self.log.warn(
                         "host name {host} has {count} addresses; using {address}",
                         host=name,
@@ -315,7 +343,23 @@ class SocketRegistry(Service):
         kept: list[SocketDef] = []
         rejections: list[Rejection] = []
         for sdef in defs:
-            if sdef.host in errors:
+            running = self._running_from(sdef) if sdef.host in errors else None
+            if running is not None:
+                # As for a database failure: what cannot be read now keeps running.
+                kept.append(running)
+                key = f"row {sdef.row_id} unresolved {sdef.host}"
+                if not self._hosts_logged.seen(key, errors[sdef.host]):
+                    continue  # said at the last reload already
+                self.log.warn(
+                    "row {row}: cannot resolve host name {host} this time ({reason}): "
+                    "socket {socket} keeps address {address}",
+                    row=sdef.row_id,
+                    host=sdef.host,
+                    reason=errors[sdef.host],
+                    socket=running.socket_text,
+                    address=running.host,
+                )
+            elif sdef.host in errors:
                 rejections.append(
                     Rejection(
                         sdef.row_id,
@@ -329,6 +373,14 @@ class SocketRegistry(Service):
             else:
                 kept.append(sdef)
         return kept, rejections
+
+    def _running_from(self, sdef: SocketDef) -> SocketDef | None:
+        """``sdef`` on the address its row's socket runs on (same row, same socket
+        column), if one runs: the last answer for the name stands."""
+        for running in self._entries:
+            if running.row_id == sdef.row_id and running.text == sdef.text:
+                return sdef.with_host(running.host)
+        return None
 
     def _log_sockets(self, what: str, entries: Sequence[SocketEntry]) -> None:
         """``socket S slot N <what>`` for each of a few sockets; one line for many.
@@ -383,12 +435,13 @@ class SocketRegistry(Service):
             if isinstance(result, TwistedFailure):
                 entry.error = f"update failed: {_open_reason(result)}"
                 report.failed.append(Failure(new.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} kept its old settings: {reason}",
-                    socket=new.socket_text,
-                    slot=entry.slot,
-                    reason=entry.error,
-                )
+                if self._failures_logged.seen(new.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} kept its old settings: {reason}",
+                        socket=new.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
                 self._entries[old] = entry
                 not_updated[new] = old
                 continue
@@ -431,12 +484,13 @@ class SocketRegistry(Service):
                 entry.attempts += 1
                 entry.error = _open_reason(value)
                 report.failed.append(Failure(entry.sdef.socket_text, entry.error))
-                self.log.error(
-                    "socket {socket} slot {slot} failed: {reason}",
-                    socket=entry.sdef.socket_text,
-                    slot=entry.slot,
-                    reason=entry.error,
-                )
+                if self._failures_logged.seen(entry.sdef.socket_text, entry.error):
+                    self.log.error(
+                        "socket {socket} slot {slot} failed: {reason}",
+                        socket=entry.sdef.socket_text,
+                        slot=entry.slot,
+                        reason=entry.error,
+                    )
         self._log_sockets("open", opened)
 
     def _plan_reopen(self) -> None:
@@ -524,13 +578,12 @@ class SocketRegistry(Service):
     def static_listeners(self) -> list[Listener]:
         return list(self._static)
 
-    def _listeners(self) -> list[Listener]:
-        dynamic = [e.listener for e in self._entries.values() if e.listener is not None]
-        return self._static + dynamic
+    def _dynamic_listeners(self) -> list[Listener]:
+        return [e.listener for e in self._entries.values() if e.listener is not None]
 
     def by_tag(self, tag: str) -> Listener | None:
-        """The first open socket with this tag (static sockets first)."""
-        return next((lst for lst in self._listeners() if lst.sdef.tag == tag), None)
+        """The first open socket with this tag, in the order of `sipsock.socketindex`."""
+        return first_in_order(self._static, self._dynamic_listeners(), has_tag(tag))
 
     def by_slot(self, slot: int) -> Listener | None:
         """The open dynamic socket in this slot."""
@@ -540,19 +593,8 @@ class SocketRegistry(Service):
         )
 
     def first(self, proto: str) -> Listener | None:
-        """The first open socket of a protocol (static sockets first)."""
-        return next((lst for lst in self._listeners() if lst.sdef.proto == proto), None)
-
-
-async def settle(waits: Sequence[Deferred[T]]) -> list[T | TwistedFailure]:
-    """Wait for every Deferred; each result is its value or its Failure."""
-    results: list[T | TwistedFailure] = []
-    for wait in waits:
-        try:
-            results.append(await wait)
-        except Exception:
-            results.append(TwistedFailure())  # type: ignore[no-untyped-call]
-    return results
+        """The first open socket of a protocol, in the order of `sipsock.socketindex`."""
+        return first_in_order(self._static, self._dynamic_listeners(), of_proto(proto))
 
 
 def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
@@ -564,22 +606,11 @@ def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
     return applying if applying is not None else defer.succeed(None)
 
 
-def _host_names(defs: Sequence[SocketDef]) -> list[str]:
-    """The host names (not addresses) of ``defs``, sorted; each host is looked at once."""
-    return sorted(host for host in {sdef.host for sdef in defs} if not _is_ip(host))
-
-
-def _is_ip(host: str) -> bool:
-    return ":" in host or all(part.isdigit() for part in host.split("."))
-
-
 def _resolve_reason(failure: TwistedFailure) -> str:
     error = failure.value
-    if isinstance(error, defer.TimeoutError):
-        return f"no answer within {RESOLVE_TIMEOUT:g} s"
-    if isinstance(error, socketlib.gaierror) and len(error.args) > 1:
-        return str(error.args[1])
-    return str(error)
+    if isinstance(error, ResolveError):
+        return error.reason
+    return str(error) or type(error).__name__
 
 
 def _open_reason(failure: TwistedFailure) -> str:

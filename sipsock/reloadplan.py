@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sipsock.addresses import is_ip
 from sipsock.sockdef import SocketDef, SocketDefError, parse_row, parse_row_id, show_value
 
 
@@ -217,6 +218,27 @@ def screen_conflicts(
         taken[key] = sdef
         kept.append(sdef)
     return kept, rejections
+
+
+def new_row_conflict(
+    new: SocketDef, existing: Sequence[SocketDef], static: Sequence[SocketDef]
+) -> str | None:
+    """Why a row about to be added would not become a socket beside the table's rows
+    and the static sockets (None: it would); `screen_conflicts`'s rule, plus: a row
+    identical to one already there adds nothing."""
+    for sdef in existing:
+        if sdef == new:
+            return (
+                f"socket {new.text} is already defined by row {sdef.row_id} ({sdef.text}): "
+                "nothing to add"
+            )
+    _, rejected = screen_conflicts([*existing, new], static)
+    return next((r.reason for r in rejected if r.row_id == new.row_id), None)
+
+
+def host_names(defs: Iterable[SocketDef]) -> list[str]:
+    """The host names (not addresses) of ``defs``, sorted; each host once."""
+    return sorted(host for host in {sdef.host for sdef in defs} if not is_ip(host))
 
 
 def plan_reload(running: Mapping[SocketDef, bool], wanted: Sequence[SocketDef]) -> ReloadPlan:

@@ -12,10 +12,13 @@ groups:
   ``limit_send_buffer``, ``limit_outbound``; in Prometheus one family
   ``sipsock_socket_limit_hits_total`` with a ``limit`` label). A socket that
   is removed and added again starts from zero;
-* ``sockets_mgm`` - reloads, failed reloads, sockets by state, and with
-  ``auto_reload`` the change signals received and the reloads they caused;
+* ``sockets_mgm`` - reloads, failed reloads, sockets by state, the rows
+  rejected and sockets failed by the last completed reload (gauges, for
+  alerts), the reload duration (a histogram), and with ``auto_reload`` the
+  change signals received and the reloads they caused;
 * ``workers`` - per UDP worker (``dynamic_1_handled``): messages handled and
-  restarts.
+  restarts; per pool its workers by state (``dynamic_workers_ready``);
+* ``mi`` - MI requests and failed requests by command (``sockets_reload_requests``).
 
 The rules (which statistics a name selects, the Prometheus text) are pure
 functions of a list of `Stat`; `Statistics` collects that list from the
@@ -99,6 +102,10 @@ class Stat:
     metric: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     help: str = ""
+    #: ``"histogram"`` for the samples of a histogram family (``sample`` is then
+    #: ``_bucket``, ``_sum`` or ``_count``); None for a counter or gauge.
+    kind: str | None = None
+    sample: str = ""
 
     @property
     def full_name(self) -> str:
@@ -172,15 +179,17 @@ def render_prometheus(stats: Iterable[Stat]) -> str:
     for name, members in families.items():
         first = members[0]
         lines.append(f"# HELP {name} {_escape_help(first.help or first.name)}")
-        lines.append(f"# TYPE {name} {'counter' if first.incremental else 'gauge'}")
+        kind = first.kind or ("counter" if first.incremental else "gauge")
+        lines.append(f"# TYPE {name} {kind}")
         for stat in members:
-            lines.append(f"{name}{_labels(stat.labels)} {_sample_value(stat.value)}")
+            lines.append(f"{name}{stat.sample}{_labels(stat.labels)} {_sample_value(stat.value)}")
     return "\n".join(lines) + "\n" if lines else ""
 
 
 def _family_name(stat: Stat) -> str:
     assert stat.metric is not None
-    name = f"{PREFIX}_{stat.metric}" + ("_total" if stat.incremental else "")
+    counter = stat.incremental and stat.kind is None
+    name = f"{PREFIX}_{stat.metric}" + ("_total" if counter else "")
     if not _METRIC_NAME_RE.fullmatch(name):
         raise ValueError(f"{name!r} is not a Prometheus metric name")
     return name
@@ -222,7 +231,11 @@ def socket_stats(
     sdef: SocketDef, counters: SocketCounters, *, kind: str, slot: int | None
 ) -> list[Stat]:
     """The statistics of one socket: a group named after it, one stat per counter."""
-    labels: list[tuple[str, str]] = [("socket", sdef.socket_text), ("kind", kind)]
+    labels: list[tuple[str, str]] = [
+        ("socket", sdef.socket_text),
+        ("kind", kind),
+        ("transport", sdef.proto),
+    ]
     if slot is not None:
         labels.append(("slot", str(slot)))
     if sdef.tag:
@@ -258,6 +271,41 @@ def totals(per_socket: Iterable[Stat]) -> list[Stat]:
     return list(sums.values())
 
 
+def histogram_stats(
+    group: str, name: str, histogram: HistogramLike, *, metric: str, help: str
+) -> list[Stat]:
+    """A histogram as statistics: ``name_le_<bound>`` per bucket, ``name_sum``, ``name_count``
+    (in Prometheus one ``histogram`` family)."""
+    result = []
+    for bound, count in histogram.cumulative():
+        le = "+Inf" if math.isinf(bound) else f"{bound:g}"
+        result.append(
+            Stat(
+                group,
+                f"{name}_le_{le}",
+                count,
+                metric=metric,
+                labels=(("le", le),),
+                help=help,
+                kind="histogram",
+                sample="_bucket",
+            )
+        )
+    for sample, value in (("_sum", histogram.sum), ("_count", histogram.count)):
+        result.append(
+            Stat(
+                group,
+                f"{name}{sample}",
+                value,
+                metric=metric,
+                help=help,
+                kind="histogram",
+                sample=sample,
+            )
+        )
+    return result
+
+
 def worker_stats(rows: Iterable[dict[str, Any]]) -> list[Stat]:
     """The ``workers`` group from the MI ``ps`` rows of a UDP worker pool."""
     result = []
@@ -288,11 +336,95 @@ def worker_stats(rows: Iterable[dict[str, Any]]) -> list[Stat]:
     return result
 
 
+class HistogramLike(Protocol):
+    """What the statistics read from a `sipsock.histogram.Histogram`."""
+
+    sum: float
+    count: int
+
+    def cumulative(self) -> list[tuple[float, int]]: ...
+
+
+class ReportLike(Protocol):
+    """What the statistics read from the last `sipsock.reloadplan.ReloadReport`."""
+
+    @property
+    def rejected(self) -> Sequence[Any]: ...
+
+    @property
+    def failed(self) -> Sequence[Any]: ...
+
+
+def pool_stats(rows: Iterable[dict[str, Any]]) -> list[Stat]:
+    """The size of each UDP worker pool: its workers by state (``ready``, ``starting``,
+    ``restarting``, ...), from the MI ``ps`` rows."""
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (str(row.get("Pool", "udp")), str(row.get("State", "ready")))
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        Stat(
+            "workers",
+            f"{pool}_workers_{state}",
+            count,
+            incremental=False,
+            metric="pool_workers",
+            labels=(("pool", pool), ("state", state)),
+            help="UDP workers of the pool, by state",
+        )
+        for (pool, state), count in counts.items()
+    ]
+
+
+def mi_stats(requests: dict[str, int], failures: dict[str, int]) -> list[Stat]:
+    """The ``mi`` group: requests and failed requests by command, every front end."""
+    result = []
+    for command, count in sorted(requests.items()):
+        labels = (("command", command),)
+        result.append(
+            Stat(
+                "mi",
+                f"{command}_requests",
+                count,
+                metric="mi_requests",
+                labels=labels,
+                help="MI requests by command (unknown commands as 'unknown')",
+            )
+        )
+        result.append(
+            Stat(
+                "mi",
+                f"{command}_failures",
+                failures.get(command, 0),
+                metric="mi_failures",
+                labels=labels,
+                help="MI requests that answered an error, by command",
+            )
+        )
+    return result
+
+
+class MICounts(Protocol):
+    """What the statistics read from the MI `sipsock.mi.commands.CommandTable`."""
+
+    @property
+    def requests(self) -> dict[str, int]: ...
+
+    @property
+    def failures(self) -> dict[str, int]: ...
+
+
 class StatsRegistry(Protocol):
     """What the statistics read from the `sipsock.registry.SocketRegistry`."""
 
     reloads: int
     failed_reloads: int
+
+    @property
+    def last_report(self) -> ReportLike | None: ...
+
+    @property
+    def reload_seconds(self) -> HistogramLike: ...
 
     @property
     def entries(self) -> Sequence[Any]: ...
@@ -345,6 +477,8 @@ class Statistics:
         self.refresh_timeout = refresh_timeout
         #: Set by the daemon when ``auto_reload`` is on.
         self.auto_reload: ChangeCounter | None = None
+        #: Set when the MI commands are registered (`sipsock.mi.statistics`).
+        self.mi: MICounts | None = None
         self._baseline: dict[str, float] = {}
 
     def snapshot(self) -> list[Stat]:
@@ -360,7 +494,10 @@ class Statistics:
                 )
         stats = totals(per_socket) + self._registry_stats(entries) + per_socket
         for pool in self.pools:
-            stats += worker_stats(pool.process_rows())
+            rows = pool.process_rows()
+            stats += pool_stats(rows) + worker_stats(rows)
+        if self.mi is not None:
+            stats += mi_stats(self.mi.requests, self.mi.failures)
         return stats
 
     def collect(self) -> Deferred[list[Stat]]:
@@ -422,6 +559,36 @@ class Statistics:
                     help="Dynamic sockets by state",
                 )
             )
+        last = registry.last_report
+        for name, count, text in (
+            (
+                "rejected_rows",
+                len(last.rejected) if last is not None else 0,
+                "Rows the last completed reload rejected (bad value, no free slot, conflict)",
+            ),
+            (
+                "failed_sockets",
+                len(last.failed) if last is not None else 0,
+                "Sockets the last completed reload could not open or update",
+            ),
+        ):
+            result.append(
+                Stat(
+                    "sockets_mgm",
+                    name,
+                    count,
+                    incremental=False,
+                    metric=f"reload_{name}",
+                    help=text,
+                )
+            )
+        result += histogram_stats(
+            "sockets_mgm",
+            "reload_seconds",
+            registry.reload_seconds,
+            metric="reload_duration_seconds",
+            help="Duration of the completed reloads, in seconds",
+        )
         result.append(
             Stat(
                 "sockets_mgm",

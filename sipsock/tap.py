@@ -8,6 +8,7 @@ service, whose start loads the dynamic sockets from the table.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -31,7 +32,7 @@ from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, StoreError, open_store
 from sipsock.incidents import Incidents
-from sipsock.logs import use_json_logs
+from sipsock.logs import use_sipsock_logs
 from sipsock.manhole import ManholeError, listen_manhole, mi_caller
 from sipsock.mi import CommandTable, build_command_table
 from sipsock.mi.amp import listen_amp
@@ -74,8 +75,10 @@ class Options(usage.Options):
             self["settings"] = load_config(self["config"])
         except ConfigError as error:
             _die(str(error))
-        if self["settings"].core.log_format == "json":
-            use_json_logs(self.parent)  # twistd's --logger, unless one was given
+        core = self["settings"].core
+        # twistd's --logger: the configured format and level (an explicit --logger keeps
+        # its output, filtered at the level).
+        use_sipsock_logs(self.parent, log_format=core.log_format, log_level=core.log_level)
 
 
 def _die(message: str) -> None:
@@ -274,16 +277,24 @@ def _lock_state_dir(state_dir: Path) -> StateLock:
 
 
 def _create_sqlite_database(settings: Settings) -> None:
-    """Create the embedded database (table and version row) on first start."""
+    """Create the embedded database (table and version row) on first start.
+
+    An empty file (a first start that failed, disk full) counts as missing; a
+    file this start created and could not fill is removed again.
+    """
     path = settings.sockets_mgm.db_url.path
-    if path is None or os.path.exists(path):
+    if path is None or (os.path.exists(path) and os.path.getsize(path) > 0):
         return
     from sipsock.db.cli import Database
 
+    existed = os.path.exists(path)
     try:
         with Database.open(settings.sockets_mgm) as database:
             database.init()
     except Exception as error:
+        with contextlib.suppress(OSError):
+            if not existed and os.path.getsize(path) == 0:
+                os.remove(path)
         raise StartupError(f"cannot create the SQLite database {path}: {error}") from None
 
 

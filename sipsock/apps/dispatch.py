@@ -15,6 +15,7 @@ from typing import Final, cast
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sipsock.addresses import join_host_port
 from sipsock.apps.interface import (
     IAnswersOptions,
     ISipApplication,
@@ -139,6 +140,8 @@ class Dispatcher:
         # the first unreadable message of a socket in a period is logged, the
         # others only counted (parse_errors) and summed up once per period.
         self.rejects = PeriodicLog(clock, log_interval, self._summarize_rejects)
+        # Likewise a message that makes the application raise, sent again and again.
+        self.failures = PeriodicLog(clock, log_interval, self._summarize_failures)
         self.app = app
         self.directory: SocketDirectory = directory if directory is not None else NoSockets()
         self.max_message_size = max_message_size
@@ -235,13 +238,16 @@ class Dispatcher:
             self.app_errors += 1
             if origin.listener is not None:
                 origin.listener.counters.drops += 1
+            if not self.failures.hit((origin.sdef.socket_text, origin.slot)):
+                return
             self.log.failure(
                 "socket {socket} (slot {slot}): the application failed on a message "
-                "from {peer}: {what}",
+                "from {peer}: {what} (more are summed up every {interval:g} s)",
                 socket=origin.sdef.socket_text,
                 slot=origin.slot,
                 peer=origin.peer,
                 what=_describe(message),
+                interval=self.failures.interval,
             )
 
     def _reject(self, origin: Origin, request: Request | None, exc: SipParseError) -> None:
@@ -300,6 +306,17 @@ class Dispatcher:
             seconds=summary.seconds,
         )
 
+    def _summarize_failures(self, summary: Summary) -> None:
+        socket, slot = cast(tuple[str, int | None], summary.key)
+        self.log.critical(
+            "socket {socket} (slot {slot}): the application failed on {count} more messages "
+            "in the last {seconds:.3g} s",
+            socket=socket,
+            slot=slot,
+            count=summary.suppressed,
+            seconds=summary.seconds,
+        )
+
 
 def _error_response(request: Request, origin: Origin, code: int, reason: str) -> bytes:
     """The bytes of the error response ``code`` to ``request`` received from ``origin``."""
@@ -309,8 +326,7 @@ def _error_response(request: Request, origin: Origin, code: int, reason: str) ->
 
 
 def _peer(origin: Origin) -> str:
-    host, port = origin.peer[0], origin.peer[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(origin.peer[0], origin.peer[1])
 
 
 def _describe(message: Request | Response) -> str:

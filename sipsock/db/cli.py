@@ -8,8 +8,9 @@
 It reads the same configuration file as the daemon (``[sockets_mgm]``) and
 talks to the database directly (blocking psycopg2, PyMySQL or sqlite3), with
 the SQL of `sipsock.db.store.Statements`. ``add`` validates the row as the
-daemon will (`sipsock.sockdef.parse_row`) and refuses what the daemon would
-reject; ``rows`` prints the table, then fails if the daemon would refuse it
+daemon will (`sipsock.sockdef.parse_row`, then `sipsock.db.rowcheck`: not on
+the address of another row or of a static socket) and refuses what the daemon
+would reject; ``rows`` prints the table, then fails if the daemon would refuse it
 (missing or wrong ``version`` row). Changes take effect in a running daemon at
 its next ``sockets_reload``. Errors are one line on stderr and exit status 1.
 """
@@ -30,7 +31,9 @@ import psycopg2.errorcodes
 from sipsock.config import ConfigError, SocketsMgmSettings, load_config
 from sipsock.db import fleet, notify
 from sipsock.db.postgres import connect_kwargs
+from sipsock.db.rowcheck import RowConflictError, check_new_row
 from sipsock.db.sqlite import ensure_parent, prepare_connection
+from sipsock.db.sqlitefile import existing_file_uri, usable_file_id
 from sipsock.db.store import (
     TABLE_VERSION,
     Backend,
@@ -97,8 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``sipsock-db``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        settings = load_config(args.config).sockets_mgm
-        with Database.open(settings) as db:
+        config = load_config(args.config)
+        settings = config.sockets_mgm
+        with Database.open(settings, create=args.command == "init") as db:
+            if args.command != "init":
+                db.check_columns()
             if args.command == "init":
                 db.init()
                 print(f"table {settings.tables.table} ready (version {TABLE_VERSION})")
@@ -106,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"change notifications on channel {db.install_notify()}")
             elif args.command == "add":
                 values = (args.socket, args.advertised, args.tag, args.flags, args.tos)
-                parse_row(None, *values)
+                new = parse_row(None, *values)
+                check_new_row(new, db.rows(node=args.node), config.core.listen)
                 row_id = db.add(*values)
                 if args.node is not None:
                     db.set_node(row_id, args.node)
@@ -117,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(format_rows(db.rows()), end="")
                 db.check_version()  # the daemon would refuse the table: say why (exit 1)
-    except (ConfigError, StoreError, SocketDefError) as exc:
+    except (ConfigError, StoreError, SocketDefError, RowConflictError) as exc:
         return _fail(str(exc))
     except (psycopg2.Error, sqlite3.Error) as exc:
         return _fail(f"database error: {_first_line(exc)}")
@@ -147,13 +154,20 @@ class Database:
 
     @classmethod
     @contextmanager
-    def open(cls, settings: SocketsMgmSettings) -> Iterator[Database]:
-        """Connect (creating an SQLite file when missing); closes on exit."""
+    def open(cls, settings: SocketsMgmSettings, create: bool = True) -> Iterator[Database]:
+        """Connect; closes on exit. A missing SQLite file is created with ``create``
+        (for ``init``); without, it is an error, and so is an empty one."""
         url = settings.db_url
         if url.scheme == "sqlite":
             assert url.path is not None
-            ensure_parent(url.path)
-            connection: Any = sqlite3.connect(url.path, timeout=settings.db_timeout)
+            if create:
+                ensure_parent(url.path)
+                connection: Any = sqlite3.connect(url.path, timeout=settings.db_timeout)
+            else:
+                usable_file_id(url.path)
+                connection = sqlite3.connect(
+                    existing_file_uri(url.path), uri=True, timeout=settings.db_timeout
+                )
             prepare_connection(connection)
             backend: Backend = "sqlite"
         elif url.scheme == "mysql":
@@ -191,6 +205,7 @@ class Database:
         if self.settings.tables.node is not None:
             self._ensure_node_column()
         self.check_version()
+        self.check_columns()
 
     def _ensure_node_column(self) -> None:
         try:
@@ -226,6 +241,15 @@ class Database:
         if error is not None:
             raise error
 
+    def check_columns(self) -> None:
+        """Raise `StoreError` naming what is missing: the table or a configured column."""
+        found = self._query(self.statements.select_columns, self.statements.columns_params)
+        error = self.statements.table_error(
+            [row[0] for row in found], self.settings.db_url.display()
+        )
+        if error is not None:
+            raise error
+
     def add(
         self,
         socket: str,
@@ -252,9 +276,13 @@ class Database:
         if count == 0:
             raise StoreError(f"no row with id {row_id} in table {self.settings.tables.table}")
 
-    def rows(self) -> list[SocketRow]:
-        """Every row, in id order."""
-        return [row_from_tuple(row) for row in self._query(self.statements.select_rows)]
+    def rows(self, node: str | None = None) -> list[SocketRow]:
+        """Every row, in id order (with ``node``: the rows that node loads)."""
+        statements = Statements.for_backend(self.settings.tables, self.backend, node)
+        return [
+            row_from_tuple(row)
+            for row in self._query(statements.select_rows, statements.row_params)
+        ]
 
     def _execute(
         self,

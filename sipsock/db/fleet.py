@@ -39,4 +39,4 @@ def set_row_node(statements: Statements) -> str:
     table, node = _names(statements)
     mark = "`" if statements.dialect == "mysql" else '"'
     param = "%s" if statements.paramstyle == "format" else "?"
-    return f"UPDATE {table} SET {node} = {param} WHERE {quote('id', mark)} = {param}"
+    return f"UPDATE {table} SET {node} = {param} WHERE {table}.{quote('id', mark)} = {param}"

@@ -179,6 +179,15 @@ class MySQLStore(PooledStore):
     def __repr__(self) -> str:
         return f"<MySQLStore {self._url.display()} table={self._table}>"
 
+    def _prepare(self, cursor: Any) -> None:
+        """Check the connection before the query: after a server restart the pooled
+        connection is dead, and the query itself would fail "Lost connection"."""
+        connection = cursor._connection  # adbapi passes ping and connect on to PyMySQL
+        try:
+            connection.ping(reconnect=False)
+        except pymysql.Error:
+            connection.connect()  # the same PyMySQL object, connected again
+
     def _translate(self, failure: Failure, what: str, missing: Callable[[], StoreError]) -> None:
         exc = failure.value
         if isinstance(exc, pymysql.Error):

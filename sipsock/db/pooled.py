@@ -54,16 +54,27 @@ class PooledStore:
         self._known: dict[tuple[object, ...], SocketRow] = {}
 
     def check_version(self) -> Deferred[None]:
-        """Fail with `StoreError` unless the ``version`` row of the table is 1."""
+        """Fail with `StoreError` unless the ``version`` row of the table is 1 and the
+        table has every configured column."""
+        statements = self._statements
 
-        def check(rows: Sequence[Sequence[object]]) -> None:
-            error = version_error(self._table, rows[0][0] if rows else None)
+        def read(cursor: Any) -> tuple[list[Any], list[Any]]:
+            self._prepare(cursor)
+            cursor.execute(statements.select_version, (self._table,))
+            version = list(cursor.fetchall())
+            cursor.execute(statements.select_columns, statements.columns_params)
+            return version, [row[0] for row in cursor.fetchall()]
+
+        def check(found: tuple[list[Any], list[Any]]) -> None:
+            version, columns = found
+            error = version_error(self._table, version[0][0] if version else None)
+            error = error or statements.table_error(columns, self._database)
             if error is not None:
                 raise error
 
-        d: Deferred[Sequence[Sequence[object]]] = self._call(
-            "checking the version row",
-            lambda: self._pool.runQuery(self._statements.select_version, (self._table,)),
+        d: Deferred[tuple[list[Any], list[Any]]] = self._call(
+            "checking the version row and the columns",
+            lambda: self._pool.runInteraction(read),
             missing_version_table_error,
         )
         return d.addCallback(check)
@@ -74,12 +85,22 @@ class PooledStore:
         When the table holds what the last fetch returned, the same `SocketRow`
         objects come back (one comparison per row, nothing rebuilt).
         """
+        statements = self._statements
+
+        def read(cursor: Any) -> list[tuple[object, ...]]:
+            self._prepare(cursor)
+            cursor.execute(statements.select_rows, statements.row_params)
+            return list(cursor.fetchall())
+
         d: Deferred[Sequence[tuple[object, ...]]] = self._call(
             f"reading table {self._table}",
-            lambda: self._pool.runQuery(self._statements.select_rows, self._statements.row_params),
+            lambda: self._pool.runInteraction(read),
             lambda: missing_table_error(self._table, self._database),
         )
         return d.addCallback(self._rows_of)
+
+    def _prepare(self, cursor: Any) -> None:
+        """Run in the pool thread before a call's queries (MySQL: check the connection)."""
 
     def _rows_of(self, raw: Sequence[tuple[object, ...]]) -> list[SocketRow]:
         """The rows of a result; a row fetched unchanged before is the same object."""

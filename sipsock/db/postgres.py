@@ -147,20 +147,33 @@ class PostgresStore:
         return f"<PostgresStore {self._url.display()} table={self._table}>"
 
     def check_version(self) -> Deferred[None]:
-        """Fail with `StoreError` unless the ``version`` row of the table is 1."""
+        """Fail with `StoreError` unless the ``version`` row of the table is 1 and the
+        table has every configured column."""
+        statements = self._statements
 
-        def check(rows: list[tuple[object, ...]]) -> None:
+        def check_version(rows: list[tuple[object, ...]], pool: _Pool) -> Deferred[None]:
             error = version_error(self._table, rows[0][0] if rows else None)
+            if error is not None:
+                raise error
+            d: Deferred[list[tuple[object, ...]]] = pool.runQuery(
+                statements.select_columns, statements.columns_params
+            )
+            return d.addCallback(check_columns)
+
+        def check_columns(rows: list[tuple[object, ...]]) -> None:
+            error = statements.table_error([row[0] for row in rows], self._url.display())
             if error is not None:
                 raise error
 
         def run(pool: _Pool) -> Deferred[None]:
             d: Deferred[list[tuple[object, ...]]] = pool.runQuery(
-                self._statements.select_version, (self._table,)
+                statements.select_version, (self._table,)
             )
-            return d.addCallback(check)
+            return d.addCallback(check_version, pool)
 
-        return self._call("checking the version row", run, missing_version_table_error)
+        return self._call(
+            "checking the version row and the columns", run, missing_version_table_error
+        )
 
     def fetch(self) -> Deferred[list[SocketRow]]:
         """Every row of the sockets table, in id order, values raw."""
@@ -189,16 +202,39 @@ class PostgresStore:
         run: Callable[[_Pool], Deferred[T]],
         missing: Callable[[], StoreError],
     ) -> Deferred[T]:
+        # The deadline runs from the call, not from when the lock is free: a call
+        # queued behind one the server never answers fails in time too.
+        deadline = self._reactor.seconds() + self._timeout
+
         def attempt() -> Deferred[T]:
             if self._closed:
                 raise StoreError(f"{what}: the store is closed")
+            left = deadline - self._reactor.seconds()
+            if left <= 0:
+                raise StoreError(
+                    f"{what}: no answer from {self._url.display()} within {self._timeout:g} s "
+                    "(an earlier call held the connection)"
+                )
+            reused = self._pool is not None
             operation = self._get_pool().addCallback(run)
+            if reused:  # a connection the server dropped (restart) fails once: open anew
+                operation.addErrback(self._again_if_dropped, run)
             operation.addErrback(self._translate, what, missing)
+            database = self._url.display()
             return within(
-                operation, self._timeout, self._reactor, what, self._url.display(), self._drop_pool
+                operation, left, self._reactor, what, database, self._drop_pool, self._timeout
             )
 
         return self._lock.run(attempt)
+
+    def _again_if_dropped(
+        self, failure: Failure, run: Callable[[_Pool], Deferred[T]]
+    ) -> Deferred[T] | Failure:
+        """Run once more on a new connection when the pooled one turned out dead."""
+        if not isinstance(_cause(failure), _CONNECTION_ERRORS) or self._closed:
+            return failure
+        self._drop_pool()
+        return self._get_pool().addCallback(run)
 
     def _get_pool(self) -> Deferred[_Pool]:
         pool = self._pool
@@ -216,17 +252,12 @@ class PostgresStore:
             pool.shut()
 
     def _translate(self, failure: Failure, what: str, missing: Callable[[], StoreError]) -> None:
-        exc: BaseException | None = failure.value
-        while isinstance(getattr(exc, "subFailure", None), Failure):  # DeferredList FirstError
-            exc = exc.subFailure.value  # type: ignore[union-attr]
+        exc = _cause(failure)
         if isinstance(exc, StoreError):
             raise exc
         if isinstance(exc, psycopg2.Error) and exc.pgcode in _MISSING_OBJECT_CODES:
             raise missing() from None
-        if isinstance(
-            exc,
-            psycopg2.OperationalError | psycopg2.InterfaceError | ConnectionDone | ConnectionLost,
-        ):
+        if isinstance(exc, _CONNECTION_ERRORS):
             self._drop_pool()
             raise StoreError(
                 f"{what}: PostgreSQL {self._url.display()} unavailable: {_first_line(exc)}"
@@ -234,6 +265,14 @@ class PostgresStore:
         if isinstance(exc, psycopg2.Error):
             raise StoreError(f"{what}: PostgreSQL error: {_first_line(exc)}") from None
         failure.raiseException()
+
+
+def _cause(failure: Failure) -> BaseException | None:
+    """The error of a failure, out of DeferredList's FirstError wrapping."""
+    exc: BaseException | None = failure.value
+    while isinstance(getattr(exc, "subFailure", None), Failure):
+        exc = exc.subFailure.value  # type: ignore[union-attr]
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:

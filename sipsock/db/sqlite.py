@@ -2,9 +2,10 @@
 
 One connection in one thread (``cp_min=1, cp_max=1``, ``check_same_thread=False``):
 the pool closes cleanly and a writer (``sipsock-db``) never meets "database
-is locked" from us for long. The file and its directory are created when
-missing, so the embedded default works on a fresh machine; the tables are
-not (run ``sipsock-db init``).
+is locked" from us for long. The daemon never creates the file (nor its
+tables): ``sipsock-db init`` does; until then a reload says to run it. A file
+deleted, moved or replaced under the daemon is noticed at the next call
+(`sipsock.db.sqlitefile`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipsock.config import SocketsMgmSettings
 from sipsock.db.pooled import PooledStore, default_reactor
+from sipsock.db.sqlitefile import FileId, busy_timeout, existing_file_uri, usable_file_id
 from sipsock.db.store import (
     Statements,
     StoreError,
@@ -55,7 +58,12 @@ def ensure_parent(path: str) -> None:
 
 
 class SQLiteStore(PooledStore):
-    """`ISocketStore` on an SQLite file (adbapi, one connection)."""
+    """`ISocketStore` on an SQLite file (adbapi, one connection).
+
+    Before every call the file's identity is compared with the one opened
+    (`sipsock.db.sqlitefile`): a replaced file is reopened, a missing or empty
+    one fails the call with `StoreError` (the running sockets stay).
+    """
 
     log = Logger()
 
@@ -63,22 +71,53 @@ class SQLiteStore(PooledStore):
         reactor = default_reactor(reactor)
         assert settings.db_url.path is not None
         self._path = settings.db_url.path
-        ensure_parent(self._path)
-        pool = _ConnectionPool(
+        self._busy = busy_timeout(settings.db_timeout)
+        self._opened: FileId | None = None
+        statements = Statements(settings.tables, "qmark", node=settings.node)
+        super().__init__(settings, statements, None, reactor)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self._path} table={self._table}>"
+
+    def _call(
+        self,
+        what: str,
+        run: Callable[[], Deferred[T]],
+        missing: Callable[[], StoreError],
+    ) -> Deferred[T]:
+        if not self._closed:
+            try:
+                self._open_current_file()
+            except StoreError as error:
+                return fail(StoreError(f"{what}: {error}"))
+        return super()._call(what, run, missing)
+
+    def _open_current_file(self) -> None:
+        """Open the file at the path, again if it is not the one open; `StoreError` if gone."""
+        current = usable_file_id(self._path)
+        if current == self._opened and self._pool is not None:
+            return
+        if self._pool is not None:
+            self.log.info("SQLite file {path} was replaced: reading the new one", path=self._path)
+            self._pool.close()
+        self._pool = _ConnectionPool(
             "sqlite3",
-            self._path,
-            timeout=settings.db_timeout,
+            existing_file_uri(self._path),
+            uri=True,
+            timeout=self._busy,
             check_same_thread=False,
             cp_min=1,
             cp_max=1,
             cp_openfun=prepare_connection,
-            cp_reactor=reactor,
+            cp_reactor=self._reactor,
         )
-        statements = Statements(settings.tables, "qmark", node=settings.node)
-        super().__init__(settings, statements, pool, reactor)
+        self._opened = current
 
-    def __repr__(self) -> str:
-        return f"<SQLiteStore {self._path} table={self._table}>"
+    def close(self) -> Deferred[None]:
+        if self._pool is None:
+            self._closed = True
+            return succeed(None)
+        return super().close()
 
     def _translate(self, failure: Failure, what: str, missing: Callable[[], StoreError]) -> None:
         exc = failure.value

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from twisted.internet.interfaces import IReactorTime
 
@@ -120,6 +120,10 @@ class Statements:
     def _quote(self, identifier: str) -> str:
         return quote(identifier, "`" if self.dialect == "mysql" else '"')
 
+    def _qualified(self, column: str, table: str | None = None) -> str:
+        """``"table"."column"``: SQLite takes an unknown ``"column"`` alone for a string."""
+        return f"{self._quote(table or self.tables.table)}.{self._quote(column)}"
+
     @property
     def returns_id(self) -> bool:
         """Whether `insert_row` returns the new id as a row (else: ``cursor.lastrowid``)."""
@@ -134,18 +138,17 @@ class Statements:
     @property
     def select_version(self) -> str:
         """The version of the sockets table; one parameter, the table name."""
-        version = self._quote(VERSION_TABLE)
-        return f"SELECT table_version FROM {version} WHERE table_name = {self._param}"
+        value, name = (self._qualified(c, VERSION_TABLE) for c in ("table_version", "table_name"))
+        return f"SELECT {value} FROM {self._quote(VERSION_TABLE)} WHERE {name} = {self._param}"
 
     @property
     def select_rows(self) -> str:
         """Every row: ``id`` then the configured columns, in primary-key order."""
-        names = ", ".join(self._quote(c) for c in ("id", *self.columns))
-        table, order = self._quote(self.tables.table), self._quote("id")
+        names = ", ".join(self._qualified(c) for c in ("id", *self.columns))
+        table, order = self._quote(self.tables.table), self._qualified("id")
         where = ""
         if self.row_params:
-            # Qualified: SQLite takes an unknown "name" alone for a string.
-            node = f"{table}.{self._quote(self.tables.node or '')}"
+            node = self._qualified(self.tables.node or "")
             where = f" WHERE {node} IS NULL OR {node} = {self._param}"
         return f"SELECT {names} FROM {table}{where} ORDER BY {order}"
 
@@ -163,13 +166,61 @@ class Statements:
         names = ", ".join(self._quote(c) for c in self.columns)
         params = ", ".join([self._param] * len(self.columns))
         insert = f"INSERT INTO {self._quote(self.tables.table)} ({names}) VALUES ({params})"
-        return f"{insert} RETURNING {self._quote('id')}" if self.returns_id else insert
+        return f"{insert} RETURNING {self._qualified('id')}" if self.returns_id else insert
 
     @property
     def delete_row(self) -> str:
         """Remove a row; one parameter, the id."""
-        table, row_id = self._quote(self.tables.table), self._quote("id")
+        table, row_id = self._quote(self.tables.table), self._qualified("id")
         return f"DELETE FROM {table} WHERE {row_id} = {self._param}"
+
+    @property
+    def select_columns(self) -> str:
+        """The column names of the sockets table (no row: no table); parameters `columns_params`."""
+        if self.paramstyle == "qmark":  # SQLite
+            return "SELECT name FROM pragma_table_info(?)"
+        if self.dialect == "mysql":
+            return (
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = DATABASE() AND table_name = %s"
+            )
+        return (
+            "SELECT attname FROM pg_catalog.pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+        )
+
+    @property
+    def columns_params(self) -> tuple[str]:
+        """The parameter of `select_columns`: the table name (quoted for to_regclass)."""
+        table = self.tables.table
+        return (self._quote(table),) if self._is_postgres else (table,)
+
+    @property
+    def _is_postgres(self) -> bool:
+        return self.paramstyle == "format" and self.dialect != "mysql"
+
+    def table_error(self, present: Sequence[object], database: str) -> StoreError | None:
+        """The error for a table whose columns are ``present`` (none: no table), or None.
+
+        Every configured name is checked, ``id`` and the node column included:
+        a reload of a table without one of them must fail naming it.
+        """
+        if not present:
+            return missing_table_error(self.tables.table, database)
+        # PostgreSQL compares quoted names exactly; SQLite and MySQL ignore case.
+        exact = self._is_postgres
+        have = {str(n) if exact else str(n).casefold() for n in present}
+        missing = [
+            f"{column} ({key})"
+            for key, column in required_columns(self.tables)
+            if (column if exact else column.casefold()) not in have
+        ]
+        if not missing:
+            return None
+        return StoreError(
+            f"table {self.tables.table} in {database} has no column {', '.join(missing)}: "
+            "add the column, or fix the name in [sockets_mgm]"
+        )
 
     def schema(self, backend: Backend) -> str:
         """The ``CREATE`` script of ``schema_<backend>.sql`` for this layout (idempotent)."""
@@ -193,6 +244,21 @@ class Statements:
             line for line in self.schema(backend).splitlines() if not line.lstrip().startswith("--")
         ]
         return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+
+
+def required_columns(tables: TableNames) -> list[tuple[str, str]]:
+    """(configuration key, column name) of every column sipsock reads."""
+    keys = [
+        ("OpenSIPS's primary key", "id"),
+        ("socket_column", tables.socket),
+        ("advertised_column", tables.advertised),
+        ("tag_column", tables.tag),
+        ("flags_column", tables.flags),
+        ("tos_column", tables.tos),
+    ]
+    if tables.node is not None:
+        keys.append(("node_column", tables.node))
+    return keys
 
 
 def row_from_tuple(values: tuple[object, ...] | list[object]) -> SocketRow:
@@ -278,12 +344,14 @@ def within(
     what: str,
     database: str,
     on_timeout: Callable[[], object] = lambda: None,
+    limit: float | None = None,
 ) -> Deferred[T]:
     """``operation``'s result, or `StoreError` after ``seconds``; never waits longer.
 
     The operation is not cancelled (a database driver may not survive that) but
     abandoned: ``on_timeout`` runs (a store closes its connection there, which
-    ends the operation) and its late result is dropped.
+    ends the operation) and its late result is dropped. ``limit`` is the
+    timeout the message names when ``seconds`` is what was left of it.
     """
     result: Deferred[T] = Deferred(lambda _: timer.cancel() if timer.active() else None)
     expired = False
@@ -293,7 +361,8 @@ def within(
         expired = True  # from now on, whatever the operation gives is dropped
         if not result.called:
             on_timeout()
-            result.errback(StoreError(f"{what}: no answer from {database} within {seconds:g} s"))
+            shown = limit or seconds
+            result.errback(StoreError(f"{what}: no answer from {database} within {shown:g} s"))
 
     def settle(value: T | Failure) -> None:
         if timer.active():

@@ -20,6 +20,8 @@ from twisted.python.failure import Failure
 
 from sipsock.mi import jsonrpc
 
+log = Logger()
+
 Handler = Callable[[dict[str, Any]], Any]
 """A command handler: named params in, a JSON value (or a Deferred of one) out."""
 
@@ -104,8 +106,15 @@ class CommandTable:
 
     log = Logger()
 
+    #: What requests for a command that does not exist are counted under.
+    UNKNOWN = "unknown"
+
     def __init__(self, commands: Iterable[MICommand] = ()) -> None:
         self._commands: dict[str, MICommand] = {}
+        #: Requests and failed requests by command (`UNKNOWN` for the others), from
+        #: every front end; keys are registered names, so their number is bounded.
+        self.requests: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
         for command in commands:
             self.register(command)
 
@@ -132,23 +141,28 @@ class CommandTable:
         failure of the handler: 500 with the failure's text as the message.
         """
         command = self._commands.get(name)
+        counted = name if command is not None else self.UNKNOWN
+        self.requests[counted] = self.requests.get(counted, 0) + 1
         if command is None:
+            self.failures[counted] = self.failures.get(counted, 0) + 1
             return defer.fail(
                 MIError(
                     jsonrpc.METHOD_NOT_FOUND,
                     jsonrpc.MESSAGES[jsonrpc.METHOD_NOT_FOUND],
-                    data=f"unknown command {name!r}",
+                    data=f"unknown command {name[:100]!r}",
                 )
             )
         try:
             named = resolve_params(command, params)
         except MIError as exc:
+            self.failures[name] = self.failures.get(name, 0) + 1
             return defer.fail(exc)
         result: Deferred[Any] = defer.maybeDeferred(command.handler, named)
         result.addErrback(self._as_mi_error, name)
         return result
 
     def _as_mi_error(self, failure: Failure, name: str) -> Failure:
+        self.failures[name] = self.failures.get(name, 0) + 1
         error = failure.value
         if isinstance(error, MIError):
             return failure
@@ -185,7 +199,19 @@ def answer_jsonrpc(table: CommandTable, body: bytes) -> Deferred[bytes | None]:
             str(failure.value),
         )
 
+    def on_crash(failure: Failure) -> bytes:
+        # A reply that could not be built: answer anyway, never go silent.
+        log.failure("MI request {method} could not be answered", failure, method=request.method)
+        return internal_error(str(failure.value))
+
     answer: Deferred[bytes | None] = table.call(request.method, request.params).addCallbacks(
         on_result, on_error
     )
-    return answer
+    return answer.addErrback(on_crash)
+
+
+def internal_error(detail: str) -> bytes:
+    """The JSON-RPC internal error a front end answers when a request crashed."""
+    return jsonrpc.encode_error(
+        None, jsonrpc.INTERNAL_ERROR, jsonrpc.MESSAGES[jsonrpc.INTERNAL_ERROR], detail
+    )

@@ -47,7 +47,9 @@ def _chosen(stats: list[Stat], names: list[str]) -> list[Stat]:
 
 
 def register_statistics(table: CommandTable, statistics: Statistics) -> None:
-    """Add ``get_statistics``, ``list_statistics`` and ``reset_statistics`` to ``table``."""
+    """Add ``get_statistics``, ``list_statistics`` and ``reset_statistics`` to ``table``;
+    the statistics count the table's requests."""
+    statistics.mi = table
 
     def get_statistics(params: dict[str, Any]) -> Deferred[dict[str, int | float]]:
         names = statistic_names(params)

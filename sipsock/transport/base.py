@@ -8,9 +8,10 @@ The seam types (`Origin`, `MessageSink`, `Listener`, `ListenError`,
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from sipsock.limits import DEFAULT_LOG_INTERVAL, LimitLog, Summary
 
@@ -101,12 +102,18 @@ class PeriodicLog:
 
 
 class LimitReporter:
-    """Counts every limit hit of one socket and logs them, rate-limited.
+    """Counts every limit hit of one socket and logs them, rate-limited; folds other
+    repeated problems the same way.
 
     The first hit of a limit is logged with its reason; later hits of the
     same limit within ``interval`` seconds are only counted, and summed up in
     one line per period ("N more in the last 60 s") by a `PeriodicLog` on
-    ``reactor``. `stop` logs what is left and cancels the timer.
+    ``reactor``. `problem` does the same for anything else a peer can cause
+    once per packet or connection (a reply the kernel refuses, a broken
+    stream, a failed handshake): the first of each kind is logged in full,
+    the rest are folded into the same periodic summaries. `stop` logs what is
+    left and cancels the timer. Memory: one entry per limit or kind seen in
+    the current period.
     """
 
     log = Logger()
@@ -116,6 +123,8 @@ class LimitReporter:
     ) -> None:
         self.owner = owner
         self.periods = PeriodicLog(reactor, interval, self._summarize)
+        #: The level each problem kind was first logged at (its summaries use it too).
+        self._levels: dict[str, LogLevel] = {}
 
     def hit(self, limit: str, reason: str, peer: tuple[str, int] | None = None) -> None:
         """One hit of ``limit`` (a name of `LIMITS`): count it, log it unless it is a repeat."""
@@ -135,7 +144,53 @@ class LimitReporter:
             interval=self.periods.interval,
         )
 
+    def problem(
+        self,
+        kind: str,
+        format: str,
+        *,
+        level: LogLevel = LogLevel.warn,
+        traceback: bool = False,
+        **fields: Any,
+    ) -> bool:
+        """One problem of ``kind`` (a plural noun, "send failures"): log ``format`` (with
+        ``socket`` and ``slot`` given) unless it is a repeat; whether it was logged.
+
+        ``kind`` must come from a fixed set (never a peer or a reason): it keys
+        the folding, and each key costs memory until a quiet period ends it.
+        ``traceback``: called in an ``except`` block, the line carries the
+        exception being handled.
+        """
+        owner = self.owner
+        if not self.periods.hit(_Problem(kind)):
+            return False
+        self._levels[kind] = level
+        format += " (more {kind} are summed up every {interval:g} s)"
+        fields.update(
+            socket=owner.sdef.socket_text,
+            slot=owner.slot,
+            kind=kind,
+            interval=self.periods.interval,
+        )
+        if traceback:
+            self.log.failure(format, None, level, **fields)
+        else:
+            self.log.emit(level, format, **fields)
+        return True
+
     def _summarize(self, summary: Summary) -> None:
+        if isinstance(summary.key, _Problem):
+            kind = summary.key.kind
+            self.log.emit(
+                self._levels.get(kind, LogLevel.warn),
+                "socket {socket} (slot {slot}): {count} more {kind} in the last {seconds:.3g} s",
+                socket=self.owner.sdef.socket_text,
+                slot=self.owner.slot,
+                kind=kind,
+                count=summary.suppressed,
+                seconds=summary.seconds,
+            )
+            return
         self.log.warn(
             "socket {socket} (slot {slot}): limit {limit} hit {count} more times "
             "in the last {seconds:.3g} s",
@@ -149,6 +204,13 @@ class LimitReporter:
     def stop(self) -> None:
         """The socket is closing: log the hits not logged yet, cancel the timer."""
         self.periods.stop()
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The folding key of a problem kind (apart from the limits' names)."""
+
+    kind: str
 
 
 class Closing:

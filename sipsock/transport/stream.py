@@ -25,7 +25,6 @@ is counted and logged through the socket's `LimitReporter`.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import socket
 from collections.abc import Callable, Iterator
@@ -50,11 +49,12 @@ from twisted.internet.protocol import (
     ServerFactory,
     connectionDone,
 )
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipsock.addresses import normal_ip, unbracket
 from sipsock.config import LimitSettings
 from sipsock.limits import HeaderWatch, address_key, connection_refusal, is_size_error
 from sipsock.seams import ListenError, MessageSink, Origin, SocketCounters
@@ -101,7 +101,8 @@ def pending_output(transport: object) -> tuple[int, int]:
     refused once (its send buffer was full: the peer is not reading fast
     enough). Walks down the layers: a WebSocket `MessageTransport` to its
     protocol's transport, TLS (`TLSMemoryBIOProtocol`, counting the
-    cleartext it holds before the handshake) to the TCP transport, whose
+    cleartext it holds before the handshake and the small writes it
+    aggregates) to the TCP transport, whose
     `FileDescriptor` write buffer is ``dataBuffer`` from ``offset`` on (tried
     and refused) plus the writes of this reactor turn (``_tempDataLen``, not
     tried yet).
@@ -111,13 +112,20 @@ def pending_output(transport: object) -> tuple[int, int]:
     for _ in range(8):
         if layer is None:
             break
+        waiting = getattr(layer, "_appSendBuffer", None)
+        if waiting:
+            total += sum(len(chunk) for chunk in waiting)
+        # Twisted's BufferingTLSTransport holds small writes (up to 64 kB)
+        # until the next reactor turn.
+        aggregated = getattr(getattr(layer, "_aggregator", None), "_buffer", None)
+        if aggregated:
+            total += sum(len(chunk) for chunk in aggregated)
+        # (A TLS protocol wrapper forwards unknown attributes to its transport:
+        # this finds the TCP buffer from the TLS layer on.)
         buffered = getattr(layer, "dataBuffer", None)
         if isinstance(buffered, bytes):
             refused = len(buffered) - int(getattr(layer, "offset", 0))
             return total + refused + int(getattr(layer, "_tempDataLen", 0)), refused
-        waiting = getattr(layer, "_appSendBuffer", None)
-        if waiting:
-            total += sum(len(chunk) for chunk in waiting)
         inner = getattr(layer, "transport", None)
         if inner is None:
             inner = getattr(getattr(layer, "protocol", None), "transport", None)
@@ -229,9 +237,11 @@ class StreamConnection:
 
     def _idle_timeout(self) -> None:
         self._idle = None
-        self.log.info(
+        self.listener.limit_reporter.problem(
+            "idle connections closed",
             "socket {socket} (slot {slot}): connection {connection} from {peer} "
             "closed: idle for {timeout} s",
+            level=LogLevel.info,
             timeout=self.listener.idle_timeout,
             **self._describe(),
         )
@@ -256,9 +266,12 @@ class StreamConnection:
             listener.sink.message_received(data, self._origin())
         except Exception:
             listener.counters.drops += 1
-            self.log.failure(
+            listener.limit_reporter.problem(
+                "messages the sink raised on",
                 "socket {socket} (slot {slot}): message from {peer} dropped: "
                 "the message sink raised",
+                level=LogLevel.critical,
+                traceback=True,
                 **self._describe(),
             )
 
@@ -269,6 +282,14 @@ class StreamConnection:
             raise ConnectionError(f"connection {self.id} to {self.peer} is closed")
         self.transport.write(data)
         self.touch()
+        self.check_pending_output()
+
+    def check_pending_output(self) -> None:
+        """Cut the connection if its peer does not read what was written to it.
+
+        Called after every write, including the ones the transport makes by
+        itself (WebSocket pongs).
+        """
         limit = self.listener.limits.max_pending_send
         queued, refused = pending_output(self.transport)
         # A burst written in one reactor turn has not been offered to the
@@ -292,9 +313,10 @@ class StreamConnection:
         try:
             self.send_message(data)
         except ConnectionError as exc:
-            self.log.warn(
+            self.listener.limit_reporter.problem(
+                "replies dropped",
                 "socket {socket} (slot {slot}): reply to {peer} dropped: {reason}",
-                reason=exc,
+                reason=str(exc),
                 **self._describe(),
             )
 
@@ -310,7 +332,7 @@ class StreamConnection:
         """
         if error is not None and error.status is not None and error.header is not None:
             self._answer_unframeable(error.header, error)
-        if is_size_error(reason):
+        if error is not None and is_size_error(error):
             self.listener.limit_reporter.hit(
                 "oversize", f"{reason} (connection {self.id})", self.peer
             )
@@ -318,7 +340,8 @@ class StreamConnection:
             self.transport.loseConnection()
             return
         self.listener.counters.parse_errors += 1
-        self.log.warn(
+        self.listener.limit_reporter.problem(
+            "connections closed on a framing error",
             "socket {socket} (slot {slot}): connection {connection} from {peer} closed: {reason}",
             reason=reason,
             **self._describe(),
@@ -330,9 +353,12 @@ class StreamConnection:
         try:
             self.listener.sink.message_unframeable(header, error, self._origin())
         except Exception:
-            self.log.failure(
+            self.listener.limit_reporter.problem(
+                "unframeable messages the sink failed to answer",
                 "socket {socket} (slot {slot}): the message sink failed to answer an "
                 "unframeable message from {peer}",
+                level=LogLevel.critical,
+                traceback=True,
                 **self._describe(),
             )
 
@@ -347,9 +373,11 @@ class StreamConnection:
             return
         self.handshake_error = reason
         self.listener.counters.handshake_failures += 1
-        self.log.info(
+        self.listener.limit_reporter.problem(
+            "failed handshakes",
             "socket {socket} (slot {slot}): connection {connection} from {peer} closed: "
             "handshake failed: {reason}",
+            level=LogLevel.info,
             reason=reason,
             **self._describe(),
         )
@@ -367,9 +395,11 @@ class StreamConnection:
             else:
                 self.handshake_failed("closed before the handshake completed")
         elif self.open and tls_error is not None:
-            self.log.info(
+            self.listener.limit_reporter.problem(
+                "connections closed on a TLS error",
                 "socket {socket} (slot {slot}): connection {connection} from {peer} "
                 "closed: TLS error: {reason}",
+                level=LogLevel.info,
                 reason=tls_error,
                 **self._describe(),
             )
@@ -557,12 +587,8 @@ class OutboundLimitError(ConnectionError):
 
 def peer_key(peer: tuple[str, int]) -> tuple[str, int]:
     """The key of a peer in a socket's connection table: IP addresses in canonical form."""
-    host = peer[0].strip("[]")
-    try:
-        host = ipaddress.ip_address(host).compressed
-    except ValueError:
-        host = host.lower()
-    return host, peer[1]
+    host = unbracket(peer[0])
+    return normal_ip(host, zone="keep") or host.lower(), peer[1]
 
 
 class StreamListener:
@@ -739,13 +765,12 @@ class StreamListener:
             try:
                 set_tos(handle, sdef, sdef.tos or 0)
             except OSError as exc:
-                self.log.warn(
+                self.limit_reporter.problem(
+                    "connections without their tos",
                     "socket {socket} (slot {slot}): cannot set tos on connection "
                     "{connection}: {reason}",
-                    socket=sdef.socket_text,
-                    slot=self.slot,
                     connection=connection.id,
-                    reason=exc,
+                    reason=str(exc),
                 )
 
     # -- Listener ----------------------------------------------------------
@@ -776,10 +801,9 @@ class StreamListener:
 
         def failed(failure: Failure) -> Failure:
             self.counters.drops += 1
-            self.log.warn(
+            self.limit_reporter.problem(
+                "failed outbound connections",
                 "socket {socket} (slot {slot}): cannot connect to {peer}: {reason}",
-                socket=self.sdef.socket_text,
-                slot=self.slot,
                 peer=peer,
                 reason=failure.getErrorMessage(),
             )

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from sipsock.limits import DEFAULT_LOG_INTERVAL
 from sipsock.seams import ListenError, MessageSink, Origin, SocketCounters
@@ -43,6 +43,13 @@ READS_PER_WAKE: Final = 256
 #: ``recvfrom`` errors that only mean "nothing more to read now". ECONNREFUSED
 #: is an ICMP error for an earlier datagram we sent: nothing to read either.
 _READ_DONE: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED})
+
+
+def describe_send_error(error: BaseException) -> str:
+    """A send error for the log: the OS's text without the errno ("Message too long")."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 class SipUdpPort(udp.Port):
@@ -97,11 +104,26 @@ class SipUdpPort(udp.Port):
             try:
                 received(data, addr)
             except Exception:
-                self.log.failure(
-                    "socket {socket}: datagram from {peer} dropped: its handling raised",
-                    socket=self.label,
-                    peer=addr,
-                )
+                self._handling_failed(addr)
+
+    def _handling_failed(self, addr: Any) -> None:
+        """A datagram whose handling raised: logged with its traceback, repeats folded."""
+        listener = getattr(self.protocol, "listener", None)
+        reporter = getattr(listener, "limit_reporter", None)
+        if reporter is not None:
+            reporter.problem(
+                "datagrams whose handling raised",
+                "socket {socket} (slot {slot}): datagram from {peer} dropped: its handling raised",
+                level=LogLevel.critical,
+                traceback=True,
+                peer=addr,
+            )
+            return
+        self.log.failure(
+            "socket {socket}: datagram from {peer} dropped: its handling raised",
+            socket=self.label,
+            peer=addr,
+        )
 
 
 class SipDatagramProtocol(DatagramProtocol):
@@ -140,11 +162,12 @@ class SipDatagramProtocol(DatagramProtocol):
             answer = self._answer_datagram(datagram, addr, listener.sdef)
         except Exception:
             answer = None
-            self.log.failure(
-                "socket {socket} (slot {slot}): the sink failed to answer a datagram "
-                "from {peer} at once; the application gets it",
-                socket=listener.sdef.socket_text,
-                slot=listener.slot,
+            listener.limit_reporter.problem(
+                "OPTIONS shortcut failures",
+                "socket {socket} (slot {slot}): the sink's answer at once (the OPTIONS "
+                "shortcut) failed on a message from {peer}; the application gets it",
+                level=LogLevel.critical,
+                traceback=True,
                 peer=addr,
             )
         if answer is not None:
@@ -171,11 +194,12 @@ class SipDatagramProtocol(DatagramProtocol):
             listener.sink.message_received(datagram, origin)
         except Exception:
             listener.counters.drops += 1
-            self.log.failure(
+            listener.limit_reporter.problem(
+                "messages the sink raised on",
                 "socket {socket} (slot {slot}): message from {peer} dropped: "
                 "the message sink raised",
-                socket=listener.sdef.socket_text,
-                slot=listener.slot,
+                level=LogLevel.critical,
+                traceback=True,
                 peer=peer,
             )
 
@@ -235,12 +259,11 @@ class UdpListener:
         try:
             self._write(data, peer)
         except Exception as exc:
-            self.log.warn(
+            self.limit_reporter.problem(
+                "send failures",
                 "socket {socket} (slot {slot}): cannot send to {peer}: {reason}",
-                socket=self.sdef.socket_text,
-                slot=self.slot,
                 peer=peer,
-                reason=exc,
+                reason=describe_send_error(exc),
             )
 
     def send_reply(self, data: bytes, peer: tuple[str, int]) -> None:

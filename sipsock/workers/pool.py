@@ -46,12 +46,13 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import InvalidLogLevelError, Logger, LogLevel
+from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from sipsock.config import UDP_BALANCE_MODES
 from sipsock.incidents import Incidents
+from sipsock.logs import parse_worker_line
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Closing, ListenError, SocketCounters
 from sipsock.transport.sockopts import (
@@ -89,8 +90,9 @@ from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
 
 BALANCE_MODES: Final = UDP_BALANCE_MODES
 
-#: Longest line of worker output kept before it is cut.
-MAX_OUTPUT_LINE: Final = 8192
+#: Longest line of worker output kept before it is cut (a worker's log line is one
+#: JSON object, its traceback included).
+MAX_OUTPUT_LINE: Final = 65536
 
 #: Seconds a worker whose AMP connection closed has to exit before SIGKILL.
 CONNECTION_LOST_GRACE: Final = 2.0
@@ -117,6 +119,10 @@ _RELEASE: Final = "release"
 _ANNOUNCE: Final = "announce"
 _WITHDRAW: Final = "withdraw"
 
+#: Fields the control process gives a re-logged worker line, and the names of
+#: ``Logger.emit``'s own parameters (a worker field of one of these names is
+#: renamed ``field_<name>``).
+_WORKER_KEYS: Final = frozenset({"worker", "pid", "line", "self", "level", "format"})
 #: Up to this many sockets released in one batch get a log line each (else one line).
 LOG_EACH: Final = 10
 
@@ -662,15 +668,17 @@ class UdpWorkerPool(Service):
         return late
 
     def worker_said(self, process: WorkerProcess, line: str) -> None:
-        """Re-log a line a worker wrote (``LEVEL text``) under the worker's name."""
-        name, _, text = line.partition(" ")
-        try:
-            level = LogLevel.levelWithName(name)
-        except InvalidLogLevelError:
-            level, text = LogLevel.info, line
-        self.log.emit(
+        """Re-log a line a worker wrote under the worker's name, with its fields
+        (`sipsock.logs.parse_worker_line`)."""
+        level, text, fields = parse_worker_line(line)
+        namespace = str(fields.pop("logger", "") or self.log.namespace)
+        event = {
+            (f"field_{key}" if key in _WORKER_KEYS else key): value for key, value in fields.items()
+        }
+        Logger(namespace=namespace, source=self, observer=self.log.observer).emit(
             level,
             "UDP worker {worker} (pid {pid}): {line}",
+            **event,
             worker=process.label,
             pid=process.pid,
             line=text,

@@ -27,12 +27,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory
 from twisted.logger import (
-    FileLogObserver,
     FilteringLogObserver,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    formatEvent,
     globalLogBeginner,
 )
 from twisted.protocols import amp
@@ -41,6 +39,8 @@ from twisted.python.failure import Failure
 from sipsock.apps import ApplicationError, Dispatcher, load_application
 from sipsock.apps.loader import application_options
 from sipsock.config import ConfigError, default_settings, load_config
+from sipsock.logevents import LEVELS, at_least, parse_level
+from sipsock.logs import worker_observer
 from sipsock.seams import ListenError, MessageSink
 from sipsock.sockdef import SocketDef
 from sipsock.transport.udp import UdpListener, adopt_udp_listener
@@ -356,22 +356,32 @@ def _as_worker_error(sending: Deferred[None]) -> Deferred[dict[str, Any]]:
     return sending.addCallbacks(sent, failed)
 
 
-class StderrLogObserver(FileLogObserver):
-    """Log lines ``LEVEL text`` on stderr, which the control process re-logs."""
+def worker_log_observer(out: IO[str], level: LogLevel) -> FilteringLogObserver:
+    """The worker's log: flat JSON lines on ``out`` (stderr) that the control process
+    re-logs, at ``level`` (``[core] log_level``) and above.
 
-    def __init__(self, out: IO[str]) -> None:
-        super().__init__(out, format_line)
+    Twisted's own chatter (protocol starting, port closed, connection made;
+    legacy log events) and the UDP transport's line per socket are left out
+    below warnings: the control process logs every socket it opens, updates
+    and closes, and a line per socket from each worker as well made a reload
+    of N sockets re-log 2N lines there (most of its time in bench/reload.py).
+    Problems still show.
+    """
+    quiet = at_least(level, LogLevel.warn)
+    levels = LogLevelFilterPredicate(defaultLogLevel=level)
+    for namespace in ("twisted", "log_legacy", "sipsock.transport.udp"):
+        levels.setLogLevelForNamespace(namespace, quiet)
+    return FilteringLogObserver(worker_observer(out, level), [levels])
 
 
-def format_line(event: dict[str, Any]) -> str:
-    """One event as ``LEVEL text`` lines (a traceback on the following lines)."""
-    level = event.get("log_level", LogLevel.info)
-    text = formatEvent(event)
-    failure = event.get("log_failure")
-    if failure is not None:
-        text = f"{text}\n{failure.getTraceback()}"
-    name = getattr(level, "name", "info")
-    return "".join(f"{name} {line}\n" for line in text.splitlines() or [""])
+def worker_log_level(config_path: str | None) -> LogLevel:
+    """``[core] log_level`` of the configuration (info when it cannot be read: the
+    error is reported when the application is built)."""
+    try:
+        settings = load_config(config_path) if config_path else default_settings()
+    except ConfigError:
+        return LEVELS["info"]
+    return parse_level(settings.core.log_level)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -403,17 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sipsock.workers.epoll import install
 
     reactor = install()
-    # Twisted's own chatter (protocol starting, port closed, connection made;
-    # legacy log events) is left out below warnings.
-    levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    levels.setLogLevelForNamespace("twisted", LogLevel.warn)
-    levels.setLogLevelForNamespace("log_legacy", LogLevel.warn)
-    # The control process logs every socket it opens, updates and closes; a line
-    # per socket from each worker as well made a reload of N sockets re-log 2N
-    # lines there (most of its time in bench/reload.py). Problems still show.
-    levels.setLogLevelForNamespace("sipsock.transport.udp", LogLevel.warn)
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(StderrLogObserver(sys.stderr), [levels])],
+        [worker_log_observer(sys.stderr, worker_log_level(args.config))],
         discardBuffer=True,
         redirectStandardIO=False,
     )

@@ -278,3 +278,36 @@ def test_dropped_table_fails_reloads_clearly_until_it_is_created_again(
         f"before: {before.describe()}\nafter:  {after.describe()}"
     )
     assert after.fds == before.fds
+
+
+def test_frozen_postgres_fails_each_reload_within_db_timeout(
+    db_daemons: Any, fault_postgres: PostgresServer, fault_db: str
+) -> None:
+    table = SocketTable(fault_db)
+    table.init()
+    udp, tcp = free_port(), free_port()
+    table.insert(f"udp:127.0.0.1:{udp}")
+    table.insert(f"tcp:127.0.0.1:{tcp}")
+    daemon = db_daemons(fault_db, extra="[sockets_mgm]\ndb_timeout = 2\n")
+    connection = TcpClient(tcp)
+    listed = daemon.mi("sockets_list")
+
+    fault_postgres.pause()  # SIGSTOP: connections open, nothing answers
+    took: list[float] = []
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(MIError) as failed:
+                daemon.reload()
+            took.append(time.monotonic() - started)
+            assert "no answer from" in failed.value.message and "within 2 s" in failed.value.message
+    finally:
+        fault_postgres.resume()
+    print(f"\nfrozen PostgreSQL, db_timeout 2 s: reloads failed after {took} s")
+    # Before: 2 s, then 4 s (the abandoned query of the last reload held the store).
+    assert all(seconds < 3.0 for seconds in took), took
+    assert_serving(udp, tcp, connection)
+    assert daemon.mi("sockets_list") == listed
+    report, _ = reload_until_ok(daemon, 20)
+    assert sorted(report["kept"]) == sorted(entry["socket"] for entry in listed), report
+    connection.close()

@@ -71,6 +71,10 @@ def test_shipped_example_config_loads() -> None:
         ({"core": {"log_format": "xml"}}, "[core] log_format: 'xml' is not one of text, json"),
         ({"core": {"worker_timeout": 0}}, "[core] worker_timeout: 0 is out of range (0.5-3600)"),
         ({"core": {"worker_timeout": "10"}}, "[core] worker_timeout: must be a number"),
+        (
+            {"core": {"log_level": "loud"}},
+            "[core] log_level: 'loud' is not one of debug, info, warn, error, critical",
+        ),
         ({"mi": {"http_address": "0.0.0.0"}}, "[mi] http_address: '0.0.0.0' is not a loopback"),
         ({"mi": {"http_port": 0}}, "[mi] http_port: 0 is out of range"),
         ({"core": []}, "[core]: must be a table"),
@@ -180,6 +184,7 @@ def _domain(**keys: Any) -> dict[str, Any]:
         (_domain(match_address="::1:5061"), "match_address: '::1:5061' is not"),
         (_domain(match_address="1.2.3.4:99999"), "match_address: '1.2.3.4:99999' is not"),
         (_domain(match_address="[fe80::1%eth0]:5061"), "match_address: '[fe80::1%eth0]:5061'"),
+        (_domain(match_address="[10.0.0.1]:5061"), "match_address: '[10.0.0.1]:5061' is not"),
         (_domain(match_sni=[]), "[tls.domain 'edge'] match_sni: must not be empty"),
         (_domain(match_sni=[5]), "[tls.domain 'edge'] match_sni[0]: must be a string"),
         (_domain(match_sni=["a..b"]), "[tls.domain 'edge'] match_sni[0]: 'a..b' is not a host"),

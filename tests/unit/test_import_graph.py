@@ -37,6 +37,7 @@ ALLOWED_CYCLES: dict[frozenset[str], str] = {
             "sipsock.db.postgres",
             "sipsock.db.mysql",
             "sipsock.db.pooled",
+            "sipsock.db.sqlitefile",
         }
     ): "issue 17 section 4: the store factory in its own module",
 }

@@ -2,79 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from sipsock.db import ISocketStore, SocketRow, StoreError
+from sipsock.db import SocketRow, StoreError
 from sipsock.registry import SocketRegistry
+from sipsock.resolver import ThreadResolver
 from sipsock.sockdef import SocketDef, parse_row
-from sipsock.transport import ListenError, SocketCounters
-
-
-@dataclass
-class FakeListener:
-    sdef: SocketDef
-    slot: int | None
-    counters: SocketCounters = field(default_factory=SocketCounters)
-    updates: list[SocketDef] = field(default_factory=list)
-    stopping: Deferred[None] | None = None
-    stopped: bool = False
-    #: What `update` returns: None (applied at once) or a Deferred (applied elsewhere).
-    applying: Deferred[None] | None = None
-
-    def update(self, sdef: SocketDef) -> Deferred[None] | None:
-        self.updates.append(sdef)
-        self.sdef = sdef
-        return self.applying
-
-    def stop(self) -> Deferred[None]:
-        self.stopped = True
-        return self.stopping if self.stopping is not None else defer.succeed(None)
-
-    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        return defer.succeed(None)
-
-    def fileno(self) -> int:
-        return 3
-
-
-@implementer(ISocketStore)
-class FakeStore:
-    def __init__(self) -> None:
-        self.rows: list[SocketRow] = []
-        self.error: str | None = None
-        self.gate: Deferred[None] | None = None
-        self.fetches = 0
-        self.version: str | None = None
-
-    def add(self, socket: Any, **columns: Any) -> int:
-        row_id = len(self.rows) + 1
-        self.rows.append(SocketRow(row_id, socket, **columns))
-        return row_id
-
-    def check_version(self) -> Deferred[None]:
-        if self.version is not None:
-            return defer.fail(StoreError(self.version))
-        return defer.succeed(None)
-
-    def fetch(self) -> Deferred[list[SocketRow]]:
-        self.fetches += 1
-        if self.error is not None:
-            return defer.fail(StoreError(self.error))
-        rows = list(self.rows)
-        if self.gate is not None:
-            gate, self.gate = self.gate, None
-            return gate.addCallback(lambda _: rows)
-        return defer.succeed(rows)
-
-    def close(self) -> Deferred[None]:
-        return defer.succeed(None)
+from sipsock.testing import FakeListener, FakeStore
+from sipsock.transport import ListenError
 
 
 class Harness:
@@ -225,6 +166,46 @@ def test_host_names_are_resolved_and_unresolvable_ones_rejected() -> None:
     assert h.registry.list_sockets() == [{"socket": "udp:sip.example.net:5070"}]
     assert report.rejected[0].row_id == bad
     assert "cannot resolve host name 'nowhere.example.net'" in report.rejected[0].reason
+
+
+def test_a_name_that_fails_to_resolve_this_time_keeps_its_running_socket() -> None:
+    h = Harness()
+    h.names["sip.example.net"] = ["192.0.2.10"]
+    row = h.store.add("udp:sip.example.net:5070", tag="a")
+    assert h.reload().added == ["udp:192.0.2.10:5070"]
+    listener = h.opened["udp:192.0.2.10:5070"]
+
+    del h.names["sip.example.net"]  # the lookup times out, or DNS is down, this time
+    report = h.reload()
+    assert report.removed == [] and report.rejected == [], report
+    assert report.kept == ["udp:192.0.2.10:5070"]
+    assert h.registry.by_tag("a") is listener and not listener.stopped
+    assert h.registry.list_sockets() == [{"socket": "udp:sip.example.net:5070", "tag": "a"}]
+
+    h.store.rows = [SocketRow(row, "udp:sip.example.net:5070", tag="b")]  # tag changed
+    report = h.reload()
+    assert report.updated == ["udp:192.0.2.10:5070"] and report.removed == [], report
+    assert h.registry.by_tag("b") is listener  # updated in place, on the last address
+
+    h.store.rows = [SocketRow(row, "udp:other.example.net:5070", tag="b")]  # another name
+    report = h.reload()
+    assert report.removed == ["udp:192.0.2.10:5070"], report  # not the running row's socket
+    assert "cannot resolve host name 'other.example.net'" in report.rejected[0].reason
+
+
+def test_the_resolution_timeout_named_is_the_configured_one() -> None:
+    h = Harness()
+    h.store.add("udp:slow.example.net:5070")
+    never: Any = lambda lookup, host: Deferred()  # noqa: E731  (a lookup that never answers)
+    h.registry._resolve = ThreadResolver(h.clock, timeout=0.5, run=never).resolve
+    result: list[Any] = []
+    h.registry.reload().addBoth(result.append)
+    h.clock.advance(0.5)
+    assert (
+        result[0]
+        .rejected[0]
+        .reason.endswith("cannot resolve host name 'slow.example.net': no answer within 0.5 s")
+    ), result  # before: "within 5 s" whatever the timeout
 
 
 def test_initial_load_retries_with_backoff_until_it_works_and_stops_on_stop() -> None:
@@ -414,3 +395,104 @@ def test_stopping_the_registry_cancels_the_retry() -> None:
     assert h.clock.getDelayedCalls() == []
     h.clock.advance(60)
     assert h.opens == 1
+
+
+def test_a_rejected_row_is_logged_again_only_when_its_reason_changes() -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").startswith("sipsock.registry"):
+            events.append(event)
+
+    def warned() -> list[Any]:
+        found = [e.get("row") for e in events if e["log_format"] == "{reason}"]
+        events.clear()
+        return found
+
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    bad = [h.store.add(f"sctp:127.0.0.1:{6000 + i}") for i in range(50)]
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        h.reload()
+        assert warned() == bad
+        for _ in range(3):  # the same table: the settled path and the full path
+            report = h.reload()
+            assert len(report.rejected) == 50
+            assert warned() == []
+        h.store.rows.append(h.store.rows.pop(0))  # row order changes: a full reload
+        h.reload()
+        assert warned() == []
+        h.store.rows[1] = SocketRow(h.store.rows[1].id, "udp:bad host:1")
+        h.reload()
+        assert warned() == [bad[1]]
+        h.store.rows[1] = SocketRow(h.store.rows[1].id, "udp:127.0.0.1:5071")
+        h.reload()
+        assert warned() == []
+        h.store.rows[1] = SocketRow(h.store.rows[1].id, "sctp:127.0.0.1:6001")
+        h.reload()
+        assert warned() == [bad[1]]  # fixed, then broken again: news again
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+    assert h.registry.last_report is not None
+    assert len(h.registry.last_report.rejected) == 50
+    assert h.registry.reload_seconds.count == h.registry.reloads
+
+
+def test_the_reload_line_counts_the_rejections_not_logged_again() -> None:
+    from twisted.logger import globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "sockets reloaded" in event.get("log_format", ""):
+            from twisted.logger import formatEvent
+
+            lines.append(formatEvent(event))
+
+    h = Harness()
+    h.store.add("sctp:127.0.0.1:6000")
+    h.store.add("sctp:127.0.0.1:6001")
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        h.reload()
+        h.reload()
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+    assert "2 rejected, 0 failed" in lines[0] and "as before" not in lines[0]
+    assert lines[1].endswith("2 rejected, 0 failed (2 rejected as before, not logged again)")
+
+
+def test_a_socket_failing_at_every_reload_and_a_many_address_host_are_logged_once() -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").startswith("sipsock.registry"):
+            events.append(event)
+
+    def logged(fragment: str) -> int:
+        return sum(1 for e in events if fragment in e["log_format"])
+
+    h = Harness()
+    h.names["sip.example.net"] = ["192.0.2.10", "192.0.2.11"]
+    h.store.add("udp:sip.example.net:5070")
+    h.store.add("udp:127.0.0.1:5071")
+    h.refuse["udp:127.0.0.1:5071"] = "port already in use"
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        for _ in range(4):
+            report = h.reload()
+            assert [f.socket for f in report.failed] == ["udp:127.0.0.1:5071"]
+        assert logged("slot {slot} failed: {reason}") == 1
+        assert logged("has {count} addresses") == 1
+        h.refuse["udp:127.0.0.1:5071"] = "cannot assign requested address"
+        h.names["sip.example.net"] = ["192.0.2.10", "192.0.2.12"]
+        h.reload()
+        assert logged("slot {slot} failed: {reason}") == 2
+        assert logged("has {count} addresses") == 2
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))

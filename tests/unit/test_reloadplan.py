@@ -8,6 +8,7 @@ from typing import Any
 from sipsock.reloadplan import (
     ReloadReport,
     RowScreen,
+    new_row_conflict,
     plan_reload,
     screen_conflicts,
     screen_rows,
@@ -165,6 +166,30 @@ def test_socket_defs_hash_by_identity() -> None:
     assert a != sd(1, "udp:127.0.0.1:5070")
     assert {a: 1}[b] == 1
     assert hash(a) == hash(b)
+
+
+def test_new_row_conflict_names_the_row_or_static_socket_it_collides_with() -> None:
+    existing = [parse_row(3, "udp:10.0.0.1:5060", tag="a"), parse_row(4, "tcp:10.0.0.1:5070")]
+    static = [parse_row(None, "udp:10.0.0.9:5060")]
+    conflict = new_row_conflict
+    assert conflict(parse_row(None, "udp:10.0.0.2:5060"), existing, static) is None
+    assert conflict(parse_row(None, "udp:10.0.0.1:5070"), existing, static) is None  # UDP vs TCP
+    assert "already defined by row 3" in str(
+        conflict(parse_row(None, "udp:10.0.0.1:5060", tag="a"), existing, static)
+    )
+    assert "same address as row 3 (udp:10.0.0.1:5060)" in str(
+        conflict(parse_row(None, "udp:10.0.0.1:5060", tag="b"), existing, static)
+    )
+    assert "same address as row 4" in str(
+        conflict(parse_row(None, "tls:10.0.0.1:5070"), existing, static)
+    )
+    assert "static socket udp:10.0.0.9:5060" in str(
+        conflict(parse_row(None, "udp:10.0.0.9:5060"), existing, static)
+    )
+    reuse = [parse_row(5, "udp:10.0.0.5:5060", flags="reuse_port")]
+    assert (
+        conflict(parse_row(None, "udp:10.0.0.5:5060", "x:1", flags="reuse_port"), reuse, []) is None
+    )
 
 
 def test_a_row_with_a_null_or_non_integer_id_is_rejected_and_the_others_load() -> None:

@@ -182,6 +182,21 @@ def test_mariadb_stopped_or_frozen_fails_the_reload_in_bounded_time_and_sockets_
     assert "Traceback" not in log
 
 
+def test_the_first_reload_after_a_mariadb_restart_works(
+    daemon_factory: DaemonFactory, mariadb_server: MariaDBServer, mariadb_db: str
+) -> None:
+    daemon = daemon_factory(mariadb_server.url(mariadb_db), name="restart")
+    assert sipsock_db(daemon.config, "init").returncode == 0
+    port = free_port()
+    assert sipsock_db(daemon.config, "add", f"udp:127.0.0.1:{port}").returncode == 0
+    assert daemon.reload()["added"] == [f"udp:127.0.0.1:{port}"]
+
+    mariadb_server.stop()
+    mariadb_server.start()  # the daemon's pooled connection is dead; the server is up
+    assert daemon.reload()["kept"] == [f"udp:127.0.0.1:{port}"]  # before: "Lost connection"
+    assert "Traceback" not in daemon.log()
+
+
 def _wrong_password(server: MariaDBServer, dbname: str, sql: SQL) -> str:
     for statement in OPENSIPS_SCHEMA:
         sql(statement)

@@ -132,7 +132,7 @@ def test_stock_opensips_clients_read_statistics_and_sockets(
 
 def _opened(record: dict[str, object], port: int) -> bool:
     """The log line that says the socket on ``port`` is open (others name it too)."""
-    return record.get("socket") == f"udp:127.0.0.1:{port}" and "open" in str(record.get("log_text"))
+    return record.get("socket") == f"udp:127.0.0.1:{port}" and "open" in str(record.get("message"))
 
 
 def test_json_log_lines_carry_socket_and_slot(
@@ -153,5 +153,5 @@ def test_json_log_lines_carry_socket_and_slot(
     opened = [r for r in records if _opened(r, port)]
     assert opened, records[-5:]
     assert opened[0]["slot"] == 0
-    assert "open" in str(opened[0]["log_text"])
-    assert all("log_time" in r and "log_level" in r for r in records)
+    assert "open" in str(opened[0]["message"])
+    assert all("time" in r and "level" in r for r in records)

@@ -303,6 +303,36 @@ def test_cli_add_refuses_invalid_row_with_the_reason(backend: Backend) -> None:
     assert backend.sql("SELECT COUNT(*) FROM sockets") == [(0,)]
 
 
+def test_cli_add_refuses_a_row_the_daemon_would_reject_beside_others(backend: Backend) -> None:
+    static = 'listen = ["udp:127.0.0.1:5099", "tcp:localhost:5098"]'
+    config = backend.tmp_path / "with_static.toml"
+    config.write_text(
+        f'[core]\n{static}\n[sockets_mgm]\ndb_url = "{backend.url}"\nnode_column = "node"\n'
+        'node = "a"\n'
+    )
+    assert backend.cli("init", config=config).returncode == 0
+    assert backend.cli("add", "udp:127.0.0.1:5060", "--tag", "a", config=config).returncode == 0
+    cases = [
+        (("udp:127.0.0.1:5060", "--tag", "a"), "already defined by row 1 (udp:127.0.0.1:5060)"),
+        (("udp:127.0.0.1:5060",), "uses the same address as row 1 (udp:127.0.0.1:5060)"),
+        (("udp:localhost:5060",), "uses the same address as row 1"),  # resolved as the daemon
+        (("udp:127.0.0.1:5099",), "address of the static socket udp:127.0.0.1:5099"),
+        (("tls:127.0.0.1:5098",), "address of the static socket"),  # TCP port space
+        (("udp:127.0.0.1:5060", "--tag", "a", "--node", "a"), "already defined by row 1"),
+    ]
+    for args, reason in cases:
+        refused = backend.cli("add", *args, config=config)
+        assert refused.returncode == 1 and reason in refused.stderr, (args, refused.stderr)
+        assert "Traceback" not in refused.stderr
+    for args in (("udp:127.0.0.1:5061",), ("tcp:127.0.0.1:5060",), ("udp:127.0.0.1:5062",)):
+        added = backend.cli("add", *args, config=config)
+        assert added.returncode == 0, (args, added.stderr)
+    # A row for another node does not collide with one for node b only.
+    assert backend.cli("add", "udp:127.0.0.1:5070", "--node", "b", config=config).returncode == 0
+    assert backend.cli("add", "udp:127.0.0.1:5070", "--node", "c", config=config).returncode == 0
+    assert backend.sql("SELECT COUNT(*) FROM sockets") == [(6,)]
+
+
 def test_cli_errors_are_one_line(backend: Backend) -> None:
     missing_table = backend.cli("rows")
     assert missing_table.returncode == 1
@@ -333,6 +363,47 @@ async def test_custom_table_and_column_names(backend: Backend, stores: Stores) -
     store = stores.open(backend.settings(extra))
     await store.check_version()
     assert await store.fetch() == [SocketRow(1, "tls:192.0.2.7", tos="46")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_missing_or_misnamed_column_fails_naming_it_in_store_and_cli(
+    backend: Backend, stores: Stores
+) -> None:
+    backend.init()
+    backend.sql(f"INSERT INTO sockets (socket, tag) VALUES ({backend.param}, 'a')", "udp:1.2.3.4")
+    cases = [
+        (f'{key}_column = "nosuchcol"', f"nosuchcol ({key}_column)")
+        for key in ("socket", "advertised", "tag", "flags", "tos")
+    ]
+    cases.append(('node_column = "nosuchcol"\nnode = "a"', "nosuchcol (node_column)"))
+    for extra, named in cases:
+        store = stores.open(backend.settings(extra))
+        for call in (store.check_version, store.fetch):
+            error = str(await store_error(call()))
+            if call == store.check_version:  # fetch alone fails too, never reads a literal
+                assert (
+                    f"table sockets in {backend.settings().sockets_mgm.db_url.display()} "
+                    f"has no column {named}" in error
+                ), (extra, error)
+        for command in (("rows",), ("add", "udp:127.0.0.1:5060"), ("remove", "1")):
+            result = backend.cli(*command, config=backend.config(extra))
+            assert result.returncode == 1 and f"has no column {named}" in result.stderr, (
+                extra,
+                command,
+                result.stderr,
+            )
+    assert backend.sql("SELECT socket FROM sockets") == [("udp:1.2.3.4",)]  # nothing added
+
+    backend.sql("ALTER TABLE sockets DROP COLUMN tos")
+    store = stores.open(backend.settings())
+    error = str(await store_error(store.check_version()))
+    assert "has no column tos (tos_column)" in error, error
+    await store_error(store.fetch())
+    assert "has no column tos (tos_column)" in backend.cli("rows").stderr
+
+    backend.sql("ALTER TABLE sockets RENAME COLUMN id TO ident")
+    error = str(await store_error(store.check_version()))
+    assert "has no column id (OpenSIPS's primary key), tos (tos_column)" in error, error
 
 
 # -- the stores ---------------------------------------------------------------------
@@ -427,6 +498,8 @@ async def test_missing_version_row_says_how_to_fix(backend: Backend, stores: Sto
 
 @pytest_twisted.ensureDeferred
 async def test_missing_version_table_says_how_to_fix(backend: Backend, stores: Stores) -> None:
+    if backend.name == "sqlite":  # a database file, without sipsock's tables
+        backend.sql("CREATE TABLE unrelated (x)")
     store = stores.open(backend.settings())
     error = await store_error(store.check_version())
     assert "version table is missing" in str(error) and "sipsock-db init" in str(error)
@@ -559,12 +632,29 @@ async def test_sqlite_odd_storage_classes_do_not_break_fetch(
 
 
 @pytest_twisted.ensureDeferred
-async def test_sqlite_store_creates_directory_and_file(tmp_path: Path, stores: Stores) -> None:
+async def test_sqlite_store_and_cli_never_create_the_file_but_init_does(
+    tmp_path: Path, stores: Stores
+) -> None:
     backend = _sqlite_backend(tmp_path)
+    path = tmp_path / "state" / "sipsock.sqlite"
     store = stores.open(backend.settings())
+    for call in (store.check_version, store.fetch):
+        error = await store_error(call())
+        assert f"SQLite file {path} does not exist" in str(error), error
+        assert "sipsock-db init" in str(error)
+    for command in (("rows",), ("add", "udp:127.0.0.1:5060"), ("remove", "1")):
+        result = backend.cli(*command)
+        assert result.returncode == 1
+        assert f"SQLite file {path} does not exist" in result.stderr, result.stderr
+    assert not path.exists()
+
+    path.parent.mkdir()
+    path.touch()  # what a first start that failed (disk full) leaves
     error = await store_error(store.fetch())
-    assert "sipsock-db init" in str(error)
-    assert (tmp_path / "state" / "sipsock.sqlite").is_file()
+    assert "is empty (0 bytes" in str(error) and "sipsock-db init" in str(error), error
+    assert "is empty (0 bytes" in backend.cli("rows").stderr
+    backend.init()  # an empty file is initialised
+    assert await store.fetch() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -755,6 +845,113 @@ async def test_server_down_at_start_then_up(
     assert await fetch_until_ok(store, timeout=20.0) == []
     gc.collect()
     assert [event.get("log_format") for event in errors_logged] == []
+
+
+async def reload_like_the_registry(store: ISocketStore) -> StoreError:
+    """Ask for the version check and the rows at once, as a reload does; the first error.
+
+    When the check fails, the reload gives up and leaves the fetch behind.
+    """
+    checking, fetching = store.check_version(), store.fetch()
+    fetching.addErrback(lambda _: None)
+    return await store_error(checking)
+
+
+@pytest_twisted.ensureDeferred
+async def test_paused_server_fails_each_reload_within_db_timeout(
+    served: Served, stores: Stores, errors_logged: list[LogEvent]
+) -> None:
+    db, server = served.backend, served.server
+    db.init()
+    store = stores.open(db.settings(db_timeout=1.0))
+    assert await store.fetch() == []
+
+    server.pause()
+    try:
+        for attempt in range(3):
+            started = reactor.seconds()
+            error = await reload_like_the_registry(store)
+            took = reactor.seconds() - started
+            assert "within 1 s" in str(error), (attempt, error)
+            # Before: the abandoned fetch of the previous reload held the store for
+            # another db_timeout, so the second reload took twice as long.
+            assert took < 1.6, (attempt, took)
+    finally:
+        server.resume()
+    assert await fetch_until_ok(store, timeout=20.0) == []
+    gc.collect()
+    assert [event.get("log_format") for event in errors_logged] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_restarted_server_the_first_call_after_works(
+    served: Served, stores: Stores, errors_logged: list[LogEvent]
+) -> None:
+    db, server = served.backend, served.server
+    db.init()
+    assert db.cli("add", "udp:10.0.0.1").returncode == 0
+    store = stores.open(db.settings(db_timeout=3.0))
+    assert len(await store.fetch()) == 1
+
+    server.stop()
+    server.start()
+    await store.check_version()  # before: MySQL "Lost connection" on the dead connection
+    assert [r.socket for r in await store.fetch()] == ["udp:10.0.0.1"]
+    gc.collect()
+    assert [event.get("log_format") for event in errors_logged] == []
+
+
+def _sqlite_file_with(tmp_path: Path, name: str, socket: str) -> Path:
+    """A complete SQLite database file elsewhere, holding one row."""
+    other = _sqlite_backend(tmp_path / name)
+    (tmp_path / name).mkdir()
+    other.init()
+    other.sql("INSERT INTO sockets (socket) VALUES (?)", socket)
+    return tmp_path / name / "state" / "sipsock.sqlite"
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_file_replaced_is_read_again_and_a_removed_one_fails(
+    tmp_path: Path, stores: Stores
+) -> None:
+    backend = _sqlite_backend(tmp_path)
+    path = tmp_path / "state" / "sipsock.sqlite"
+    backend.init()
+    backend.sql("INSERT INTO sockets (socket) VALUES (?)", "udp:10.0.0.1")
+    store = stores.open(backend.settings())
+    await store.check_version()
+    assert [r.socket for r in await store.fetch()] == ["udp:10.0.0.1"]
+
+    os.replace(_sqlite_file_with(tmp_path, "b", "udp:10.0.0.2"), path)  # mv new over old
+    await store.check_version()
+    assert [r.socket for r in await store.fetch()] == ["udp:10.0.0.2"]
+
+    path.unlink()
+    for call in (store.check_version, store.fetch):
+        error = await store_error(call())
+        assert f"SQLite file {path} does not exist" in str(error), error
+    assert not path.exists()  # and the store did not create an empty one
+
+    os.replace(_sqlite_file_with(tmp_path, "c", "udp:10.0.0.3"), path)
+    assert [r.socket for r in await store.fetch()] == ["udp:10.0.0.3"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_locked_file_says_database_is_locked(tmp_path: Path, stores: Stores) -> None:
+    backend = _sqlite_backend(tmp_path)
+    backend.init()
+    store = stores.open(backend.settings(db_timeout=1.0))
+    assert await store.fetch() == []
+    holder = sqlite3.connect(tmp_path / "state" / "sipsock.sqlite", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        started = reactor.seconds()
+        error = await store_error(store.fetch())
+        assert reactor.seconds() - started < 1.5
+        assert "database is locked" in str(error), error
+    finally:
+        holder.close()
+    assert await store.fetch() == []
 
 
 @pytest_twisted.ensureDeferred

@@ -53,8 +53,10 @@ def listener(notifying_db: SocketsMgmSettings) -> Iterator[tuple[PostgresListene
 
 
 async def ready(source: PostgresListener, seen: list[str]) -> None:
-    """Wait for the LISTEN and its catch-up signal; then forget the signal."""
+    """Wait for the LISTEN, its catch-up signal and the listener's own trigger check
+    (a query still running would race the test's); then forget the signal."""
     await wait_until(lambda: source.listening and bool(seen), 10, "LISTEN")
+    await wait_until(lambda: source.trigger_checked, 10, "the trigger check")
     assert seen == ["now listening (catching up)"]
     seen.clear()
 
@@ -94,9 +96,11 @@ async def test_many_rows_in_one_transaction_notify_once(
         + f"; INSERT INTO sockets (socket) VALUES {values}; COMMIT",
         dbname=postgres_db,
     )
-    await wait_until(lambda: len(seen) >= 1, 5, "NOTIFY after the transaction")
-    await deferLater(reactor, 0.3, lambda: None)
-    assert seen == ["NOTIFY INSERT"]
+    # NOTIFYs arrive in commit order: once the next transaction's is in, every
+    # one of the first transaction is too.
+    postgres_server.execute("DELETE FROM sockets", dbname=postgres_db)
+    await wait_until(lambda: "NOTIFY DELETE" in seen, 5, "NOTIFY after the next transaction")
+    assert seen == ["NOTIFY INSERT", "NOTIFY DELETE"]
 
 
 def unread_bytes(fd: int) -> int:
@@ -191,7 +195,7 @@ async def test_sqlite_poller_sees_commits_of_other_connections(tmp_path: Path) -
     poller = SQLitePoller(str(path), 0.05, seen.append, reactor)
     poller.start()
     try:
-        await deferLater(reactor, 0.3, lambda: None)
+        await wait_until(lambda: bool(seen), 5, "the first poll")
         assert seen == ["now watching (catching up)"]
         seen.clear()
         with sqlite3.connect(path) as writer:
@@ -228,3 +232,40 @@ async def test_a_table_without_the_trigger_is_reported(
     finally:
         globalLogPublisher.removeObserver(observe)
         await source.stop()
+
+
+def _database_with_one_row(path: Path, socket: str) -> None:
+    settings = parse_config({"sockets_mgm": {"db_url": f"sqlite:///{path}"}}).sockets_mgm
+    with Database.open(settings) as database:
+        database.init()
+    with sqlite3.connect(path) as writer:
+        writer.execute("INSERT INTO sockets (socket) VALUES (?)", (socket,))
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_poller_sees_the_file_replaced_removed_and_back(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    _database_with_one_row(path, "udp:127.0.0.1:5996")
+    seen: list[str] = []
+    poller = SQLitePoller(str(path), 0.05, seen.append, reactor)
+    poller.start()
+    try:
+        await wait_until(lambda: bool(seen), 5, "the first poll")
+        seen.clear()
+        _database_with_one_row(tmp_path / "new.sqlite", "udp:127.0.0.1:5997")
+        (tmp_path / "new.sqlite").replace(path)  # before: data_version of the old inode, still
+        await wait_until(lambda: bool(seen), 5, "the replaced file noticed")
+        assert seen == ["now watching (catching up)"]
+        seen.clear()
+        with sqlite3.connect(path) as writer:  # the new file is the one watched
+            writer.execute("DELETE FROM sockets")
+        await wait_until(lambda: seen == ["data_version changed"], 5, "a change in the new file")
+        seen.clear()
+        path.unlink()
+        await wait_until(lambda: seen == ["database file removed"], 5, "the removal noticed")
+        assert not path.exists()  # the poller does not create an empty file
+        _database_with_one_row(path, "udp:127.0.0.1:5998")
+        await wait_until(lambda: len(seen) == 2, 5, "the file back")
+        assert seen[1] == "now watching (catching up)"
+    finally:
+        await poller.stop()

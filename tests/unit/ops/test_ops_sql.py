@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sipsock.config import TableNames
 from sipsock.db import fleet
 from sipsock.db.notify import listen_statement, notify_channel, notify_script
@@ -18,7 +20,8 @@ def test_node_filter_takes_null_rows_and_our_own() -> None:
     tables = TableNames(node="node")
     pg = Statements(tables, "format", node="edge-1")
     assert pg.select_rows.endswith(
-        'FROM "sockets" WHERE "sockets"."node" IS NULL OR "sockets"."node" = %s ORDER BY "id"'
+        'FROM "sockets" WHERE "sockets"."node" IS NULL OR "sockets"."node" = %s '
+        'ORDER BY "sockets"."id"'
     )
     assert pg.row_params == ("edge-1",)
     lite = Statements.for_backend(tables, "sqlite", "edge-1")
@@ -34,7 +37,40 @@ def test_node_column_statements() -> None:
     assert fleet.add_node_column(statements) == (
         'ALTER TABLE "socks" ADD COLUMN "host" VARCHAR(64) DEFAULT NULL'
     )
-    assert fleet.set_row_node(statements) == 'UPDATE "socks" SET "host" = ? WHERE "id" = ?'
+    assert fleet.set_row_node(statements) == (
+        'UPDATE "socks" SET "host" = ? WHERE "socks"."id" = ?'
+    )
+
+
+def test_every_column_is_qualified_so_sqlite_never_reads_a_name_as_a_string() -> None:
+    tables = TableNames(table="t", socket="s", advertised="a", tag="g", flags="f", tos="x")
+    for backend in ("sqlite", "postgres", "mysql"):
+        statements = Statements.for_backend(tables, backend)
+        q = "`" if backend == "mysql" else '"'
+        for sql in (statements.select_rows, statements.delete_row, statements.select_version):
+            for found in re.finditer(f"{q}([a-z_]+){q}", sql):
+                if found.group(1) in ("t", "version"):
+                    continue  # a table
+                before = sql[: found.start()]
+                assert before.endswith((f"{q}t{q}.", f"{q}version{q}.")), (backend, sql)
+
+
+def test_table_error_names_every_missing_column_with_its_key() -> None:
+    tables = TableNames(tag="label", node="node")
+    lite = Statements.for_backend(tables, "sqlite")
+    pg = Statements.for_backend(tables, "postgres")
+    present = ["id", "socket", "advertised", "label", "flags", "tos", "node"]
+    assert lite.table_error(present, "db") is None
+    assert lite.table_error([c.upper() for c in present], "db") is None  # SQLite: any case
+    assert "no column id (OpenSIPS's primary key)" in str(
+        pg.table_error([c.upper() for c in present], "db")  # PostgreSQL: quoted, exact
+    )
+    error = str(lite.table_error(["id", "socket", "advertised", "tag", "flags"], "db"))
+    assert error == (
+        "table sockets in db has no column label (tag_column), tos (tos_column), "
+        "node (node_column): add the column, or fix the name in [sockets_mgm]"
+    )
+    assert "cannot read table sockets in db" in str(lite.table_error([], "db"))
 
 
 def test_notify_channel_and_trigger() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -13,6 +12,8 @@ from twisted.internet.task import Clock
 from sipsock.mi import CommandTable
 from sipsock.mi.commands import MIError
 from sipsock.mi.statistics import register_statistics
+from sipsock.registry import SocketEntry
+from sipsock.reloadplan import Failure, Rejection, ReloadReport
 from sipsock.seams import SocketCounters
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.stats import (
@@ -24,28 +25,7 @@ from sipsock.stats import (
     render_prometheus,
     select,
 )
-
-
-@dataclass
-class FakeListener:
-    sdef: SocketDef
-    counters: SocketCounters = field(default_factory=SocketCounters)
-
-
-@dataclass
-class FakeEntry:
-    sdef: SocketDef
-    slot: int
-    listener: FakeListener | None
-    error: str | None = None
-
-
-@dataclass
-class FakeRegistry:
-    entries: list[FakeEntry] = field(default_factory=list)
-    static_listeners: list[FakeListener] = field(default_factory=list)
-    reloads: int = 0
-    failed_reloads: int = 0
+from sipsock.testing import FakeListener, FakeRegistry
 
 
 class FakePool:
@@ -67,15 +47,17 @@ def sdef(text: str, tag: str | None = None) -> SocketDef:
 
 def daemon_like() -> tuple[FakeRegistry, Statistics, FakePool]:
     static = FakeListener(
-        sdef("udp:127.0.0.1:5060", tag="edge"), SocketCounters(received=5, sent=4)
+        sdef("udp:127.0.0.1:5060", tag="edge"), counters=SocketCounters(received=5, sent=4)
     )
     dynamic = FakeListener(
-        sdef("tcp:127.0.0.1:5070"), SocketCounters(received=2, bytes_in=300, connections=1)
+        sdef("tcp:127.0.0.1:5070"),
+        3,
+        counters=SocketCounters(received=2, bytes_in=300, connections=1),
     )
     registry = FakeRegistry(
         entries=[
-            FakeEntry(dynamic.sdef, 3, dynamic),
-            FakeEntry(sdef("udp:192.0.2.1:5060"), 4, None, "cannot bind"),
+            SocketEntry(dynamic.sdef, 3, dynamic),
+            SocketEntry(sdef("udp:192.0.2.1:5060"), 4, None, "cannot bind"),
         ],
         static_listeners=[static],
         reloads=7,
@@ -221,3 +203,72 @@ def test_mi_commands_answer_in_opensips_shape() -> None:
     table.call("get_statistics", {"statistics": []}).addErrback(failures.append)
     assert isinstance(failures[0].value, MIError) and failures[0].value.code == 404
     assert failures[1].value.code == -32602
+
+
+def test_last_reload_rejections_failures_and_duration_are_metrics() -> None:
+    registry = FakeRegistry(reloads=2)
+    statistics = Statistics(registry)
+    assert as_values(select(statistics.snapshot(), ["rejected_rows", "failed_sockets"])) == {
+        "sockets_mgm:rejected_rows": 0,
+        "sockets_mgm:failed_sockets": 0,
+    }
+    registry.last_report = ReloadReport(
+        rejected=[Rejection(1, "sctp:x", "bad"), Rejection(2, "udp:bad row", "bad")],
+        failed=[Failure("udp:192.0.2.1:5060", "cannot bind")],
+    )
+    registry.reload_seconds.observe(0.003)
+    registry.reload_seconds.observe(0.7)
+    text = render_prometheus(statistics.snapshot())
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["sipsock_reload_rejected_rows"].type == "gauge"
+    assert families["sipsock_reload_rejected_rows"].samples[0].value == 2
+    assert families["sipsock_reload_failed_sockets"].samples[0].value == 1
+    histogram = families["sipsock_reload_duration_seconds"]
+    assert histogram.type == "histogram"
+    samples = {(s.name, s.labels.get("le")): s.value for s in histogram.samples}
+    assert samples[("sipsock_reload_duration_seconds_bucket", "0.005")] == 1
+    assert samples[("sipsock_reload_duration_seconds_bucket", "1")] == 2
+    assert samples[("sipsock_reload_duration_seconds_bucket", "+Inf")] == 2
+    assert samples[("sipsock_reload_duration_seconds_count", None)] == 2
+    assert samples[("sipsock_reload_duration_seconds_sum", None)] == pytest.approx(0.703)
+    values = as_values(select(statistics.snapshot(), ["sockets_mgm:"]))
+    assert values["sockets_mgm:reload_seconds_count"] == 2
+    assert values["sockets_mgm:reload_seconds_le_+Inf"] == 2
+
+
+def test_pool_sizes_and_mi_requests_are_metrics() -> None:
+    from sipsock.mi import build_command_table
+
+    registry = FakeRegistry()
+    pool = FakePool(
+        [
+            {"Pool": "dynamic", "Worker": 1, "State": "ready", "Handled": 3, "Restarts": 0},
+            {"Pool": "dynamic", "Worker": 2, "State": "restarting", "Handled": 0, "Restarts": 2},
+        ]
+    )
+    statistics = Statistics(registry, pools=[pool])
+    table = build_command_table(
+        registry,
+        clock=Clock(),
+        started_at=0.0,
+        process_list=list,
+        version="1",
+        statistics=statistics,
+    )
+    table.call("which", None)
+    table.call("which", None)
+    table.call("frobnicate", None).addErrback(lambda _: None)
+    table.call("uptime", {"x": 1}).addErrback(lambda _: None)
+    text = render_prometheus(statistics.snapshot())
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("sipsock_pool_workers", (("pool", "dynamic"), ("state", "ready")))] == 1
+    assert samples[("sipsock_pool_workers", (("pool", "dynamic"), ("state", "restarting")))] == 1
+    assert samples[("sipsock_mi_requests_total", (("command", "which"),))] == 2
+    assert samples[("sipsock_mi_requests_total", (("command", "unknown"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "unknown"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "uptime"),))] == 1
+    assert samples[("sipsock_mi_failures_total", (("command", "which"),))] == 0

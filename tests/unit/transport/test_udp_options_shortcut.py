@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from zope.interface import implementer
 
@@ -57,7 +58,7 @@ class _Plain(Responder):
 
 def listen(app: Any, **row: str) -> tuple[UdpListener, FakeDatagramTransport, Dispatcher]:
     dispatcher = Dispatcher(app)
-    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060", **row), 3, dispatcher, reactor=None)
+    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060", **row), 3, dispatcher, reactor=Clock())
     transport = FakeDatagramTransport()
     listener.protocol.makeConnection(transport)
     return listener, transport, dispatcher
@@ -166,7 +167,7 @@ class SendFails(FakeDatagramTransport):
 
 def test_a_refused_send_is_logged_and_counted_as_a_drop() -> None:
     dispatcher = Dispatcher(Responder())
-    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060"), 3, dispatcher, reactor=None)
+    listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060"), 3, dispatcher, reactor=Clock())
     listener.protocol.makeConnection(SendFails())
     listener.protocol.datagramReceived(OPTIONS, PEER)
     assert (listener.counters.received, listener.counters.sent) == (1, 0)

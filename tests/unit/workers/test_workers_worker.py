@@ -3,19 +3,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel
 
-from sipsock.seams import MessageSink, Origin
+from sipsock.logs import parse_worker_line
 from sipsock.sockdef import parse_row
+from sipsock.testing import RecordingSink
 from sipsock.workers.commands import (
     Adoption,
     WorkerError,
@@ -30,17 +33,9 @@ from sipsock.workers.worker import (
     UdpWorker,
     WorkerProtocol,
     build_dispatcher,
-    format_line,
     parse_args,
+    worker_log_observer,
 )
-
-
-class Sink(MessageSink):
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
 
 
 def relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
@@ -63,7 +58,7 @@ def is_open(fd: int) -> bool:
 
 def make_worker() -> tuple[UdpWorker, MemoryReactorClock]:
     reactor = MemoryReactorClock()
-    return UdpWorker(Sink(), reactor=reactor, relay=relay), reactor
+    return UdpWorker(RecordingSink(), reactor=reactor, relay=relay), reactor
 
 
 def test_adopting_serves_the_descriptor_and_closes_the_received_copy() -> None:
@@ -155,9 +150,25 @@ def test_announce_must_match_its_definition() -> None:
     assert worker.directory.names() == []
 
 
-def test_log_lines_carry_their_level_on_every_line() -> None:
-    event = {"log_level": LogLevel.warn, "log_format": "one\ntwo {x}", "x": 3}
-    assert format_line(event) == "warn one\nwarn two 3\n"
+def test_log_lines_are_one_json_object_each_with_level_and_fields() -> None:
+    out = io.StringIO()
+    observer = worker_log_observer(out, LogLevel.info)
+    log = Logger(namespace="sipsock.apps.dispatch", observer=observer)
+    log.warn("one\ntwo {x}", x=3, peer=("127.0.0.1", 5060))
+    log.debug("not at info")
+    Logger(namespace="twisted.internet", observer=observer).info("twisted chatter")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    level, message, fields = parse_worker_line(lines[0])
+    assert (level, message) == (LogLevel.warn, "one\ntwo 3")
+    assert fields == {"logger": "sipsock.apps.dispatch", "x": 3, "peer": ["127.0.0.1", 5060]}
+
+
+def test_a_debug_worker_logs_debug_lines() -> None:
+    out = io.StringIO()
+    log = Logger(namespace="sipsock.x", observer=worker_log_observer(out, LogLevel.debug))
+    log.debug("detail {n}", n=1)
+    assert parse_worker_line(out.getvalue())[:2] == (LogLevel.debug, "detail 1")
 
 
 def test_the_command_line_needs_the_descriptor() -> None:
@@ -259,7 +270,7 @@ class StoppingReactor(MemoryReactorClock):
 
 def test_a_shutdown_after_the_reactor_began_stopping_is_no_error() -> None:
     reactor = StoppingReactor()
-    protocol = WorkerProtocol(UdpWorker(Sink(), reactor=reactor, relay=relay), reactor)
+    protocol = WorkerProtocol(UdpWorker(RecordingSink(), reactor=reactor, relay=relay), reactor)
     protocol.makeConnection(StringTransport())
     reactor.stop()  # its own SIGTERM, say: the shutdown still has to run
     exits: list[Any] = []
@@ -267,3 +278,34 @@ def test_a_shutdown_after_the_reactor_began_stopping_is_no_error() -> None:
     protocol._exit().addBoth(exits.append)  # the lost connection: once more
     assert exits == [None, None]
     assert reactor.stops == 1
+
+
+def test_the_control_process_relogs_a_worker_line_with_its_fields() -> None:
+    from types import SimpleNamespace
+
+    from sipsock.logevents import flat_record
+    from sipsock.workers.pool import UdpWorkerPool
+
+    out = io.StringIO()
+    log = Logger(
+        namespace="sipsock.apps.dispatch", observer=worker_log_observer(out, LogLevel.info)
+    )
+    log.warn("odd {what}", what="thing", socket="udp:127.0.0.1:5060", line="l", pid=7)
+    line = json.loads(out.getvalue())
+    line.update(format="x", self="s")  # the names of Logger.emit's own parameters
+    events: list[Any] = []
+    observer = cast(ILogObserver, events.append)
+    pool = SimpleNamespace(log=Logger(namespace="sipsock.workers.pool", observer=observer))
+    process = SimpleNamespace(label="dynamic/2", pid=4242)
+    said = UdpWorkerPool.worker_said
+    said(pool, process, json.dumps(line))  # type: ignore[arg-type]
+    said(pool, process, "Traceback (most recent call last):")  # type: ignore[arg-type]
+    first, second = (flat_record(event) for event in events)
+    assert first["level"] == "warn"
+    assert first["logger"] == "sipsock.apps.dispatch"
+    assert first["message"] == "UDP worker dynamic/2 (pid 4242): odd thing"
+    assert (first["worker"], first["pid"]) == ("dynamic/2", 4242)
+    assert first["socket"] == "udp:127.0.0.1:5060"
+    assert (first["field_line"], first["field_pid"], first["field_format"]) == ("l", 7, "x")
+    assert second["level"] == "info"
+    assert second["message"].endswith("(pid 4242): Traceback (most recent call last):")
