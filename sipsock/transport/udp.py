@@ -162,10 +162,10 @@ class SipDatagramProtocol(DatagramProtocol):
             answer = self._answer_datagram(datagram, addr, listener.sdef)
         except Exception:
             answer = None
-            self.listener.limit_reporter.problem(
+            listener.limit_reporter.problem(
                 "OPTIONS shortcut failures",
-                "socket {socket} (slot {slot}): the sink failed to answer a datagram "
-                "from {peer} at once; the application gets it",
+                "socket {socket} (slot {slot}): the sink's answer at once (the OPTIONS "
+                "shortcut) failed on a message from {peer}; the application gets it",
                 level=LogLevel.critical,
                 traceback=True,
                 peer=addr,

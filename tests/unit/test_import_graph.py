@@ -37,6 +37,7 @@ ALLOWED_CYCLES: dict[frozenset[str], str] = {
             "sipsock.db.postgres",
             "sipsock.db.mysql",
             "sipsock.db.pooled",
+            "sipsock.db.sqlitefile",
         }
     ): "issue 17 section 4: the store factory in its own module",
 }
@@ -180,6 +181,24 @@ def test_no_import_circle_between_sipsock_modules() -> None:
     assert not new, "import circles between sipsock modules:\n" + "\n".join(new)
     gone = [sorted(group) for group in ALLOWED_CYCLES if group not in found]
     assert not gone, f"allowed circles that no longer exist (remove them from the list): {gone}"
+
+
+def test_the_transports_know_neither_the_core_nor_its_options_shortcut() -> None:
+    """Section 3 of issue 17: the OPTIONS fast path sits behind the core, not in a transport."""
+    graph = import_graph()
+    core = ("sipsock.apps", "sipsock.sip.options_")
+    wrong = {
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith("sipsock.transport")
+        for target in targets
+        if target.startswith(core)
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_the_seams_import_nothing_of_sipsock_at_run_time() -> None:
+    assert import_graph()["sipsock.seams"] == set()
 
 
 CHILD = """
