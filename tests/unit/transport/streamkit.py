@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -106,3 +109,15 @@ class Backlog(StringTransport):
 
     def abortConnection(self) -> None:
         self.aborted = True
+
+
+def runtime_imports(module: ModuleType) -> set[str]:
+    """The modules ``module`` imports at run time (not under ``if TYPE_CHECKING:``)."""
+    tree = ast.parse(Path(str(module.__file__)).read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            names.add(node.module)
+    return names

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from sipsock.transport.backpressure import overflowing, pending_output
-from tests.unit.transport.streamkit import Backlog
+from tests.unit.transport.streamkit import Backlog, runtime_imports
 
 
 def test_pending_output_reads_the_tcp_buffer_through_tls_and_websocket_layers() -> None:
@@ -31,3 +31,9 @@ def test_a_peer_is_cut_past_the_limit_once_refused_and_past_twice_the_limit_in_a
     assert overflowing(101, 1, 100)
     assert not overflowing(200, 0, 100)
     assert overflowing(201, 0, 100)
+
+
+def test_the_rules_need_no_reactor() -> None:
+    from sipsock.transport import backpressure
+
+    assert not {name for name in runtime_imports(backpressure) if name.startswith("twisted")}

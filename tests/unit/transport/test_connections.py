@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sipsock.transport.connections import ConnectionTable, peer_key
+from tests.unit.transport.streamkit import runtime_imports
 
 
 @dataclass
@@ -77,3 +78,9 @@ def test_an_alias_does_not_replace_an_open_connection_to_that_peer() -> None:
     existing.open = False
     table.opened(("proxy.example", 5061), other)
     assert table.by_peer[("proxy.example", 5061)] is other
+
+
+def test_the_table_is_pure_bookkeeping() -> None:
+    from sipsock.transport import connections
+
+    assert not {name for name in runtime_imports(connections) if name.startswith("twisted")}
