@@ -20,8 +20,8 @@ from typing import Final
 
 from twisted.logger import Logger
 
+from sipsock.seams import ListenError
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import ListenError
 
 _log = Logger()
 

@@ -33,8 +33,8 @@ from twisted.protocols import amp
 
 from sipsock.apps.spec import AppSpec, thaw
 from sipsock.config import ConfigError
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import FLAG_NAMES, SocketDef
-from sipsock.transport.base import SocketCounters
 
 T = TypeVar("T")
 

@@ -23,9 +23,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sipsock.deferreds import wait_all
+from sipsock.seams import Listener, SocketCounters
 from sipsock.sockdef import SocketDef
 from sipsock.socketindex import Match, first_in_order, has_tag, in_order, in_slot, of_proto
-from sipsock.transport.base import Listener, SocketCounters
 
 #: How a worker sends through a socket it does not hold: (socket name, data, peer).
 Relay = Callable[[str, bytes, tuple[str, int]], "Deferred[None]"]

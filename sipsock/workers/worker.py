@@ -43,8 +43,8 @@ from sipsock.config import LOG_LEVELS
 from sipsock.deferreds import wait_all
 from sipsock.logevents import at_least, parse_level
 from sipsock.logs import worker_observer
+from sipsock.seams import ListenError, MessageSink
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import ListenError, MessageSink
 from sipsock.transport.udp import UdpListener, adopt_udp_listener
 from sipsock.workers.commands import (
     AdoptSockets,

@@ -13,8 +13,8 @@ from twisted.protocols import amp
 
 from sipsock.apps.spec import freeze
 from sipsock.config import default_settings, parse_config_text
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import FLAG_NAMES, SocketDef, parse_row
-from sipsock.transport.base import SocketCounters
 from sipsock.workers.commands import (
     AMP_VALUE_LIMIT,
     COUNTER_NAMES,

@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
+from sipsock.seams import ListenError
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import ListenError
 from sipsock.transport.sockopts import get_tos
 from sipsock.workers.commands import (
     Adoption,
