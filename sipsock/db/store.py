@@ -356,3 +356,8 @@ def within(
     timer = reactor.callLater(seconds, expire)
     operation.addBoth(settle)
     return result
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of a (database) error message."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
