@@ -18,7 +18,7 @@ from sipsock.limits import DEFAULT_LOG_INTERVAL, LimitLog, Summary
 # The seam types, importable from here as they were before they moved to
 # `sipsock.seams` (issue 17, section 4), until their last importers
 # (`sipsock.workers.pool`, being split under issue 17) import them from there.
-from sipsock.seams import Listener, ListenError, MessageSink, Origin, SocketCounters
+from sipsock.seams import SocketCounters
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -30,12 +30,7 @@ __all__ = [
     "Closing",
     "LimitReporter",
     "LimitedSocket",
-    "ListenError",
-    "Listener",
-    "MessageSink",
-    "Origin",
     "PeriodicLog",
-    "SocketCounters",
     "stop_port",
 ]
 

@@ -20,8 +20,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from sipsock.deferreds import settle
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import SocketCounters
 from sipsock.workers.commands import COUNTER_NAMES, Stats, decode_stats_page
 from sipsock.workers.supervisor import Supervisor, WorkerProcess
 

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipsock.deferreds import all_or_first_failure, settle
-from sipsock.transport.base import ListenError
+from sipsock.seams import ListenError
 from sipsock.transport.sockopts import bind_member
 from sipsock.workers.commands import (
     Adoption,

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import Closing, SocketCounters
+from sipsock.transport.base import Closing
 
 if TYPE_CHECKING:
     from sipsock.workers.pool import UdpWorkerPool

@@ -43,8 +43,9 @@ from sipsock.apps.spec import AppSpec, freeze
 from sipsock.config import UDP_BALANCE_MODES, default_settings
 from sipsock.deferreds import all_or_first_failure
 from sipsock.incidents import Incidents
+from sipsock.seams import ListenError
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import Closing, ListenError
+from sipsock.transport.base import Closing
 from sipsock.transport.sockopts import (
     apply_update,
     bind_member,

@@ -12,8 +12,8 @@ from twisted.internet.testing import MemoryReactorClock
 from sipsock.apps.spec import freeze
 from sipsock.config import default_settings
 from sipsock.incidents import Incidents
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import SocketCounters
 from sipsock.workers.commands import STATS_PAGE, SocketStats, Stats, encode_stats_page
 from sipsock.workers.counters import PoolCounters
 from sipsock.workers.supervision import Backoff
