@@ -7,7 +7,6 @@ problem. Relative paths are taken from the working directory, as twistd does.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from sipsock.addresses import AddressError, join_host_port, normal_ip, parse_ip, split_host_port
 from sipsock.proxyrules import ProxyRoute, RouteError, parse_routes
 from sipsock.sockdef import SocketDef, SocketDefError, parse_static
 
@@ -293,7 +293,11 @@ class ManholeSettings:
 
     At least one of ``ssh_port`` / ``telnet_port`` when enabled, a
     ``users_file`` always; telnet only on a loopback ``address``; a
-    non-loopback address needs ``allow_remote`` and SSH only.
+    non-loopback address needs ``allow_remote`` and SSH only. Before a login
+    succeeds a connection has ``login_timeout`` seconds, and counts against
+    ``max_unauthenticated`` (in all) and ``max_unauthenticated_per_ip``; an
+    address with ``max_login_failures`` failed logins within
+    ``login_failure_window`` seconds is refused until they age out.
     """
 
     enabled: bool = False
@@ -302,6 +306,11 @@ class ManholeSettings:
     telnet_port: int | None = None
     users_file: Path | None = None
     allow_remote: bool = False
+    login_timeout: float = 30.0
+    max_unauthenticated: int = 32
+    max_unauthenticated_per_ip: int = 8
+    max_login_failures: int = 5
+    login_failure_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -605,22 +614,17 @@ def _read_match_address(reader: _Reader, table: Mapping[str, Any], sec: str) -> 
     text = raw.strip()
     if text == "*":
         return text
-    match = re.fullmatch(
-        r"\[(?P<v6>[^\]]+)\]:(?P<p6>[0-9]{1,5})|(?P<v4>[^:]+):(?P<p4>[0-9]{1,5})", text
-    )
-    host = match and (match["v6"] or match["v4"])
-    port = match and int(match["p6"] or match["p4"])
     try:
-        address = ipaddress.ip_address(host or "") if "%" not in (host or "") else None
-    except ValueError:
-        address = None
-    if not match or address is None or not port or port > 65535:
+        host, port = split_host_port(text)
+    except AddressError:
+        host, port = "", None
+    address = normal_ip(host)
+    if address is None or port is None:
         reader.fail(
             sec, "match_address", f'{text[:70]!r} is not "*" nor ip:port (IPv6 as [addr]:port)'
         )
-    assert address is not None
-    shown = f"[{address.compressed}]" if address.version == 6 else address.compressed
-    return f"{shown}:{port}"
+    assert address is not None and port is not None
+    return join_host_port(address, port)
 
 
 def _read_match_sni(reader: _Reader, table: Mapping[str, Any], sec: str) -> tuple[str, ...]:
@@ -832,14 +836,26 @@ def _read_manhole(reader: _Reader, sec: Mapping[str, Any]) -> ManholeSettings:
     reader.only(
         sec,
         "manhole",
-        {"enabled", "address", "ssh_port", "telnet_port", "users_file", "allow_remote"},
+        {
+            "enabled",
+            "address",
+            "ssh_port",
+            "telnet_port",
+            "users_file",
+            "allow_remote",
+            "login_timeout",
+            "max_unauthenticated",
+            "max_unauthenticated_per_ip",
+            "max_login_failures",
+            "login_failure_window",
+        },
     )
     enabled = reader.get(sec, "manhole", "enabled", bool, False)
     address = reader.get(sec, "manhole", "address", str, "127.0.0.1")
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip = None if address.startswith("[") else parse_ip(address, zone="keep")
+    if ip is None:
         reader.fail("manhole", "address", f"{address[:70]!r} is not an IP address")
+    assert ip is not None
     ports: dict[str, int | None] = {}
     for key in ("ssh_port", "telnet_port"):
         ports[key] = None
@@ -879,16 +895,24 @@ def _read_manhole(reader: _Reader, sec: Mapping[str, Any]) -> ManholeSettings:
         telnet_port=ports["telnet_port"],
         users_file=Path(users) if users else None,
         allow_remote=allow_remote,
+        login_timeout=reader.number(sec, "manhole", "login_timeout", 30.0, 1.0, 3600.0),
+        max_unauthenticated=reader.integer(sec, "manhole", "max_unauthenticated", 32, 1, 10000),
+        max_unauthenticated_per_ip=reader.integer(
+            sec, "manhole", "max_unauthenticated_per_ip", 8, 1, 10000
+        ),
+        max_login_failures=reader.integer(sec, "manhole", "max_login_failures", 5, 1, 1000),
+        login_failure_window=reader.number(
+            sec, "manhole", "login_failure_window", 60.0, 1.0, 86400.0
+        ),
     )
 
 
 def _is_loopback(address: str) -> bool:
     if address == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+    # A bare address: the listeners are given it as written (no brackets).
+    ip = None if address.startswith("[") else parse_ip(address, zone="keep")
+    return ip is not None and ip.is_loopback
 
 
 _TYPE_NAMES: Final[Mapping[type, str]] = {

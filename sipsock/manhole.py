@@ -10,7 +10,11 @@ Built the way ``twisted.conch.manhole_tap`` builds one, with stricter rules
 * SSH uses a host key generated on first start in the state directory
   (``manhole_host_key``, Ed25519, mode 0600, never shipped); its public key
   is logged so an operator can pin it;
-* telnet (passwords in clear text) only on a loopback address.
+* telnet (passwords in clear text) only on a loopback address;
+* before a login succeeds, a connection has a deadline, counts against caps
+  (in all and per address) and failed logins throttle their address
+  (`sipsock.manholeguard`); passwords are checked in a small thread pool of
+  the manhole's own. Telnet allows one try per connection, SSH three.
 
 The shell's namespace holds ``registry`` (the `SocketRegistry`), ``pools``
 (the UDP worker pools), ``settings``, ``stats`` (`sipsock.stats.Statistics`)
@@ -33,12 +37,16 @@ from typing import Any, Final
 import bcrypt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.conch import interfaces as conch_interfaces
 from twisted.conch import manhole, manhole_ssh, telnet
+from twisted.conch.error import IgnoreAuthentication
 from twisted.conch.insults import insults
-from twisted.conch.ssh import keys
+from twisted.conch.ssh import keys, userauth
+from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.transport import DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE
 from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ServerFactory
@@ -47,6 +55,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipsock.config import ManholeSettings
+from sipsock.manholeguard import GatedFactory, LoginGate, PasswordPool, gated_connection
 
 HOST_KEY_NAME: Final = "manhole_host_key"
 #: Largest users file read (a few hundred users).
@@ -56,6 +65,9 @@ _BCRYPT_PREFIXES: Final = (b"$2a$", b"$2b$", b"$2y$")
 #: against it when the file holds hashes, so they take as long as known ones.
 _DUMMY_HASH: Final = b"$2b$12$r90sc/7Mno.wnAR6Nvq0TOhRbBAKjxngxLcMYKcuXj4bAYRxlmz1K"
 
+#: Seconds before a failed telnet login is answered (SSH: Conch's passwordDelay, 1 s).
+FAILED_LOGIN_DELAY: Final = 1.0
+
 _log = Logger()
 # Conch has no type hints: its classes are used through these names.
 _Key: Any = keys.Key
@@ -64,6 +76,8 @@ _ConchFactory: Any = manhole_ssh.ConchFactory
 _ServerProtocol: Any = insults.ServerProtocol
 _TelnetBootstrapProtocol: Any = telnet.TelnetBootstrapProtocol
 _TelnetTransport: Any = telnet.TelnetTransport
+_AuthenticatingTelnetProtocol: Any = telnet.AuthenticatingTelnetProtocol
+_SSHUserAuthServer: Any = userauth.SSHUserAuthServer
 
 
 class ManholeError(Exception):
@@ -130,34 +144,36 @@ def password_matches(given: bytes, stored: bytes) -> bool:
 
 @implementer(ICredentialsChecker)
 class UsersChecker:
-    """Checks user names and passwords against the users file (bcrypt in a thread)."""
+    """Checks user names and passwords against the users file.
+
+    bcrypt runs in ``pool`` (a `PasswordPool` of the manhole's own, made
+    here when not given), never in the reactor's shared thread pool. The
+    caller logs the outcome (it knows the peer).
+    """
 
     credentialInterfaces = (credentials.IUsernamePassword,)
-    log = Logger()
 
-    def __init__(self, users: Mapping[bytes, bytes], reactor: Any) -> None:
+    def __init__(
+        self, users: Mapping[bytes, bytes], reactor: Any, pool: PasswordPool | None = None
+    ) -> None:
         self._users = dict(users)
-        self._reactor = reactor
         hashed = any(value.startswith(_BCRYPT_PREFIXES) for value in self._users.values())
         self._dummy = _DUMMY_HASH if hashed else b"\0" * 32
+        self._pool = pool if pool is not None or not hashed else PasswordPool(reactor)
 
     def requestAvatarId(self, creds: Any) -> defer.Deferred[bytes | tuple[()]]:
         name: bytes = creds.username
         # Unknown users are checked against a dummy so the answer takes as long.
         stored = self._users.get(name, self._dummy)
         given: bytes = creds.password
-        if stored.startswith(_BCRYPT_PREFIXES):
-            check: defer.Deferred[bool] = threads.deferToThreadPool(
-                self._reactor, self._reactor.getThreadPool(), password_matches, given, stored
-            )
+        if stored.startswith(_BCRYPT_PREFIXES) and self._pool is not None:
+            check: defer.Deferred[bool] = self._pool.run(password_matches, given, stored)
         else:
             check = defer.succeed(password_matches(given, stored))
 
         def decide(ok: bool) -> bytes | tuple[()]:
             if ok and name in self._users:
-                self.log.info("manhole: {user} logged in", user=name.decode(errors="replace"))
                 return name
-            self.log.warn("manhole: login refused for {user}", user=name.decode(errors="replace"))
             raise error.UnauthorizedLogin("wrong user name or password")
 
         return check.addCallback(decide)
@@ -246,7 +262,73 @@ class _TelnetRealm:
         raise NotImplementedError()
 
 
-def _ssh_factory(checker: UsersChecker, namespace: dict[str, Any], key: Any) -> Any:
+class _GatedTelnetLogin(_AuthenticatingTelnetProtocol):  # type: ignore[misc]
+    """Twisted's telnet login, one try per connection, through the `LoginGate`."""
+
+    def __init__(self, portal: Any, gate: LoginGate) -> None:
+        super().__init__(portal)
+        self.gate = gate
+        self.user = b""
+
+    def telnet_Password(self, line: bytes) -> str:
+        self.user = self.username
+        refusal = self.gate.login_refusal(gated_connection(self.transport))
+        if refusal is not None:
+            self.transport.write(b"\r\nToo many failed logins: try again later\r\n")
+            self.transport.loseConnection()
+            return "Discard"
+        state: str = super().telnet_Password(line)
+        return state
+
+    def _cbLogin(self, ial: Any) -> None:
+        self.gate.login_succeeded(gated_connection(self.transport), self.user)
+        super()._cbLogin(ial)
+
+    def _ebLogin(self, failure: Failure) -> None:
+        # (a retry on the same connection hangs in Twisted's telnet: one try)
+        self.gate.login_failed(gated_connection(self.transport), self.user)
+        # Answered after a delay, as Conch's SSH login does.
+        self.gate.reactor.callLater(FAILED_LOGIN_DELAY, self._refuse)
+
+    def _refuse(self) -> None:
+        self.transport.write(b"\r\nAuthentication failed\r\n")
+        self.transport.loseConnection()
+
+
+class _GatedUserAuth(_SSHUserAuthServer):  # type: ignore[misc]
+    """Conch's password login through the `LoginGate` (three tries per connection)."""
+
+    gate: LoginGate
+    attemptsBeforeDisconnect = 2
+
+    def auth_password(self, packet: bytes) -> defer.Deferred[Any]:
+        connection = gated_connection(self.transport)
+        refusal = self.gate.login_refusal(connection)
+        if refusal is not None:
+            self.transport.sendDisconnect(
+                DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+                b"too many failed logins: try again later",
+            )
+            return defer.fail(IgnoreAuthentication())
+        user = self.user
+        creds = credentials.UsernamePassword(user, getNS(packet[1:])[0])
+
+        def failed(reason: Failure) -> Failure:
+            if reason.check(error.UnauthorizedLogin):  # type: ignore[no-untyped-call]
+                self.gate.login_failed(connection, user)
+            return reason
+
+        login: defer.Deferred[Any] = self.portal.login(creds, None, conch_interfaces.IConchUser)
+        return login.addErrback(failed).addErrback(self._ebPassword)
+
+    def _cbFinishedAuth(self, result: Any) -> None:
+        self.gate.login_succeeded(gated_connection(self.transport), self.user)
+        super()._cbFinishedAuth(result)
+
+
+def _ssh_factory(
+    checker: UsersChecker, namespace: dict[str, Any], key: Any, gate: LoginGate
+) -> Any:
     realm = _TerminalRealm()
 
     def shell() -> Any:
@@ -257,18 +339,22 @@ def _ssh_factory(checker: UsersChecker, namespace: dict[str, Any], key: Any) -> 
     # ConchFactory's key tables are class attributes: give this one its own.
     factory.publicKeys = {b"ssh-ed25519": key.public()}
     factory.privateKeys = {b"ssh-ed25519": key}
-    return factory
+    auth = type("ManholeUserAuth", (_GatedUserAuth,), {"gate": gate})
+    factory.services = {**factory.services, b"ssh-userauth": auth}
+    return GatedFactory(gate, "ssh", factory)
 
 
-def _telnet_factory(checker: UsersChecker, namespace: dict[str, Any]) -> ServerFactory:
+def _telnet_factory(
+    checker: UsersChecker, namespace: dict[str, Any], gate: LoginGate
+) -> GatedFactory:
     telnet_portal = portal.Portal(_TelnetRealm(namespace), [checker])
     factory = ServerFactory()
 
     def build() -> Any:
-        return _TelnetTransport(telnet.AuthenticatingTelnetProtocol, telnet_portal)
+        return _TelnetTransport(_GatedTelnetLogin, telnet_portal, gate)
 
     factory.protocol = build  # type: ignore[assignment,unused-ignore]
-    return factory
+    return GatedFactory(gate, "telnet", factory)
 
 
 def listen_manhole(
@@ -281,13 +367,15 @@ def listen_manhole(
     """Bind the manhole's SSH and telnet ports now; raises `ManholeError` naming the problem."""
     if settings.users_file is None:
         raise ManholeError("[manhole] users_file is missing")
-    checker = UsersChecker(load_users(settings.users_file), reactor)
+    checker = UsersChecker(load_users(settings.users_file), reactor, PasswordPool(reactor))
+    gate = LoginGate(settings, reactor)
     plans: list[tuple[str, int, Any]] = []
     if settings.ssh_port is not None:
-        factory = _ssh_factory(checker, namespace, ensure_host_key(state_dir))
+        factory = _ssh_factory(checker, namespace, ensure_host_key(state_dir), gate)
         plans.append(("ssh_port", settings.ssh_port, factory))
     if settings.telnet_port is not None:
-        plans.append(("telnet_port", settings.telnet_port, _telnet_factory(checker, namespace)))
+        telnet_factory = _telnet_factory(checker, namespace, gate)
+        plans.append(("telnet_port", settings.telnet_port, telnet_factory))
     ports: list[IListeningPort] = []
     for key, number, factory in plans:
         try:

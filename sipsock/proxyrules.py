@@ -24,12 +24,12 @@ functions what to do and does it.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sipsock.addresses import bracket, normal_ip, parse_ip, same_ip, unbracket
 from sipsock.sip import MAGIC_COOKIE, Request, Via, default_port, stateless_branch
 from sipsock.sip.grammar import canonical_name, is_token, split_values
 from sipsock.sockdef import PROTOS, SocketDef
@@ -122,11 +122,10 @@ def parse_uri(text: str) -> SipUri:
         if not 0 < port <= 65535:
             raise RouteError("", f"port {port} of {_show(text)} is out of range (1-65535)")
     if host.startswith("["):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise RouteError("", f"{_show(host)} is not an IPv6 address") from None
+        host = unbracket(host)
+        address = parse_ip(host)
+        if address is None or address.version != 6:
+            raise RouteError("", f"{_show(host)} is not an IPv6 address")
     params: list[tuple[str, str | None]] = []
     for item in rest.split(";")[1:]:
         name, equals, param_value = item.partition("=")
@@ -153,7 +152,7 @@ class Destination:
         return self.host, self.port or default_port(transport)
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = bracket(self.host)
         port = f":{self.port}" if self.port else ""
         transport = f";transport={self.transport}" if self.transport else ""
         return f"sip:{host}{port}{transport}"
@@ -174,7 +173,7 @@ def destination_of(uri: SipUri) -> Destination:
     elif uri.scheme == "sips":
         transport = "tls"
     host = uri.param("maddr") or uri.host
-    return Destination(host.strip("[]"), uri.port, transport)
+    return Destination(unbracket(host), uri.port, transport)
 
 
 # --- routes --------------------------------------------------------------------------
@@ -561,13 +560,8 @@ def is_socket_address(sdef: SocketDef, host: str, port: int) -> bool:
 
 def same_host(first: str, second: str) -> bool:
     """Host equality: case-insensitive, brackets ignored, IP addresses compared as numbers."""
-    a, b = first.strip("[]").lower(), second.strip("[]").lower()
-    if a == b:
-        return True
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return False
+    a, b = unbracket(first).lower(), unbracket(second).lower()
+    return a == b or same_ip(a, b, zone="keep")
 
 
 def route_entry(sdef: SocketDef, ref: str | None) -> str:
@@ -678,15 +672,12 @@ def _tag(table: Mapping[str, Any], key: str) -> str | None:
 
 def _canonical_host(host: str, *, wildcard: bool = False) -> str:
     """Lower-case name or canonical IP address; ValueError naming the problem."""
-    text = host.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
+    text = unbracket(host.strip())
     if "%" in text or not text.isascii():
         raise ValueError(f"{_show(host)} is not a host name or an IP address without a zone id")
-    try:
-        return ipaddress.ip_address(text).compressed
-    except ValueError:
-        pass
+    address = normal_ip(text)
+    if address is not None:
+        return address
     name = text.rstrip(".").lower()
     labels = name.split(".")
     if wildcard and labels and labels[0] == "*" and len(labels) > 1:

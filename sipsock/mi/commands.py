@@ -20,6 +20,8 @@ from twisted.python.failure import Failure
 
 from sipsock.mi import jsonrpc
 
+log = Logger()
+
 Handler = Callable[[dict[str, Any]], Any]
 """A command handler: named params in, a JSON value (or a Deferred of one) out."""
 
@@ -147,7 +149,7 @@ class CommandTable:
                 MIError(
                     jsonrpc.METHOD_NOT_FOUND,
                     jsonrpc.MESSAGES[jsonrpc.METHOD_NOT_FOUND],
-                    data=f"unknown command {name!r}",
+                    data=f"unknown command {name[:100]!r}",
                 )
             )
         try:
@@ -197,7 +199,19 @@ def answer_jsonrpc(table: CommandTable, body: bytes) -> Deferred[bytes | None]:
             str(failure.value),
         )
 
+    def on_crash(failure: Failure) -> bytes:
+        # A reply that could not be built: answer anyway, never go silent.
+        log.failure("MI request {method} could not be answered", failure, method=request.method)
+        return internal_error(str(failure.value))
+
     answer: Deferred[bytes | None] = table.call(request.method, request.params).addCallbacks(
         on_result, on_error
     )
-    return answer
+    return answer.addErrback(on_crash)
+
+
+def internal_error(detail: str) -> bytes:
+    """The JSON-RPC internal error a front end answers when a request crashed."""
+    return jsonrpc.encode_error(
+        None, jsonrpc.INTERNAL_ERROR, jsonrpc.MESSAGES[jsonrpc.INTERNAL_ERROR], detail
+    )

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipsock.mi import jsonrpc
-from sipsock.mi.commands import CommandTable, answer_jsonrpc
+from sipsock.mi.commands import CommandTable, answer_jsonrpc, internal_error
 
 #: Largest UDP payload over IPv4.
 MAX_DATAGRAM_BYTES = 65507
@@ -62,7 +62,7 @@ class MIDatagramProtocol(DatagramProtocol):
             )
             return
         answer_jsonrpc(self._table, datagram).addCallback(self._reply, addr).addErrback(
-            self._crashed
+            self._crashed, addr
         )
 
     def _reply(self, reply: bytes | None, addr: Any) -> None:
@@ -85,8 +85,9 @@ class MIDatagramProtocol(DatagramProtocol):
         except OSError as exc:
             self.log.warn("MI reply to {peer} not sent: {reason}", peer=addr, reason=exc)
 
-    def _crashed(self, failure: Failure) -> None:
+    def _crashed(self, failure: Failure, addr: Any) -> None:
         self.log.failure("MI datagram request failed", failure)
+        self._send(internal_error("the request could not be answered"), addr)
 
 
 def _default_reactor() -> Any:

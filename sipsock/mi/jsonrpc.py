@@ -5,7 +5,12 @@ What the OpenSIPS MI core does, and therefore what the stock ``opensips-mi`` and
 
 * A request is a JSON object with ``"jsonrpc": "2.0"``, a string ``method``,
   optional ``params`` (an object or an array; an empty one means "no
-  params") and an optional ``id`` (string, number or null).
+  params") and an optional ``id`` (a string, an integer or null: the
+  clients send strings; a fractional or out-of-range number, which may not
+  survive the trip back, is an invalid request).
+* ``NaN`` / ``Infinity`` literals and integers longer than Python reads
+  are parse errors; a number out of the double range (``1e999``) anywhere
+  in a request makes it an invalid request.
 * A request without an ``id`` key is a notification: it gets no reply, except
   when it is not a valid request at all (parse error, invalid request).
 * A parse error or an invalid request is answered with ``"id": null``.
@@ -17,6 +22,7 @@ What the OpenSIPS MI core does, and therefore what the stock ``opensips-mi`` and
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,7 +44,7 @@ MESSAGES: Final[dict[int, str]] = {
 #: Default bound on one request, for every front end.
 MAX_REQUEST_BYTES: Final = 65536
 
-JsonId = str | int | float | None
+JsonId = str | int | None
 Params = dict[str, Any] | list[Any] | None
 
 
@@ -75,15 +81,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _decode_json(body: bytes | str) -> Any:
+def _decode_json(body: bytes | str) -> tuple[Any, str | None]:
+    """The JSON document, and the first number in it out of the double range (or None)."""
     text = body.decode("utf-8") if isinstance(body, bytes) else body
-    return json.loads(text, parse_constant=_reject_constant)
+    out_of_range: list[str] = []
+
+    def parse_float(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            out_of_range.append(number)
+        return value
+
+    document = json.loads(text, parse_constant=_reject_constant, parse_float=parse_float)
+    return document, out_of_range[0] if out_of_range else None
 
 
 def decode_request(body: bytes | str) -> Request | ErrorReply:
     """Turn one request body into a `Request`, or the `ErrorReply` to send."""
     try:
-        document = _decode_json(body)
+        document, out_of_range = _decode_json(body)
     except (ValueError, RecursionError) as exc:
         # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
         return ErrorReply(PARSE_ERROR, MESSAGES[PARSE_ERROR], _parse_detail(exc))
@@ -95,10 +111,12 @@ def decode_request(body: bytes | str) -> Request | ErrorReply:
     raw_id = document.get("id")
     request_id: JsonId = None
     problem: str | None = None
-    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int | float | None):
-        problem = "'id' must be a string, a number or null"
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int | None):
+        problem = "'id' must be a string, an integer or null"
     else:
         request_id = raw_id
+    if out_of_range is not None:
+        problem = problem or f"number {out_of_range[:40]} is out of range"
     if document.get("jsonrpc") != "2.0":
         problem = problem or "'jsonrpc' must be \"2.0\""
     method = document.get("method")
@@ -143,11 +161,17 @@ def encode_result(request_id: JsonId, result: Any) -> bytes:
 
 
 def encode_error(request_id: JsonId, code: int, message: str, data: str | None = None) -> bytes:
-    """The reply body for an error (compact, one line)."""
+    """The reply body for an error (compact, one line; never raises).
+
+    An id that cannot be written back is answered as null.
+    """
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return _dump({"jsonrpc": "2.0", "error": error, "id": request_id})
+    try:
+        return _dump({"jsonrpc": "2.0", "error": error, "id": request_id})
+    except (TypeError, ValueError):
+        return _dump({"jsonrpc": "2.0", "error": error, "id": None})
 
 
 def encode_error_reply(reply: ErrorReply) -> bytes:

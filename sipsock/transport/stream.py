@@ -25,7 +25,6 @@ is counted and logged through the socket's `LimitReporter`.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import socket
 from collections.abc import Callable, Iterator
@@ -57,6 +56,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipsock.addresses import normal_ip, unbracket
 from sipsock.config import LimitSettings
 from sipsock.limits import HeaderWatch, address_key, connection_refusal, is_size_error
 from sipsock.sip import KEEPALIVE_PING, SipFramingError, StreamFramer
@@ -137,7 +137,8 @@ def pending_output(transport: object) -> tuple[int, int]:
     refused once (its send buffer was full: the peer is not reading fast
     enough). Walks down the layers: a WebSocket `MessageTransport` to its
     protocol's transport, TLS (`TLSMemoryBIOProtocol`, counting the
-    cleartext it holds before the handshake) to the TCP transport, whose
+    cleartext it holds before the handshake and the small writes it
+    aggregates) to the TCP transport, whose
     `FileDescriptor` write buffer is ``dataBuffer`` from ``offset`` on (tried
     and refused) plus the writes of this reactor turn (``_tempDataLen``, not
     tried yet).
@@ -147,13 +148,20 @@ def pending_output(transport: object) -> tuple[int, int]:
     for _ in range(8):
         if layer is None:
             break
+        waiting = getattr(layer, "_appSendBuffer", None)
+        if waiting:
+            total += sum(len(chunk) for chunk in waiting)
+        # Twisted's BufferingTLSTransport holds small writes (up to 64 kB)
+        # until the next reactor turn.
+        aggregated = getattr(getattr(layer, "_aggregator", None), "_buffer", None)
+        if aggregated:
+            total += sum(len(chunk) for chunk in aggregated)
+        # (A TLS protocol wrapper forwards unknown attributes to its transport:
+        # this finds the TCP buffer from the TLS layer on.)
         buffered = getattr(layer, "dataBuffer", None)
         if isinstance(buffered, bytes):
             refused = len(buffered) - int(getattr(layer, "offset", 0))
             return total + refused + int(getattr(layer, "_tempDataLen", 0)), refused
-        waiting = getattr(layer, "_appSendBuffer", None)
-        if waiting:
-            total += sum(len(chunk) for chunk in waiting)
         inner = getattr(layer, "transport", None)
         if inner is None:
             inner = getattr(getattr(layer, "protocol", None), "transport", None)
@@ -310,6 +318,14 @@ class StreamConnection:
             raise ConnectionError(f"connection {self.id} to {self.peer} is closed")
         self.transport.write(data)
         self.touch()
+        self.check_pending_output()
+
+    def check_pending_output(self) -> None:
+        """Cut the connection if its peer does not read what was written to it.
+
+        Called after every write, including the ones the transport makes by
+        itself (WebSocket pongs).
+        """
         limit = self.listener.limits.max_pending_send
         queued, refused = pending_output(self.transport)
         # A burst written in one reactor turn has not been offered to the
@@ -352,7 +368,7 @@ class StreamConnection:
         """
         if error is not None and error.status is not None and error.header is not None:
             self._answer_unframeable(error.header, error)
-        if is_size_error(reason):
+        if error is not None and is_size_error(error):
             self.listener.limit_reporter.hit(
                 "oversize", f"{reason} (connection {self.id})", self.peer
             )
@@ -610,12 +626,8 @@ class OutboundLimitError(ConnectionError):
 
 def peer_key(peer: tuple[str, int]) -> tuple[str, int]:
     """The key of a peer in a socket's connection table: IP addresses in canonical form."""
-    host = peer[0].strip("[]")
-    try:
-        host = ipaddress.ip_address(host).compressed
-    except ValueError:
-        host = host.lower()
-    return host, peer[1]
+    host = unbracket(peer[0])
+    return normal_ip(host, zone="keep") or host.lower(), peer[1]
 
 
 class StreamListener:

@@ -16,16 +16,21 @@ and frames above the size limit (``[limits] max_ws_message_size`` and
 invalid UTF-8 in text messages close that connection (status 1009, 1002 or
 1007), never the socket. An accepted connection that has not finished its
 opening handshake (its header section) within ``[limits] header_timeout`` is
-cut.
+cut; one whose handshake grows past `MAX_HANDSHAKE_SIZE` bytes (the TCP header
+section limit) without ending is refused with 431 and closed (counted as
+``limit_oversize``). A plain HTTP request (no ``Upgrade``) gets 426 and
+nothing else: autobahn's status page (its version, a ``?redirect=`` open
+redirect) is off, and the ``Server`` header says ``sipsock``.
 Keep-alive: the server pings every ``ping_interval`` seconds and drops a peer
 that does not answer within ``ping_timeout``; a CRLFCRLF message gets CRLF.
+Every write, autobahn's automatic pongs included, is held to ``[limits]
+max_pending_send``: a peer that sends pings and never reads is cut.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from autobahn.twisted.websocket import (
@@ -40,11 +45,13 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
+from txaio.tx import make_logger
 from zope.interface import implementer
 
+from sipsock.addresses import bracket
 from sipsock.config import LimitSettings, WebSocketSettings
 from sipsock.sip import KEEPALIVE_PING
-from sipsock.sockdef import SocketDef, bracket
+from sipsock.sockdef import SocketDef
 from sipsock.transport.base import MessageSink
 from sipsock.transport.sockopts import bind_socket
 from sipsock.transport.stream import (
@@ -54,93 +61,29 @@ from sipsock.transport.stream import (
     TLSBinding,
     describe_tls_failure,
 )
-
-#: The WebSocket subprotocol of SIP (RFC 7118 section 4).
-SUBPROTOCOL: Final = "sip"
-#: Status code of a normal close (the only one below 3000 autobahn lets us send).
-CLOSE_NORMAL: Final = 1000
-#: Status code autobahn closes with when a frame or message is above its limit.
-CLOSE_TOO_BIG: Final = 1009
-#: Default ports of the origin schemes, left out when comparing origins.
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_ORIGIN_RE: Final = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[^\]]*\]|[^:/?#]*)(?::(?P<port>[0-9]+|\*))?/?"
+from sipsock.transport.wsrules import (
+    CLOSE_NORMAL,
+    CLOSE_TOO_BIG,
+    HANDSHAKE_TOO_LARGE,
+    MAX_HANDSHAKE_SIZE,
+    SUBPROTOCOL,
+    handshake_overflows,
+    handshake_refusal,
+    is_text,
+    origin_allowed,
+    split_origin,
 )
 
-
-# -- rules (pure) ------------------------------------------------------------------
-
-
-def split_origin(origin: str) -> tuple[str, str, str] | None:
-    """``scheme://host[:port]`` as (scheme, host, port), lower-case, default port filled in.
-
-    None when the text is not an origin of that shape.
-    """
-    match = _ORIGIN_RE.fullmatch(origin.strip().lower())
-    if match is None or not match["host"]:
-        return None
-    scheme = match["scheme"]
-    port = match["port"] or str(_DEFAULT_PORTS.get(scheme, ""))
-    return scheme, match["host"], port
-
-
-def origin_allowed(origin: str, allowed: Sequence[str]) -> bool:
-    """Whether an ``Origin`` header value matches an ``allowed_origins`` entry.
-
-    ``"*"`` allows any origin; ``https://phone.example.com`` allows that
-    scheme, host and (default) port; ``*.`` before the host allows one or
-    more labels in front of the rest; ``:*`` allows any port.
-    """
-    if "*" in allowed:
-        return True
-    parts = split_origin(origin)
-    if parts is None:
-        return False
-    scheme, host, port = parts
-    for entry in allowed:
-        wanted = split_origin(entry)
-        if wanted is None:
-            continue
-        w_scheme, w_host, w_port = wanted
-        if w_scheme != scheme or w_port not in ("*", port):
-            continue
-        if w_host == host or (w_host.startswith("*.") and host.endswith(w_host[1:])):
-            return True
-    return False
-
-
-def handshake_refusal(
-    protocols: Sequence[str], origin: str | None, settings: WebSocketSettings
-) -> tuple[int, str] | None:
-    """Why an opening handshake is refused, as (HTTP status, reason); None to accept.
-
-    The client must offer the ``sip`` subprotocol; ``Origin`` is checked
-    against the allowed origins when present and required when
-    ``require_origin`` is set.
-    """
-    if SUBPROTOCOL not in protocols:
-        offered = ", ".join(protocols) if protocols else "none"
-        return (
-            ConnectionDeny.BAD_REQUEST,
-            f"the sip WebSocket subprotocol (RFC 7118) is required (offered: {offered})",
-        )
-    if not origin:
-        if settings.require_origin:
-            return ConnectionDeny.FORBIDDEN, "an Origin header is required"
-        return None
-    if not origin_allowed(origin, settings.allowed_origins):
-        return ConnectionDeny.FORBIDDEN, f"origin {origin[:100]!r} is not allowed"
-    return None
-
-
-def is_text(data: bytes) -> bool:
-    """Whether a message can go in a text frame (valid UTF-8)."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
+__all__ = [
+    "SUBPROTOCOL",
+    "MessageTransport",
+    "WebSocketListener",
+    "handshake_refusal",
+    "is_text",
+    "open_ws_listener",
+    "origin_allowed",
+    "split_origin",
+]
 
 # -- connections -------------------------------------------------------------------
 
@@ -203,6 +146,48 @@ class _SipWebSocketMixin:
     on_failed: Callable[[Failure], None] | None
     _ping_payload: bytes | None = None
     _ping_call: IDelayedCall | None = None
+    _handshake_refused: bool = False
+
+    def _sip_data(self, data: bytes) -> bool:
+        """Whether autobahn may have these bytes (False once the handshake is too large)."""
+        me: Any = self
+        if self._handshake_refused:
+            return False
+        if me.state != WebSocketProtocol.STATE_CONNECTING:
+            return True
+        limit = self.listener.max_handshake_size
+        if not handshake_overflows(me.data, data, limit):
+            return True
+        self._handshake_refused = True
+        me.data = b""
+        connection = self.connection
+        reason = f"WebSocket opening handshake above {limit} bytes"
+        if connection is not None and connection.open:
+            connection.open = False
+            self.listener.limit_reporter.hit(
+                "oversize", f"{reason} (connection {connection.id})", connection.peer
+            )
+        self._refuse_handshake(reason)
+        return False
+
+    def _refuse_handshake(self, reason: str) -> None:
+        me: Any = self
+        me.wasNotCleanReason = reason
+        me.dropConnection(abort=True)
+
+    def _sip_ping(self, payload: bytes, pong: Callable[[bytes], None]) -> None:
+        """Answer a ping (``pong`` is autobahn's answer), held to max_pending_send.
+
+        autobahn's own pong skips every limit; a connection cut for not
+        reading gets no more pongs (its buffered pings are still parsed).
+        """
+        self._sip_traffic()
+        connection = self.connection
+        if connection is not None and not connection.open:
+            return
+        pong(payload)
+        if connection is not None:
+            connection.check_pending_output()
 
     def _sip_connection_made(self) -> None:
         me: Any = self
@@ -325,8 +310,19 @@ class _SipWebSocketMixin:
             self.on_failed(reason)
 
 
+#: Seconds a refused handshake's answer has to leave before the connection is aborted.
+REFUSAL_GRACE: Final = 1.0
+
+#: autobahn's own logger for our protocols: errors only. Its info and warning
+#: lines (one or two per refused handshake) repeat what `StreamConnection`
+#: logs and counts, and a scanner would turn them into a flood.
+_AUTOBAHN_LOG: Any = make_logger(level="error")  # type: ignore[no-untyped-call]
+
+
 class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  # type: ignore[misc]
     """An accepted SIP-over-WebSocket connection."""
+
+    log = _AUTOBAHN_LOG
 
     def __init__(self, listener: WebSocketListener) -> None:
         super().__init__()
@@ -338,6 +334,21 @@ class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  
     def connectionMade(self) -> None:
         super().connectionMade()
         self._sip_connection_made()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._sip_data(data):
+            super().dataReceived(data)
+
+    def _refuse_handshake(self, reason: str) -> None:
+        me: Any = self
+        me.wasNotCleanReason = reason
+        me.sendHttpErrorResponse(HANDSHAKE_TOO_LARGE, "Request Header Fields Too Large")
+        me.dropConnection(abort=False)
+        # TLS waits for the peer's close_notify (reading and decrypting all the
+        # while): the answer gets a moment to leave, then the connection goes.
+        transport = me.transport
+        if transport is not None:
+            self.listener.reactor.callLater(REFUSAL_GRACE, transport.abortConnection)
 
     def onConnect(self, request: Any) -> str:
         refusal = handshake_refusal(
@@ -359,8 +370,7 @@ class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  
         self._sip_message(payload)
 
     def onPing(self, payload: bytes) -> None:
-        self._sip_traffic()
-        super().onPing(payload)
+        self._sip_ping(payload, super().onPing)
 
     def onPong(self, payload: bytes) -> None:
         self._sip_pong(payload)
@@ -376,6 +386,8 @@ class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  
 
 class SipWebSocketClientProtocol(_SipWebSocketMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """A SIP-over-WebSocket connection this socket opened to a peer."""
+
+    log = _AUTOBAHN_LOG
 
     def __init__(
         self,
@@ -393,6 +405,10 @@ class SipWebSocketClientProtocol(_SipWebSocketMixin, WebSocketClientProtocol):  
         super().connectionMade()
         self._sip_connection_made()
 
+    def dataReceived(self, data: bytes) -> None:
+        if self._sip_data(data):
+            super().dataReceived(data)
+
     def onConnect(self, response: Any) -> None:
         if response.protocol != SUBPROTOCOL:
             raise ConnectionError(
@@ -406,8 +422,7 @@ class SipWebSocketClientProtocol(_SipWebSocketMixin, WebSocketClientProtocol):  
         self._sip_message(payload)
 
     def onPing(self, payload: bytes) -> None:
-        self._sip_traffic()
-        super().onPing(payload)
+        self._sip_ping(payload, super().onPing)
 
     def onPong(self, payload: bytes) -> None:
         self._sip_pong(payload)
@@ -458,12 +473,17 @@ class WebSocketListener(StreamListener):
             if limits is not None
             else min(self.websocket.max_message_size, max_message_size)
         )
+        self.max_handshake_size = min(MAX_HANDSHAKE_SIZE, self.max_message_size)
         factory: Any = WebSocketServerFactory(  # type: ignore[no-untyped-call]
             server="sipsock", protocols=[SUBPROTOCOL], reactor=reactor
         )
         # Origins are checked by handshake_refusal; autobahn lets every one through.
+        # No status page: it shows autobahn's version and redirects anywhere.
         factory.setProtocolOptions(
-            allowedOrigins=["*"], allowNullOrigin=True, **self._protocol_options()
+            allowedOrigins=["*"],
+            allowNullOrigin=True,
+            webStatus=False,
+            **self._protocol_options(),
         )
         self._server_factory = factory
 

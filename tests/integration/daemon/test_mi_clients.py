@@ -57,7 +57,9 @@ def test_http_mi_rejects_bad_json_and_get(daemon_factory: DaemonFactory, sqlite_
     SocketTable(sqlite_url).init()
     daemon = daemon_factory(sqlite_url)
     url = f"http://127.0.0.1:{daemon.http_port}/mi"
-    bad = urllib.request.Request(url, data=b"{not json", method="POST")
+    bad = urllib.request.Request(
+        url, data=b"{not json", method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(bad, timeout=5) as response:
         assert response.status == 200
         assert json.loads(response.read())["error"]["code"] == -32700

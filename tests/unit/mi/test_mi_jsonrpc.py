@@ -117,3 +117,26 @@ def test_any_bytes_decode_to_request_or_error(body: bytes) -> None:
 def test_well_formed_requests_round_trip(method: str, request_id: str | int | None) -> None:
     body = json.dumps({"jsonrpc": "2.0", "method": method, "id": request_id})
     assert decode_request(body) == Request(method, None, request_id, False)
+
+
+def test_id_that_is_not_a_string_integer_or_null_is_an_invalid_request() -> None:
+    for raw in ("1e999", "-1e999", "1.5", "true", "{}", "[1]"):
+        decoded = decode_request(f'{{"jsonrpc":"2.0","id":{raw},"method":"which"}}')
+        assert isinstance(decoded, ErrorReply), raw
+        assert (decoded.code, decoded.id) == (jsonrpc.INVALID_REQUEST, None), raw
+        assert jsonrpc.encode_error_reply(decoded).endswith(b'"id":null}')
+
+
+def test_number_out_of_range_in_params_is_an_invalid_request() -> None:
+    decoded = decode_request('{"jsonrpc":"2.0","id":"4","method":"which","params":[-1e400]}')
+    assert isinstance(decoded, ErrorReply)
+    assert (decoded.code, decoded.id, decoded.data) == (
+        jsonrpc.INVALID_REQUEST,
+        "4",
+        "number -1e400 is out of range",
+    )
+
+
+def test_error_reply_with_an_unwritable_id_answers_null() -> None:
+    body = jsonrpc.encode_error(float("inf"), jsonrpc.INTERNAL_ERROR, "Internal error")  # type: ignore[arg-type]
+    assert json.loads(body)["id"] is None
