@@ -127,7 +127,21 @@ class DaemonService(OrderedMultiService):
         # hundreds of sockets (bench/reload.py).
         gc.freeze()
         starting = super().startService()
-        starting.addCallbacks(lambda _: self.readiness.start(), self._start_failed)
+        # A child that fails while twistd starts the tree ends start-up as an
+        # exception there would (exit status 1); one that fails later stops the daemon.
+        during_call: list[Failure] = []
+        calling = True
+
+        def failed(failure: Failure) -> None:
+            if calling:
+                during_call.append(failure)
+            else:
+                self._start_failed(failure)
+
+        starting.addCallbacks(lambda _: self.readiness.start(), failed)
+        calling = False
+        if during_call:
+            during_call[0].raiseException()
         return starting
 
     def _start_failed(self, failure: Failure) -> None:
