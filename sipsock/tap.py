@@ -15,8 +15,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from sipsock.apps import ApplicationError, Dispatcher, load_application
-from sipsock.apps.loader import application_options
+from sipsock.apps.spec import SpecError, build_dispatcher, freeze
 from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.daemon.admin import admin_front_ends
@@ -102,18 +101,13 @@ def _compose(
         raise StartupError(f"{source}: [tls] {error}") from None
     if settings.sockets_mgm.db_url.scheme == "sqlite":
         create_sqlite_database(settings)
+    spec = freeze(settings)  # the workers build the same application from it
     try:
-        app = load_application(settings.core.application, application_options(settings))
-    except ApplicationError as error:
-        raise StartupError(f"{source}: [core] application: {error}") from None
-    dispatcher = Dispatcher(
-        app,
-        max_message_size=settings.core.max_message_size,
-        clock=reactor,
-        log_interval=settings.limits.log_interval,
-    )
+        dispatcher = build_dispatcher(spec, clock=reactor)
+    except SpecError as error:
+        raise StartupError(str(error)) from None
     book, incidents = SocketBook(), Incidents()
-    pools = worker_pools(settings, book, incidents, reactor)
+    pools = worker_pools(spec, book, incidents, reactor)
     openers = SocketOpeners(in_process_opener(settings, dispatcher, tls, reactor), book, *pools)
     try:
         store = open_store(settings.sockets_mgm, reactor)

@@ -8,7 +8,6 @@ socket that is not theirs, so that they can send through it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from sipsock.apps import Dispatcher
+from sipsock.apps.spec import AppSpec
 from sipsock.config import Settings
 from sipsock.incidents import Incidents
 from sipsock.sockdef import SocketDef
@@ -76,19 +76,18 @@ class SocketOpeners:
 
 
 def worker_pools(
-    settings: Settings, book: SocketBook, incidents: Incidents, reactor: Any
+    spec: AppSpec, book: SocketBook, incidents: Incidents, reactor: Any
 ) -> tuple[UdpWorkerPool, UdpWorkerPool | None]:
     """The pool of the dynamic UDP sockets, and one for static UDP sockets if any.
 
-    Workers build their application from the configuration file (or the
-    defaults when the settings did not come from a file).
+    Workers build their application from ``spec`` (what this process loaded).
     """
-    config_path = settings.source if os.path.isfile(settings.source) else None
+    settings = spec.settings
     balance = settings.sockets_mgm.udp_balance
     dynamic = UdpWorkerPool(
         settings.sockets_mgm.processes,
         "dynamic",
-        config_path,
+        spec,
         balance=balance,
         book=book,
         reactor=reactor,
@@ -100,7 +99,7 @@ def worker_pools(
         static = UdpWorkerPool(
             settings.core.udp_workers,
             "static",
-            config_path,
+            spec,
             balance=balance,
             book=book,
             reactor=reactor,
