@@ -70,9 +70,11 @@ def makeService(config: usage.Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor
     try:
-        return build_daemon(config["settings"], reactor=reactor)
+        daemon = build_daemon(config["settings"], reactor=reactor)
     except StartupError as error:
         exit_at_start(str(error))
+    daemon.daemonized = config.parent is not None and not config.parent["nodaemon"]
+    return daemon
 
 
 def build_daemon(settings: Settings, *, reactor: Any) -> DaemonService:

@@ -70,6 +70,9 @@ class DaemonService(OrderedMultiService):
             statistics=self.statistics,
         )
         self.readiness = Readiness(self.state, notifier, clock=reactor)
+        #: Set when twistd runs without ``-n``: it has forked by the time the
+        #: children bind, and its first process waits for word from this one.
+        self.daemonized = False
 
     def manhole_namespace(self) -> dict[str, Any]:
         """What a manhole shell finds in scope."""
@@ -119,7 +122,13 @@ class DaemonService(OrderedMultiService):
         try:
             super().privilegedStartService()
         except StartupError as error:
-            exit_at_start(str(error))
+            if not self.daemonized:
+                exit_at_start(str(error))
+            # twistd sends an exception (never a SystemExit, which would leave its
+            # first process waiting for ever) to the waiting process, which prints
+            # it and exits 1; the log keeps the whole line.
+            self.log.critical("sipsock cannot start: {reason}", reason=str(error))
+            raise
 
     def startService(self) -> Deferred[None]:
         # Everything built so far lives as long as the daemon: keep it out of the
