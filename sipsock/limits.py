@@ -18,6 +18,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from sipsock.addresses import parse_ip
+from sipsock.sip.errors import SipFramingError
 from sipsock.sip.framer import KEEPALIVE_PING
 from sipsock.sip.parser import find_header_end
 
@@ -130,9 +132,8 @@ def address_key(host: str) -> str:
     (an attacker would otherwise take a new address per connection). A text
     that is not an address is itself, lower-case.
     """
-    try:
-        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
+    address = parse_ip(host, zone="drop")
+    if address is None:
         return host.lower()
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
@@ -217,10 +218,10 @@ class HeaderWatch:
         return self.waiting
 
 
-def is_size_error(reason: str) -> bool:
-    """Whether a stream framing error is a size limit (not broken framing).
+def is_size_error(error: SipFramingError) -> bool:
+    """Whether a stream framing error is a size limit hit (not broken framing).
 
-    `sipsock.sip.StreamFramer` says ``message of N bytes above M`` and
-    ``header section above N bytes``.
+    Decided by the error's `FramingKind` (a header section or a message
+    above its limit), never by the text of its reason.
     """
-    return reason.startswith(("message of ", "header section above "))
+    return error.kind.is_size_limit

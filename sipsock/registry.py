@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -24,6 +24,7 @@ from twisted.python.failure import Failure as TwistedFailure
 
 from sipsock.backoff import retry_delay
 from sipsock.db import SocketRow, SocketStore, StoreError
+from sipsock.deferreds import settle
 from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.incidents import Incidents
 from sipsock.reloadplan import (
@@ -39,6 +40,7 @@ from sipsock.repeats import ChangedOnly
 from sipsock.resolver import ResolveError, ThreadResolver
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
+from sipsock.socketindex import first_in_order, has_tag, of_proto
 from sipsock.transport import Listener, ListenError
 
 ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
@@ -49,7 +51,6 @@ RESOLVE_TIMEOUT = 5.0
 RESOLVE_PENDING = 256
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
-T = TypeVar("T")
 
 
 @dataclass
@@ -577,13 +578,12 @@ class SocketRegistry(Service):
     def static_listeners(self) -> list[Listener]:
         return list(self._static)
 
-    def _listeners(self) -> list[Listener]:
-        dynamic = [e.listener for e in self._entries.values() if e.listener is not None]
-        return self._static + dynamic
+    def _dynamic_listeners(self) -> list[Listener]:
+        return [e.listener for e in self._entries.values() if e.listener is not None]
 
     def by_tag(self, tag: str) -> Listener | None:
-        """The first open socket with this tag (static sockets first)."""
-        return next((lst for lst in self._listeners() if lst.sdef.tag == tag), None)
+        """The first open socket with this tag, in the order of `sipsock.socketindex`."""
+        return first_in_order(self._static, self._dynamic_listeners(), has_tag(tag))
 
     def by_slot(self, slot: int) -> Listener | None:
         """The open dynamic socket in this slot."""
@@ -593,19 +593,8 @@ class SocketRegistry(Service):
         )
 
     def first(self, proto: str) -> Listener | None:
-        """The first open socket of a protocol (static sockets first)."""
-        return next((lst for lst in self._listeners() if lst.sdef.proto == proto), None)
-
-
-async def settle(waits: Sequence[Deferred[T]]) -> list[T | TwistedFailure]:
-    """Wait for every Deferred; each result is its value or its Failure."""
-    results: list[T | TwistedFailure] = []
-    for wait in waits:
-        try:
-            results.append(await wait)
-        except Exception:
-            results.append(TwistedFailure())  # type: ignore[no-untyped-call]
-    return results
+        """The first open socket of a protocol, in the order of `sipsock.socketindex`."""
+        return first_in_order(self._static, self._dynamic_listeners(), of_proto(proto))
 
 
 def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sipsock.addresses import is_ip
 from sipsock.sockdef import SocketDef, SocketDefError, parse_row, parse_row_id, show_value
 
 
@@ -237,11 +238,7 @@ def new_row_conflict(
 
 def host_names(defs: Iterable[SocketDef]) -> list[str]:
     """The host names (not addresses) of ``defs``, sorted; each host once."""
-    return sorted(host for host in {sdef.host for sdef in defs} if not _is_ip(host))
-
-
-def _is_ip(host: str) -> bool:
-    return ":" in host or all(part.isdigit() for part in host.split("."))
+    return sorted(host for host in {sdef.host for sdef in defs} if not is_ip(host))
 
 
 def plan_reload(running: Mapping[SocketDef, bool], wanted: Sequence[SocketDef]) -> ReloadPlan:

@@ -10,11 +10,12 @@ registry's job.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from sipsock.addresses import AddressError, bracket, normal_ip, split_host_port
 
 PROTOS: Final = ("udp", "tcp", "tls", "ws", "wss")
 STREAM_PROTOS: Final = frozenset({"tcp", "tls", "ws", "wss"})
@@ -41,7 +42,6 @@ TOS_MAX_LEN: Final = 32
 
 _TAG_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_PORT_RE: Final = re.compile(r"[0-9]{1,5}")
 #: A TOS number: ASCII digits (Python's int() also takes ``+16``, ``1_6``, ``١٦``).
 _TOS_DECIMAL_RE: Final = re.compile(r"[0-9]{1,3}")
 _TOS_HEX_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]{1,2}")
@@ -196,11 +196,6 @@ class SocketDef:
     def with_host(self, host: str) -> SocketDef:
         """The same definition listening on another (resolved) host."""
         return dataclasses.replace(self, host=host)
-
-
-def bracket(host: str) -> str:
-    """Put an IPv6 literal in brackets; leave other hosts as they are."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def parse_row(
@@ -408,33 +403,10 @@ def _check_plain(text: str, reject: Any) -> None:
 
 
 def _split_host_port(text: str, reject: Any) -> tuple[str, int | None]:
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise reject("IPv6 address without its closing ']'")
-        host, rest = text[1:end], text[end + 1 :]
-        if not host:
-            raise reject("empty IPv6 address")
-        if ":" not in host:
-            raise reject("brackets are for IPv6 addresses only")
-        if rest and not rest.startswith(":"):
-            raise reject("unexpected text after the IPv6 address")
-        port_text = rest[1:] if rest else None
-    else:
-        host, sep, port_text_raw = text.partition(":")
-        port_text = port_text_raw if sep else None
-        if port_text is not None and ":" in port_text:
-            raise reject("IPv6 addresses must be written in brackets, e.g. udp:[::1]:5060")
-    if not host:
-        raise reject("no host")
-    if port_text is None:
-        return host, None
-    if not _PORT_RE.fullmatch(port_text):
-        raise reject(f"port {show_value(port_text)} is not a number from 1 to 65535")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise reject(f"port {port} is out of range (1-65535)")
-    return host, port
+    try:
+        return split_host_port(text)
+    except AddressError as error:
+        raise reject(error.reason) from None
 
 
 def _canonical_host(host: str, reject: Any) -> str:
@@ -443,16 +415,12 @@ def _canonical_host(host: str, reject: Any) -> str:
             f"{show_value(host)} has a zone id: a scoped IPv6 address cannot be written "
             "into SIP headers (use a global address)"
         )
-    if ":" in host:
-        try:
-            return str(ipaddress.IPv6Address(host))
-        except ValueError:
-            raise reject(f"{show_value(host)} is not an IPv6 address") from None
-    if all(part.isdigit() for part in host.split(".")):
-        try:
-            return str(ipaddress.IPv4Address(host))
-        except ValueError:
-            raise reject(f"{show_value(host)} is not an IPv4 address") from None
+    if ":" in host or all(part.isdigit() for part in host.split(".")):
+        address = normal_ip(host)
+        if address is None or host.startswith("["):
+            version = "IPv6" if ":" in host else "IPv4"
+            raise reject(f"{show_value(host)} is not an {version} address")
+        return address
     if len(host) > 253:
         raise reject("host name longer than 253 characters")
     labels = host.rstrip(".").split(".")

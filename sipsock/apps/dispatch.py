@@ -15,6 +15,7 @@ from typing import Final, cast
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sipsock.addresses import join_host_port
 from sipsock.apps.interface import (
     IAnswersOptions,
     ISipApplication,
@@ -275,8 +276,7 @@ def _error_response(request: Request, origin: Origin, code: int, reason: str) ->
 
 
 def _peer(origin: Origin) -> str:
-    host, port = origin.peer[0], origin.peer[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(origin.peer[0], origin.peer[1])
 
 
 def _describe(message: Request | Response) -> str:

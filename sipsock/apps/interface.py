@@ -68,16 +68,21 @@ class IAnswersOptions(Interface):
 
 
 class SocketDirectory(Protocol):
-    """The open sockets, by tag and by slot (implemented by the registry)."""
+    """The open sockets, by tag and by slot (the registry; a worker's directory).
+
+    When several sockets match, every process gives the same one: the first
+    in the order of `sipsock.socketindex` (static sockets in ``listen``
+    order, then dynamic ones in table order).
+    """
 
     def by_tag(self, tag: str) -> Listener | None:
-        """The open socket with this tag, or None."""
+        """The first open socket with this tag, or None."""
 
     def by_slot(self, slot: int) -> Listener | None:
         """The open socket in this slot, or None."""
 
     def first(self, proto: str) -> Listener | None:
-        """Some open socket of this protocol (the first opened), or None."""
+        """The first open socket of this protocol, or None."""
 
 
 class NoSockets:

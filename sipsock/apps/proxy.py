@@ -30,7 +30,6 @@ dropped. An ACK is never answered.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -41,6 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipsock.addresses import normal_ip
 from sipsock.apps.dispatch import error_phrase
 from sipsock.apps.interface import ISipApplication, MessageContext
 from sipsock.apps.proxyrules import (
@@ -497,10 +497,7 @@ def normal_address(host: str) -> str | None:
     known = _addresses.get(host, "")
     if known != "":
         return known
-    try:
-        address: str | None = ipaddress.ip_address(host.strip("[]")).compressed
-    except ValueError:
-        address = None
+    address = normal_ip(host, zone="keep")
     return _addresses.remember(host, address, len(host) + len(address or ""))
 
 

@@ -6,12 +6,12 @@ the manhole always asks for a password and offers telnet on loopback only.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sipsock.addresses import parse_ip
 from sipsock.config.reader import Reader
 
 
@@ -84,10 +84,10 @@ def read_manhole(reader: Reader, data: Mapping[str, Any]) -> ManholeSettings:
     sec = reader.section(data, "manhole", ManholeSettings)
     enabled = sec.get("enabled", bool)
     address = sec.get("address", str)
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip = None if address.startswith("[") else parse_ip(address, zone="keep")
+    if ip is None:
         sec.fail("address", f"{address[:70]!r} is not an IP address")
+    assert ip is not None
     ports = {key: sec.optional_integer(key, 1, 65535) for key in ("ssh_port", "telnet_port")}
     users = sec.get("users_file", str)
     allow_remote = sec.get("allow_remote", bool)
@@ -131,7 +131,6 @@ def read_manhole(reader: Reader, data: Mapping[str, Any]) -> ManholeSettings:
 def _is_loopback(address: str) -> bool:
     if address == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+    # A bare address: the listeners are given it as written (no brackets).
+    ip = None if address.startswith("[") else parse_ip(address, zone="keep")
+    return ip is not None and ip.is_loopback

@@ -8,13 +8,13 @@ version and cipher before the server name is known). The files are read by
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from sipsock.addresses import AddressError, join_host_port, normal_ip, split_host_port
 from sipsock.config.reader import Reader, Section
 
 TLS_VERSIONS: Final = ("1.2", "1.3")
@@ -117,20 +117,15 @@ def _read_match_address(sec: Section) -> str:
     text = raw.strip()
     if text == "*":
         return text
-    match = re.fullmatch(
-        r"\[(?P<v6>[^\]]+)\]:(?P<p6>[0-9]{1,5})|(?P<v4>[^:]+):(?P<p4>[0-9]{1,5})", text
-    )
-    host = match and (match["v6"] or match["v4"])
-    port = match and int(match["p6"] or match["p4"])
     try:
-        address = ipaddress.ip_address(host or "") if "%" not in (host or "") else None
-    except ValueError:
-        address = None
-    if not match or address is None or not port or port > 65535:
+        host, port = split_host_port(text)
+    except AddressError:
+        host, port = "", None
+    address = normal_ip(host)
+    if address is None or port is None:
         sec.fail("match_address", f'{text[:70]!r} is not "*" nor ip:port (IPv6 as [addr]:port)')
-    assert address is not None
-    shown = f"[{address.compressed}]" if address.version == 6 else address.compressed
-    return f"{shown}:{port}"
+    assert address is not None and port is not None
+    return join_host_port(address, port)
 
 
 def _read_match_sni(sec: Section) -> tuple[str, ...]:

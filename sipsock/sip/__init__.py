@@ -40,7 +40,7 @@ There are two levels, so that the fast path stays fast:
    address syntax.
 """
 
-from sipsock.sip.errors import SipFramingError, SipParseError
+from sipsock.sip.errors import FramingKind, SipFramingError, SipParseError
 from sipsock.sip.framer import KEEPALIVE_PING, StreamFramer
 from sipsock.sip.grammar import canonical_name, split_values
 from sipsock.sip.message import Message, Request, Response
@@ -60,6 +60,7 @@ from sipsock.sip.via import (
 __all__ = [
     "KEEPALIVE_PING",
     "MAGIC_COOKIE",
+    "FramingKind",
     "Message",
     "Request",
     "Response",

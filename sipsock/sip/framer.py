@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from sipsock.sip.errors import SipFramingError
+from sipsock.sip.errors import FramingKind, SipFramingError
 from sipsock.sip.grammar import parse_number
 from sipsock.sip.parser import find_header_end
 
@@ -76,7 +76,8 @@ class StreamFramer:
                     if end < 0:
                         if size - position > self.max_header_size:
                             raise SipFramingError(
-                                f"header section above {self.max_header_size} bytes"
+                                f"header section above {self.max_header_size} bytes",
+                                kind=FramingKind.OVERSIZE_HEADER,
                             )
                         # An empty line is at most 3 bytes: one ending later starts
                         # in the last 2 bytes at the earliest.
@@ -104,10 +105,15 @@ class StreamFramer:
     def _message_size(self, buffer: bytearray, position: int, end: int, body_start: int) -> int:
         """The size of the message whose header section is ``buffer[position:body_start]``."""
         if body_start - position > self.max_header_size:
-            raise SipFramingError(f"header section above {self.max_header_size} bytes")
+            raise SipFramingError(
+                f"header section above {self.max_header_size} bytes",
+                kind=FramingKind.OVERSIZE_HEADER,
+            )
         header = bytes(buffer[position:end])
         if b"SIP/" not in header.split(b"\n", 1)[0]:
-            raise SipFramingError("stream does not start with a SIP start line")
+            raise SipFramingError(
+                "stream does not start with a SIP start line", kind=FramingKind.NOT_SIP
+            )
         try:
             total = body_start - position + self._content_length(header)
         except SipFramingError as exc:
@@ -116,6 +122,7 @@ class StreamFramer:
         if total > self.max_message_size:
             raise SipFramingError(
                 f"message of {total} bytes above {self.max_message_size}",
+                kind=FramingKind.OVERSIZE_MESSAGE,
                 status=513,
                 header=bytes(buffer[position:body_start]),
             )
@@ -125,11 +132,23 @@ class StreamFramer:
     def _content_length(header: bytes) -> int:
         values = set(_content_lengths(header))
         if not values:
-            raise SipFramingError("no Content-Length on a stream transport", status=400)
+            raise SipFramingError(
+                "no Content-Length on a stream transport",
+                kind=FramingKind.NO_CONTENT_LENGTH,
+                status=400,
+            )
         if len(values) > 1:
-            raise SipFramingError("conflicting Content-Length headers", status=400)
+            raise SipFramingError(
+                "conflicting Content-Length headers",
+                kind=FramingKind.CONFLICTING_CONTENT_LENGTH,
+                status=400,
+            )
         value = values.pop().strip()
         length = parse_number(value.decode("latin-1"))
         if length is None:
-            raise SipFramingError(f"malformed Content-Length {value[:20]!r}", status=400)
+            raise SipFramingError(
+                f"malformed Content-Length {value[:20]!r}",
+                kind=FramingKind.BAD_CONTENT_LENGTH,
+                status=400,
+            )
         return length

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
+from sipsock.addresses import is_ip, parse_ip
 from sipsock.sip.message import Response
 from sipsock.sip.via import Via
 
@@ -44,18 +44,12 @@ class ResponseRoute:
 
 
 def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    return is_ip(host, zone="keep")
 
 
 def _is_multicast(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_multicast
-    except ValueError:
-        return False
+    address = parse_ip(host, zone="keep")
+    return address is not None and address.is_multicast
 
 
 def route_response(response: Response | Via, *, connection_open: bool = False) -> ResponseRoute:

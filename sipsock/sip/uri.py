@@ -9,11 +9,11 @@ a ``[[proxy.route]]`` ``uri_host`` matches a Request-URI. Every failure is a
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Final
 
+from sipsock.addresses import bracket, normal_ip, parse_ip, unbracket
 from sipsock.sip.routing import default_port
 from sipsock.sockdef import PROTOS
 
@@ -77,11 +77,10 @@ def parse_uri(text: str) -> SipUri:
         if not 0 < port <= 65535:
             raise UriError(f"port {port} of {show_value(text)} is out of range (1-65535)")
     if host.startswith("["):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise UriError(f"{show_value(host)} is not an IPv6 address") from None
+        host = unbracket(host)
+        address = parse_ip(host)
+        if address is None or address.version != 6:
+            raise UriError(f"{show_value(host)} is not an IPv6 address")
     params: list[tuple[str, str | None]] = []
     for item in rest.split(";")[1:]:
         name, equals, param_value = item.partition("=")
@@ -108,7 +107,7 @@ class Destination:
         return self.host, self.port or default_port(transport)
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = bracket(self.host)
         port = f":{self.port}" if self.port else ""
         transport = f";transport={self.transport}" if self.transport else ""
         return f"sip:{host}{port}{transport}"
@@ -129,7 +128,7 @@ def destination_of(uri: SipUri) -> Destination:
     elif uri.scheme == "sips":
         transport = "tls"
     host = uri.param("maddr") or uri.host
-    return Destination(host.strip("[]"), uri.port, transport)
+    return Destination(unbracket(host), uri.port, transport)
 
 
 def request_uri_host(uri: str) -> str | None:
@@ -145,15 +144,12 @@ def canonical_host(host: str, *, wildcard: bool = False) -> str:
 
     With ``wildcard``, a leading ``*.`` label (``*.example.com``) is allowed.
     """
-    text = host.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
+    text = unbracket(host.strip())
     if "%" in text or not text.isascii():
         raise UriError(f"{show_value(host)} is not a host name or an IP address without a zone id")
-    try:
-        return ipaddress.ip_address(text).compressed
-    except ValueError:
-        pass
+    address = normal_ip(text)
+    if address is not None:
+        return address
     name = text.rstrip(".").lower()
     labels = name.split(".")
     if wildcard and labels and labels[0] == "*" and len(labels) > 1:

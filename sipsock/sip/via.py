@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import secrets
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from sipsock.addresses import bracket, join_host_port, same_ip, unbracket
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, parse_number, split_values
 
@@ -112,8 +112,7 @@ class Via(NamedTuple):
     @property
     def sent_by(self) -> str:
         """``host[:port]`` as it appears in the header (IPv6 in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port is None else f"{host}:{self.port}"
+        return bracket(self.host) if self.port is None else join_host_port(self.host, self.port)
 
     def with_param(self, name: str, value: str | None) -> Via:
         """Return a copy with parameter ``name`` set (replaced in place, else appended)."""
@@ -160,9 +159,7 @@ def _parse_any_via(value: str) -> Via:
     if not _match_params(rest):
         raise SipParseError(f"malformed Via parameters in {value!r}", status=400)
     params = [(key, val or None) for key, val in _find_params(rest)]
-    if host.startswith("["):
-        host = host[1:-1]
-    return Via(f"{name}/{version}", transport.upper(), host, port, tuple(params))
+    return Via(f"{name}/{version}", transport.upper(), unbracket(host), port, tuple(params))
 
 
 def _port(text: str | None, value: str) -> int | None:
@@ -189,9 +186,7 @@ def make_via(
     else its own.  ``branch`` defaults to a fresh magic-cookie branch;
     ``rport=True`` asks the next hop for RFC 3581 symmetric response routing.
     """
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    value = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch or new_branch()}"
+    value = f"SIP/2.0/{transport.upper()} {bracket(host)}:{port};branch={branch or new_branch()}"
     return value + ";rport" if rport else value
 
 
@@ -234,10 +229,7 @@ def same_address(host: str, address: str) -> bool:
     """Whether a sent-by host and a source IP address are the same address."""
     if host.lower() == address.lower():
         return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")) == ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return False
+    return same_ip(host, address, zone="keep")
 
 
 def stamp_via(via: Via, source_host: str, source_port: int) -> Via:
@@ -250,10 +242,10 @@ def stamp_via(via: Via, source_host: str, source_port: int) -> Via:
     """
     stamped = via
     if via.rport is True:
-        stamped = stamped.with_param("received", source_host.strip("[]"))
+        stamped = stamped.with_param("received", unbracket(source_host))
         stamped = stamped.with_param("rport", str(source_port))
     elif via.host != source_host and not same_address(via.host, source_host):
-        stamped = stamped.with_param("received", source_host.strip("[]"))
+        stamped = stamped.with_param("received", unbracket(source_host))
     return stamped
 
 
@@ -284,18 +276,18 @@ def stamp_via_value(value: str, source_host: str, source_port: int) -> str | Non
             return None
     elif _find_received(rest) is None:
         at = first_rport.end()
-        received = source_host.strip("[]")
+        received = unbracket(source_host)
         return f"{value[: match.start(5)]}{rest[:at]}={source_port}{rest[at:]};received={received}"
     params = rest[1:].split(";") if rest else []
     keys = [param.partition("=")[0].lower() for param in params]
     rport = keys.index("rport") if "rport" in keys else -1
     if rport >= 0 and "=" not in params[rport]:
-        _set_param(params, keys, "received", source_host.strip("[]"))
+        _set_param(params, keys, "received", unbracket(source_host))
         params[rport] = f"{params[rport]}={source_port}"
     elif host == source_host or same_address(host, source_host):
         return None
     else:
-        _set_param(params, keys, "received", source_host.strip("[]"))
+        _set_param(params, keys, "received", unbracket(source_host))
     return f"{value[: match.start(5)]};{';'.join(params)}"
 
 

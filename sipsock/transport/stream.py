@@ -25,7 +25,6 @@ is counted and logged through the socket's `LimitReporter`.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import socket
 from collections.abc import Callable, Iterator
@@ -57,6 +56,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipsock.addresses import normal_ip, unbracket
 from sipsock.config import LimitSettings
 from sipsock.limits import HeaderWatch, address_key, connection_refusal, is_size_error
 from sipsock.sip import KEEPALIVE_PING, SipFramingError, StreamFramer
@@ -368,7 +368,7 @@ class StreamConnection:
         """
         if error is not None and error.status is not None and error.header is not None:
             self._answer_unframeable(error.header, error)
-        if is_size_error(reason):
+        if error is not None and is_size_error(error):
             self.listener.limit_reporter.hit(
                 "oversize", f"{reason} (connection {self.id})", self.peer
             )
@@ -626,12 +626,8 @@ class OutboundLimitError(ConnectionError):
 
 def peer_key(peer: tuple[str, int]) -> tuple[str, int]:
     """The key of a peer in a socket's connection table: IP addresses in canonical form."""
-    host = peer[0].strip("[]")
-    try:
-        host = ipaddress.ip_address(host).compressed
-    except ValueError:
-        host = host.lower()
-    return host, peer[1]
+    host = unbracket(peer[0])
+    return normal_ip(host, zone="keep") or host.lower(), peer[1]
 
 
 class StreamListener:

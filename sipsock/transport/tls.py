@@ -23,7 +23,6 @@ domain answers a server name) are plain functions at the top of this module.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
+from sipsock.addresses import join_host_port, normal_ip, unbracket
 from sipsock.config import TLSDomainSettings
 from sipsock.sockdef import SocketDef
 from sipsock.transport.stream import describe_tls_error
@@ -78,13 +78,8 @@ class TLSError(Exception):
 
 def canonical_address(host: str, port: int) -> str:
     """``ip:port`` as ``match_address`` is written (IPv6 compressed, in brackets)."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return f"{host}:{port}"
-    if address.version == 6:
-        return f"[{address.compressed}]:{port}"
-    return f"{address.compressed}:{port}"
+    address = normal_ip(host, zone="keep")
+    return f"{host}:{port}" if address is None else join_host_port(address, port)
 
 
 def group_of(domains: Sequence[TLSDomainSettings], host: str, port: int) -> str | None:
@@ -519,7 +514,7 @@ class TLSDomains:
         else:
             trust = ssl.platformTrust()  # type: ignore[no-untyped-call]
         return ssl.optionsForClientTLS(
-            host.strip("[]"), trustRoot=trust, extraCertificateOptions=domain.options_kwargs()
+            unbracket(host), trustRoot=trust, extraCertificateOptions=domain.options_kwargs()
         )
 
 

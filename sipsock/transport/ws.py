@@ -48,9 +48,10 @@ from twisted.python.failure import Failure
 from txaio.tx import make_logger
 from zope.interface import implementer
 
+from sipsock.addresses import bracket
 from sipsock.config import LimitSettings, WebSocketSettings
 from sipsock.sip import KEEPALIVE_PING
-from sipsock.sockdef import SocketDef, bracket
+from sipsock.sockdef import SocketDef
 from sipsock.transport.base import MessageSink
 from sipsock.transport.sockopts import bind_socket
 from sipsock.transport.stream import (

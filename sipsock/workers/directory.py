@@ -13,7 +13,7 @@ book's order: a socket the worker holds is used directly; any other is a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +21,9 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sipsock.deferreds import wait_all
 from sipsock.sockdef import SocketDef
+from sipsock.socketindex import Match, first_in_order, has_tag, in_order, in_slot, of_proto
 from sipsock.transport.base import Listener, SocketCounters
 
 #: How a worker sends through a socket it does not hold: (socket name, data, peer).
@@ -83,7 +85,7 @@ class SocketBook:
         entry = BookEntry(listener.sdef, listener.slot, static)
         self._listeners[entry.name] = listener
         (self._static if static else self._dynamic)[entry.name] = entry
-        return _all([s.announce(entry) for s in self._subscribers])
+        return wait_all([s.announce(entry) for s in self._subscribers])
 
     def drop(self, listener: Listener) -> Deferred[None]:
         """Forget ``listener`` (when it is the one recorded under its name)."""
@@ -93,7 +95,7 @@ class SocketBook:
         del self._listeners[name]
         self._static.pop(name, None)
         self._dynamic.pop(name, None)
-        return _all([s.withdraw(name) for s in self._subscribers])
+        return wait_all([s.withdraw(name) for s in self._subscribers])
 
     def track(self, listener: Listener, *, static: bool = False) -> Deferred[Listener]:
         """Record a listener the pools do not own; its updates and stop are announced.
@@ -168,13 +170,6 @@ class TrackedListener:
         return getattr(self.inner, name)
 
 
-def _all(waits: list[Deferred[None]]) -> Deferred[None]:
-    if not waits:
-        return defer.succeed(None)
-    gathered = defer.DeferredList(waits, consumeErrors=True)
-    return gathered.addCallback(lambda _: None)
-
-
 class RemoteSocket:
     """A socket of the daemon that this worker does not hold (a `Listener`).
 
@@ -215,9 +210,10 @@ class RemoteSocket:
 class WorkerDirectory:
     """The application's `SocketDirectory` in a worker: every socket of the daemon.
 
-    Look-ups follow the control process's order (static sockets first, then
-    dynamic ones); a socket held here answers with its local listener, any
-    other with a `RemoteSocket`.
+    Look-ups follow the control process's order (`sipsock.socketindex`:
+    static sockets first, in the book's order, then dynamic ones in table
+    order); a socket held here answers with its local listener, any other
+    with a `RemoteSocket`.
     """
 
     log = Logger()
@@ -256,34 +252,40 @@ class WorkerDirectory:
     # --- SocketDirectory ---------------------------------------------------------
 
     def by_tag(self, tag: str) -> Listener | None:
-        """The first socket with this tag (static sockets first)."""
-        return self._first(lambda sdef, slot: sdef.tag == tag)
+        """The first socket with this tag, in the control process's order."""
+        return self._first(has_tag(tag))
 
     def by_slot(self, slot: int) -> Listener | None:
         """The dynamic socket in this slot."""
-        return self._first(lambda sdef, s: s == slot)
+        return self._first(in_slot(slot))
 
     def first(self, proto: str) -> Listener | None:
-        """The first socket of this protocol (static sockets first)."""
-        return self._first(lambda sdef, slot: sdef.proto == proto)
+        """The first socket of this protocol, in the control process's order."""
+        return self._first(of_proto(proto))
 
     def names(self) -> list[str]:
         """Every socket name known here, in look-up order."""
-        return [entry.name for entry in self._entries()]
+        return [item.sdef.socket_text for item in in_order(*self._known())]
 
-    def _entries(self) -> Iterator[BookEntry]:
-        yield from self._static.values()
-        yield from self._dynamic.values()
+    def _known(self) -> tuple[list[Listener | BookEntry], list[Listener | BookEntry]]:
+        """Static and dynamic sockets: held ones as their listener, others as book entries.
 
-    def _first(self, match: Callable[[SocketDef, int | None], bool]) -> Listener | None:
-        for entry in self._entries():
-            local = self._local.get(entry.name)
-            if local is not None and match(local.sdef, local.slot):
-                return local
-            if local is None and match(entry.sdef, entry.slot):
-                return self._remote(entry)
-        # A socket adopted here whose announcement has not arrived yet.
-        return next((lst for lst in self._local.values() if match(lst.sdef, lst.slot)), None)
+        Static sockets in the book's order; one held here whose announcement
+        has not arrived yet comes after the announced ones.
+        """
+        local = self._local
+        static: list[Listener | BookEntry] = [local.get(n, e) for n, e in self._static.items()]
+        dynamic: list[Listener | BookEntry] = [local.get(n, e) for n, e in self._dynamic.items()]
+        for name, listener in local.items():
+            if name not in self._static and name not in self._dynamic:
+                (static if listener.slot is None else dynamic).append(listener)
+        return static, dynamic
+
+    def _first(self, match: Match) -> Listener | None:
+        found = first_in_order(*self._known(), match)
+        if isinstance(found, BookEntry):
+            return self._remote(found)
+        return found
 
     def _remote(self, entry: BookEntry) -> RemoteSocket:
         counters = self._relayed.setdefault(entry.name, SocketCounters())

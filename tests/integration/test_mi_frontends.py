@@ -32,6 +32,8 @@ from sipsock.mi.commands import CommandTable
 from sipsock.mi.datagram import listen_udp, listen_unix_datagram
 from sipsock.mi.fifo import FifoListener
 from sipsock.mi.http import listen_http
+from sipsock.reloadplan import ReloadReport
+from sipsock.testing import FakeRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENSIPS_MI = str(ROOT / ".venv" / "bin" / "opensips-mi")
@@ -50,35 +52,12 @@ SOCKETS: list[dict[str, Any]] = [
 ]
 
 
-class FakeReport:
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "added": ["udp:127.0.0.1:5070"],
-            "updated": [],
-            "removed": [],
-            "kept": [],
-            "rejected": [],
-            "failed": [],
-            "seconds": 0.0012,
-        }
+REPORT = ReloadReport(added=["udp:127.0.0.1:5070"], seconds=0.0012)
 
 
-class FakeRegistry:
-    """Stands in for the SocketRegistry: a fixed list, a reload that may fail."""
-
-    def __init__(self, sockets: list[dict[str, Any]] | None = None) -> None:
-        self.sockets = SOCKETS if sockets is None else sockets
-        self.failure: str | None = None
-        self.reloads = 0
-
-    def reload(self) -> Deferred[Any]:
-        self.reloads += 1
-        if self.failure is not None:
-            return defer.fail(RuntimeError(self.failure))
-        return defer.succeed(FakeReport())
-
-    def list_sockets(self, details: bool = False) -> list[dict[str, Any]]:
-        return self.sockets
+def fake_registry() -> FakeRegistry:
+    """The registry stand-in: the fixed `SOCKETS`, a reload that adds one socket."""
+    return FakeRegistry(SOCKETS, report=REPORT)
 
 
 def make_table(registry: FakeRegistry) -> CommandTable:
@@ -171,7 +150,7 @@ async def _http(
 
 
 async def _http_frontend(tmp_path: Path) -> None:
-    registry = FakeRegistry()
+    registry = fake_registry()
     port = listen_http(make_table(registry), interface="127.0.0.1", port=0)
     number = str(_port_of(port))
     cwd = _clean_dir(tmp_path)
@@ -188,13 +167,13 @@ async def _http_frontend(tmp_path: Path) -> None:
         out, err, code = await opensips_mi(
             cwd, *base, "sockets_mgm:reload", "-j", '{"report":true}'
         )
-        assert (code, json.loads(out)) == (0, FakeReport().as_dict()), err
+        assert (code, json.loads(out)) == (0, REPORT.as_dict()), err
 
         out, err, code = await opensips_mi(cwd, *base, "no_such_command")
         assert code == 1
         assert "-32601" in out and "Method not found" in out
 
-        registry.failure = "cannot reach the database at 127.0.0.1:5432"
+        registry.failure = RuntimeError("cannot reach the database at 127.0.0.1:5432")
         out, err, code = await opensips_mi(cwd, *base, "sockets_reload")
         assert code == 1
         assert "500" in out and "cannot reach the database" in out
@@ -260,7 +239,7 @@ async def _send_raw_udp(port: int, payload: bytes) -> dict[str, Any]:
 
 
 async def _datagram_frontend(tmp_path: Path) -> None:
-    registry = FakeRegistry()
+    registry = fake_registry()
     table = make_table(registry)
     port = listen_udp(table, interface="127.0.0.1", port=0, max_request=4096)
     number = _port_of(port)
@@ -307,7 +286,7 @@ def test_datagram_frontend_with_opensips_mi(tmp_path: Path) -> Deferred[None]:
 
 
 async def _fifo_frontend(tmp_path: Path) -> None:
-    registry = FakeRegistry()
+    registry = fake_registry()
     fifo_path = tmp_path / "sipsock_fifo"
     reply_dir = tmp_path / "replies"
     reply_dir.mkdir()
@@ -392,7 +371,7 @@ async def _amp_frontend(tmp_path: Path) -> None:
         {"socket": f"udp:127.0.0.1:{6000 + i}", "tag": f"tag{i}", "advertised": "203.0.113.9"}
         for i in range(3000)
     ]
-    registry = FakeRegistry()
+    registry = fake_registry()
     socket_path = tmp_path / "var" / "sipsock-mi.sock"
     port = listen_amp(make_table(registry), str(socket_path))
     cwd = _clean_dir(tmp_path)
@@ -411,17 +390,17 @@ async def _amp_frontend(tmp_path: Path) -> None:
         ), err
 
         out, err, code = await sipsock_mi(cwd, "-s", str(socket_path), "--json", "sockets_reload")
-        assert (code, json.loads(out)) == (0, FakeReport().as_dict()), err
+        assert (code, json.loads(out)) == (0, REPORT.as_dict()), err
 
         out, err, code = await sipsock_mi(
             cwd, "-s", str(socket_path), "sockets_reload", "report=true"
         )
-        assert (code, json.loads(out)) == (0, FakeReport().as_dict()), err
+        assert (code, json.loads(out)) == (0, REPORT.as_dict()), err
 
         out, err, code = await sipsock_mi(
             cwd, "-s", str(socket_path), "sockets_reload", "--json", '{"report": true}'
         )
-        assert (code, json.loads(out)) == (0, FakeReport().as_dict()), err
+        assert (code, json.loads(out)) == (0, REPORT.as_dict()), err
 
         registry.sockets = many  # larger than one AMP value (64 KiB)
         out, err, code = await sipsock_mi(cwd, "-s", str(socket_path), "sockets_list")
@@ -434,7 +413,7 @@ async def _amp_frontend(tmp_path: Path) -> None:
         out, err, code = await sipsock_mi(cwd, "-s", str(socket_path), "sockets_list", "a=1")
         assert code == 1 and "-32602" in err
 
-        registry.failure = "table sockets does not exist"
+        registry.failure = RuntimeError("table sockets does not exist")
         out, err, code = await sipsock_mi(cwd, "-s", str(socket_path), "sockets_reload")
         assert code == 1
         assert "500: table sockets does not exist" in err

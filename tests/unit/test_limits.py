@@ -16,7 +16,7 @@ from sipsock.limits import (
     connection_refusal,
     is_size_error,
 )
-from sipsock.sip import SipFramingError, StreamFramer
+from sipsock.sip import FramingKind, SipFramingError, StreamFramer
 from sipsock.transport.base import SocketCounters
 
 REQUEST = (
@@ -197,6 +197,15 @@ def test_framer_size_errors_are_told_apart_from_broken_framing() -> None:
         StreamFramer(max_header_size=512).feed(b"OPTIONS sip:a SIP/2.0\r\nX: " + b"y" * 600)
     with pytest.raises(SipFramingError) as garbage:
         StreamFramer().feed(b"GET / HTTP/1.1\r\n\r\n")
-    assert is_size_error(big.value.reason)
-    assert is_size_error(long_header.value.reason)
-    assert not is_size_error(garbage.value.reason)
+    assert is_size_error(big.value)
+    assert is_size_error(long_header.value)
+    assert not is_size_error(garbage.value)
+
+
+def test_size_errors_are_told_by_their_kind_not_their_text() -> None:
+    looks_like_size = SipFramingError("message of 9 bytes above 1", kind=FramingKind.NOT_SIP)
+    plain_text = SipFramingError("too big, sorry", kind=FramingKind.OVERSIZE_MESSAGE)
+    assert not is_size_error(looks_like_size)
+    assert is_size_error(plain_text)
+    sizes = {kind for kind in FramingKind if is_size_error(SipFramingError("x", kind=kind))}
+    assert sizes == {FramingKind.OVERSIZE_HEADER, FramingKind.OVERSIZE_MESSAGE}

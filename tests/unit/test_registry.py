@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
@@ -10,73 +9,13 @@ from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from sipsock.db import ISocketStore, SocketRow, StoreError
+from sipsock.db import SocketRow, StoreError
 from sipsock.registry import SocketRegistry
 from sipsock.resolver import ThreadResolver
 from sipsock.sockdef import SocketDef, parse_row
-from sipsock.transport import ListenError, SocketCounters
-
-
-@dataclass
-class FakeListener:
-    sdef: SocketDef
-    slot: int | None
-    counters: SocketCounters = field(default_factory=SocketCounters)
-    updates: list[SocketDef] = field(default_factory=list)
-    stopping: Deferred[None] | None = None
-    stopped: bool = False
-    #: What `update` returns: None (applied at once) or a Deferred (applied elsewhere).
-    applying: Deferred[None] | None = None
-
-    def update(self, sdef: SocketDef) -> Deferred[None] | None:
-        self.updates.append(sdef)
-        self.sdef = sdef
-        return self.applying
-
-    def stop(self) -> Deferred[None]:
-        self.stopped = True
-        return self.stopping if self.stopping is not None else defer.succeed(None)
-
-    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        return defer.succeed(None)
-
-    def fileno(self) -> int:
-        return 3
-
-
-@implementer(ISocketStore)
-class FakeStore:
-    def __init__(self) -> None:
-        self.rows: list[SocketRow] = []
-        self.error: str | None = None
-        self.gate: Deferred[None] | None = None
-        self.fetches = 0
-        self.version: str | None = None
-
-    def add(self, socket: Any, **columns: Any) -> int:
-        row_id = len(self.rows) + 1
-        self.rows.append(SocketRow(row_id, socket, **columns))
-        return row_id
-
-    def check_version(self) -> Deferred[None]:
-        if self.version is not None:
-            return defer.fail(StoreError(self.version))
-        return defer.succeed(None)
-
-    def fetch(self) -> Deferred[list[SocketRow]]:
-        self.fetches += 1
-        if self.error is not None:
-            return defer.fail(StoreError(self.error))
-        rows = list(self.rows)
-        if self.gate is not None:
-            gate, self.gate = self.gate, None
-            return gate.addCallback(lambda _: rows)
-        return defer.succeed(rows)
-
-    def close(self) -> Deferred[None]:
-        return defer.succeed(None)
+from sipsock.testing import FakeListener, FakeStore
+from sipsock.transport import ListenError
 
 
 class Harness:

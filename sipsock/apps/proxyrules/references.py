@@ -11,11 +11,11 @@ request handled by any process finds the socket again (`own_routes`,
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from sipsock.addresses import same_ip, unbracket
 from sipsock.apps.proxyrules.forwarding import is_own_branch
 from sipsock.config.proxy import TAG_RE
 from sipsock.sip import Via, default_port
@@ -120,13 +120,8 @@ def is_socket_address(sdef: SocketDef, host: str, port: int) -> bool:
 
 def same_host(first: str, second: str) -> bool:
     """Host equality: case-insensitive, brackets ignored, IP addresses compared as numbers."""
-    a, b = first.strip("[]").lower(), second.strip("[]").lower()
-    if a == b:
-        return True
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return False
+    a, b = unbracket(first).lower(), unbracket(second).lower()
+    return a == b or same_ip(a, b, zone="keep")
 
 
 def route_entry(sdef: SocketDef, ref: str | None) -> str:

@@ -19,9 +19,10 @@ from sipsock.apps import (
     NoSockets,
     Responder,
 )
-from sipsock.sip import Request, Response, SipFramingError, parse
+from sipsock.sip import FramingKind, Request, Response, SipFramingError, parse
 from sipsock.sockdef import SocketDef, parse_row
-from sipsock.transport import Origin, SocketCounters
+from sipsock.testing import FakeDirectory, FakeListener
+from sipsock.transport import Origin
 
 UDP = parse_row(1, "udp:10.0.0.1:5060")
 PEER = ("192.0.2.7", 5099)
@@ -41,36 +42,6 @@ def request(method: str = "OPTIONS", *, extra: str = "", drop: str = "", cseq: s
     return ("\r\n".join(lines) + "\r\n" + extra + "Content-Length: 0\r\n\r\n").encode()
 
 
-class FakeListener:
-    """Enough of a Listener for the dispatcher and MessageContext.send."""
-
-    def __init__(self, sdef: SocketDef) -> None:
-        self.sdef = sdef
-        self.slot: int | None = 1
-        self.counters = SocketCounters()
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def send(self, data: bytes, peer: tuple[str, int]) -> Any:
-        from twisted.internet.defer import succeed
-
-        self.sent.append((data, peer))
-        return succeed(None)
-
-
-class Directory:
-    def __init__(self, **by_tag: FakeListener) -> None:
-        self.tags = by_tag
-
-    def by_tag(self, tag: str) -> Any:
-        return self.tags.get(tag)
-
-    def by_slot(self, slot: int) -> Any:
-        return next((lis for lis in self.tags.values() if lis.slot == slot), None)
-
-    def first(self, proto: str) -> Any:
-        return None
-
-
 @implementer(ISipApplication)
 class Recorder:
     def __init__(self, fail: bool = False) -> None:
@@ -87,8 +58,8 @@ def deliver(
     app: Any, data: bytes, sdef: SocketDef = UDP, directory: Any = None
 ) -> tuple[list[bytes], FakeListener]:
     replies: list[bytes] = []
-    listener = FakeListener(sdef)
-    origin = Origin(sdef, 1, PEER, replies.append, listener=listener)  # type: ignore[arg-type]
+    listener = FakeListener(sdef, 1)
+    origin = Origin(sdef, 1, PEER, replies.append, listener=listener)
     Dispatcher(app, directory).message_received(data, origin)
     return replies, listener
 
@@ -193,7 +164,9 @@ def unframeable(data: bytes, error: SipFramingError) -> tuple[bool, list[bytes]]
 def test_a_request_too_large_for_the_stream_gets_513_naming_the_limit() -> None:
     answered, replies = unframeable(
         request(extra="Content-Length: 90000\r\n").replace(b"Content-Length: 0\r\n", b""),
-        SipFramingError("message of 90123 bytes above 65535", status=513),
+        SipFramingError(
+            "message of 90123 bytes above 65535", kind=FramingKind.OVERSIZE_MESSAGE, status=513
+        ),
     )
     response = answer(replies)
     assert answered
@@ -207,7 +180,11 @@ def test_a_request_too_large_for_the_stream_gets_513_naming_the_limit() -> None:
 def test_a_stream_request_without_content_length_gets_400() -> None:
     answered, replies = unframeable(
         request().replace(b"Content-Length: 0\r\n", b""),
-        SipFramingError("no Content-Length on a stream transport", status=400),
+        SipFramingError(
+            "no Content-Length on a stream transport",
+            kind=FramingKind.NO_CONTENT_LENGTH,
+            status=400,
+        ),
     )
     assert answered
     assert answer(replies).code == 400
@@ -225,7 +202,9 @@ def test_a_stream_request_without_content_length_gets_400() -> None:
 def test_unframeable_messages_that_cannot_be_answered_get_nothing(
     data: bytes, status: int | None
 ) -> None:
-    assert unframeable(data, SipFramingError("message above", status=status)) == (False, [])
+    assert unframeable(
+        data, SipFramingError("message above", kind=FramingKind.OVERSIZE_MESSAGE, status=status)
+    ) == (False, [])
 
 
 @pytest.mark.parametrize(
@@ -254,9 +233,9 @@ def test_application_error_is_counted_and_does_not_escape() -> None:
 
 def test_context_send_picks_the_socket_by_tag_slot_or_the_receiving_one() -> None:
     app = Recorder()
-    edge = FakeListener(parse_row(3, "udp:10.0.0.3:5060", tag="edge"))
+    edge = FakeListener(parse_row(3, "udp:10.0.0.3:5060", tag="edge"), 1)
     edge.slot = 3
-    _, receiving = deliver(app, request(), directory=Directory(edge=edge))
+    _, receiving = deliver(app, request(), directory=FakeDirectory(edge))
     context = app.seen[0][1]
     message = app.seen[0][0]
     context.send(message, ("198.51.100.1", 5060), via_socket="edge")
@@ -299,9 +278,9 @@ def test_a_garbage_flood_logs_one_line_then_one_summary_per_period() -> None:
 
     clock = Clock()
     dispatcher = Dispatcher(Recorder(), clock=clock, log_interval=60.0)
-    listener = FakeListener(UDP)
+    listener = FakeListener(UDP, 1)
     replies: list[bytes] = []
-    origin = Origin(UDP, 1, PEER, replies.append, listener=listener)  # type: ignore[arg-type]
+    origin = Origin(UDP, 1, PEER, replies.append, listener=listener)
     lines: list[str] = []
 
     @provider(ILogObserver)

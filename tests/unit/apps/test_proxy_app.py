@@ -15,8 +15,9 @@ from sipsock.apps import Dispatcher, ISipApplication, RouteError, StatelessProxy
 from sipsock.apps.proxyrules import proxy_branch
 from sipsock.apps.resolver import ResolveError
 from sipsock.sip import Request, Response, parse, parse_via
-from sipsock.sockdef import SocketDef, parse_row
-from sipsock.transport import Origin, SocketCounters
+from sipsock.sockdef import parse_row
+from sipsock.testing import FakeDirectory, FakeListener
+from sipsock.transport import Origin
 
 SECRET = "unit"
 UAC = ("192.0.2.1", 5060)
@@ -25,43 +26,6 @@ A = parse_row(1, "udp:127.0.0.1:5070", advertised="192.0.2.10:5070", tag="a")
 B = parse_row(2, "tcp:127.0.0.1:5071", advertised="198.51.100.7:5999", tag="b")
 U = parse_row(3, "udp:127.0.0.1:5072", tag="u")
 V6 = parse_row(4, "udp:[::1]:5073", tag="v6")
-
-
-class Socket:
-    """A listener that records what it sends (or fails every send)."""
-
-    def __init__(self, sdef: SocketDef, slot: int | None) -> None:
-        self.sdef = sdef
-        self.slot = slot
-        self.counters = SocketCounters()
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-        self.fail: Exception | None = None
-        self.fail_to: set[tuple[str, int]] = set()
-
-    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        if self.fail is not None or peer in self.fail_to:
-            return defer.fail(self.fail or ConnectionRefusedError("Connection was refused"))
-        self.sent.append((data, peer))
-        return defer.succeed(None)
-
-    def message(self, index: int = -1) -> Request | Response:
-        return parse(self.sent[index][0])
-
-
-class Sockets:
-    """A `SocketDirectory` over `Socket` objects."""
-
-    def __init__(self, *sockets: Socket) -> None:
-        self.sockets = list(sockets)
-
-    def by_tag(self, tag: str) -> Any:
-        return next((s for s in self.sockets if s.sdef.tag == tag), None)
-
-    def by_slot(self, slot: int) -> Any:
-        return next((s for s in self.sockets if s.slot == slot), None)
-
-    def first(self, proto: str) -> Any:
-        return next((s for s in self.sockets if s.sdef.proto == proto), None)
 
 
 class Resolver:
@@ -82,8 +46,13 @@ class World:
     """A proxy with sockets a (UDP), b (TCP), u (UDP) and v6 (UDP over IPv6)."""
 
     def __init__(self, routes: list[dict[str, Any]], **options: Any) -> None:
-        self.a, self.b, self.u, self.v6 = Socket(A, 1), Socket(B, 2), Socket(U, 3), Socket(V6, 4)
-        self.sockets = Sockets(self.a, self.b, self.u, self.v6)
+        self.a, self.b, self.u, self.v6 = (
+            FakeListener(A, 1),
+            FakeListener(B, 2),
+            FakeListener(U, 3),
+            FakeListener(V6, 4),
+        )
+        self.sockets = FakeDirectory(self.a, self.b, self.u, self.v6)
         self.resolver = options.pop("resolver", Resolver())
         self.proxy = StatelessProxy(
             routes,
@@ -96,7 +65,11 @@ class World:
         self.replies: list[bytes] = []
 
     def receive(
-        self, data: bytes, on: Socket, peer: tuple[str, int] = UAC, connection: int | None = None
+        self,
+        data: bytes,
+        on: FakeListener,
+        peer: tuple[str, int] = UAC,
+        connection: int | None = None,
     ) -> None:
         origin = Origin(
             on.sdef,
@@ -104,7 +77,7 @@ class World:
             peer,
             self.replies.append,
             connection_id=connection,
-            listener=on,  # type: ignore[arg-type]
+            listener=on,
         )
         self.dispatcher.message_received(data, origin)
 
@@ -151,7 +124,7 @@ def response_to(request: Request, code: int = 200, reason: str = "OK") -> bytes:
     return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
 
 
-def forwarded(sock: Socket, index: int = -1) -> Request:
+def forwarded(sock: FakeListener, index: int = -1) -> Request:
     message = sock.message(index)
     assert isinstance(message, Request)
     return message
@@ -419,7 +392,7 @@ def test_a_response_for_a_removed_socket_is_dropped() -> None:
     world = World([TO_UAS])
     world.receive(invite(), world.a)
     request = forwarded(world.b)
-    world.sockets.sockets.remove(world.a)
+    world.sockets.listeners.remove(world.a)
     world.receive(response_to(request), world.b, peer=UAS)
     assert world.proxy.counters.dropped_responses == 1
 

@@ -11,18 +11,13 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from sipsock.sockdef import parse_row
-from sipsock.transport import Origin
+from sipsock.testing import RecordingSink
 from sipsock.transport.stream import OutboundLimitError, StreamListener, peer_key
-
-
-class Sink:
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        pass
 
 
 def listener(sock: str = "tcp:10.0.0.1:5060") -> tuple[StreamListener, MemoryReactorClock]:
     reactor = MemoryReactorClock()
-    return StreamListener(parse_row(1, sock, tag="b"), 2, Sink(), reactor=reactor), reactor
+    return StreamListener(parse_row(1, sock, tag="b"), 2, RecordingSink(), reactor=reactor), reactor
 
 
 def connect(reactor: MemoryReactorClock, index: int, peer: Any) -> tuple[Any, StringTransport]:

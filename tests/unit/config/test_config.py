@@ -184,6 +184,7 @@ def _domain(**keys: Any) -> dict[str, Any]:
         (_domain(match_address="::1:5061"), "match_address: '::1:5061' is not"),
         (_domain(match_address="1.2.3.4:99999"), "match_address: '1.2.3.4:99999' is not"),
         (_domain(match_address="[fe80::1%eth0]:5061"), "match_address: '[fe80::1%eth0]:5061'"),
+        (_domain(match_address="[10.0.0.1]:5061"), "match_address: '[10.0.0.1]:5061' is not"),
         (_domain(match_sni=[]), "[tls.domain 'edge'] match_sni: must not be empty"),
         (_domain(match_sni=[5]), "[tls.domain 'edge'] match_sni[0]: must be a string"),
         (_domain(match_sni=["a..b"]), "[tls.domain 'edge'] match_sni[0]: 'a..b' is not a host"),

@@ -6,36 +6,24 @@ import time
 from typing import Any
 
 import pytest
-from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from sipsock.mi.builtin import build_command_table, format_uptime, parse_flag
 from sipsock.mi.commands import CommandTable, MIError
+from sipsock.registry import SocketEntry
+from sipsock.reloadplan import ReloadReport
+from sipsock.sockdef import parse_row
+from sipsock.testing import FakeRegistry
+
+REPORT = ReloadReport(added=["udp:127.0.0.1:5070"])
 
 
-class Report:
-    def as_dict(self) -> dict[str, Any]:
-        return {"added": ["udp:127.0.0.1:5070"], "removed": [], "rejected": []}
-
-
-class FakeRegistry:
-    def __init__(self) -> None:
-        self.fail_with: Exception | None = None
-        self.reloads = 0
-
-    def reload(self) -> Deferred[Report]:
-        self.reloads += 1
-        if self.fail_with is not None:
-            return defer.fail(self.fail_with)
-        return defer.succeed(Report())
-
-    def list_sockets(self, details: bool = False) -> list[dict[str, Any]]:
-        entry: dict[str, Any] = {"socket": "udp:127.0.0.1:5070", "tag": "a"}
-        if details:
-            entry["slot"] = 0
-        return [entry]
+def one_socket() -> FakeRegistry:
+    """A registry with one socket (slot 0, tag a) whose reload adds it."""
+    entry = SocketEntry(parse_row(1, "udp:127.0.0.1:5070", tag="a"), 0)
+    return FakeRegistry(entries=[entry], report=REPORT)
 
 
 def _table(registry: FakeRegistry, clock: Clock) -> CommandTable:
@@ -57,7 +45,7 @@ def _result(d: Deferred[Any]) -> Any:
 
 
 def test_every_required_command_is_registered() -> None:
-    names = _table(FakeRegistry(), Clock()).names()
+    names = _table(one_socket(), Clock()).names()
     for name in (
         "sockets_reload",
         "sockets_list",
@@ -72,17 +60,17 @@ def test_every_required_command_is_registered() -> None:
 
 
 def test_reload_answers_ok_or_the_report() -> None:
-    registry = FakeRegistry()
+    registry = one_socket()
     table = _table(registry, Clock())
     assert _result(table.call("sockets_reload", None)) == "OK"
-    assert _result(table.call("sockets_mgm:reload", {"report": True})) == Report().as_dict()
-    assert _result(table.call("sockets_reload", ["1"])) == Report().as_dict()
+    assert _result(table.call("sockets_mgm:reload", {"report": True})) == REPORT.as_dict()
+    assert _result(table.call("sockets_reload", ["1"])) == REPORT.as_dict()
     assert registry.reloads == 3
 
 
 def test_failed_reload_is_error_500_naming_the_problem() -> None:
-    registry = FakeRegistry()
-    registry.fail_with = RuntimeError("database unreachable: connection refused")
+    registry = one_socket()
+    registry.failure = RuntimeError("database unreachable: connection refused")
     with pytest.raises(MIError) as info:
         _result(_table(registry, Clock()).call("sockets_reload", None))
     assert info.value.code == 500
@@ -90,7 +78,7 @@ def test_failed_reload_is_error_500_naming_the_problem() -> None:
 
 
 def test_list_passes_details() -> None:
-    table = _table(FakeRegistry(), Clock())
+    table = _table(one_socket(), Clock())
     assert _result(table.call("sockets_list", None)) == [
         {"socket": "udp:127.0.0.1:5070", "tag": "a"}
     ]
@@ -99,7 +87,7 @@ def test_list_passes_details() -> None:
 
 def test_bad_boolean_is_invalid_params() -> None:
     with pytest.raises(MIError) as info:
-        _result(_table(FakeRegistry(), Clock()).call("sockets_reload", {"report": "maybe"}))
+        _result(_table(one_socket(), Clock()).call("sockets_reload", {"report": "maybe"}))
     assert info.value.code == -32602
 
 
@@ -112,7 +100,7 @@ def test_parse_flag_words() -> None:
 def test_version_uptime_ps_which_shapes() -> None:
     clock = Clock()
     clock.advance(1042.9)
-    table = _table(FakeRegistry(), clock)
+    table = _table(one_socket(), clock)
     assert _result(table.call("version", None)) == {"Server": "sipsock 1.2.3"}
     uptime = _result(table.call("uptime", None))
     assert uptime == {
@@ -131,7 +119,7 @@ def test_uptime_never_negative() -> None:
 
 
 def test_help_describes_a_command() -> None:
-    table = _table(FakeRegistry(), Clock())
+    table = _table(one_socket(), Clock())
     assert _result(table.call("help", {"mi_cmd": "sockets_list"}))["Exported by"] == "sipsock"
     with pytest.raises(MIError) as info:
         _result(table.call("help", ["nope"]))

@@ -13,21 +13,14 @@ from twisted.python.failure import Failure
 from sipsock.config import TLSDomainSettings
 from sipsock.mi.builtin import build_command_table
 from sipsock.mi.commands import CommandTable, MIError
+from sipsock.testing import FakeRegistry
 from sipsock.transport.tls import TLSDomains
 from tests.tlsfiles import TestPKI
 
 
-class NoRegistry:
-    def reload(self) -> Deferred[Any]:
-        raise AssertionError("not called")
-
-    def list_sockets(self, details: bool = False) -> list[dict[str, Any]]:
-        return []
-
-
 def table(tls: TLSDomains | None) -> CommandTable:
     return build_command_table(
-        NoRegistry(),
+        FakeRegistry([]),
         clock=Clock(),
         started_at=0.0,
         process_list=list,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
 from sipsock.autoreload import (
@@ -13,21 +13,8 @@ from sipsock.autoreload import (
     Debouncer,
     reconnect_delays,
 )
-
-
-class FakeRegistry:
-    def __init__(self) -> None:
-        self.calls = 0
-        self.pending: list[Deferred[object]] = []
-        self.hold = False
-
-    def reload(self) -> Deferred[object]:
-        self.calls += 1
-        if self.hold:
-            d: Deferred[object] = Deferred()
-            self.pending.append(d)
-            return d
-        return succeed("report")
+from sipsock.reloadplan import ReloadReport
+from sipsock.testing import FakeRegistry
 
 
 def test_a_burst_of_signals_gives_one_reload() -> None:
@@ -36,12 +23,12 @@ def test_a_burst_of_signals_gives_one_reload() -> None:
     for _ in range(100):
         debouncer.changed()
         clock.advance(0.001)
-    assert registry.calls == 0
+    assert registry.reloads == 0
     clock.advance(0.5)
-    assert registry.calls == 1
+    assert registry.reloads == 1
     assert (debouncer.signals, debouncer.reloads) == (100, 1)
     clock.advance(10)
-    assert registry.calls == 1
+    assert registry.reloads == 1
 
 
 def test_signals_during_a_reload_give_exactly_one_more() -> None:
@@ -50,16 +37,16 @@ def test_signals_during_a_reload_give_exactly_one_more() -> None:
     debouncer = Debouncer(registry.reload, 0.2, clock)
     debouncer.changed()
     clock.advance(0.2)
-    assert registry.calls == 1
+    assert registry.reloads == 1
     for _ in range(50):
         debouncer.changed()
-    registry.pending.pop().callback("done")
-    assert registry.calls == 1  # the next one waits for the debounce again
+    registry.pending.pop().callback(ReloadReport())
+    assert registry.reloads == 1  # the next one waits for the debounce again
     clock.advance(0.2)
-    assert registry.calls == 2
-    registry.pending.pop().callback("done")
+    assert registry.reloads == 2
+    registry.pending.pop().callback(ReloadReport())
     clock.advance(5)
-    assert registry.calls == 2
+    assert registry.reloads == 2
 
 
 def test_a_failed_reload_is_not_fatal() -> None:
@@ -85,7 +72,7 @@ def test_stop_cancels_a_pending_reload() -> None:
     debouncer.stop()
     debouncer.changed()
     clock.advance(5)
-    assert registry.calls == 0
+    assert registry.reloads == 0
     assert clock.getDelayedCalls() == []
 
 

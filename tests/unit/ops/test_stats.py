@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -10,10 +9,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.mi import CommandTable
 from sipsock.mi.commands import MIError
 from sipsock.mi.statistics import register_statistics
+from sipsock.registry import SocketEntry
 from sipsock.reloadplan import Failure, Rejection, ReloadReport
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.stats import (
@@ -25,31 +24,8 @@ from sipsock.stats import (
     render_prometheus,
     select,
 )
+from sipsock.testing import FakeListener, FakeRegistry
 from sipsock.transport.base import SocketCounters
-
-
-@dataclass
-class FakeListener:
-    sdef: SocketDef
-    counters: SocketCounters = field(default_factory=SocketCounters)
-
-
-@dataclass
-class FakeEntry:
-    sdef: SocketDef
-    slot: int
-    listener: FakeListener | None
-    error: str | None = None
-
-
-@dataclass
-class FakeRegistry:
-    entries: list[FakeEntry] = field(default_factory=list)
-    static_listeners: list[FakeListener] = field(default_factory=list)
-    reloads: int = 0
-    failed_reloads: int = 0
-    last_report: ReloadReport | None = None
-    reload_seconds: Histogram = field(default_factory=lambda: Histogram(RELOAD_SECONDS_BUCKETS))
 
 
 class FakePool:
@@ -71,15 +47,17 @@ def sdef(text: str, tag: str | None = None) -> SocketDef:
 
 def daemon_like() -> tuple[FakeRegistry, Statistics, FakePool]:
     static = FakeListener(
-        sdef("udp:127.0.0.1:5060", tag="edge"), SocketCounters(received=5, sent=4)
+        sdef("udp:127.0.0.1:5060", tag="edge"), counters=SocketCounters(received=5, sent=4)
     )
     dynamic = FakeListener(
-        sdef("tcp:127.0.0.1:5070"), SocketCounters(received=2, bytes_in=300, connections=1)
+        sdef("tcp:127.0.0.1:5070"),
+        3,
+        counters=SocketCounters(received=2, bytes_in=300, connections=1),
     )
     registry = FakeRegistry(
         entries=[
-            FakeEntry(dynamic.sdef, 3, dynamic),
-            FakeEntry(sdef("udp:192.0.2.1:5060"), 4, None, "cannot bind"),
+            SocketEntry(dynamic.sdef, 3, dynamic),
+            SocketEntry(sdef("udp:192.0.2.1:5060"), 4, None, "cannot bind"),
         ],
         static_listeners=[static],
         reloads=7,
@@ -270,7 +248,7 @@ def test_pool_sizes_and_mi_requests_are_metrics() -> None:
     )
     statistics = Statistics(registry, pools=[pool])
     table = build_command_table(
-        registry,  # type: ignore[arg-type]
+        registry,
         clock=Clock(),
         started_at=0.0,
         process_list=list,

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipsock.sip import KEEPALIVE_PING, SipFramingError, SipParseError, StreamFramer, parse
+from sipsock.sip import (
+    KEEPALIVE_PING,
+    FramingKind,
+    SipFramingError,
+    SipParseError,
+    StreamFramer,
+    parse,
+)
 
 
 def message(body: bytes = b"", call_id: str = "1") -> bytes:
@@ -94,6 +101,46 @@ def test_errors_before_a_whole_header_section_carry_no_header() -> None:
     with pytest.raises(SipFramingError) as raised:
         StreamFramer().feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert raised.value.header is None
+
+
+@pytest.mark.parametrize(
+    ("framer", "data", "kind"),
+    [
+        (
+            StreamFramer(max_header_size=100),
+            b"OPTIONS sip:x SIP/2.0\r\n" + b"X: y\r\n" * 30,
+            FramingKind.OVERSIZE_HEADER,
+        ),
+        (
+            StreamFramer(max_header_size=100),
+            b"OPTIONS sip:x SIP/2.0\r\n" + b"X: y\r\n" * 30 + b"\r\n",
+            FramingKind.OVERSIZE_HEADER,
+        ),
+        (
+            StreamFramer(max_message_size=100),
+            b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 500\r\n\r\n",
+            FramingKind.OVERSIZE_MESSAGE,
+        ),
+        (StreamFramer(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", FramingKind.NOT_SIP),
+        (StreamFramer(), b"OPTIONS sip:x SIP/2.0\r\n\r\n", FramingKind.NO_CONTENT_LENGTH),
+        (
+            StreamFramer(),
+            b"OPTIONS sip:x SIP/2.0\r\nl: 1\r\nl: 2\r\n\r\n",
+            FramingKind.CONFLICTING_CONTENT_LENGTH,
+        ),
+        (
+            StreamFramer(),
+            b"OPTIONS sip:x SIP/2.0\r\nContent-Length: abc\r\n\r\n",
+            FramingKind.BAD_CONTENT_LENGTH,
+        ),
+    ],
+)
+def test_every_framing_error_says_its_kind(
+    framer: StreamFramer, data: bytes, kind: FramingKind
+) -> None:
+    with pytest.raises(SipFramingError) as raised:
+        framer.feed(data)
+    assert raised.value.kind is kind
 
 
 def test_framing_error_is_a_parse_error() -> None:

@@ -12,7 +12,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from sipsock.config import LimitSettings
 from sipsock.sockdef import parse_row
-from sipsock.transport import Origin
+from sipsock.testing import RecordingSink
 from sipsock.transport.base import LimitReporter, SocketCounters
 from sipsock.transport.stream import (
     OutboundLimitError,
@@ -28,22 +28,12 @@ MESSAGE = (
 )
 
 
-class Sink:
-    """Records every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
-
-
 def make_listener(**limits: Any) -> tuple[StreamListener, MemoryReactorClock]:
     reactor = MemoryReactorClock()
     listener = StreamListener(
         parse_row(4, "tcp:10.0.0.1:5060"),
         2,
-        Sink(),
+        RecordingSink(),
         reactor=reactor,
         idle_timeout=600,
         limits=LimitSettings(**limits),
@@ -267,7 +257,7 @@ def test_full_outbound_pool_fails_the_send_and_counts_it() -> None:
 
 
 def test_oversize_datagram_is_dropped_and_counted() -> None:
-    sink = Sink()
+    sink = RecordingSink()
     listener = UdpListener(
         parse_row(1, "udp:10.0.0.1:5060"),
         1,

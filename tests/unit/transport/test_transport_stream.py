@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 
 from sipsock.config import LimitSettings
 from sipsock.sockdef import parse_row
+from sipsock.testing import RecordingSink
 from sipsock.transport import Origin
 from sipsock.transport.stream import SipStreamProtocol, StreamListener
 
@@ -20,21 +21,11 @@ MESSAGE = (
 )
 
 
-class Sink:
-    """Records every message with its origin."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
-
-
 def make_listener(
     idle_timeout: float = 30.0, max_message_size: int = 65535, limits: LimitSettings | None = None
-) -> tuple[StreamListener, Sink, MemoryReactorClock]:
+) -> tuple[StreamListener, RecordingSink, MemoryReactorClock]:
     reactor = MemoryReactorClock()
-    sink = Sink()
+    sink = RecordingSink()
     listener = StreamListener(
         parse_row(4, "tcp:10.0.0.1:5060", tag="core"),
         2,
@@ -101,7 +92,7 @@ def test_reply_goes_on_the_same_connection() -> None:
     assert listener.counters.sent == 1
 
 
-class AnsweringSink(Sink):
+class AnsweringSink(RecordingSink):
     """A sink that answers unframeable messages, as the Dispatcher does."""
 
     def __init__(self, fail: bool = False) -> None:

@@ -9,26 +9,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
 
 from sipsock.sockdef import parse_row
-from sipsock.transport import Origin
+from sipsock.testing import RecordingSink
 from sipsock.transport.base import MAX_DATAGRAM_SIZE
 from sipsock.transport.udp import UdpListener, open_udp_listener
 from tests.net import free_port
 
 
-class Sink:
-    """Records messages; raises when told to."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-        self.fail = fail
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
-        if self.fail:
-            raise RuntimeError("application bug")
-
-
-def make_listener(sink: Sink, **row: str) -> tuple[UdpListener, FakeDatagramTransport]:
+def make_listener(sink: RecordingSink, **row: str) -> tuple[UdpListener, FakeDatagramTransport]:
     listener = UdpListener(parse_row(7, "udp:10.0.0.1:5060", **row), 3, sink, reactor=Clock())
     transport = FakeDatagramTransport()
     listener.protocol.makeConnection(transport)
@@ -38,7 +25,9 @@ def make_listener(sink: Sink, **row: str) -> tuple[UdpListener, FakeDatagramTran
 def test_open_adopts_the_bound_descriptor_with_a_65535_byte_packet_size() -> None:
     reactor = MemoryReactorClock()
     port = free_port()
-    listener = open_udp_listener(parse_row(1, f"udp:127.0.0.1:{port}"), 1, Sink(), reactor=reactor)
+    listener = open_udp_listener(
+        parse_row(1, f"udp:127.0.0.1:{port}"), 1, RecordingSink(), reactor=reactor
+    )
     [(fd, family, protocol, size)] = reactor.adoptedPorts
     assert (family, protocol, size) == (socket.AF_INET, listener.protocol, MAX_DATAGRAM_SIZE)
     # the listener's own copy is closed: the port is free again for the kernel
@@ -48,7 +37,7 @@ def test_open_adopts_the_bound_descriptor_with_a_65535_byte_packet_size() -> Non
 
 
 def test_datagram_reaches_sink_with_socket_slot_and_peer() -> None:
-    sink = Sink()
+    sink = RecordingSink()
     listener, _ = make_listener(sink, tag="edge")
     listener.protocol.datagramReceived(b"OPTIONS x", ("192.0.2.5", 5070))
     [(data, origin)] = sink.messages
@@ -63,7 +52,7 @@ def test_datagram_reaches_sink_with_socket_slot_and_peer() -> None:
 
 
 def test_reply_goes_to_the_source_address_and_is_counted() -> None:
-    sink = Sink()
+    sink = RecordingSink()
     listener, transport = make_listener(sink)
     listener.protocol.datagramReceived(b"OPTIONS x", ("192.0.2.5", 5070))
     sink.messages[0][1].reply(b"SIP/2.0 200 OK")
@@ -72,7 +61,7 @@ def test_reply_goes_to_the_source_address_and_is_counted() -> None:
 
 
 def test_blank_keepalive_datagrams_are_not_messages() -> None:
-    sink = Sink()
+    sink = RecordingSink()
     listener, _ = make_listener(sink)
     listener.protocol.datagramReceived(b"\r\n\r\n", ("192.0.2.5", 5070))
     assert sink.messages == []
@@ -80,7 +69,7 @@ def test_blank_keepalive_datagrams_are_not_messages() -> None:
 
 
 def test_sink_error_is_counted_and_the_next_datagram_still_arrives() -> None:
-    sink = Sink(fail=True)
+    sink = RecordingSink(fail=True)
     listener, _ = make_listener(sink)
     listener.protocol.datagramReceived(b"A", ("192.0.2.5", 5070))
     listener.protocol.datagramReceived(b"B", ("192.0.2.5", 5070))
@@ -89,7 +78,7 @@ def test_sink_error_is_counted_and_the_next_datagram_still_arrives() -> None:
 
 
 def test_update_applies_new_tag_to_the_next_message() -> None:
-    sink = Sink()
+    sink = RecordingSink()
     listener, _ = make_listener(sink, tag="old")
     listener.update(parse_row(7, "udp:10.0.0.1:5060", "pub.example.com", "new"))
     listener.protocol.datagramReceived(b"X", ("192.0.2.5", 5070))
@@ -99,7 +88,7 @@ def test_update_applies_new_tag_to_the_next_message() -> None:
 
 
 def test_send_fails_after_stop() -> None:
-    sink = Sink()
+    sink = RecordingSink()
     listener, transport = make_listener(sink)
     stopped = listener.stop()
     assert stopped.called

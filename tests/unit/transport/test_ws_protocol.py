@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from sipsock.config import WebSocketSettings
 from sipsock.sockdef import parse_row
-from sipsock.transport import Origin
+from sipsock.testing import RecordingSink
 from sipsock.transport.ws import (
     WebSocketListener,
     handshake_refusal,
@@ -83,17 +83,9 @@ def test_text_or_binary() -> None:
 # -- protocol ------------------------------------------------------------------------
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
-
-
-def make_listener(**settings: Any) -> tuple[WebSocketListener, Sink, MemoryReactorClock]:
+def make_listener(**settings: Any) -> tuple[WebSocketListener, RecordingSink, MemoryReactorClock]:
     reactor = MemoryReactorClock()
-    sink = Sink()
+    sink = RecordingSink()
     listener = WebSocketListener(
         parse_row(3, "ws:10.0.0.1:8080"),
         7,

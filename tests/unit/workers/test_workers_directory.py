@@ -8,8 +8,12 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
+from sipsock.registry import SocketRegistry
 from sipsock.sockdef import SocketDef, parse_row
+from sipsock.testing import FakeListener, FakeStore
 from sipsock.transport.base import Listener, SocketCounters
 from sipsock.workers.directory import (
     BookEntry,
@@ -18,32 +22,6 @@ from sipsock.workers.directory import (
     TrackedListener,
     WorkerDirectory,
 )
-
-
-class FakeListener:
-    """A listener that records what is done to it."""
-
-    def __init__(self, sdef: SocketDef, slot: int | None = None) -> None:
-        self.sdef = sdef
-        self.slot = slot
-        self.counters = SocketCounters()
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-        self.stopped = False
-        self.extra = "inner attribute"
-
-    def update(self, sdef: SocketDef) -> None:
-        self.sdef = sdef
-
-    def stop(self) -> Deferred[None]:
-        self.stopped = True
-        return defer.succeed(None)
-
-    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        self.sent.append((data, peer))
-        return defer.succeed(None)
-
-    def fileno(self) -> int:
-        return 42
 
 
 class Subscriber:
@@ -104,12 +82,12 @@ def test_a_tracked_listener_announces_updates_and_withdraws_before_closing() -> 
     book = SocketBook()
     subscriber = Subscriber()
     book.subscribe(subscriber)
-    inner = FakeListener(row("tcp:127.0.0.1:5060", tag="a"), 1)
+    inner = FakeListener(row("tcp:127.0.0.1:5060", tag="a"), 1, fd=42)
     tracked: list[Listener] = []
     book.track(inner).addCallback(tracked.append)
     [listener] = tracked
     assert isinstance(listener, TrackedListener)
-    assert listener.extra == "inner attribute"
+    assert listener.fd == 42  # an attribute of the inner listener only
     assert listener.fileno() == 42
     listener.update(row("tcp:127.0.0.1:5060", tag="b"))
     assert inner.sdef.tag == "b"
@@ -206,3 +184,52 @@ def test_a_remote_socket_is_not_this_process_to_change() -> None:
     errors: list[Any] = []
     remote.stop().addErrback(errors.append)
     assert errors
+
+
+class Forward:
+    """Passes the book's changes on to a worker's directory, as a pool does."""
+
+    def __init__(self, directory: WorkerDirectory) -> None:
+        self.directory = directory
+
+    def announce(self, entry: BookEntry) -> Deferred[None]:
+        self.directory.announce(entry)
+        return defer.succeed(None)
+
+    def withdraw(self, name: str) -> Deferred[None]:
+        self.directory.withdraw(name)
+        return defer.succeed(None)
+
+
+def test_a_worker_picks_the_socket_the_control_process_picks_for_a_shared_tag() -> None:
+    # Row 1 is UDP (open once every worker adopted it: later), row 2 TCP (open at once).
+    store = FakeStore()
+    store.add("udp:127.0.0.1:5070", tag="edge")
+    store.add("tcp:127.0.0.1:5071", tag="edge")
+    book = SocketBook()
+    directory = WorkerDirectory(Relay())
+    book.subscribe(Forward(directory))
+    adopted: Deferred[None] = Deferred()
+
+    def open_socket(sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
+        listener = FakeListener(sdef, slot)
+        if sdef.proto == "udp":
+            return adopted.addCallback(lambda _: book.put(listener)).addCallback(lambda _: listener)
+        return book.track(listener)
+
+    registry = SocketRegistry(store, open_socket, max_sockets=4, reactor=Clock())
+    reloaded: list[Any] = []
+    registry.reload().addBoth(reloaded.append)
+    adopted.callback(None)
+    assert reloaded and not isinstance(reloaded[0], Failure)
+    assert [e.name for e in book.entries()] == ["tcp:127.0.0.1:5071", "udp:127.0.0.1:5070"]
+    for look_up in (
+        lambda where: where.by_tag("edge"),
+        lambda where: where.first("udp"),
+        lambda where: where.first("tcp"),
+    ):
+        control, worker = look_up(registry), look_up(directory)
+        assert control is not None and worker is not None
+        assert control.sdef.socket_text == worker.sdef.socket_text
+    assert registry.by_tag("edge").sdef.socket_text == "udp:127.0.0.1:5070"  # type: ignore[union-attr]
+    assert directory.names() == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5071"]

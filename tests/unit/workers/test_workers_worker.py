@@ -18,7 +18,7 @@ from twisted.logger import ILogObserver, Logger, LogLevel
 
 from sipsock.logs import parse_worker_line
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import Origin
+from sipsock.testing import RecordingSink
 from sipsock.workers.commands import (
     Adoption,
     WorkerError,
@@ -36,14 +36,6 @@ from sipsock.workers.worker import (
     parse_args,
     worker_log_observer,
 )
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, Origin]] = []
-
-    def message_received(self, data: bytes, origin: Origin) -> None:
-        self.messages.append((data, origin))
 
 
 def relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
@@ -66,7 +58,7 @@ def is_open(fd: int) -> bool:
 
 def make_worker() -> tuple[UdpWorker, MemoryReactorClock]:
     reactor = MemoryReactorClock()
-    return UdpWorker(Sink(), reactor=reactor, relay=relay), reactor
+    return UdpWorker(RecordingSink(), reactor=reactor, relay=relay), reactor
 
 
 def test_adopting_serves_the_descriptor_and_closes_the_received_copy() -> None:
@@ -278,7 +270,7 @@ class StoppingReactor(MemoryReactorClock):
 
 def test_a_shutdown_after_the_reactor_began_stopping_is_no_error() -> None:
     reactor = StoppingReactor()
-    protocol = WorkerProtocol(UdpWorker(Sink(), reactor=reactor, relay=relay), reactor)
+    protocol = WorkerProtocol(UdpWorker(RecordingSink(), reactor=reactor, relay=relay), reactor)
     protocol.makeConnection(StringTransport())
     reactor.stop()  # its own SIGTERM, say: the shutdown still has to run
     exits: list[Any] = []
