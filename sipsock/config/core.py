@@ -44,7 +44,7 @@ class CoreSettings:
 def read_core(reader: Reader, data: Mapping[str, Any]) -> CoreSettings:
     sec = reader.section(data, "core", CoreSettings)
     listen: list[SocketDef] = []
-    for index, entry in enumerate(sec.get("listen", list, [])):
+    for index, entry in enumerate(sec.get("listen", list)):
         try:
             listen.append(parse_static(entry, index=index))
         except SocketDefError as exc:
