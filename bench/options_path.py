@@ -11,7 +11,7 @@ Two kinds of figures:
 
 * hot loops (the same SIPp-like OPTIONS over and over, no I/O): the general
   path (parse, validate, apply_received, Responder, serialize) against the
-  OPTIONS shortcut (`sipsock.sip.keepalive.answer_options`), and the UDP
+  OPTIONS shortcut (`sipsock.sip.options_answer.answer_options`), and the UDP
   protocol's ``datagramReceived`` with each;
 * paced runs through a real loopback socket and the real epoll reactor: a
   sender process sends OPTIONS at a fixed rate and reads the answers; this
@@ -96,9 +96,9 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
     from twisted.internet.testing import FakeDatagramTransport
 
     from sipsock.apps import Dispatcher, Responder
-    from sipsock.sip.keepalive import answer_options
+    from sipsock.seams import Origin
+    from sipsock.sip.options_answer import answer_options
     from sipsock.sockdef import parse_row
-    from sipsock.transport.base import Origin
     from sipsock.transport.udp import UdpListener
 
     sdef = parse_row(1, "udp:127.0.0.1:5070")
@@ -106,16 +106,18 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
     dispatcher = Dispatcher(responder)
     reply = dispatcher.options_reply(sdef)
     assert reply is not None
+    memo = dispatcher.options_memo
     origin = Origin(sdef, 1, PEER, lambda data: None)
 
-    def listener(shortcut: bool) -> UdpListener:
-        made = UdpListener(sdef, 1, dispatcher, reactor=None)
+    general_dispatcher = Dispatcher(responder)
+    general_dispatcher.answer_datagram = lambda data, peer, sdef: None  # type: ignore[method-assign]
+
+    def listener(sink: Dispatcher) -> UdpListener:
+        made = UdpListener(sdef, 1, sink, reactor=None)
         made.protocol.makeConnection(FakeDatagramTransport())
-        if not shortcut:
-            made.protocol._ask_reply = lambda sdef: None  # type: ignore[method-assign]
         return made
 
-    general, fast = listener(False), listener(True)
+    general, fast = listener(general_dispatcher), listener(dispatcher)
     return [
         (
             "general path: Dispatcher + Responder",
@@ -123,7 +125,7 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
         ),
         (
             "shortcut: answer_options",
-            best_us(lambda: answer_options(OPTIONS, *PEER, reply), number),
+            best_us(lambda: answer_options(OPTIONS, *PEER, reply, memo), number),
         ),
         (
             "datagramReceived, general path",
@@ -204,9 +206,8 @@ def run(rate: int, seconds: float, mode: str) -> None:
     installReactor(ExclusiveEPollReactor())
     from twisted.internet import reactor as installed
 
-    from sipsock.apps import Dispatcher, Responder
+    from sipsock.apps import Dispatcher, Responder, dispatch
     from sipsock.sockdef import parse_row
-    from sipsock.transport import udp
     from sipsock.transport.udp import open_udp_listener
 
     reactor: Any = installed
@@ -220,7 +221,7 @@ def run(rate: int, seconds: float, mode: str) -> None:
     if mode == "discard":
         listener.protocol.datagramReceived = lambda datagram, addr: None  # type: ignore[method-assign]
     elif mode == "timed":
-        answer, send = vars(udp)["answer_options"], listener.send_reply
+        answer, send = vars(dispatch)["answer_options"], listener.send_reply
 
         def timed_answer(*args: Any) -> bytes | None:
             start = time.thread_time_ns()
@@ -234,7 +235,7 @@ def run(rate: int, seconds: float, mode: str) -> None:
             send(data, peer)
             inner[1] += time.thread_time_ns() - start
 
-        vars(udp)["answer_options"] = timed_answer
+        vars(dispatch)["answer_options"] = timed_answer
         listener.send_reply = timed_send  # type: ignore[method-assign]
 
     def start() -> None:

@@ -38,10 +38,10 @@ from sipsock.reloadplan import (
 )
 from sipsock.repeats import ChangedOnly
 from sipsock.resolver import ResolveError, ThreadResolver
+from sipsock.seams import Listener, ListenError
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
 from sipsock.socketindex import first_in_order, has_tag, of_proto
-from sipsock.transport import Listener, ListenError
 
 ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
 HostResolver = Callable[[str], "Deferred[list[str]]"]

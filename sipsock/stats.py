@@ -39,8 +39,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import SocketCounters
 
 #: Prefix of every Prometheus metric.
 PREFIX: Final = "sipsock"

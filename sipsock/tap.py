@@ -26,8 +26,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from sipsock import __version__
-from sipsock.apps import ApplicationError, Dispatcher, load_application
-from sipsock.apps.loader import application_options
+from sipsock.apps.spec import AppSpec, SpecError, build_dispatcher, freeze
 from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, StoreError, open_store
@@ -130,20 +129,12 @@ def _compose_daemon(settings: Settings, reactor: Any) -> DaemonService:
         raise StartupError(f"{settings.source}: [tls] {error}") from None
     if settings.sockets_mgm.db_url.scheme == "sqlite":
         _create_sqlite_database(settings)
+    # The workers build the same application from the same frozen spec.
+    spec = freeze(settings)
     try:
-        options = application_options(settings)
-    except ApplicationError as error:
-        raise StartupError(f"{settings.source}: {error}") from None
-    try:
-        app = load_application(settings.core.application, options)
-    except ApplicationError as error:
-        raise StartupError(f"{settings.source}: [core] application: {error}") from None
-    dispatcher = Dispatcher(
-        app,
-        max_message_size=settings.core.max_message_size,
-        clock=reactor,
-        log_interval=settings.limits.log_interval,
-    )
+        dispatcher = build_dispatcher(spec, clock=reactor)
+    except SpecError as error:
+        raise StartupError(str(error)) from None
 
     def open_socket(sdef: SocketDef, slot: int | None) -> Listener:
         return open_listener(
@@ -159,10 +150,10 @@ def _compose_daemon(settings: Settings, reactor: Any) -> DaemonService:
         )
 
     # UDP sockets are served by worker pools (DESIGN "Process model"); the
-    # book tells the workers about every other socket, for SendStream.
+    # book tells the workers about every other socket, for SendThroughSocket.
     book = SocketBook()
     incidents = Incidents()
-    dynamic_pool, static_pool = _worker_pools(settings, book, incidents, reactor)
+    dynamic_pool, static_pool = _worker_pools(spec, book, incidents, reactor)
 
     def open_dynamic(sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
         if sdef.proto == "udp":
@@ -224,19 +215,18 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 
 def _worker_pools(
-    settings: Settings, book: SocketBook, incidents: Incidents, reactor: Any
+    spec: AppSpec, book: SocketBook, incidents: Incidents, reactor: Any
 ) -> tuple[UdpWorkerPool, UdpWorkerPool | None]:
     """The pool of the dynamic UDP sockets, and one for static UDP sockets if any.
 
-    Workers build their application from the configuration file (or the
-    defaults when the settings did not come from a file).
+    Workers build their application from ``spec`` (what this process loaded).
     """
-    config_path = settings.source if os.path.isfile(settings.source) else None
+    settings = spec.settings
     balance = settings.sockets_mgm.udp_balance
     dynamic = UdpWorkerPool(
         settings.sockets_mgm.processes,
         "dynamic",
-        config_path,
+        spec,
         balance=balance,
         book=book,
         reactor=reactor,
@@ -248,7 +238,7 @@ def _worker_pools(
         static = UdpWorkerPool(
             settings.core.udp_workers,
             "static",
-            config_path,
+            spec,
             balance=balance,
             book=book,
             reactor=reactor,

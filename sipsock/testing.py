@@ -29,10 +29,10 @@ from sipsock.db import ISocketStore, SocketRow, StoreError
 from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.registry import SocketEntry
 from sipsock.reloadplan import ReloadReport
+from sipsock.seams import Listener, MessageSink, Origin, SocketCounters
 from sipsock.sip import Request, Response, parse
 from sipsock.sockdef import SocketDef
 from sipsock.socketindex import Match, first_in_order, has_tag, in_slot, of_proto
-from sipsock.transport import Listener, Origin, SocketCounters
 
 Peer = tuple[str, int]
 
@@ -116,7 +116,7 @@ class FakeDirectory:
         return first_in_order(static, dynamic, match)
 
 
-class RecordingSink:
+class RecordingSink(MessageSink):
     """A `MessageSink` that keeps every message with its origin (and raises if ``fail``)."""
 
     def __init__(self, *, fail: bool = False) -> None:

@@ -44,6 +44,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger
 from zope.interface import provider
 
 from sipsock.apps import Dispatcher, Responder
+from sipsock.seams import Origin
 from sipsock.sip import (
     Request,
     Response,
@@ -59,10 +60,9 @@ from sipsock.sip import (
 )
 from sipsock.sip.checks import check_address, parse_cseq
 from sipsock.sip.grammar import parse_number, split_values
-from sipsock.sip.keepalive import OptionsReply, answer_options
+from sipsock.sip.options_answer import OptionsReply
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import Origin
 from sipsock.transport.udp import UdpListener
 
 T = TypeVar("T")
@@ -336,16 +336,14 @@ def options_answerer() -> tuple[Dispatcher, OptionsReply]:
 
 
 def fuzz_options(data: bytes) -> None:
-    """`answer_options` sends the very bytes the general path sends, or declines.
+    """The dispatcher's OPTIONS shortcut sends the very bytes the general path sends, or declines.
 
     Twice: a message answered by reading its lines is answered the second
-    time from the layout it left (`sipsock.sip.keepalive_layout`), which
+    time from the layout it left (`sipsock.sip.options_layout`), which
     also serves the fuzzer's later variants of it.
     """
-    dispatcher, reply = options_answerer()
-    answers = [
-        answer_options(data, PEER[0], PEER[1], reply, dispatcher.max_message_size) for _ in range(2)
-    ]
+    dispatcher, _ = options_answerer()
+    answers = [dispatcher.answer_datagram(data, PEER, SOCKET) for _ in range(2)]
     if answers == [None, None]:
         return
     sent: list[bytes] = []

@@ -24,15 +24,20 @@ from sipsock.apps.interface import (
     SocketDirectory,
 )
 from sipsock.limits import DEFAULT_LOG_INTERVAL, Summary
+from sipsock.seams import Origin
 from sipsock.sip import Request, Response, SipParseError, apply_received, make_response, parse
 from sipsock.sip.grammar import REASON_PHRASES
-from sipsock.sip.keepalive import OptionsReply
+from sipsock.sip.memo import Memo
+from sipsock.sip.options_answer import OptionsReply, answer_options
+from sipsock.sip.options_memo import OptionsMemo
 from sipsock.sip.parser import find_header_end
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import Origin, PeriodicLog
+from sipsock.transport.base import PeriodicLog
 
 #: Longest parse reason put into a reason phrase.
 MAX_REASON_TEXT: Final = 100
+#: Largest `OptionsReply` remembered per socket (a larger one is asked for each time).
+MAX_REPLY_SIZE: Final = 64 * 1024
 
 
 def error_phrase(code: int, reason: str, standard: str | None = None) -> str:
@@ -109,9 +114,11 @@ class Dispatcher:
     and Via/From/To/Call-ID/CSeq are readable; otherwise it is dropped and
     counted. Errors raised by the application are logged and counted.
 
-    `options_reply` tells a UDP listener whether it may answer well-formed
-    OPTIONS itself (`sipsock.sip.keepalive.answer_options`): only for an
-    application that provides `IAnswersOptions`.
+    Over UDP, a well-formed OPTIONS is answered at once from its bytes
+    (`answer_datagram`, `sipsock.sip.options_answer.answer_options`) when
+    the application provides `IAnswersOptions` and gives its fixed reply for
+    the socket (`options_reply`); what that shortcut remembers is kept in
+    ``options_memo``, one bounded `OptionsMemo` per dispatcher.
     """
 
     log = Logger()
@@ -140,6 +147,13 @@ class Dispatcher:
         self.max_message_size = max_message_size
         self.parse_errors = 0
         self.app_errors = 0
+        #: What the OPTIONS shortcut remembers (lines, layouts, templates), bounded.
+        self.options_memo = OptionsMemo()
+        #: The application's `OptionsReply` (or None) per socket definition asked for.
+        self._replies: Memo[SocketDef, OptionsReply | None] = Memo(max_item=MAX_REPLY_SIZE)
+        #: The socket definition of the last datagram offered, and its reply.
+        self._last_sdef: SocketDef | None = None
+        self._last_reply: OptionsReply | None = None
 
     def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
         """The application's fixed 200 to OPTIONS on the UDP socket ``sdef``, or None.
@@ -152,6 +166,42 @@ class Dispatcher:
         if sdef.proto != "udp" or not IAnswersOptions.providedBy(self.app):
             return None
         reply: OptionsReply | None = self.app.options_reply(sdef)
+        return reply
+
+    def answer_datagram(self, data: bytes, peer: tuple[str, int], sdef: SocketDef) -> bytes | None:
+        """The 200 to a well-formed OPTIONS received on the UDP socket ``sdef``, or None.
+
+        The bytes `message_received` would send (`answer_options`), without
+        parsing the datagram or calling the application; None for anything
+        else (another method, anything unusual, an application without the
+        shortcut), which then goes to `message_received`.
+        """
+        reply = self._last_reply if sdef is self._last_sdef else self._reply_for(sdef)
+        if reply is None:
+            return None
+        # (`answer_options` declines anything but an OPTIONS first.)
+        return answer_options(
+            data, peer[0], peer[1], reply, self.options_memo, self.max_message_size
+        )
+
+    def _reply_for(self, sdef: SocketDef) -> OptionsReply | None:
+        """`options_reply`, asked once per socket definition (a failure logged, then None)."""
+        if sdef in self._replies:
+            reply = self._replies[sdef]
+        else:
+            try:
+                reply = self.options_reply(sdef)
+            except Exception:
+                reply = None
+                self.log.failure(
+                    "socket {socket}: no OPTIONS shortcut, the application failed to give "
+                    "its reply; every OPTIONS on it goes to the application",
+                    socket=sdef.socket_text,
+                )
+            size = len(reply.tail) + len(reply.salt) if reply is not None else 0
+            self._replies.remember(sdef, reply, size + len(sdef.socket_text))
+        self._last_sdef = sdef
+        self._last_reply = reply
         return reply
 
     def message_received(self, data: bytes, origin: Origin) -> None:

@@ -17,11 +17,11 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from sipsock.sip import Message, Request, Response
-from sipsock.sip.keepalive import OptionsReply
+from sipsock.sip.options_answer import OptionsReply
 from sipsock.sockdef import SocketDef
 
 if TYPE_CHECKING:
-    from sipsock.transport.base import Listener, Origin
+    from sipsock.seams import Listener, Origin
 
 
 class ApplicationError(Exception):
@@ -53,7 +53,7 @@ class IAnswersOptions(Interface):
     """An application whose 200 to a well-formed OPTIONS is fixed apart from the copied headers.
 
     sipsock then answers such OPTIONS received over UDP itself, straight from
-    the bytes (`sipsock.sip.keepalive.answer_options`), without parsing them
+    the bytes (`sipsock.sip.options_answer.answer_options`), without parsing them
     into a `Request` or calling ``message_received``. The promise: for every
     well-formed OPTIONS, ``message_received`` would reply exactly
     ``make_response(request, 200, "OK", to_tag=stable_tag(salt, Call-ID,

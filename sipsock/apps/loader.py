@@ -67,13 +67,14 @@ PROXY_APPLICATIONS = frozenset(
 )
 
 
-def application_options(settings: Settings) -> dict[str, Any]:
+def application_options(settings: Settings, secret: str | None = None) -> dict[str, Any]:
     """The keyword arguments of the SIP application: ``[application]``, and for
     the proxy (or any application when ``[proxy]`` is present) ``routes``,
     ``record_route`` and ``secret`` from ``[proxy]``.
 
-    The secret defaults to a hash of the host name and the state directory:
-    the same in every process of one installation, different between two.
+    The secret is ``[proxy] secret``, else ``secret`` (the control process
+    derives it once, `derived_secret`, and hands it to its workers), else
+    derived here.
     """
     options = dict(settings.application)
     proxy = settings.proxy
@@ -85,9 +86,17 @@ def application_options(settings: Settings) -> dict[str, Any]:
             f"[application] {clash[0]}",
             "set it in [proxy] (routes as [[proxy.route]] tables)",
         )
-    secret = proxy.secret
-    if secret is None:
-        seed = f"{socket.gethostname()}|{settings.core.state_dir.resolve()}"
-        secret = hashlib.sha256(seed.encode()).hexdigest()[:32]
-    options.update(routes=proxy.routes, record_route=proxy.record_route, secret=secret)
+    chosen = proxy.secret or secret or derived_secret(settings)
+    options.update(routes=proxy.routes, record_route=proxy.record_route, secret=chosen)
     return options
+
+
+def derived_secret(settings: Settings) -> str:
+    """The proxy secret when ``[proxy] secret`` is unset: a hash of the host name and
+    the state directory, the same in every process of one installation, different
+    between two. Derived once in the control process, when the configuration is
+    loaded (a relative state directory is resolved then, before ``twistd -d``
+    changes directory), and handed to the workers.
+    """
+    seed = f"{socket.gethostname()}|{settings.core.state_dir.resolve()}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]

@@ -67,12 +67,12 @@ from sipsock.apps.proxyrules import (
     wants_record_route,
 )
 from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
+from sipsock.seams import Listener
 from sipsock.sip import Request, Response, SipParseError, make_response, route_response
 from sipsock.sip.extensions import unsupported_options
 from sipsock.sip.memo import Memo
 from sipsock.sip.routing import CONNECT_BACK_IMPOSSIBLE, RELIABLE_TRANSPORTS
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import Listener
 
 #: Standard phrases of the answers the proxy gives itself.
 PHRASES: Final[Mapping[int, str]] = {

@@ -22,7 +22,7 @@ from sipsock import __version__
 from sipsock.apps.interface import IAnswersOptions, ISipApplication, MessageContext
 from sipsock.sip import Request, Response, SipParseError, make_response
 from sipsock.sip.extensions import required_but_unsupported
-from sipsock.sip.keepalive import OptionsReply, tail_of
+from sipsock.sip.options_answer import OptionsReply, tail_of
 from sipsock.sip.response import stable_tag
 from sipsock.sockdef import SocketDef
 

@@ -25,7 +25,13 @@ from sipsock.config.database import (
     TableNames,
     parse_db_url,
 )
-from sipsock.config.loader import Settings, default_settings, load_config, parse_config
+from sipsock.config.loader import (
+    Settings,
+    default_settings,
+    load_config,
+    parse_config,
+    parse_config_text,
+)
 from sipsock.config.proxy import ProxyRoute, ProxySettings, RouteError
 from sipsock.config.reader import IDENTIFIER_RE, ConfigError
 from sipsock.config.tls import TLS_VERSIONS, TLSDomainSettings, TLSSettings
@@ -59,5 +65,6 @@ __all__ = [
     "default_settings",
     "load_config",
     "parse_config",
+    "parse_config_text",
     "parse_db_url",
 ]

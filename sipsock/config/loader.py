@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class Settings:
     application: Mapping[str, Any] = field(default_factory=dict)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     source: str = "<defaults>"
+    #: The TOML text these settings were read from (None: not read from a file);
+    #: UDP workers are handed it, frozen, rather than re-reading the file.
+    text: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def mi_socket(self) -> Path:
@@ -69,14 +72,25 @@ def load_config(path: str | Path) -> Settings:
     name = str(path)
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            raw = handle.read()
     except FileNotFoundError:
         raise ConfigError(name, "", "no such file") from None
     except OSError as exc:
         raise ConfigError(name, "", f"cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, "", f"not valid TOML: not UTF-8 ({exc.reason})") from None
+    return parse_config_text(text, source=name)
+
+
+def parse_config_text(text: str, *, source: str) -> Settings:
+    """Check the TOML ``text`` of a configuration file read from ``source``."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(name, "", f"not valid TOML: {exc}") from None
-    return parse_config(data, source=name)
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    return replace(parse_config(data, source=source), text=text)
 
 
 def default_settings() -> Settings:

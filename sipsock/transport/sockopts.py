@@ -5,8 +5,8 @@ non-blocking mode, ``SO_REUSEADDR`` (stream listeners), ``SO_REUSEPORT``
 (``reuse_port``), ``IPV6_V6ONLY`` (IPv6), ``IP_TOS``/``IPV6_TCLASS`` (``tos``)
 and no path-MTU discovery (``frag``), and for UDP the receive buffer set
 once per process by `set_udp_receive_buffer` (``[core] udp_receive_buffer``).
-A UDP worker process that builds its own ``SO_REUSEPORT`` member, and the
-control process that binds the shared descriptor, both call `bind_socket`.
+The control process binds a pool's shared UDP descriptor with `bind_socket`,
+or one ``SO_REUSEPORT`` member per worker with `bind_member`.
 `apply_update` changes tos and frag on a live descriptor.
 """
 
@@ -20,8 +20,8 @@ from typing import Final
 
 from twisted.logger import Logger
 
+from sipsock.seams import ListenError
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import ListenError
 
 _log = Logger()
 
@@ -98,6 +98,25 @@ def bind_socket(sdef: SocketDef, *, backlog: int = STREAM_BACKLOG) -> socket.soc
         sock.bind(sockaddr_of(sdef))
         if sdef.is_stream:
             sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(sdef, describe_os_error(exc)) from exc
+    return sock
+
+
+def bind_member(sdef: SocketDef) -> socket.socket:
+    """A new SO_REUSEPORT member of ``sdef``'s UDP group, bound (raises `ListenError`).
+
+    A UDP worker pool in reuseport mode binds one member per worker.
+    """
+    try:
+        sock = socket.socket(family_of(sdef), socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ListenError(sdef, describe_os_error(exc)) from exc
+    try:
+        configure_socket(sock, sdef)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr_of(sdef))
     except OSError as exc:
         sock.close()
         raise ListenError(sdef, describe_os_error(exc)) from exc

@@ -31,8 +31,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 from typing import Protocol as TypingProtocol
 
-from OpenSSL import SSL
-from service_identity import VerificationError
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -59,17 +57,10 @@ from zope.interface import implementer
 from sipsock.addresses import normal_ip, unbracket
 from sipsock.config import LimitSettings
 from sipsock.limits import HeaderWatch, address_key, connection_refusal, is_size_error
+from sipsock.seams import ListenError, MessageSink, Origin, SocketCounters
 from sipsock.sip import KEEPALIVE_PING, SipFramingError, StreamFramer
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import (
-    Closing,
-    LimitReporter,
-    ListenError,
-    MessageSink,
-    Origin,
-    SocketCounters,
-    stop_port,
-)
+from sipsock.transport.base import Closing, LimitReporter, stop_port
 from sipsock.transport.sockopts import (
     apply_update,
     bind_socket,
@@ -78,6 +69,7 @@ from sipsock.transport.sockopts import (
     family_of,
     set_tos,
 )
+from sipsock.transport.tlserrors import describe_tls_failure
 
 #: Seconds an outbound connect may take.
 CONNECT_TIMEOUT: Final = 10.0
@@ -100,34 +92,6 @@ class TLSBinding(TypingProtocol):
 
     def client_creator(self, host: str) -> IOpenSSLClientConnectionCreator:
         """Creates the client side of a connection to ``host`` (verifying it)."""
-
-
-def describe_tls_error(error: SSL.Error) -> str:
-    """The OpenSSL reasons of a TLS failure, short ("certificate verify failed")."""
-    reasons: list[str] = []
-    details = error.args[0] if error.args and isinstance(error.args[0], list) else []
-    for item in details:
-        if isinstance(item, tuple) and item and str(item[-1]) not in reasons:
-            reasons.append(str(item[-1]))
-    return ", ".join(reasons) or str(error) or "TLS error"
-
-
-def describe_tls_failure(error: BaseException | None) -> str | None:
-    """Why a TLS handshake failed, or None when ``error`` is not a TLS failure.
-
-    OpenSSL errors, and the host-name check of the client side
-    (service-identity: the certificate does not name the server).
-    """
-    if isinstance(error, SSL.Error):
-        return describe_tls_error(error)
-    if isinstance(error, VerificationError):
-        names: list[str] = []
-        for mismatch in error.errors:
-            wanted = getattr(mismatch, "mismatched_id", None)
-            name = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None) or mismatch
-            names.append(str(name))
-        return f"the server certificate does not name {', '.join(names)}"
-    return None
 
 
 def pending_output(transport: object) -> tuple[int, int]:
@@ -386,11 +350,8 @@ class StreamConnection:
         self.transport.loseConnection()
 
     def _answer_unframeable(self, header: bytes, error: SipFramingError) -> None:
-        answer = getattr(self.listener.sink, "message_unframeable", None)
-        if answer is None:
-            return
         try:
-            answer(header, error, self._origin())
+            self.listener.sink.message_unframeable(header, error, self._origin())
         except Exception:
             self.listener.limit_reporter.problem(
                 "unframeable messages the sink failed to answer",

@@ -45,7 +45,7 @@ from zope.interface import implementer
 from sipsock.addresses import join_host_port, normal_ip, unbracket
 from sipsock.config import TLSDomainSettings
 from sipsock.sockdef import SocketDef
-from sipsock.transport.stream import describe_tls_error
+from sipsock.transport.tlserrors import describe_tls_error
 
 #: Largest certificate, key or CA file read (a PEM bundle of many CAs fits).
 MAX_PEM_FILE: Final = 4 * 1024 * 1024

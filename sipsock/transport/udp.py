@@ -22,18 +22,9 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 
 from sipsock.limits import DEFAULT_LOG_INTERVAL
-from sipsock.sip.keepalive import OptionsReply, answer_options
+from sipsock.seams import ListenError, MessageSink, Origin, SocketCounters
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import (
-    MAX_DATAGRAM_SIZE,
-    Closing,
-    LimitReporter,
-    ListenError,
-    MessageSink,
-    Origin,
-    SocketCounters,
-    stop_port,
-)
+from sipsock.transport.base import MAX_DATAGRAM_SIZE, Closing, LimitReporter, stop_port
 from sipsock.transport.sockopts import (
     apply_update_fd,
     bind_socket,
@@ -138,12 +129,11 @@ class SipUdpPort(udp.Port):
 class SipDatagramProtocol(DatagramProtocol):
     """Feeds each datagram of one UDP socket to a `MessageSink`.
 
-    When the sink gives an `OptionsReply` for the socket (its
-    ``options_reply(sdef)``, as the `Dispatcher` of the built-in `Responder`
-    does), a well-formed OPTIONS is
-    answered here straight from its bytes by `answer_options` (the bytes the
-    sink would send) and never reaches the sink; every other datagram goes
-    to the sink as before.
+    Each datagram is first offered to the sink's ``answer_datagram`` (the
+    `Dispatcher` answers a plain OPTIONS there, straight from its bytes):
+    an answer is sent back at once and the datagram goes no further; a
+    decline (None) sends it on to ``message_received``, unless it is a blank
+    keep-alive.
     """
 
     log = Logger()
@@ -152,27 +142,8 @@ class SipDatagramProtocol(DatagramProtocol):
 
     def __init__(self, listener: UdpListener) -> None:
         self.listener = listener
-        #: The socket definition `_reply` was asked for (None: not asked yet).
-        self._reply_sdef: SocketDef | None = None
-        self._reply: OptionsReply | None = None
-        self._max_size: int = getattr(listener.sink, "max_message_size", MAX_DATAGRAM_SIZE)
-
-    def _ask_reply(self, sdef: SocketDef) -> OptionsReply | None:
-        """Ask the sink for its OPTIONS reply on ``sdef`` (again after an update)."""
-        self._reply_sdef = sdef
-        self._reply = None
-        options_reply = getattr(self.listener.sink, "options_reply", None)
-        if options_reply is not None:
-            try:
-                self._reply = options_reply(sdef)
-            except Exception:
-                self.log.failure(
-                    "socket {socket} (slot {slot}): no OPTIONS shortcut, the sink failed "
-                    "to give its reply; every OPTIONS goes to the application",
-                    socket=sdef.socket_text,
-                    slot=self.listener.slot,
-                )
-        return self._reply
+        #: The sink's fast entry point (the sink of a listener never changes).
+        self._answer_datagram = listener.sink.answer_datagram
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         listener = self.listener
@@ -187,35 +158,26 @@ class SipDatagramProtocol(DatagramProtocol):
                 (addr[0], addr[1]),
             )
             return
-        if datagram.startswith(b"OPTIONS "):
-            counters.received += 1
-            sdef = listener.sdef
-            reply = self._reply if sdef is self._reply_sdef else self._ask_reply(sdef)
-            if reply is not None:
-                answer = self._answer(datagram, addr, reply)
-                if answer is not None:
-                    listener.send_reply(answer, addr)
-                    return
-        elif datagram[:1] in _BLANK and not datagram.strip(_BLANK):
-            return
-        else:
-            counters.count_in(datagram)
-        self._deliver(datagram, addr)
-
-    def _answer(self, datagram: bytes, addr: Any, reply: OptionsReply) -> bytes | None:
-        """`answer_options` for one datagram; None also when it raises (logged)."""
         try:
-            return answer_options(datagram, addr[0], addr[1], reply, self._max_size)
+            answer = self._answer_datagram(datagram, addr, listener.sdef)
         except Exception:
-            self.listener.limit_reporter.problem(
+            answer = None
+            listener.limit_reporter.problem(
                 "OPTIONS shortcut failures",
-                "socket {socket} (slot {slot}): the OPTIONS shortcut failed on a message "
-                "from {peer}; the application gets it",
+                "socket {socket} (slot {slot}): the sink's answer at once (the OPTIONS "
+                "shortcut) failed on a message from {peer}; the application gets it",
                 level=LogLevel.critical,
                 traceback=True,
                 peer=addr,
             )
-            return None
+        if answer is not None:
+            counters.received += 1  # a request (`MessageSink.answer_datagram`)
+            listener.send_reply(answer, addr)
+            return
+        if datagram[:1] in _BLANK and not datagram.strip(_BLANK):
+            return
+        counters.count_in(datagram)
+        self._deliver(datagram, addr)
 
     def _deliver(self, datagram: bytes, addr: Any) -> None:
         """Hand one datagram to the sink (the general path)."""

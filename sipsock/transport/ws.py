@@ -50,17 +50,17 @@ from zope.interface import implementer
 
 from sipsock.addresses import bracket
 from sipsock.config import LimitSettings, WebSocketSettings
+from sipsock.seams import MessageSink
 from sipsock.sip import KEEPALIVE_PING
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import MessageSink
 from sipsock.transport.sockopts import bind_socket
 from sipsock.transport.stream import (
     KEEPALIVE_PONG,
     StreamConnection,
     StreamListener,
     TLSBinding,
-    describe_tls_failure,
 )
+from sipsock.transport.tlserrors import describe_tls_failure
 from sipsock.transport.wsrules import (
     CLOSE_NORMAL,
     CLOSE_TOO_BIG,

@@ -1,17 +1,18 @@
 # mypy: disable-error-code="no-untyped-call"
 """AMP commands between the control process and its UDP workers, and their wire forms.
 
-Control process to worker: `AdoptSocket` (a bound UDP descriptor, passed with
-``amp.Descriptor``), `UpdateSocket`, `ReleaseSocket`, `SendDatagram` (the
-control process sends UDP through a worker when it holds no descriptor),
-`Announce` / `Withdraw` (the daemon's other sockets, so the worker's
-application can choose them by tag or slot), `Stats` and `Shutdown`. The
-plural commands (`AdoptSockets`, `UpdateSockets`, `ReleaseSockets`,
-`AnnounceMany`, `WithdrawMany`) carry many sockets in one round trip (a
-reload's worth, cut into slices by `batches`), as JSON in `LargeBytes` so
-that no AMP value limit applies; a socket of a batch fails alone.
+Control process to worker: `Start` (the frozen `AppSpec` the worker builds
+its application from: the first command), `AdoptSockets` (bound UDP
+descriptors, passed like ``amp.Descriptor``), `UpdateSockets`,
+`ReleaseSockets`, `AnnounceMany` / `WithdrawMany` (the daemon's other
+sockets, so the worker's application can choose them by tag or slot),
+`SendDatagram` (the control process sends UDP through a worker when it holds
+no descriptor), `Stats` and `Shutdown`. A batch command carries many sockets
+in one round trip (a reload's worth, cut into slices by `batches`), as JSON
+in `LargeBytes` so that no AMP value limit applies; a socket of a batch fails
+alone.
 
-Worker to control process: `SendStream`, for a message the worker's
+Worker to control process: `SendThroughSocket`, for a message the worker's
 application sends through a socket the worker does not hold (TCP, TLS, WS,
 WSS, or a UDP socket of another pool).
 
@@ -30,8 +31,10 @@ from typing import Any, Final, TypeVar
 
 from twisted.protocols import amp
 
+from sipsock.apps.spec import AppSpec, thaw
+from sipsock.config import ConfigError
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import FLAG_NAMES, SocketDef
-from sipsock.transport.base import SocketCounters
 
 T = TypeVar("T")
 
@@ -111,30 +114,27 @@ class Descriptors(amp.Argument):
 # --- control process -> worker -------------------------------------------------------
 
 
-class AdoptSocket(amp.Command):
-    """Serve a bound UDP descriptor under ``key``; ``shared`` when other workers read it too.
+class Start(amp.Command):
+    """Build the application from ``spec`` (`encode_spec`): the first command a worker gets.
 
-    The worker reads its own duplicate of the descriptor and closes the one
-    it received. Adopting a key it already holds is an error.
+    The spec is what the control process loaded, not the file as it is now;
+    a worker takes no socket before it started, and starts once.
     """
 
-    arguments = [
-        (b"key", amp.Integer()),
-        (b"slot", amp.Integer(optional=True)),
-        (b"fd", amp.Descriptor()),
-        (b"definition", amp.Unicode()),
-        (b"shared", amp.Boolean()),
-    ]
+    arguments = [(b"spec", LargeBytes())]
     response = []
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
 class AdoptSockets(amp.Command):
-    """`AdoptSocket` for many sockets at once: one round trip for a reload's worth.
+    """Serve bound UDP descriptors: one round trip for a reload's worth of sockets.
 
-    ``sockets`` is `encode_adoptions` text, ``fds`` the descriptors in the
-    same order. Each socket is adopted on its own; ``failed`` (`encode_failures`)
-    lists the keys the worker refused, with the reason; the others are served.
+    ``sockets`` is `encode_adoptions` text (key, slot, whether other workers
+    read the descriptor too, definition), ``fds`` the descriptors in the same
+    order; the worker reads its own duplicate of each and closes the one it
+    received. Each socket is adopted on its own; ``failed`` (`encode_failures`)
+    lists the keys the worker refused (a key it holds already, say), with the
+    reason; the others are served.
     """
 
     arguments = [(b"sockets", LargeBytes()), (b"fds", Descriptors())]
@@ -142,32 +142,22 @@ class AdoptSockets(amp.Command):
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
-class UpdateSocket(amp.Command):
-    """New tag / advertised / tos / frag for the socket ``key`` (same endpoint)."""
-
-    arguments = [(b"key", amp.Integer()), (b"definition", amp.Unicode())]
-    response = []
-    errors = {WorkerError: b"WORKER_ERROR"}
-
-
 class UpdateSockets(amp.Command):
-    """`UpdateSocket` for many sockets (`encode_updates`); ``failed`` lists refused keys."""
+    """New tag / advertised / tos / frag (same endpoints) for sockets by key (`encode_updates`).
+
+    ``failed`` lists the keys the worker refused, with the reason.
+    """
 
     arguments = [(b"sockets", LargeBytes())]
     response = [(b"failed", LargeBytes())]
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
-class ReleaseSocket(amp.Command):
-    """Stop reading the socket ``key`` and close the worker's descriptor (idempotent)."""
-
-    arguments = [(b"key", amp.Integer())]
-    response = []
-    errors = {WorkerError: b"WORKER_ERROR"}
-
-
 class ReleaseSockets(amp.Command):
-    """`ReleaseSocket` for many keys at once; answered when every one is closed."""
+    """Stop reading the sockets ``keys`` and close their descriptors (idempotent).
+
+    Answered when every one is closed.
+    """
 
     arguments = [(b"keys", amp.ListOf(amp.Integer()))]
     response = []
@@ -187,29 +177,12 @@ class SendDatagram(amp.Command):
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
-class Announce(amp.Command):
-    """A socket of the daemon (any transport, any process) the application may send through."""
-
-    arguments = [
-        (b"socket", amp.Unicode()),
-        (b"slot", amp.Integer(optional=True)),
-        (b"static", amp.Boolean()),
-        (b"definition", amp.Unicode()),
-    ]
-    response = []
-    errors = {WorkerError: b"WORKER_ERROR"}
-
-
-class Withdraw(amp.Command):
-    """The socket named ``socket`` is gone (idempotent)."""
-
-    arguments = [(b"socket", amp.Unicode())]
-    response = []
-    errors = {WorkerError: b"WORKER_ERROR"}
-
-
 class AnnounceMany(amp.Command):
-    """`Announce` for many sockets at once (`encode_entries` text)."""
+    """Sockets of the daemon (any transport, any process) the application may send through.
+
+    ``entries`` is `encode_entries` text. A worker is not told about the
+    sockets it adopts (it knows them already).
+    """
 
     arguments = [(b"entries", LargeBytes())]
     response = []
@@ -217,7 +190,7 @@ class AnnounceMany(amp.Command):
 
 
 class WithdrawMany(amp.Command):
-    """`Withdraw` for many sockets at once (idempotent)."""
+    """The sockets named in ``sockets`` are gone (idempotent)."""
 
     arguments = [(b"sockets", amp.ListOf(amp.Unicode()))]
     response = []
@@ -251,11 +224,12 @@ class Shutdown(amp.Command):
 # --- worker -> control process -------------------------------------------------------
 
 
-class SendStream(amp.Command):
+class SendThroughSocket(amp.Command):
     """Send ``data`` to ``host``:``port`` through the daemon's socket ``socket``.
 
-    The control process sends it on the named socket whatever its transport
-    (a stream socket reuses or opens a connection). Fails with the reason.
+    For a socket the worker does not hold: the control process sends on the
+    named socket whatever its transport (UDP of another pool, or a stream
+    socket, which reuses or opens a connection). Fails with the reason.
     """
 
     arguments = [
@@ -289,12 +263,14 @@ class Adoption:
     key: int
     slot: int | None
     shared: bool
+    #: A static socket (``[core] listen``): looked up before the dynamic ones.
+    static: bool
     sdef: SocketDef
 
 
 def encode_adoptions(adoptions: Sequence[Adoption]) -> bytes:
-    """The ``sockets`` of `AdoptSockets`: ``[[key, slot, shared, definition], ...]``."""
-    rows = [[a.key, a.slot, a.shared, definition_fields(a.sdef)] for a in adoptions]
+    """The ``sockets`` of `AdoptSockets`: ``[[key, slot, shared, static, definition], ...]``."""
+    rows = [[a.key, a.slot, a.shared, a.static, definition_fields(a.sdef)] for a in adoptions]
     return json.dumps(rows, separators=(",", ":")).encode("utf-8")
 
 
@@ -309,18 +285,19 @@ def decode_adoptions(data: bytes) -> list[tuple[int, Adoption | WorkerError]]:
     for item in _decode_list(data, "AdoptSockets"):
         if (
             not isinstance(item, list)
-            or len(item) != 4
+            or len(item) != 5
             or not _is_int(item[0])
             or not (item[1] is None or _is_int(item[1]))
             or not isinstance(item[2], bool)
+            or not isinstance(item[3], bool)
         ):
             raise WorkerError(f"AdoptSockets: bad item {str(item)[:80]}")
         try:
-            sdef = definition_from_fields(item[3])
+            sdef = definition_from_fields(item[4])
         except WorkerError as error:
             results.append((item[0], error))
             continue
-        results.append((item[0], Adoption(item[0], item[1], item[2], sdef)))
+        results.append((item[0], Adoption(item[0], item[1], item[2], item[3], sdef)))
     return results
 
 
@@ -394,6 +371,41 @@ def _is_int(value: object) -> bool:
     return type(value) is int
 
 
+def encode_spec(spec: AppSpec) -> bytes:
+    """The ``spec`` of `Start`: ``{"source": ..., "text": ..., "secret": ...}``."""
+    data = {"source": spec.source, "text": spec.text, "secret": spec.secret}
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+
+#: The keys of `encode_spec`, each with its JSON type (None allowed but for source).
+_SPEC_KEYS: Final = {"source": str, "text": str, "secret": str}
+
+
+def decode_spec(data: bytes) -> AppSpec:
+    """The `AppSpec` of `encode_spec`; raises `WorkerError` naming what is wrong.
+
+    The settings text is checked as the control process checked it when it
+    loaded the file (`sipsock.config.parse_config_text`).
+    """
+    try:
+        fields_ = json.loads(data)
+    except ValueError as exc:
+        raise WorkerError(f"Start: spec is not JSON: {exc}") from None
+    if not isinstance(fields_, dict) or set(fields_) != set(_SPEC_KEYS):
+        raise WorkerError(f"Start: spec must hold exactly {', '.join(sorted(_SPEC_KEYS))}")
+    for name, kind in _SPEC_KEYS.items():
+        value = fields_[name]
+        if not (isinstance(value, kind) or (value is None and name != "source")):
+            raise WorkerError(f"Start: spec {name} is {repr(value)[:40]}")
+    secret = fields_["secret"]
+    if secret == "":
+        raise WorkerError("Start: spec secret is empty")
+    try:
+        return thaw(fields_["source"], fields_["text"], secret)
+    except ConfigError as exc:
+        raise WorkerError(f"Start: spec settings: {exc}") from None
+
+
 # --- wire forms ------------------------------------------------------------------------
 
 
@@ -413,21 +425,7 @@ def definition_fields(sdef: SocketDef) -> dict[str, Any]:
     }
 
 
-def encode_definition(sdef: SocketDef) -> str:
-    """A `SocketDef` as JSON text (`definition_fields`)."""
-    return json.dumps(definition_fields(sdef), separators=(",", ":"))
-
-
 _PROTOS: Final = frozenset({"udp", "tcp", "tls", "ws", "wss"})
-
-
-def decode_definition(text: str) -> SocketDef:
-    """The `SocketDef` of `encode_definition`; raises `WorkerError` for anything else."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise WorkerError(f"socket definition is not JSON: {exc}") from None
-    return definition_from_fields(data)
 
 
 def definition_from_fields(data: object) -> SocketDef:

@@ -4,11 +4,12 @@ A worker holds only its pool's UDP sockets, but its application chooses
 outgoing sockets among all of the daemon's (by tag, slot or protocol, as in
 the control process). The control process keeps a `SocketBook`: every open
 socket by name (``proto:host:port``), static ones first. Each pool subscribes
-to it and announces every entry to its workers (`Announce` / `Withdraw`).
+to it and announces to its workers every entry but its own sockets, which
+they know from their adoption (`AnnounceMany` / `WithdrawMany`).
 
 In a worker, `WorkerDirectory` answers the application's look-ups in the
 book's order: a socket the worker holds is used directly; any other is a
-`RemoteSocket`, whose ``send`` asks the control process (`SendStream`).
+`RemoteSocket`, whose ``send`` asks the control process (`SendThroughSocket`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sipsock.deferreds import wait_all
+from sipsock.seams import Listener, SocketCounters
 from sipsock.sockdef import SocketDef
 from sipsock.socketindex import Match, first_in_order, has_tag, in_order, in_slot, of_proto
-from sipsock.transport.base import Listener, SocketCounters
 
 #: How a worker sends through a socket it does not hold: (socket name, data, peer).
 Relay = Callable[[str, bytes, tuple[str, int]], "Deferred[None]"]
@@ -59,7 +60,7 @@ class SocketBook:
 
     Pools put their own sockets here; `track` wraps the daemon's other
     listeners (stream sockets) so that their updates and closes are
-    announced too. `find` resolves a name for `SendStream`.
+    announced too. `find` resolves a name for `SendThroughSocket`.
     """
 
     def __init__(self) -> None:
@@ -239,15 +240,23 @@ class WorkerDirectory:
         self._dynamic.pop(name, None)
         self._relayed.pop(name, None)
 
-    def hold(self, listener: Listener) -> None:
-        """A socket this worker reads (looked up before the control process is asked)."""
-        self._local[listener.sdef.socket_text] = listener
+    def hold(self, listener: Listener, *, static: bool = False) -> None:
+        """A socket this worker reads (its pool never announces it here).
+
+        Recorded once, where the book has it (static sockets first, then in
+        the order opened); holding it again (an update) keeps its place.
+        """
+        name = listener.sdef.socket_text
+        self._local[name] = listener
+        if name not in self._static and name not in self._dynamic:
+            self.announce(BookEntry(listener.sdef, listener.slot, static))
 
     def let_go(self, listener: Listener) -> None:
-        """This worker no longer reads ``listener``."""
+        """This worker no longer reads ``listener``: forgotten."""
         name = listener.sdef.socket_text
         if self._local.get(name) is listener:
             del self._local[name]
+            self.withdraw(name)
 
     # --- SocketDirectory ---------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """The UDP worker process: adopted UDP sockets, the SIP application, AMP to the control process.
 
-``python -m sipsock.workers --config FILE --pool NAME --index N --fd 3`` runs
-`main`: a fresh interpreter (never a fork of the control process) that
-installs the epoll reactor with EPOLLEXCLUSIVE support, builds the
-application and its `Dispatcher` from the configuration file, and speaks AMP
-over the inherited UNIX stream socket ``--fd``. It never opens the database:
-the control process tells it which sockets to serve. It exits when told to
+``python -m sipsock.workers --pool NAME --index N --fd 3`` runs `main`: a
+fresh interpreter (never a fork of the control process) that installs the
+epoll reactor with EPOLLEXCLUSIVE support and speaks AMP over the inherited
+UNIX stream socket ``--fd``. Its first command (`Start`) hands it the
+control process's frozen `AppSpec`, from which it builds the application and
+its `Dispatcher` (`build_dispatcher`, as the control process did); it never
+reads the configuration file, nor opens the database: the control process
+tells it which sockets to serve. It exits when told to
 (`Shutdown`) or when the control process goes away; the kernel kills it
 when the control process dies (`lifeline`), even while it is stopped.
 """
@@ -36,34 +38,30 @@ from twisted.logger import (
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from sipsock.apps import ApplicationError, Dispatcher, load_application
-from sipsock.apps.loader import application_options
-from sipsock.config import ConfigError, default_settings, load_config
-from sipsock.logevents import LEVELS, at_least, parse_level
+from sipsock.apps.spec import AppSpec, SpecError, build_dispatcher
+from sipsock.config import LOG_LEVELS
+from sipsock.deferreds import wait_all
+from sipsock.logevents import at_least, parse_level
 from sipsock.logs import worker_observer
+from sipsock.seams import ListenError, MessageSink
 from sipsock.sockdef import SocketDef
-from sipsock.transport.base import ListenError, MessageSink
 from sipsock.transport.udp import UdpListener, adopt_udp_listener
 from sipsock.workers.commands import (
-    AdoptSocket,
     AdoptSockets,
-    Announce,
     AnnounceMany,
-    ReleaseSocket,
     ReleaseSockets,
     SendDatagram,
-    SendStream,
+    SendThroughSocket,
     Shutdown,
     SocketStats,
+    Start,
     Stats,
-    UpdateSocket,
     UpdateSockets,
-    Withdraw,
     WithdrawMany,
     WorkerError,
     decode_adoptions,
-    decode_definition,
     decode_entries,
+    decode_spec,
     decode_updates,
     encode_failures,
     encode_stats_page,
@@ -72,7 +70,8 @@ from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.epoll import make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
 
-#: Exit status of a worker that could not start (bad config, application error).
+#: Exit status of a worker that could not start (no lifeline, unusable AMP descriptor,
+#: an application that cannot be built).
 EXIT_STARTUP = 3
 
 #: Environment variable that turns EPOLLEXCLUSIVE off (for measurements only).
@@ -82,15 +81,21 @@ NO_EXCLUSIVE_ENV = "SIPSOCK_NO_EPOLLEXCLUSIVE"
 class UdpWorker:
     """The sockets a worker serves, keyed by the pool's socket keys.
 
-    Every datagram goes to ``sink`` (the application's `Dispatcher`); the
-    `WorkerDirectory` lets the application send through any socket of the
-    daemon. Counters of released sockets stay in `handled`.
+    Every datagram goes to ``sink`` (the application's `Dispatcher`, set by
+    `start`; no socket is adopted before); the `WorkerDirectory` lets the
+    application send through any socket of the daemon. Counters of released
+    sockets stay in `handled`.
     """
 
     log = Logger()
 
     def __init__(
-        self, sink: MessageSink, *, reactor: Any, relay: Relay, exclusive: bool = True
+        self,
+        sink: MessageSink | None = None,
+        *,
+        reactor: Any,
+        relay: Relay,
+        exclusive: bool = True,
     ) -> None:
         self.sink = sink
         self.reactor = reactor
@@ -102,13 +107,41 @@ class UdpWorker:
         #: Limits of its UDP listeners (``[limits]``: `LimitSettings.udp_options`).
         self.udp_limits: dict[str, Any] = {}
 
+    def start(self, spec: AppSpec) -> None:
+        """Build the application from ``spec`` (once); raises `WorkerError` with the reason."""
+        if self.sink is not None:
+            raise WorkerError("Start: this worker has started already")
+        try:
+            dispatcher = build_dispatcher(spec, clock=self.reactor)
+        except SpecError as exc:
+            raise WorkerError(str(exc)) from None
+        dispatcher.directory = self.directory
+        self.udp_limits = spec.settings.limits.udp_options()
+        self.sink = dispatcher
+        # The application lives as long as the worker: out of the collector's
+        # full passes, like everything loaded before the reactor ran.
+        gc.freeze()
+
     @property
     def handled(self) -> int:
         """SIP messages received on every socket this worker served (released ones too)."""
         return self._released + sum(lst.counters.received for lst in self.listeners.values())
 
-    def adopt(self, key: int, slot: int | None, fd: int, sdef: SocketDef, *, shared: bool) -> None:
-        """Serve the bound UDP descriptor ``fd`` under ``key``; ``fd`` itself is closed."""
+    def adopt(
+        self,
+        key: int,
+        slot: int | None,
+        fd: int,
+        sdef: SocketDef,
+        *,
+        shared: bool,
+        static: bool = False,
+    ) -> None:
+        """Serve the bound UDP descriptor ``fd`` under ``key``; ``fd`` itself is closed.
+
+        The directory records the socket once, as held here (``static`` ones
+        are looked up first); the pool never announces it to this worker.
+        """
         try:
             if key in self.listeners:
                 raise WorkerError(
@@ -117,10 +150,13 @@ class UdpWorker:
                 )
             if sdef.proto != "udp":
                 raise WorkerError(f"socket {sdef.socket_text}: a worker serves UDP only")
+            if self.sink is None:
+                raise WorkerError(f"socket {sdef.socket_text}: the worker has not started")
+            sink = self.sink
             os.set_blocking(fd, False)
             try:
                 listener = adopt_udp_listener(
-                    fd, sdef, slot, self.sink, reactor=self.reactor, **self.udp_limits
+                    fd, sdef, slot, sink, reactor=self.reactor, **self.udp_limits
                 )
             except OSError as exc:
                 raise WorkerError(f"socket {sdef.socket_text}: cannot adopt: {exc}") from exc
@@ -136,7 +172,7 @@ class UdpWorker:
                     socket=sdef.socket_text,
                 )
         self.listeners[key] = listener
-        self.directory.hold(listener)
+        self.directory.hold(listener, static=static)
 
     def update(self, key: int, sdef: SocketDef) -> None:
         """Apply a new definition of the same endpoint to the socket ``key``."""
@@ -171,7 +207,7 @@ class UdpWorker:
     def close_all(self) -> Deferred[None]:
         """Release every socket; fires when all are closed."""
         waits = [self.release(key) for key in list(self.listeners)]
-        return defer.DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+        return wait_all(waits)
 
     def _listener(self, key: int, what: str) -> UdpListener:
         listener = self.listeners.get(key)
@@ -190,17 +226,22 @@ class WorkerProtocol(amp.AMP):
         self.worker = worker
         self.reactor = reactor
         self.shutting_down = False
+        #: The process's exit status once the reactor stops.
+        self.exit_status = 0
 
-    @AdoptSocket.responder
-    def adopt_socket(
-        self, key: int, slot: int | None, fd: int, definition: str, shared: bool
-    ) -> dict[str, Any]:
+    @Start.responder
+    def start(self, spec: bytes) -> dict[str, Any]:
         try:
-            sdef = decode_definition(definition)
-        except WorkerError:
-            os.close(fd)
+            self.worker.start(decode_spec(spec))
+        except WorkerError as exc:
+            if self.worker.sink is not None:
+                raise  # started already: that one stands
+            # Nothing to serve without an application: say why, answer, and exit.
+            self.log.critical("cannot start: {reason}", reason=exc.reason)
+            self.exit_status = EXIT_STARTUP
+            self.shutting_down = True
+            self.reactor.callLater(0, self._exit)
             raise
-        self.worker.adopt(key, slot, fd, sdef, shared=shared)
         return {}
 
     @AdoptSockets.responder
@@ -223,7 +264,12 @@ class WorkerProtocol(amp.AMP):
                 continue
             try:
                 self.worker.adopt(
-                    adoption.key, adoption.slot, fd, adoption.sdef, shared=adoption.shared
+                    adoption.key,
+                    adoption.slot,
+                    fd,
+                    adoption.sdef,
+                    shared=adoption.shared,
+                    static=adoption.static,
                 )
             except WorkerError as exc:
                 failed[adoption.key] = exc.reason
@@ -241,11 +287,6 @@ class WorkerProtocol(amp.AMP):
             )
         return {"failed": encode_failures(failed)}
 
-    @UpdateSocket.responder
-    def update_socket(self, key: int, definition: str) -> dict[str, Any]:
-        self.worker.update(key, decode_definition(definition))
-        return {}
-
     @UpdateSockets.responder
     def update_sockets(self, sockets: bytes) -> dict[str, Any]:
         failed: dict[int, str] = {}
@@ -258,15 +299,10 @@ class WorkerProtocol(amp.AMP):
                 failed[key] = exc.reason
         return {"failed": encode_failures(failed)}
 
-    @ReleaseSocket.responder
-    def release_socket(self, key: int) -> Deferred[dict[str, Any]]:
-        return self.worker.release(key).addCallback(lambda _: {})
-
     @ReleaseSockets.responder
     def release_sockets(self, keys: list[int]) -> Deferred[dict[str, Any]]:
         waits = [self.worker.release(key) for key in keys]
-        closing = defer.DeferredList(waits, consumeErrors=True)
-        return closing.addCallback(lambda _: {})
+        return wait_all(waits).addCallback(lambda _: {})
 
     @SendDatagram.responder
     def send_datagram(
@@ -274,27 +310,12 @@ class WorkerProtocol(amp.AMP):
     ) -> Deferred[dict[str, Any]]:
         return _as_worker_error(self.worker.send(key, data, (host, port)))
 
-    @Announce.responder
-    def announce(
-        self, socket: str, slot: int | None, static: bool, definition: str
-    ) -> dict[str, Any]:
-        sdef = decode_definition(definition)
-        if sdef.socket_text != socket:
-            raise WorkerError(f"Announce: {socket} does not match its definition")
-        self.worker.directory.announce(BookEntry(sdef, slot, static))
-        return {}
-
     @AnnounceMany.responder
     def announce_many(self, entries: bytes) -> dict[str, Any]:
         for name, slot, static, sdef in decode_entries(entries):
             if sdef.socket_text != name:
                 raise WorkerError(f"AnnounceMany: {name} does not match its definition")
             self.worker.directory.announce(BookEntry(sdef, slot, static))
-        return {}
-
-    @Withdraw.responder
-    def withdraw(self, socket: str) -> dict[str, Any]:
-        self.worker.directory.withdraw(socket)
         return {}
 
     @WithdrawMany.responder
@@ -320,9 +341,9 @@ class WorkerProtocol(amp.AMP):
         return {}
 
     def relay(self, name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        """Send through a socket of the control process (`SendStream`)."""
+        """Send through a socket of the control process (`SendThroughSocket`)."""
         sent: Deferred[Any] = self.callRemote(  # type: ignore[no-untyped-call]
-            SendStream, socket=name, host=peer[0], port=peer[1], data=data
+            SendThroughSocket, socket=name, host=peer[0], port=peer[1], data=data
         )
         return sent.addCallback(lambda _: None)
 
@@ -374,26 +395,19 @@ def worker_log_observer(out: IO[str], level: LogLevel) -> FilteringLogObserver:
     return FilteringLogObserver(worker_observer(out, level), [levels])
 
 
-def worker_log_level(config_path: str | None) -> LogLevel:
-    """``[core] log_level`` of the configuration (info when it cannot be read: the
-    error is reported when the application is built)."""
-    try:
-        settings = load_config(config_path) if config_path else default_settings()
-    except ConfigError:
-        return LEVELS["info"]
-    return parse_level(settings.core.log_level)
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The worker's command line."""
     parser = argparse.ArgumentParser(
         prog="python -m sipsock.workers",
         description="A sipsock UDP worker (started by the daemon, not by hand).",
     )
-    parser.add_argument(
-        "--config", "-c", help="the daemon's configuration file (default: built-in defaults)"
-    )
     parser.add_argument("--pool", default="dynamic", help="the pool's name, for logs")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="[core] log_level, as the control process loaded it",
+    )
     parser.add_argument("--index", type=int, default=0, help="the worker's number in its pool")
     parser.add_argument("--fd", type=int, required=True, help="the inherited AMP socket")
     parser.add_argument(
@@ -414,18 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reactor = install()
     globalLogBeginner.beginLoggingTo(
-        [worker_log_observer(sys.stderr, worker_log_level(args.config))],
+        [worker_log_observer(sys.stderr, parse_level(args.log_level))],
         discardBuffer=True,
         redirectStandardIO=False,
     )
     log = Logger(namespace=f"sipsock.worker.{args.pool}.{args.index}")
     if no_lifeline is not None:
         log.warn("this worker may outlive the control process: {reason}", reason=no_lifeline)
-    try:
-        dispatcher = build_dispatcher(args.config)
-    except WorkerError as exc:
-        log.critical("cannot start: {reason}", reason=exc.reason)
-        return EXIT_STARTUP
     protocol: WorkerProtocol | None = None
 
     def relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
@@ -434,16 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return protocol.relay(name, data, peer)
 
     worker = UdpWorker(
-        dispatcher,
         reactor=reactor,
         relay=relay,
         exclusive=os.environ.get(NO_EXCLUSIVE_ENV, "") in ("", "0"),
     )
-    dispatcher.directory = worker.directory
-    # Read without error: build_dispatcher has just read the same file.
-    worker.udp_limits = (
-        load_config(args.config) if args.config else default_settings()
-    ).limits.udp_options()
     protocol = WorkerProtocol(worker, reactor)
     try:
         os.set_blocking(args.fd, False)
@@ -464,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # killed by the kernel (`die_with_parent`).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    log.info("running; the control process gives the sockets")
+    log.info("running; the control process gives the application and the sockets")
     # Everything loaded so far lives as long as the worker: keep it out of the
     # collector's full passes, which otherwise cost tens of milliseconds while
     # hundreds of sockets are adopted or released.
@@ -472,27 +475,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     # No Twisted signal handlers: its SIGTERM handler would stop the reactor
     # behind the control process's back (and a worker starts no children).
     reactor.run(installSignalHandlers=False)
-    return 0
-
-
-def build_dispatcher(config_path: str | None) -> Dispatcher:
-    """The application and its `Dispatcher`, from the daemon's configuration file."""
-    try:
-        settings = load_config(config_path) if config_path else default_settings()
-    except ConfigError as exc:
-        raise WorkerError(str(exc)) from None
-    # The same options as the control process's application ([application],
-    # and [proxy] for the proxy), from the same function.
-    try:
-        options = application_options(settings)
-    except ApplicationError as exc:
-        raise WorkerError(f"{settings.source}: {exc}") from None
-    try:
-        app = load_application(settings.core.application, options)
-    except ApplicationError as exc:
-        raise WorkerError(f"{settings.source}: [core] application: {exc}") from None
-    return Dispatcher(
-        app,
-        max_message_size=settings.core.max_message_size,
-        log_interval=settings.limits.log_interval,
-    )
+    return protocol.exit_status

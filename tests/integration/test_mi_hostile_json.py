@@ -23,9 +23,9 @@ from twisted.internet.task import deferLater
 from sipsock.mi.datagram import listen_udp
 from sipsock.mi.fifo import FifoListener
 from sipsock.mi.http import listen_http
+from sipsock.testing import FakeRegistry
 from tests.integration.test_mi_frontends import (
     TIMEOUT,
-    FakeRegistry,
     _port_of,
     _send_raw_udp,
     make_table,

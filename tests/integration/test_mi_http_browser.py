@@ -22,10 +22,10 @@ import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import defer, threads
 
 from sipsock.mi.http import listen_http
+from sipsock.testing import FakeRegistry
 from tests.integration.test_mi_frontends import (
     ROOT,
     TIMEOUT,
-    FakeRegistry,
     _clean_dir,
     _port_of,
     make_table,

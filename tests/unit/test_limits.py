@@ -16,8 +16,8 @@ from sipsock.limits import (
     connection_refusal,
     is_size_error,
 )
+from sipsock.seams import SocketCounters
 from sipsock.sip import FramingKind, SipFramingError, StreamFramer
-from sipsock.transport.base import SocketCounters
 
 REQUEST = (
     b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 4\r\n\r\nbody"

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sipsock.apps import Dispatcher
 from sipsock.config import LimitSettings, TLSDomainSettings
+from sipsock.seams import MessageSink
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Listener, Origin, open_listener
 from sipsock.transport.stream import OutboundLimitError, StreamListener, pending_output
@@ -54,7 +55,7 @@ async def in_thread(call: Callable[[], T]) -> T:
     return result
 
 
-class FloodSink:
+class FloodSink(MessageSink):
     """Answers every request with one large reply (a peer that asks a lot)."""
 
     def __init__(self) -> None:

@@ -4,7 +4,7 @@ Named in ``[core] application`` as ``tests.integration.workers.relay_app:StreamR
 with ``[application] via = "<tag>"``, ``host``, ``port``: every request other
 than ACK is answered (OPTIONS gets 200) and its bytes are also sent to
 ``host:port`` through the socket tagged ``via``. In a UDP worker that socket
-lives in the control process (TCP), so the send goes through ``SendStream``.
+lives in the control process (TCP), so the send goes through ``SendThroughSocket``.
 """
 
 from __future__ import annotations

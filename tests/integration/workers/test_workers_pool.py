@@ -24,12 +24,15 @@ from twisted.internet.task import deferLater
 from twisted.protocols import amp
 
 from sipsock.apps import Dispatcher, Responder
+from sipsock.apps.spec import freeze
+from sipsock.config import load_config
+from sipsock.deferreds import settle
 from sipsock.sockdef import parse_row
 from sipsock.transport import open_listener
 from sipsock.workers import PooledListener, SocketBook, UdpWorkerPool
 from sipsock.workers.commands import AdoptSockets
-from sipsock.workers.pool import WorkerProcess, settle
 from sipsock.workers.supervision import Backoff
+from sipsock.workers.supervisor import WorkerProcess
 from tests.integration.workers.procfs import (
     alive,
     exclusive_udp_registrations,
@@ -60,7 +63,7 @@ def make_pool(
     return UdpWorkerPool(
         size,
         "dynamic",
-        str(path),
+        freeze(load_config(path)),
         balance=balance,
         book=book,
         reactor=reactor,

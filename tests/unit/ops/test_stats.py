@@ -14,6 +14,7 @@ from sipsock.mi.commands import MIError
 from sipsock.mi.statistics import register_statistics
 from sipsock.registry import SocketEntry
 from sipsock.reloadplan import Failure, Rejection, ReloadReport
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.stats import (
     Stat,
@@ -25,7 +26,6 @@ from sipsock.stats import (
     select,
 )
 from sipsock.testing import FakeListener, FakeRegistry
-from sipsock.transport.base import SocketCounters
 
 
 class FakePool:

@@ -1,4 +1,8 @@
-"""`Memo`, and every memo of the SIP core bounded in bytes against long unique lines and names."""
+"""`Memo`, and every memo of the SIP core bounded in bytes against long unique lines and names.
+
+The OPTIONS shortcut's memos are those of one `OptionsMemo` (each dispatcher
+owns one); the others are module-level.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,19 @@ import pytest
 
 from sipsock.apps import Dispatcher
 from sipsock.apps.proxy import _addresses, normal_address
-from sipsock.sip import checks, grammar, keepalive, keepalive_layout, parse
-from sipsock.sip.keepalive import answer_options
+from sipsock.sip import checks, grammar, parse
 from sipsock.sip.memo import ENTRY_OVERHEAD, Memo
-from tests.unit.sip.test_keepalive import RESPONDER, SIPP, UDP
+from sipsock.sip.options_answer import answer_options
+from sipsock.sip.options_memo import BUDGET, OptionsMemo
+from tests.unit.sip.test_options_answer import RESPONDER, SIPP, UDP
 
-#: Every module-level memo of sipsock, by name.
+OPTIONS_MEMO = OptionsMemo()
+
+#: Every module-level memo of sipsock, and those of an `OptionsMemo`, by name.
 MEMOS: dict[str, Memo[Any, Any]] = {
     "grammar.KNOWN_NAMES": grammar.KNOWN_NAMES,
     "checks._TOKEN_NAMES": checks._TOKEN_NAMES,
-    "keepalive._TOKEN_NAMES": keepalive._TOKEN_NAMES,
-    "keepalive._GOOD_URIS": keepalive._GOOD_URIS,
-    "keepalive._GOOD_ADDRESSES": keepalive._GOOD_ADDRESSES,
-    "keepalive._LINES": keepalive._LINES,
-    "keepalive_layout.line_ids": keepalive_layout.line_ids,
-    "keepalive_layout.layouts": keepalive_layout.layouts,
-    "keepalive_layout.via_templates": keepalive_layout.via_templates,
-    "keepalive_layout.from_templates": keepalive_layout.from_templates,
+    **{f"OptionsMemo.{name}": memo for name, memo in OPTIONS_MEMO.memos().items()},
     "proxy._addresses": _addresses,
 }
 
@@ -92,19 +92,20 @@ def test_long_unique_lines_and_names_keep_every_memo_within_its_bytes() -> None:
     assert reply is not None
     for number in range(300):
         data = long_line_options(number, 20_000)
-        assert answer_options(data, "192.0.2.7", 5099, reply) is not None
+        assert answer_options(data, "192.0.2.7", 5099, reply, OPTIONS_MEMO) is not None
         message = parse(data)
         message.validate()
         normal_address("h" * 20_000 + str(number))
     for name, memo in MEMOS.items():
         assert text_bytes(memo) <= memo.max_bytes, name
         assert not any(len(str(key)) > 20_000 for key in memo), name
+    assert OPTIONS_MEMO.size <= BUDGET
 
 
 def test_the_answers_stay_those_of_the_general_path_with_long_lines() -> None:
     reply = Dispatcher(RESPONDER).options_reply(UDP)
     assert reply is not None
     data = long_line_options(1, 5_000)
-    first = answer_options(data, "192.0.2.7", 5099, reply)
+    first = answer_options(data, "192.0.2.7", 5099, reply, OPTIONS_MEMO)
     assert first is not None
-    assert answer_options(data, "192.0.2.7", 5099, reply) == first
+    assert answer_options(data, "192.0.2.7", 5099, reply, OPTIONS_MEMO) == first

@@ -11,9 +11,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 
 from sipsock.config import LimitSettings
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import parse_row
 from sipsock.testing import RecordingSink
-from sipsock.transport.base import LimitReporter, SocketCounters
+from sipsock.transport.base import LimitReporter
 from sipsock.transport.stream import (
     OutboundLimitError,
     SipStreamProtocol,

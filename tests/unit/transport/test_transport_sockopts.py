@@ -14,11 +14,13 @@ from sipsock.transport.sockopts import (
     IP_PMTUDISC_DONT,
     IP_PMTUDISC_WANT,
     apply_update,
+    bind_member,
     bind_socket,
     describe_os_error,
     get_mtu_discover,
     get_tos,
 )
+from tests.net import free_port
 
 
 def test_udp_socket_is_nonblocking_bound_with_tos_and_no_pmtu_discovery() -> None:
@@ -100,3 +102,19 @@ def test_apply_update_refuses_another_endpoint() -> None:
 def _port0(sdef: SocketDef) -> SocketDef:
     """The same definition on port 0: the kernel picks a free port."""
     return dataclasses.replace(sdef, port=0)
+
+
+def test_members_of_one_group_share_the_port() -> None:
+    sdef = parse_row(1, f"udp:127.0.0.1:{free_port()}")
+    first, second = bind_member(sdef), bind_member(sdef)
+    assert first.getsockname() == second.getsockname()
+    first.close()
+    second.close()
+
+
+def test_a_member_of_a_port_held_without_reuseport_is_refused_with_the_reason() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        sdef = parse_row(1, f"udp:127.0.0.1:{holder.getsockname()[1]}")
+        with pytest.raises(ListenError, match="port already in use"):
+            bind_member(sdef)

@@ -8,7 +8,7 @@ import socket
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
 
-from sipsock.sockdef import parse_row
+from sipsock.sockdef import SocketDef, parse_row
 from sipsock.testing import RecordingSink
 from sipsock.transport.base import MAX_DATAGRAM_SIZE
 from sipsock.transport.udp import UdpListener, open_udp_listener
@@ -97,3 +97,41 @@ def test_send_fails_after_stop() -> None:
     assert len(failures) == 1
     assert transport.written == []
     assert listener.counters.drops == 1
+
+
+class Answering(RecordingSink):
+    """Answers datagrams starting with ``PING`` at once (raises for ``BUG``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offered: list[tuple[bytes, tuple[str, int], str]] = []
+
+    def answer_datagram(self, data: bytes, peer: tuple[str, int], sdef: SocketDef) -> bytes | None:
+        self.offered.append((data, peer, sdef.socket_text))
+        if data.startswith(b"BUG"):
+            raise RuntimeError("sink bug")
+        return b"SIP/2.0 200 PONG\r\n\r\n" if data.startswith(b"PING") else None
+
+
+def test_a_datagram_the_sink_answers_at_once_is_sent_back_and_goes_no_further() -> None:
+    sink = Answering()
+    listener, transport = make_listener(sink)
+    listener.protocol.datagramReceived(b"PING sip:x SIP/2.0\r\n\r\n", ("192.0.2.5", 5070))
+    assert sink.offered == [
+        (b"PING sip:x SIP/2.0\r\n\r\n", ("192.0.2.5", 5070), "udp:10.0.0.1:5060")
+    ]
+    assert transport.written == [(b"SIP/2.0 200 PONG\r\n\r\n", ("192.0.2.5", 5070))]
+    assert sink.messages == []
+    counters = listener.counters
+    assert (counters.received, counters.replies_in) == (1, 0)
+    assert (counters.sent, counters.replies_out) == (1, 1)
+
+
+def test_a_declined_or_failed_datagram_reaches_message_received() -> None:
+    sink = Answering()
+    listener, transport = make_listener(sink)
+    listener.protocol.datagramReceived(b"INVITE x", ("192.0.2.5", 5070))
+    listener.protocol.datagramReceived(b"BUG x", ("192.0.2.5", 5070))
+    assert [data for data, _ in sink.messages] == [b"INVITE x", b"BUG x"]
+    assert transport.written == []
+    assert (listener.counters.received, listener.counters.drops) == (2, 0)

@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from sipsock.apps import Dispatcher, ISipApplication, MessageContext, Responder
 from sipsock.sip import Request, Response, parse
-from sipsock.sip.keepalive import OptionsReply
+from sipsock.sip.options_answer import OptionsReply
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.transport import Origin
 from sipsock.transport.udp import UdpListener

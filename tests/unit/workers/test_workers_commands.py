@@ -11,8 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.protocols import amp
 
+from sipsock.apps.spec import freeze
+from sipsock.config import default_settings, parse_config_text
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import FLAG_NAMES, SocketDef, parse_row
-from sipsock.transport.base import SocketCounters
 from sipsock.workers.commands import (
     AMP_VALUE_LIMIT,
     COUNTER_NAMES,
@@ -24,16 +26,17 @@ from sipsock.workers.commands import (
     WorkerError,
     batches,
     decode_adoptions,
-    decode_definition,
     decode_entries,
     decode_failures,
+    decode_spec,
     decode_stats_page,
     decode_updates,
     definition_fields,
+    definition_from_fields,
     encode_adoptions,
-    encode_definition,
     encode_entries,
     encode_failures,
+    encode_spec,
     encode_stats_page,
     encode_updates,
     split_chunks,
@@ -52,6 +55,14 @@ definitions = st.builds(
     text=st.text(max_size=40),
     row_id=st.none() | st.integers(-(2**31), 2**31),
 )
+
+
+def decode_definition(text: str) -> SocketDef:
+    return definition_from_fields(json.loads(text))
+
+
+def encode_definition(sdef: SocketDef) -> str:
+    return json.dumps(definition_fields(sdef))
 
 
 @given(definitions)
@@ -87,13 +98,61 @@ def test_a_bad_definition_is_refused_with_the_field_named(
     assert reason in info.value.reason
 
 
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [("{", "not JSON"), ("[1]", "not a JSON object"), ("{}", "proto is missing")],
-)
-def test_garbage_is_not_a_definition(text: str, reason: str) -> None:
+@pytest.mark.parametrize(("data", "reason"), [([1], "not a JSON object"), ({}, "proto is missing")])
+def test_garbage_is_not_a_definition(data: object, reason: str) -> None:
     with pytest.raises(WorkerError, match=reason):
-        decode_definition(text)
+        definition_from_fields(data)
+
+
+CONFIG = """
+[core]
+application = "sipsock.apps:StatelessProxy"
+state_dir = "relative/state"
+
+[[proxy.route]]
+uri_host = "*.example.com"
+destination = "sip:10.0.0.1:5060"
+"""
+
+
+def test_a_spec_survives_the_wire_with_its_settings_and_secret() -> None:
+    spec = freeze(parse_config_text(CONFIG, source="/etc/sipsock.toml"))
+    assert spec.secret is not None and len(spec.secret) == 32
+    back = decode_spec(encode_spec(spec))
+    assert back == spec
+    assert back.settings.proxy.routes == spec.settings.proxy.routes
+    assert back.text == CONFIG
+    defaults = freeze(default_settings())
+    assert decode_spec(encode_spec(defaults)) == defaults
+
+
+def test_a_spec_with_its_own_secret_carries_none_derived() -> None:
+    spec = freeze(parse_config_text('[proxy]\nsecret = "s3"\n', source="x.toml"))
+    assert spec.secret is None
+    assert decode_spec(encode_spec(spec)).settings.proxy.secret == "s3"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"{", "not JSON"),
+        (b"[]", "must hold exactly secret, source, text"),
+        (b'{"source": "x", "text": null}', "must hold exactly"),
+        (b'{"source": "x", "text": null, "secret": null, "more": 1}', "must hold exactly"),
+        (b'{"source": null, "text": null, "secret": null}', "spec source is None"),
+        (b'{"source": "x", "text": 3, "secret": null}', "spec text is 3"),
+        (b'{"source": "x", "text": null, "secret": ["s"]}', "spec secret is"),
+        (b'{"source": "x", "text": null, "secret": ""}', "spec secret is empty"),
+        (b'{"source": "x.toml", "text": "[core", "secret": null}', "x.toml: not valid TOML"),
+        (
+            b'{"source": "x.toml", "text": "[core]\\nbogus = 1", "secret": null}',
+            r"x.toml: \[core\] bogus",
+        ),
+    ],
+)
+def test_a_bad_spec_is_refused_with_the_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(WorkerError, match=reason):
+        decode_spec(data)
 
 
 def counters(seed: int) -> SocketCounters:
@@ -150,7 +209,10 @@ def test_batches_keep_the_order_and_cut_at_the_size() -> None:
 
 def test_a_batch_of_adoptions_survives_the_wire() -> None:
     sdefs = [parse_row(n, f"udp:127.0.0.1:{5060 + n}", tag=f"t{n}") for n in range(500)]
-    adoptions = [Adoption(n + 1, n if n % 2 else None, n % 3 == 0, s) for n, s in enumerate(sdefs)]
+    adoptions = [
+        Adoption(n + 1, n if n % 2 else None, n % 3 == 0, n % 5 == 0, s)
+        for n, s in enumerate(sdefs)
+    ]
     data = encode_adoptions(adoptions)
     assert len(data) > AMP_VALUE_LIMIT  # LargeBytes carries it whole
     assert decode_adoptions(data) == [(a.key, a) for a in adoptions]
@@ -158,7 +220,9 @@ def test_a_batch_of_adoptions_survives_the_wire() -> None:
 
 def test_a_bad_definition_fails_its_own_adoption_only() -> None:
     good = definition_fields(parse_row(1, "udp:127.0.0.1:5070"))
-    data = json.dumps([[1, 0, True, good], [2, 1, True, {**good, "port": 70000}]]).encode()
+    data = json.dumps(
+        [[1, 0, True, False, good], [2, 1, True, True, {**good, "port": 70000}]]
+    ).encode()
     [(first, adopted), (second, refused)] = decode_adoptions(data)
     assert (first, second) == (1, 2)
     assert isinstance(adopted, Adoption)
@@ -171,9 +235,11 @@ def test_a_bad_definition_fails_its_own_adoption_only() -> None:
     [
         (b"nope", "not JSON"),
         (b"{}", "not a JSON list"),
-        (b'[["1", 0, true, {}]]', "bad item"),
-        (b"[[1, 0, true]]", "bad item"),
-        (b'[[1, "slot", true, {}]]', "bad item"),
+        (b'[["1", 0, true, false, {}]]', "bad item"),
+        (b"[[1, 0, true, false]]", "bad item"),
+        (b"[[1, 0, true, {}]]", "bad item"),
+        (b'[[1, 0, true, "no", {}]]', "bad item"),
+        (b'[[1, "slot", true, false, {}]]', "bad item"),
     ],
 )
 def test_a_garbled_adoption_batch_is_refused_whole(data: bytes, reason: str) -> None:

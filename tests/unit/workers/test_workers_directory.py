@@ -12,9 +12,9 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from sipsock.registry import SocketRegistry
+from sipsock.seams import Listener, SocketCounters
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.testing import FakeListener, FakeStore
-from sipsock.transport.base import Listener, SocketCounters
 from sipsock.workers.directory import (
     BookEntry,
     RemoteSocket,

@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
+from sipsock.seams import ListenError
 from sipsock.sockdef import parse_row
-from sipsock.transport.base import ListenError
 from sipsock.transport.sockopts import get_tos
 from sipsock.workers.commands import (
     Adoption,
@@ -25,18 +25,16 @@ from sipsock.workers.commands import (
     AnnounceMany,
     ReleaseSockets,
     UpdateSockets,
+    WithdrawMany,
     decode_adoptions,
+    decode_entries,
     decode_updates,
     encode_failures,
 )
 from sipsock.workers.directory import SocketBook
-from sipsock.workers.pool import (
-    PooledListener,
-    UdpWorkerPool,
-    WorkerProcess,
-    _rotated,
-    bind_member,
-)
+from sipsock.workers.listener import PooledListener
+from sipsock.workers.pool import UdpWorkerPool
+from sipsock.workers.supervisor import WorkerProcess
 from tests.net import free_port
 from tests.sip_probe import port_is_free
 
@@ -138,14 +136,6 @@ def test_reuseport_mode_still_reports_a_port_held_by_someone_else() -> None:
             opened(pool, f"udp:127.0.0.1:{holder.getsockname()[1]}")
 
 
-def test_members_of_one_group_share_the_port() -> None:
-    sdef = parse_row(1, f"udp:127.0.0.1:{free_port()}")
-    first, second = bind_member(sdef), bind_member(sdef)
-    assert first.getsockname() == second.getsockname()
-    first.close()
-    second.close()
-
-
 def test_ps_rows_before_start_show_every_worker_stopped() -> None:
     rows = make_pool().process_rows()
     assert [(r["Type"], r["PID"], r["State"], r["Restarts"]) for r in rows] == [
@@ -223,7 +213,7 @@ def pool_with_workers(*fakes: FakeWorker) -> tuple[UdpWorkerPool, MemoryReactorC
     clock = MemoryReactorClock()
     pool = UdpWorkerPool(len(fakes), "dynamic", None, reactor=clock)
     for seat, fake in zip(pool.seats, fakes, strict=True):
-        process = WorkerProcess(pool, seat)
+        process = WorkerProcess(pool.supervisor, seat)
         process.amp = fake  # type: ignore[assignment]
         process.connected = True
         seat.process = process
@@ -233,15 +223,6 @@ def pool_with_workers(*fakes: FakeWorker) -> tuple[UdpWorkerPool, MemoryReactorC
 def turns(clock: MemoryReactorClock, count: int = 10) -> None:
     for _ in range(count):
         clock.advance(0)
-
-
-def test_rotation_starts_each_worker_elsewhere_and_keeps_every_item() -> None:
-    items = list(range(10))
-    assert _rotated(items, 0, 2) == items
-    assert _rotated(items, 1, 2) == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
-    assert _rotated(items, 2, 3) == [6, 7, 8, 9, 0, 1, 2, 3, 4, 5]
-    assert _rotated(items, 1, 1) == items
-    assert _rotated([], 1, 2) == []
 
 
 def test_sockets_opened_in_one_turn_reach_each_worker_in_one_batch() -> None:
@@ -258,7 +239,8 @@ def test_sockets_opened_in_one_turn_reach_each_worker_in_one_batch() -> None:
         [adopt] = fake.sent(AdoptSockets)
         assert [port for _, port in adopted_ports(adopt["sockets"])] == order
         assert len(adopt["fds"]) == 3
-        assert len(fake.sent(AnnounceMany)) == 1
+        # A worker knows its own sockets from their adoption: no announcement too.
+        assert fake.sent(AnnounceMany) == []
     for listener in results:
         listener.stop()
     turns(clock)
@@ -354,3 +336,73 @@ def test_a_silent_worker_misses_its_deadline_is_reported_and_the_open_completes(
         waiting.callback({"failed": encode_failures({})})
     listener.stop()
     turns(clock)
+
+
+def announced(fake: FakeWorker) -> list[str]:
+    return [
+        name for sent in fake.sent(AnnounceMany) for name, *_ in decode_entries(sent["entries"])
+    ]
+
+
+def test_other_sockets_are_announced_and_own_ones_never() -> None:
+    book = SocketBook()
+    worker = FakeWorker()
+    clock = MemoryReactorClock()
+    pool = UdpWorkerPool(1, "dynamic", None, book=book, reactor=clock)
+    other = UdpWorkerPool(1, "static", None, book=book, reactor=clock)
+    for seat, fake in ((pool.seats[0], worker), (other.seats[0], FakeWorker())):
+        owner = pool if seat is pool.seats[0] else other
+        process = WorkerProcess(owner.supervisor, seat)
+        process.amp = fake  # type: ignore[assignment]
+        process.connected = True
+        seat.process = process
+    own_port, other_port = free_port(), free_port()
+    results: list[Any] = []
+    pool.open(parse_row(1, f"udp:127.0.0.1:{own_port}"), 0).addBoth(results.append)
+    other.open(parse_row(2, f"udp:127.0.0.1:{other_port}"), 1).addBoth(results.append)
+    turns(clock)
+    assert announced(worker) == [f"udp:127.0.0.1:{other_port}"]
+    mine, theirs = results
+    mine.update(parse_row(1, f"udp:127.0.0.1:{own_port}", tag="new"))
+    theirs.update(parse_row(2, f"udp:127.0.0.1:{other_port}", tag="new"))
+    turns(clock)
+    assert announced(worker) == [f"udp:127.0.0.1:{other_port}"] * 2
+    mine.stop()
+    theirs.stop()
+    turns(clock)
+    assert [sent["sockets"] for sent in worker.sent(WithdrawMany)] == [
+        [f"udp:127.0.0.1:{other_port}"]
+    ]
+
+
+def test_a_new_worker_gets_the_book_in_order_own_sockets_adopted() -> None:
+    book = SocketBook()
+    clock = MemoryReactorClock()
+    pool = UdpWorkerPool(1, "dynamic", None, book=book, reactor=clock)
+    ports = [free_port() for _ in range(4)]
+    tcp = [parse_row(9, f"tcp:127.0.0.1:{port}") for port in ports[2:]]
+    book.put(FakeListener(tcp[0]), static=True)  # type: ignore[arg-type]
+    mine = [opened(pool, f"udp:127.0.0.1:{port}") for port in ports[:2]]
+    book.put(FakeListener(tcp[1]))  # type: ignore[arg-type]
+    fake = FakeWorker()
+    process = WorkerProcess(pool.supervisor, pool.seats[0])
+    process.amp = fake  # type: ignore[assignment]
+    process.connected = True
+    pool.seats[0].process = process
+    pool.sync(process).addErrback(lambda _: None)  # the fake answers no Stats
+    order = []
+    for command, arguments in fake.calls:
+        if command is AnnounceMany:
+            order += [name for name, *_ in decode_entries(arguments["entries"])]
+        elif command is AdoptSockets:
+            order += [f"udp:127.0.0.1:{port}" for _, port in adopted_ports(arguments["sockets"])]
+    assert order == [tcp[0].socket_text, *(m.sdef.socket_text for m in mine), tcp[1].socket_text]
+    for listener in mine:
+        listener.stop()
+    turns(clock)
+
+
+class FakeListener:
+    def __init__(self, sdef: Any) -> None:
+        self.sdef = sdef
+        self.slot = None

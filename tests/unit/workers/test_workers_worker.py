@@ -16,6 +16,9 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, Logger, LogLevel
 
+from sipsock.apps import Dispatcher
+from sipsock.apps.spec import freeze
+from sipsock.config import default_settings, parse_config_text
 from sipsock.logs import parse_worker_line
 from sipsock.sockdef import parse_row
 from sipsock.testing import RecordingSink
@@ -25,14 +28,14 @@ from sipsock.workers.commands import (
     decode_failures,
     decode_stats_page,
     encode_adoptions,
-    encode_definition,
     encode_entries,
+    encode_spec,
     encode_updates,
 )
 from sipsock.workers.worker import (
+    EXIT_STARTUP,
     UdpWorker,
     WorkerProtocol,
-    build_dispatcher,
     parse_args,
     worker_log_observer,
 )
@@ -121,33 +124,71 @@ def test_update_to_another_endpoint_is_refused() -> None:
 def test_the_protocol_answers_adopt_and_stats_from_the_worker() -> None:
     worker, reactor = make_worker()
     protocol = WorkerProtocol(worker, reactor)
-    sdef = parse_row(1, "udp:127.0.0.1:5070")
-    assert protocol.adopt_socket(4, 1, bound_fd(), encode_definition(sdef), True) == {}
+    [adoption] = adoptions(5070)
+    protocol.adopt_sockets(
+        encode_adoptions([Adoption(4, 1, True, False, adoption.sdef)]), [bound_fd()]
+    )
     answer = protocol.stats(0)
     assert answer["pid"] == os.getpid()
     assert answer["more"] is False
     assert [s.key for s in decode_stats_page(answer["sockets"])] == [4]
 
 
-def test_a_bad_definition_closes_the_received_descriptor() -> None:
+def test_an_adopted_socket_is_recorded_once_in_its_place_and_forgotten_on_release() -> None:
     worker, reactor = make_worker()
+    protocol = WorkerProtocol(worker, reactor)
+    tcp = parse_row(1, "tcp:127.0.0.1:5060", tag="edge")
+    protocol.announce_many(encode_entries([(tcp.socket_text, 1, False, tcp)]))
+    static = parse_row(2, "udp:127.0.0.1:5070", tag="edge")
+    worker.adopt(1, None, bound_fd(), static, shared=True, static=True)
+    worker.adopt(2, 3, bound_fd(), parse_row(3, "udp:127.0.0.1:5071"), shared=True)
+    # Static first, then in the order the sockets came (as the control process looks up).
+    assert worker.directory.names() == [
+        "udp:127.0.0.1:5070",
+        "tcp:127.0.0.1:5060",
+        "udp:127.0.0.1:5071",
+    ]
+    assert worker.directory.by_tag("edge") is worker.listeners[1]
+    worker.update(2, parse_row(3, "udp:127.0.0.1:5071", tag="new"))
+    assert worker.directory.names()[2] == "udp:127.0.0.1:5071"
+    worker.release(1)
+    assert worker.directory.names() == ["tcp:127.0.0.1:5060", "udp:127.0.0.1:5071"]
+    assert worker.directory.by_tag("edge") is not None
+    assert worker.directory.by_tag("edge").sdef == tcp  # type: ignore[union-attr]
+
+
+def test_start_builds_the_application_from_the_spec_once() -> None:
+    reactor = MemoryReactorClock()
+    worker = UdpWorker(reactor=reactor, relay=relay)
     protocol = WorkerProtocol(worker, reactor)
     fd = bound_fd()
-    with pytest.raises(WorkerError):
-        protocol.adopt_socket(4, 1, fd, "{", True)
+    with pytest.raises(WorkerError, match="has not started"):
+        worker.adopt(1, 0, fd, parse_row(1, "udp:127.0.0.1:5070"), shared=True)
     assert not is_open(fd)
+    text = "[core]\nmax_message_size = 4096\n[limits]\nmax_udp_message_size = 2048\n"
+    spec = freeze(parse_config_text(text, source="/etc/sipsock.toml"))
+    assert protocol.start(encode_spec(spec)) == {}
+    assert isinstance(worker.sink, Dispatcher)
+    assert worker.sink.max_message_size == 4096
+    assert worker.sink.directory is worker.directory
+    assert worker.udp_limits["max_message_size"] == 2048
+    with pytest.raises(WorkerError, match="started already"):
+        protocol.start(encode_spec(spec))
+    assert protocol.exit_status == 0
 
 
-def test_announce_must_match_its_definition() -> None:
-    worker, reactor = make_worker()
-    protocol = WorkerProtocol(worker, reactor)
-    definition = encode_definition(parse_row(1, "tcp:127.0.0.1:5060"))
-    with pytest.raises(WorkerError, match="does not match"):
-        protocol.announce("tcp:127.0.0.1:9", None, True, definition)
-    protocol.announce("tcp:127.0.0.1:5060", None, True, definition)
-    assert worker.directory.names() == ["tcp:127.0.0.1:5060"]
-    protocol.withdraw("tcp:127.0.0.1:5060")
-    assert worker.directory.names() == []
+def test_a_spec_whose_application_cannot_be_built_is_refused_and_the_worker_exits() -> None:
+    reactor = StoppingReactor()
+    protocol = WorkerProtocol(UdpWorker(reactor=reactor, relay=relay), reactor)
+    protocol.makeConnection(StringTransport())
+    text = "[core]\napplication = 'no.such.module:App'\n"
+    spec = freeze(parse_config_text(text, source="/etc/bad.toml"))
+    with pytest.raises(WorkerError, match=r"/etc/bad\.toml: \[core\] application"):
+        protocol.start(encode_spec(spec))
+    assert protocol.exit_status == EXIT_STARTUP
+    reactor.advance(0)
+    assert reactor.stops == 1
+    assert freeze(default_settings()).text is None
 
 
 def test_log_lines_are_one_json_object_each_with_level_and_fields() -> None:
@@ -171,24 +212,20 @@ def test_a_debug_worker_logs_debug_lines() -> None:
     assert parse_worker_line(out.getvalue())[:2] == (LogLevel.debug, "detail 1")
 
 
-def test_the_command_line_needs_the_descriptor() -> None:
-    args = parse_args(["--config", "x.toml", "--pool", "static", "--index", "2", "--fd", "3"])
-    assert (args.config, args.pool, args.index, args.fd) == ("x.toml", "static", 2, 3)
+def test_the_command_line_needs_the_descriptor_and_takes_no_config() -> None:
+    args = parse_args(["--pool", "static", "--index", "2", "--fd", "3"])
+    assert (args.pool, args.index, args.fd) == ("static", 2, 3)
+    assert args.log_level == "info"
+    assert parse_args(["--log-level", "debug", "--fd", "3"]).log_level == "debug"
     with pytest.raises(SystemExit):
-        parse_args(["--config", "x.toml"])
-
-
-def test_a_broken_config_is_a_worker_error_naming_the_file(tmp_path: Any) -> None:
-    path = tmp_path / "bad.toml"
-    path.write_text("[core]\napplication = 'no.such.module:App'\n")
-    with pytest.raises(WorkerError, match=r"bad\.toml: \[core\] application"):
-        build_dispatcher(str(path))
-    assert build_dispatcher(None).max_message_size == 65535
+        parse_args(["--pool", "static"])
+    with pytest.raises(SystemExit):
+        parse_args(["--config", "x.toml", "--fd", "3"])
 
 
 def adoptions(*ports: int) -> list[Adoption]:
     return [
-        Adoption(key, key - 1, True, parse_row(key, f"udp:127.0.0.1:{port}"))
+        Adoption(key, key - 1, True, False, parse_row(key, f"udp:127.0.0.1:{port}"))
         for key, port in enumerate(ports, start=1)
     ]
 
@@ -284,7 +321,7 @@ def test_the_control_process_relogs_a_worker_line_with_its_fields() -> None:
     from types import SimpleNamespace
 
     from sipsock.logevents import flat_record
-    from sipsock.workers.pool import UdpWorkerPool
+    from sipsock.workers.supervisor import Supervisor
 
     out = io.StringIO()
     log = Logger(
@@ -297,7 +334,7 @@ def test_the_control_process_relogs_a_worker_line_with_its_fields() -> None:
     observer = cast(ILogObserver, events.append)
     pool = SimpleNamespace(log=Logger(namespace="sipsock.workers.pool", observer=observer))
     process = SimpleNamespace(label="dynamic/2", pid=4242)
-    said = UdpWorkerPool.worker_said
+    said = Supervisor.worker_said
     said(pool, process, json.dumps(line))  # type: ignore[arg-type]
     said(pool, process, "Traceback (most recent call last):")  # type: ignore[arg-type]
     first, second = (flat_record(event) for event in events)

@@ -3,13 +3,14 @@
 A peer's keep-alives differ from one another only in a few values: the
 branch of the top Via, the From tag, the Call-ID (and now and then the CSeq
 number). Every other header line comes back byte for byte. Once
-`sipsock.sip.keepalive.answer_options` has answered an OPTIONS by reading
-its lines, it records the message's *layout* here:
+`sipsock.sip.options_answer.answer_options` has answered an OPTIONS by reading
+its lines, it records the message's *layout* in the `OptionsMemo` it was
+given:
 
 * the lines that hold no per-request value (the request line, To, CSeq,
   Contact, Accept, ...), by identity: each distinct line gets a number
-  (`line_ids`), and a message's key is the tuple of its lines' numbers, with
-  None for the lines that vary;
+  (`OptionsMemo.line_id`), and a message's key is the tuple of its lines'
+  numbers, with None for the lines that vary;
 * for each varying line (Via, From, Call-ID), its position, the exact
   spelling of its name up to the colon, and what to check in it;
 * the answer as fixed byte pieces with a gap for each varying part.
@@ -28,8 +29,9 @@ Whenever anything differs from what was recorded (another name spelling, a
 Via without a branch, a Call-ID with blanks, a body shorter than its
 Content-Length, no template yet), `answer_by_layout` gives None and the
 caller reads the message line by line as before, which is the reference.
-Every memo here is a `Memo`: bounded in entries and bytes, emptied when
-full, and never holding a line longer than `MAX_ITEM`.
+Every memo used here is one of the `OptionsMemo` (each a `Memo`: bounded
+in entries and bytes, emptied when full, never holding a line longer than
+`sipsock.sip.memo.MAX_ITEM`).
 
 The caller need not look for a bare CR or LF first: every byte of a header
 section answered here lies in a line, a name or a template recorded from a
@@ -40,14 +42,12 @@ characters.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import re
-from dataclasses import dataclass
 from typing import Final
 
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import is_token
-from sipsock.sip.memo import Memo
+from sipsock.sip.options_memo import OptionsMemo
 from sipsock.sip.via import parse_via
 
 #: The bytes of a token; ``value.translate(None, TOKEN_BYTES)`` is empty for a token.
@@ -57,61 +57,6 @@ _is_plain_call_id = re.compile(rb"[!-~]+").fullmatch
 
 #: A token that stands in for a branch or a tag while a template is checked.
 MARKER: Final = b"z9hG4bKsipsockMarker7f3a"
-
-#: ``(index, prefix, head, gap)`` of one varying line: its position in the
-#: message, the bytes it starts with up to its colon, the text the answer
-#: writes before its value (``Name: ``), and the index of its gap in
-#: `Layout.pieces`.
-Varying = tuple[int, bytes, bytes, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """How to answer every OPTIONS with one key (see the module docstring).
-
-    The varying lines are ``top_via``, ``from_``, ``call_id`` and the other
-    Via lines; ``pieces`` is the answer with a None gap for each of them and
-    for the To tag (``tag_gap``, -1 when the To has a tag);
-    ``content_length`` is the Content-Length value (0 without one).
-    """
-
-    top_via: Varying
-    from_: Varying
-    call_id: Varying
-    other_vias: tuple[Varying, ...]
-    pieces: tuple[bytes | None, ...]
-    tag_gap: int
-    content_length: int
-
-
-#: Lines that hold no per-request value, to their numbers (emptied when full;
-#: numbers are never given twice, so a layout of forgotten lines is unreachable).
-line_ids: Memo[bytes, int] = Memo()
-_numbers = itertools.count(1)
-#: Keys (a tuple of line numbers, None for varying lines) to their layouts.
-layouts: Memo[tuple[int | None, ...], Layout] = Memo(max_item=4096)
-#: ``(value before the branch, value after it, peer host, peer port)`` of a
-#: top Via to the stamped text before and after the branch.
-via_templates: Memo[tuple[bytes, bytes, str, int], tuple[bytes, bytes]] = Memo(max_item=4096)
-#: ``(value before the tag, value after it)`` of From values checked once.
-from_templates: Memo[tuple[bytes, bytes], bool] = Memo()
-
-
-def line_id(line: bytes) -> int:
-    """The number of a line that holds no per-request value (given on first sight).
-
-    A line longer than the memo keeps gets a new number every time: a layout
-    holding it is never recorded (the caller checks the lengths first).
-    """
-    number = line_ids.get(line)
-    return line_ids.remember(line, next(_numbers), len(line)) if number is None else number
-
-
-def layout_size(layout: Layout) -> int:
-    """The bytes a layout holds (its pieces, prefixes and key), for its memo."""
-    varying = (layout.top_via, layout.from_, layout.call_id, *layout.other_vias)
-    pieces = sum(len(piece) for piece in layout.pieces if piece is not None)
-    return pieces + sum(len(prefix) + len(head) + 32 for _, prefix, head, _ in varying)
 
 
 def cut(value: bytes, name: bytes, after: int = 0) -> tuple[bytes, bytes, bytes] | None:
@@ -142,14 +87,21 @@ def cut_tag(value: bytes) -> tuple[bytes, bytes, bytes] | None:
 
 
 def answer_by_layout(
-    lines: list[bytes], body_size: int, host: str, port: int, salt: bytes, tail: bytes
+    lines: list[bytes],
+    body_size: int,
+    host: str,
+    port: int,
+    salt: bytes,
+    tail: bytes,
+    memo: OptionsMemo,
 ) -> bytes | None:
     """The answer to the OPTIONS whose header lines are ``lines``, or None (read it instead).
 
     ``body_size`` is the number of bytes after the empty line; ``salt`` and
-    ``tail`` are the reply's, encoded.
+    ``tail`` are the reply's, encoded; ``memo`` holds the layouts and
+    templates recorded before.
     """
-    layout = layouts.get(tuple(map(line_ids.get, lines)))
+    layout = memo.layouts.get(tuple(map(memo.line_ids.get, lines)))
     if layout is None or layout.content_length > body_size:
         return None
     answer = list(layout.pieces)
@@ -168,7 +120,7 @@ def answer_by_layout(
     branch = value[start:end]
     if not branch or branch.translate(None, TOKEN_BYTES):
         return None
-    stamped = via_templates.get((value[:start], value[end:], host, port))
+    stamped = memo.via_templates.get((value[:start], value[end:], host, port))
     if stamped is None:
         return None
     answer[gap] = head + stamped[0] + branch + stamped[1]
@@ -187,7 +139,7 @@ def answer_by_layout(
     tag = from_value[start:end]
     if not tag or tag.translate(None, TOKEN_BYTES):
         return None
-    if (from_value[:start], from_value[end:]) not in from_templates:
+    if (from_value[:start], from_value[end:]) not in memo.from_templates:
         return None
     answer[gap] = head + from_value
     # Call-ID: kept as it is when it is plain.

@@ -23,15 +23,18 @@ in the common ``name <sip:...>;param=value`` shape is accepted by one
 pattern that only matches values `check_address` accepts.
 
 Reading the lines is the reference. A message answered that way leaves
-its layout behind (`sipsock.sip.keepalive_layout`): the next keep-alive of
+its layout behind (`sipsock.sip.options_layout`): the next keep-alive of
 the same peer, equal but for its Via branch, From tag and Call-ID, is
 answered from it by checking those three values alone.
 
+Everything remembered is kept in the `OptionsMemo` the caller passes (each
+`Dispatcher` owns one): this module holds no state.
+
 A rule added to the general path for requests (a new check, a new limit)
 must be added here too, or make this function decline:
-``tests/unit/sip/test_keepalive.py`` runs both paths over the RFC 4475
+``tests/unit/sip/test_options_answer.py`` runs both paths over the RFC 4475
 torture messages and generated variants and compares the bytes, and
-``test_keepalive_layout.py`` does the same for variants of a message
+``test_options_layout.py`` does the same for variants of a message
 answered before.
 """
 
@@ -44,20 +47,9 @@ from typing import Final
 from sipsock.sip.checks import check_address, check_request_uri, parse_cseq
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, is_token, split_values
-from sipsock.sip.keepalive_layout import (
-    MARKER,
-    Layout,
-    Varying,
-    answer_by_layout,
-    cut,
-    cut_tag,
-    from_templates,
-    layout_size,
-    layouts,
-    line_id,
-    via_templates,
-)
-from sipsock.sip.memo import MAX_BYTES, MAX_ITEM, MAX_NAME, Memo
+from sipsock.sip.memo import MAX_ITEM
+from sipsock.sip.options_layout import MARKER, answer_by_layout, cut, cut_tag
+from sipsock.sip.options_memo import Layout, Line, OptionsMemo, Varying, layout_size
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
 from sipsock.sip.response import has_tag, stable_tag
 from sipsock.sip.via import parse_via, stamp_via_value
@@ -85,13 +77,6 @@ _KINDS: Final[dict[str, int]] = {
     "record-route": _ADDRESSES,
     "require": _DECLINE,
 }
-
-#: Header-name spellings seen to be tokens, to their canonical names (bounded memo).
-_TOKEN_NAMES: Memo[str, str] = Memo(max_bytes=512 * 1024, max_item=2 * MAX_NAME)
-#: Request-URIs and addresses their checks accepted (bounded memos, emptied when
-#: full): a peer's keep-alives repeat their Request-URI, To and Contact.
-_GOOD_URIS: Memo[str, bool] = Memo()
-_GOOD_ADDRESSES: Memo[str, bool] = Memo()
 
 _T = f"[{TOKEN_CHARS}]+"
 #: ``name <scheme:no-blanks>;param=value``: a strict subset of what
@@ -128,66 +113,67 @@ def tail_of(headers: list[tuple[str, str]]) -> str:
     return "".join(f"{name}: {value}\r\n" for name, value in headers) + "Content-Length: 0\r\n\r\n"
 
 
-def _token_name(name: str) -> str | None:
-    """The canonical name of a header-name spelling, or None when it is not a token."""
-    key = _TOKEN_NAMES.get(name)
+def _token_name(name: str, memo: OptionsMemo) -> str | None:
+    """The canonical name of a header-name spelling, or None when it is not a token.
+
+    Spellings seen to be tokens are remembered (``memo.token_names``).
+    """
+    key = memo.token_names.get(name)
     if key is None:
         if not is_token(name):
             return None
-        key = _TOKEN_NAMES.remember(name, canonical_name(name), 2 * len(name))
+        key = memo.token_names.remember(name, canonical_name(name), 2 * len(name))
     return key
 
 
-def _check_address(value: str) -> None:
-    """`check_address`, remembered, with the common shape accepted by one pattern first."""
-    if value in _GOOD_ADDRESSES:
+def _check_address(value: str, memo: OptionsMemo) -> None:
+    """`check_address`, remembered, with the common shape accepted by one pattern first.
+
+    A peer's keep-alives repeat their To and Contact (``memo.good_addresses``).
+    """
+    if value in memo.good_addresses:
         return
     if _match_plain_address(value) is None:
         check_address(value)
-    _GOOD_ADDRESSES.remember(value, True, len(value))
+    memo.good_addresses.remember(value, True, len(value))
 
 
-def _check_request_uri(uri: str) -> None:
-    """`check_request_uri`, remembered."""
-    if uri not in _GOOD_URIS:
+def _check_request_uri(uri: str, memo: OptionsMemo) -> None:
+    """`check_request_uri`, remembered (``memo.good_uris``)."""
+    if uri not in memo.good_uris:
         check_request_uri(uri)
-        _GOOD_URIS.remember(uri, True, len(uri))
+        memo.good_uris.remember(uri, True, len(uri))
 
 
-#: What the loop does with one header line (the first item of a `_Line`).
+#: What the loop does with one header line (the first item of a `Line`).
 _IGNORED: Final = 0  # a header the answer neither copies nor checks
 _LISTED: Final = 1  # addresses, already checked; may repeat
 _VIA_LINE: Final = 2
 _ONCE: Final = 3  # a single-value header, not copied (``number``: Content-Length's value)
 _COPY: Final = 4  # a single-value header, copied (``number``: 1 for a To with a tag)
 
-#: ``(action, key, name, value, text, number)``: one header line as read by
-#: `_read_line`. ``text`` is the line as the answer writes it.
-_Line = tuple[int, str, str, str, str, int]
-_IGNORED_LINE: Final[_Line] = (_IGNORED, "", "", "", "", 0)
-
-#: Header lines read before, to how they were read (bounded memo, emptied when
-#: full; an entry holds the line about three times: line, value, text).
-#: Only lines that hold no per-request value are remembered: a peer's
-#: keep-alives repeat their To, CSeq (or not), Contact, Max-Forwards, Accept,
-#: Content-Length lines byte for byte. Via, From and Call-ID lines are read
-#: anew each time. Everything remembered was checked without regard to the
-#: rest of the message, so a remembered line is read exactly as a new one.
-_LINES: Memo[str, _Line] = Memo(max_bytes=4 * MAX_BYTES, max_item=3 * MAX_ITEM)
+#: A header line the answer neither copies nor checks, as read by `_read_line`.
+_IGNORED_LINE: Final[Line] = (_IGNORED, "", "", "", "", 0)
 
 
-def _read_line(line: str) -> _Line | None:
-    """How the loop treats one header line; None: decline the message.
+def _read_line(line: str, memo: OptionsMemo) -> Line | None:
+    """How the loop treats one header line (a `Line`); None: decline the message.
 
     The checks that depend on the line alone are made here, and such lines
-    are remembered in `_LINES`.
+    are remembered in ``memo.lines`` (an entry holds the line about three
+    times: line, value, text). Only lines that hold no per-request value are
+    remembered: a peer's keep-alives repeat their To, CSeq (or not),
+    Contact, Max-Forwards, Accept, Content-Length lines byte for byte. Via,
+    From and Call-ID lines are read anew each time. Everything remembered
+    was checked without regard to the rest of the message, so a remembered
+    line is read exactly as a new one.
     """
     name, colon, value = line.partition(":")
     if not colon:
         return None  # (a folded line has no colon, or a name starting with a blank)
     if name[-1:] in (" ", "\t"):
         name = name.rstrip(" \t")
-    key = _TOKEN_NAMES.get(name) or _token_name(name)
+    key = memo.token_names.get(name) or _token_name(name, memo)
     if key is None:
         return None
     kind = _KINDS.get(key)
@@ -205,24 +191,26 @@ def _read_line(line: str) -> _Line | None:
                 return None
             return (_COPY, key, name, value, text, 0)
         try:
-            checked = _checked_line(kind, key, name, value, text)
+            checked = _checked_line(kind, key, name, value, text, memo)
         except (SipParseError, ValueError):
             return None
         if checked is None:
             return None
         entry = checked
-    return _LINES.remember(line, entry, 3 * len(line))
+    return memo.lines.remember(line, entry, 3 * len(line))
 
 
-def _checked_line(kind: int, key: str, name: str, value: str, text: str) -> _Line | None:
-    """The `_Line` of a To, CSeq, Contact, Route, ... line whose value passes its checks."""
+def _checked_line(
+    kind: int, key: str, name: str, value: str, text: str, memo: OptionsMemo
+) -> Line | None:
+    """The `Line` of a To, CSeq, Contact, Route, ... line whose value passes its checks."""
     if kind == _ADDRESSES:
         for item in split_values(value):
             if item != "*":
-                _check_address(item)
+                _check_address(item, memo)
         return (_LISTED, key, name, value, text, 0)
     if key == "to":
-        _check_address(value)
+        _check_address(value, memo)
         return (_COPY, key, name, value, text, 1 if has_tag(value) else 0)
     if key == "cseq":
         if parse_cseq(value)[1] != "OPTIONS":
@@ -242,6 +230,7 @@ def answer_options(
     host: str,
     port: int,
     reply: OptionsReply,
+    memo: OptionsMemo,
     max_size: int = DEFAULT_MAX_SIZE,
 ) -> bytes | None:
     """The 200 OK to the OPTIONS ``data`` received over UDP from ``host``:``port``, or None.
@@ -249,9 +238,10 @@ def answer_options(
     The bytes are those the general path sends (parse, validate,
     ``apply_received``, an application answering with ``reply``,
     serialize); None means "take the general path", which then does exactly
-    what it did before. A message shaped like one answered before is
-    answered by its layout (`sipsock.sip.keepalive_layout`); any other is
-    read line by line, and its layout recorded.
+    what it did before. A message shaped like one answered before (its
+    layout is in ``memo``) is answered by its layout
+    (`sipsock.sip.options_layout`); any other is read line by line, and its
+    layout recorded in ``memo``.
     """
     if not data.startswith(b"OPTIONS ") or len(data) > max_size:
         return None
@@ -261,17 +251,24 @@ def answer_options(
     head = data[:end]
     lines = head.split(b"\r\n")
     body_size = len(data) - end - 4
-    answer = answer_by_layout(lines, body_size, host, port, reply.encoded_salt, reply.encoded_tail)
+    answer = answer_by_layout(
+        lines, body_size, host, port, reply.encoded_salt, reply.encoded_tail, memo
+    )
     if answer is None:
         breaks = len(lines) - 1
         if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
             return None  # bare LF or CR: the general path knows those
-        answer = _answer_by_lines(lines, body_size, host, port, reply)
+        answer = _answer_by_lines(lines, body_size, host, port, reply, memo)
     return answer
 
 
 def _answer_by_lines(
-    raw_lines: list[bytes], body_size: int, host: str, port: int, reply: OptionsReply
+    raw_lines: list[bytes],
+    body_size: int,
+    host: str,
+    port: int,
+    reply: OptionsReply,
+    memo: OptionsMemo,
 ) -> bytes | None:
     """`answer_options` for the header lines ``raw_lines``, read one by one."""
     lines = [line.decode("utf-8", "surrogateescape") for line in raw_lines]
@@ -281,13 +278,13 @@ def _answer_by_lines(
     copied: list[str] = []
     vias: list[str] = []
     seen: dict[str, str] = {}
-    entries: list[_Line] = []
+    entries: list[Line] = []
     top_via = to_index = -1
     to_has_tag = 0
     via_name = ""
-    known = _LINES
+    known = memo.lines
     for index in range(1, len(lines)):
-        entry = known.get(lines[index]) or _read_line(lines[index])
+        entry = known.get(lines[index]) or _read_line(lines[index], memo)
         if entry is None:
             return None
         entries.append(entry)
@@ -318,33 +315,36 @@ def _answer_by_lines(
     if from_value is None or call_id is None:
         return None
     try:
-        _check_request_uri(start[1])
+        _check_request_uri(start[1], memo)
         for index, value in enumerate(vias):
             stripped = value.strip()  # every Via as it is checked
             if index or stripped != value:
                 parse_via(stripped)
         stamped = stamp_via_value(vias[0], host, port)  # checks the top Via as it is
-        _check_address(from_value)
+        _check_address(from_value, memo)
     except (SipParseError, ValueError):
         return None
     if stamped is not None:
         copied[top_via] = f"{via_name}: {stamped}"
     if not to_has_tag:
         copied[to_index] += f";tag={stable_tag(reply.salt, call_id, from_value)}"
-    _record_layout(raw_lines, entries, host, port)
+    _record_layout(raw_lines, entries, host, port, memo)
     return (STATUS_LINE + "\r\n".join(copied) + "\r\n" + reply.tail).encode(
         "utf-8", "surrogateescape"
     )
 
 
-def _record_layout(raw_lines: list[bytes], entries: list[_Line], host: str, port: int) -> None:
-    """Record the layout of an OPTIONS just answered by `_answer_by_lines`.
+def _record_layout(
+    raw_lines: list[bytes], entries: list[Line], host: str, port: int, memo: OptionsMemo
+) -> None:
+    """Record in ``memo`` the layout of an OPTIONS just answered by `_answer_by_lines`.
 
     ``entries`` are its header lines as read. Nothing is recorded when its
-    top Via or its From has no template (see `sipsock.sip.keepalive_layout`).
+    top Via or its From has no template (see `sipsock.sip.options_layout`).
     """
     if max(map(len, raw_lines)) > MAX_ITEM:
         return  # a line too long to remember: its layout could never be found
+    line_id = memo.line_id
     key: list[int | None] = [line_id(raw_lines[0])]
     vias: list[Varying] = []
     others: dict[str, Varying] = {}
@@ -364,9 +364,9 @@ def _record_layout(raw_lines: list[bytes], entries: list[_Line], host: str, port
         if action == _VIA_LINE or (action == _COPY and name_key in ("from", "call-id")):
             prefix = raw[: raw.index(b":") + 1]
             value = raw[len(prefix) :].strip(b" \t")
-            if action == _VIA_LINE and not vias and not _via_template(value, host, port):
+            if action == _VIA_LINE and not vias and not _via_template(value, host, port, memo):
                 return
-            if name_key == "from" and not _from_template(value):
+            if name_key == "from" and not _from_template(value, memo):
                 return
             key.append(None)
             head = name.encode("utf-8", "surrogateescape") + b": "
@@ -394,16 +394,16 @@ def _record_layout(raw_lines: list[bytes], entries: list[_Line], host: str, port
         tag_gap,
         content_length,
     )
-    layouts.remember(tuple(key), layout, layout_size(layout))
+    memo.layouts.remember(tuple(key), layout, layout_size(layout))
 
 
-def _via_template(value: bytes, host: str, port: int) -> bool:
+def _via_template(value: bytes, host: str, port: int, memo: OptionsMemo) -> bool:
     """Whether the top Via ``value`` has a Via template for this peer (made now if need be)."""
     parts = cut(value, b";branch=")
     if parts is None or not value.isascii():
         return False
     before, branch, after = parts
-    if (before, after, host, port) in via_templates:
+    if (before, after, host, port) in memo.via_templates:
         return True
     text = value.decode()
     if text.strip() != text:
@@ -423,22 +423,22 @@ def _via_template(value: bytes, host: str, port: int) -> bool:
             return False
         template = (around[0], around[1])
     size = len(before) + len(after) + len(host) + len(template[0]) + len(template[1])
-    via_templates.remember((before, after, host, port), template, size)
+    memo.via_templates.remember((before, after, host, port), template, size)
     return True
 
 
-def _from_template(value: bytes) -> bool:
+def _from_template(value: bytes, memo: OptionsMemo) -> bool:
     """Whether the From ``value`` has a From template (made now if need be)."""
     parts = cut_tag(value)
     if parts is None or not value.isascii():
         return False
     before, _, after = parts
-    if (before, after) in from_templates:
+    if (before, after) in memo.from_templates:
         return True
     try:
         check_address(value.decode())
         check_address((before + MARKER + after).decode())
     except (SipParseError, ValueError):
         return False
-    from_templates.remember((before, after), True, len(before) + len(after))
+    memo.from_templates.remember((before, after), True, len(before) + len(after))
     return True

@@ -18,10 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipsock.apps import Dispatcher, Responder
-from sipsock.sip import keepalive, parse
+from sipsock.sip import parse
 from sipsock.sip.checks import check_address
 from sipsock.sip.errors import SipParseError
-from sipsock.sip.keepalive import OptionsReply, _match_plain_address, answer_options, tail_of
+from sipsock.sip.options_answer import (
+    OptionsReply,
+    _match_plain_address,
+    answer_options,
+    tail_of,
+)
+from sipsock.sip.options_memo import OptionsMemo
 from sipsock.sip.response import stable_tag
 from sipsock.sip.via import parse_via, stamp_via, stamp_via_value
 from sipsock.sockdef import SocketDef, parse_row
@@ -33,6 +39,9 @@ UDP = parse_row(1, "udp:10.0.0.1:5060")
 ADVERTISED = parse_row(2, "udp:10.0.0.1:5060", advertised="sip.example.com:5080")
 V6 = parse_row(3, "udp:[2001:db8::1]:5060")
 RESPONDER = Responder(allow=("OPTIONS", "INVITE"), supported=("path",))
+#: What the shortcut remembers, shared by the tests of this module and `test_options_layout`
+#: as a dispatcher's memo is shared by every message it answers.
+MEMO = OptionsMemo()
 
 SIPP = SIPP_OPTIONS
 
@@ -52,7 +61,7 @@ def shortcut(
 ) -> bytes | None:
     reply = Dispatcher(app).options_reply(sdef)
     assert reply is not None
-    return answer_options(data, peer[0], peer[1], reply)
+    return answer_options(data, peer[0], peer[1], reply, MEMO)
 
 
 def assert_same(
@@ -127,7 +136,7 @@ def test_common_keepalive_shapes_are_answered_identically(
 def test_answer_carries_the_responders_headers_and_stable_tag() -> None:
     reply = RESPONDER.options_reply(ADVERTISED)
     assert reply is not None
-    answer = answer_options(SIPP, "127.0.0.1", 5061, reply)
+    answer = answer_options(SIPP, "127.0.0.1", 5061, reply, MEMO)
     assert answer is not None
     response = parse(answer)
     assert response.get("Contact") == "<sip:sip.example.com:5080>"
@@ -170,7 +179,7 @@ def test_unusual_requests_are_left_to_the_general_path(data: bytes) -> None:
 def test_oversize_datagram_is_left_to_the_general_path() -> None:
     reply = RESPONDER.options_reply(UDP)
     assert reply is not None
-    assert answer_options(SIPP, "127.0.0.1", 5061, reply, max_size=len(SIPP) - 1) is None
+    assert answer_options(SIPP, "127.0.0.1", 5061, reply, MEMO, max_size=len(SIPP) - 1) is None
 
 
 def test_answering_the_same_message_twice_gives_the_same_bytes() -> None:
@@ -363,23 +372,23 @@ def test_generated_options_get_the_general_paths_answer(
 def test_header_lines_remembered_from_other_messages_change_no_answer(
     first: tuple[bytes, tuple[str, int]], second: tuple[bytes, tuple[str, int]]
 ) -> None:
-    """A line read before (the `_LINES` memo) is read as a new one would be."""
-    keepalive._LINES.clear()
+    """A line read before (the ``lines`` memo) is read as a new one would be."""
+    MEMO.lines.clear()
     cold = shortcut(*second)
     shortcut(*first)
     shortcut(*second)
     assert shortcut(*second) == cold
-    assert len(keepalive._LINES) <= keepalive._LINES.max_entries
+    assert len(MEMO.lines) <= MEMO.lines.max_entries
 
 
 def test_the_line_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keepalive._LINES, "max_entries", 8)
-    keepalive._LINES.clear()
+    monkeypatch.setattr(MEMO.lines, "max_entries", 8)
+    MEMO.lines.clear()
     for number in range(20):
         data = SIPP.replace(b"Max-Forwards: 70", b"Max-Forwards: %d" % number)
         assert shortcut(data, ("192.0.2.7", 5099)) is not None
-        assert len(keepalive._LINES) <= 8
-    keepalive._LINES.clear()
+        assert len(MEMO.lines) <= 8
+    MEMO.lines.clear()
 
 
 @settings(max_examples=300, deadline=None)

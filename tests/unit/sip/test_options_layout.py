@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipsock.apps import Dispatcher
-from sipsock.sip import keepalive_layout
-from sipsock.sip.keepalive import OptionsReply, answer_options
-from sipsock.sip.keepalive_layout import answer_by_layout
 from sipsock.sip.memo import MAX_ENTRIES as MEMO_LIMIT
+from sipsock.sip.options_answer import OptionsReply, answer_options
+from sipsock.sip.options_layout import answer_by_layout
 from sipsock.sockdef import SocketDef
-from tests.unit.sip.test_keepalive import (
+from tests.unit.sip.test_options_answer import (
     ADVERTISED,
+    MEMO,
     RESPONDER,
     SIPP,
     UDP,
@@ -46,10 +46,10 @@ values = st.one_of(tokens, tokens, odd_values)
 
 
 def forget_layouts() -> None:
-    keepalive_layout.line_ids.clear()
-    keepalive_layout.layouts.clear()
-    keepalive_layout.via_templates.clear()
-    keepalive_layout.from_templates.clear()
+    MEMO.line_ids.clear()
+    MEMO.layouts.clear()
+    MEMO.via_templates.clear()
+    MEMO.from_templates.clear()
 
 
 def by_layout(data: bytes, peer: tuple[str, int], sdef: SocketDef = UDP) -> bytes | None:
@@ -59,7 +59,7 @@ def by_layout(data: bytes, peer: tuple[str, int], sdef: SocketDef = UDP) -> byte
     end = data.find(b"\r\n\r\n")
     lines = data[:end].split(b"\r\n")
     return answer_by_layout(
-        lines, len(data) - end - 4, peer[0], peer[1], reply.encoded_salt, reply.encoded_tail
+        lines, len(data) - end - 4, peer[0], peer[1], reply.encoded_salt, reply.encoded_tail, MEMO
     )
 
 
@@ -151,9 +151,11 @@ def test_every_memo_is_bounded() -> None:
     for number in range(MEMO_LIMIT + 50):
         data = sipp(number).replace(b"Max-Forwards: 70", b"Max-Forwards: %d" % number)
         data = data.replace(b"sipp <sip:sipp@", b"sipp%d <sip:sipp@" % number)
-        assert answer_options(data, f"10.{number >> 8 & 255}.{number & 255}.1", 5060, reply())
-    for memo in ("line_ids", "layouts", "via_templates", "from_templates"):
-        assert len(getattr(keepalive_layout, memo)) <= MEMO_LIMIT, memo
+        host = f"10.{number >> 8 & 255}.{number & 255}.1"
+        assert answer_options(data, host, 5060, reply(), MEMO)
+    for name, memo in MEMO.memos().items():
+        assert len(memo) <= MEMO_LIMIT, name
+        assert memo.size <= memo.max_bytes, name
     forget_layouts()
 
 

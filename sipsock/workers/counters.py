@@ -1,0 +1,215 @@
+"""`PoolCounters`: a pool's statistics: each worker's `Stats` (paged), socket totals, ``ps`` rows.
+
+Every ``interval`` seconds (and once after a burst of socket changes) each
+ready worker is asked for its counters, page by page; each socket's totals
+are then what the control process sent itself, plus what ended workers
+counted, plus what the live workers count now. `rows` describes the workers
+for the MI ``ps``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from sipsock.deferreds import settle
+from sipsock.seams import SocketCounters
+from sipsock.sockdef import SocketDef
+from sipsock.workers.commands import COUNTER_NAMES, Stats, decode_stats_page
+from sipsock.workers.supervisor import Supervisor, WorkerProcess
+
+#: Seconds between the last socket change of a burst and the statistics refresh.
+REFRESH_DELAY: Final = 0.2
+
+
+class Counted(Protocol):
+    """A pooled socket's counters: totals, the control process's own, ended workers'."""
+
+    sdef: SocketDef
+    counters: SocketCounters
+    own: SocketCounters
+    retired: SocketCounters
+
+
+@dataclass
+class WorkerStats:
+    """What a worker said in its last `Stats` answer."""
+
+    pid: int
+    handled: int
+    sockets: dict[int, SocketCounters] = field(default_factory=dict)
+
+
+async def fetch_stats(process: WorkerProcess) -> WorkerStats:
+    """Every page of ``process``'s `Stats`; raises what the command raised."""
+    sockets: dict[int, SocketCounters] = {}
+    start = 0
+    while True:
+        answer = await process.call(Stats, start=start)
+        page = decode_stats_page(answer["sockets"])
+        sockets.update((s.key, s.counters) for s in page)
+        if not answer["more"] or not page:  # an empty page would never end
+            return WorkerStats(answer["pid"], answer["handled"], sockets)
+        start += len(page)
+
+
+class PoolCounters:
+    """The statistics of one pool's workers and sockets (see the module)."""
+
+    log = Logger(namespace="sipsock.workers.pool.UdpWorkerPool")
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        sockets: Mapping[int, Counted],
+        *,
+        reactor: Any,
+        interval: float,
+    ) -> None:
+        self.supervisor = supervisor
+        self.sockets = sockets
+        self.reactor = reactor
+        self.interval = interval
+        #: The last answer of each current process.
+        self.stats: dict[WorkerProcess, WorkerStats] = {}
+        #: Messages handled by the ended processes of each seat (by seat index).
+        self.handled_before: dict[int, int] = {}
+        self._loop: LoopingCall | None = None
+        self._refresh_call: IDelayedCall | None = None
+
+    def start(self) -> None:
+        """Refresh every ``interval`` seconds."""
+        loop = LoopingCall(self.refresh)
+        loop.clock = self.reactor
+        loop.start(self.interval, now=False).addErrback(
+            lambda failure: self.log.failure(
+                "UDP worker pool {pool}: statistics", failure, pool=self.supervisor.name
+            )
+        )
+        self._loop = loop
+
+    def stop(self) -> None:
+        """No more refreshes."""
+        if self._refresh_call is not None and self._refresh_call.active():
+            self._refresh_call.cancel()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def refresh(self) -> Deferred[None]:
+        """Ask every ready worker for its statistics; fires when all answered."""
+        waits = [
+            Deferred.fromCoroutine(self.fetch(p, recount=False)) for p in self.supervisor.ready()
+        ]
+
+        def recount(_: object) -> None:
+            if waits:
+                self.recount()
+
+        return settle(waits).addCallback(recount)
+
+    def refresh_soon(self) -> None:
+        """One refresh after a burst of socket changes, not one per socket.
+
+        Each refresh pages every socket's counters from every worker, so a
+        refresh per adopted or released socket made a reload of N sockets cost
+        N^2 (seen in bench/reload.py: 8 s of work after adding 500 sockets).
+        """
+        if self._refresh_call is None or not self._refresh_call.active():
+            self._refresh_call = self.reactor.callLater(REFRESH_DELAY, self.refresh)
+
+    async def fetch(
+        self, process: WorkerProcess, *, strict: bool = False, recount: bool = True
+    ) -> None:
+        """Read a worker's statistics (errors ignored unless ``strict``).
+
+        The sockets' totals are recounted unless ``recount`` is false (`refresh`
+        recounts once when every worker answered).
+        """
+        try:
+            stats = await fetch_stats(process)
+        except Exception:
+            if strict:
+                raise
+            return
+        if process.ended.done:
+            return
+        self.stats[process] = stats
+        if recount:
+            self.recount()
+
+    def worker_ended(self, process: WorkerProcess) -> None:
+        """Keep what an ended worker counted (per seat, and per socket still open)."""
+        stats = self.stats.pop(process, None)
+        if stats is not None:
+            index = process.seat.index
+            self.handled_before[index] = self.handled_before.get(index, 0) + stats.handled
+            for key, counters in stats.sockets.items():
+                listener = self.sockets.get(key)
+                if listener is not None:
+                    _add(listener.retired, counters)
+        self.recount()
+
+    def recount(self) -> None:
+        """Each socket's counters: its own sends, retired workers' and live workers' counts."""
+        live = [
+            stats
+            for seat in self.supervisor.seats
+            if seat.process is not None and (stats := self.stats.get(seat.process)) is not None
+        ]
+        for key, listener in self.sockets.items():
+            parts = [_values(listener.own), _values(listener.retired)]
+            for stats in live:
+                held = stats.sockets.get(key)
+                if held is not None:
+                    parts.append(_values(held))
+            totals = map(sum, zip(*parts, strict=True))
+            counters = listener.counters
+            for name, value in zip(COUNTER_NAMES, totals, strict=True):
+                setattr(counters, name, value)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per worker for the MI ``ps``: pid, pool, sockets held, messages, restarts."""
+        name = self.supervisor.name
+        rows: list[dict[str, Any]] = []
+        for seat in self.supervisor.seats:
+            process = seat.process
+            running = process is not None and not process.ended.done
+            stats = self.stats.get(process) if process is not None and running else None
+            held = sorted(stats.sockets) if stats is not None else []
+            handled = self.handled_before.get(seat.index, 0)
+            row: dict[str, Any] = {
+                "PID": process.pid if running and process is not None else None,
+                "Type": f"UDP worker {name}/{seat.index}",
+                "Pool": name,
+                "Worker": seat.index,
+                "State": seat.state,
+                "Sockets": [self.socket_name(key) for key in held],
+                "Handled": handled + (stats.handled if stats is not None else 0),
+                "Restarts": seat.restarts,
+            }
+            if seat.last_exit is not None:
+                row["Last exit"] = seat.last_exit
+            rows.append(row)
+        return rows
+
+    def socket_name(self, key: int) -> str:
+        """The socket's ``proto:host:port``, or ``released socket KEY``."""
+        listener = self.sockets.get(key)
+        return listener.sdef.socket_text if listener is not None else f"released socket {key}"
+
+
+#: A `SocketCounters`' values in `COUNTER_NAMES` order, in one call.
+_values: Callable[[SocketCounters], tuple[int, ...]] = operator.attrgetter(*COUNTER_NAMES)
+
+
+def _add(total: SocketCounters, more: SocketCounters) -> None:
+    for name, value in zip(COUNTER_NAMES, _values(more), strict=True):
+        setattr(total, name, getattr(total, name) + value)
