@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sipsock.config.admin import ManholeSettings, MISettings, read_manhole, read_mi
 from sipsock.config.core import CoreSettings, read_core
@@ -51,20 +51,8 @@ class Settings:
         return self.mi.socket or self.core.state_dir / "sipsock-mi.sock"
 
 
-#: The sections of the file: each one field of `Settings`.
-SECTIONS = frozenset(
-    {
-        "sockets_mgm",
-        "core",
-        "mi",
-        "tls",
-        "websocket",
-        "manhole",
-        "limits",
-        "application",
-        "proxy",
-    }
-)
+#: The sections of the file: the fields of `Settings` but where they were read from.
+SECTIONS: Final = frozenset(item.name for item in fields(Settings)) - {"source", "text"}
 
 
 def load_config(path: str | Path) -> Settings:
