@@ -4,13 +4,13 @@
 (`sipsock.db.cli`) creates and edits the table.
 """
 
+from sipsock.db.factory import open_store
 from sipsock.db.store import (
     TABLE_VERSION,
     ISocketStore,
     SocketRow,
     SocketStore,
     StoreError,
-    open_store,
 )
 
 __all__ = [

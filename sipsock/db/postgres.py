@@ -73,7 +73,7 @@ def connect_kwargs(url: DatabaseURL, timeout: float) -> dict[str, Any]:
     return kwargs
 
 
-class _QuietConnection(txpostgres.Connection):  # type: ignore[misc]
+class QuietConnection(txpostgres.Connection):  # type: ignore[misc]
     """A txpostgres connection that reports a dropped server as a lost connection.
 
     txpostgres watches idle connections for NOTIFY; when the server goes away,
@@ -94,9 +94,9 @@ class _QuietConnection(txpostgres.Connection):  # type: ignore[misc]
 
 
 class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
-    """A txpostgres pool of `_QuietConnection` on a given reactor."""
+    """A txpostgres pool of `QuietConnection` on a given reactor."""
 
-    connectionFactory = _QuietConnection
+    connectionFactory = QuietConnection
 
     def __init__(self, reactor: IReactorTime, size: int, connkw: dict[str, Any]) -> None:
         self.reactor = reactor

@@ -2,7 +2,7 @@
 
 An open SQLite connection keeps reading the inode it opened: after ``rm`` or
 ``mv`` of the file it sees the old rows forever. The store (`sipsock.db.sqlite`)
-and the change poller (`sipsock.autoreload.SQLitePoller`) compare the file's
+and the change poller (`sipsock.db.sqlitepoll.SQLitePoller`) compare the file's
 identity (device and inode, `FileId`) before every use and reopen a replaced
 file; a vanished or empty file is an error that says what to do. The daemon
 opens the file read-write but never creates it (``mode=rw``): creating it, and

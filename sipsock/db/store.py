@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from twisted.internet.interfaces import IReactorTime
 
-    from sipsock.config import SocketsMgmSettings, TableNames
+    from sipsock.config import TableNames
 
 #: The version of the sockets table this code reads (OpenSIPS's is 1 too).
 TABLE_VERSION: Final = 1
@@ -316,27 +316,6 @@ def missing_table_error(table: str, database: str) -> StoreError:
     )
 
 
-def open_store(settings: SocketsMgmSettings, reactor: IReactorTime | None = None) -> ISocketStore:
-    """The store for ``settings.db_url``: PostgreSQL, MySQL/MariaDB or SQLite."""
-    if settings.db_url.scheme == "sqlite":
-        from sipsock.db.sqlite import SQLiteStore
-
-        return SQLiteStore(settings, reactor=reactor)
-    if settings.db_url.scheme == "postgres":
-        from sipsock.db.postgres import PostgresStore
-
-        return PostgresStore(settings, reactor=reactor)
-    if settings.db_url.scheme == "mysql":
-        try:
-            from sipsock.db.mysql import MySQLStore
-        except ImportError as exc:
-            raise StoreError(
-                f"{settings.db_url.display()} needs PyMySQL ({exc}): pip install 'sipsock[mysql]'"
-            ) from None
-        return MySQLStore(settings, reactor=reactor)
-    raise StoreError(f"unsupported database scheme {settings.db_url.scheme!r}")
-
-
 def within(
     operation: Deferred[T],
     seconds: float,
@@ -377,3 +356,8 @@ def within(
     timer = reactor.callLater(seconds, expire)
     operation.addBoth(settle)
     return result
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of a (database) error message."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)

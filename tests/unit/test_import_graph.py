@@ -26,21 +26,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "sipsock"
 
 #: Circles between modules left for later, each with the issue that removes it.
-ALLOWED_CYCLES: dict[frozenset[str], str] = {
-    # Issue 17, section 4: db/store.py imports each backend lazily (open_store)
-    # and every backend imports db/store.py for the store interface and its
-    # errors; the store factory moves to its own module (DB stores helper).
-    frozenset(
-        {
-            "sipsock.db.store",
-            "sipsock.db.sqlite",
-            "sipsock.db.postgres",
-            "sipsock.db.mysql",
-            "sipsock.db.pooled",
-            "sipsock.db.sqlitefile",
-        }
-    ): "issue 17 section 4: the store factory in its own module",
-}
+ALLOWED_CYCLES: dict[frozenset[str], str] = {}
 
 
 def module_names() -> dict[str, Path]:

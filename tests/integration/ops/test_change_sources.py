@@ -21,9 +21,10 @@ from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import provider
 
-from sipsock.autoreload import PostgresListener, SQLitePoller
 from sipsock.config import SocketsMgmSettings, parse_config
 from sipsock.db.cli import Database
+from sipsock.db.pglisten import PostgresListener
+from sipsock.db.sqlitepoll import SQLitePoller
 from tests.pg import PostgresServer
 from tests.polling import poll_until, wait_until
 

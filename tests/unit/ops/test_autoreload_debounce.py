@@ -7,12 +7,8 @@ import itertools
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
-from sipsock.autoreload import (
-    RECONNECT_INITIAL,
-    RECONNECT_MAX,
-    Debouncer,
-    reconnect_delays,
-)
+from sipsock.autoreload import Debouncer
+from sipsock.db.pglisten import RECONNECT_INITIAL, RECONNECT_MAX, reconnect_delays
 from sipsock.reloadplan import ReloadReport
 from sipsock.testing import FakeRegistry
 
