@@ -27,6 +27,7 @@ from sipsock.db import SocketRow, SocketStore, StoreError
 from sipsock.deferreds import settle
 from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.incidents import Incidents
+from sipsock.reloadhosts import HostResolver, ReloadHosts, make_thread_resolver
 from sipsock.reloadplan import (
     Failure,
     Rejection,
@@ -37,18 +38,12 @@ from sipsock.reloadplan import (
     screen_conflicts,
 )
 from sipsock.repeats import ChangedOnly
-from sipsock.resolver import ResolveError, ThreadResolver
 from sipsock.seams import Listener, ListenError
 from sipsock.slots import NoFreeSlotError, SlotAllocator
 from sipsock.sockdef import SocketDef
 from sipsock.socketindex import first_in_order, has_tag, of_proto
 
 ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
-HostResolver = Callable[[str], "Deferred[list[str]]"]
-
-RESOLVE_TIMEOUT = 5.0
-#: Host names a reload may be resolving at once (more fail, the sockets on them kept).
-RESOLVE_PENDING = 256
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
 
@@ -96,23 +91,6 @@ class _Settled:
     rejected: list[Rejection]
 
 
-def make_thread_resolver(reactor: Any, timeout: float = RESOLVE_TIMEOUT) -> HostResolver:
-    """The registry's resolver: getaddrinfo in a thread pool of its own, bounded in time.
-
-    Nothing is cached (a reload sees the names as they resolve now), and the
-    pool is not the one password checks or the proxy's look-ups queue in.
-    """
-    resolver = ThreadResolver(
-        reactor,
-        timeout=timeout,
-        max_pending=RESOLVE_PENDING,
-        cache_seconds=0.0,
-        failure_seconds=0.0,
-        name="sipsock-registry-resolver",
-    )
-    return resolver.resolve
-
-
 class SocketRegistry(Service):
     """Owns the dynamic sockets (and knows the static ones) of one daemon.
 
@@ -146,7 +124,7 @@ class SocketRegistry(Service):
         self._reactor = reactor
         self._slots = SlotAllocator(max_sockets)
         self._static = list(static)
-        self._resolve = resolver or make_thread_resolver(reactor)
+        self._hosts = ReloadHosts(resolver or make_thread_resolver(reactor))
         self._entries: dict[SocketDef, SocketEntry] = {}
         self._rows = RowScreen()
         self._settled: _Settled | None = None
@@ -165,11 +143,9 @@ class SocketRegistry(Service):
         #: Durations of the completed reloads.
         self.reload_seconds = Histogram(RELOAD_SECONDS_BUCKETS)
         # What a reload logs again only when it changed: rejected rows, sockets that
-        # fail to open or update (retried at every reload), host names with several
-        # addresses (resolved at every reload).
+        # fail to open or update (retried at every reload); host names: ReloadHosts.
         self._rejections_logged: ChangedOnly[tuple[int | None, str]] = ChangedOnly()
         self._failures_logged: ChangedOnly[str] = ChangedOnly()
-        self._hosts_logged: ChangedOnly[str] = ChangedOnly()
 
     # --- service ------------------------------------------------------------------
 
@@ -246,7 +222,7 @@ class SocketRegistry(Service):
         report = ReloadReport()
         defs, rejected = self._rows.screen(rows)
         names = host_names(defs)
-        defs, unresolved = await self._resolve_hosts(defs, names)
+        defs, unresolved = await self._hosts.resolve(defs, names, self._entries)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts
         plan = plan_reload({s: e.is_open for s, e in self._entries.items()}, wanted)
@@ -291,7 +267,7 @@ class SocketRegistry(Service):
         report.workers = self._incidents.since(mark)
         repeats = self._log_rejections(report.rejected)
         self._failures_logged.end_round()
-        self._hosts_logged.end_round()
+        self._hosts.end_round()
         report.seconds = self._reactor.seconds() - started
         self.reloads += 1
         self.loaded = True
@@ -316,71 +292,6 @@ class SocketRegistry(Service):
                 "{reason}", reason=rejection.reason, socket=rejection.socket, row=rejection.row_id
             )
         return len(rejected) - len(fresh)
-
-    async def _resolve_hosts(
-        self, defs: list[SocketDef], names: list[str]
-    ) -> tuple[list[SocketDef], list[Rejection]]:
-        """Resolve the host ``names`` of ``defs``; a socket on a name that fails is rejected."""
-        if not names:
-            return defs, []
-        results = await settle([self._resolve(name) for name in names])
-        resolved: dict[str, str] = {}
-        errors: dict[str, str] = {}
-        for name, value in zip(names, results, strict=True):
-            if isinstance(value, TwistedFailure):
-                errors[name] = _resolve_reason(value)
-            elif not value:
-                errors[name] = "no address"
-            else:
-                resolved[name] = value[0]
-                if len(value) > 1 and self._hosts_logged.seen(name, " ".join(value)):
-                    self.log.warn(
-                        "host name {host} has {count} addresses; using {address}",
-                        host=name,
-                        count=len(value),
-                        address=value[0],
-                    )
-        kept: list[SocketDef] = []
-        rejections: list[Rejection] = []
-        for sdef in defs:
-            running = self._running_from(sdef) if sdef.host in errors else None
-            if running is not None:
-                # As for a database failure: what cannot be read now keeps running.
-                kept.append(running)
-                key = f"row {sdef.row_id} unresolved {sdef.host}"
-                if not self._hosts_logged.seen(key, errors[sdef.host]):
-                    continue  # said at the last reload already
-                self.log.warn(
-                    "row {row}: cannot resolve host name {host} this time ({reason}): "
-                    "socket {socket} keeps address {address}",
-                    row=sdef.row_id,
-                    host=sdef.host,
-                    reason=errors[sdef.host],
-                    socket=running.socket_text,
-                    address=running.host,
-                )
-            elif sdef.host in errors:
-                rejections.append(
-                    Rejection(
-                        sdef.row_id,
-                        sdef.text,
-                        f"row {sdef.row_id}: socket {sdef.text!r}: cannot resolve host name "
-                        f"{sdef.host!r}: {errors[sdef.host]}",
-                    )
-                )
-            elif sdef.host in resolved:
-                kept.append(sdef.with_host(resolved[sdef.host]))
-            else:
-                kept.append(sdef)
-        return kept, rejections
-
-    def _running_from(self, sdef: SocketDef) -> SocketDef | None:
-        """``sdef`` on the address its row's socket runs on (same row, same socket
-        column), if one runs: the last answer for the name stands."""
-        for running in self._entries:
-            if running.row_id == sdef.row_id and running.text == sdef.text:
-                return sdef.with_host(running.host)
-        return None
 
     def _log_sockets(self, what: str, entries: Sequence[SocketEntry]) -> None:
         """``socket S slot N <what>`` for each of a few sockets; one line for many.
@@ -604,13 +515,6 @@ def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
     except Exception:
         return defer.fail()
     return applying if applying is not None else defer.succeed(None)
-
-
-def _resolve_reason(failure: TwistedFailure) -> str:
-    error = failure.value
-    if isinstance(error, ResolveError):
-        return error.reason
-    return str(error) or type(error).__name__
 
 
 def _open_reason(failure: TwistedFailure) -> str:

@@ -14,14 +14,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from sipsock.mi.commands import CommandTable, MICommand, MIError, invalid_params
-from sipsock.stats import (
-    Stat,
-    Statistics,
-    StatisticsError,
-    as_kinds,
-    as_values,
-    select,
-)
+from sipsock.stats import Statistics
+from sipsock.statvalues import Stat, StatisticsError, as_kinds, as_values, select
 
 #: OpenSIPS's error code when no statistic matches.
 NOT_FOUND = 404

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 
 from sipsock.db import SocketRow, StoreError
 from sipsock.registry import SocketRegistry
+from sipsock.reloadhosts import ReloadHosts
 from sipsock.resolver import ThreadResolver
 from sipsock.sockdef import SocketDef, parse_row
 from sipsock.testing import FakeListener, FakeStore
@@ -197,7 +198,7 @@ def test_the_resolution_timeout_named_is_the_configured_one() -> None:
     h = Harness()
     h.store.add("udp:slow.example.net:5070")
     never: Any = lambda lookup, host: Deferred()  # noqa: E731  (a lookup that never answers)
-    h.registry._resolve = ThreadResolver(h.clock, timeout=0.5, run=never).resolve
+    h.registry._hosts = ReloadHosts(ThreadResolver(h.clock, timeout=0.5, run=never).resolve)
     result: list[Any] = []
     h.registry.reload().addBoth(result.append)
     h.clock.advance(0.5)

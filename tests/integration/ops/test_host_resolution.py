@@ -14,7 +14,7 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
-from sipsock.registry import make_thread_resolver
+from sipsock.reloadhosts import make_thread_resolver
 from sipsock.resolver import ResolveError, ThreadResolver
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-UNIT = Path(__file__).resolve().parents[3] / "etc" / "sipsock.service"
+UNIT = Path(__file__).resolve().parents[2] / "etc" / "sipsock.service"
 
 
 def test_unit_runs_the_daemon_in_the_foreground_with_the_bind_capability() -> None:

@@ -16,9 +16,9 @@ from sipsock.registry import SocketEntry
 from sipsock.reloadplan import Failure, Rejection, ReloadReport
 from sipsock.seams import SocketCounters
 from sipsock.sockdef import SocketDef, parse_row
-from sipsock.stats import (
+from sipsock.stats import Statistics
+from sipsock.statvalues import (
     Stat,
-    Statistics,
     StatisticsError,
     as_kinds,
     as_values,
