@@ -149,6 +149,10 @@ class SocketRegistry(Service):
 
     # --- service ------------------------------------------------------------------
 
+    def use_static(self, listeners: Sequence[Listener]) -> None:
+        """The static sockets, once bound: looked up and screened here, closed by their owner."""
+        self._static = list(listeners)
+
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self._initial_load(self._retry_delay)
@@ -189,8 +193,8 @@ class SocketRegistry(Service):
         self.reload().addCallbacks(loaded, failed)
 
     async def _close_all(self) -> None:
+        """Close the dynamic sockets; the static ones are their owner's to close."""
         listeners = [e.listener for e in self._entries.values() if e.listener is not None]
-        listeners += self._static
         self._entries.clear()
         self._settled = None
         self._static = []

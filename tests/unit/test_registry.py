@@ -230,14 +230,25 @@ def test_initial_load_retries_with_backoff_until_it_works_and_stops_on_stop() ->
     assert h.opened["udp:127.0.0.1:5070"].stopped
 
 
-def test_stop_closes_static_and_dynamic_sockets_and_cancels_retries() -> None:
+def test_stop_closes_dynamic_sockets_leaves_static_ones_and_cancels_retries() -> None:
     static = FakeListener(parse_row(None, "udp:127.0.0.1:5060"), None)
     h = Harness(static=(static,))
+    h.store.add("udp:127.0.0.1:5070")
+    h.reload()
     h.store.error = "down"
     h.registry.startService()
     h.registry.stopService()
-    assert static.stopped
+    assert h.opened["udp:127.0.0.1:5070"].stopped
+    assert not static.stopped  # StaticSockets, their owner, closes them after the registry
+    assert h.registry.static_listeners == []
     assert not h.clock.getDelayedCalls()
+
+
+def test_use_static_makes_the_static_sockets_known() -> None:
+    h = Harness()
+    static = FakeListener(parse_row(None, "udp:127.0.0.1:5060"), None)
+    h.registry.use_static([static])
+    assert h.registry.first("udp") is static
 
 
 def test_a_row_on_a_static_address_is_rejected() -> None:

@@ -1,0 +1,109 @@
+"""Where a socket opens: UDP in a worker pool, every other transport in this process.
+
+The registry (dynamic sockets) and `StaticSockets` (``[core] listen``) are
+given the openers here; `worker_pools` builds the pools they use
+(DESIGN "Process model"). The socket book tells the workers about every
+socket that is not theirs, so that they can send through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+
+from sipsock.apps import Dispatcher
+from sipsock.apps.spec import AppSpec
+from sipsock.config import Settings
+from sipsock.incidents import Incidents
+from sipsock.sockdef import SocketDef
+from sipsock.transport import Listener, open_listener
+from sipsock.transport.tls import TLSDomains
+from sipsock.workers import SocketBook, UdpWorkerPool
+
+InProcessOpener = Callable[[SocketDef, "int | None"], Listener]
+
+
+def in_process_opener(
+    settings: Settings, dispatcher: Dispatcher, tls: TLSDomains, reactor: Any
+) -> InProcessOpener:
+    """Opens a listener of any transport in this process (raises `ListenError`)."""
+
+    def open_socket(sdef: SocketDef, slot: int | None) -> Listener:
+        return open_listener(
+            sdef,
+            slot,
+            dispatcher,
+            reactor=reactor,
+            idle_timeout=settings.core.stream_idle_timeout,
+            max_message_size=settings.core.max_message_size,
+            tls=tls,
+            websocket=settings.websocket,
+            limits=settings.limits,
+        )
+
+    return open_socket
+
+
+@dataclass
+class SocketOpeners:
+    """Routes each socket to the pool or the process that serves it."""
+
+    open_socket: InProcessOpener
+    book: SocketBook
+    dynamic_pool: UdpWorkerPool
+    static_pool: UdpWorkerPool | None
+
+    @property
+    def pools(self) -> list[UdpWorkerPool]:
+        return [pool for pool in (self.dynamic_pool, self.static_pool) if pool is not None]
+
+    def open_dynamic(self, sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
+        """A registry opener: fires with the listener, or fails with `ListenError`."""
+        if sdef.proto == "udp":
+            return self.dynamic_pool.open(sdef, slot)  # type: ignore[return-value]
+        return maybeDeferred(self.open_socket, sdef, slot).addCallback(self.book.track)
+
+    def open_static(self, sdef: SocketDef) -> Listener:
+        """Bind a static socket now (raises `ListenError`)."""
+        if sdef.proto == "udp" and self.static_pool is not None:
+            return self.static_pool.open_static(sdef)
+        listener = self.open_socket(sdef, None)
+        self.book.put(listener, static=True)
+        return listener
+
+
+def worker_pools(
+    spec: AppSpec, book: SocketBook, incidents: Incidents, reactor: Any
+) -> tuple[UdpWorkerPool, UdpWorkerPool | None]:
+    """The pool of the dynamic UDP sockets, and one for static UDP sockets if any.
+
+    Workers build their application from ``spec`` (what this process loaded).
+    """
+    settings = spec.settings
+    balance = settings.sockets_mgm.udp_balance
+    dynamic = UdpWorkerPool(
+        settings.sockets_mgm.processes,
+        "dynamic",
+        spec,
+        balance=balance,
+        book=book,
+        reactor=reactor,
+        command_timeout=settings.core.worker_timeout,
+        incidents=incidents,
+    )
+    static = None
+    if any(sdef.proto == "udp" for sdef in settings.core.listen):
+        static = UdpWorkerPool(
+            settings.core.udp_workers,
+            "static",
+            spec,
+            balance=balance,
+            book=book,
+            reactor=reactor,
+            command_timeout=settings.core.worker_timeout,
+            incidents=incidents,
+        )
+    return dynamic, static
