@@ -15,7 +15,7 @@ from sipsock.apps.interface import (
 from sipsock.apps.loader import load_application
 from sipsock.apps.proxy import StatelessProxy
 from sipsock.apps.responder import Responder
-from sipsock.proxyrules import ProxyRoute, RouteError
+from sipsock.config.proxy import ProxyRoute, RouteError
 
 __all__ = [
     "ApplicationError",

@@ -4,7 +4,7 @@ Requests are forwarded, one by one and without any transaction state:
 
 1. Max-Forwards 0 is answered 483 (a request without one gets 70); a
    request that carries a Via of this proxy with its own loop key is
-   answered 482 (`sipsock.proxyrules.is_loop`); a Proxy-Require (this
+   answered 482 (`sipsock.apps.proxyrules.is_loop`); a Proxy-Require (this
    proxy supports no extension) is answered 420 with Unsupported.
 2. Leading Route entries that name this proxy are removed (loose routing).
    A Route left over is the next hop; a request that came with this proxy's
@@ -43,11 +43,10 @@ from zope.interface import implementer
 from sipsock.addresses import normal_ip
 from sipsock.apps.dispatch import error_phrase
 from sipsock.apps.interface import ISipApplication, MessageContext
-from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
-from sipsock.proxyrules import (
+from sipsock.apps.proxyrules import (
     Destination,
     ProxyRoute,
-    RouteError,
+    UriError,
     describe_ref,
     destination_of,
     find_route,
@@ -67,6 +66,7 @@ from sipsock.proxyrules import (
     via_marker,
     wants_record_route,
 )
+from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
 from sipsock.seams import Listener
 from sipsock.sip import Request, Response, SipParseError, make_response, route_response
 from sipsock.sip.extensions import unsupported_options
@@ -239,7 +239,7 @@ class StatelessProxy:
                     raise RejectedError(404, "no route")
                 destination = route.destination or destination_of(parse_uri(request.uri))
                 explicit = route.out_tag
-        except RouteError as error:
+        except UriError as error:
             raise RejectedError(400, error.reason) from None
         out, transport = self._outgoing(context, destination, explicit, own.count > 0)
         inbound = socket_ref(receiving, context.slot)

@@ -30,7 +30,7 @@ from tests.sipp import SippResult, SippRun, start_sipp
 from tests.tables import SocketTable
 from tests.tlsfiles import TestPKI, domain_toml
 
-#: A Via branch of the proxy (see sipsock.proxyrules.proxy_branch).
+#: A Via branch of the proxy (see sipsock.apps.proxyrules.proxy_branch).
 BRANCH = r"branch=z9hG4bK[0-9a-f]{24}\.[0-9a-f]{10}"
 ADVERTISED_B = "198.51.100.7:5999"
 ADVERTISED_A = "192.0.2.10:5070"

@@ -12,8 +12,8 @@ from twisted.internet.testing import MemoryReactorClock
 from zope.interface.verify import verifyObject
 
 from sipsock.apps import Dispatcher, ISipApplication, RouteError, StatelessProxy
+from sipsock.apps.proxyrules import proxy_branch
 from sipsock.apps.resolver import ResolveError
-from sipsock.proxyrules import proxy_branch
 from sipsock.sip import Request, Response, parse, parse_via
 from sipsock.sockdef import parse_row
 from sipsock.testing import FakeDirectory, FakeListener

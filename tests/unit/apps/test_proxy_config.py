@@ -9,8 +9,8 @@ import pytest
 
 from sipsock.apps import ApplicationError, StatelessProxy, load_application
 from sipsock.apps.loader import PROXY_APPLICATIONS, application_options
+from sipsock.apps.proxyrules import Destination
 from sipsock.config import ConfigError, load_config, parse_config
-from sipsock.proxyrules import Destination
 
 ROUTES = [
     {"in_tag": "a", "destination": "sip:127.0.0.1:5080;transport=tcp", "out_tag": "b"},

@@ -38,7 +38,7 @@ def test_defaults_are_the_modules_own() -> None:
 
 
 def test_shipped_example_config_loads() -> None:
-    settings = load_config(Path(__file__).parents[2] / "etc" / "sipsock.toml")
+    settings = load_config(Path(__file__).parents[3] / "etc" / "sipsock.toml")
     assert settings.sockets_mgm.max_sockets == 100
 
 

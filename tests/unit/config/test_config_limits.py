@@ -105,7 +105,7 @@ def test_bad_values_name_the_key(
 
 
 def test_shipped_example_documents_every_limit() -> None:
-    path = Path(__file__).parents[2] / "etc" / "sipsock.toml"
+    path = Path(__file__).parents[3] / "etc" / "sipsock.toml"
     text = path.read_text()
     assert "[limits]" in text
     for key in LimitSettings.__dataclass_fields__:
@@ -114,7 +114,7 @@ def test_shipped_example_documents_every_limit() -> None:
 
 
 def test_readme_documents_every_limit() -> None:
-    text = (Path(__file__).parents[2] / "README.rst").read_text()
+    text = (Path(__file__).parents[3] / "README.rst").read_text()
     for key in LimitSettings.__dataclass_fields__:
         assert key in text, f"README.rst does not mention [limits] {key}"
 

@@ -1,0 +1,167 @@
+"""The proxy's forwarding rules: Max-Forwards, branch, loops, Record-Route, the copy."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipsock.apps.proxyrules import (
+    DEFAULT_MAX_FORWARDS,
+    forward_copy,
+    is_loop,
+    is_own_branch,
+    loop_key,
+    next_max_forwards,
+    proxy_branch,
+    proxy_via,
+    wants_record_route,
+)
+from sipsock.sip import Request, parse
+from sipsock.sockdef import parse_row
+
+SECRET = "s3cret"
+A = parse_row(1, "udp:127.0.0.1:5070", advertised="192.0.2.10:5070", tag="a")
+
+
+def invite(
+    *, uri: str = "sip:svc@example.com", via: str = "", extra: str = "", to_tag: str = ""
+) -> Request:
+    text = (
+        f"INVITE {uri} SIP/2.0\r\n"
+        f"Via: {via or 'SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-abc;rport=5060'}\r\n"
+        "From: <sip:alice@example.com>;tag=f1\r\n"
+        f"To: <sip:svc@example.com>{';tag=' + to_tag if to_tag else ''}\r\n"
+        "Call-ID: call-1@example.com\r\n"
+        "CSeq: 7 INVITE\r\n"
+        "Max-Forwards: 70\r\n"
+        f"{extra}"
+        "Content-Length: 0\r\n\r\n"
+    )
+    message = parse(text.encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def as_method(request: Request, method: str, *, to_tag: str = "") -> Request:
+    copy = Request(method, request.uri, request.headers, request.body)
+    copy.set("CSeq", f"{request.cseq[0]} {method}")
+    if to_tag:
+        copy.set("To", f"{copy.get('to')};tag={to_tag}")
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, DEFAULT_MAX_FORWARDS), (70, 69), (1, 0), (0, None)]
+)
+def test_max_forwards(value: int | None, expected: int | None) -> None:
+    assert next_max_forwards(value) == expected
+
+
+def test_branch_is_stable_for_retransmission_cancel_and_non_2xx_ack() -> None:
+    request = invite()
+    branch = proxy_branch(request, SECRET)
+    assert is_own_branch(branch)
+    assert branch.startswith("z9hG4bK")
+    assert proxy_branch(invite(), SECRET) == branch
+    assert proxy_branch(as_method(request, "CANCEL"), SECRET) == branch
+    assert proxy_branch(as_method(request, "ACK", to_tag="t9"), SECRET) == branch
+
+
+def test_branch_differs_for_another_transaction_or_another_secret() -> None:
+    branch = proxy_branch(invite(), SECRET)
+    other = invite(via="SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-xyz")
+    assert proxy_branch(other, SECRET) != branch
+    assert proxy_branch(invite(), "another") != branch
+
+
+def test_a_request_carrying_our_branch_has_looped() -> None:
+    request = invite()
+    assert not is_loop(request, SECRET)
+    request.add("Via", proxy_via(A, proxy_branch(request, SECRET), "s1"), first=True)
+    assert is_loop(request, SECRET)
+    # Another proxy with another secret, or a changed Request-URI: a spiral.
+    assert not is_loop(request, "other-secret")
+    request.uri = "sip:svc@elsewhere.example.com"
+    assert not is_loop(request, SECRET)
+
+
+def test_loop_key_ignores_the_top_via_and_the_to_tag() -> None:
+    request = invite()
+    key = loop_key(request, SECRET)
+    other_hop = invite(via="SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKhop")
+    assert loop_key(other_hop, SECRET) == key
+    assert loop_key(invite(to_tag="t1"), SECRET) == key
+    assert loop_key(invite(extra="Route: <sip:x;lr>\r\n"), SECRET) != key
+
+
+@given(st.text(alphabet="abcdef0123456789.zZ9hGbK-", max_size=60))
+def test_only_our_branch_shape_is_ours(branch: str) -> None:
+    if is_own_branch(branch):
+        assert branch.startswith("z9hG4bK") and len(branch) == 7 + 24 + 1 + 10
+
+
+# --- socket references, Via and Record-Route ----------------------------------------------
+
+
+def test_record_route_only_for_dialog_creating_requests() -> None:
+    assert wants_record_route(invite())
+    assert not wants_record_route(invite(to_tag="t1"))
+    assert not wants_record_route(as_method(invite(), "OPTIONS"))
+
+
+def test_forward_copy_puts_via_and_record_route_on_top_and_keeps_the_rest() -> None:
+    request = invite(
+        extra=(
+            "Record-Route: <sip:upstream.example;lr>\r\n"
+            "Route: <sip:192.0.2.10:5070;lr>, <sip:next.example;lr>\r\n"
+            "Route: <sip:last.example;lr>\r\n"
+            "Max-Forwards: 12\r\n"
+        )
+    )
+    copy = forward_copy(
+        request,
+        via="SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx",
+        record_route=["<sip:10.0.0.1;lr>", "<sip:10.0.0.2;lr>"],
+        max_forwards=69,
+        drop_routes=1,
+    )
+    assert copy.get_all("via") == [
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx",
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-abc;rport=5060",
+    ]
+    assert copy.get_all("record-route") == [
+        "<sip:10.0.0.1;lr>",
+        "<sip:10.0.0.2;lr>",
+        "<sip:upstream.example;lr>",
+    ]
+    assert copy.get_all("route") == ["<sip:next.example;lr>", "<sip:last.example;lr>"]
+    assert copy.get_all("max-forwards") == ["69"]
+    assert (copy.method, copy.uri, copy.body) == (request.method, request.uri, request.body)
+    assert copy.get("call-id") == request.get("call-id")
+    # The request itself is untouched.
+    assert len(request.get_all("via")) == 1
+    assert request.get_all("max-forwards") == ["70", "12"]
+
+
+def test_forward_copy_adds_what_is_missing() -> None:
+    request = Request(
+        "OPTIONS",
+        "sip:x@h",
+        [("v", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1"), ("Call-ID", "c"), ("CSeq", "1 OPTIONS")],
+    )
+    copy = forward_copy(
+        request,
+        via="SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx",
+        record_route=["<sip:10.0.0.1;lr>"],
+        max_forwards=70,
+        drop_routes=2,
+    )
+    assert [name for name, _ in copy.headers] == [
+        "Via",
+        "Record-Route",
+        "v",
+        "Call-ID",
+        "CSeq",
+        "Max-Forwards",
+    ]
