@@ -15,40 +15,12 @@ from sipsock.apps.proxyrules import (
     socket_ref,
     via_marker,
 )
-from sipsock.sip import Request, parse, parse_via
+from sipsock.sip import parse_via
 from sipsock.sockdef import SocketDef, parse_row
+from tests.unit.apps.proxyrules.messages import SECRET, A, invite
 
-SECRET = "s3cret"
-A = parse_row(1, "udp:127.0.0.1:5070", advertised="192.0.2.10:5070", tag="a")
 B = parse_row(2, "tcp:127.0.0.1:5080", advertised="198.51.100.7:5999", tag="b")
 C = parse_row(3, "udp:[::1]:5090", tag="c")
-
-
-def invite(
-    *, uri: str = "sip:svc@example.com", via: str = "", extra: str = "", to_tag: str = ""
-) -> Request:
-    text = (
-        f"INVITE {uri} SIP/2.0\r\n"
-        f"Via: {via or 'SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-abc;rport=5060'}\r\n"
-        "From: <sip:alice@example.com>;tag=f1\r\n"
-        f"To: <sip:svc@example.com>{';tag=' + to_tag if to_tag else ''}\r\n"
-        "Call-ID: call-1@example.com\r\n"
-        "CSeq: 7 INVITE\r\n"
-        "Max-Forwards: 70\r\n"
-        f"{extra}"
-        "Content-Length: 0\r\n\r\n"
-    )
-    message = parse(text.encode())
-    assert isinstance(message, Request)
-    return message
-
-
-def as_method(request: Request, method: str, *, to_tag: str = "") -> Request:
-    copy = Request(method, request.uri, request.headers, request.body)
-    copy.set("CSeq", f"{request.cseq[0]} {method}")
-    if to_tag:
-        copy.set("To", f"{copy.get('to')};tag={to_tag}")
-    return copy
 
 
 def test_socket_refs_round_trip() -> None:
