@@ -1,0 +1,211 @@
+"""`AutoScaler`: every cycle, a pool's load is measured and its auto-scaling profile applied.
+
+Each ``cycle`` seconds the CPU time of each ready worker is read from
+``/proc/PID/stat`` (the kernel's own count: a worker busy reading datagrams
+needs to answer nothing for its load to be known), and the share of the
+cycle it spent on the CPU is its load; the pool's load is their mean. The
+rule (`sipsock.scaling.decide`) turns the samples taken at the current size
+into a `Decision`; the last one, and the last change of size, are shown by
+``ps`` and ``/metrics``. A pool in which a worker is starting, restarting
+or leaving takes no sample and changes nothing (the samples start again):
+a new worker is ready before the next one is added, and a worker that
+keeps crashing is restarted within the profile's bounds without the pool
+growing or shrinking around it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sipsock.scaling import Decision, LoadHistory, ScalingRule, busy_share, decide, mean_load
+
+#: Clock ticks per second of ``/proc/PID/stat``'s times.
+_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) the process ``pid`` used so far (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces.
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (IndexError, ValueError):
+        return None
+
+
+class ScalablePool(Protocol):
+    """What the auto-scaler asks of a pool (`sipsock.workers.resize.SeatResizer`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def pids(self) -> list[int]: ...
+
+    def blocked(self) -> str | None: ...
+
+    def shrink_refusal(self) -> str | None: ...
+
+    def grow(self) -> object: ...
+
+    def shrink(self) -> Deferred[None]: ...
+
+
+@dataclass(frozen=True)
+class ScalingEvent:
+    """A decision and when it was taken (reactor seconds)."""
+
+    decision: Decision
+    at: float
+
+
+class AutoScaler(Service):
+    """Applies ``rule`` to ``pool`` every ``rule.cycle`` seconds (see the module).
+
+    ``cpu`` reads a process's CPU seconds (`proc_cpu_seconds`; tests give
+    their own).
+    """
+
+    log = Logger(namespace="sipsock.workers.pool.UdpWorkerPool")
+
+    def __init__(
+        self,
+        rule: ScalingRule,
+        pool: ScalablePool,
+        *,
+        reactor: Any,
+        cpu: Callable[[int], float | None] = proc_cpu_seconds,
+    ) -> None:
+        self.rule = rule
+        self.pool = pool
+        self.reactor = reactor
+        self.cpu = cpu
+        self.history = LoadHistory(rule.memory)
+        #: The last decision (every cycle), and the last that changed the size.
+        self.last: ScalingEvent | None = None
+        self.last_change: ScalingEvent | None = None
+        #: The pool's load of the last cycle measured (None: not measured yet).
+        self.load: float | None = None
+        #: Changes of size so far, by action (``up``, ``down``).
+        self.changes: dict[str, int] = {"up": 0, "down": 0}
+        self._seen: dict[int, tuple[float, float]] = {}
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.log.info(
+            "UDP worker pool {pool}: auto-scaling profile {profile}: {rule}",
+            pool=self.pool.name,
+            profile=self.rule.name,
+            rule=self.rule.describe(),
+        )
+        loop = LoopingCall(self.cycle)
+        loop.clock = self.reactor
+        loop.start(self.rule.cycle, now=False).addErrback(
+            lambda failure: self.log.failure(
+                "UDP worker pool {pool}: auto-scaling stopped", failure, pool=self.pool.name
+            )
+        )
+        self._loop = loop
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def measure(self) -> float | None:
+        """The pool's load over the last cycle (None: no worker measured for a whole cycle)."""
+        now = self.reactor.seconds()
+        shares: list[float] = []
+        seen: dict[int, tuple[float, float]] = {}
+        for pid in self.pool.pids():
+            cpu = self.cpu(pid)
+            if cpu is None:
+                continue
+            seen[pid] = (cpu, now)
+            before = self._seen.get(pid)
+            if before is not None:
+                share = busy_share(before[0], cpu, now - before[1])
+                if share is not None:
+                    shares.append(share)
+        self._seen = seen
+        return mean_load(shares)
+
+    def cycle(self) -> Decision:
+        """Measure, decide, act: one cycle."""
+        load = self.measure()
+        self.load = load
+        blocked = self.pool.blocked()
+        if blocked is not None:
+            self.history.clear()
+        elif load is not None:
+            self.history.add(load)
+        size = self.pool.size
+        decision = decide(
+            self.rule,
+            size,
+            list(self.history.samples),
+            blocked=blocked,
+            shrink_refused=self.pool.shrink_refusal(),
+        )
+        event = ScalingEvent(decision, self.reactor.seconds())
+        self.last = event
+        if decision.action == "hold":
+            return decision
+        self.last_change = event
+        self.changes[decision.action] += 1
+        self.history.clear()
+        self.log.info(
+            "UDP worker pool {pool}: scaling {action} from {size} to {target} workers: {reason}",
+            pool=self.pool.name,
+            action=decision.action,
+            size=size,
+            target=decision.size,
+            reason=decision.reason,
+            load=decision.load,
+        )
+        if decision.action == "up":
+            self.pool.grow()
+        else:
+            self.pool.shrink().addErrback(self._shrink_failed)
+        return decision
+
+    def _shrink_failed(self, failure: Failure) -> None:
+        self.log.failure("UDP worker pool {pool}: shrink", failure, pool=self.pool.name)
+
+    def summary(self) -> dict[str, Any]:
+        """The pool's scaling state for ``ps`` and ``/metrics``: profile, size, load (percent),
+        the last decision (with its ``Code``), the last change of size, changes so far."""
+        row: dict[str, Any] = {
+            "Profile": f"{self.rule.name}: {self.rule.describe()}",
+            "Size": self.pool.size,
+            "Load %": None if self.load is None else round(self.load * 100, 1),
+            "Decision": None,
+            "Code": None,
+            "Last change": None,
+            "Changes": dict(self.changes),
+        }
+        if self.last is not None:
+            row["Decision"] = self.last.decision.describe()
+            row["Code"] = self.last.decision.code
+        if self.last_change is not None:
+            ago = self.reactor.seconds() - self.last_change.at
+            row["Last change"] = f"{self.last_change.decision.describe()} ({ago:.1f} s ago)"
+        return row
