@@ -5,7 +5,7 @@ A profile (`ScalingRule`) reads like OpenSIPS's ``auto_scaling_profile``:
 within* ``up_within``, *scale down to* ``min_processes`` *on* ``down_load``
 *for* ``down_cycles`` *cycles* (the scale-down clause is optional). Every
 ``cycle`` seconds the pool's load (the mean share of the cycle its workers
-spent on the CPU, 0 to 1) is one sample; `decide` turns the samples taken at
+spent busy, not waiting for work, 0 to 1) is one sample; `decide` turns the samples taken at
 the pool's current size into one `Decision`: one worker more, one fewer, or
 none, always with the reason. The samples start again after every change of
 size and whenever a worker is not ready (`Blocked`), so that a pool grows or
@@ -135,11 +135,12 @@ def mean_load(shares: Sequence[float]) -> float | None:
     return min(max(sum(shares) / len(shares), 0.0), 1.0)
 
 
-def busy_share(cpu_before: float, cpu_after: float, seconds: float) -> float | None:
-    """The share of ``seconds`` a process spent on the CPU (None: nothing to measure)."""
-    if seconds <= 0 or cpu_after < cpu_before:
-        return None  # no time passed, or another process under the same pid
-    return min((cpu_after - cpu_before) / seconds, 1.0)
+def busy_share(idle_before: float, idle_after: float, seconds: float) -> float | None:
+    """The share of ``seconds`` a worker did not spend waiting for work, given its idle
+    seconds before and after (None: nothing to measure)."""
+    if seconds <= 0 or idle_after < idle_before:
+        return None  # no time passed, or another process
+    return min(max(1.0 - (idle_after - idle_before) / seconds, 0.0), 1.0)
 
 
 def decide(

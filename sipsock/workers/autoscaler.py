@@ -1,9 +1,12 @@
 """`AutoScaler`: every cycle, a pool's load is measured and its auto-scaling profile applied.
 
-Each ``cycle`` seconds the CPU time of each ready worker is read from
-``/proc/PID/stat`` (the kernel's own count: a worker busy reading datagrams
-needs to answer nothing for its load to be known), and the share of the
-cycle it spent on the CPU is its load; the pool's load is their mean. The
+Each ``cycle`` seconds each ready worker is asked (`commands.Busy`) how long
+it has waited in epoll_wait so far: between two answers, the rest of the
+time it was busy, and that share is its load; the pool's load is their mean.
+Time outside epoll_wait, not CPU time: a worker that cannot keep up never
+waits, even when it gets little CPU on a crowded machine (its CPU share then
+says 25 % while its socket overflows). A worker that does not answer within
+a cycle counts as fully busy. The
 rule (`sipsock.scaling.decide`) turns the samples taken at the current size
 into a `Decision`; the last one, and the last change of size, are shown by
 ``ps`` and ``/metrics``. A pool in which a worker is starting, restarting
@@ -15,10 +18,8 @@ growing or shrinking around it.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -27,24 +28,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipsock.scaling import Decision, LoadHistory, ScalingRule, busy_share, decide, mean_load
-
-#: Clock ticks per second of ``/proc/PID/stat``'s times.
-_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds (user + system) the process ``pid`` used so far (None: it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces.
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return (int(fields[11]) + int(fields[12])) / _TICKS
-    except (IndexError, ValueError):
-        return None
 
 
 class ScalablePool(Protocol):
@@ -57,6 +40,8 @@ class ScalablePool(Protocol):
     def size(self) -> int: ...
 
     def pids(self) -> list[int]: ...
+
+    def ask_busy(self, pid: int) -> Deferred[tuple[float, float]]: ...
 
     def blocked(self) -> str | None: ...
 
@@ -78,8 +63,7 @@ class ScalingEvent:
 class AutoScaler(Service):
     """Applies ``rule`` to ``pool`` every ``rule.cycle`` seconds (see the module).
 
-    ``cpu`` reads a process's CPU seconds (`proc_cpu_seconds`; tests give
-    their own).
+    The pool asks its workers (`ScalablePool.ask_busy`).
     """
 
     log = Logger(namespace="sipsock.workers.pool.UdpWorkerPool")
@@ -90,12 +74,10 @@ class AutoScaler(Service):
         pool: ScalablePool,
         *,
         reactor: Any,
-        cpu: Callable[[int], float | None] = proc_cpu_seconds,
     ) -> None:
         self.rule = rule
         self.pool = pool
         self.reactor = reactor
-        self.cpu = cpu
         self.history = LoadHistory(rule.memory)
         #: The last decision (every cycle), and the last that changed the size.
         self.last: ScalingEvent | None = None
@@ -104,7 +86,11 @@ class AutoScaler(Service):
         self.load: float | None = None
         #: Changes of size so far, by action (``up``, ``down``).
         self.changes: dict[str, int] = {"up": 0, "down": 0}
-        self._seen: dict[int, tuple[float, float]] = {}
+        #: Each worker's last `Busy` answer (idle seconds, its clock), by pid.
+        self._answers: dict[int, tuple[float, float]] = {}
+        #: Busy shares answered this cycle, by pid; when each open question was asked.
+        self._shares: dict[int, float] = {}
+        self._asked: dict[int, float] = {}
         self._loop: LoopingCall | None = None
 
     def startService(self) -> None:
@@ -131,22 +117,48 @@ class AutoScaler(Service):
         self._loop = None
 
     def measure(self) -> float | None:
-        """The pool's load over the last cycle (None: no worker measured for a whole cycle)."""
+        """The pool's load over the last cycle (None: no worker measured yet), and the
+        next `Busy` question to each ready worker.
+
+        A worker's share comes from its last two answers; one that has not
+        answered for a whole cycle is counted fully busy (it reads datagrams
+        rather than its commands).
+        """
         now = self.reactor.seconds()
+        pids = self.pool.pids()
         shares: list[float] = []
-        seen: dict[int, tuple[float, float]] = {}
-        for pid in self.pool.pids():
-            cpu = self.cpu(pid)
-            if cpu is None:
-                continue
-            seen[pid] = (cpu, now)
-            before = self._seen.get(pid)
-            if before is not None:
-                share = busy_share(before[0], cpu, now - before[1])
-                if share is not None:
-                    shares.append(share)
-        self._seen = seen
+        for pid in pids:
+            share = self._shares.get(pid)
+            asked = self._asked.get(pid)
+            if share is not None:
+                shares.append(share)
+            elif asked is not None and now - asked >= self.rule.cycle:
+                shares.append(1.0)
+        current = set(pids)
+        self._shares = {}
+        self._answers = {pid: a for pid, a in self._answers.items() if pid in current}
+        self._asked = {pid: t for pid, t in self._asked.items() if pid in current}
+        for pid in pids:
+            if pid not in self._asked:
+                self._ask(pid, now)
         return mean_load(shares)
+
+    def _ask(self, pid: int, now: float) -> None:
+        self._asked[pid] = now
+
+        def answered(answer: tuple[float, float]) -> None:
+            self._asked.pop(pid, None)
+            before = self._answers.get(pid)
+            self._answers[pid] = answer
+            if before is not None:
+                share = busy_share(before[0], answer[0], answer[1] - before[1])
+                if share is not None:
+                    self._shares[pid] = share
+
+        def failed(_: Failure) -> None:
+            self._asked.pop(pid, None)  # gone, or late: the supervisor deals with it
+
+        self.pool.ask_busy(pid).addCallbacks(answered, failed)
 
     def cycle(self) -> Decision:
         """Measure, decide, act: one cycle."""

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from sipsock.workers.commands import ReleaseSockets, batches
+from sipsock.workers.commands import Busy, ReleaseSockets, batches
 from sipsock.workers.fanout import RELEASE_BATCH
 from sipsock.workers.supervisor import Supervisor, WorkerProcess, WorkerSeat
 
@@ -58,6 +58,22 @@ class SeatResizer:
     def pids(self) -> list[int]:
         """The pids of the ready workers (whose load is measured)."""
         return [p.pid for p in self.supervisor.ready() if p.pid is not None]
+
+    def ask_busy(self, pid: int) -> Deferred[tuple[float, float]]:
+        """`Busy` to the ready worker ``pid``: (idle seconds so far, its clock).
+
+        Without the command deadline (`WorkerProcess.call`): a worker too busy
+        to answer soon is loaded, not faulty, and the auto-scaler counts it so;
+        killing it would lose what it holds.
+        """
+        for process in self.supervisor.ready():
+            if process.pid == pid and process.amp is not None:
+                asking: Deferred[dict[str, float]] = process.amp.callRemote(Busy)  # type: ignore[no-untyped-call]
+                return asking.addCallback(lambda a: (a["idle"], a["clock"]))
+        return Deferred.fromCoroutine(self._gone(pid))
+
+    async def _gone(self, pid: int) -> tuple[float, float]:
+        raise ConnectionError(f"no ready worker with pid {pid}")
 
     def blocked(self) -> str | None:
         """Why the pool must not change size now (a worker not ready), or None."""

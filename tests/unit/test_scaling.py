@@ -107,9 +107,7 @@ def test_no_samples_yet_holds() -> None:
         ({"cycle": 0.0}, "cycle"),
     ],
 )
-def test_a_bad_profile_is_refused_naming_the_value(
-    changes: dict[str, float], problem: str
-) -> None:
+def test_a_bad_profile_is_refused_naming_the_value(changes: dict[str, float], problem: str) -> None:
     values: dict[str, object] = {
         "min_processes": 1,
         "max_processes": 4,
@@ -134,11 +132,12 @@ def test_history_is_bounded_and_clamped() -> None:
     assert not history.samples
 
 
-def test_busy_share_and_mean() -> None:
-    assert busy_share(1.0, 1.5, 1.0) == 0.5
-    assert busy_share(1.0, 0.5, 1.0) is None  # a new process under the pid
+def test_busy_share_is_the_time_not_spent_waiting_and_mean() -> None:
+    assert busy_share(1.0, 1.25, 1.0) == 0.75
+    assert busy_share(1.0, 1.0, 2.0) == 1.0  # never waited
+    assert busy_share(1.0, 0.5, 1.0) is None  # another process
     assert busy_share(1.0, 1.5, 0.0) is None
-    assert busy_share(0.0, 3.0, 1.0) == 1.0
+    assert busy_share(0.0, 3.0, 1.0) == 0.0
     assert mean_load([]) is None
     assert mean_load([0.2, 0.4]) == pytest.approx(0.3)
 

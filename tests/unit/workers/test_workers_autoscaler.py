@@ -1,15 +1,16 @@
-"""`AutoScaler`: measured load, one change at a time, no oscillation around a crash loop."""
+"""`AutoScaler`: measured load (time not waiting for work), one change at a time,
+no oscillation around a crash loop."""
 
 from __future__ import annotations
 
-import os
+import itertools
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 
 from sipsock.scaling import ScalingRule
-from sipsock.workers.autoscaler import AutoScaler, proc_cpu_seconds
+from sipsock.workers.autoscaler import AutoScaler
 
 RULE = ScalingRule(
     "p",
@@ -37,7 +38,8 @@ class Pool:
         self.refusal: str | None = None
         self.grown = 0
         self.shrunk = 0
-        self.cpu: dict[int, float] = {}
+        self.idle: dict[int, float] = {}
+        self.silent: set[int] = set()
 
     @property
     def size(self) -> int:
@@ -62,19 +64,21 @@ class Pool:
         self.workers.pop()
         return defer.succeed(None)
 
-    def read_cpu(self, pid: int) -> float | None:
-        return self.cpu.get(pid, 0.0)
+    def ask_busy(self, pid: int) -> Deferred[tuple[float, float]]:
+        if pid in self.silent:
+            return Deferred()  # never answers
+        return defer.succeed((self.idle.get(pid, 0.0), self.clock.seconds()))
 
     def run(self, seconds: float = 1.0) -> None:
         for pid in self.workers:
-            self.cpu[pid] = self.cpu.get(pid, 0.0) + self.busy * seconds
+            self.idle[pid] = self.idle.get(pid, 0.0) + (1 - self.busy) * seconds
         self.clock.advance(seconds)
 
 
 def scaler(size: int = 1) -> tuple[AutoScaler, Pool]:
     clock = MemoryReactorClock()
     pool = Pool(clock, size)
-    auto = AutoScaler(RULE, pool, reactor=clock, cpu=pool.read_cpu)
+    auto = AutoScaler(RULE, pool, reactor=clock)
     auto.startService()
     return auto, pool
 
@@ -88,7 +92,7 @@ def test_a_busy_pool_grows_one_worker_per_decision_up_to_the_maximum() -> None:
         sizes.append(pool.size)
     assert pool.size == 3
     # Never two workers in one cycle, and the samples restart after each change.
-    assert all(b - a <= 1 for a, b in zip(sizes, sizes[1:], strict=False))
+    assert all(b - a <= 1 for a, b in itertools.pairwise(sizes))
     assert sizes.index(2) >= 2 and sizes.index(3) - sizes.index(2) >= 2
     assert auto.last is not None and auto.last.decision.code == "at_max"
     assert auto.changes == {"up": 2, "down": 0}
@@ -134,10 +138,20 @@ def test_a_crash_loop_neither_grows_nor_shrinks_the_pool() -> None:
 def test_a_worker_measured_for_less_than_a_cycle_is_not_counted() -> None:
     auto, pool = scaler(1)
     pool.busy = 0.5
-    pool.run()  # first sight of the worker: nothing to compare with
+    pool.run()  # first question
+    pool.run()  # first answer: nothing to compare it with
     assert auto.load is None
     pool.run()
     assert auto.load == 0.5
+
+
+def test_a_worker_too_busy_to_answer_counts_as_fully_busy() -> None:
+    auto, pool = scaler(2)
+    pool.silent.add(101)
+    pool.busy = 0.2
+    for _ in range(3):
+        pool.run()
+    assert auto.load == 0.6  # 0.2, and 1.0 for the one that never answers
 
 
 def test_stopped_scaler_decides_nothing() -> None:
@@ -147,10 +161,3 @@ def test_stopped_scaler_decides_nothing() -> None:
     for _ in range(10):
         pool.run()
     assert auto.last is None
-
-
-def test_proc_cpu_seconds_reads_this_process_and_none_for_a_gone_one() -> None:
-    used = sum(os.times()[:2])
-    seconds = proc_cpu_seconds(os.getpid())
-    assert seconds is not None and abs(seconds - used) < 0.5
-    assert proc_cpu_seconds(2**22 + 12345) is None
