@@ -27,6 +27,7 @@ worker's start-up time in a fresh interpreter (imports, no load). Not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -37,7 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import BenchError, cpu_seconds, machine_note, print_table, sipp_totals
+from common import (
+    BenchError,
+    _own_cpu_seconds,
+    machine_note,
+    print_table,
+    process_tree,
+    sipp_totals,
+)
 
 from tests.daemon import Daemon
 from tests.net import free_port
@@ -65,11 +73,21 @@ class Timeline:
     daemon: Daemon
     interval: float = 0.1
     samples: list[Sample] = field(default_factory=list)
+    #: The last CPU seconds seen of each process of the daemon (ended workers keep theirs).
+    cpu: dict[int, float] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
 
+    def cpu_total(self) -> float:
+        """CPU seconds of every process of the daemon seen so far, ended ones included."""
+        return sum(self.cpu.values())
+
     def run(self) -> None:
         while not self.stop.is_set():
+            for pid in process_tree(self.daemon.pid):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    # A process gone meanwhile reads 0: keep its last figure.
+                    self.cpu[pid] = max(self.cpu.get(pid, 0.0), _own_cpu_seconds(pid))
             try:
                 rows = [r for r in self.daemon.mi("ps")["Processes"] if r.get("Pool") == "dynamic"]
             except OSError:
@@ -170,11 +188,10 @@ def main() -> None:
     phases = [("low", args.low), ("high", args.high), ("low", args.low)]
     marks: list[tuple[str, float, float]] = []
     try:
-        for index, ((name, rate), seconds) in enumerate(zip(phases, durations, strict=True)):
-            if name == "high" and not rate:
-                rate = overload_rate(timeline.samples, marks[-1], args)
-                phases[index] = (name, rate)
-            cpu_before = cpu_seconds(daemon.pid)
+        for index, ((name, asked), seconds) in enumerate(zip(phases, durations, strict=True)):
+            rate = asked or overload_rate(timeline.samples, marks[-1], args)
+            phases[index] = (name, rate)
+            cpu_before = timeline.cpu_total()
             begin = time.monotonic() - timeline.started
             run = start_sipp(
                 f"127.0.0.1:{port}",
@@ -186,7 +203,8 @@ def main() -> None:
             result = run.wait()
             end = time.monotonic() - timeline.started
             marks.append((name, begin, end))
-            cpu = cpu_seconds(daemon.pid) - cpu_before
+            time.sleep(2 * timeline.interval)  # one more CPU sample of each process
+            cpu = timeline.cpu_total() - cpu_before
             retrans, _ = sipp_totals(run.stat)
             during = [s for s in timeline.samples if begin <= s.at <= end]
             rows.append(
