@@ -132,7 +132,7 @@ def test_a_reuseport_pool_grows_but_refuses_to_shrink_losing_nothing(
     size = len(workers(daemon))
 
     def refused() -> bool:
-        return scaling(daemon)["Code"] == "no_shrink"
+        return bool(scaling(daemon)["Code"] == "no_shrink")
 
     poll_until(refused, 30, "a quiet reuseport pool says it does not shrink")
     assert len(workers(daemon)) == size

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-call"
 """`AutoScaler`: measured load (time not waiting for work), one change at a time,
 no oscillation around a crash loop."""
 
