@@ -2,11 +2,12 @@
 
 Each ``cycle`` seconds each ready worker is asked (`commands.Busy`) how long
 it has waited in epoll_wait so far: between two answers, the rest of the
-time it was busy, and that share is its load; the pool's load is their mean.
+time it was busy, and that share is its load; the pool's load is their mean,
+decided on as soon as every worker answered (half a cycle at most).
 Time outside epoll_wait, not CPU time: a worker that cannot keep up never
 waits, even when it gets little CPU on a crowded machine (its CPU share then
 says 25 % while its socket overflows). A worker that does not answer within
-a cycle counts as fully busy. The
+half a cycle counts as fully busy. The
 rule (`sipsock.scaling.decide`) turns the samples taken at the current size
 into a `Decision`; the last one, and the last change of size, are shown by
 ``ps`` and ``/metrics``. A pool in which a worker is starting, restarting
@@ -27,6 +28,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sipsock.deferreds import settle
 from sipsock.scaling import Decision, LoadHistory, ScalingRule, busy_share, decide, mean_load
 
 
@@ -116,34 +118,54 @@ class AutoScaler(Service):
             self._loop.stop()
         self._loop = None
 
-    def measure(self) -> float | None:
-        """The pool's load over the last cycle (None: no worker measured yet), and the
-        next `Busy` question to each ready worker.
+    def cycle(self) -> Deferred[Decision]:
+        """Ask, measure, decide, act: one cycle; fires with the decision."""
+        return Deferred.fromCoroutine(self._cycle())
 
-        A worker's share comes from its last two answers; one that has not
-        answered for a whole cycle is counted fully busy (it reads datagrams
-        rather than its commands).
+    async def _cycle(self) -> Decision:
+        return self.apply(await self.measure())
+
+    async def measure(self) -> float | None:
+        """The pool's load over the last cycle (None: no worker measured yet).
+
+        Each ready worker is asked now (unless a question is still open) and
+        given half a cycle to answer; its share is from its previous answer
+        to this one. One that has not answered by then counts fully busy (it
+        reads datagrams rather than its commands).
         """
         now = self.reactor.seconds()
         pids = self.pool.pids()
-        shares: list[float] = []
-        for pid in pids:
-            share = self._shares.get(pid)
-            asked = self._asked.get(pid)
-            if share is not None:
-                shares.append(share)
-            elif asked is not None and now - asked >= self.rule.cycle:
-                shares.append(1.0)
         current = set(pids)
-        self._shares = {}
         self._answers = {pid: a for pid, a in self._answers.items() if pid in current}
         self._asked = {pid: t for pid, t in self._asked.items() if pid in current}
+        self._shares = {}
+        waits = [self._ask(pid, now) for pid in pids if pid not in self._asked]
+        if waits:
+            await self._at_most(settle(waits), self.rule.cycle / 2)
+        shares: list[float] = []
         for pid in pids:
-            if pid not in self._asked:
-                self._ask(pid, now)
+            share = self._shares.pop(pid, None)
+            if share is not None:
+                shares.append(share)
+            elif pid in self._asked:
+                shares.append(1.0)
         return mean_load(shares)
 
-    def _ask(self, pid: int, now: float) -> None:
+    async def _at_most(self, waiting: Deferred[Any], seconds: float) -> None:
+        """Wait for ``waiting``, or ``seconds``; never cancels it (its answers still count)."""
+        finished: Deferred[None] = Deferred()
+
+        def fire(_: object) -> None:
+            if not finished.called:
+                finished.callback(None)
+
+        timer = self.reactor.callLater(seconds, fire, None)
+        waiting.addBoth(fire)
+        await finished
+        if timer.active():
+            timer.cancel()
+
+    def _ask(self, pid: int, now: float) -> Deferred[None]:
         self._asked[pid] = now
 
         def answered(answer: tuple[float, float]) -> None:
@@ -158,11 +180,10 @@ class AutoScaler(Service):
         def failed(_: Failure) -> None:
             self._asked.pop(pid, None)  # gone, or late: the supervisor deals with it
 
-        self.pool.ask_busy(pid).addCallbacks(answered, failed)
+        return self.pool.ask_busy(pid).addCallbacks(answered, failed)
 
-    def cycle(self) -> Decision:
-        """Measure, decide, act: one cycle."""
-        load = self.measure()
+    def apply(self, load: float | None) -> Decision:
+        """Take this cycle's ``load`` (None: not measured): decide, and act on it."""
         self.load = load
         blocked = self.pool.blocked()
         if blocked is not None:
