@@ -210,7 +210,7 @@ class SocketRegistry(Service):
         started = self._reactor.seconds()
         mark = self._incidents.mark()
         try:
-            rows = await self._fetch()
+            rows = await self._store.read()
         except StoreError as error:
             self.failed_reloads += 1
             self.log.error(
@@ -255,17 +255,6 @@ class SocketRegistry(Service):
                 list(report.rejected),
             )
         return self._finish(report, started, mark)
-
-    async def _fetch(self) -> list[SocketRow]:
-        """The rows of the table, once its version row checked out (both asked at once)."""
-        checking = self._store.check_version()
-        fetching = self._store.fetch()
-        try:
-            await checking
-        except BaseException:
-            fetching.addErrback(lambda _: None)
-            raise
-        return await fetching
 
     def _finish(self, report: ReloadReport, started: float, mark: int) -> ReloadReport:
         report.workers = self._incidents.since(mark)
