@@ -229,7 +229,7 @@ class SocketRegistry(Service):
         defs, unresolved = await self._hosts.resolve(defs, names, self._entries)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts
-        plan = plan_reload({s: e.is_open for s, e in self._entries.items()}, wanted)
+        plan = plan_reload({s: e.listener is not None for s, e in self._entries.items()}, wanted)
 
         await self._remove(plan.remove, report)
         not_updated = await self._update_all(plan.update, report)
@@ -239,15 +239,21 @@ class SocketRegistry(Service):
         # Keep the entries in table order, keyed by the newest definitions (a
         # socket whose update failed keeps its old one, so the next reload retries).
         entries: dict[SocketDef, SocketEntry] = {}
+        entry_of = self._entries.get
         for sdef in wanted:
-            key = not_updated.get(sdef, sdef)
-            if key in self._entries:
-                entries[key] = self._entries[key]
+            key = not_updated.get(sdef, sdef) if not_updated else sdef
+            entry = entry_of(key)
+            if entry is not None:
+                entries[key] = entry
         self._entries = entries
         for sdef, entry in self._entries.items():
             entry.sdef = sdef
         self._plan_reopen()
-        if not names and not report.failed and all(e.is_open for e in self._entries.values()):
+        if (
+            not names
+            and not report.failed
+            and all(e.listener is not None for e in self._entries.values())
+        ):
             # Host names may resolve otherwise next time, and failures are retried.
             self._settled = _Settled(
                 rows,
