@@ -272,7 +272,12 @@ class SocketRegistry(Service):
         self.loaded = True
         self.last_report = report
         self.reload_seconds.observe(report.seconds)
-        self.log.info(
+        # A reload that changed nothing and has nothing new to say is a debug line:
+        # at info, the line cost as much as the rest of a no-change reload.
+        quiet = self.reloads > 1 and not (
+            report.changed or report.failed or report.workers or len(report.rejected) > repeats
+        )
+        (self.log.debug if quiet else self.log.info)(
             "sockets reloaded in {seconds:.3f} s: {summary}{repeats_text}",
             seconds=report.seconds,
             summary=report.summary(),
