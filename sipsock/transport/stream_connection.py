@@ -16,6 +16,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, ITransport
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -23,7 +24,7 @@ from twisted.python.failure import Failure
 from sipsock.limits import HeaderWatch, is_size_error
 from sipsock.seams import Origin
 from sipsock.sip import SipFramingError
-from sipsock.transport.backpressure import overflowing, pending_output
+from sipsock.transport.backpressure import descriptor_output, overflowing, pending_output
 from sipsock.transport.tlserrors import describe_tls_failure
 
 if TYPE_CHECKING:
@@ -63,9 +64,21 @@ class StreamConnection:
         self.open = True
         self.ready = False
         self.handshake_error: str | None = None
+        #: The transport when it is a plain TCP descriptor (no TLS or WebSocket
+        #: layer above it): its output is read directly after each write.
+        self._descriptor = transport if isinstance(transport, FileDescriptor) else None
+        # Traffic only stamps the time (`touch`); the idle timer, armed for
+        # the earliest moment the connection can be idle, checks the stamp
+        # when it fires and re-arms itself for the time left (no reschedule
+        # per message).
+        self._seconds: Callable[[], float] = listener.reactor.seconds
+        self._last_traffic = self._seconds()
         self._idle: IDelayedCall | None = listener.reactor.callLater(
             listener.idle_timeout, self._idle_timeout
         )
+        #: The `Origin` of the messages of this connection, rebuilt when the
+        #: listener's definition or slot changes (`_origin`).
+        self._cached_origin: Origin | None = None
         self.watch = HeaderWatch(first_message=inbound)
         self._header: IDelayedCall | None = None
         self._arm_header_timer()
@@ -79,9 +92,8 @@ class StreamConnection:
         }
 
     def touch(self) -> None:
-        """Traffic seen: restart the idle timer."""
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.listener.idle_timeout)
+        """Traffic seen: the idle timeout counts from now."""
+        self._last_traffic = self._seconds()
 
     def fed(self, data: bytes, messages: list[bytes], pending: int) -> None:
         """A read went through the framer: start or stop the header timer."""
@@ -126,6 +138,11 @@ class StreamConnection:
             self.transport.loseConnection()
 
     def _idle_timeout(self) -> None:
+        timeout = self.listener.idle_timeout
+        left = self._last_traffic + timeout - self._seconds()
+        if left > 0:
+            self._idle = self.listener.reactor.callLater(left, self._idle_timeout)
+            return
         self._idle = None
         self.listener.limit_reporter.problem(
             "idle connections closed",
@@ -139,14 +156,17 @@ class StreamConnection:
 
     def _origin(self) -> Origin:
         listener = self.listener
-        return Origin(
-            sdef=listener.sdef,
-            slot=listener.slot,
-            peer=self.peer,
-            reply=self.reply,
-            connection_id=self.id,
-            listener=listener,
-        )
+        origin = self._cached_origin
+        if origin is None or origin.sdef is not listener.sdef or origin.slot != listener.slot:
+            origin = self._cached_origin = Origin(
+                sdef=listener.sdef,
+                slot=listener.slot,
+                peer=self.peer,
+                reply=self.reply,
+                connection_id=self.id,
+                listener=listener,
+            )
+        return origin
 
     def deliver(self, data: bytes) -> None:
         """One whole message arrived on this connection."""
@@ -171,7 +191,7 @@ class StreamConnection:
             self.listener.counters.drops += 1
             raise ConnectionError(f"connection {self.id} to {self.peer} is closed")
         self.transport.write(data)
-        self.touch()
+        self._last_traffic = self._seconds()
         self.check_pending_output()
 
     def check_pending_output(self) -> None:
@@ -181,7 +201,11 @@ class StreamConnection:
         itself (WebSocket pongs).
         """
         limit = self.listener.limits.max_pending_send
-        queued, refused = pending_output(self.transport)
+        descriptor = self._descriptor
+        if descriptor is not None:
+            queued, refused = descriptor_output(descriptor)
+        else:
+            queued, refused = pending_output(self.transport)
         if overflowing(queued, refused, limit):
             self.cut(
                 "send_buffer",

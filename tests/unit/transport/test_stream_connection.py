@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sipsock.config import LimitSettings
 from tests.unit.transport.streamkit import (
     BARE_MESSAGE,
@@ -158,3 +160,45 @@ def test_peer_that_does_not_read_is_aborted_past_the_pending_send_limit() -> Non
     assert listener.counters.limit_send_buffer == 1
     connection.reply(reply)  # dropped: the connection is closed
     assert listener.counters.drops == 1
+
+
+def test_traffic_stamps_the_time_instead_of_rescheduling_the_idle_timer() -> None:
+    listener, _, reactor = make_listener(idle_timeout=10, limits=LimitSettings(header_timeout=3600))
+    protocol, transport = accept(listener)
+    connection = next(iter(listener.connections.values()))
+
+    def idle_timers() -> list[tuple[object, float]]:
+        return [
+            (call, call.getTime())
+            for call in reactor.getDelayedCalls()
+            if call.func.__name__ == "_idle_timeout"  # type: ignore[attr-defined]
+        ]
+
+    timers = idle_timers()
+    reactor.advance(4)
+    for _ in range(3):
+        protocol.dataReceived(BARE_MESSAGE)
+        connection.reply(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+    # Three messages each way moved no timer: the idle one is the one armed at
+    # the accept, due at 10 s, and re-arms itself then for the time left.
+    assert idle_timers() == timers == [(timers[0][0], 10.0)]
+    reactor.advance(6)
+    assert not transport.disconnecting
+    reactor.advance(3.9)
+    assert not transport.disconnecting
+    reactor.advance(0.1)
+    assert transport.disconnecting
+
+
+def test_the_origin_is_built_once_per_connection_and_again_after_an_update() -> None:
+    listener, sink, _ = make_listener()
+    protocol, _ = accept(listener)
+    protocol.dataReceived(BARE_MESSAGE + BARE_MESSAGE)
+    first, second = (origin for _, origin in sink.messages)
+    assert first is second
+    listener.update(dataclasses.replace(listener.sdef, tag="other"))
+    protocol.dataReceived(BARE_MESSAGE)
+    third = sink.messages[2][1]
+    assert third is not first
+    assert (first.sdef.tag, third.sdef.tag) == ("core", "other")
+    assert (third.peer, third.connection_id) == (first.peer, first.connection_id)
