@@ -3,7 +3,8 @@
 `StreamConnection` is the part TCP, TLS, WS and WSS share: its id and peer,
 the idle timeout, the header timeout (`sipsock.limits.HeaderWatch`), the
 pending-output cap (`sipsock.transport.backpressure`), delivery of whole
-messages to the socket's sink with an `Origin` naming the connection, replies,
+messages to the socket's sink (offered to its ``answer_datagram`` first, as a
+UDP listener does) with an `Origin` naming the connection, replies,
 framing errors and failed handshakes (counted and logged through the socket's
 `LimitReporter`). The protocol that cuts messages out of the bytes
 (`sipsock.transport.stream_protocol`, `sipsock.transport.ws`) drives it; its
@@ -169,11 +170,32 @@ class StreamConnection:
         return origin
 
     def deliver(self, data: bytes) -> None:
-        """One whole message arrived on this connection."""
+        """One whole message arrived on this connection.
+
+        It is first offered to the sink's ``answer_datagram`` (as a UDP
+        listener offers each datagram: a keep-alive OPTIONS answered from its
+        bytes); declined, it goes to the sink's ``message_received``.
+        """
         listener = self.listener
         listener.counters.count_in(data)
+        sink = listener.sink
         try:
-            listener.sink.message_received(data, self._origin())
+            answer = sink.answer_datagram(data, self.peer, listener.sdef)
+        except Exception:
+            answer = None
+            listener.limit_reporter.problem(
+                "OPTIONS shortcut failures",
+                "socket {socket} (slot {slot}): the sink's answer at once (the OPTIONS "
+                "shortcut) failed on a message from {peer}; the application gets it",
+                level=LogLevel.critical,
+                traceback=True,
+                **self._describe(),
+            )
+        if answer is not None:
+            self.reply(answer)
+            return
+        try:
+            sink.message_received(data, self._origin())
         except Exception:
             listener.counters.drops += 1
             listener.limit_reporter.problem(
