@@ -68,6 +68,10 @@ class StreamConnection:
         #: The transport when it is a plain TCP descriptor (no TLS or WebSocket
         #: layer above it): its output is read directly after each write.
         self._descriptor = transport if isinstance(transport, FileDescriptor) else None
+        #: Output written while a read is delivered (`hold_output`), sent in
+        #: one piece at its end (`release_output`), and its size.
+        self._held: list[bytes] | None = None
+        self._held_size = 0
         # Traffic only stamps the time (`touch`); the idle timer, armed for
         # the earliest moment the connection can be idle, checks the stamp
         # when it fires and re-arms itself for the time left (no reschedule
@@ -132,6 +136,7 @@ class StreamConnection:
         """A limit was hit: count and log it (rate-limited), abort the connection."""
         self.listener.limit_reporter.hit(limit, reason, self.peer)
         self.open = False
+        self._held = None
         abort: Callable[[], None] | None = getattr(self.transport, "abortConnection", None)
         if abort is not None:
             abort()
@@ -153,7 +158,7 @@ class StreamConnection:
             timeout=self.listener.idle_timeout,
             **self._describe(),
         )
-        self.transport.loseConnection()
+        self._lose()
 
     def _origin(self) -> Origin:
         listener = self.listener
@@ -212,9 +217,59 @@ class StreamConnection:
         if not self.open:
             self.listener.counters.drops += 1
             raise ConnectionError(f"connection {self.id} to {self.peer} is closed")
-        self.transport.write(data)
+        held = self._held
+        if held is not None:
+            held.append(data)
+            self._held_size += len(data)
+        else:
+            self._send(data)
         self._last_traffic = self._seconds()
         self.check_pending_output()
+
+    def hold_output(self) -> None:
+        """Hold what is written until `release_output` (the messages of one read).
+
+        A plain TCP connection only: the answers to the messages of one read
+        leave in one piece, straight to the socket when nothing is queued
+        before them.
+        """
+        if self._descriptor is not None:
+            self._held = []
+            self._held_size = 0
+
+    def release_output(self) -> None:
+        """Send what `hold_output` held, in one piece."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        self._held_size = 0
+        if held:
+            self._send(held[0] if len(held) == 1 else b"".join(held))
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data``: on a plain TCP connection with nothing queued, to the socket at once.
+
+        What the kernel does not take at once (or everything, on a connection
+        with output queued, closing, or lost) goes through the transport, which
+        sends it when the socket is writable; a lost connection is found out
+        there, as before.
+        """
+        descriptor = self._descriptor
+        if (
+            descriptor is not None
+            and descriptor.connected
+            and not descriptor.disconnecting
+            and not descriptor._writeDisconnected
+            and not descriptor._tempDataLen
+            and descriptor.offset == len(descriptor.dataBuffer)
+        ):
+            sent = descriptor.writeSomeData(data)
+            if isinstance(sent, int):
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        self.transport.write(data)
 
     def check_pending_output(self) -> None:
         """Cut the connection if its peer does not read what was written to it.
@@ -226,6 +281,7 @@ class StreamConnection:
         descriptor = self._descriptor
         if descriptor is not None:
             queued, refused = descriptor_output(descriptor)
+            queued += self._held_size
         else:
             queued, refused = pending_output(self.transport)
         if overflowing(queued, refused, limit):
@@ -269,7 +325,7 @@ class StreamConnection:
                 "oversize", f"{reason} (connection {self.id})", self.peer
             )
             self.open = False
-            self.transport.loseConnection()
+            self._lose()
             return
         self.listener.counters.parse_errors += 1
         self.listener.limit_reporter.problem(
@@ -279,7 +335,7 @@ class StreamConnection:
             **self._describe(),
         )
         self.open = False
-        self.transport.loseConnection()
+        self._lose()
 
     def _answer_unframeable(self, header: bytes, error: SipFramingError) -> None:
         try:
@@ -297,6 +353,11 @@ class StreamConnection:
     def close(self) -> None:
         """Flush and close (socket removed); the listener aborts it if flushing stalls."""
         self.open = False
+        self._lose()
+
+    def _lose(self) -> None:
+        """Close once the output (held output first) is flushed."""
+        self.release_output()
         self.transport.loseConnection()
 
     def handshake_failed(self, reason: str) -> None:
@@ -336,6 +397,7 @@ class StreamConnection:
                 **self._describe(),
             )
         self.open = False
+        self._held = None
         for timer in (self._idle, self._header):
             if timer is not None and timer.active():
                 timer.cancel()
