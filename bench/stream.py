@@ -44,7 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import held_verdict, sipp_totals
+from common import held_verdict, sipp_totals
+
 from tests.daemon import Daemon
 from tests.net import free_port
 from tests.sip_probe import options_request
