@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, is_token, parse_number, split_values
 from sipsock.sip.memo import MAX_NAME, Memo
-from sipsock.sip.via import parse_via
+from sipsock.sip.via import check_via
 
 if TYPE_CHECKING:
     from sipsock.sip.message import Message
@@ -159,9 +159,9 @@ def _check_headers(message: Message) -> tuple[int, str]:
     for value in vias:
         if "," in value:
             for item in split_values(value):
-                parse_via(item)
+                check_via(item)
         else:
-            parse_via(value.strip())
+            check_via(value.strip())
     cseq = parse_cseq(first["cseq"])
     call_id = first["call-id"]
     if not call_id:

@@ -291,3 +291,28 @@ def test_stamping_the_top_via_keeps_the_remembered_header_names() -> None:
         "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport=5099;received=198.51.100.7"
     )
     assert request.top_via.received == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport",
+        "SIP/2.0/UDP 192.0.2.1:0;branch=x",
+        "SIP/2.0/UDP 192.0.2.1:65536",
+        "SIP/2.0/UDP [::1]:5060 ; branch = x",
+        "SIP/2.0/UDP",
+        'SIP/2.0/tcp host;received=1.2.3.4;x="q"',
+        "",
+    ],
+)
+def test_check_via_refuses_what_parse_via_refuses(value: str) -> None:
+    from sipsock.sip.via import check_via
+
+    try:
+        parse_via(value)
+    except SipParseError as exc:
+        with pytest.raises(SipParseError) as caught:
+            check_via(value)
+        assert (caught.value.reason, caught.value.status) == (exc.reason, exc.status)
+    else:
+        check_via(value)
