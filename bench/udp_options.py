@@ -125,6 +125,9 @@ def run_step(bench: BenchDaemon, port: int, rate: int, args: argparse.Namespace)
     sipp_before = children_cpu_seconds()
     run = start_sipp(
         f"127.0.0.1:{port}",
+        scenario=getattr(args, "scenario", "options_uac.xml"),
+        transport=getattr(args, "transport", "u1"),
+        extra=getattr(args, "sipp_extra", ()),
         calls=calls,
         rate=rate,
         workdir=bench.workdir,

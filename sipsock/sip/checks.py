@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, is_token, parse_number, split_values
 from sipsock.sip.memo import MAX_NAME, Memo
-from sipsock.sip.via import parse_via
+from sipsock.sip.via import check_via
 
 if TYPE_CHECKING:
     from sipsock.sip.message import Message
@@ -64,6 +64,17 @@ _match_params = re.compile(
     re.S,
 ).fullmatch
 
+_T = f"[{TOKEN_CHARS}]+"
+#: The usual name-addr, ``name <scheme:no-blanks>;param=value`` or
+#: ``"name" <...>``: a strict subset of what `check_address` accepts (a
+#: display name of tokens, quoted without escapes or none, a bracketed URI
+#: with a scheme and no whitespace or brackets, plain parameters), accepted
+#: by this one pattern before the rules are read one by one.
+_match_plain_address = re.compile(
+    rf"(?:(?:{_T} )*|\"[^\"\\]*\" ?)<[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>]*>"
+    rf"(?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*"
+).fullmatch
+
 
 def parse_cseq(value: str | None) -> tuple[int, str]:
     """Parse a CSeq value into ``(number, method)``; the number must fit 32 bits."""
@@ -85,8 +96,7 @@ def check_request(message: Message, method: str, uri: str, version: str) -> None
             raise SipParseError(f"unsupported SIP version {version!r}", status=505)
         raise SipParseError(f"malformed SIP version {version!r}", status=400)
     check_request_uri(uri)
-    check_headers(message)
-    _, cseq_method = parse_cseq(message.get("cseq"))
+    _, cseq_method = _check_headers(message)
     if cseq_method != method:
         status = 400 if method in KNOWN_METHODS else 501
         raise SipParseError(
@@ -110,35 +120,64 @@ def check_request_uri(uri: str) -> None:
 
 def check_headers(message: Message) -> None:
     """Check header names, required and single headers, Via, CSeq and addresses."""
+    _check_headers(message)
+
+
+def _check_headers(message: Message) -> tuple[int, str]:
+    """`check_headers`, giving the parsed CSeq.
+
+    One pass over the fields collects what every rule reads (first values,
+    counts, Via and address values); the rules then run in their documented
+    order, so a message with several faults is refused for the same one.
+    """
     keys = message._header_keys()
-    counts: dict[str, int] = {}
-    for (field, _), key in zip(message.headers, keys, strict=True):
-        if field not in _TOKEN_NAMES:
+    token_names = _TOKEN_NAMES
+    first: dict[str, str] = {}
+    repeated: set[str] = set()
+    vias: list[str] = []
+    addresses: list[str] = []
+    for (field, value), key in zip(message.headers, keys, strict=True):
+        if field not in token_names:
             if not is_token(field):
                 raise SipParseError(f"malformed header name {field!r}", status=400)
-            _TOKEN_NAMES.remember(field, True, len(field))
-        counts[key] = counts.get(key, 0) + 1
-    for key in _SINGLE_HEADERS:
-        if counts.get(key, 0) > 1:
-            raise SipParseError(f"more than one {key} header", status=400)
+            token_names.remember(field, True, len(field))
+        if key in first:
+            repeated.add(key)
+        else:
+            first[key] = value
+        if key == "via":
+            vias.append(value)
+        elif key in _ADDRESS_LIST_HEADERS:
+            addresses.append(value)
+    if repeated:
+        for key in _SINGLE_HEADERS:
+            if key in repeated:
+                raise SipParseError(f"more than one {key} header", status=400)
     for key in _REQUIRED_HEADERS:
-        if key not in counts:
+        if key not in first:
             raise SipParseError(f"no {key} header", status=400)
-    for value in message.get_all("via"):
-        parse_via(value)
-    parse_cseq(message.get("cseq"))
-    if not message.call_id.strip():
+    for value in vias:
+        if "," in value:
+            for item in split_values(value):
+                check_via(item)
+        else:
+            check_via(value.strip())
+    cseq = parse_cseq(first["cseq"])
+    call_id = first["call-id"]
+    if not call_id:
+        raise SipParseError("no Call-ID header", status=400)
+    if not call_id.strip():
         raise SipParseError("empty Call-ID", status=400)
-    max_forwards = message.get("max-forwards")
+    max_forwards = first.get("max-forwards")
     if max_forwards is not None and parse_number(max_forwards) is None:
         raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
-    for key in ("from", "to"):
-        check_address(message.get(key) or "")
-    for (_, value), key in zip(message.headers, keys, strict=True):
-        if key in _ADDRESS_LIST_HEADERS:
-            for item in split_values(value):
-                if item != "*":
-                    check_address(item)
+    check_address(first["from"])
+    check_address(first["to"])
+    for value in addresses:
+        for item in split_values(value) if "," in value else (value.strip(),):
+            if item != "*":
+                check_address(item)
+    return cseq
 
 
 #: Header-name spellings already checked to be tokens (bounded in entries and bytes).
@@ -147,6 +186,12 @@ _TOKEN_NAMES: Memo[str, bool] = Memo(max_bytes=512 * 1024, max_item=MAX_NAME)
 
 def check_address(value: str) -> None:
     """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route)."""
+    if _match_plain_address(value) is None:
+        check_address_rules(value)
+
+
+def check_address_rules(value: str) -> None:
+    """`check_address` rule by rule (without the one-pattern shortcut for the usual shape)."""
     text = value.strip()
     if not text:
         raise SipParseError("empty address", status=400)

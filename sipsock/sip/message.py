@@ -120,13 +120,19 @@ class Message:
 
     def replace_top_via(self, value: str) -> None:
         """Replace the first Via value (keeping any other values of that field)."""
-        for index, (field, old) in enumerate(self.headers):
-            if canonical_name(field) == "via":
-                values = split_values(old)
-                values[0] = value
-                self.headers[index] = (field, ", ".join(values))
-                return
-        raise SipParseError("no Via header", status=400)
+        keys = self._header_keys()
+        if "via" not in keys:
+            raise SipParseError("no Via header", status=400)
+        index = keys.index("via")
+        field, old = self.headers[index]
+        if "," in old:
+            values = split_values(old)
+            values[0] = value
+            value = ", ".join(values)
+        self.headers[index] = (field, value)
+        if self._keys_of is not None:
+            # Same name, so the same key: the remembered keys stay true.
+            self._keys_of[index] = (field, value)
 
     # -- the fields the transport needs --------------------------------
 

@@ -345,6 +345,20 @@ def _record_layout(
     if max(map(len, raw_lines)) > MAX_ITEM:
         return  # a line too long to remember: its layout could never be found
     line_id = memo.line_id
+    # A layout is recorded once every fixed line of it has been seen before
+    # (numbered on first sight): a line that changes with each request (a
+    # rising CSeq, say) would make a layout no later message can find, and
+    # building it costs more than reading the message line by line.
+    first_sight = raw_lines[0] not in memo.line_ids
+    line_id(raw_lines[0])
+    for index, (action, name_key, *_) in enumerate(entries, 1):
+        if action == _VIA_LINE or (action == _COPY and name_key in ("from", "call-id")):
+            continue
+        if raw_lines[index] not in memo.line_ids:
+            first_sight = True
+            line_id(raw_lines[index])
+    if first_sight:
+        return
     key: list[int | None] = [line_id(raw_lines[0])]
     vias: list[Varying] = []
     others: dict[str, Varying] = {}

@@ -148,6 +148,15 @@ def parse_via(value: str) -> Via:
     return Via(protocol, transport.upper(), host, port, tuple(params))
 
 
+def check_via(value: str) -> None:
+    """Raise `SipParseError` where `parse_via` does, without building the `Via`."""
+    match = _match_plain_via(value)
+    if match is None:
+        _parse_any_via(value)
+    else:
+        _port(match.group(4), value)
+
+
 def _parse_any_via(value: str) -> Via:
     """:func:`parse_via` for every spelling the grammar allows (whitespace, quotes, IPv6)."""
     match = _match_sent_by(value)
@@ -323,6 +332,7 @@ __all__ = [
     "MAGIC_COOKIE",
     "Via",
     "apply_received",
+    "check_via",
     "make_via",
     "new_branch",
     "parse_via",

@@ -211,3 +211,108 @@ def find_header_end_by_two_finds(data: bytes, start: int = 0) -> tuple[int, int]
 def test_find_header_end_equals_two_finds(data: bytes, start: int) -> None:
     assert find_header_end(data, start) == find_header_end_by_two_finds(data, start)
     assert find_header_end(bytearray(data), start) == find_header_end_by_two_finds(data, start)
+
+
+# -- validation: one pass, the usual address shape by one pattern ---------------
+
+from sipsock.sip.checks import _match_plain_address, check_address_rules  # noqa: E402
+
+ADDRESS_PIECES = ['"', "<", ">", " ", ";", "=", "sip:", "a", "b@c", "\\", ",", "\t", "x y", "1:"]
+
+
+@given(st.lists(st.sampled_from(ADDRESS_PIECES), max_size=12).map("".join))
+def test_address_pattern_accepts_only_what_the_rules_accept(text: str) -> None:
+    candidates = [text, f"<sip:{text}>", f'"{text}" <sip:a@b>', f"{text} <sip:a@b>;tag={text}"]
+    for value in candidates:
+        if _match_plain_address(value) is not None:
+            check_address_rules(value)  # raises if the pattern let a bad value through
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "<sip:bob@example.com>",
+        "Bob <sip:bob@example.com>;tag=1",
+        '"Bob B" <sip:bob@example.com>;tag=1;x',
+        "sipp <sip:sipp@127.0.0.1:5061;transport=UDP>",
+    ],
+)
+def test_usual_addresses_take_the_pattern(value: str) -> None:
+    assert _match_plain_address(value) is not None
+    check_address_rules(value)
+
+
+def with_headers(*lines: str) -> bytes:
+    return (
+        "INVITE sip:bob@example.com SIP/2.0\r\n"
+        + "".join(f"{line}\r\n" for line in lines)
+        + "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+GOOD = [
+    "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc",
+    "From: <sip:alice@example.com>;tag=1",
+    "To: <sip:bob@example.com>",
+    "Call-ID: c1@example.com",
+    "CSeq: 1 INVITE",
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        # Several faults: the first rule in the documented order names the fault.
+        (["CSeq: 2 INVITE", "Max-Forwards: x", "Contact: bad uri"], "more than one cseq header"),
+        (["Via: nonsense", "Max-Forwards: x"], "malformed Via value 'nonsense'"),
+        (["Max-Forwards: x", "Contact: <nope>"], "malformed Max-Forwards 'x'"),
+        (["Contact: <nope>", "Route: <sip:a>, <also>"], "URI without a scheme in '<nope>'"),
+        (["Route: <sip:a>, <also>"], "URI without a scheme in '<also>'"),
+        (["Bad Name: 1", "CSeq: 3 INVITE"], "malformed header name 'Bad Name'"),
+    ],
+)
+def test_validation_refuses_for_the_first_fault_in_order(extra: list[str], reason: str) -> None:
+    request = parse(with_headers(*GOOD, *extra))
+    with pytest.raises(SipParseError) as caught:
+        request.validate()
+    assert caught.value.reason == reason
+    assert caught.value.status == 400
+
+
+def test_stamping_the_top_via_keeps_the_remembered_header_names() -> None:
+    from sipsock.sip import apply_received
+
+    request = parse(INVITE)
+    assert isinstance(request, Request)
+    apply_received(request, "198.51.100.7", 5099)
+    # The names did not change: no recomputation on the next lookup.
+    assert request._keys_of == request.headers
+    assert request.get("via") == (
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport=5099;received=198.51.100.7"
+    )
+    assert request.top_via.received == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport",
+        "SIP/2.0/UDP 192.0.2.1:0;branch=x",
+        "SIP/2.0/UDP 192.0.2.1:65536",
+        "SIP/2.0/UDP [::1]:5060 ; branch = x",
+        "SIP/2.0/UDP",
+        'SIP/2.0/tcp host;received=1.2.3.4;x="q"',
+        "",
+    ],
+)
+def test_check_via_refuses_what_parse_via_refuses(value: str) -> None:
+    from sipsock.sip.via import check_via
+
+    try:
+        parse_via(value)
+    except SipParseError as exc:
+        with pytest.raises(SipParseError) as caught:
+            check_via(value)
+        assert (caught.value.reason, caught.value.status) == (exc.reason, exc.status)
+    else:
+        check_via(value)

@@ -78,14 +78,16 @@ def sipp(
     return data.encode("utf-8", "surrogateescape")
 
 
-# --- SIPp's keep-alives: the second one on is answered by the layout --------------------
+# --- SIPp's keep-alives: the third one on is answered by the layout ---------------------
 
 
-def test_sipp_calls_after_the_first_are_answered_by_the_layout() -> None:
+def test_sipp_calls_after_the_second_are_answered_by_the_layout() -> None:
     forget_layouts()
     assert by_layout(sipp(1), PEER) is None
-    assert assert_same(sipp(1), PEER) is not None
-    for number in range(2, 50):
+    assert assert_same(sipp(1), PEER) is not None  # its fixed lines seen
+    assert by_layout(sipp(2), PEER) is None
+    assert assert_same(sipp(2), PEER) is not None  # seen again: its layout recorded
+    for number in range(3, 50):
         fast = by_layout(sipp(number), PEER)
         assert fast is not None
         assert general_path(sipp(number), PEER) == [fast]
@@ -97,6 +99,7 @@ def test_each_peer_and_socket_gets_its_own_stamp_and_tail(
     sdef: SocketDef, peer: tuple[str, int]
 ) -> None:
     forget_layouts()
+    assert_same(sipp(1), PEER, sdef)
     assert_same(sipp(1), PEER, sdef)  # the layout, recorded for another peer
     for number in range(2, 5):
         assert assert_same(sipp(number), peer, sdef) is not None
@@ -247,6 +250,7 @@ def test_plain_variants_are_answered_by_the_layout_when_their_first_was(
     forget_layouts()
     data, peer = message
     assert assert_same(data, peer, sdef) is not None
+    assert assert_same(data, peer, sdef) is not None  # recorded on second sight
     recorded = by_layout(data, peer, sdef) is not None
     for branch, tag, call_id in variants:
         variant = rewrite(data, branch, tag, call_id)
@@ -255,3 +259,14 @@ def test_plain_variants_are_answered_by_the_layout_when_their_first_was(
             assert fast is not None
         if fast is not None:
             assert general_path(variant, peer, sdef) == [fast]
+
+
+def test_a_line_new_in_each_request_records_no_layout() -> None:
+    """A rising CSeq makes every message's layout new: none is built for nothing."""
+    forget_layouts()
+    for number in range(1, 20):
+        data = sipp(number).replace(b"CSeq: 1 ", b"CSeq: %d " % number)
+        assert by_layout(data, PEER) is None
+        assert assert_same(data, PEER) is not None
+    assert len(MEMO.layouts) == 0
+    forget_layouts()
