@@ -128,8 +128,12 @@ def build_command_table(
 
         return registry.reload().addCallback(answer)
 
-    def sockets_list(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return registry.list_sockets(details=parse_flag(params, "details"))
+    def sockets_list(params: dict[str, Any]) -> Any:
+        details = parse_flag(params, "details")
+        if not details or statistics is None:
+            return registry.list_sockets(details=details)
+        # The counters of sockets served by workers: fresh from every worker first.
+        return statistics.collect().addCallback(lambda _: registry.list_sockets(details=True))
 
     def which(params: dict[str, Any]) -> list[str]:
         return table.names()

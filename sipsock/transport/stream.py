@@ -84,10 +84,12 @@ class ConnectionWatcher(TypingProtocol):
     worker holding a peer's connection by them.
     """
 
-    def connection_up(self, listener: StreamListener, peer: tuple[str, int]) -> None:
-        """A connection to ``peer`` is ready."""
+    def connection_up(self, listener: StreamListener, peer: tuple[str, int], inbound: bool) -> None:
+        """A connection to ``peer`` (``inbound``: accepted) is ready."""
 
-    def connection_down(self, listener: StreamListener, peer: tuple[str, int]) -> None:
+    def connection_down(
+        self, listener: StreamListener, peer: tuple[str, int], inbound: bool
+    ) -> None:
         """A ready connection to ``peer`` closed."""
 
 
@@ -270,7 +272,7 @@ class StreamListener:
         connection.ready = True
         self._table.ready(connection)
         if self.watcher is not None:
-            self.watcher.connection_up(self, connection.peer)
+            self.watcher.connection_up(self, connection.peer, connection.inbound)
 
     def connection_lost(self, connection: StreamConnection) -> None:
         """Forget a closed connection."""
@@ -278,7 +280,7 @@ class StreamListener:
             return
         self.counters.connections -= 1
         if self.watcher is not None and connection.ready:
-            self.watcher.connection_down(self, connection.peer)
+            self.watcher.connection_down(self, connection.peer, connection.inbound)
         self._check_closed()
 
     def _set_connection_tos(self, connection: StreamConnection, sdef: SocketDef) -> None:

@@ -37,16 +37,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipsock.deferreds import settle
+from sipsock.limits import address_key, connection_refusal
 from sipsock.seams import ListenError
 from sipsock.sockdef import SocketDef
+from sipsock.transport.connections import peer_key
 from sipsock.transport.sockopts import bind_socket
 from sipsock.transport.tls import TLSDomains
 from sipsock.workers.commands import SendDatagram
-from sipsock.workers.connection_directory import ConnectionDirectory
+from sipsock.workers.connection_directory import ConnectionChange, ConnectionDirectory
 from sipsock.workers.listener import PooledListener
 from sipsock.workers.pool import UdpWorkerPool
 from sipsock.workers.stream_commands import (
     AbortTLS,
+    CloseConnection,
     CommitTLS,
     ConnectionsChanged,
     PrepareTLS,
@@ -104,11 +107,51 @@ class StreamWorkerPool(UdpWorkerPool):
 
     # --- connections -------------------------------------------------------------------
 
-    def connections_changed(self, process: WorkerProcess, changes: list[Any]) -> None:
-        """A worker's report of connections that became ready or closed."""
+    def connections_changed(self, process: WorkerProcess, changes: list[ConnectionChange]) -> None:
+        """A worker's report of connections that became ready or closed.
+
+        An accepted connection that puts its socket or its remote IP over a
+        cap, counted across every worker, is closed by its worker (each
+        worker also applies the caps to its own connections at accept, before
+        any TLS work).
+        """
         if process.ended.done:
             return
         self.directory.apply(process, changes)
+        limits = self.supervisor.spec.settings.limits
+        for change in changes:
+            if not (change.up and change.inbound):
+                continue
+            on_socket = self.directory.inbound(change.key)
+            from_ip = self.directory.inbound(change.key, change.peer[0])
+            ip = address_key(peer_key(change.peer)[0])
+            reason = connection_refusal(
+                socket_count=on_socket - 1,
+                ip_count=from_ip - 1,
+                per_socket=limits.max_connections_per_socket,
+                per_ip=limits.max_connections_per_ip,
+                ip=ip,
+            )
+            if reason is not None:
+                self._close_over_cap(process, change.key, change.peer, reason)
+
+    def _close_over_cap(
+        self, process: WorkerProcess, key: int, peer: tuple[str, int], reason: str
+    ) -> None:
+        """Have ``process`` close the accepted connection that went over a daemon-wide cap."""
+        closing = process.call(
+            CloseConnection, key=key, host=peer[0], port=peer[1], reason=f"{reason}, all workers"
+        )
+        closing.addErrback(
+            lambda failure: self.log.warn(
+                "socket {socket}: stream worker {worker} did not close {peer} over the cap: "
+                "{reason}",
+                socket=self.counters.socket_name(key),
+                worker=process.label,
+                peer=peer,
+                reason=failure.getErrorMessage(),
+            )
+        )
 
     def worker_ended(self, process: WorkerProcess) -> None:
         gone = self.directory.forget_worker(process)
@@ -203,7 +246,8 @@ class PooledTLSReport:
         failed = "; ".join(
             f"{process}: domain {domain!r}: {reason}" for process, domain, reason in self.failed
         )
-        return f"TLS reload failed in {failed}; no process switched, old certificates kept"
+        kept = "old certificate kept" if len(self.failed) == 1 else "old certificates kept"
+        return f"TLS reload failed in {failed} ({kept}; no process switched)"
 
 
 class PooledTLS:
@@ -231,7 +275,8 @@ class PooledTLS:
         report = PooledTLSReport()
         loaded, local_failed = self.domains.prepare()
         report.failed += [("control process", name, reason) for name, reason in local_failed]
-        report.failed += await self.pool.prepare_tls()
+        if not report.failed:  # the workers read the same files: asked only when they may work
+            report.failed += await self.pool.prepare_tls()
         if report.failed:
             await self.pool.finish_tls(commit=False)
             self.log.error("{summary}", summary=report.summary())

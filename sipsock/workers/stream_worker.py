@@ -22,6 +22,7 @@ opens it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred
@@ -68,17 +69,19 @@ class ConnectionReporter:
         self._keys.pop(listener, None)
         listener.watcher = None
 
-    def connection_up(self, listener: StreamListener, peer: tuple[str, int]) -> None:
-        self._add(listener, peer, up=True)
+    def connection_up(self, listener: StreamListener, peer: tuple[str, int], inbound: bool) -> None:
+        self._add(listener, ConnectionChange(0, peer, True, inbound))
 
-    def connection_down(self, listener: StreamListener, peer: tuple[str, int]) -> None:
-        self._add(listener, peer, up=False)
+    def connection_down(
+        self, listener: StreamListener, peer: tuple[str, int], inbound: bool
+    ) -> None:
+        self._add(listener, ConnectionChange(0, peer, False, inbound))
 
-    def _add(self, listener: StreamListener, peer: tuple[str, int], *, up: bool) -> None:
+    def _add(self, listener: StreamListener, change: ConnectionChange) -> None:
         key = self._keys.get(listener)
         if key is None:
             return
-        self._pending.append(ConnectionChange(key, peer, up))
+        self._pending.append(replace(change, key=key))
         if self._call is None:
             self._call = self.reactor.callLater(0, self.flush)
 
@@ -258,6 +261,25 @@ class StreamSockets:
     def abort_tls(self) -> None:
         """Forget what `prepare_tls` loaded."""
         self._prepared = None
+
+
+def close_over_cap(listener: StreamListener, peer: tuple[str, int], reason: str) -> bool:
+    """Close the accepted connection from ``peer`` that a daemon-wide cap refuses.
+
+    Counted and logged as a hit of the ``connections`` limit; False when no
+    such connection is open (closed meanwhile).
+    """
+    connection = listener.connections_by_peer.get(peer_key(peer))
+    if connection is None or not connection.inbound or not connection.open:
+        return False
+    listener.limit_reporter.hit("connections", f"refused: {reason}", peer)
+    connection.open = False
+    abort = getattr(connection.transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        connection.transport.loseConnection()
+    return True
 
 
 def limit_accepts(port: Any, most: int) -> None:

@@ -74,12 +74,13 @@ from sipsock.workers.epoll import make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
 from sipsock.workers.stream_commands import (
     AbortTLS,
+    CloseConnection,
     CommitTLS,
     ConnectionsChanged,
     PrepareTLS,
     encode_changes,
 )
-from sipsock.workers.stream_worker import Report, RoutedStream, StreamSockets
+from sipsock.workers.stream_worker import Report, RoutedStream, StreamSockets, close_over_cap
 
 #: Exit status of a worker that could not start (no lifeline, unusable AMP descriptor,
 #: an application that cannot be built).
@@ -377,6 +378,13 @@ class WorkerProtocol(amp.AMP):
             "sockets": sockets,
             "more": more,
         }
+
+    @CloseConnection.responder
+    def close_connection(self, key: int, host: str, port: int, reason: str) -> dict[str, Any]:
+        listener = self.worker.listeners.get(key)
+        if not isinstance(listener, StreamListener):
+            return {"closed": False}
+        return {"closed": close_over_cap(listener, (host, port), reason)}
 
     @PrepareTLS.responder
     def prepare_tls(self) -> dict[str, Any]:

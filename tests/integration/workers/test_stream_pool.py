@@ -234,3 +234,41 @@ async def test_removing_a_socket_closes_its_connections_and_leaves_the_other_ope
     for client in kept_clients:
         client.close()
     await kept.stop()
+
+
+def open_raw(port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+
+
+def still_open(sock: socket.socket) -> bool:
+    """False once the server closed it (EOF or reset), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except ConnectionError:
+        return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_per_ip_cap_counts_connections_in_every_worker(
+    tmp_path: Path, stopper: list[StreamWorkerPool]
+) -> None:
+    pool = await started(
+        make_pool(tmp_path, config="[limits]\nmax_connections_per_ip = 3\n"), stopper
+    )
+    port = free_port()
+    listener = await pool.open(parse_row(1, f"tcp:127.0.0.1:{port}"), 0)
+    socks = await threads.deferToThread(open_raw, port, 12)
+    try:
+        await wait_until(
+            lambda: sum(still_open(s) for s in socks) == 3, TIMEOUT, "3 connections left open"
+        )
+        await pool.refresh()
+        assert listener.counters.limit_connections == 9
+        assert pool.directory.inbound(listener.key) == 3
+    finally:
+        for sock in socks:
+            sock.close()
+    await listener.stop()
