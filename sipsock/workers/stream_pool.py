@@ -163,6 +163,15 @@ class StreamWorkerPool(UdpWorkerPool):
             )
         super().worker_ended(process)
 
+    def process_rows(self) -> list[dict[str, Any]]:
+        """`UdpWorkerPool.process_rows`, with the ready connections each worker holds."""
+        rows = super().process_rows()
+        for seat, row in zip(self.supervisor.seats, rows, strict=True):
+            process = seat.process
+            running = process is not None and not process.ended.done
+            row["Connections"] = self.held_by(process) if running and process else 0
+        return rows
+
     def held_by(self, process: WorkerProcess) -> int:
         """Ready connections the worker holds, as it reported them."""
         return self.directory.held_by(process)
