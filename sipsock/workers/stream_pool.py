@@ -13,8 +13,8 @@ Sending: workers report each connection that becomes ready or closes
 (`ConnectionsChanged`) into a `ConnectionDirectory`. A send through a stream
 socket from the control process, from a UDP worker (``SendThroughSocket``)
 or from a stream worker without a connection to the peer goes to the worker
-holding the peer's connection; with none, to the next worker in turn, which
-opens it.
+holding the peer's connection; with none, to the worker the peer's address
+hashes to (`opener_index`), which opens it.
 
 ``tls_reload`` (`PooledTLS`) is two-phase: every worker and the control
 process load the new certificates (`PrepareTLS`); only when all succeeded
@@ -24,9 +24,9 @@ the answer names the worker and the domain that failed.
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +95,6 @@ class StreamWorkerPool(UdpWorkerPool):
         self.counters.kind = "stream"
         self.check = check
         self.directory: ConnectionDirectory[WorkerProcess] = ConnectionDirectory()
-        self._send_turn = itertools.count()
 
     def bind_descriptor(self, sdef: SocketDef) -> socket.socket | None:
         """Bind and listen ``sdef`` here (the workers accept); raises `ListenError`."""
@@ -191,7 +190,7 @@ class StreamWorkerPool(UdpWorkerPool):
             )
         process = self.directory.owner(listener.key, peer)
         if process is None or process not in ready:
-            process = ready[next(self._send_turn) % len(ready)]
+            process = ready[opener_index(peer, len(ready))]
         sending: Deferred[Any] = process.call(
             SendDatagram, key=listener.key, host=peer[0], port=peer[1], data=data
         )
@@ -228,6 +227,18 @@ class StreamWorkerPool(UdpWorkerPool):
             for p, a in zip(processes, answers, strict=True)
             if isinstance(a, Failure)
         ]
+
+
+def opener_index(peer: tuple[str, int], workers: int) -> int:
+    """Which of ``workers`` ready workers opens a connection to ``peer`` (none holds one).
+
+    The same worker for a peer, every time: the sends that come before its
+    connection is reported (the messages of one call, say) all wait for the
+    one connect under way there, in order, instead of each worker opening a
+    connection of its own.
+    """
+    host, port = peer_key(peer)
+    return zlib.crc32(f"{host}:{port}".encode()) % workers
 
 
 @dataclass

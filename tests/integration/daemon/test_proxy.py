@@ -319,7 +319,7 @@ def test_removing_the_out_socket_gives_503_naming_its_tag_and_spares_other_route
     other_uac = start_sipp(
         f"127.0.0.1:{port_c}",
         scenario=str(uac_file),
-        transport=caller_transport,
+        transport="u1",
         calls=other_calls,
         rate=30,
         workdir=proxy.workdir,
@@ -387,7 +387,7 @@ def run_calls_to_python_callee(
     return start_sipp(
         f"127.0.0.1:{target_port}",
         scenario=str(uac_file),
-        transport=caller_transport,
+        transport="u1",
         calls=CALLS,
         rate=RATE,
         workdir=proxy.workdir,

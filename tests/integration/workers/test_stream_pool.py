@@ -9,6 +9,7 @@ from a worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -271,4 +272,37 @@ async def test_the_per_ip_cap_counts_connections_in_every_worker(
     finally:
         for sock in socks:
             sock.close()
+    await listener.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_sends_to_a_new_peer_uses_one_connection_in_order(
+    tmp_path: Path, stopper: list[StreamWorkerPool]
+) -> None:
+    pool = await started(make_pool(tmp_path), stopper)
+    listener = await pool.open(parse_row(1, f"tcp:127.0.0.1:{free_port()}"), 0)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(5)
+        peer = server.getsockname()
+        messages = [f"M {i}\r\n\r\n".encode() for i in range(200)]
+        sending = [listener.send(message, peer) for message in messages]
+        conn, _ = await threads.deferToThread(server.accept)
+        with conn:
+            conn.settimeout(5)
+            expected = b"".join(messages)
+            got = b""
+            while len(got) < len(expected):
+                chunk = await threads.deferToThread(conn.recv, 65536)
+                assert chunk
+                got += chunk
+            assert got == expected
+            for waiting in sending:
+                await waiting
+            server.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                extra, _ = server.accept()
+                extra.close()
+                raise AssertionError("a second connection was opened")
     await listener.stop()
