@@ -306,3 +306,63 @@ async def test_a_burst_of_sends_to_a_new_peer_uses_one_connection_in_order(
                 extra.close()
                 raise AssertionError("a second connection was opened")
     await listener.stop()
+
+
+def served_common_name(port: int, pki: Any) -> str:
+    from tests.tlsfiles import peer_common_name, tls_connect
+
+    with tls_connect(port, pki.client_context()) as sock:
+        return peer_common_name(sock)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_reload_switches_every_worker_or_none_and_names_the_one_that_failed(
+    tmp_path: Path, stopper: list[StreamWorkerPool]
+) -> None:
+    from sipsock.transport.tls import TLSDomains
+    from sipsock.workers.stream_pool import PooledTLS
+    from tests.tlsfiles import TestPKI, domain_toml
+
+    pki = TestPKI(tmp_path / "pki")
+    served = pki.issue("served", "old.example", "localhost")
+    # The control process's copy of the domain reads other files than the workers'
+    # (the only way to make one process fail where the others do not).
+    control_copy = pki.issue("control", "old.example", "localhost")
+    pool = await started(make_pool(tmp_path, config=domain_toml("main", served)), stopper)
+    control_settings = load_config_text(tmp_path, domain_toml("main", control_copy))
+    tls = PooledTLS(TLSDomains(control_settings.tls.domains), pool)
+    port = free_port()
+    listener = await pool.open(parse_row(1, f"tls:127.0.0.1:{port}"), 0)
+    names = await threads.deferToThread(lambda: {served_common_name(port, pki) for _ in range(8)})
+    assert names == {"old.example"}
+
+    # The workers' files broken: the control process loads, the workers do not; none switches.
+    fresh = pki.issue("fresh", "new.example", "localhost")
+    control_copy.certificate.write_bytes(fresh.certificate.read_bytes())
+    control_copy.private_key.write_bytes(fresh.private_key.read_bytes())
+    served.certificate.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
+    report = await tls.reload()
+    assert not report.ok
+    assert {process for process, _, _ in report.failed} == {
+        "stream worker stream/1",
+        "stream worker stream/2",
+    }
+    assert "old certificate" in report.summary() and "no process switched" in report.summary()
+    assert tls.list_domains()[0]["subject"].startswith("CN=old.example")
+    names = await threads.deferToThread(lambda: {served_common_name(port, pki) for _ in range(8)})
+    assert names == {"old.example"}
+
+    # Good files everywhere: every worker serves the new certificate.
+    served.certificate.write_bytes(fresh.certificate.read_bytes())
+    served.private_key.write_bytes(fresh.private_key.read_bytes())
+    report = await tls.reload()
+    assert report.ok and report.reloaded == ["main"]
+    names = await threads.deferToThread(lambda: {served_common_name(port, pki) for _ in range(8)})
+    assert names == {"new.example"}
+    await listener.stop()
+
+
+def load_config_text(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / f"control-{free_port()}.toml"
+    path.write_text(text)
+    return load_config(path)
