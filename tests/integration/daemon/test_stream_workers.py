@@ -146,3 +146,20 @@ def test_a_killed_stream_worker_loses_only_its_connections_and_service_is_back_w
     finally:
         for client in clients:
             client.close()
+
+
+def test_tcp_workers_zero_serves_streams_in_the_control_process(
+    daemon_factory: DaemonFactory, sqlite_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "var").mkdir(exist_ok=True)
+    table = SocketTable(sqlite_url)
+    table.init()
+    port = free_port()
+    table.insert(f"tcp:127.0.0.1:{port}")
+    daemon = daemon_factory(sqlite_url, "[core]\ntcp_workers = 0\n")
+    assert stream_rows(daemon) == []
+    client = TcpClient(port, timeout=5)
+    try:
+        assert client.options() == 200
+    finally:
+        client.close()
