@@ -16,7 +16,7 @@ from typing import Any
 from tests.daemon import Daemon
 from tests.integration.daemon.conftest import DaemonFactory
 from tests.net import free_port
-from tests.polling import poll_until
+from tests.polling import poll_until, settle
 from tests.sip_probe import TcpClient
 from tests.sipp import start_sipp
 from tests.tables import SocketTable
@@ -163,3 +163,55 @@ def test_tcp_workers_zero_serves_streams_in_the_control_process(
         assert client.options() == 200
     finally:
         client.close()
+
+
+def descriptors(daemon: Daemon) -> dict[str, int]:
+    """Open descriptors of the control process and each stream worker seat."""
+    counts = {"control": len(os.listdir(f"/proc/{daemon.pid}/fd"))}
+    for row in stream_rows(daemon):
+        counts[f"stream/{row['Worker']}"] = len(os.listdir(f"/proc/{row['PID']}/fd"))
+    return counts
+
+
+def test_stream_socket_churn_under_sipp_load_on_another_socket_fails_no_call_and_leaks_nothing(
+    daemon_factory: DaemonFactory, sqlite_url: str, tmp_path: Path
+) -> None:
+    daemon, port = start_daemon(daemon_factory, sqlite_url, tmp_path)
+    table = SocketTable(sqlite_url)
+    before = descriptors(daemon)
+    calls = 600
+    load = start_sipp(
+        f"127.0.0.1:{port}",
+        transport="t1",
+        calls=calls,
+        rate=100,
+        workdir=tmp_path,
+        timeout=TIMEOUT,
+    )
+    for _ in range(8):
+        churn = free_port()
+        row = table.insert(f"tcp:127.0.0.1:{churn}")
+        assert daemon.reload()["added"] == [f"tcp:127.0.0.1:{churn}"]
+        probe = TcpClient(churn, timeout=5)  # every worker accepts on it once the reload answered
+        try:
+            assert probe.options() == 200
+        finally:
+            probe.close()
+        table.delete(row)
+        assert daemon.reload()["removed"] == [f"tcp:127.0.0.1:{churn}"]
+    assert load.running(), "the load ended before the churn did"
+    result = load.wait()
+    assert (result.successful, result.failed) == (calls, 0), result.output
+
+    # No growth (the control process's count moves by one with the MI's own HTTP connection).
+    def settled() -> bool:
+        now = descriptors(daemon)
+        return now.keys() == before.keys() and all(now[k] <= before[k] for k in now)
+
+    if not settle(settled, 15, 0.2):
+        after = descriptors(daemon)
+        listing = {
+            pid: sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+            for pid in [daemon.pid] + [row["PID"] for row in stream_rows(daemon)]
+        }
+        raise AssertionError(f"descriptors {before} -> {after}: {listing}")
