@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from time import monotonic
 from typing import IO, Any
 
 from twisted.internet import defer
@@ -51,6 +52,7 @@ from sipsock.transport.udp import UdpListener, adopt_udp_listener
 from sipsock.workers.commands import (
     AdoptSockets,
     AnnounceMany,
+    Busy,
     ReleaseSockets,
     SendDatagram,
     SendThroughSocket,
@@ -409,6 +411,10 @@ class WorkerProtocol(amp.AMP):
         if self.transport is None or self.shutting_down:
             return
         self.callRemote(ConnectionsChanged, changes=encode_changes(changes))  # type: ignore[no-untyped-call]
+
+    @Busy.responder
+    def busy(self) -> dict[str, Any]:
+        return {"idle": float(getattr(self.reactor, "idleSeconds", 0.0)), "clock": monotonic()}
 
     @Shutdown.responder
     def shutdown(self) -> dict[str, Any]:
