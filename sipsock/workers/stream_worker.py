@@ -283,10 +283,15 @@ def close_over_cap(listener: StreamListener, peer: tuple[str, int], reason: str)
 
 
 def limit_accepts(port: Any, most: int) -> None:
-    """Make a Twisted TCP port accept at most ``most`` connections per wake-up.
+    """Make a Twisted TCP port accept at most ``most`` connections per wake-up, in turn.
 
     Twisted raises its per-wake accept count while every accept succeeds
-    (``numberAccepts``); it is reset before each read here.
+    (``numberAccepts``); it is reset before each read here. After each
+    wake-up the port is registered again: the kernel appends an
+    EPOLLEXCLUSIVE registration at the end of the socket's wait queue and
+    wakes the first idle one, so idle workers take new connections in turn
+    (else the first registered worker takes every connection while it is
+    idle, and long-lived connections pile up there).
     """
     if not hasattr(port, "numberAccepts"):
         return
@@ -294,7 +299,11 @@ def limit_accepts(port: Any, most: int) -> None:
 
     def do_read() -> Any:
         port.numberAccepts = most
-        return read()
+        result = read()
+        if port.connected:  # still listening: to the end of the queue
+            port.stopReading()
+            port.startReading()
+        return result
 
     port.numberAccepts = most
     port.doRead = do_read

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -366,3 +367,33 @@ def load_config_text(tmp_path: Path, text: str) -> Any:
     path = tmp_path / f"control-{free_port()}.toml"
     path.write_text(text)
     return load_config(path)
+
+
+def one_by_one(port: int, count: int) -> list[TcpClient]:
+    """``count`` connections, each answered before the next one opens (idle workers)."""
+    clients: list[TcpClient] = []
+    for _ in range(count):
+        client = TcpClient(port, timeout=5.0)
+        assert client.options() == 200
+        clients.append(client)
+        time.sleep(0.02)  # every worker back in epoll_wait: both idle
+    return clients
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_opened_one_at_a_time_go_to_the_idle_workers_in_turn(
+    tmp_path: Path, stopper: list[StreamWorkerPool]
+) -> None:
+    # Without the turn, the first registered worker takes every connection that
+    # comes while it is idle (measured: 60 of 60), and long-lived ones pile up there.
+    pool = await started(make_pool(tmp_path), stopper)
+    port = free_port()
+    listener = await pool.open(parse_row(1, f"tcp:127.0.0.1:{port}"), 0)
+    clients = await threads.deferToThread(one_by_one, port, 20)
+    try:
+        await wait_until(lambda: sum(split(pool)) == 20, TIMEOUT, "20 connections reported")
+        assert min(split(pool)) >= 5, split(pool)
+    finally:
+        for client in clients:
+            client.close()
+    await listener.stop()
