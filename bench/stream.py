@@ -16,6 +16,15 @@ connection sends an OPTIONS, waits for its 200, sends the next. Figures:
 * idle connections: N TLS connections opened and left idle, how many still
   answer an OPTIONS afterwards, and the daemon's resident memory per
   connection (VmRSS after minus before, divided by N); the same for TCP.
+* ``--saturate``: only TCP, 100 connections in closed loops: OPTIONS/s, CPU
+  microseconds per OPTIONS over every process of the daemon (the control
+  process and its workers) and the control process's share of that CPU;
+  then, the load still running, the MI's ``uptime`` asked over HTTP every
+  20 ms: its round trip (median, p99, max). Run it with ``--tcp-workers 1`` and
+  ``2`` to compare (on a daemon without stream workers, leave it out).
+
+CPU figures cover the control process and its worker processes (their
+children), read from /proc.
 
 The soft RLIMIT_NOFILE is raised to the hard limit here and by the daemon.
 
@@ -68,6 +77,26 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes of the daemon (its direct children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(child) for child in text]
+    return found
+
+
+def family_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of the control process, and of its workers together."""
+    workers = 0.0
+    for child in children(pid):
+        try:
+            workers += cpu_seconds(child)
+        except OSError:
+            continue
+    return cpu_seconds(pid), workers
 
 
 def rss_kib(pid: int) -> int:
@@ -299,9 +328,72 @@ async def idle(
     await asyncio.sleep(1.0)
 
 
+def mi_uptime_ms(port: int) -> float:
+    """One ``uptime`` over the HTTP MI (a fresh connection): milliseconds round trip."""
+    import http.client
+
+    body = b'{"jsonrpc": "2.0", "method": "uptime", "id": 1}'
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/mi", body, {"Content-Type": "application/json"})
+        answer = connection.getresponse().read()
+    finally:
+        connection.close()
+    if b'"result"' not in answer:
+        raise BenchError(f"MI uptime failed: {answer[:100]!r}")
+    return (time.perf_counter() - started) * 1000
+
+
+async def saturate(daemon: Daemon, port: int, seconds: float, count: int = 100) -> None:
+    """TCP closed loops on ``count`` connections: CPU for ``seconds``, then MI round trips.
+
+    The CPU figures are taken without MI traffic (the MI's own work is the
+    control process's); the MI is then asked ``uptime`` every 20 ms for
+    another ``seconds``, the load still running.
+    """
+    connections = await open_many(count, port, "tcp", None)
+    clients = [LoopClient(connection) for connection in connections]
+    for client in clients:
+        client.start()
+    await asyncio.sleep(1.0)
+    answered = sum(c.answered for c in clients)
+    control_before, workers_before = family_cpu(daemon.pid)
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - started
+    answered = sum(c.answered for c in clients) - answered
+    control_after, workers_after = family_cpu(daemon.pid)
+    trips: list[float] = []
+    mi_started = time.monotonic()
+    while time.monotonic() - mi_started < seconds:
+        trips.append(await asyncio.to_thread(mi_uptime_ms, daemon.http_port))
+        await asyncio.sleep(0.02)
+    for client in clients:
+        client.running = False
+    await asyncio.sleep(0.3)
+    for connection in connections:
+        connection.close()
+    control = control_after - control_before
+    total = control + workers_after - workers_before
+    trips.sort()
+    p99 = trips[min(len(trips) - 1, int(len(trips) * 0.99))]
+    print(
+        f"saturate TCP {count} conn: {answered / elapsed:6.0f} OPTIONS/s, "
+        f"{total / answered * 1e6 if answered else 0:5.0f} CPU us per OPTIONS (all processes), "
+        f"daemon CPU {total / elapsed * 100:3.0f}%, control process "
+        f"{control / total * 100 if total else 0:4.1f}% of it; MI uptime over HTTP "
+        f"({len(trips)} asked): median {trips[len(trips) // 2]:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {trips[-1]:.1f} ms"
+    )
+
+
 async def main_async(
     args: argparse.Namespace, daemon: Daemon, ports: dict[str, int], pki: TestPKI
 ) -> None:
+    if args.saturate:
+        await saturate(daemon, ports["tcp"], args.seconds)
+        return
     context = pki.client_context()
     conns = [int(n) for n in args.conns.split(",")]
     await throughput(daemon, ports, context, conns, args.seconds)
@@ -374,6 +466,12 @@ def main() -> None:
     parser.add_argument("--scenario", choices=tuple(SIPP_SCENARIOS), default="options")
     parser.add_argument("--rate", type=float, default=10000.0, help="calls per second (--sipp)")
     parser.add_argument("--reps", type=int, default=2, help="runs (--sipp)")
+    parser.add_argument(
+        "--saturate", action="store_true", help="TCP saturation with MI round trips only"
+    )
+    parser.add_argument(
+        "--tcp-workers", type=int, default=None, help="[core] tcp_workers (default: the default)"
+    )
     args = parser.parse_args()
     limit = raise_nofile()
     if limit < args.idle + 500:
@@ -386,7 +484,8 @@ def main() -> None:
     listen = ", ".join(f'"{t}:127.0.0.1:{p}"' for t, p in ports.items())
     extra = (
         f"[core]\nlisten = [{listen}]\nstream_idle_timeout = 3600.0\n"
-        "[websocket]\nping_interval = 0\n"
+        + ("" if args.tcp_workers is None else f"tcp_workers = {args.tcp_workers}\n")
+        + "[websocket]\nping_interval = 0\n"
         # Thousands of idle connections from one address, none sending first:
         # above the default caps and header timeout of [limits].
         "[limits]\nmax_connections_per_ip = 1000000\nmax_connections_per_socket = 1000000\n"

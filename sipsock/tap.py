@@ -19,7 +19,7 @@ from sipsock.apps.spec import SpecError, build_dispatcher, freeze
 from sipsock.autoreload import AutoReloader
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.daemon.admin import admin_front_ends
-from sipsock.daemon.openers import SocketOpeners, in_process_opener, worker_pools
+from sipsock.daemon.openers import SocketOpeners, in_process_opener, stream_pool, worker_pools
 from sipsock.daemon.resources import StateLockService, StoreService
 from sipsock.daemon.root import DaemonService
 from sipsock.daemon.startup import (
@@ -38,6 +38,7 @@ from sipsock.sdnotify import Notifier
 from sipsock.stats import metrics_text
 from sipsock.transport.tls import TLSDomains, TLSError
 from sipsock.workers import SocketBook
+from sipsock.workers.stream_pool import PooledTLS
 
 DEFAULT_CONFIG = "etc/sipsock.toml"
 
@@ -110,7 +111,10 @@ def _compose(
         raise StartupError(str(error)) from None
     book, incidents = SocketBook(), Incidents()
     pools = worker_pools(spec, book, incidents, reactor)
-    openers = SocketOpeners(in_process_opener(settings, dispatcher, tls, reactor), book, *pools)
+    streams = stream_pool(spec, book, incidents, tls, reactor)
+    openers = SocketOpeners(
+        in_process_opener(settings, dispatcher, tls, reactor), book, *pools, streams
+    )
     try:
         store = open_store(settings.sockets_mgm, reactor)
     except StoreError as error:
@@ -124,7 +128,12 @@ def _compose(
     )
     dispatcher.directory = registry
     daemon = DaemonService(
-        settings, registry, openers.pools, reactor=reactor, notifier=notifier, tls=tls
+        settings,
+        registry,
+        openers.pools,
+        reactor=reactor,
+        notifier=notifier,
+        tls=tls if streams is None else PooledTLS(tls, streams),
     )
     static = StaticSockets(settings.core.listen, openers.open_static, registry, source=source)
     children = [lock_service, StoreService(store), *openers.pools, static, registry]

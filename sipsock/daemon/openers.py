@@ -18,10 +18,12 @@ from sipsock.apps import Dispatcher
 from sipsock.apps.spec import AppSpec
 from sipsock.config import Settings
 from sipsock.incidents import Incidents
+from sipsock.seams import ListenError
 from sipsock.sockdef import SocketDef
 from sipsock.transport import Listener, open_listener
-from sipsock.transport.tls import TLSDomains
+from sipsock.transport.tls import TLSDomains, TLSError
 from sipsock.workers import SocketBook, UdpWorkerPool
+from sipsock.workers.stream_pool import StreamWorkerPool
 
 InProcessOpener = Callable[[SocketDef, "int | None"], Listener]
 
@@ -55,21 +57,28 @@ class SocketOpeners:
     book: SocketBook
     dynamic_pool: UdpWorkerPool
     static_pool: UdpWorkerPool | None
+    #: Every stream socket's pool (None: ``tcp_workers = 0``, streams in this process).
+    stream_pool: StreamWorkerPool | None = None
 
     @property
     def pools(self) -> list[UdpWorkerPool]:
-        return [pool for pool in (self.dynamic_pool, self.static_pool) if pool is not None]
+        pools = (self.dynamic_pool, self.static_pool, self.stream_pool)
+        return [pool for pool in pools if pool is not None]
 
     def open_dynamic(self, sdef: SocketDef, slot: int | None) -> Deferred[Listener]:
         """A registry opener: fires with the listener, or fails with `ListenError`."""
         if sdef.proto == "udp":
             return self.dynamic_pool.open(sdef, slot)  # type: ignore[return-value]
+        if self.stream_pool is not None:
+            return self.stream_pool.open(sdef, slot)  # type: ignore[return-value]
         return maybeDeferred(self.open_socket, sdef, slot).addCallback(self.book.track)
 
     def open_static(self, sdef: SocketDef) -> Listener:
         """Bind a static socket now (raises `ListenError`)."""
         if sdef.proto == "udp" and self.static_pool is not None:
             return self.static_pool.open_static(sdef)
+        if sdef.proto != "udp" and self.stream_pool is not None:
+            return self.stream_pool.open_static(sdef)
         listener = self.open_socket(sdef, None)
         self.book.put(listener, static=True)
         return listener
@@ -111,3 +120,31 @@ def worker_pools(
         if settings.core.udp_auto_scaling_profile is not None:
             static.auto_scale(settings.core.udp_auto_scaling_profile)
     return dynamic, static
+
+
+def stream_pool(
+    spec: AppSpec, book: SocketBook, incidents: Incidents, tls: TLSDomains, reactor: Any
+) -> StreamWorkerPool | None:
+    """The pool of every stream socket (``[core] tcp_workers``; None when 0)."""
+    settings = spec.settings
+    if settings.core.tcp_workers < 1:
+        return None
+
+    def check(sdef: SocketDef) -> None:
+        # A TLS socket no domain serves is refused here, before any worker sees it.
+        if sdef.proto in ("tls", "wss"):
+            try:
+                tls.context_for(sdef)
+            except TLSError as error:
+                raise ListenError(sdef, error.reason) from None
+
+    return StreamWorkerPool(
+        settings.core.tcp_workers,
+        "stream",
+        spec,
+        check=check,
+        book=book,
+        reactor=reactor,
+        command_timeout=settings.core.worker_timeout,
+        incidents=incidents,
+    )

@@ -34,6 +34,7 @@ from sipsock.sdnotify import Notifier
 from sipsock.stats import Statistics
 from sipsock.transport.tls import TLSDomains
 from sipsock.workers import UdpWorkerPool
+from sipsock.workers.stream_pool import PooledTLS
 
 
 class DaemonService(OrderedMultiService):
@@ -49,7 +50,7 @@ class DaemonService(OrderedMultiService):
         *,
         reactor: Any,
         notifier: Notifier,
-        tls: TLSDomains | None = None,
+        tls: TLSDomains | PooledTLS | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from sipsock.mi.commands import CommandTable, MICommand, MIError, invalid_params
@@ -54,8 +54,11 @@ class TLSReloadReportLike(Protocol):
 class MITLSDomains(Protocol):
     """What the MI needs from the TLS domains (`sipsock.transport.tls.TLSDomains`)."""
 
-    def reload(self) -> TLSReloadReportLike:
-        """Rebuild every domain from its files; failed ones keep their old certificate."""
+    def reload(self) -> TLSReloadReportLike | Deferred[Any]:
+        """Rebuild every domain from its files; failed ones keep their old certificate.
+
+        (A Deferred firing with the report when the domains live in worker processes.)
+        """
         ...
 
     def list_domains(self) -> list[dict[str, Any]]:
@@ -125,8 +128,12 @@ def build_command_table(
 
         return registry.reload().addCallback(answer)
 
-    def sockets_list(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return registry.list_sockets(details=parse_flag(params, "details"))
+    def sockets_list(params: dict[str, Any]) -> Any:
+        details = parse_flag(params, "details")
+        if not details or statistics is None:
+            return registry.list_sockets(details=details)
+        # The counters of sockets served by workers: fresh from every worker first.
+        return statistics.collect().addCallback(lambda _: registry.list_sockets(details=True))
 
     def which(params: dict[str, Any]) -> list[str]:
         return table.names()
@@ -171,10 +178,15 @@ def build_command_table(
 
 def _register_tls(table: CommandTable, tls: MITLSDomains) -> None:
     def tls_reload(params: dict[str, Any]) -> Any:
-        report = tls.reload()
-        if not report.ok:
-            raise MIError(500, report.summary())
-        return report.as_dict() if parse_flag(params, "report") else "OK"
+        full = parse_flag(params, "report")
+
+        def answer(report: Any) -> Any:
+            if not report.ok:
+                raise MIError(500, report.summary())
+            return report.as_dict() if full else "OK"
+
+        # In-process domains answer at once; stream workers' (two phases) later.
+        return maybeDeferred(tls.reload).addCallback(answer)
 
     def tls_list(params: dict[str, Any]) -> list[dict[str, Any]]:
         return tls.list_domains()

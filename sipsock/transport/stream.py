@@ -77,6 +77,22 @@ class TLSBinding(TypingProtocol):
         """Creates the client side of a connection to ``host`` (verifying it)."""
 
 
+class ConnectionWatcher(TypingProtocol):
+    """Told when a connection of a socket starts or stops carrying messages.
+
+    A stream worker reports these to the control process, which finds the
+    worker holding a peer's connection by them.
+    """
+
+    def connection_up(self, listener: StreamListener, peer: tuple[str, int], inbound: bool) -> None:
+        """A connection to ``peer`` (``inbound``: accepted) is ready."""
+
+    def connection_down(
+        self, listener: StreamListener, peer: tuple[str, int], inbound: bool
+    ) -> None:
+        """A ready connection to ``peer`` closed."""
+
+
 class _ServerFactory(ServerFactory):
     """The factory of accepted connections: each gets the listener's protocol."""
 
@@ -153,12 +169,16 @@ class StreamListener:
         #: The connections of this socket by id (accepted and opened, ready or not).
         self.connections = self._table.connections
         self._by_peer = self._table.by_peer  # the table's own dict: one look-up per send
+        #: The ready connection a send to a peer (`peer_key`) uses.
+        self.connections_by_peer = self._by_peer
         self.outbound = OutboundConnector(self, self._table)
         self.max_outbound = self.limits.max_outbound_connections
         self._port: IListeningPort | None = None
         self._closing: Closing | None = None
         self._port_closed = False
         self._abort_call: IDelayedCall | None = None
+        #: Told of connections that become ready and close (a stream worker's reporter).
+        self.watcher: ConnectionWatcher | None = None
 
     # -- opening -----------------------------------------------------------
 
@@ -251,12 +271,16 @@ class StreamListener:
         """The connection's handshakes are done: it carries messages to its peer."""
         connection.ready = True
         self._table.ready(connection)
+        if self.watcher is not None:
+            self.watcher.connection_up(self, connection.peer, connection.inbound)
 
     def connection_lost(self, connection: StreamConnection) -> None:
         """Forget a closed connection."""
         if not self._table.remove(connection):
             return
         self.counters.connections -= 1
+        if self.watcher is not None and connection.ready:
+            self.watcher.connection_down(self, connection.peer, connection.inbound)
         self._check_closed()
 
     def _set_connection_tos(self, connection: StreamConnection, sdef: SocketDef) -> None:
@@ -390,6 +414,11 @@ class StreamListener:
             "socket {socket} (slot {slot}) closed", socket=self.sdef.socket_text, slot=self.slot
         )
         closing.fire()
+
+    @property
+    def port(self) -> IListeningPort | None:
+        """The listening port (None before `adopt`)."""
+        return self._port
 
     def fileno(self) -> int:
         """The descriptor of the listening socket."""

@@ -488,6 +488,30 @@ class TLSDomains:
             )
         return report
 
+    def prepare(self) -> tuple[dict[str, LoadedDomain], list[tuple[str, str]]]:
+        """Every domain loaded again from its files, not in use yet; and those that failed.
+
+        The first half of a reload that must succeed everywhere or nowhere
+        (stream workers): `commit` puts the loaded domains in use.
+        """
+        loaded: dict[str, LoadedDomain] = {}
+        failed: list[tuple[str, str]] = []
+        for settings in self._settings:
+            try:
+                loaded[settings.name] = self._load(settings)
+            except TLSError as error:
+                failed.append((settings.name, error.reason))
+            except Exception as error:  # anything else is a failure of this domain only
+                failed.append((settings.name, f"{type(error).__name__}: {error}"))
+        return loaded, failed
+
+    def commit(self, loaded: dict[str, LoadedDomain]) -> list[str]:
+        """Serve the domains of `prepare` (new connections get them); their names."""
+        for name, domain in loaded.items():
+            self._loaded[name] = domain
+            self._log_loaded(domain, "reloaded")
+        return list(loaded)
+
     def list_domains(self) -> list[dict[str, Any]]:
         """The domains in use, as ``tls_list`` shows them."""
         return [self._loaded[settings.name].describe() for settings in self._settings]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 from twisted.internet.defer import Deferred
@@ -72,8 +72,11 @@ class PoolCounters:
         *,
         reactor: Any,
         interval: float,
+        kind: str = "UDP",
     ) -> None:
         self.supervisor = supervisor
+        #: What the pool's workers serve, for ``ps`` (``UDP``, ``stream``).
+        self.kind = kind
         self.sockets = sockets
         self.reactor = reactor
         self.interval = interval
@@ -154,7 +157,8 @@ class PoolCounters:
             for key, counters in stats.sockets.items():
                 listener = self.sockets.get(key)
                 if listener is not None:
-                    _add(listener.retired, counters)
+                    # Its connections ended with it: the gauge is not kept.
+                    _add(listener.retired, replace(counters, connections=0))
         self.recount()
 
     def recount(self) -> None:
@@ -187,7 +191,7 @@ class PoolCounters:
             handled = self.handled_before.get(seat.index, 0)
             row: dict[str, Any] = {
                 "PID": process.pid if running and process is not None else None,
-                "Type": f"UDP worker {name}/{seat.index}",
+                "Type": f"{self.kind} worker {name}/{seat.index}",
                 "Pool": name,
                 "Worker": seat.index,
                 "State": seat.state,

@@ -327,18 +327,23 @@ class UdpWorkerPool(Service):
         mode binds a member only to check that the address can be had, and
         closes it at once: members are bound for each worker.
         """
-        if sdef.proto != "udp":
-            raise ListenError(sdef, "a UDP worker pool serves UDP sockets only")
-        sock: socket.socket | None
-        if self.shared:
-            sock = bind_socket(sdef)
-        else:
-            bind_member(sdef).close()
-            sock = None
+        sock = self.bind_descriptor(sdef)
         listener = PooledListener(self, next(self._keys), sdef, slot, sock, static=static)
         self.sockets[listener.key] = listener
         self._names[sdef.socket_text] = listener
         return listener
+
+    def bind_descriptor(self, sdef: SocketDef) -> socket.socket | None:
+        """The control copy of ``sdef``'s descriptor (None: reuseport members only).
+
+        Raises `ListenError`.
+        """
+        if sdef.proto != "udp":
+            raise ListenError(sdef, "a UDP worker pool serves UDP sockets only")
+        if not self.shared:
+            bind_member(sdef).close()
+            return None
+        return bind_socket(sdef)
 
     def release(self, listener: PooledListener) -> Deferred[None]:
         """Take ``listener`` away from every worker, then close the control copy."""

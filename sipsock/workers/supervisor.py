@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -262,8 +263,11 @@ class Supervisor:
         *,
         reactor: Any,
         incidents: Incidents,
+        control: Callable[[WorkerProcess], ControlProtocol] | None = None,
     ) -> None:
         self.name = name
+        #: Builds the control end of each worker's AMP connection (a pool may add commands).
+        self.control = control if control is not None else ControlProtocol
         self.spec = spec
         self._spec_wire = encode_spec(spec)
         self.settings = settings
@@ -360,7 +364,7 @@ class Supervisor:
             finally:
                 child.close()
             process.transport.closeStdin()  # type: ignore[union-attr]
-            protocol = ControlProtocol(process)
+            protocol = self.control(process)
             parent.setblocking(False)
             self.reactor.adoptStreamConnection(
                 parent.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: protocol)

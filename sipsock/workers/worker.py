@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import os
 import signal
 import socket
@@ -39,13 +40,14 @@ from twisted.logger import (
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from sipsock.apps.spec import AppSpec, SpecError, build_dispatcher
-from sipsock.config import LOG_LEVELS
+from sipsock.apps.spec import AppSpec, SpecError, build_dispatcher, freeze
+from sipsock.config import LOG_LEVELS, default_settings
 from sipsock.deferreds import wait_all
 from sipsock.logevents import at_least, parse_level
 from sipsock.logs import worker_observer
 from sipsock.seams import ListenError, MessageSink
 from sipsock.sockdef import SocketDef
+from sipsock.transport.stream import StreamListener
 from sipsock.transport.udp import UdpListener, adopt_udp_listener
 from sipsock.workers.commands import (
     AdoptSockets,
@@ -68,9 +70,19 @@ from sipsock.workers.commands import (
     encode_failures,
     encode_stats_page,
 )
+from sipsock.workers.connection_directory import ConnectionChange
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.epoll import make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
+from sipsock.workers.stream_commands import (
+    AbortTLS,
+    CloseConnection,
+    CommitTLS,
+    ConnectionsChanged,
+    PrepareTLS,
+    encode_changes,
+)
+from sipsock.workers.stream_worker import Report, RoutedStream, StreamSockets, close_over_cap
 
 #: Exit status of a worker that could not start (no lifeline, unusable AMP descriptor,
 #: an application that cannot be built).
@@ -98,11 +110,19 @@ class UdpWorker:
         reactor: Any,
         relay: Relay,
         exclusive: bool = True,
+        report: Report | None = None,
     ) -> None:
         self.sink = sink
         self.reactor = reactor
+        self.relay = relay
+        self.report = report
         self.directory = WorkerDirectory(relay)
-        self.listeners: dict[int, UdpListener] = {}
+        self.listeners: dict[int, UdpListener | StreamListener] = {}
+        #: Stream sockets as the application sees them (`RoutedStream`), by key.
+        self.routed: dict[int, RoutedStream] = {}
+        #: The stream side (`sipsock.workers.stream_worker`), made at the first stream socket.
+        self.streams: StreamSockets | None = None
+        self.spec: AppSpec | None = None
         self.exclusive = exclusive
         self._released = 0
         self._plain_warned = False
@@ -118,6 +138,7 @@ class UdpWorker:
         except SpecError as exc:
             raise WorkerError(str(exc)) from None
         dispatcher.directory = self.directory
+        self.spec = spec
         self.udp_limits = spec.settings.limits.udp_options()
         self.sink = dispatcher
         # The application lives as long as the worker: out of the collector's
@@ -150,10 +171,11 @@ class UdpWorker:
                     f"socket {sdef.socket_text}: key {key} is already held "
                     f"({self.listeners[key].sdef.socket_text})"
                 )
-            if sdef.proto != "udp":
-                raise WorkerError(f"socket {sdef.socket_text}: a worker serves UDP only")
             if self.sink is None:
                 raise WorkerError(f"socket {sdef.socket_text}: the worker has not started")
+            if sdef.is_stream:
+                self._adopt_stream(key, slot, fd, sdef, static=static)
+                return
             sink = self.sink
             os.set_blocking(fd, False)
             try:
@@ -176,6 +198,26 @@ class UdpWorker:
         self.listeners[key] = listener
         self.directory.hold(listener, static=static)
 
+    def _adopt_stream(
+        self, key: int, slot: int | None, fd: int, sdef: SocketDef, *, static: bool
+    ) -> None:
+        """Accept connections on the listening descriptor ``fd`` (the caller closes it)."""
+        if self.streams is None:
+            assert self.sink is not None
+            spec = self.spec if self.spec is not None else freeze(default_settings())
+            self.streams = StreamSockets(
+                spec,
+                self.sink,
+                reactor=self.reactor,
+                relay=self.relay,
+                report=self.report or (lambda changes: None),
+                exclusive=self.exclusive,
+            )
+        listener, routed = self.streams.adopt(key, slot, fd, sdef)
+        self.listeners[key] = listener
+        self.routed[key] = routed
+        self.directory.hold(routed, static=static)
+
     def update(self, key: int, sdef: SocketDef) -> None:
         """Apply a new definition of the same endpoint to the socket ``key``."""
         listener = self._listener(key, sdef.socket_text)
@@ -183,7 +225,7 @@ class UdpWorker:
             listener.update(sdef)
         except (ValueError, ListenError) as exc:
             raise WorkerError(f"socket {sdef.socket_text}: update refused: {exc}") from exc
-        self.directory.hold(listener)
+        self.directory.hold(self.routed.get(key, listener))
 
     def release(self, key: int) -> Deferred[None]:
         """Stop reading the socket ``key`` and close its descriptor (nothing if not held)."""
@@ -191,7 +233,10 @@ class UdpWorker:
         if listener is None:
             return defer.succeed(None)
         self._released += listener.counters.received
-        self.directory.let_go(listener)
+        routed = self.routed.pop(key, None)
+        self.directory.let_go(routed if routed is not None else listener)
+        if self.streams is not None and isinstance(listener, StreamListener):
+            self.streams.release(listener)
         return listener.stop()
 
     def send(self, key: int, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
@@ -211,7 +256,7 @@ class UdpWorker:
         waits = [self.release(key) for key in list(self.listeners)]
         return wait_all(waits)
 
-    def _listener(self, key: int, what: str) -> UdpListener:
+    def _listener(self, key: int, what: str) -> UdpListener | StreamListener:
         listener = self.listeners.get(key)
         if listener is None:
             raise WorkerError(f"socket {what}: key {key} is not held by this worker")
@@ -336,6 +381,37 @@ class WorkerProtocol(amp.AMP):
             "more": more,
         }
 
+    @CloseConnection.responder
+    def close_connection(self, key: int, host: str, port: int, reason: str) -> dict[str, Any]:
+        listener = self.worker.listeners.get(key)
+        if not isinstance(listener, StreamListener):
+            return {"closed": False}
+        return {"closed": close_over_cap(listener, (host, port), reason)}
+
+    @PrepareTLS.responder
+    def prepare_tls(self) -> dict[str, Any]:
+        streams = self.worker.streams
+        failed = streams.prepare_tls() if streams is not None else []
+        return {"failed": json.dumps([list(item) for item in failed]).encode("utf-8")}
+
+    @CommitTLS.responder
+    def commit_tls(self) -> dict[str, Any]:
+        streams = self.worker.streams
+        names = streams.commit_tls() if streams is not None else []
+        return {"reloaded": json.dumps(names).encode("utf-8")}
+
+    @AbortTLS.responder
+    def abort_tls(self) -> dict[str, Any]:
+        if self.worker.streams is not None:
+            self.worker.streams.abort_tls()
+        return {}
+
+    def report_connections(self, changes: list[ConnectionChange]) -> None:
+        """Tell the control process which connections became ready or closed."""
+        if self.transport is None or self.shutting_down:
+            return
+        self.callRemote(ConnectionsChanged, changes=encode_changes(changes))  # type: ignore[no-untyped-call]
+
     @Busy.responder
     def busy(self) -> dict[str, Any]:
         return {"idle": float(getattr(self.reactor, "idleSeconds", 0.0)), "clock": monotonic()}
@@ -448,10 +524,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return defer.fail(WorkerError("not connected to the control process"))
         return protocol.relay(name, data, peer)
 
+    def report(changes: list[ConnectionChange]) -> None:
+        if protocol is not None:
+            protocol.report_connections(changes)
+
     worker = UdpWorker(
         reactor=reactor,
         relay=relay,
         exclusive=os.environ.get(NO_EXCLUSIVE_ENV, "") in ("", "0"),
+        report=report,
     )
     protocol = WorkerProtocol(worker, reactor)
     try:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,10 +71,14 @@ def start_proxy(
     return Proxy(daemon, table, tmp_path, row_ids)
 
 
-def proxy_via(transport: str, address: str) -> Check:
-    """The callee's topmost Via is the proxy's, with ``address`` as sent-by."""
+def proxy_via(transport: str, address: str, *, stream_in: bool = False) -> Check:
+    """The callee's topmost Via is the proxy's, with ``address`` as sent-by.
+
+    ``stream_in``: the request came on a stream, whose peer port the marker carries.
+    """
+    port = r"\.[0-9]+" if stream_in else ""
     return Check(
-        f"^ *SIP/2\\.0/{transport} {literal(address)};{BRANCH};sipsock-in=s[0-9]+$",
+        f"^ *SIP/2\\.0/{transport} {literal(address)};{BRANCH};sipsock-in=s[0-9]+{port}$",
         header="Via:",
         occurrence=1,
     )
@@ -112,6 +117,7 @@ def run_calls(
     record_route: list[str],
     calls: int = CALLS,
     rate: float = RATE,
+    caller_transport: str = "u1",
 ) -> tuple[SippResult, SippResult]:
     """Start the callee, place ``calls`` calls through the proxy; both results."""
     callee_rr, caller_rr = record_route_checks(record_route)
@@ -128,12 +134,13 @@ def run_calls(
     uac = start_sipp(
         f"127.0.0.1:{target_port}",
         scenario=str(uac_file),
-        transport="u1",
+        transport=caller_transport,
         calls=calls,
         rate=rate,
         workdir=proxy.workdir,
         timeout=TIMEOUT,
-        extra=("-trace_err",),
+        # One connection per call (tn): SIPp wants its socket cap under the file limit.
+        extra=("-trace_err", *(("-max_socket", "2000") if caller_transport == "tn" else ())),
     )
     return uac.wait(), uas.wait()
 
@@ -566,3 +573,83 @@ def test_a_refused_connection_is_answered_503(
     assert code == 503
     assert f"cannot reach sip:127.0.0.1:{nobody};transport=tcp" in reason
     assert "refused" in reason
+
+
+def stream_workers(proxy: Proxy) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = proxy.daemon.mi("ps")["Processes"]
+    return [row for row in rows if row.get("Pool") == "stream"]
+
+
+def test_tcp_to_tcp_calls_from_many_connections_cross_the_two_stream_workers(
+    daemon_factory: DaemonFactory, sqlite_url: str, tmp_path: Path
+) -> None:
+    # tcp_workers = 2 (the default): the callers' connections are split between
+    # the workers, the one connection to the callee lives in one of them, and
+    # requests (and the responses back to the callers) cross between them.
+    port_a, port_b, uas_port = free_port(), free_port(), free_port()
+    proxy = start_proxy(
+        daemon_factory,
+        sqlite_url,
+        tmp_path,
+        routes=[
+            {
+                "in_tag": "a",
+                "destination": f"sip:127.0.0.1:{uas_port};transport=tcp",
+                "out_tag": "b",
+            }
+        ],
+        rows=[
+            {"socket": f"tcp:127.0.0.1:{port_a}", "tag": "a"},
+            {"socket": f"tcp:127.0.0.1:{port_b}", "tag": "b", "advertised": ADVERTISED_B},
+        ],
+    )
+    calls = 300
+    results = run_calls(
+        proxy,
+        target_port=port_a,
+        uas_port=uas_port,
+        uas_transport="tcp",
+        via=proxy_via("TCP", ADVERTISED_B, stream_in=True),
+        record_route=[rr_entry(ADVERTISED_B, "tcp"), rr_entry(f"127.0.0.1:{port_a}", "tcp")],
+        calls=calls,
+        rate=50,
+        caller_transport="tn",
+    )
+    assert_all_calls(results, calls, proxy)
+    [entry] = [
+        e
+        for e in proxy.daemon.mi("sockets_list", {"details": True})
+        if e["socket"] == f"tcp:127.0.0.1:{port_a}"
+    ]
+    handled = [row["Handled"] for row in stream_workers(proxy)]
+    assert len(handled) == 2 and all(count > 0 for count in handled), handled
+    assert entry["counters"]["received"] >= calls * 3  # INVITE, ACK, BYE of each call
+
+
+def test_tcp_to_udp_calls_are_answered(
+    daemon_factory: DaemonFactory, sqlite_url: str, tmp_path: Path
+) -> None:
+    port_a, port_b, uas_port = free_port(), free_port(), free_port()
+    proxy = start_proxy(
+        daemon_factory,
+        sqlite_url,
+        tmp_path,
+        routes=[{"in_tag": "a", "destination": f"sip:127.0.0.1:{uas_port}", "out_tag": "b"}],
+        rows=[
+            {"socket": f"tcp:127.0.0.1:{port_a}", "tag": "a"},
+            {"socket": f"udp:127.0.0.1:{port_b}", "tag": "b"},
+        ],
+    )
+    calls = 200
+    results = run_calls(
+        proxy,
+        target_port=port_a,
+        uas_port=uas_port,
+        uas_transport="udp",
+        via=proxy_via("UDP", f"127.0.0.1:{port_b}", stream_in=True),
+        record_route=[rr_entry(f"127.0.0.1:{port_b}"), rr_entry(f"127.0.0.1:{port_a}", "tcp")],
+        calls=calls,
+        rate=50,
+        caller_transport="tn",
+    )
+    assert_all_calls(results, calls, proxy)

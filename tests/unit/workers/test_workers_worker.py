@@ -86,10 +86,11 @@ def test_adopting_a_key_twice_is_refused_and_the_descriptor_closed() -> None:
     assert not is_open(fd)
 
 
-def test_a_stream_socket_is_not_adopted() -> None:
-    worker, _ = make_worker()
+def test_a_stream_socket_before_start_is_refused_and_its_descriptor_closed() -> None:
+    # Stream sockets are adopted by real workers in tests/integration/workers/test_stream_pool.py.
+    worker = UdpWorker(reactor=MemoryReactorClock(), relay=lambda *_: defer.succeed(None))
     fd = bound_fd()
-    with pytest.raises(WorkerError, match="a worker serves UDP only"):
+    with pytest.raises(WorkerError, match="has not started"):
         worker.adopt(1, 0, fd, parse_row(1, "tcp:127.0.0.1:5070"), shared=False)
     assert not is_open(fd)
 
