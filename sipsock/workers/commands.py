@@ -202,14 +202,18 @@ class Stats(amp.Command):
 
     ``sockets`` is a JSON list of ``[key, counters...]`` (`COUNTER_NAMES`
     order), at most `STATS_PAGE` of them; ``more`` says another page follows.
+    With ``changes``, only the sockets whose counters changed since the worker
+    last reported them (``start`` is ignored), and in ``gone`` the keys it no
+    longer holds (`sipsock.workers.reported`).
     """
 
-    arguments = [(b"start", amp.Integer())]
+    arguments = [(b"start", amp.Integer()), (b"changes", amp.Boolean(optional=True))]
     response = [
         (b"pid", amp.Integer()),
         (b"handled", amp.Integer()),
         (b"sockets", amp.Unicode()),
         (b"more", amp.Boolean()),
+        (b"gone", amp.ListOf(amp.Integer(), optional=True)),
     ]
     errors = {WorkerError: b"WORKER_ERROR"}
 
@@ -513,6 +517,11 @@ def encode_stats_page(stats: Sequence[SocketStats], start: int) -> tuple[str, bo
         json.dumps([s.as_row() for s in page], separators=(",", ":")),
         start + STATS_PAGE < len(stats),
     )
+
+
+def encode_stats_rows(rows: Sequence[Sequence[int]]) -> str:
+    """The JSON ``sockets`` of `Stats` for rows ``(key, counters...)`` already made."""
+    return json.dumps(rows, separators=(",", ":"))
 
 
 def decode_stats_page(text: str) -> list[SocketStats]:

@@ -66,11 +66,12 @@ from sipsock.workers.commands import (
     decode_spec,
     decode_updates,
     encode_failures,
-    encode_stats_page,
+    encode_stats_rows,
 )
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.epoll import make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
+from sipsock.workers.reported import StatsReporter
 
 #: Exit status of a worker that could not start (no lifeline, unusable AMP descriptor,
 #: an application that cannot be built).
@@ -103,6 +104,8 @@ class UdpWorker:
         self.reactor = reactor
         self.directory = WorkerDirectory(relay)
         self.listeners: dict[int, UdpListener] = {}
+        #: What the control process was last told of each socket's counters.
+        self.reporter = StatsReporter()
         self.exclusive = exclusive
         self._released = 0
         self._plain_warned = False
@@ -327,13 +330,16 @@ class WorkerProtocol(amp.AMP):
         return {}
 
     @Stats.responder
-    def stats(self, start: int) -> dict[str, Any]:
-        sockets, more = encode_stats_page(self.worker.stats(), max(start, 0))
+    def stats(self, start: int, changes: bool | None = None) -> dict[str, Any]:
+        counters = {key: lst.counters for key, lst in self.worker.listeners.items()}
+        reporter = self.worker.reporter
+        page = reporter.changes(counters) if changes else reporter.full(counters, start)
         return {
             "pid": os.getpid(),
             "handled": self.worker.handled,
-            "sockets": sockets,
-            "more": more,
+            "sockets": encode_stats_rows(page.rows),
+            "more": page.more,
+            "gone": page.gone,
         }
 
     @Busy.responder

@@ -132,6 +132,12 @@ def test_the_protocol_answers_adopt_and_stats_from_the_worker() -> None:
     assert answer["pid"] == os.getpid()
     assert answer["more"] is False
     assert [s.key for s in decode_stats_page(answer["sockets"])] == [4]
+    # Then only changes: none, and after the release the key is gone.
+    answer = protocol.stats(0, changes=True)
+    assert (decode_stats_page(answer["sockets"]), answer["gone"]) == ([], [])
+    protocol.release_sockets([4])
+    answer = protocol.stats(0, changes=True)
+    assert (decode_stats_page(answer["sockets"]), answer["gone"]) == ([], [4])
 
 
 def test_an_adopted_socket_is_recorded_once_in_its_place_and_forgotten_on_release() -> None:
