@@ -47,6 +47,8 @@ class WorkerStats:
     pid: int
     handled: int
     sockets: dict[int, SocketCounters] = field(default_factory=dict)
+    #: The keys this answer changed or removed; None: it listed every socket.
+    changed: set[int] | None = None
 
 
 async def fetch_stats(process: WorkerProcess, known: WorkerStats | None = None) -> WorkerStats:
@@ -57,6 +59,7 @@ async def fetch_stats(process: WorkerProcess, known: WorkerStats | None = None) 
     """
     sockets: dict[int, SocketCounters] = {} if known is None else dict(known.sockets)
     changes = known is not None
+    changed: set[int] = set()
     start = 0
     while True:
         answer = await process.call(Stats, start=start, changes=changes)
@@ -65,8 +68,12 @@ async def fetch_stats(process: WorkerProcess, known: WorkerStats | None = None) 
         sockets.update((s.key, s.counters) for s in page)
         for key in gone:
             sockets.pop(key, None)
+        changed.update(s.key for s in page)
+        changed.update(gone)
         if not answer["more"] or not (page or gone):  # an empty page would never end
-            return WorkerStats(answer["pid"], answer["handled"], sockets)
+            return WorkerStats(
+                answer["pid"], answer["handled"], sockets, changed if changes else None
+            )
         start += len(page)
 
 
@@ -96,6 +103,12 @@ class PoolCounters:
         #: Processes whose next answer must list every socket (a fetch failed).
         self._resync: set[WorkerProcess] = set()
         self._locks: dict[WorkerProcess, DeferredLock] = {}
+        #: Keys some worker's answer changed since the last recount (None: all of them).
+        self._dirty: set[int] | None = None
+        #: The processes counted at the last recount.
+        self._counted_processes: tuple[WorkerProcess, ...] = ()
+        #: Per key: the socket and its own + retired values when last recounted.
+        self._bases: dict[int, tuple[Counted, tuple[int, ...]]] = {}
 
     def start(self) -> None:
         """Refresh every ``interval`` seconds."""
@@ -166,6 +179,10 @@ class PoolCounters:
                 return
             self._resync.discard(process)
             self.stats[process] = stats
+            if stats.changed is None:
+                self._dirty = None
+            elif self._dirty is not None:
+                self._dirty |= stats.changed
         finally:
             lock.release()
         if recount:
@@ -186,13 +203,35 @@ class PoolCounters:
         self.recount()
 
     def recount(self) -> None:
-        """Each socket's counters: its own sends, retired workers' and live workers' counts."""
-        live = [
-            stats
+        """Each socket's counters: its own sends, retired workers' and live workers' counts.
+
+        Only the sockets whose parts may have moved are added up again: those a
+        worker's answer named, those whose own or retired counts changed, new
+        ones, and all of them when the set of workers changed.
+        """
+        counted = [
+            (seat.process, stats)
             for seat in self.supervisor.seats
             if seat.process is not None and (stats := self.stats.get(seat.process)) is not None
         ]
+        live = [stats for _, stats in counted]
+        processes = tuple(process for process, _ in counted)
+        dirty = self._dirty if processes == self._counted_processes else None
+        self._counted_processes = processes
+        self._dirty = set()
+        bases = self._bases
         for key, listener in self.sockets.items():
+            base = _values(listener.own) + _values(listener.retired)
+            last = bases.get(key)
+            if (
+                dirty is not None
+                and key not in dirty
+                and last is not None
+                and last[0] is listener
+                and last[1] == base
+            ):
+                continue
+            bases[key] = (listener, base)
             parts = [_values(listener.own), _values(listener.retired)]
             for stats in live:
                 held = stats.sockets.get(key)
@@ -202,6 +241,9 @@ class PoolCounters:
             counters = listener.counters
             for name, value in zip(COUNTER_NAMES, totals, strict=True):
                 setattr(counters, name, value)
+        if len(bases) > len(self.sockets):
+            for key in [key for key in bases if key not in self.sockets]:
+                del bases[key]
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per worker for the MI ``ps``: pid, pool, sockets held, messages, restarts."""

@@ -170,6 +170,14 @@ def test_after_the_first_answer_a_refresh_carries_only_what_changed() -> None:
     assert sockets[2].counters.received == 0  # released by the worker: not counted
     assert "udp:127.0.0.1:5061" not in counters.rows()[0]["Sockets"]
 
+    # The control process's own sends count even when no worker's did.
+    sockets[2].own.sent = 4
+    counters.refresh()
+    assert (sockets[1].counters.received, sockets[2].counters.sent) == (9, 4)
+    sockets[3] = Socket(5062)  # a new socket: counted at once
+    counters.refresh()
+    assert sockets[3].counters.received == 1
+
     # A read that fails: the next one asks for every socket again.
     worker.fail_next = True
     counters.refresh()
