@@ -202,14 +202,18 @@ class Stats(amp.Command):
 
     ``sockets`` is a JSON list of ``[key, counters...]`` (`COUNTER_NAMES`
     order), at most `STATS_PAGE` of them; ``more`` says another page follows.
+    With ``changes``, only the sockets whose counters changed since the worker
+    last reported them (``start`` is ignored), and in ``gone`` the keys it no
+    longer holds (`sipsock.workers.reported`).
     """
 
-    arguments = [(b"start", amp.Integer())]
+    arguments = [(b"start", amp.Integer()), (b"changes", amp.Boolean(optional=True))]
     response = [
         (b"pid", amp.Integer()),
         (b"handled", amp.Integer()),
         (b"sockets", amp.Unicode()),
         (b"more", amp.Boolean()),
+        (b"gone", amp.ListOf(amp.Integer(), optional=True)),
     ]
     errors = {WorkerError: b"WORKER_ERROR"}
 
@@ -437,7 +441,57 @@ _PROTOS: Final = frozenset({"udp", "tcp", "tls", "ws", "wss"})
 
 
 def definition_from_fields(data: object) -> SocketDef:
-    """The `SocketDef` of `definition_fields`; raises `WorkerError` for anything else."""
+    """The `SocketDef` of `definition_fields`; raises `WorkerError` for anything else.
+
+    A reload sends hundreds at once: a well-formed one is checked in one
+    expression (`_well_formed`); anything else goes through the field-by-field
+    reading that names what is wrong.
+    """
+    if type(data) is dict:
+        sdef = _well_formed(data)
+        if sdef is not None:
+            return sdef
+    return _read_definition(data)
+
+
+def _well_formed(data: dict[str, Any]) -> SocketDef | None:
+    """The definition when every field has its type and range, else None."""
+    get = data.get
+    proto, host, port, flags, text = (get(k) for k in ("proto", "host", "port", "flags", "text"))
+    ahost, aport, tag, tos, row_id = (
+        get(k) for k in ("advertised_host", "advertised_port", "tag", "tos", "row_id")
+    )
+    if not (
+        type(proto) is str
+        and proto in _PROTOS
+        and type(host) is str
+        and type(port) is int
+        and 0 <= port <= 65535
+        and type(flags) is list
+        and all(type(f) is str and f in FLAG_NAMES for f in flags)
+        and type(text) is str
+        and (ahost is None or type(ahost) is str)
+        and (aport is None or (type(aport) is int and 1 <= aport <= 65535))
+        and (tag is None or type(tag) is str)
+        and (tos is None or (type(tos) is int and 0 <= tos <= 255))
+        and (row_id is None or type(row_id) is int)
+    ):
+        return None
+    return SocketDef(
+        proto=proto,
+        host=host,
+        port=port,
+        advertised_host=ahost,
+        advertised_port=aport,
+        tag=tag,
+        flags=frozenset(flags),
+        tos=tos,
+        text=text,
+        row_id=row_id,
+    )
+
+
+def _read_definition(data: object) -> SocketDef:
     if not isinstance(data, dict):
         raise WorkerError("socket definition is not a JSON object")
     reader = _FieldReader(data)
@@ -513,6 +567,11 @@ def encode_stats_page(stats: Sequence[SocketStats], start: int) -> tuple[str, bo
         json.dumps([s.as_row() for s in page], separators=(",", ":")),
         start + STATS_PAGE < len(stats),
     )
+
+
+def encode_stats_rows(rows: Sequence[Sequence[int]]) -> str:
+    """The JSON ``sockets`` of `Stats` for rows ``(key, counters...)`` already made."""
+    return json.dumps(rows, separators=(",", ":"))
 
 
 def decode_stats_page(text: str) -> list[SocketStats]:

@@ -1,7 +1,9 @@
 """`PoolCounters`: a pool's statistics: each worker's `Stats` (paged), socket totals, ``ps`` rows.
 
 Every ``interval`` seconds (and once after a burst of socket changes) each
-ready worker is asked for its counters, page by page; each socket's totals
+ready worker is asked for its counters, page by page: all of them the first
+time (and after a failed read), then only what changed since its previous
+answer (`sipsock.workers.reported`); each socket's totals
 are then what the control process sent itself, plus what ended workers
 counted, plus what the live workers count now. `rows` describes the workers
 for the MI ``ps``.
@@ -14,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -45,18 +47,33 @@ class WorkerStats:
     pid: int
     handled: int
     sockets: dict[int, SocketCounters] = field(default_factory=dict)
+    #: The keys this answer changed or removed; None: it listed every socket.
+    changed: set[int] | None = None
 
 
-async def fetch_stats(process: WorkerProcess) -> WorkerStats:
-    """Every page of ``process``'s `Stats`; raises what the command raised."""
-    sockets: dict[int, SocketCounters] = {}
+async def fetch_stats(process: WorkerProcess, known: WorkerStats | None = None) -> WorkerStats:
+    """``process``'s `Stats`, every page; raises what the command raised.
+
+    With ``known`` (its last complete answer), only what changed since is
+    asked for (``changes``) and applied to a copy of it; without, every socket.
+    """
+    sockets: dict[int, SocketCounters] = {} if known is None else dict(known.sockets)
+    changes = known is not None
+    changed: set[int] = set()
     start = 0
     while True:
-        answer = await process.call(Stats, start=start)
+        answer = await process.call(Stats, start=start, changes=changes)
         page = decode_stats_page(answer["sockets"])
+        gone = answer.get("gone") or []
         sockets.update((s.key, s.counters) for s in page)
-        if not answer["more"] or not page:  # an empty page would never end
-            return WorkerStats(answer["pid"], answer["handled"], sockets)
+        for key in gone:
+            sockets.pop(key, None)
+        changed.update(s.key for s in page)
+        changed.update(gone)
+        if not answer["more"] or not (page or gone):  # an empty page would never end
+            return WorkerStats(
+                answer["pid"], answer["handled"], sockets, changed if changes else None
+            )
         start += len(page)
 
 
@@ -86,6 +103,15 @@ class PoolCounters:
         self.handled_before: dict[int, int] = {}
         self._loop: LoopingCall | None = None
         self._refresh_call: IDelayedCall | None = None
+        #: Processes whose next answer must list every socket (a fetch failed).
+        self._resync: set[WorkerProcess] = set()
+        self._locks: dict[WorkerProcess, DeferredLock] = {}
+        #: Keys some worker's answer changed since the last recount (None: all of them).
+        self._dirty: set[int] | None = None
+        #: The processes counted at the last recount.
+        self._counted_processes: tuple[WorkerProcess, ...] = ()
+        #: Per key: the socket and its own + retired values when last recounted.
+        self._bases: dict[int, tuple[Counted, tuple[int, ...]]] = {}
 
     def start(self) -> None:
         """Refresh every ``interval`` seconds."""
@@ -121,7 +147,7 @@ class PoolCounters:
     def refresh_soon(self) -> None:
         """One refresh after a burst of socket changes, not one per socket.
 
-        Each refresh pages every socket's counters from every worker, so a
+        Each refresh asks every worker (it used to page every socket), so a
         refresh per adopted or released socket made a reload of N sockets cost
         N^2 (seen in bench/reload.py: 8 s of work after adding 500 sockets).
         """
@@ -136,21 +162,40 @@ class PoolCounters:
         The sockets' totals are recounted unless ``recount`` is false (`refresh`
         recounts once when every worker answered).
         """
+        ended = process.ended
+        if ended.done:  # a late call: keep no lock for it
+            return
+        # One fetch at a time per worker: an answer of changes is relative to
+        # the one before, and a worker records what it reported as it answers.
+        lock = self._locks.setdefault(process, DeferredLock())
+        await lock.acquire()
         try:
-            stats = await fetch_stats(process)
-        except Exception:
-            if strict:
-                raise
-            return
-        if process.ended.done:
-            return
-        self.stats[process] = stats
+            known = None if process in self._resync else self.stats.get(process)
+            self._resync.add(process)  # until this answer is complete and kept
+            try:
+                stats = await fetch_stats(process, known)
+            except Exception:
+                if strict:
+                    raise
+                return
+            if process.ended.done:
+                return
+            self._resync.discard(process)
+            self.stats[process] = stats
+            if stats.changed is None:
+                self._dirty = None
+            elif self._dirty is not None:
+                self._dirty |= stats.changed
+        finally:
+            lock.release()
         if recount:
             self.recount()
 
     def worker_ended(self, process: WorkerProcess) -> None:
         """Keep what an ended worker counted (per seat, and per socket still open)."""
         stats = self.stats.pop(process, None)
+        self._resync.discard(process)
+        self._locks.pop(process, None)
         if stats is not None:
             index = process.seat.index
             self.handled_before[index] = self.handled_before.get(index, 0) + stats.handled
@@ -162,13 +207,35 @@ class PoolCounters:
         self.recount()
 
     def recount(self) -> None:
-        """Each socket's counters: its own sends, retired workers' and live workers' counts."""
-        live = [
-            stats
+        """Each socket's counters: its own sends, retired workers' and live workers' counts.
+
+        Only the sockets whose parts may have moved are added up again: those a
+        worker's answer named, those whose own or retired counts changed, new
+        ones, and all of them when the set of workers changed.
+        """
+        counted = [
+            (seat.process, stats)
             for seat in self.supervisor.seats
             if seat.process is not None and (stats := self.stats.get(seat.process)) is not None
         ]
+        live = [stats for _, stats in counted]
+        processes = tuple(process for process, _ in counted)
+        dirty = self._dirty if processes == self._counted_processes else None
+        self._counted_processes = processes
+        self._dirty = set()
+        bases = self._bases
         for key, listener in self.sockets.items():
+            base = _values(listener.own) + _values(listener.retired)
+            last = bases.get(key)
+            if (
+                dirty is not None
+                and key not in dirty
+                and last is not None
+                and last[0] is listener
+                and last[1] == base
+            ):
+                continue
+            bases[key] = (listener, base)
             parts = [_values(listener.own), _values(listener.retired)]
             for stats in live:
                 held = stats.sockets.get(key)
@@ -178,6 +245,9 @@ class PoolCounters:
             counters = listener.counters
             for name, value in zip(COUNTER_NAMES, totals, strict=True):
                 setattr(counters, name, value)
+        if len(bases) > len(self.sockets):
+            for key in [key for key in bases if key not in self.sockets]:
+                del bases[key]
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per worker for the MI ``ps``: pid, pool, sockets held, messages, restarts."""

@@ -88,3 +88,20 @@ def test_failures_are_consumed_not_logged_as_unhandled() -> None:
         failing.errback(RuntimeError("handled"))
         # A Deferred left holding a Failure logs "Unhandled error" when collected.
         assert not isinstance(failing.result, Failure)
+
+
+def test_cancelling_the_wait_cancels_every_deferred_and_fires_with_their_failures() -> None:
+    first: Deferred[int] = Deferred()
+    second: Deferred[int] = Deferred()
+    wait = settle([first, second])
+    seen = results_of(wait)
+    wait.cancel()
+    [results] = seen
+    assert [type(r.value).__name__ for r in results] == ["CancelledError", "CancelledError"]
+
+
+def test_a_value_passes_on_unchanged_to_later_callbacks() -> None:
+    first: Deferred[int] = Deferred()
+    results_of(wait_all([first]))
+    first.callback(5)
+    assert results_of(first) == [5]

@@ -24,6 +24,7 @@ from sipsock.workers.commands import (
     LargeBytes,
     SocketStats,
     WorkerError,
+    _read_definition,
     batches,
     decode_adoptions,
     decode_entries,
@@ -55,6 +56,9 @@ definitions = st.builds(
     text=st.text(max_size=40),
     row_id=st.none() | st.integers(-(2**31), 2**31),
 )
+
+
+FIELD_NAMES = sorted(definition_fields(parse_row(1, "udp:127.0.0.1:5060")))
 
 
 def decode_definition(text: str) -> SocketDef:
@@ -96,6 +100,41 @@ def test_a_bad_definition_is_refused_with_the_field_named(
     with pytest.raises(WorkerError) as info:
         decode_definition(json.dumps(data))
     assert reason in info.value.reason
+
+
+#: A field left out.
+MISSING = "<missing>"
+#: Values of every JSON type, in and out of each field's range.
+json_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 70000)
+    | st.text(max_size=3)
+    | (st.lists(st.sampled_from([*FLAG_NAMES, "bogus", 1]), max_size=2))
+    | st.sampled_from(["udp", "tls", "127.0.0.1", 0, 255, 256, 65535, 65536, 1.5, {}, MISSING])
+)
+
+
+@given(definitions, st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=3))
+def test_the_quick_check_accepts_and_refuses_what_the_field_reader_does(
+    sdef: SocketDef, changes: dict[str, Any]
+) -> None:
+    data = json.loads(encode_definition(sdef))
+    data.update(changes)
+    for name in [k for k, v in changes.items() if v == MISSING]:
+        del data[name]
+    try:
+        expected: SocketDef | str = _read_definition(data)
+    except WorkerError as error:
+        expected = error.reason
+    try:
+        got: SocketDef | str = definition_from_fields(data)
+    except WorkerError as error:
+        got = error.reason
+    assert got == expected
+    if isinstance(got, SocketDef):
+        assert isinstance(expected, SocketDef)
+        assert (got.text, got.row_id, got.flags) == (expected.text, expected.row_id, expected.flags)
 
 
 @pytest.mark.parametrize(("data", "reason"), [([1], "not a JSON object"), ({}, "proto is missing")])

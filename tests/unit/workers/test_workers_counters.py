@@ -14,8 +14,15 @@ from sipsock.config import default_settings
 from sipsock.incidents import Incidents
 from sipsock.seams import SocketCounters
 from sipsock.sockdef import parse_row
-from sipsock.workers.commands import STATS_PAGE, SocketStats, Stats, encode_stats_page
+from sipsock.workers.commands import (
+    STATS_PAGE,
+    SocketStats,
+    Stats,
+    encode_stats_page,
+    encode_stats_rows,
+)
 from sipsock.workers.counters import PoolCounters
+from sipsock.workers.reported import StatsReporter
 from sipsock.workers.supervision import Backoff
 from sipsock.workers.supervisor import Supervisor, SupervisorSettings, WorkerProcess
 
@@ -50,6 +57,38 @@ class Counting:
         return defer.succeed({"pid": self.pid, "handled": handled, "sockets": page, "more": more})
 
 
+class Reporting:
+    """A worker's AMP end answering `Stats` as the worker does (`StatsReporter`)."""
+
+    def __init__(self, pid: int, received: dict[int, int]) -> None:
+        self.pid = pid
+        self.counters = {k: SocketCounters(received=v) for k, v in received.items()}
+        self.reporter = StatsReporter()
+        self.rows_sent = 0
+        self.fail_next = False
+
+    def callRemote(self, command: type, **arguments: Any) -> Deferred[Any]:
+        assert command is Stats
+        if self.fail_next:
+            self.fail_next = False
+            return defer.fail(ConnectionError("late"))
+        if arguments.get("changes"):
+            page = self.reporter.changes(self.counters)
+        else:
+            page = self.reporter.full(self.counters, arguments["start"])
+        self.rows_sent += len(page.rows)
+        handled = sum(c.received for c in self.counters.values())
+        return defer.succeed(
+            {
+                "pid": self.pid,
+                "handled": handled,
+                "sockets": encode_stats_rows(page.rows),
+                "more": page.more,
+                "gone": page.gone,
+            }
+        )
+
+
 class Socket:
     def __init__(self, port: int) -> None:
         self.sdef = parse_row(1, f"udp:127.0.0.1:{port}")
@@ -58,7 +97,7 @@ class Socket:
         self.retired = SocketCounters()
 
 
-def setup(*fakes: Counting) -> tuple[PoolCounters, Supervisor, dict[int, Any]]:
+def setup(*fakes: Counting | Reporting) -> tuple[PoolCounters, Supervisor, dict[int, Any]]:
     clock = MemoryReactorClock()
     settings = SupervisorSettings(python="python3", env={}, backoff=Backoff())
     supervisor = Supervisor(
@@ -107,3 +146,43 @@ def test_refresh_pages_every_worker_and_adds_up_each_socket() -> None:
     assert sockets[2].counters.received == 1 + 7
     assert counters.rows()[1]["Handled"] == 12
     assert counters.socket_name(99) == "released socket 99"
+
+
+def test_after_the_first_answer_a_refresh_carries_only_what_changed() -> None:
+    worker = Reporting(101, dict.fromkeys(range(1, STATS_PAGE + 3), 1))
+    counters, _, sockets = setup(worker)
+    sockets.update({1: Socket(5060), 2: Socket(5061)})
+    counters.refresh()
+    assert worker.rows_sent == STATS_PAGE + 2  # the first time: every socket
+    assert sockets[1].counters.received == 1
+
+    worker.rows_sent = 0
+    counters.refresh()
+    assert worker.rows_sent == 0  # nothing moved: nothing paged
+    assert sockets[1].counters.received == 1
+    assert len(counters.rows()[0]["Sockets"]) == STATS_PAGE + 2
+
+    worker.counters[1].received = 9
+    del worker.counters[2]
+    counters.refresh()
+    assert worker.rows_sent == 1
+    assert sockets[1].counters.received == 9
+    assert sockets[2].counters.received == 0  # released by the worker: not counted
+    assert "udp:127.0.0.1:5061" not in counters.rows()[0]["Sockets"]
+
+    # The control process's own sends count even when no worker's did.
+    sockets[2].own.sent = 4
+    counters.refresh()
+    assert (sockets[1].counters.received, sockets[2].counters.sent) == (9, 4)
+    sockets[3] = Socket(5062)  # a new socket: counted at once
+    counters.refresh()
+    assert sockets[3].counters.received == 1
+
+    # A read that fails: the next one asks for every socket again.
+    worker.fail_next = True
+    counters.refresh()
+    worker.rows_sent = 0
+    worker.counters[1].received = 10
+    counters.refresh()
+    assert worker.rows_sent == STATS_PAGE + 1
+    assert sockets[1].counters.received == 10

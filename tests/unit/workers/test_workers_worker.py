@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 
 from sipsock.apps import Dispatcher
 from sipsock.apps.spec import freeze
@@ -22,6 +22,7 @@ from sipsock.config import default_settings, parse_config_text
 from sipsock.logs import parse_worker_line
 from sipsock.sockdef import parse_row
 from sipsock.testing import RecordingSink
+from sipsock.transport.udp import UdpListener
 from sipsock.workers.commands import (
     Adoption,
     WorkerError,
@@ -37,6 +38,7 @@ from sipsock.workers.worker import (
     UdpWorker,
     WorkerProtocol,
     parse_args,
+    quiet_socket_lines,
     worker_log_observer,
 )
 
@@ -133,6 +135,12 @@ def test_the_protocol_answers_adopt_and_stats_from_the_worker() -> None:
     assert answer["pid"] == os.getpid()
     assert answer["more"] is False
     assert [s.key for s in decode_stats_page(answer["sockets"])] == [4]
+    # Then only changes: none, and after the release the key is gone.
+    answer = protocol.stats(0, changes=True)
+    assert (decode_stats_page(answer["sockets"]), answer["gone"]) == ([], [])
+    protocol.release_sockets([4])
+    answer = protocol.stats(0, changes=True)
+    assert (decode_stats_page(answer["sockets"]), answer["gone"]) == ([], [4])
 
 
 def test_an_adopted_socket_is_recorded_once_in_its_place_and_forgotten_on_release() -> None:
@@ -204,6 +212,27 @@ def test_log_lines_are_one_json_object_each_with_level_and_fields() -> None:
     level, message, fields = parse_worker_line(lines[0])
     assert (level, message) == (LogLevel.warn, "one\ntwo 3")
     assert fields == {"logger": "sipsock.apps.dispatch", "x": 3, "peer": ["127.0.0.1", 5060]}
+
+
+def test_a_worker_drops_the_udp_sockets_info_lines_at_the_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(UdpListener, "log", UdpListener.log)  # restored after the test
+    quiet_socket_lines()
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        worker, _ = make_worker()
+        [adoption] = adoptions(5072)
+        worker.adopt(1, 0, bound_fd(), adoption.sdef, shared=False)
+        listener = worker.listeners[1]
+        worker.release(1)
+        listener.log.warn("socket {socket}: kept", socket="x")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    mine = [e for e in events if e.get("log_namespace", "").startswith("sipsock.transport")]
+    assert [e["log_format"] for e in mine] == ["socket {socket}: kept"]
 
 
 def test_a_debug_worker_logs_debug_lines() -> None:
