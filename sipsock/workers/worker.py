@@ -51,7 +51,7 @@ from sipsock.workers.commands import (
     AnnounceMany,
     ReleaseSockets,
     SendDatagram,
-    SendThroughSocket,
+    SendManyThroughSockets,
     Shutdown,
     SocketStats,
     Start,
@@ -69,6 +69,7 @@ from sipsock.workers.commands import (
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.epoll import make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
+from sipsock.workers.relaybatch import RelayBatcher
 
 #: Exit status of a worker that could not start (no lifeline, unusable AMP descriptor,
 #: an application that cannot be built).
@@ -228,6 +229,8 @@ class WorkerProtocol(amp.AMP):
         self.shutting_down = False
         #: The process's exit status once the reactor stops.
         self.exit_status = 0
+        #: Sends through the control process's sockets, one batch per reactor turn.
+        self.relays = RelayBatcher(self._send_batch, reactor)
 
     @Start.responder
     def start(self, spec: bytes) -> dict[str, Any]:
@@ -341,11 +344,15 @@ class WorkerProtocol(amp.AMP):
         return {}
 
     def relay(self, name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        """Send through a socket of the control process (`SendThroughSocket`)."""
-        sent: Deferred[Any] = self.callRemote(  # type: ignore[no-untyped-call]
-            SendThroughSocket, socket=name, host=peer[0], port=peer[1], data=data
+        """Send through a socket of the control process, with the turn's batch (`RelayBatcher`)."""
+        return self.relays.relay(name, data, peer)
+
+    def _send_batch(self, messages: bytes) -> Deferred[bytes]:
+        """One `SendManyThroughSockets`; fires with its ``failed`` answer."""
+        sent: Deferred[dict[str, Any]] = self.callRemote(  # type: ignore[no-untyped-call]
+            SendManyThroughSockets, messages=messages
         )
-        return sent.addCallback(lambda _: None)
+        return sent.addCallback(lambda answer: answer["failed"])
 
     def _exit(self) -> Deferred[None]:
         """Release every socket, then stop the reactor; fires when done."""
