@@ -245,18 +245,18 @@ class StatelessProxy:
         try:
             if len(routes) > own.count:
                 # Loose routing: the next Route entry is the next hop.
-                destination = destination_of(parse_uri(routes[own.count]))
+                destination = destination_for(routes[own.count])
                 explicit = own.ref
             elif own.count:
                 # In a dialog this proxy record-routed: to the Request-URI.
-                destination = destination_of(parse_uri(request.uri))
+                destination = destination_for(request.uri)
                 explicit = own.ref
             else:
                 uri_host = request_uri_host(request.uri) if self._match_host else None
                 route = find_route(self.routes, receiving.tag, uri_host, request.method)
                 if route is None:
                     raise RejectedError(404, "no route")
-                destination = route.destination or destination_of(parse_uri(request.uri))
+                destination = route.destination or destination_for(request.uri)
                 explicit = route.out_tag
         except UriError as error:
             raise RejectedError(400, error.reason) from None
@@ -533,6 +533,28 @@ def normal_address(host: str) -> str | None:
         return known
     address = normal_ip(host, zone="keep")
     return _addresses.remember(host, address, len(host) + len(address or ""))
+
+
+#: URIs (Request-URIs, Route entries) to their destination or why they have none.
+_destinations: Memo[str, Destination | UriError] = Memo(max_bytes=512 * 1024, max_item=512)
+
+
+def destination_for(uri: str) -> Destination:
+    """`destination_of` the URI text ``uri``; `UriError` when it names none.
+
+    Memoised (bounded): the in-dialog requests of every call to one callee
+    carry its same Contact, and the same Route entries.
+    """
+    known = _destinations.get(uri)
+    if known is None:
+        try:
+            known = destination_of(parse_uri(uri))
+        except UriError as error:
+            known = error
+        _destinations.remember(uri, known, 3 * len(uri))
+    if isinstance(known, UriError):
+        raise UriError(known.reason)
+    return known
 
 
 def _root_cause(reason: str) -> str:
