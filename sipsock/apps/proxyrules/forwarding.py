@@ -93,12 +93,25 @@ def scan_headers(request: Request) -> HeaderScan:
             if key not in first:
                 first[key] = value
         elif key == "route":
-            routes += split_values(value)
+            routes += route_values(value)
         elif key in _LOOP_HEADERS:
             loop_fields.append(f"{key}:{value}")
             if key == "proxy-require":
                 proxy_require += split_values(value)
     return HeaderScan(vias, routes, loop_fields, keys, first, proxy_require)
+
+
+#: Route field values to their entries: the in-dialog requests of every call
+#: through this proxy carry the same few Route fields (bounded like every memo).
+_ROUTE_VALUES: Memo[str, tuple[str, ...]] = Memo(max_bytes=512 * 1024, max_item=1024)
+
+
+def route_values(value: str) -> tuple[str, ...]:
+    """The entries of one Route field value (`split_values`, remembered)."""
+    known = _ROUTE_VALUES.get(value)
+    if known is None:
+        known = _ROUTE_VALUES.remember(value, tuple(split_values(value)), 2 * len(value))
+    return known
 
 
 def max_forwards_of(scan: HeaderScan) -> int | None:
@@ -260,7 +273,7 @@ def forward_copy(
                 max_forwards_done = True
             continue
         elif key == "route" and dropping:
-            values = split_values(value)
+            values = route_values(value)
             kept = values[dropping:]
             dropping = max(0, dropping - len(values))
             if kept:

@@ -16,11 +16,13 @@ from sipsock.apps.proxyrules import (
     next_max_forwards,
     proxy_branch,
     proxy_via,
+    route_values,
     scan_headers,
     transaction_id,
     wants_record_route,
 )
 from sipsock.sip import Request, SipParseError, stateless_branch
+from sipsock.sip.grammar import split_values
 from tests.unit.apps.proxyrules.messages import SECRET, A, as_method, invite
 
 
@@ -173,3 +175,13 @@ def test_forward_copy_adds_what_is_missing() -> None:
         "CSeq",
         "Max-Forwards",
     ]
+
+
+def test_route_values_are_split_like_any_field_and_remembered() -> None:
+    value = '<sip:a@x;lr>, "b, c" <sip:b@y;lr>,<sip:z>'
+    assert route_values(value) == tuple(split_values(value))
+    assert route_values(value) is route_values(value)
+    request = invite(extra=f"Route: {value}\r\n")
+    assert scan_headers(request).routes == split_values(value)
+    copy = forward_copy(request, via="SIP/2.0/UDP h;branch=z9hG4bKx", max_forwards=1, drop_routes=1)
+    assert copy.get_all("route") == split_values(value)[1:]
