@@ -89,8 +89,8 @@ class Leg:
         self.relayed.append((name, data, peer))
         return defer.succeed(None)
 
-    def feed(self, data: bytes, listener: FakeListener, peer: tuple[str, int]) -> float:
-        """Hand ``data`` to the process that reads ``listener``; seconds it took."""
+    def feed(self, data: bytes, listener: FakeListener, peer: tuple[str, int]) -> None:
+        """Hand ``data`` to the process that reads ``listener``."""
         dispatcher = self.control if listener is self.b else self.dispatcher
         origin = Origin(
             sdef=listener.sdef,
@@ -99,9 +99,7 @@ class Leg:
             reply=lambda reply: listener.sent.append((reply, peer)),
             listener=listener,
         )
-        start = time.process_time()
         dispatcher.message_received(data, origin)
-        return time.process_time() - start
 
     def last_out(self) -> bytes:
         """What the proxy sent towards the callee last."""
