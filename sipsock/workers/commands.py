@@ -414,11 +414,15 @@ def decode_entries(data: bytes) -> list[tuple[str, int | None, bool, SocketDef]]
 
 def encode_failures(failures: Mapping[int, str]) -> bytes:
     """The ``failed`` answer of a batch: ``[[key, reason], ...]``."""
+    if not failures:
+        return b"[]"
     return json.dumps([[key, reason] for key, reason in failures.items()]).encode("utf-8")
 
 
 def decode_failures(data: bytes) -> dict[int, str]:
     """The refused keys of a batch answer and why; `WorkerError` when garbled."""
+    if data == b"[]":
+        return {}
     failures: dict[int, str] = {}
     for item in _decode_list(data, "batch answer"):
         if not isinstance(item, list) or len(item) != 2 or not _is_int(item[0]):

@@ -59,8 +59,11 @@ def send_relays(send: SendOne, messages: bytes) -> Deferred[bytes]:
     pending: list[Deferred[Any]] = []
     for index, message in enumerate(decode_relays(messages)):
         sending = send(message.socket, message.data, (message.host, message.port))
+        if sending.called and not isinstance(sending.result, Failure):
+            continue  # sent at once (UDP, an open connection): nothing to wait for
         pending.append(sending.addErrback(_note_failure, failed, index))
-    # Most sends are done at once (UDP, an open connection): no waiting then.
+    if not pending:
+        return defer.succeed(encode_failures(failed))
     return defer.gatherResults(pending).addCallback(
         lambda _: encode_failures(dict(sorted(failed.items())))
     )

@@ -183,3 +183,11 @@ def test_the_control_side_sends_each_message_in_order_and_answers_once_all_are_d
 def test_the_control_side_refuses_a_garbled_batch_before_sending() -> None:
     with pytest.raises(WorkerError):
         send_relays(lambda *_: defer.succeed(None), b"\x00\x05")
+
+
+def test_a_batch_sent_at_once_is_answered_at_once_with_no_failures() -> None:
+    batch = encode_relays([Relayed(TCP, "127.0.0.1", 5080, b"m%d" % i) for i in range(3)])
+    answers: list[bytes] = []
+    send_relays(lambda *_: defer.succeed(None), batch).addCallback(answers.append)
+    assert answers == [b"[]"]
+    assert decode_failures(answers[0]) == {}
