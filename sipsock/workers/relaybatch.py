@@ -59,7 +59,7 @@ def send_relays(send: SendOne, messages: bytes) -> Deferred[bytes]:
     pending: list[Deferred[Any]] = []
     for index, message in enumerate(decode_relays(messages)):
         sending = send(message.socket, message.data, (message.host, message.port))
-        if sending.called and not isinstance(sending.result, Failure):
+        if sending.called and not isinstance(sending.result, (Failure, Deferred)):
             continue  # sent at once (UDP, an open connection): nothing to wait for
         pending.append(sending.addErrback(_note_failure, failed, index))
     if not pending:
