@@ -18,6 +18,14 @@ connection sends an OPTIONS, waits for its 200, sends the next. Figures:
   connection (VmRSS after minus before, divided by N); the same for TCP.
 
 The soft RLIMIT_NOFILE is raised to the hard limit here and by the daemon.
+
+``--sipp t1`` measures instead one TCP connection at a fixed rate (see
+`sipp_t1`): SIPp ``-t t1`` sending OPTIONS (``--scenario options``) or
+INVITE then ACK on the 501 (``--scenario invite``), the daemon's CPU
+microseconds per message and per call, and whether the rate was held
+(`bench.common.held_verdict`)::
+
+    .venv/bin/python bench/stream.py --sipp t1 --rate 10000 --seconds 10 --reps 2
 """
 
 from __future__ import annotations
@@ -36,9 +44,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import held_verdict, sipp_totals
+
 from tests.daemon import Daemon
 from tests.net import free_port
 from tests.sip_probe import options_request
+from tests.sipp import start_sipp
 from tests.tlsfiles import TestPKI, domain_toml
 
 TRANSPORTS = ("tcp", "tls", "ws", "wss")
@@ -295,8 +306,61 @@ async def main_async(
     conns = [int(n) for n in args.conns.split(",")]
     await throughput(daemon, ports, context, conns, args.seconds)
     print()
-    for transport in ("tcp", "tls"):
+    for transport in ("tcp", "tls") if args.idle else ():
         await idle(daemon, transport, ports[transport], context, args.idle, args.hold)
+
+
+#: SIPp scenario and SIP messages the daemon handles per call, by --scenario.
+SIPP_SCENARIOS = {"options": ("options_uac.xml", 2), "invite": ("invite_501_uac.xml", 3)}
+
+
+def sipp_t1(daemon: Daemon, port: int, args: argparse.Namespace, workdir: Path) -> None:
+    """SIPp ``-t t1`` (every call on one TCP connection) at ``--rate`` calls/s, ``--reps`` times.
+
+    Prints per run: calls ok/failed, SIPp's retransmissions, the rate
+    achieved, the daemon's CPU microseconds per call and per SIP message it
+    read or wrote (OPTIONS: request and 200; INVITE: INVITE, 501 and ACK),
+    and `held_verdict` (a TCP run has no kernel datagram drops: 0).
+    """
+    scenario, per_call = SIPP_SCENARIOS[args.scenario]
+    calls = int(args.rate * args.seconds)
+    print(
+        f"\nSIPp -t {args.sipp} {scenario}: {calls} calls at {args.rate:g}/s on one connection; "
+        f"daemon CPU per call and per message ({per_call} messages a call)"
+    )
+    for rep in range(args.reps):
+        cpu_before = cpu_seconds(daemon.pid)
+        run = start_sipp(
+            f"127.0.0.1:{port}",
+            scenario=scenario,
+            transport=args.sipp,
+            calls=calls,
+            rate=args.rate,
+            workdir=workdir,
+            timeout=args.seconds * 3 + 20,
+        )
+        result = run.wait()
+        cpu = cpu_seconds(daemon.pid) - cpu_before
+        retransmissions, elapsed = sipp_totals(run.stat)
+        achieved = result.successful / elapsed if elapsed > 0 else 0.0
+        verdict = held_verdict(
+            rate=args.rate,
+            calls=calls,
+            successful=result.successful,
+            failed=result.failed,
+            retransmissions=retransmissions,
+            kernel_drops=0,
+            achieved=achieved,
+        )
+        per_call_us = cpu / result.successful * 1e6 if result.successful else 0.0
+        print(
+            f"  run {rep + 1}: {result.successful}/{calls} ok, {result.failed} failed, "
+            f"{retransmissions} retransmissions, {achieved:,.0f}/s, daemon "
+            f"{cpu / elapsed * 100:.0f}% CPU, {per_call_us:.1f} us/call = "
+            f"{per_call_us / per_call:.1f} us/message: {verdict}",
+            flush=True,
+        )
+        time.sleep(1.0)
 
 
 def main() -> None:
@@ -306,6 +370,10 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds to leave them idle")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--sipp", choices=("t1",), help="SIPp on one TCP connection instead")
+    parser.add_argument("--scenario", choices=tuple(SIPP_SCENARIOS), default="options")
+    parser.add_argument("--rate", type=float, default=10000.0, help="calls per second (--sipp)")
+    parser.add_argument("--reps", type=int, default=2, help="runs (--sipp)")
     args = parser.parse_args()
     limit = raise_nofile()
     if limit < args.idle + 500:
@@ -336,7 +404,10 @@ def main() -> None:
             f"Python {platform.python_version()}, {openssl}, "
             f"open-files limit {limit}, work directory {workdir}"
         )
-        asyncio.run(main_async(args, daemon, ports, pki))
+        if args.sipp:
+            sipp_t1(daemon, ports["tcp"], args, workdir)
+        else:
+            asyncio.run(main_async(args, daemon, ports, pki))
     finally:
         daemon.stop(timeout=60)
         if not args.keep:

@@ -210,7 +210,7 @@ class SocketRegistry(Service):
         started = self._reactor.seconds()
         mark = self._incidents.mark()
         try:
-            rows = await self._fetch()
+            rows = await self._store.read()
         except StoreError as error:
             self.failed_reloads += 1
             self.log.error(
@@ -229,7 +229,7 @@ class SocketRegistry(Service):
         defs, unresolved = await self._hosts.resolve(defs, names, self._entries)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts
-        plan = plan_reload({s: e.is_open for s, e in self._entries.items()}, wanted)
+        plan = plan_reload({s: e.listener is not None for s, e in self._entries.items()}, wanted)
 
         await self._remove(plan.remove, report)
         not_updated = await self._update_all(plan.update, report)
@@ -239,15 +239,21 @@ class SocketRegistry(Service):
         # Keep the entries in table order, keyed by the newest definitions (a
         # socket whose update failed keeps its old one, so the next reload retries).
         entries: dict[SocketDef, SocketEntry] = {}
+        entry_of = self._entries.get
         for sdef in wanted:
-            key = not_updated.get(sdef, sdef)
-            if key in self._entries:
-                entries[key] = self._entries[key]
+            key = not_updated.get(sdef, sdef) if not_updated else sdef
+            entry = entry_of(key)
+            if entry is not None:
+                entries[key] = entry
         self._entries = entries
         for sdef, entry in self._entries.items():
             entry.sdef = sdef
         self._plan_reopen()
-        if not names and not report.failed and all(e.is_open for e in self._entries.values()):
+        if (
+            not names
+            and not report.failed
+            and all(e.listener is not None for e in self._entries.values())
+        ):
             # Host names may resolve otherwise next time, and failures are retried.
             self._settled = _Settled(
                 rows,
@@ -255,17 +261,6 @@ class SocketRegistry(Service):
                 list(report.rejected),
             )
         return self._finish(report, started, mark)
-
-    async def _fetch(self) -> list[SocketRow]:
-        """The rows of the table, once its version row checked out (both asked at once)."""
-        checking = self._store.check_version()
-        fetching = self._store.fetch()
-        try:
-            await checking
-        except BaseException:
-            fetching.addErrback(lambda _: None)
-            raise
-        return await fetching
 
     def _finish(self, report: ReloadReport, started: float, mark: int) -> ReloadReport:
         report.workers = self._incidents.since(mark)
@@ -277,7 +272,12 @@ class SocketRegistry(Service):
         self.loaded = True
         self.last_report = report
         self.reload_seconds.observe(report.seconds)
-        self.log.info(
+        # A reload that changed nothing and has nothing new to say is a debug line:
+        # at info, the line cost as much as the rest of a no-change reload.
+        quiet = self.reloads > 1 and not (
+            report.changed or report.failed or report.workers or len(report.rejected) > repeats
+        )
+        (self.log.debug if quiet else self.log.info)(
             "sockets reloaded in {seconds:.3f} s: {summary}{repeats_text}",
             seconds=report.seconds,
             summary=report.summary(),

@@ -185,15 +185,16 @@ def screen_conflicts(
     row, is rejected with the reason.
     """
     static_keys = {_bind_key(s): s for s in static}
-    seen: dict[SocketDef, SocketDef] = {}
+    seen: set[SocketDef] = set()
     taken: dict[tuple[str, str, int], SocketDef] = {}
     kept: list[SocketDef] = []
     rejections: list[Rejection] = []
     for sdef in defs:
-        if sdef in seen:
+        key = ("udp" if sdef.proto == "udp" else "tcp", sdef.host, sdef.port)  # _bind_key
+        other = taken.get(key)
+        if other is not None and sdef in seen:  # an identical definition has the same key
             continue
-        key = _bind_key(sdef)
-        if key in static_keys:
+        if static_keys and key in static_keys:
             rejections.append(
                 Rejection(
                     sdef.row_id,
@@ -203,8 +204,7 @@ def screen_conflicts(
                 )
             )
             continue
-        if key in taken and not (sdef.reuse_port and taken[key].reuse_port):
-            other = taken[key]
+        if other is not None and not (sdef.reuse_port and other.reuse_port):
             rejections.append(
                 Rejection(
                     sdef.row_id,
@@ -214,7 +214,7 @@ def screen_conflicts(
                 )
             )
             continue
-        seen[sdef] = sdef
+        seen.add(sdef)
         taken[key] = sdef
         kept.append(sdef)
     return kept, rejections
@@ -243,18 +243,25 @@ def host_names(defs: Iterable[SocketDef]) -> list[str]:
 
 def plan_reload(running: Mapping[SocketDef, bool], wanted: Sequence[SocketDef]) -> ReloadPlan:
     """Diff running sockets (definition -> is it open) against the wanted ones."""
+    keep: list[SocketDef] = []
+    retry: list[SocketDef] = []
+    new: list[SocketDef] = []
+    for sdef in wanted:
+        state = running.get(sdef)
+        if state is None:
+            new.append(sdef)
+        elif state:
+            keep.append(sdef)
+        else:
+            retry.append(sdef)
     wanted_set = set(wanted)
-    keep = [s for s in wanted if running.get(s) is True]
-    retry = [s for s in wanted if running.get(s) is False]
     gone = [s for s in running if s not in wanted_set]
     # A gone socket that is open and shares its endpoint with a new definition
     # is updated in place instead of closed and opened again.
     gone_by_endpoint = {s.endpoint: s for s in gone if running[s]}
     update: list[tuple[SocketDef, SocketDef]] = []
     add: list[SocketDef] = []
-    for sdef in wanted:
-        if sdef in running:
-            continue
+    for sdef in new:
         old = gone_by_endpoint.pop(sdef.endpoint, None)
         if old is not None:
             update.append((old, sdef))

@@ -51,8 +51,9 @@ class MessageSink(Protocol):
     """Whatever consumes the messages of a listener (the application dispatcher).
 
     The whole contract between a transport and the core. Every transport
-    calls `message_received`; a UDP listener first offers each datagram to
-    `answer_datagram`, a stream connection calls `message_unframeable`
+    calls `message_received`; a UDP listener first offers each datagram, a
+    stream connection each whole message, to `answer_datagram`; a stream
+    connection calls `message_unframeable`
     before it closes on a message it cannot frame. A class that subclasses
     `MessageSink` explicitly inherits the last two as "decline".
     """
@@ -63,10 +64,11 @@ class MessageSink(Protocol):
     def answer_datagram(self, data: bytes, peer: tuple[str, int], sdef: SocketDef) -> bytes | None:
         """The answer to a request datagram, given at once from its bytes, or None.
 
-        A UDP listener offers every datagram here before anything else. The
-        sink either returns the whole answer, which the listener sends back
-        to ``peer`` from ``sdef``'s socket and counts as the general path
-        would, and the datagram goes no further; or it declines (None), and
+        A UDP listener offers every datagram here before anything else, a
+        stream connection every whole message it cut. The sink either
+        returns the whole answer, which the listener sends back to ``peer``
+        from ``sdef``'s socket (a stream: on the connection) and counts as
+        the general path would, and the datagram goes no further; or it declines (None), and
         the datagram goes to `message_received` as usual. An exception is
         logged by the listener and taken as a decline. Only a request may be
         answered (the listener counts an answered datagram as a received

@@ -98,6 +98,7 @@ class SocketDef:
     text: str = field(default="", compare=False)
     row_id: int | None = field(default=None, compare=False)
     _hash: int = field(init=False, repr=False, compare=False, default=0)
+    _socket_text: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         # Reloads hash every definition several times: compute it once.
@@ -112,6 +113,8 @@ class SocketDef:
             self.tos,
         )
         object.__setattr__(self, "_hash", hash(identity))
+        # Reports and logs name every socket of a reload: build the name once too.
+        object.__setattr__(self, "_socket_text", f"{self.proto}:{self.address}")
 
     def __hash__(self) -> int:
         return self._hash
@@ -137,7 +140,7 @@ class SocketDef:
     @property
     def socket_text(self) -> str:
         """Canonical ``proto:host:port``, the name used in logs and reports."""
-        return f"{self.proto}:{self.address}"
+        return self._socket_text
 
     @property
     def endpoint(self) -> tuple[str, str, int, bool]:

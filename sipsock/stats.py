@@ -17,7 +17,10 @@ groups:
   alerts), the reload duration (a histogram), and with ``auto_reload`` the
   change signals received and the reloads they caused;
 * ``workers`` - per UDP worker (``dynamic_1_handled``): messages handled and
-  restarts; per pool its workers by state (``dynamic_workers_ready``);
+  restarts; per pool its workers by state (``dynamic_workers_ready``) and its
+  size (``dynamic_size``); with an auto-scaling profile its load
+  (``dynamic_load``, percent), its changes of size (``dynamic_scaled_up``)
+  and its last decision (``dynamic_decision``, labelled by action and code);
 * ``mi`` - MI requests and failed requests by command (``sockets_reload_requests``).
 
 The rules (which statistics a name selects, the Prometheus text) are pure
@@ -45,6 +48,7 @@ from sipsock.statvalues import (
     mi_stats,
     pool_stats,
     render_prometheus,
+    scaling_stats,
     socket_stats,
     totals,
     worker_stats,
@@ -145,7 +149,7 @@ class Statistics:
         stats = totals(per_socket) + self._registry_stats(entries) + per_socket
         for pool in self.pools:
             rows = pool.process_rows()
-            stats += pool_stats(rows) + worker_stats(rows)
+            stats += pool_stats(rows) + scaling_stats(rows) + worker_stats(rows)
         if self.mi is not None:
             stats += mi_stats(self.mi.requests, self.mi.failures)
         return stats

@@ -349,6 +349,72 @@ def pool_stats(rows: Iterable[dict[str, Any]]) -> list[Stat]:
     ]
 
 
+def scaling_stats(rows: Iterable[dict[str, Any]]) -> list[Stat]:
+    """Each pool's size, and for an auto-scaled pool its load, changes of size and last
+    decision, from the MI ``ps`` rows (an auto-scaled pool's rows carry ``Scaling``)."""
+    sizes: dict[str, int] = {}
+    scaling: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        pool = str(row.get("Pool", "udp"))
+        sizes[pool] = sizes.get(pool, 0) + 1
+        if isinstance(row.get("Scaling"), dict):
+            scaling.setdefault(pool, row["Scaling"])
+    result = []
+    for pool, size in sizes.items():
+        labels = (("pool", pool),)
+        result.append(
+            Stat(
+                "workers",
+                f"{pool}_size",
+                size,
+                incremental=False,
+                metric="pool_size",
+                labels=labels,
+                help="Workers of the pool (seats, whatever their state)",
+            )
+        )
+        summary = scaling.get(pool)
+        if summary is None:
+            continue
+        if summary.get("Load %") is not None:
+            result.append(
+                Stat(
+                    "workers",
+                    f"{pool}_load",
+                    float(summary["Load %"]),
+                    incremental=False,
+                    metric="pool_load_percent",
+                    labels=labels,
+                    help="Mean CPU share of the pool's ready workers over the last cycle, percent",
+                )
+            )
+        for action, count in sorted(summary.get("Changes", {}).items()):
+            result.append(
+                Stat(
+                    "workers",
+                    f"{pool}_scaled_{action}",
+                    int(count),
+                    metric="pool_scalings",
+                    labels=(*labels, ("action", action)),
+                    help="Changes of the pool's size by its auto-scaling profile",
+                )
+            )
+        if summary.get("Code") is not None:
+            action = str(summary.get("Decision", "hold")).split(" ", 1)[0]
+            result.append(
+                Stat(
+                    "workers",
+                    f"{pool}_decision",
+                    1,
+                    incremental=False,
+                    metric="pool_scaling_decision",
+                    labels=(*labels, ("action", action), ("code", str(summary["Code"]))),
+                    help="The last auto-scaling decision (its reason in the MI ps)",
+                )
+            )
+    return result
+
+
 def mi_stats(requests: dict[str, int], failures: dict[str, int]) -> list[Stat]:
     """The ``mi`` group: requests and failed requests by command, every front end."""
     result = []

@@ -166,6 +166,9 @@ class FakeStore:
             return gate.addCallback(lambda _: rows)
         return defer.succeed(rows)
 
+    def read(self) -> Deferred[list[SocketRow]]:
+        return self.check_version().addCallback(lambda _: self.fetch())
+
     def close(self) -> Deferred[None]:
         return defer.succeed(None)
 

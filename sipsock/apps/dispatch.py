@@ -114,7 +114,7 @@ class Dispatcher:
     and Via/From/To/Call-ID/CSeq are readable; otherwise it is dropped and
     counted. Errors raised by the application are logged and counted.
 
-    Over UDP, a well-formed OPTIONS is answered at once from its bytes
+    On every transport, a well-formed OPTIONS is answered at once from its bytes
     (`answer_datagram`, `sipsock.sip.options_answer.answer_options`) when
     the application provides `IAnswersOptions` and gives its fixed reply for
     the socket (`options_reply`); what that shortcut remembers is kept in
@@ -156,20 +156,22 @@ class Dispatcher:
         self._last_reply: OptionsReply | None = None
 
     def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
-        """The application's fixed 200 to OPTIONS on the UDP socket ``sdef``, or None.
+        """The application's fixed 200 to OPTIONS on the socket ``sdef``, or None.
 
         None unless the application provides `IAnswersOptions` and gives one
         for this socket; then every well-formed OPTIONS on the socket may be
         answered with it, and everything else still comes through
         `message_received`.
         """
-        if sdef.proto != "udp" or not IAnswersOptions.providedBy(self.app):
+        if not IAnswersOptions.providedBy(self.app):
             return None
         reply: OptionsReply | None = self.app.options_reply(sdef)
         return reply
 
     def answer_datagram(self, data: bytes, peer: tuple[str, int], sdef: SocketDef) -> bytes | None:
-        """The 200 to a well-formed OPTIONS received on the UDP socket ``sdef``, or None.
+        """The 200 to a well-formed OPTIONS received on the socket ``sdef``, or None.
+
+        ``data`` is a datagram or a whole message cut from a stream.
 
         The bytes `message_received` would send (`answer_options`), without
         parsing the datagram or calling the application; None for anything

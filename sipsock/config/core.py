@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sipsock.config.reader import ConfigError, Reader
+from sipsock.scaling import ScalingRule
 from sipsock.sockdef import SocketDef, SocketDefError, parse_static
 
 DEFAULT_STATE_DIR: Final = "var"
@@ -39,6 +40,8 @@ class CoreSettings:
     #: Seconds a UDP worker has to answer each command of the control process;
     #: one that does not is killed and replaced.
     worker_timeout: float = 10.0
+    #: ``udp_auto_scaling_profile``: the static UDP pool's profile (None: ``udp_workers`` fixed).
+    udp_auto_scaling_profile: ScalingRule | None = None
 
 
 def read_core(reader: Reader, data: Mapping[str, Any]) -> CoreSettings:

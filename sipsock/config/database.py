@@ -14,6 +14,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sipsock.config.reader import IDENTIFIER_RE, Reader, Section, field_defaults
+from sipsock.scaling import ScalingRule
 
 #: How the UDP workers share a socket: one descriptor read by all, or one
 #: SO_REUSEPORT member each (README "UDP worker pool").
@@ -134,6 +135,8 @@ class SocketsMgmSettings:
     sqlite_poll_interval: float = 1.0
     #: This daemon's name in a fleet: it loads rows whose ``node_column`` is NULL or this.
     node: str | None = None
+    #: ``auto_scaling_profile``: the dynamic UDP pool's profile (None: ``processes`` fixed).
+    auto_scaling_profile: ScalingRule | None = None
 
 
 #: The ``*_column`` keys, each naming the `TableNames` field of the same name.

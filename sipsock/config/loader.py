@@ -18,6 +18,12 @@ from sipsock.config.core import CoreSettings, read_core
 from sipsock.config.database import SocketsMgmSettings, read_sockets_mgm
 from sipsock.config.proxy import ProxySettings, read_proxy
 from sipsock.config.reader import ConfigError, Reader
+from sipsock.config.scaling import (
+    CORE_PROFILE_KEY,
+    SOCKETS_MGM_PROFILE_KEY,
+    pool_profile,
+    read_profiles,
+)
 from sipsock.config.tls import TLSSettings, read_tls
 from sipsock.config.transport import (
     LimitSettings,
@@ -25,6 +31,7 @@ from sipsock.config.transport import (
     read_limits,
     read_websocket,
 )
+from sipsock.scaling import ScalingRule
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     application: Mapping[str, Any] = field(default_factory=dict)
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    #: ``[auto_scaling.NAME]``: the auto-scaling profiles, by name.
+    auto_scaling: Mapping[str, ScalingRule] = field(default_factory=dict)
     source: str = "<defaults>"
     #: The TOML text these settings were read from (None: not read from a file);
     #: UDP workers are handed it, frozen, rather than re-reading the file.
@@ -92,8 +101,22 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
     reader.only_sections(data, SECTIONS)
     core = read_core(reader, data)
     websocket = read_websocket(reader, data)
+    profiles = read_profiles(reader, data)
+    sockets_mgm = read_sockets_mgm(reader, data, core.state_dir)
+    rule, processes = pool_profile(
+        reader,
+        data,
+        profiles,
+        ("sockets_mgm", SOCKETS_MGM_PROFILE_KEY, "processes"),
+        sockets_mgm.processes,
+    )
+    sockets_mgm = replace(sockets_mgm, auto_scaling_profile=rule, processes=processes)
+    rule, udp_workers = pool_profile(
+        reader, data, profiles, ("core", CORE_PROFILE_KEY, "udp_workers"), core.udp_workers
+    )
+    core = replace(core, udp_auto_scaling_profile=rule, udp_workers=udp_workers)
     return Settings(
-        sockets_mgm=read_sockets_mgm(reader, data, core.state_dir),
+        sockets_mgm=sockets_mgm,
         core=core,
         mi=read_mi(reader, data),
         tls=read_tls(reader, data),
@@ -103,5 +126,6 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
         # Options of the SIP application, checked by the application itself.
         application=reader.table(data, "application"),
         proxy=read_proxy(reader, data),
+        auto_scaling=profiles,
         source=source,
     )

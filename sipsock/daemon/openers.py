@@ -94,6 +94,8 @@ def worker_pools(
         command_timeout=settings.core.worker_timeout,
         incidents=incidents,
     )
+    if settings.sockets_mgm.auto_scaling_profile is not None:
+        dynamic.auto_scale(settings.sockets_mgm.auto_scaling_profile)
     static = None
     if any(sdef.proto == "udp" for sdef in settings.core.listen):
         static = UdpWorkerPool(
@@ -106,4 +108,6 @@ def worker_pools(
             command_timeout=settings.core.worker_timeout,
             incidents=incidents,
         )
+        if settings.core.udp_auto_scaling_profile is not None:
+            static.auto_scale(settings.core.udp_auto_scaling_profile)
     return dynamic, static

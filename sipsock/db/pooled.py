@@ -2,7 +2,10 @@
 
 `PooledStore` runs the version check and the row query of `Statements` on its
 pool, bounds every call by ``db_timeout`` and turns driver errors into
-`StoreError` through the subclass's `PooledStore._translate`.
+`StoreError` through the subclass's `PooledStore._translate`. A reload's
+`PooledStore.read` asks all of it in one call to the pool thread; the column
+names are read only when the row query fails (it names every column, so it
+succeeds only when they are all there), to say which one is missing.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class PooledStore:
         self._last_raw: list[tuple[object, ...]] = []
         self._last_rows: list[SocketRow] = []
         self._known: dict[tuple[object, ...], SocketRow] = {}
+        #: `_table_mark` when `_last_rows` was read (None: unknown, read the rows).
+        self._rows_mark: object = None
 
     def check_version(self) -> Deferred[None]:
         """Fail with `StoreError` unless the ``version`` row of the table is 1 and the
@@ -98,6 +103,73 @@ class PooledStore:
             lambda: missing_table_error(self._table, self._database),
         )
         return d.addCallback(self._rows_of)
+
+    def read(self) -> Deferred[list[SocketRow]]:
+        """`check_version`, then `fetch`, in one call to the pool thread.
+
+        The columns are checked by the row query itself (it names each one);
+        only when it fails are they read, to name the missing one. When the
+        database says nothing changed since the rows were last read
+        (`_table_mark`), the version row is still checked and the rows of last
+        time come back without being read again.
+        """
+        statements = self._statements
+
+        def read(cursor: Any) -> tuple[object, list[tuple[object, ...]] | None]:
+            self._prepare(cursor)
+            cursor.execute(statements.select_version, (self._table,))
+            version = cursor.fetchall()
+            error = version_error(self._table, version[0][0] if version else None)
+            if error is not None:
+                raise error
+            mark = self._table_mark(cursor)
+            if mark is not None and mark == self._rows_mark:
+                return mark, None
+            if not statements.rows_name_every_column:
+                self._check_columns(cursor)
+            try:
+                cursor.execute(statements.select_rows, statements.row_params)
+                return mark, list(cursor.fetchall())
+            except Exception:
+                self._check_columns(cursor)  # the error that names the column, if one is missing
+                raise
+
+        pools: list[Any] = []
+
+        def start() -> Deferred[tuple[object, list[tuple[object, ...]] | None]]:
+            pools.append(self._pool)  # the one this call reads (SQLite opens a new one)
+            started: Deferred[tuple[object, list[tuple[object, ...]] | None]]
+            started = self._pool.runInteraction(read)
+            return started
+
+        def rows(found: tuple[object, list[tuple[object, ...]] | None]) -> list[SocketRow]:
+            mark, raw = found
+            if raw is None:
+                return list(self._last_rows)
+            result = self._rows_of(raw)
+            # A mark is only worth something on the connection it was read from.
+            self._rows_mark = mark if pools == [self._pool] else None
+            return result
+
+        d: Deferred[tuple[object, list[tuple[object, ...]] | None]] = self._call(
+            f"reading table {self._table}", start, missing_version_table_error
+        )
+        return d.addCallback(rows)
+
+    def _check_columns(self, cursor: Any) -> None:
+        """Raise the `StoreError` naming the missing table or column, if any (pool thread)."""
+        statements = self._statements
+        cursor.execute(statements.select_columns, statements.columns_params)
+        error = statements.table_error([row[0] for row in cursor.fetchall()], self._database)
+        if error is not None:
+            raise error
+
+    def _table_mark(self, cursor: Any) -> object:
+        """Something that changes whenever the database changes (pool thread); None: unknown.
+
+        Equal marks mean the tables are as they were, so the rows need not be read.
+        """
+        return None
 
     def _prepare(self, cursor: Any) -> None:
         """Run in the pool thread before a call's queries (MySQL: check the connection)."""

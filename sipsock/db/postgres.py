@@ -190,6 +190,39 @@ class PostgresStore:
             lambda: missing_table_error(self._table, self._url.display()),
         )
 
+    def read(self) -> Deferred[list[SocketRow]]:
+        """`check_version`, then `fetch`, in one turn of the connection: two queries
+        (the columns are read only when the row query fails, to name the missing one)."""
+        statements = self._statements
+
+        async def check_columns(pool: _Pool) -> None:
+            rows = await pool.runQuery(statements.select_columns, statements.columns_params)
+            error = statements.table_error([row[0] for row in rows], self._url.display())
+            if error is not None:
+                raise error
+
+        async def read(pool: _Pool) -> list[SocketRow]:
+            version = await pool.runQuery(statements.select_version, (self._table,))
+            error = version_error(self._table, version[0][0] if version else None)
+            if error is not None:
+                raise error
+            if not statements.rows_name_every_column:
+                await check_columns(pool)
+            try:
+                rows = await pool.runQuery(statements.select_rows, statements.row_params)
+            except Exception as error:
+                exc = _unwrapped(error)
+                if isinstance(exc, psycopg2.Error) and exc.pgcode in _MISSING_OBJECT_CODES:
+                    await check_columns(pool)  # the error naming the column, if one is missing
+                raise
+            return [row_from_tuple(row) for row in rows]
+
+        return self._call(
+            f"reading table {self._table}",
+            lambda pool: Deferred.fromCoroutine(read(pool)),
+            missing_version_table_error,
+        )
+
     def close(self) -> Deferred[None]:
         """Close the connections; later calls fail with `StoreError`."""
         self._closed = True
@@ -269,7 +302,11 @@ class PostgresStore:
 
 def _cause(failure: Failure) -> BaseException | None:
     """The error of a failure, out of DeferredList's FirstError wrapping."""
-    exc: BaseException | None = failure.value
+    return _unwrapped(failure.value)
+
+
+def _unwrapped(exc: BaseException | None) -> BaseException | None:
+    """An error out of DeferredList's FirstError wrapping."""
     while isinstance(getattr(exc, "subFailure", None), Failure):
         exc = exc.subFailure.value  # type: ignore[union-attr]
     return exc

@@ -5,7 +5,8 @@ the pool closes cleanly and a writer (``sipsock-db``) never meets "database
 is locked" from us for long. The daemon never creates the file (nor its
 tables): ``sipsock-db init`` does; until then a reload says to run it. A file
 deleted, moved or replaced under the daemon is noticed at the next call
-(`sipsock.db.sqlitefile`).
+(`sipsock.db.sqlitefile`). A reload reads the rows again only when
+``PRAGMA data_version`` says another connection changed the file since.
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ class SQLiteStore(PooledStore):
             cp_reactor=self._reactor,
         )
         self._opened = current
+        self._rows_mark = None  # a new connection: its data_version starts anew
+
+    def _table_mark(self, cursor: Any) -> object:
+        """``PRAGMA data_version``: changes with every commit of another connection
+        (the daemon's own connection never writes)."""
+        cursor.execute("PRAGMA data_version")
+        return cursor.fetchone()[0]
 
     def close(self) -> Deferred[None]:
         if self._pool is None:

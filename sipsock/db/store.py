@@ -75,6 +75,10 @@ class ISocketStore(Interface):
     def fetch() -> Deferred[list[SocketRow]]:
         """Read every row (one query, primary-key order)."""
 
+    def read() -> Deferred[list[SocketRow]]:
+        """What a reload reads: `check_version`, then `fetch`, in as few calls to the
+        database as the driver allows (same errors)."""
+
     def close() -> Deferred[None]:
         """Release the connections; the store is not used afterwards."""
 
@@ -151,6 +155,12 @@ class Statements:
             node = self._qualified(self.tables.node or "")
             where = f" WHERE {node} IS NULL OR {node} = {self._param}"
         return f"SELECT {names} FROM {table}{where} ORDER BY {order}"
+
+    @property
+    def rows_name_every_column(self) -> bool:
+        """Whether `select_rows` names every column `required_columns` lists, so that it
+        fails when one is missing (else: the node column is not in it)."""
+        return not self.tables.node or bool(self.row_params)
 
     @property
     def row_params(self) -> tuple[str, ...]:

@@ -13,6 +13,11 @@ from sipsock.sip.parser import find_header_end
 KEEPALIVE_PING: Final = b"\r\n\r\n"
 
 _content_lengths = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M).findall
+#: The same values in a header section not starting with one: the pattern
+#: without ``^`` (which re tries at every position) finds them much sooner.
+_content_lengths_after_line_end = re.compile(
+    rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I
+).findall
 
 
 class StreamFramer:
@@ -49,8 +54,16 @@ class StreamFramer:
         deliver them, then answer the bad one and close. The framer is
         empty afterwards.
         """
-        buffer = self._buffer
-        buffer += data
+        pending = self._buffer
+        # With nothing pending (the usual read: whole messages), the read is
+        # cut as it is: no copy into the buffer, a read holding exactly one
+        # message comes back as the same object.
+        buffer: bytes | bytearray
+        if pending:
+            pending += data
+            buffer = pending
+        else:
+            buffer = data
         messages: list[bytes] = []
         position = 0
         size = len(buffer)
@@ -89,20 +102,26 @@ class StreamFramer:
                     self._total = total
                     break
                 self._total = None
-                messages.append(bytes(buffer[position : position + total]))
+                message = buffer[position : position + total]
+                messages.append(message if type(message) is bytes else bytes(message))
                 position += total
         except SipFramingError as exc:
             exc.messages = messages
-            buffer.clear()
+            pending.clear()
             self._scan_from = 0
             self._total = None
             raise
-        del buffer[:position]
+        if buffer is pending:
+            del pending[:position]
+        elif position < size:
+            pending += memoryview(data)[position:]
         if self._scan_from:
             self._scan_from -= position
         return messages
 
-    def _message_size(self, buffer: bytearray, position: int, end: int, body_start: int) -> int:
+    def _message_size(
+        self, buffer: bytes | bytearray, position: int, end: int, body_start: int
+    ) -> int:
         """The size of the message whose header section is ``buffer[position:body_start]``."""
         if body_start - position > self.max_header_size:
             raise SipFramingError(
@@ -110,7 +129,8 @@ class StreamFramer:
                 kind=FramingKind.OVERSIZE_HEADER,
             )
         header = bytes(buffer[position:end])
-        if b"SIP/" not in header.split(b"\n", 1)[0]:
+        first_line_end = header.find(b"\n")
+        if header.find(b"SIP/", 0, len(header) if first_line_end < 0 else first_line_end) < 0:
             raise SipFramingError(
                 "stream does not start with a SIP start line", kind=FramingKind.NOT_SIP
             )
@@ -130,7 +150,18 @@ class StreamFramer:
 
     @staticmethod
     def _content_length(header: bytes) -> int:
-        values = set(_content_lengths(header))
+        # A Content-Length line follows a line end (the start line comes
+        # first); only a start line that itself looks like one needs the
+        # pattern anchored at the start too.
+        if header[:1] in b"cClL":
+            values = set(_content_lengths(header))
+        else:
+            found = _content_lengths_after_line_end(header)
+            if len(found) == 1:
+                value = found[0].strip()
+                if value.isdigit() and len(value) < 10:
+                    return int(value)
+            values = set(found)
         if not values:
             raise SipFramingError(
                 "no Content-Length on a stream transport",

@@ -41,13 +41,23 @@ def pending_output(transport: object) -> tuple[int, int]:
         # this finds the TCP buffer from the TLS layer on.)
         buffered = getattr(layer, "dataBuffer", None)
         if isinstance(buffered, bytes):
-            refused = len(buffered) - int(getattr(layer, "offset", 0))
-            return total + refused + int(getattr(layer, "_tempDataLen", 0)), refused
+            queued, refused = descriptor_output(layer)
+            return total + queued, refused
         inner = getattr(layer, "transport", None)
         if inner is None:
             inner = getattr(getattr(layer, "protocol", None), "transport", None)
         layer = inner
     return total, 0
+
+
+def descriptor_output(descriptor: Any) -> tuple[int, int]:
+    """(queued, refused) of a Twisted `FileDescriptor` (a TCP transport): see `pending_output`.
+
+    A plain TCP connection has no layer above its descriptor: its
+    connection reads this directly after each write.
+    """
+    refused = len(descriptor.dataBuffer) - int(getattr(descriptor, "offset", 0))
+    return refused + int(getattr(descriptor, "_tempDataLen", 0)), refused
 
 
 def overflowing(queued: int, refused: int, limit: int) -> bool:

@@ -3,7 +3,8 @@
 `StreamConnection` is the part TCP, TLS, WS and WSS share: its id and peer,
 the idle timeout, the header timeout (`sipsock.limits.HeaderWatch`), the
 pending-output cap (`sipsock.transport.backpressure`), delivery of whole
-messages to the socket's sink with an `Origin` naming the connection, replies,
+messages to the socket's sink (offered to its ``answer_datagram`` first, as a
+UDP listener does) with an `Origin` naming the connection, replies,
 framing errors and failed handshakes (counted and logged through the socket's
 `LimitReporter`). The protocol that cuts messages out of the bytes
 (`sipsock.transport.stream_protocol`, `sipsock.transport.ws`) drives it; its
@@ -16,6 +17,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, ITransport
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -23,7 +25,7 @@ from twisted.python.failure import Failure
 from sipsock.limits import HeaderWatch, is_size_error
 from sipsock.seams import Origin
 from sipsock.sip import SipFramingError
-from sipsock.transport.backpressure import overflowing, pending_output
+from sipsock.transport.backpressure import descriptor_output, overflowing, pending_output
 from sipsock.transport.tlserrors import describe_tls_failure
 
 if TYPE_CHECKING:
@@ -63,9 +65,25 @@ class StreamConnection:
         self.open = True
         self.ready = False
         self.handshake_error: str | None = None
+        #: The transport when it is a plain TCP descriptor (no TLS or WebSocket
+        #: layer above it): its output is read directly after each write.
+        self._descriptor = transport if isinstance(transport, FileDescriptor) else None
+        #: Output written while a read is delivered (`hold_output`), sent in
+        #: one piece at its end (`release_output`), and its size.
+        self._held: list[bytes] | None = None
+        self._held_size = 0
+        # Traffic only stamps the time (`touch`); the idle timer, armed for
+        # the earliest moment the connection can be idle, checks the stamp
+        # when it fires and re-arms itself for the time left (no reschedule
+        # per message).
+        self._seconds: Callable[[], float] = listener.reactor.seconds
+        self._last_traffic = self._seconds()
         self._idle: IDelayedCall | None = listener.reactor.callLater(
             listener.idle_timeout, self._idle_timeout
         )
+        #: The `Origin` of the messages of this connection, rebuilt when the
+        #: listener's definition or slot changes (`_origin`).
+        self._cached_origin: Origin | None = None
         self.watch = HeaderWatch(first_message=inbound)
         self._header: IDelayedCall | None = None
         self._arm_header_timer()
@@ -79,9 +97,8 @@ class StreamConnection:
         }
 
     def touch(self) -> None:
-        """Traffic seen: restart the idle timer."""
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.listener.idle_timeout)
+        """Traffic seen: the idle timeout counts from now."""
+        self._last_traffic = self._seconds()
 
     def fed(self, data: bytes, messages: list[bytes], pending: int) -> None:
         """A read went through the framer: start or stop the header timer."""
@@ -119,6 +136,7 @@ class StreamConnection:
         """A limit was hit: count and log it (rate-limited), abort the connection."""
         self.listener.limit_reporter.hit(limit, reason, self.peer)
         self.open = False
+        self._held = None
         abort: Callable[[], None] | None = getattr(self.transport, "abortConnection", None)
         if abort is not None:
             abort()
@@ -126,6 +144,11 @@ class StreamConnection:
             self.transport.loseConnection()
 
     def _idle_timeout(self) -> None:
+        timeout = self.listener.idle_timeout
+        left = self._last_traffic + timeout - self._seconds()
+        if left > 0:
+            self._idle = self.listener.reactor.callLater(left, self._idle_timeout)
+            return
         self._idle = None
         self.listener.limit_reporter.problem(
             "idle connections closed",
@@ -135,25 +158,49 @@ class StreamConnection:
             timeout=self.listener.idle_timeout,
             **self._describe(),
         )
-        self.transport.loseConnection()
+        self._lose()
 
     def _origin(self) -> Origin:
         listener = self.listener
-        return Origin(
-            sdef=listener.sdef,
-            slot=listener.slot,
-            peer=self.peer,
-            reply=self.reply,
-            connection_id=self.id,
-            listener=listener,
-        )
+        origin = self._cached_origin
+        if origin is None or origin.sdef is not listener.sdef or origin.slot != listener.slot:
+            origin = self._cached_origin = Origin(
+                sdef=listener.sdef,
+                slot=listener.slot,
+                peer=self.peer,
+                reply=self.reply,
+                connection_id=self.id,
+                listener=listener,
+            )
+        return origin
 
     def deliver(self, data: bytes) -> None:
-        """One whole message arrived on this connection."""
+        """One whole message arrived on this connection.
+
+        It is first offered to the sink's ``answer_datagram`` (as a UDP
+        listener offers each datagram: a keep-alive OPTIONS answered from its
+        bytes); declined, it goes to the sink's ``message_received``.
+        """
         listener = self.listener
         listener.counters.count_in(data)
+        sink = listener.sink
         try:
-            listener.sink.message_received(data, self._origin())
+            answer = sink.answer_datagram(data, self.peer, listener.sdef)
+        except Exception:
+            answer = None
+            listener.limit_reporter.problem(
+                "OPTIONS shortcut failures",
+                "socket {socket} (slot {slot}): the sink's answer at once (the OPTIONS "
+                "shortcut) failed on a message from {peer}; the application gets it",
+                level=LogLevel.critical,
+                traceback=True,
+                **self._describe(),
+            )
+        if answer is not None:
+            self.reply(answer)
+            return
+        try:
+            sink.message_received(data, self._origin())
         except Exception:
             listener.counters.drops += 1
             listener.limit_reporter.problem(
@@ -170,9 +217,59 @@ class StreamConnection:
         if not self.open:
             self.listener.counters.drops += 1
             raise ConnectionError(f"connection {self.id} to {self.peer} is closed")
-        self.transport.write(data)
-        self.touch()
+        held = self._held
+        if held is not None:
+            held.append(data)
+            self._held_size += len(data)
+        else:
+            self._send(data)
+        self._last_traffic = self._seconds()
         self.check_pending_output()
+
+    def hold_output(self) -> None:
+        """Hold what is written until `release_output` (the messages of one read).
+
+        A plain TCP connection only: the answers to the messages of one read
+        leave in one piece, straight to the socket when nothing is queued
+        before them.
+        """
+        if self._descriptor is not None:
+            self._held = []
+            self._held_size = 0
+
+    def release_output(self) -> None:
+        """Send what `hold_output` held, in one piece."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        self._held_size = 0
+        if held:
+            self._send(held[0] if len(held) == 1 else b"".join(held))
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data``: on a plain TCP connection with nothing queued, to the socket at once.
+
+        What the kernel does not take at once (or everything, on a connection
+        with output queued, closing, or lost) goes through the transport, which
+        sends it when the socket is writable; a lost connection is found out
+        there, as before.
+        """
+        descriptor = self._descriptor
+        if (
+            descriptor is not None
+            and descriptor.connected
+            and not descriptor.disconnecting
+            and not descriptor._writeDisconnected
+            and not descriptor._tempDataLen
+            and descriptor.offset == len(descriptor.dataBuffer)
+        ):
+            sent = descriptor.writeSomeData(data)
+            if isinstance(sent, int):
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        self.transport.write(data)
 
     def check_pending_output(self) -> None:
         """Cut the connection if its peer does not read what was written to it.
@@ -181,7 +278,12 @@ class StreamConnection:
         itself (WebSocket pongs).
         """
         limit = self.listener.limits.max_pending_send
-        queued, refused = pending_output(self.transport)
+        descriptor = self._descriptor
+        if descriptor is not None:
+            queued, refused = descriptor_output(descriptor)
+            queued += self._held_size
+        else:
+            queued, refused = pending_output(self.transport)
         if overflowing(queued, refused, limit):
             self.cut(
                 "send_buffer",
@@ -223,7 +325,7 @@ class StreamConnection:
                 "oversize", f"{reason} (connection {self.id})", self.peer
             )
             self.open = False
-            self.transport.loseConnection()
+            self._lose()
             return
         self.listener.counters.parse_errors += 1
         self.listener.limit_reporter.problem(
@@ -233,7 +335,7 @@ class StreamConnection:
             **self._describe(),
         )
         self.open = False
-        self.transport.loseConnection()
+        self._lose()
 
     def _answer_unframeable(self, header: bytes, error: SipFramingError) -> None:
         try:
@@ -251,6 +353,11 @@ class StreamConnection:
     def close(self) -> None:
         """Flush and close (socket removed); the listener aborts it if flushing stalls."""
         self.open = False
+        self._lose()
+
+    def _lose(self) -> None:
+        """Close once the output (held output first) is flushed."""
+        self.release_output()
         self.transport.loseConnection()
 
     def handshake_failed(self, reason: str) -> None:
@@ -290,6 +397,7 @@ class StreamConnection:
                 **self._describe(),
             )
         self.open = False
+        self._held = None
         for timer in (self._idle, self._header):
             if timer is not None and timer.active():
                 timer.cancel()

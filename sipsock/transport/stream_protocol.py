@@ -81,15 +81,20 @@ class SipStreamProtocol(Protocol):
         connection = self.connection
         self.listener.counters.bytes_in += len(data)
         connection.touch()
+        # The answers to the messages of this read leave together at its end.
+        connection.hold_output()
         try:
-            messages = self.framer.feed(data)
-        except SipFramingError as exc:
-            # The messages cut before the bad one are valid: deliver them first.
-            if self._deliver(connection, exc.messages):
-                connection.framing_error(exc.reason, exc)
-            return
-        connection.fed(data, messages, self.framer.pending)
-        self._deliver(connection, messages)
+            try:
+                messages = self.framer.feed(data)
+            except SipFramingError as exc:
+                # The messages cut before the bad one are valid: deliver them first.
+                if self._deliver(connection, exc.messages):
+                    connection.framing_error(exc.reason, exc)
+                return
+            connection.fed(data, messages, self.framer.pending)
+            self._deliver(connection, messages)
+        finally:
+            connection.release_output()
 
     @staticmethod
     def _deliver(connection: StreamConnection, messages: list[bytes]) -> bool:

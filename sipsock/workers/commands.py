@@ -217,6 +217,14 @@ class Stats(amp.Command):
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
+class Busy(amp.Command):
+    """How long the worker has waited for work so far (``idle``: seconds in epoll_wait) by
+    its monotonic ``clock``: between two answers, the rest of the time it was busy."""
+
+    arguments = []
+    response = [(b"idle", amp.Float()), (b"clock", amp.Float())]
+
+
 class Shutdown(amp.Command):
     """Close every socket and exit (status 0) once the answer has been sent."""
 

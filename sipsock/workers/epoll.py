@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import select
+from time import monotonic
 from typing import Any, Final
 
 from twisted.internet.epollreactor import EPollReactor
@@ -48,6 +49,9 @@ class ExclusiveEPollReactor(EPollReactor):
         self._exclusive: set[int] = set()
         #: False once the kernel or Python turned EPOLLEXCLUSIVE down.
         self.exclusiveSupported = EPOLLEXCLUSIVE is not None
+        #: Seconds spent waiting in epoll_wait so far: the rest of the time the worker
+        #: was busy (the auto-scaler's load, `commands.Busy`).
+        self.idleSeconds = 0.0
         super().__init__()  # type: ignore[no-untyped-call]
 
     def setExclusive(self, selectable: Any) -> bool:
@@ -69,12 +73,15 @@ class ExclusiveEPollReactor(EPollReactor):
 
     def doPoll(self, timeout: float | None) -> None:
         """`EPollReactor.doPoll`, calling ``sipsockPlainCall`` selectables directly."""
+        waiting = monotonic()
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
         except OSError as err:
             if err.errno == errno.EINTR:
                 return
             raise
+        finally:
+            self.idleSeconds += monotonic() - waiting
         handle = self._doReadOrWrite
         selectables = self._selectables
         for fd, event in events:

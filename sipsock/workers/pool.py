@@ -43,6 +43,7 @@ from sipsock.apps.spec import AppSpec, freeze
 from sipsock.config import UDP_BALANCE_MODES, default_settings
 from sipsock.deferreds import all_or_first_failure
 from sipsock.incidents import Incidents
+from sipsock.scaling import ScalingRule
 from sipsock.seams import ListenError
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import Closing
@@ -55,6 +56,7 @@ from sipsock.transport.sockopts import (
     describe_os_error,
     family_of,
 )
+from sipsock.workers.autoscaler import AutoScaler
 from sipsock.workers.changes import ChangeQueue
 from sipsock.workers.commands import (
     SendDatagram,
@@ -64,10 +66,16 @@ from sipsock.workers.counters import PoolCounters
 from sipsock.workers.directory import BookEntry, SocketBook
 from sipsock.workers.fanout import SocketFanOut
 from sipsock.workers.listener import PooledListener
+from sipsock.workers.resize import SeatResizer, release_all_sockets
 from sipsock.workers.supervision import Backoff
 from sipsock.workers.supervisor import Supervisor, SupervisorSettings, WorkerProcess, WorkerSeat
 
 BALANCE_MODES: Final = UDP_BALANCE_MODES
+#: Why a ``reuseport`` pool does not shrink (README "Auto-scaling").
+REUSEPORT_NO_SHRINK: Final = (
+    'udp_balance = "reuseport" does not shrink: the datagrams queued in the leaving '
+    "worker's member socket would be lost"
+)
 
 
 class UdpWorkerPool(Service):
@@ -154,6 +162,24 @@ class UdpWorkerPool(Service):
         )
         self._keys = itertools.count(1)
         self._turn = itertools.count()
+        #: Resizes the pool by its auto-scaling profile (`auto_scale`); None: fixed size.
+        self.scaler: AutoScaler | None = None
+
+    def auto_scale(self, rule: ScalingRule) -> AutoScaler:
+        """Resize this pool by ``rule`` from its start on (`AutoScaler`, `SeatResizer`).
+
+        In ``reuseport`` mode the pool grows but never shrinks: closing a
+        member would lose the datagrams queued in it.
+        """
+        resizer = SeatResizer(
+            self.supervisor,
+            drain=lambda process: release_all_sockets(
+                process, lambda p: Deferred.fromCoroutine(self.counters.fetch(p))
+            ),
+            shrink_refusal=lambda: None if self.shared else REUSEPORT_NO_SHRINK,
+        )
+        self.scaler = AutoScaler(rule, resizer, reactor=self.reactor)
+        return self.scaler
 
     @property
     def shared(self) -> bool:
@@ -183,6 +209,8 @@ class UdpWorkerPool(Service):
         super().startService()  # type: ignore[no-untyped-call]
         self.supervisor.start()
         self.counters.start()
+        if self.scaler is not None:
+            self.scaler.startService()
 
     def stopService(self) -> Deferred[None]:
         """Stop every worker (Shutdown, then SIGKILL after ``stop_timeout``) and close copies."""
@@ -190,6 +218,8 @@ class UdpWorkerPool(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if self.scaler is not None and self.scaler.running:
+            self.scaler.stopService()
         self.supervisor.no_more_restarts()
         if self.changes.pending:
             self.changes.flush()
@@ -417,5 +447,11 @@ class UdpWorkerPool(Service):
         return self.counters.refresh()
 
     def process_rows(self) -> list[dict[str, Any]]:
-        """One row per worker for the MI ``ps``: pid, pool, sockets held, messages, restarts."""
-        return self.counters.rows()
+        """One row per worker for the MI ``ps``: pid, pool, sockets held, messages, restarts
+        (and, with a profile, the pool's size, load and last scaling decisions)."""
+        rows = self.counters.rows()
+        if self.scaler is not None:
+            scaling = self.scaler.summary()
+            for row in rows:
+                row["Scaling"] = scaling
+        return rows

@@ -233,6 +233,8 @@ class WorkerSeat:
     quick_deaths: int = 0
     last_exit: str | None = None
     restart_call: IDelayedCall | None = None
+    #: Leaving the pool (it shrinks): not restarted when its process ends.
+    retiring: bool = False
 
     @property
     def state(self) -> str:
@@ -325,12 +327,24 @@ class Supervisor:
         return [
             s.process
             for s in self.seats
-            if s.process is not None and s.process.live and s.process.state != "late"
+            if s.process is not None
+            and s.process.live
+            and s.process.state not in ("late", "retiring")
         ]
 
     def ready(self) -> list[WorkerProcess]:
         """The current worker processes that are ready."""
         return [p for p in self.processes() if p.state == "ready"]
+
+    def add_seat(self) -> WorkerSeat | None:
+        """One more worker (the pool grows); None once stopping. It is ready, like a
+        restarted one, only once it holds everything its pool gives it."""
+        if not self.active:
+            return None
+        seat = WorkerSeat(max((s.index for s in self.seats), default=0) + 1)
+        self.seats.append(seat)
+        self._spawn(seat)
+        return seat
 
     # --- one worker ---------------------------------------------------------------------
 
@@ -447,6 +461,16 @@ class Supervisor:
         """A worker process ended: tell the pool, report it, restart it unless stopping."""
         seat = process.seat
         self.side.worker_ended(process)
+        if seat.retiring:
+            if seat in self.seats:
+                self.seats.remove(seat)
+            self.log.info(
+                "UDP worker {worker} (pid {pid}) left the pool: {status}",
+                worker=process.label,
+                pid=process.pid,
+                status=process.exit_status,
+            )
+            return
         if not self.active:
             self.log.info(
                 "UDP worker {worker} (pid {pid}) {status}",

@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from time import monotonic
 from typing import IO, Any
 
 from twisted.internet import defer
@@ -49,6 +50,7 @@ from sipsock.transport.udp import UdpListener, adopt_udp_listener
 from sipsock.workers.commands import (
     AdoptSockets,
     AnnounceMany,
+    Busy,
     ReleaseSockets,
     SendDatagram,
     SendManyThroughSockets,
@@ -336,6 +338,10 @@ class WorkerProtocol(amp.AMP):
             "sockets": sockets,
             "more": more,
         }
+
+    @Busy.responder
+    def busy(self) -> dict[str, Any]:
+        return {"idle": float(getattr(self.reactor, "idleSeconds", 0.0)), "clock": monotonic()}
 
     @Shutdown.responder
     def shutdown(self) -> dict[str, Any]:

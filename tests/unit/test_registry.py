@@ -477,6 +477,33 @@ def test_the_reload_line_counts_the_rejections_not_logged_again() -> None:
     assert lines[1].endswith("2 rejected, 0 failed (2 rejected as before, not logged again)")
 
 
+def test_the_reload_line_of_a_reload_that_changed_nothing_is_a_debug_line() -> None:
+    """Issue 19: the line of a no-change reload cost as much as the rest of it (500 sockets)."""
+    from twisted.logger import globalLogPublisher
+
+    levels: list[tuple[str, str]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "sockets reloaded" in event.get("log_format", ""):
+            levels.append((event["log_level"].name, event["summary"]))
+
+    h = Harness()
+    h.store.add("udp:127.0.0.1:6000")
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        h.reload()  # the first load: info, even with nothing in it
+        h.reload()  # nothing changed: debug
+        h.store.add("sctp:127.0.0.1:6001")
+        h.reload()  # a new rejected row: info
+        h.reload()  # the same rejection again: debug
+        h.store.rows[0] = SocketRow(1, "udp:127.0.0.1:6000", tag="t")
+        h.reload()  # updated: info
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+    assert [level for level, _ in levels] == ["info", "debug", "info", "debug", "info"], levels
+    assert "1 updated" in levels[-1][1]
+
+
 def test_a_socket_failing_at_every_reload_and_a_many_address_host_are_logged_once() -> None:
     from twisted.logger import globalLogPublisher
 

@@ -284,6 +284,14 @@ def test_a_static_socket_that_cannot_bind_stops_start_up_with_one_line(tmp_path:
         ("[sockets_mgm]\nbogus = 1\n", "[sockets_mgm] bogus: unknown key"),
         ('[core]\nlisten = ["bin:1.2.3.4"]\n', "[core] listen[0]: socket 'bin:1.2.3.4'"),
         ("[sockets_mgm\n", "not valid TOML"),
+        (
+            '[sockets_mgm]\nauto_scaling_profile = "p"\n',
+            "[sockets_mgm] auto_scaling_profile: no profile 'p'",
+        ),
+        (
+            "[auto_scaling.p]\nscale_up_load = 20\nscale_down_load = 30\n",
+            "[auto_scaling.p] scale_down_load: 30% must be below scale_up_load (20%)",
+        ),
     ],
 )
 def test_a_bad_config_stops_start_up_with_one_line_naming_the_key(

@@ -378,9 +378,9 @@ async def test_a_missing_or_misnamed_column_fails_naming_it_in_store_and_cli(
     cases.append(('node_column = "nosuchcol"\nnode = "a"', "nosuchcol (node_column)"))
     for extra, named in cases:
         store = stores.open(backend.settings(extra))
-        for call in (store.check_version, store.fetch):
+        for call in (store.check_version, store.fetch, store.read):
             error = str(await store_error(call()))
-            if call == store.check_version:  # fetch alone fails too, never reads a literal
+            if call != store.fetch:  # fetch alone fails too, never reads a literal
                 assert (
                     f"table sockets in {backend.settings().sockets_mgm.db_url.display()} "
                     f"has no column {named}" in error
@@ -399,11 +399,14 @@ async def test_a_missing_or_misnamed_column_fails_naming_it_in_store_and_cli(
     error = str(await store_error(store.check_version()))
     assert "has no column tos (tos_column)" in error, error
     await store_error(store.fetch())
+    error = str(await store_error(store.read()))  # a reload after a read that worked
+    assert "has no column tos (tos_column)" in error, error
     assert "has no column tos (tos_column)" in backend.cli("rows").stderr
 
     backend.sql("ALTER TABLE sockets RENAME COLUMN id TO ident")
-    error = str(await store_error(store.check_version()))
-    assert "has no column id (OpenSIPS's primary key), tos (tos_column)" in error, error
+    for call in (store.check_version, store.read):
+        error = str(await store_error(call()))
+        assert "has no column id (OpenSIPS's primary key), tos (tos_column)" in error, error
 
 
 # -- the stores ---------------------------------------------------------------------
@@ -483,17 +486,19 @@ async def test_existing_opensips_table_works_unchanged(backend: Backend, stores:
 @pytest_twisted.ensureDeferred
 async def test_missing_version_row_says_how_to_fix(backend: Backend, stores: Stores) -> None:
     backend.init()
-    backend.sql("DELETE FROM version")
     store = stores.open(backend.settings())
+    assert await store.read() == []
+    backend.sql("DELETE FROM version")
 
-    error = await store_error(store.check_version())
-
-    assert str(error) == (
-        'sockets table version row missing: run "sipsock-db init" or INSERT INTO version '
-        "(table_name, table_version) VALUES ('sockets', 1)"
-    )
+    for call in (store.check_version, store.read):  # read: the same table as last time
+        error = await store_error(call())
+        assert str(error) == (
+            'sockets table version row missing: run "sipsock-db init" or INSERT INTO version '
+            "(table_name, table_version) VALUES ('sockets', 1)"
+        )
     assert backend.cli("init").returncode == 0  # the advice works
     await store.check_version()
+    assert await store.read() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -501,8 +506,9 @@ async def test_missing_version_table_says_how_to_fix(backend: Backend, stores: S
     if backend.name == "sqlite":  # a database file, without sipsock's tables
         backend.sql("CREATE TABLE unrelated (x)")
     store = stores.open(backend.settings())
-    error = await store_error(store.check_version())
-    assert "version table is missing" in str(error) and "sipsock-db init" in str(error)
+    for call in (store.check_version, store.read):
+        error = await store_error(call())
+        assert "version table is missing" in str(error) and "sipsock-db init" in str(error)
     error = await store_error(store.fetch())
     database = backend.settings().sockets_mgm.db_url.display()
     assert f"cannot read table sockets in {database}" in str(error)
@@ -848,13 +854,8 @@ async def test_server_down_at_start_then_up(
 
 
 async def reload_like_the_registry(store: ISocketStore) -> StoreError:
-    """Ask for the version check and the rows at once, as a reload does; the first error.
-
-    When the check fails, the reload gives up and leaves the fetch behind.
-    """
-    checking, fetching = store.check_version(), store.fetch()
-    fetching.addErrback(lambda _: None)
-    return await store_error(checking)
+    """Read the table as a reload does (`ISocketStore.read`); the error."""
+    return await store_error(store.read())
 
 
 @pytest_twisted.ensureDeferred
@@ -988,3 +989,62 @@ async def test_sqlite_rows_with_a_null_or_non_integer_id_are_rejected_one_by_one
         ("udp:10.0.0.4", "id '2.5': not an integer row id (a str)"),  # TEXT affinity
         ("udp:10.0.0.5", "id '1_0': not an integer row id (a str)"),
     ]
+
+
+# -- a reload's read ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_sees_every_change_between_reads(backend: Backend, stores: Stores) -> None:
+    backend.init()
+    p = backend.param
+    store = stores.open(backend.settings())
+    assert await store.read() == []
+    backend.sql(f"INSERT INTO sockets (id, socket) VALUES ({p}, {p})", 3, "udp:10.0.0.3")
+    assert await store.read() == [SocketRow(3, "udp:10.0.0.3")]
+    assert await store.read() == [SocketRow(3, "udp:10.0.0.3")]  # unchanged
+    backend.sql(f"UPDATE sockets SET tag = {p} WHERE id = 3", "t")
+    assert await store.read() == [SocketRow(3, "udp:10.0.0.3", tag="t")]
+    backend.sql("UPDATE version SET table_version = 2 WHERE table_name = 'sockets'")
+    assert "sockets table version is 2" in str(await store_error(store.read()))
+    backend.sql("UPDATE version SET table_version = 1 WHERE table_name = 'sockets'")
+    backend.sql("DELETE FROM sockets")
+    assert await store.read() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_read_of_an_unchanged_file_checks_the_version_row_only(
+    tmp_path: Path, stores: Stores
+) -> None:
+    """Issue 17/19: a reload of an unchanged table sent the column query and the row query
+    again (two calls to the pool thread); ``PRAGMA data_version`` says nothing changed."""
+    backend = _sqlite_backend(tmp_path)
+    backend.init()
+    backend.sql("INSERT INTO sockets (socket) VALUES ('udp:10.0.0.1')")
+    store = stores.open(backend.settings())
+    assert await store.read() == [SocketRow(1, "udp:10.0.0.1")]
+    sent: list[str] = []
+    pool: Any = store._pool  # type: ignore[attr-defined]
+    await pool.runWithConnection(lambda connection: connection.set_trace_callback(sent.append))
+
+    assert await store.read() == [SocketRow(1, "udp:10.0.0.1")]
+    assert [s for s in sent if "SELECT" in s] == [
+        'SELECT "version"."table_version" FROM "version" '
+        """WHERE "version"."table_name" = 'sockets'"""
+    ], sent
+    assert not [s for s in sent if "pragma_table_info" in s or '"sockets"' in s], sent
+
+    sent.clear()  # a change by another connection: the rows are read, and only they
+    backend.sql("UPDATE sockets SET tag = 'x' WHERE id = 1")
+    assert await store.read() == [SocketRow(1, "udp:10.0.0.1", tag="x")]
+    assert [s for s in sent if 'FROM "sockets"' in s], sent
+    assert not [s for s in sent if "pragma_table_info" in s], sent
+
+    # The file replaced by another one with other rows: read, not taken for the old one.
+    other = tmp_path / "other"
+    other.mkdir()
+    replacement = _sqlite_backend(other)
+    replacement.init()
+    replacement.sql("INSERT INTO sockets (socket) VALUES ('udp:10.0.0.2')")
+    os.replace(other / "state" / "sipsock.sqlite", tmp_path / "state" / "sipsock.sqlite")
+    assert await store.read() == [SocketRow(1, "udp:10.0.0.2")]

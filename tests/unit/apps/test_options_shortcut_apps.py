@@ -26,8 +26,10 @@ def test_responder_provides_the_options_shortcut_for_udp_sockets() -> None:
     assert reply.tail.endswith("Server: probe/1\r\nContent-Length: 0\r\n\r\n")
 
 
-def test_stream_sockets_never_take_the_shortcut() -> None:
-    assert Dispatcher(Responder()).options_reply(TCP) is None
+def test_stream_sockets_take_the_shortcut_too_with_their_own_contact() -> None:
+    reply = Dispatcher(Responder()).options_reply(TCP)
+    assert reply is not None
+    assert reply.tail.startswith("Contact: <sip:10.0.0.1:5060;transport=tcp>\r\n")
 
 
 def test_proxy_sees_every_options() -> None:
@@ -86,12 +88,11 @@ def test_the_dispatcher_answers_a_plain_options_with_the_general_paths_bytes() -
     assert b"branch=z9hG4bK-2;" in again
 
 
-def test_the_dispatcher_declines_other_requests_and_stream_sockets() -> None:
+def test_the_dispatcher_declines_other_requests() -> None:
     dispatcher = Dispatcher(Responder())
     invite = OPTIONS.replace(b"OPTIONS sip", b"INVITE sip").replace(b"1 OPTIONS", b"1 INVITE")
     assert dispatcher.answer_datagram(invite, PEER, UDP) is None
     assert dispatcher.answer_datagram(b"\r\n\r\n", PEER, UDP) is None
-    assert dispatcher.answer_datagram(OPTIONS, PEER, TCP) is None
     assert (
         Dispatcher(StatelessProxy.__new__(StatelessProxy)).answer_datagram(OPTIONS, PEER, UDP)
         is None

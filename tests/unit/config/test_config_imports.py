@@ -7,7 +7,13 @@ import subprocess
 import sys
 
 #: What ``sipsock.config`` may load: itself and the pure rules it checks values with.
-PURE_RULES = ("sipsock.config", "sipsock.sip", "sipsock.sockdef", "sipsock.addresses")
+PURE_RULES = (
+    "sipsock.config",
+    "sipsock.sip",
+    "sipsock.sockdef",
+    "sipsock.addresses",
+    "sipsock.scaling",
+)
 
 
 def loaded_after_import(module: str) -> list[str]:

@@ -199,3 +199,47 @@ def test_body_longer_than_content_length_is_read_as_the_next_message() -> None:
     first = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 2\r\n\r\nab"
     second = message(b"", "2")
     assert StreamFramer().feed(first + second) == [first, second]
+
+
+def test_a_read_of_exactly_one_message_comes_back_without_a_copy() -> None:
+    data = message(b"body")
+    framer = StreamFramer()
+    out = framer.feed(data)
+    assert out == [data] and out[0] is data
+    assert framer.pending == 0
+
+
+def test_the_rest_of_a_read_waits_for_the_next_one_whatever_was_pending() -> None:
+    framer = StreamFramer()
+    first, second = message(b"a", "1"), message(b"bb", "2")
+    assert framer.feed(first + second[:7]) == [first]
+    assert framer.pending == 7
+    assert framer.feed(second[7:] + first[:3]) == [second]
+    assert framer.feed(first[3:]) == [first]
+    assert framer.pending == 0
+
+
+@pytest.mark.parametrize(
+    ("start_line", "kind"),
+    [
+        (b"l: x SIP/2.0", FramingKind.BAD_CONTENT_LENGTH),
+        (b"Content-Length: 9 SIP/2.0\r\nContent-Length: 4", FramingKind.CONFLICTING_CONTENT_LENGTH),
+    ],
+)
+def test_a_start_line_shaped_like_a_content_length_is_read_as_one(
+    start_line: bytes, kind: FramingKind
+) -> None:
+    data = start_line + b"\r\nCall-ID: 1\r\n\r\nbody"
+    with pytest.raises(SipFramingError) as caught:
+        StreamFramer().feed(data)
+    assert caught.value.kind is kind
+
+
+def test_content_length_lines_are_found_whatever_their_spelling() -> None:
+    head = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\n"
+    for line in (b"content-LENGTH :  4 ", b"L:4", b"l:\t0004"):
+        data = head + line + b"\r\n\r\nbody"
+        assert StreamFramer().feed(data) == [data]
+    with pytest.raises(SipFramingError) as caught:
+        StreamFramer().feed(head + b"l: 4\r\nContent-Length: 5\r\n\r\nbody!")
+    assert caught.value.kind is FramingKind.CONFLICTING_CONTENT_LENGTH

@@ -37,3 +37,30 @@ def test_the_rules_need_no_reactor() -> None:
     from sipsock.transport import backpressure
 
     assert not {name for name in runtime_imports(backpressure) if name.startswith("twisted")}
+
+
+def test_a_plain_tcp_connection_reads_its_descriptor_directly() -> None:
+    import socket
+
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.tcp import Connection
+
+    from sipsock.transport.backpressure import descriptor_output
+    from sipsock.transport.stream_connection import StreamConnection
+    from tests.unit.transport.streamkit import make_listener
+
+    ours, theirs = socket.socketpair()
+    try:
+        tcp = Connection(ours, Protocol(), reactor)
+        tcp.dataBuffer, tcp.offset, tcp._tempDataLen = b"x" * 100, 40, 7
+        assert descriptor_output(tcp) == pending_output(tcp) == (67, 60)
+        listener, _, _ = make_listener()
+        connection = StreamConnection(listener, tcp, ("192.0.2.1", 5060))
+        assert connection._descriptor is tcp
+        listener.limits = listener.limits.__class__(max_pending_send=60)
+        connection.check_pending_output()
+        assert listener.counters.limit_send_buffer == 1
+    finally:
+        ours.close()
+        theirs.close()

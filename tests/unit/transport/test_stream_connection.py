@@ -3,6 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
 from sipsock.config import LimitSettings
 from tests.unit.transport.streamkit import (
     BARE_MESSAGE,
@@ -158,3 +166,129 @@ def test_peer_that_does_not_read_is_aborted_past_the_pending_send_limit() -> Non
     assert listener.counters.limit_send_buffer == 1
     connection.reply(reply)  # dropped: the connection is closed
     assert listener.counters.drops == 1
+
+
+def test_traffic_stamps_the_time_instead_of_rescheduling_the_idle_timer() -> None:
+    listener, _, reactor = make_listener(idle_timeout=10, limits=LimitSettings(header_timeout=3600))
+    protocol, transport = accept(listener)
+    connection = next(iter(listener.connections.values()))
+
+    def idle_timers() -> list[tuple[object, float]]:
+        return [
+            (call, call.getTime())
+            for call in reactor.getDelayedCalls()
+            if call.func.__name__ == "_idle_timeout"  # type: ignore[attr-defined]
+        ]
+
+    timers = idle_timers()
+    reactor.advance(4)
+    for _ in range(3):
+        protocol.dataReceived(BARE_MESSAGE)
+        connection.reply(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+    # Three messages each way moved no timer: the idle one is the one armed at
+    # the accept, due at 10 s, and re-arms itself then for the time left.
+    assert idle_timers() == timers == [(timers[0][0], 10.0)]
+    reactor.advance(6)
+    assert not transport.disconnecting
+    reactor.advance(3.9)
+    assert not transport.disconnecting
+    reactor.advance(0.1)
+    assert transport.disconnecting
+
+
+def test_the_origin_is_built_once_per_connection_and_again_after_an_update() -> None:
+    listener, sink, _ = make_listener()
+    protocol, _ = accept(listener)
+    protocol.dataReceived(BARE_MESSAGE + BARE_MESSAGE)
+    first, second = (origin for _, origin in sink.messages)
+    assert first is second
+    listener.update(dataclasses.replace(listener.sdef, tag="other"))
+    protocol.dataReceived(BARE_MESSAGE)
+    third = sink.messages[2][1]
+    assert third is not first
+    assert (first.sdef.tag, third.sdef.tag) == ("core", "other")
+    assert (third.peer, third.connection_id) == (first.peer, first.connection_id)
+
+
+# -- writes on a plain TCP connection ------------------------------------------------------
+
+
+class _Writes:
+    """Records each call a plain TCP transport makes to send (socket or transport queue)."""
+
+    def __init__(self, tcp: Any) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+        send, write = tcp.writeSomeData, tcp.write
+
+        def send_now(data: bytes) -> Any:
+            self.calls.append(("socket", bytes(data)))
+            return send(data)
+
+        def queue(data: bytes) -> None:
+            self.calls.append(("queue", bytes(data)))
+            write(data)
+
+        tcp.writeSomeData, tcp.write = send_now, queue
+
+
+class _Answering(AnsweringSink):
+    """Answers every message with the same bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def message_received(self, data: bytes, origin: Any) -> None:
+        super().message_received(data, origin)
+        origin.reply(self.answer)
+
+
+def _tcp_pair() -> tuple[Any, socket.socket, Any]:
+    from twisted.internet import reactor
+    from twisted.internet.tcp import Server
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    listener, sink, _ = make_listener(limits=LimitSettings(header_timeout=3600))
+    protocol = listener.build_protocol()
+    tcp = Server(ours, protocol, ("192.0.2.9", 40000), None, 1, reactor)  # type: ignore[arg-type]
+    tcp.getPeer = lambda: IPv4Address("TCP", "192.0.2.9", 40000)  # type: ignore[method-assign]
+    protocol.makeConnection(tcp)
+    return protocol, theirs, (listener, sink, tcp)
+
+
+def test_the_answers_to_one_read_leave_in_one_piece_straight_to_the_socket() -> None:
+    protocol, theirs, (listener, _, tcp) = _tcp_pair()
+    try:
+        writes = _Writes(tcp)
+        answer = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"
+        listener.sink = _Answering(answer)
+        protocol.dataReceived(BARE_MESSAGE + b"\r\n\r\n" + BARE_MESSAGE)
+        assert writes.calls == [("socket", answer + b"\r\n" + answer)]
+        assert theirs.recv(4096) == answer + b"\r\n" + answer
+        # An answer given later (not while a read is delivered) leaves at once too.
+        next(iter(listener.connections.values())).reply(answer)
+        assert writes.calls[1:] == [("socket", answer)]
+        assert listener.counters.sent == 3
+    finally:
+        tcp.connectionLost(Failure(ConnectionDone()))
+        theirs.close()
+
+
+def test_output_the_kernel_does_not_take_is_queued_behind_and_counts_for_the_limit() -> None:
+    _, theirs, (listener, _, tcp) = _tcp_pair()
+    try:
+        listener.limits = LimitSettings(max_pending_send=1 << 20, header_timeout=3600)
+        writes = _Writes(tcp)
+        connection = next(iter(listener.connections.values()))
+        big = b"x" * (4 << 20)
+        connection.write(big)
+        (kind, offered), (queued_kind, rest) = writes.calls
+        assert (kind, queued_kind, offered) == ("socket", "queue", big)
+        assert 0 < len(rest) < len(big) and big.endswith(rest)
+        # The peer reads nothing: more than twice the limit is left: cut.
+        assert listener.counters.limit_send_buffer == 1
+        assert not connection.open
+    finally:
+        tcp.connectionLost(Failure(ConnectionDone()))
+        theirs.close()

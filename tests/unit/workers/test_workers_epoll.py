@@ -219,3 +219,25 @@ def _sleeping(tid: int) -> bool:
 def test_one_datagram_wakes_one_exclusive_waiter_but_every_plain_one() -> None:
     assert wakeups(select.EPOLLIN) == WAITERS
     assert wakeups(select.EPOLLIN | EXCLUSIVE) == 1
+
+
+def test_time_waiting_in_epoll_is_counted_as_idle(reactor: ExclusiveEPollReactor) -> None:
+    """The auto-scaler's load: the time a worker is not waiting here is its busy time."""
+    assert reactor.idleSeconds == 0.0
+    reactor.doPoll(0.05)  # nothing registered: waits the whole timeout
+    waited = reactor.idleSeconds
+    assert 0.04 <= waited < 5.0
+    reader = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    writer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        reader.bind(("127.0.0.1", 0))
+        reader.setblocking(False)
+        writer.sendto(b"x", reader.getsockname())
+        protocol = DatagramProtocol()
+        port = reactor.adoptDatagramPort(reader.fileno(), socket.AF_INET, protocol)
+        reactor.doPoll(5.0)  # ready at once: no time idle to speak of
+        assert reactor.idleSeconds - waited < 1.0
+        port.stopListening()
+    finally:
+        reader.close()
+        writer.close()
