@@ -45,6 +45,7 @@ from sipsock.apps.dispatch import error_phrase
 from sipsock.apps.interface import ISipApplication, MessageContext
 from sipsock.apps.proxyrules import (
     Destination,
+    OwnRoutes,
     ProxyRoute,
     UriError,
     describe_ref,
@@ -53,6 +54,7 @@ from sipsock.apps.proxyrules import (
     forward_copy,
     is_loop,
     is_own_via,
+    max_forwards_of,
     next_max_forwards,
     own_routes,
     parse_routes,
@@ -63,12 +65,20 @@ from sipsock.apps.proxyrules import (
     request_uri_host,
     scan_headers,
     socket_ref,
+    split_top_via,
     via_marker,
     wants_record_route,
 )
 from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
 from sipsock.seams import Listener
-from sipsock.sip import Request, Response, SipParseError, make_response, route_response
+from sipsock.sip import (
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    parse_via,
+    route_response,
+)
 from sipsock.sip.extensions import unsupported_options
 from sipsock.sip.memo import Memo
 from sipsock.sip.routing import CONNECT_BACK_IMPOSSIBLE, RELIABLE_TRANSPORTS
@@ -89,6 +99,8 @@ LOG_PERIOD: Final = 10.0
 LOG_KEYS: Final = 256
 #: Characters of a problem kept as its throttling key.
 LOG_KEY_TEXT: Final = 200
+#: Pairs of sockets whose Record-Route values are remembered, at most.
+RECORD_ROUTE_PAIRS: Final = 64
 #: Transports whose server certificate is checked against the host name.
 _VERIFIED_BY_NAME: Final = frozenset({"tls", "wss"})
 
@@ -182,6 +194,9 @@ class StatelessProxy:
         self.resolver: IResolve = resolver or ThreadResolver(reactor)
         self.counters = ProxyCounters()
         self._throttle = _LogThrottle(reactor)
+        #: Whether a route matches on the Request-URI host (else it is not read).
+        self._match_host = any(route.uri_host is not None for route in self.routes)
+        self._record_routes: dict[tuple[Any, ...], list[str]] = {}
 
     # --- ISipApplication ------------------------------------------------------------
 
@@ -206,38 +221,42 @@ class StatelessProxy:
 
     def plan(self, request: Request, context: MessageContext) -> _Hop:
         """Decide where ``request`` goes and build the copy; `RejectedError` says why not."""
-        max_forwards = next_max_forwards(request.max_forwards)
+        scan = scan_headers(request)
+        max_forwards = next_max_forwards(max_forwards_of(scan))
         if max_forwards is None:
             raise RejectedError(483)
-        scan = scan_headers(request)
         if is_loop(request, self.secret, scan):
             raise RejectedError(482)
-        try:
-            unsupported = unsupported_options(request.get_all("proxy-require"), ())
-        except SipParseError as error:
-            raise RejectedError(400, error.reason) from None
-        if unsupported:  # RFC 3261 16.3 item 6: this proxy supports no extension
-            raise RejectedError(420, headers=[("Unsupported", ", ".join(unsupported))])
+        if scan.proxy_require:
+            try:
+                unsupported = unsupported_options(scan.proxy_require, ())
+            except SipParseError as error:
+                raise RejectedError(400, error.reason) from None
+            if unsupported:  # RFC 3261 16.3 item 6: this proxy supports no extension
+                raise RejectedError(420, headers=[("Unsupported", ", ".join(unsupported))])
         receiving = context.socket
         routes = scan.routes
-        own = own_routes(routes, receiving, lambda ref: _definition(context.find_socket(ref)))
+        own = (
+            own_routes(routes, receiving, lambda ref: _definition(context.find_socket(ref)))
+            if routes
+            else _NO_OWN_ROUTES
+        )
         explicit: str | int | None = None
         try:
             if len(routes) > own.count:
                 # Loose routing: the next Route entry is the next hop.
-                destination = destination_of(parse_uri(routes[own.count]))
+                destination = destination_for(routes[own.count])
                 explicit = own.ref
             elif own.count:
                 # In a dialog this proxy record-routed: to the Request-URI.
-                destination = destination_of(parse_uri(request.uri))
+                destination = destination_for(request.uri)
                 explicit = own.ref
             else:
-                route = find_route(
-                    self.routes, receiving.tag, request_uri_host(request.uri), request.method
-                )
+                uri_host = request_uri_host(request.uri) if self._match_host else None
+                route = find_route(self.routes, receiving.tag, uri_host, request.method)
                 if route is None:
                     raise RejectedError(404, "no route")
-                destination = route.destination or destination_of(parse_uri(request.uri))
+                destination = route.destination or destination_for(request.uri)
                 explicit = route.out_tag
         except UriError as error:
             raise RejectedError(400, error.reason) from None
@@ -246,18 +265,30 @@ class StatelessProxy:
         peer_port = context.peer[1] if receiving.is_stream else None
         via = proxy_via(out.sdef, proxy_branch(request, self.secret, scan), inbound, peer_port)
         record_route: list[str] = []
-        if self.record_route and wants_record_route(request):
-            record_route = record_route_values(
-                receiving, inbound, out.sdef, socket_ref(out.sdef, out.slot)
-            )
+        if self.record_route and wants_record_route(request, scan):
+            record_route = self._record_route(receiving, inbound, out)
         copy = forward_copy(
             request,
             via=via,
             record_route=record_route,
             max_forwards=max_forwards,
             drop_routes=own.count,
+            keys=scan.keys,
         )
         return _Hop(copy, out, destination, transport)
+
+    def _record_route(self, receiving: SocketDef, inbound: str | None, out: Listener) -> list[str]:
+        """`record_route_values` for these sockets (remembered: a few pairs of sockets)."""
+        key = (receiving, inbound, out.sdef, out.slot)
+        values = self._record_routes.get(key)
+        if values is None:
+            values = record_route_values(
+                receiving, inbound, out.sdef, socket_ref(out.sdef, out.slot)
+            )
+            if len(self._record_routes) >= RECORD_ROUTE_PAIRS:
+                self._record_routes.clear()
+            self._record_routes[key] = values
+        return list(values)
 
     def _outgoing(
         self,
@@ -359,8 +390,8 @@ class StatelessProxy:
 
     def forward_response(self, response: Response, context: MessageContext) -> None:
         """Remove the proxy's Via and send the response on towards the next one."""
-        via = response.top_via
-        if not is_own_via(via, context.socket):
+        split = split_top_via(response)
+        if not is_own_via(split.top, context.socket):
             self.counters.dropped_responses += 1
             self.log.debug(
                 "socket {socket}: response {code} from {peer} dropped: "
@@ -368,16 +399,16 @@ class StatelessProxy:
                 socket=context.socket.socket_text,
                 code=response.code,
                 peer=context.peer,
-                via=str(via),
+                via=str(split.top),
             )
             return
-        marker = via_marker(via)
-        copy = Response(
-            response.code, response.reason, response.headers, response.body, response.version
-        )
-        copy.remove_first("via")
+        marker = via_marker(split.top)
+        copy = split.copy
+        if split.next_via is None:
+            self._drop_response(context, response, "no Via left after the proxy's own")
+            return
         try:
-            next_via = copy.top_via
+            next_via = parse_via(split.next_via)
         except SipParseError:
             self._drop_response(context, response, "no Via left after the proxy's own")
             return
@@ -480,6 +511,9 @@ class StatelessProxy:
         self.log.warn(format, **fields)
 
 
+_NO_OWN_ROUTES: Final = OwnRoutes()
+
+
 def _definition(listener: Listener | None) -> SocketDef | None:
     return listener.sdef if listener is not None else None
 
@@ -499,6 +533,28 @@ def normal_address(host: str) -> str | None:
         return known
     address = normal_ip(host, zone="keep")
     return _addresses.remember(host, address, len(host) + len(address or ""))
+
+
+#: URIs (Request-URIs, Route entries) to their destination or why they have none.
+_destinations: Memo[str, Destination | UriError] = Memo(max_bytes=512 * 1024, max_item=512)
+
+
+def destination_for(uri: str) -> Destination:
+    """`destination_of` the URI text ``uri``; `UriError` when it names none.
+
+    Memoised (bounded): the in-dialog requests of every call to one callee
+    carry its same Contact, and the same Route entries.
+    """
+    known = _destinations.get(uri)
+    if known is None:
+        try:
+            known = destination_of(parse_uri(uri))
+        except UriError as error:
+            known = error
+        _destinations.remember(uri, known, 3 * len(uri))
+    if isinstance(known, UriError):
+        raise UriError(known.reason)
+    return known
 
 
 def _root_cause(reason: str) -> str:

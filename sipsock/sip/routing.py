@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sipsock.addresses import is_ip, parse_ip
+from sipsock.sip.memo import Memo
 from sipsock.sip.message import Response
 from sipsock.sip.via import Via
 
@@ -43,8 +44,15 @@ class ResponseRoute:
     drop: bool = False
 
 
+#: Hosts of Vias seen to whether they are addresses (responses of one peer repeat them).
+_ADDRESSES: Memo[str, bool] = Memo(max_bytes=256 * 1024, max_item=256)
+
+
 def _is_address(host: str) -> bool:
-    return is_ip(host, zone="keep")
+    known = _ADDRESSES.get(host)
+    if known is None:
+        known = _ADDRESSES.remember(host, is_ip(host, zone="keep"), len(host))
+    return known
 
 
 def _is_multicast(host: str) -> bool:

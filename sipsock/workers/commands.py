@@ -14,7 +14,9 @@ alone.
 
 Worker to control process: `SendThroughSocket`, for a message the worker's
 application sends through a socket the worker does not hold (TCP, TLS, WS,
-WSS, or a UDP socket of another pool).
+WSS, or a UDP socket of another pool), and `SendManyThroughSockets`, the
+same for every such message of a reactor turn in one round trip
+(`encode_relays`; the worker's `sipsock.workers.relaybatch`).
 
 A pool-local integer ``key`` names each adopted socket on the wire; a
 daemon-wide socket is named by its ``socket_text`` (``proto:host:port``).
@@ -25,6 +27,7 @@ The encoders and decoders here are pure; a value that does not decode raises
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
@@ -254,6 +257,73 @@ class SendThroughSocket(amp.Command):
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
+class SendManyThroughSockets(amp.Command):
+    """`SendThroughSocket` for many messages in one round trip.
+
+    ``messages`` is `encode_relays` bytes; each message is sent on its own
+    (in order), and the answer comes once every send is done: ``failed``
+    (`encode_failures`) gives the index of each message that could not be
+    sent, with the reason. A garbled ``messages`` fails the whole command.
+    """
+
+    arguments = [(b"messages", LargeBytes())]
+    response = [(b"failed", LargeBytes())]
+    errors = {WorkerError: b"WORKER_ERROR"}
+
+
+#: One message of `encode_relays`: lengths of socket name, host and data, and the port.
+_RELAY_HEAD: Final = struct.Struct("!HHIH")
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """One message of a `SendManyThroughSockets` batch."""
+
+    socket: str
+    host: str
+    port: int
+    data: bytes
+
+
+def encode_relays(messages: Iterable[Relayed]) -> bytes:
+    """The ``messages`` of `SendManyThroughSockets`: per message a fixed head, then
+    the socket name, the host (UTF-8) and the data, without separators."""
+    parts: list[bytes] = []
+    pack = _RELAY_HEAD.pack
+    for message in messages:
+        name = message.socket.encode("utf-8")
+        host = message.host.encode("utf-8")
+        parts += (pack(len(name), len(host), len(message.data), message.port), name, host)
+        parts.append(message.data)
+    return b"".join(parts)
+
+
+def decode_relays(data: bytes) -> list[Relayed]:
+    """The messages of `encode_relays`; `WorkerError` when the bytes do not add up."""
+    messages: list[Relayed] = []
+    view = memoryview(data)
+    offset, end, head = 0, len(data), _RELAY_HEAD.size
+    unpack = _RELAY_HEAD.unpack_from
+    while offset < end:
+        if end - offset < head:
+            raise WorkerError(f"SendManyThroughSockets: message {len(messages)} is cut short")
+        name_size, host_size, size, port = unpack(data, offset)
+        offset += head
+        stop = offset + name_size + host_size + size
+        if stop > end:
+            raise WorkerError(f"SendManyThroughSockets: message {len(messages)} is cut short")
+        try:
+            name = str(view[offset : offset + name_size], "utf-8")
+            host = str(view[offset + name_size : offset + name_size + host_size], "utf-8")
+        except UnicodeDecodeError:
+            raise WorkerError(
+                f"SendManyThroughSockets: message {len(messages)} has a name that is not UTF-8"
+            ) from None
+        messages.append(Relayed(name, host, port, data[stop - size : stop]))
+        offset = stop
+    return messages
+
+
 # --- batches ---------------------------------------------------------------------------
 
 #: Sockets in one batch command: the worker answers each batch as soon as it
@@ -356,11 +426,15 @@ def decode_entries(data: bytes) -> list[tuple[str, int | None, bool, SocketDef]]
 
 def encode_failures(failures: Mapping[int, str]) -> bytes:
     """The ``failed`` answer of a batch: ``[[key, reason], ...]``."""
+    if not failures:
+        return b"[]"
     return json.dumps([[key, reason] for key, reason in failures.items()]).encode("utf-8")
 
 
 def decode_failures(data: bytes) -> dict[int, str]:
     """The refused keys of a batch answer and why; `WorkerError` when garbled."""
+    if data == b"[]":
+        return {}
     failures: dict[int, str] = {}
     for item in _decode_list(data, "batch answer"):
         if not isinstance(item, list) or len(item) != 2 or not _is_int(item[0]):

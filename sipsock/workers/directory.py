@@ -27,6 +27,9 @@ from sipsock.seams import Listener, SocketCounters
 from sipsock.sockdef import SocketDef
 from sipsock.socketindex import Match, first_in_order, has_tag, in_order, in_slot, of_proto
 
+#: Look-up answers a `WorkerDirectory` remembers between two changes, at most.
+FOUND_MAX = 256
+
 #: How a worker sends through a socket it does not hold: (socket name, data, peer).
 Relay = Callable[[str, bytes, tuple[str, int]], "Deferred[None]"]
 
@@ -225,17 +228,22 @@ class WorkerDirectory:
         self._dynamic: dict[str, BookEntry] = {}
         self._local: dict[str, Listener] = {}
         self._relayed: dict[str, SocketCounters] = {}
+        #: Answers of the look-ups since the last change (a proxy asks the same
+        #: few on every message); emptied by every change.
+        self._found: dict[tuple[str, str | int], Listener | None] = {}
 
     # --- changes ---------------------------------------------------------------
 
     def announce(self, entry: BookEntry) -> None:
         """Learn (or refresh) a socket of the daemon."""
+        self._found.clear()
         other = self._dynamic if entry.static else self._static
         other.pop(entry.name, None)
         (self._static if entry.static else self._dynamic)[entry.name] = entry
 
     def withdraw(self, name: str) -> None:
         """Forget a socket of the daemon."""
+        self._found.clear()
         self._static.pop(name, None)
         self._dynamic.pop(name, None)
         self._relayed.pop(name, None)
@@ -247,6 +255,7 @@ class WorkerDirectory:
         the order opened); holding it again (an update) keeps its place.
         """
         name = listener.sdef.socket_text
+        self._found.clear()
         self._local[name] = listener
         if name not in self._static and name not in self._dynamic:
             self.announce(BookEntry(listener.sdef, listener.slot, static))
@@ -254,6 +263,7 @@ class WorkerDirectory:
     def let_go(self, listener: Listener) -> None:
         """This worker no longer reads ``listener``: forgotten."""
         name = listener.sdef.socket_text
+        self._found.clear()
         if self._local.get(name) is listener:
             del self._local[name]
             self.withdraw(name)
@@ -262,15 +272,32 @@ class WorkerDirectory:
 
     def by_tag(self, tag: str) -> Listener | None:
         """The first socket with this tag, in the control process's order."""
-        return self._first(has_tag(tag))
+        key = ("tag", tag)
+        if key in self._found:
+            return self._found[key]
+        return self._remember(key, self._first(has_tag(tag)))
 
     def by_slot(self, slot: int) -> Listener | None:
         """The dynamic socket in this slot."""
-        return self._first(in_slot(slot))
+        key = ("slot", slot)
+        if key in self._found:
+            return self._found[key]
+        return self._remember(key, self._first(in_slot(slot)))
 
     def first(self, proto: str) -> Listener | None:
         """The first socket of this protocol, in the control process's order."""
-        return self._first(of_proto(proto))
+        key = ("proto", proto)
+        if key in self._found:
+            return self._found[key]
+        return self._remember(key, self._first(of_proto(proto)))
+
+    def _remember(self, key: tuple[str, str | int], found: Listener | None) -> Listener | None:
+        # Keys come from the application (a tag or slot a peer's message
+        # named): bounded like every memo of what peers send.
+        if len(self._found) >= FOUND_MAX:
+            self._found.clear()
+        self._found[key] = found
+        return found
 
     def names(self) -> list[str]:
         """Every socket name known here, in look-up order."""

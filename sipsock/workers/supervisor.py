@@ -33,8 +33,15 @@ from sipsock.deferreds import settle
 from sipsock.incidents import Incidents
 from sipsock.logs import parse_worker_line
 from sipsock.transport.base import Closing
-from sipsock.workers.commands import SendThroughSocket, Shutdown, Start, encode_spec
+from sipsock.workers.commands import (
+    SendManyThroughSockets,
+    SendThroughSocket,
+    Shutdown,
+    Start,
+    encode_spec,
+)
 from sipsock.workers.deadline import WorkerTimeoutError, within
+from sipsock.workers.relaybatch import send_relays
 from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
 
 #: Longest line of worker output kept before it is cut (a worker's log line is one
@@ -79,6 +86,11 @@ class ControlProtocol(amp.AMP):
     @SendThroughSocket.responder
     def send_through_socket(self, socket: str, host: str, port: int, data: bytes) -> Deferred[Any]:
         return self.process.supervisor.side.send_for_worker(socket, data, (host, port))
+
+    @SendManyThroughSockets.responder
+    def send_many_through_sockets(self, messages: bytes) -> Deferred[dict[str, Any]]:
+        sending = send_relays(self.process.supervisor.side.send_for_worker, messages)
+        return sending.addCallback(lambda failed: {"failed": failed})
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)  # type: ignore[no-untyped-call]

@@ -55,7 +55,7 @@ from sipsock.workers.commands import (
     Busy,
     ReleaseSockets,
     SendDatagram,
-    SendThroughSocket,
+    SendManyThroughSockets,
     Shutdown,
     SocketStats,
     Start,
@@ -74,6 +74,7 @@ from sipsock.workers.connection_directory import ConnectionChange
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.epoll import make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
+from sipsock.workers.relaybatch import RelayBatcher
 from sipsock.workers.reported import StatsReporter
 from sipsock.workers.stream_commands import (
     AbortTLS,
@@ -278,6 +279,8 @@ class WorkerProtocol(amp.AMP):
         self.shutting_down = False
         #: The process's exit status once the reactor stops.
         self.exit_status = 0
+        #: Sends through the control process's sockets, one batch per reactor turn.
+        self.relays = RelayBatcher(self._send_batch, reactor)
 
     @Start.responder
     def start(self, spec: bytes) -> dict[str, Any]:
@@ -429,11 +432,15 @@ class WorkerProtocol(amp.AMP):
         return {}
 
     def relay(self, name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        """Send through a socket of the control process (`SendThroughSocket`)."""
-        sent: Deferred[Any] = self.callRemote(  # type: ignore[no-untyped-call]
-            SendThroughSocket, socket=name, host=peer[0], port=peer[1], data=data
+        """Send through a socket of the control process, with the turn's batch (`RelayBatcher`)."""
+        return self.relays.relay(name, data, peer)
+
+    def _send_batch(self, messages: bytes) -> Deferred[bytes]:
+        """One `SendManyThroughSockets`; fires with its ``failed`` answer."""
+        sent: Deferred[dict[str, Any]] = self.callRemote(  # type: ignore[no-untyped-call]
+            SendManyThroughSockets, messages=messages
         )
-        return sent.addCallback(lambda _: None)
+        return sent.addCallback(lambda answer: answer["failed"])
 
     def _exit(self) -> Deferred[None]:
         """Release every socket, then stop the reactor; fires when done."""

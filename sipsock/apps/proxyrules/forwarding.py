@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
-from sipsock.sip import MAGIC_COOKIE, Request, stateless_branch
-from sipsock.sip.grammar import canonical_name, split_values
+from sipsock.sip import MAGIC_COOKIE, Request, Response, SipParseError, Via, parse_via
+from sipsock.sip.checks import parse_cseq
+from sipsock.sip.grammar import canonical_name, parse_number, split_values
+from sipsock.sip.memo import Memo
 
 #: Max-Forwards put into a request that has none (RFC 3261 16.6 step 3).
 DEFAULT_MAX_FORWARDS: Final = 70
@@ -27,6 +29,8 @@ DIALOG_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _match_own_branch = re.compile(rf"{MAGIC_COOKIE}[0-9a-f]{{24}}\.([0-9a-f]{{10}})").fullmatch
 _find_branch = re.compile(r"(?i);\s*branch\s*=\s*([^;,\s]+)").findall
 _find_tag = re.compile(r"(?i);\s*tag\s*=\s*([^;\s]+)").search
+#: The tag rule of `sipsock.sip.stateless_branch` (which reads it with ``re.I``).
+_find_stateless_tag = re.compile(r";\s*tag\s*=\s*([^;\s]+)", re.I).search
 _LOOP_HEADERS: Final = frozenset({"proxy-require", "proxy-authorization"})
 
 
@@ -45,12 +49,31 @@ class HeaderScan:
 
     ``vias`` are the Via field values as they are (one may hold several
     comma-separated values), ``routes`` every Route value (split), and
-    ``loop_fields`` the Proxy-Require and Proxy-Authorization fields.
+    ``loop_fields`` the Proxy-Require and Proxy-Authorization fields;
+    ``keys`` the canonical name of every field, in order. ``first`` holds
+    the first value of each field `forward_copy` and the branch need (From,
+    To, Call-ID, CSeq, Max-Forwards), ``proxy_require`` every Proxy-Require
+    option tag (split).
     """
 
     vias: list[str]
     routes: list[str]
     loop_fields: list[str]
+    keys: list[str] = field(default_factory=list)
+    first: dict[str, str] = field(default_factory=dict)
+    proxy_require: list[str] = field(default_factory=list)
+
+    @property
+    def top_via(self) -> str | None:
+        """The first Via value (text), None without a Via."""
+        if not self.vias:
+            return None
+        value = self.vias[0]
+        return split_values(value)[0] if "," in value else value
+
+
+#: Fields whose first value `scan_headers` keeps in ``HeaderScan.first``.
+_FIRST_OF: Final = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
 
 
 def scan_headers(request: Request) -> HeaderScan:
@@ -58,15 +81,48 @@ def scan_headers(request: Request) -> HeaderScan:
     vias: list[str] = []
     routes: list[str] = []
     loop_fields: list[str] = []
+    keys: list[str] = []
+    first: dict[str, str] = {}
+    proxy_require: list[str] = []
     for name, value in request.headers:
         key = canonical_name(name)
+        keys.append(key)
         if key == "via":
             vias.append(value)
+        elif key in _FIRST_OF:
+            if key not in first:
+                first[key] = value
         elif key == "route":
-            routes += split_values(value)
+            routes += route_values(value)
         elif key in _LOOP_HEADERS:
             loop_fields.append(f"{key}:{value}")
-    return HeaderScan(vias, routes, loop_fields)
+            if key == "proxy-require":
+                proxy_require += split_values(value)
+    return HeaderScan(vias, routes, loop_fields, keys, first, proxy_require)
+
+
+#: Route field values to their entries: the in-dialog requests of every call
+#: through this proxy carry the same few Route fields (bounded like every memo).
+_ROUTE_VALUES: Memo[str, tuple[str, ...]] = Memo(max_bytes=512 * 1024, max_item=1024)
+
+
+def route_values(value: str) -> tuple[str, ...]:
+    """The entries of one Route field value (`split_values`, remembered)."""
+    known = _ROUTE_VALUES.get(value)
+    if known is None:
+        known = _ROUTE_VALUES.remember(value, tuple(split_values(value)), 2 * len(value))
+    return known
+
+
+def max_forwards_of(scan: HeaderScan) -> int | None:
+    """The request's Max-Forwards (None when absent); malformed raises `SipParseError`."""
+    value = scan.first.get("max-forwards")
+    if value is None:
+        return None
+    number = parse_number(value)
+    if number is None:
+        raise SipParseError(f"malformed Max-Forwards {value!r}", status=400)
+    return number
 
 
 def loop_key(request: Request, secret: str, scan: HeaderScan | None = None) -> str:
@@ -79,18 +135,66 @@ def loop_key(request: Request, secret: str, scan: HeaderScan | None = None) -> s
     received, Proxy-Require and Proxy-Authorization.
     """
     scan = scan or scan_headers(request)
-    from_tag = _find_tag(request.get("from") or "")
+    first = scan.first
+    from_tag = _find_tag(first.get("from") or "")
     parts = [
         request.uri,
         from_tag.group(1) if from_tag else "",
-        request.get("call-id") or "",
-        str(request.cseq[0]),
+        first.get("call-id") or "",
+        str(parse_cseq(first.get("cseq"))[0]),
         "\x1f".join(scan.routes),
         "\x1f".join(scan.loop_fields),
     ]
     data = "\x00".join(parts).encode("utf-8", "surrogateescape")
-    key = secret.encode("utf-8", "surrogateescape")[:64]
-    return hashlib.blake2b(data, digest_size=5, key=key).hexdigest()
+    return hashlib.blake2b(data, digest_size=5, key=_key_of(secret)).hexdigest()
+
+
+#: Secrets to their hashing key (a proxy has one; bounded all the same).
+_KEYS: Memo[str, bytes] = Memo(max_entries=16, max_item=256)
+
+
+def _key_of(secret: str) -> bytes:
+    key = _KEYS.get(secret)
+    if key is None:
+        key = secret.encode("utf-8", "surrogateescape")[:64]
+        _KEYS.remember(secret, key, len(secret) + len(key))
+    return key
+
+
+def transaction_id(request: Request, secret: str, scan: HeaderScan | None = None) -> str:
+    """`sipsock.sip.stateless_branch` of ``request``, from its `HeaderScan`.
+
+    The same text (so every process, old or new, gives a request the same
+    branch), without looking the fields up again: the top Via's branch and
+    sent-by when the branch has the magic cookie, else the RFC 2543
+    transaction key.
+    """
+    scan = scan or scan_headers(request)
+    top = scan.top_via
+    if top is None:
+        raise SipParseError("no Via header", status=400)
+    via = parse_via(top)
+    branch = via.branch or ""
+    if branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
+        parts = [secret, branch, via.sent_by]
+    else:
+        first = scan.first
+        call_id = first.get("call-id")
+        if not call_id:
+            raise SipParseError("no Call-ID header", status=400)
+        to_tag = _find_stateless_tag(first.get("to") or "")
+        from_tag = _find_stateless_tag(first.get("from") or "")
+        parts = [
+            secret,
+            request.uri,
+            to_tag.group(1) if to_tag else "",
+            from_tag.group(1) if from_tag else "",
+            call_id,
+            str(parse_cseq(first.get("cseq"))[0]),
+            str(via),
+        ]
+    key = "\x00".join(parts).encode("utf-8", "surrogateescape")
+    return MAGIC_COOKIE + hashlib.blake2b(key, digest_size=12).hexdigest()
 
 
 def proxy_branch(request: Request, secret: str, scan: HeaderScan | None = None) -> str:
@@ -99,7 +203,8 @@ def proxy_branch(request: Request, secret: str, scan: HeaderScan | None = None) 
     ``z9hG4bK`` + the stateless transaction id of `stateless_branch` + ``.``
     + `loop_key`, so a request that comes back unchanged is recognised.
     """
-    return f"{stateless_branch(request, secret)}.{loop_key(request, secret, scan)}"
+    scan = scan or scan_headers(request)
+    return f"{transaction_id(request, secret, scan)}.{loop_key(request, secret, scan)}"
 
 
 def is_own_branch(branch: str | None) -> bool:
@@ -130,6 +235,7 @@ def forward_copy(
     record_route: Sequence[str] = (),
     max_forwards: int,
     drop_routes: int = 0,
+    keys: Sequence[str] | None = None,
 ) -> Request:
     """The copy of ``request`` the proxy sends, built in one pass over the headers.
 
@@ -137,47 +243,109 @@ def forward_copy(
     first) on top of the Record-Route values; Max-Forwards becomes
     ``max_forwards`` (added when absent); the first ``drop_routes`` Route
     values are left out. Everything else is kept in order, body included.
+    ``keys`` are the canonical names of the request's fields when known
+    (`HeaderScan.keys`).
     """
     headers: list[tuple[str, str]] = []
+    names: list[str] = []
     via_done = not via
     record_done = not record_route
     max_forwards_done = False
     after_via = -1
     dropping = drop_routes
-    for name, value in request.headers:
-        key = canonical_name(name)
+    fields = request.headers
+    if keys is None or len(keys) != len(fields):
+        keys = [canonical_name(name) for name, _ in fields]
+    for (name, value), key in zip(fields, keys, strict=True):
         if key == "via" and not via_done:
             headers.append(("Via", via))
+            names.append("via")
             via_done = True
             after_via = len(headers)
         elif key == "record-route" and not record_done:
             headers += [("Record-Route", entry) for entry in record_route]
+            names += ["record-route"] * len(record_route)
             record_done = True
         elif key == "max-forwards":
             if not max_forwards_done:
                 headers.append((name, str(max_forwards)))
+                names.append(key)
                 max_forwards_done = True
             continue
         elif key == "route" and dropping:
-            values = split_values(value)
+            values = route_values(value)
             kept = values[dropping:]
             dropping = max(0, dropping - len(values))
             if kept:
                 headers.append((name, ", ".join(kept)))
+                names.append(key)
             continue
         headers.append((name, value))
+        names.append(key)
     if not via_done:
         headers.insert(0, ("Via", via))
+        names.insert(0, "via")
         after_via = 1
     if not record_done:
         headers[after_via:after_via] = [("Record-Route", entry) for entry in record_route]
+        names[after_via:after_via] = ["record-route"] * len(record_route)
     if not max_forwards_done:
         headers.append(("Max-Forwards", str(max_forwards)))
-    return Request(request.method, request.uri, headers, request.body, request.version)
+        names.append("max-forwards")
+    copy = Request(request.method, request.uri, headers, request.body, request.version)
+    # The names are known: the send's serialisation need not look them up again.
+    copy._remember_keys(names)
+    return copy
 
 
-def wants_record_route(request: Request) -> bool:
+@dataclass(frozen=True, slots=True)
+class SplitVia:
+    """A response's top Via, parsed, and the response without it (RFC 3261 16.7 item 3).
+
+    ``next_via`` is the Via value that is on top of ``copy`` (None: no Via left).
+    """
+
+    top: Via
+    copy: Response
+    next_via: str | None
+
+
+def split_top_via(response: Response) -> SplitVia:
+    """Take the top Via value off ``response``, in one pass over the headers.
+
+    Gives what ``response.top_via``, a copy with ``remove_first("via")`` and
+    that copy's ``top_via`` text would, without looking the fields up three
+    times. Raises `SipParseError` when there is no Via or the top one is
+    malformed.
+    """
+    headers: list[tuple[str, str]] = []
+    keys: list[str] = []
+    top: Via | None = None
+    next_via: str | None = None
+    for name, text in response.headers:
+        key = canonical_name(name)
+        value = text
+        if key == "via":
+            if top is None:
+                values = split_values(text)
+                top = parse_via(values[0] if "," in text else text)
+                if len(values) == 1:
+                    continue
+                value = ", ".join(values[1:])
+            if next_via is None:
+                next_via = split_values(value)[0] if "," in value else value
+        headers.append((name, value))
+        keys.append(key)
+    if top is None:
+        raise SipParseError("no Via header", status=400)
+    copy = Response(response.code, response.reason, headers, response.body, response.version)
+    copy._remember_keys(keys)
+    return SplitVia(top, copy, next_via)
+
+
+def wants_record_route(request: Request, scan: HeaderScan | None = None) -> bool:
     """Whether a request may create a dialog: a dialog method and no To tag."""
     if request.method not in DIALOG_METHODS:
         return False
-    return _find_tag(request.get("to") or "") is None
+    to = scan.first.get("to") if scan is not None else request.get("to")
+    return _find_tag(to or "") is None

@@ -19,6 +19,7 @@ from sipsock.addresses import same_ip, unbracket
 from sipsock.apps.proxyrules.forwarding import is_own_branch
 from sipsock.config.proxy import TAG_RE
 from sipsock.sip import Via, default_port
+from sipsock.sip.memo import Memo
 from sipsock.sip.uri import UriError, parse_uri
 from sipsock.sockdef import SocketDef
 
@@ -179,19 +180,37 @@ def own_routes(
     count = 0
     ref: str | int | None = None
     for value in routes[:2]:
-        try:
-            uri = parse_uri(value)
-        except UriError:
+        entry = _route_entry_of(value)
+        if entry is None:
             break
-        transport = (uri.param("transport") or ("tls" if uri.scheme == "sips" else "udp")).lower()
-        port = uri.port or default_port(transport)
-        entry_ref = parse_socket_ref(uri.param(ROUTE_PARAM))
+        host, port, entry_ref = entry
         named = lookup(entry_ref) if entry_ref is not None else None
-        if named is not None and is_socket_address(named, uri.host, port):
+        if named is not None and is_socket_address(named, host, port):
             ref = entry_ref
-        elif count == 0 and is_socket_address(receiving, uri.host, port):
+        elif count == 0 and is_socket_address(receiving, host, port):
             ref = None
         else:
             break
         count += 1
     return OwnRoutes(count, ref)
+
+
+#: A Route entry as `own_routes` reads it: host, port (defaulted), ``sipsock`` reference.
+RouteFacts = tuple[str, int, "str | int | None"]
+#: Route entries seen to their facts (None: not a SIP URI). Every in-dialog
+#: request of every call carries the same few entries of this proxy.
+_ROUTE_FACTS: Memo[str, RouteFacts | None] = Memo(max_bytes=512 * 1024, max_item=512)
+
+
+def _route_entry_of(value: str) -> RouteFacts | None:
+    if value in _ROUTE_FACTS:
+        return _ROUTE_FACTS[value]
+    try:
+        uri = parse_uri(value)
+    except UriError:
+        facts: RouteFacts | None = None
+    else:
+        transport = (uri.param("transport") or ("tls" if uri.scheme == "sips" else "udp")).lower()
+        port = uri.port or default_port(transport)
+        facts = (uri.host, port, parse_socket_ref(uri.param(ROUTE_PARAM)))
+    return _ROUTE_FACTS.remember(value, facts, 2 * len(value))

@@ -355,6 +355,23 @@ def test_a_malformed_route_is_answered_400() -> None:
     assert world.reply().code == 400
 
 
+def test_remembered_destinations_answer_as_the_first_time() -> None:
+    # Destinations are remembered by URI text: a bad one is refused every
+    # time, a good one sends to the same place every time.
+    world = World([])
+    for _ in range(2):
+        world.replies.clear()
+        world.receive(
+            in_dialog("BYE", ["<sip:192.0.2.10:5070;lr>", "<tel:+1>"], "sip:x@h"), world.a
+        )
+        assert world.reply().code == 400
+        assert "tel" in world.reply().reason
+    for _ in range(2):
+        routes = ["<sip:192.0.2.10:5070;lr;sipsock=s1>", "<sip:10.0.0.7:5090;lr>"]
+        world.receive(in_dialog("BYE", routes, "sip:alice@192.0.2.99"), world.a)
+        assert world.a.sent[-1][1] == ("10.0.0.7", 5090)
+
+
 # --- responses ----------------------------------------------------------------------------
 
 

@@ -233,3 +233,34 @@ def test_a_worker_picks_the_socket_the_control_process_picks_for_a_shared_tag() 
         assert control.sdef.socket_text == worker.sdef.socket_text
     assert registry.by_tag("edge").sdef.socket_text == "udp:127.0.0.1:5070"  # type: ignore[union-attr]
     assert directory.names() == ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5071"]
+
+
+def test_remembered_look_ups_follow_every_change() -> None:
+    directory = WorkerDirectory(lambda *_: defer.succeed(None))
+    held = FakeListener(parse_row(2, "udp:127.0.0.1:5070", tag="a"), 2)
+    directory.hold(held)
+    assert directory.by_tag("a") is held
+    assert directory.by_tag("a") is held  # remembered
+    assert directory.by_tag("b") is None
+    # A socket announced later with tag b: found now.
+    directory.announce(BookEntry(parse_row(3, "tcp:127.0.0.1:5071", tag="b"), 3, False))
+    remote = directory.by_tag("b")
+    assert isinstance(remote, RemoteSocket) and remote.slot == 3
+    assert directory.first("tcp") is not None
+    # The held socket's tag changes (an update holds it again): the old tag finds nothing.
+    held.sdef = parse_row(2, "udp:127.0.0.1:5070", tag="c")
+    directory.hold(held)
+    assert directory.by_tag("a") is None
+    assert directory.by_tag("c") is held
+    assert directory.by_slot(2) is held
+    directory.withdraw("tcp:127.0.0.1:5071")
+    assert directory.by_tag("b") is None and directory.first("tcp") is None
+    directory.let_go(held)
+    assert directory.by_slot(2) is None and directory.by_tag("c") is None
+
+
+def test_remembered_look_ups_are_bounded() -> None:
+    directory = WorkerDirectory(lambda *_: defer.succeed(None))
+    for number in range(1000):
+        assert directory.by_tag(f"t{number}") is None
+    assert len(directory._found) <= 256

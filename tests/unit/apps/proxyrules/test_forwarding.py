@@ -12,12 +12,17 @@ from sipsock.apps.proxyrules import (
     is_loop,
     is_own_branch,
     loop_key,
+    max_forwards_of,
     next_max_forwards,
     proxy_branch,
     proxy_via,
+    route_values,
+    scan_headers,
+    transaction_id,
     wants_record_route,
 )
-from sipsock.sip import Request
+from sipsock.sip import Request, SipParseError, stateless_branch
+from sipsock.sip.grammar import split_values
 from tests.unit.apps.proxyrules.messages import SECRET, A, as_method, invite
 
 
@@ -43,6 +48,41 @@ def test_branch_differs_for_another_transaction_or_another_secret() -> None:
     other = invite(via="SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-xyz")
     assert proxy_branch(other, SECRET) != branch
     assert proxy_branch(invite(), "another") != branch
+
+
+@pytest.mark.parametrize(
+    ("via", "extra"),
+    [
+        ("", ""),
+        ("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-abc, SIP/2.0/UDP 192.0.2.9", ""),
+        ("SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bKx;received=1.2.3.4", ""),
+        ("SIP/2.0/UDP 192.0.2.1:5060;branch=1234", ""),  # RFC 2543: no magic cookie
+        ("SIP/2.0/UDP 192.0.2.1", "Via: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK2\r\n"),
+        ("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK", "To: <sip:other@x>;TAG=t2\r\n"),
+    ],
+)
+def test_the_transaction_id_is_the_stateless_branch_from_one_scan(via: str, extra: str) -> None:
+    request = invite(via=via, extra=extra, to_tag="t1")
+    scan = scan_headers(request)
+    assert transaction_id(request, SECRET, scan) == stateless_branch(request, SECRET)
+    assert proxy_branch(request, SECRET).startswith(stateless_branch(request, SECRET) + ".")
+
+
+def test_max_forwards_is_read_from_the_scan() -> None:
+    assert max_forwards_of(scan_headers(invite())) == 70
+    assert max_forwards_of(scan_headers(invite(extra="Max-Forwards: 3\r\n"))) == 70
+    request = invite()
+    request.remove("Max-Forwards")
+    assert max_forwards_of(scan_headers(request)) is None
+    request.add("Max-Forwards", "many")
+    with pytest.raises(SipParseError, match="malformed Max-Forwards"):
+        max_forwards_of(scan_headers(request))
+
+
+def test_proxy_require_tags_are_scanned_split() -> None:
+    scan = scan_headers(invite(extra="Proxy-Require: foo, bar\r\nProxy-Require: baz\r\n"))
+    assert scan.proxy_require == ["foo", "bar", "baz"]
+    assert scan.loop_fields == ["proxy-require:foo, bar", "proxy-require:baz"]
 
 
 def test_a_request_carrying_our_branch_has_looped() -> None:
@@ -135,3 +175,13 @@ def test_forward_copy_adds_what_is_missing() -> None:
         "CSeq",
         "Max-Forwards",
     ]
+
+
+def test_route_values_are_split_like_any_field_and_remembered() -> None:
+    value = '<sip:a@x;lr>, "b, c" <sip:b@y;lr>,<sip:z>'
+    assert route_values(value) == tuple(split_values(value))
+    assert route_values(value) is route_values(value)
+    request = invite(extra=f"Route: {value}\r\n")
+    assert scan_headers(request).routes == split_values(value)
+    copy = forward_copy(request, via="SIP/2.0/UDP h;branch=z9hG4bKx", max_forwards=1, drop_routes=1)
+    assert copy.get_all("route") == split_values(value)[1:]
