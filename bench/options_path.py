@@ -103,6 +103,15 @@ def many_peers(count: int = PEERS) -> list[tuple[bytes, tuple[str, int]]]:
     return made
 
 
+def one_peer_rising(count: int = PEERS) -> list[tuple[bytes, tuple[str, int]]]:
+    """``count`` SIPp-like OPTIONS from one peer, the CSeq rising by one each."""
+    made = []
+    for i in range(count):
+        text = SIPP_OPTIONS.replace(b"CSeq: 1 ", b"CSeq: %d " % (i + 1))
+        made.append((text.replace(b"1-1234", b"%d-1234" % i), PEER))
+    return made
+
+
 def best_us(call: Callable[[], object], number: int, per: int = 1) -> float:
     """Best of nine, in this thread's CPU time: microseconds per call (per ``per`` of a call)."""
     timer = time.thread_time
@@ -136,11 +145,14 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
 
     general, fast = listener(general_dispatcher), listener(dispatcher)
     peers = many_peers()
+    rising = one_peer_rising()
     rounds = max(1, number // len(peers))
 
-    def peers_through(receive: Callable[[bytes, Any], None]) -> Callable[[], None]:
+    def peers_through(
+        receive: Callable[[bytes, Any], None], messages: list[tuple[bytes, tuple[str, int]]] = peers
+    ) -> Callable[[], None]:
         def run() -> None:
-            for data, peer in peers:
+            for data, peer in messages:
                 receive(data, peer)
 
         return run
@@ -161,6 +173,10 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
         (
             "datagramReceived, shortcut",
             best_us(lambda: fast.protocol.datagramReceived(OPTIONS, PEER), number),
+        ),
+        (
+            "datagramReceived as is (shortcut first), one peer, CSeq rising",
+            best_us(peers_through(fast.protocol.datagramReceived, rising), rounds, len(rising)),
         ),
         (
             f"datagramReceived, general path, {PEERS:,} peers, CSeq rising",

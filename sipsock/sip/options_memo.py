@@ -38,8 +38,8 @@ Varying = tuple[int, bytes, bytes, int]
 class Layout:
     """How to answer every OPTIONS with one key (see `sipsock.sip.options_layout`).
 
-    The varying lines are ``top_via``, ``from_``, ``call_id`` and the other
-    Via lines; ``pieces`` is the answer with a None gap for each of them and
+    The varying lines are ``top_via``, ``from_``, ``call_id``, ``cseq`` and
+    the other Via lines; ``pieces`` is the answer with a None gap for each of them and
     for the To tag (``tag_gap``, -1 when the To has a tag);
     ``content_length`` is the Content-Length value (0 without one).
     """
@@ -47,6 +47,7 @@ class Layout:
     top_via: Varying
     from_: Varying
     call_id: Varying
+    cseq: Varying
     other_vias: tuple[Varying, ...]
     pieces: tuple[bytes | None, ...]
     tag_gap: int
@@ -55,7 +56,7 @@ class Layout:
 
 def layout_size(layout: Layout) -> int:
     """The bytes a layout holds (its pieces, prefixes and key), for its memo."""
-    varying = (layout.top_via, layout.from_, layout.call_id, *layout.other_vias)
+    varying = (layout.top_via, layout.from_, layout.call_id, layout.cseq, *layout.other_vias)
     pieces = sum(len(piece) for piece in layout.pieces if piece is not None)
     return pieces + sum(len(prefix) + len(head) + 32 for _, prefix, head, _ in varying)
 
