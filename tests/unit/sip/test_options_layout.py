@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipsock.apps import Dispatcher
-from sipsock.sip.memo import MAX_ENTRIES as MEMO_LIMIT
 from sipsock.sip.options_answer import OptionsReply, answer_options
 from sipsock.sip.options_layout import answer_by_layout
+from sipsock.sip.options_memo import ENTRIES as MEMO_LIMIT
 from sipsock.sockdef import SocketDef
 from tests.unit.sip.test_options_answer import (
     ADVERTISED,
@@ -325,4 +325,25 @@ def test_a_cseq_spelled_otherwise_is_read_line_by_line() -> None:
         data = sipp(3).replace(b"CSeq:", spelling)
         assert by_layout(data, PEER) is None
         assert assert_same(data, PEER) is not None
+    forget_layouts()
+
+
+def test_keep_alives_from_more_peers_than_the_old_entry_bound_keep_their_layouts() -> None:
+    """4,500 peers (a port, a From and a Contact each): every memo holds them all at once."""
+    forget_layouts()
+    MEMO.lines.clear()
+    MEMO.good_addresses.clear()
+    peers = []
+    for number in range(4500):
+        port = 10000 + number
+        data = sipp(number).replace(b":5061", b":%d" % port)
+        peers.append((data, ("127.0.0.1", port)))
+    for round_ in range(2):
+        for data, (host, port) in peers:
+            rising = data.replace(b"CSeq: 1 ", b"CSeq: %d " % (round_ + 1))
+            assert answer_options(rising, host, port, reply(), MEMO) is not None
+    for data, peer in peers:
+        assert by_layout(data.replace(b"CSeq: 1 ", b"CSeq: 3 "), peer) is not None
+    data, peer = peers[-1]
+    assert_same(data.replace(b"CSeq: 1 ", b"CSeq: 4 "), peer)
     forget_layouts()
