@@ -385,7 +385,7 @@ def _record_layout(
                 return
             if name_key == "from" and not _from_template(value, memo):
                 return
-            if name_key == "cseq" and is_plain_cseq(value) is None:
+            if name_key == "cseq" and not is_plain_cseq(value):
                 return
             key.append(None)
             head = name.encode("utf-8", "surrogateescape") + b": "

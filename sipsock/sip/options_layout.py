@@ -58,9 +58,22 @@ from sipsock.sip.via import parse_via
 TOKEN_BYTES: Final = bytes(c for c in range(128) if is_token(chr(c)))
 #: A Call-ID the line reader keeps as it is and finds not blank (visible ASCII).
 _is_plain_call_id = re.compile(rb"[!-~]+").fullmatch
-#: A CSeq value of an OPTIONS in its plain shape (the number still to be compared with
-#: `MAX_CSEQ`); `parse_cseq` accepts every such value with that number.
-is_plain_cseq = re.compile(rb"[0-9]{1,10} OPTIONS").fullmatch
+#: `MAX_CSEQ` in digits, to compare with a number of as many digits.
+_MAX_CSEQ_DIGITS: Final = b"%d" % MAX_CSEQ
+
+
+def is_plain_cseq(value: bytes) -> bool:
+    """Whether a CSeq value is ``NUMBER OPTIONS``: one blank, 1-10 ASCII digits, at most `MAX_CSEQ`.
+
+    `parse_cseq` accepts every such value (and the answer echoes it as it is).
+    """
+    number = value[:-8]
+    return (
+        value.endswith(b" OPTIONS")
+        and number.isdigit()  # ASCII digits only, for bytes
+        and (len(number) < 10 or (len(number) == 10 and number <= _MAX_CSEQ_DIGITS))
+    )
+
 
 #: A token that stands in for a branch or a tag while a template is checked.
 MARKER: Final = b"z9hG4bKsipsockMarker7f3a"
@@ -164,7 +177,10 @@ def answer_by_layout(
     if not line.startswith(prefix):
         return None
     cseq = line[len(prefix) :].strip(b" \t")
-    if is_plain_cseq(cseq) is None or int(cseq[: cseq.index(b" ")]) > MAX_CSEQ:
+    number = cseq[:-8]  # `is_plain_cseq`, inline
+    if not (cseq.endswith(b" OPTIONS") and number.isdigit()):
+        return None
+    if len(number) >= 10 and (len(number) > 10 or number > _MAX_CSEQ_DIGITS):
         return None
     answer[gap] = head + cseq
     for index, prefix, head, gap in layout.other_vias:
