@@ -13,9 +13,10 @@ Two kinds of figures:
   time, best of nine): the general path (parse, validate, apply_received,
   Responder, serialize) against the OPTIONS shortcut
   (`sipsock.sip.options_answer.answer_options`), and the UDP protocol's
-  ``datagramReceived`` with each; then keep-alives from 5,000 peers (a
-  source port each, CSeq rising per request, what the shortcut's memo does
-  not cover) through ``datagramReceived`` on the general path and as is;
+  ``datagramReceived`` with each; then keep-alives from one peer with the
+  CSeq rising by one each (as is), and from 5,000 peers (a source port each,
+  CSeq rising from peer to peer) through ``datagramReceived`` on the
+  general path and as is;
 * paced runs through a real loopback socket and the real epoll reactor: a
   sender process sends OPTIONS at a fixed rate and reads the answers; this
   process's CPU time (``time.process_time``) per datagram is printed for the
