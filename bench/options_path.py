@@ -13,9 +13,10 @@ Two kinds of figures:
   time, best of nine): the general path (parse, validate, apply_received,
   Responder, serialize) against the OPTIONS shortcut
   (`sipsock.sip.options_answer.answer_options`), and the UDP protocol's
-  ``datagramReceived`` with each; then keep-alives from 5,000 peers (a
-  source port each, CSeq rising per request, what the shortcut's memo does
-  not cover) through ``datagramReceived`` on the general path and as is;
+  ``datagramReceived`` with each; then keep-alives from one peer with the
+  CSeq rising by one each (as is), and from 5,000 peers (a source port each,
+  CSeq rising from peer to peer) through ``datagramReceived`` on the
+  general path and as is;
 * paced runs through a real loopback socket and the real epoll reactor: a
   sender process sends OPTIONS at a fixed rate and reads the answers; this
   process's CPU time (``time.process_time``) per datagram is printed for the
@@ -103,6 +104,15 @@ def many_peers(count: int = PEERS) -> list[tuple[bytes, tuple[str, int]]]:
     return made
 
 
+def one_peer_rising(count: int = PEERS) -> list[tuple[bytes, tuple[str, int]]]:
+    """``count`` SIPp-like OPTIONS from one peer, the CSeq rising by one each."""
+    made = []
+    for i in range(count):
+        text = SIPP_OPTIONS.replace(b"CSeq: 1 ", b"CSeq: %d " % (i + 1))
+        made.append((text.replace(b"1-1234", b"%d-1234" % i), PEER))
+    return made
+
+
 def best_us(call: Callable[[], object], number: int, per: int = 1) -> float:
     """Best of nine, in this thread's CPU time: microseconds per call (per ``per`` of a call)."""
     timer = time.thread_time
@@ -136,11 +146,14 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
 
     general, fast = listener(general_dispatcher), listener(dispatcher)
     peers = many_peers()
+    rising = one_peer_rising()
     rounds = max(1, number // len(peers))
 
-    def peers_through(receive: Callable[[bytes, Any], None]) -> Callable[[], None]:
+    def peers_through(
+        receive: Callable[[bytes, Any], None], messages: list[tuple[bytes, tuple[str, int]]] = peers
+    ) -> Callable[[], None]:
         def run() -> None:
-            for data, peer in peers:
+            for data, peer in messages:
                 receive(data, peer)
 
         return run
@@ -161,6 +174,10 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
         (
             "datagramReceived, shortcut",
             best_us(lambda: fast.protocol.datagramReceived(OPTIONS, PEER), number),
+        ),
+        (
+            "datagramReceived as is (shortcut first), one peer, CSeq rising",
+            best_us(peers_through(fast.protocol.datagramReceived, rising), rounds, len(rising)),
         ),
         (
             f"datagramReceived, general path, {PEERS:,} peers, CSeq rising",

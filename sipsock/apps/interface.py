@@ -101,9 +101,10 @@ class NoSockets:
         return None
 
 
-@dataclass(frozen=True)
+# Not frozen, with slots: built once per message (see `sipsock.seams.Origin`).
+@dataclass(slots=True, unsafe_hash=True)
 class MessageContext:
-    """Where a message came from, and the ways to answer it.
+    """Where a message came from, and the ways to answer it (read-only).
 
     ``socket`` is the receiving socket's definition as it was when the message
     arrived (slot, proto, host, port, advertised, tag, flags, tos), ``slot``

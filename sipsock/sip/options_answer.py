@@ -24,8 +24,8 @@ pattern that only matches values `check_address` accepts.
 
 Reading the lines is the reference. A message answered that way leaves
 its layout behind (`sipsock.sip.options_layout`): the next keep-alive of
-the same peer, equal but for its Via branch, From tag and Call-ID, is
-answered from it by checking those three values alone.
+the same peer, equal but for its Via branch, From tag, Call-ID and CSeq, is
+answered from it by checking those values alone.
 
 Everything remembered is kept in the `OptionsMemo` the caller passes (each
 `Dispatcher` owns one): this module holds no state.
@@ -48,7 +48,7 @@ from sipsock.sip.checks import check_address, check_request_uri, parse_cseq
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, is_token, split_values
 from sipsock.sip.memo import MAX_ITEM
-from sipsock.sip.options_layout import MARKER, answer_by_layout, cut, cut_tag
+from sipsock.sip.options_layout import MARKER, answer_by_layout, cut, cut_tag, is_plain_cseq
 from sipsock.sip.options_memo import Layout, Line, OptionsMemo, Varying, layout_size
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
 from sipsock.sip.response import has_tag, stable_tag
@@ -154,6 +154,8 @@ _COPY: Final = 4  # a single-value header, copied (``number``: 1 for a To with a
 
 #: A header line the answer neither copies nor checks, as read by `_read_line`.
 _IGNORED_LINE: Final[Line] = (_IGNORED, "", "", "", "", 0)
+#: The copied single-value headers a layout leaves a gap for (see `sipsock.sip.options_layout`).
+_VARYING: Final = frozenset(("from", "call-id", "cseq"))
 
 
 def _read_line(line: str, memo: OptionsMemo) -> Line | None:
@@ -347,12 +349,13 @@ def _record_layout(
     line_id = memo.line_id
     # A layout is recorded once every fixed line of it has been seen before
     # (numbered on first sight): a line that changes with each request (a
-    # rising CSeq, say) would make a layout no later message can find, and
-    # building it costs more than reading the message line by line.
+    # header of the peer's own numbering, say) would make a layout no later
+    # message can find, and building it costs more than reading the message
+    # line by line.
     first_sight = raw_lines[0] not in memo.line_ids
     line_id(raw_lines[0])
     for index, (action, name_key, *_) in enumerate(entries, 1):
-        if action == _VIA_LINE or (action == _COPY and name_key in ("from", "call-id")):
+        if action == _VIA_LINE or (action == _COPY and name_key in _VARYING):
             continue
         if raw_lines[index] not in memo.line_ids:
             first_sight = True
@@ -375,12 +378,14 @@ def _record_layout(
     content_length = 0
     for index, (action, name_key, name, _, text, number) in enumerate(entries, 1):
         raw = raw_lines[index]
-        if action == _VIA_LINE or (action == _COPY and name_key in ("from", "call-id")):
+        if action == _VIA_LINE or (action == _COPY and name_key in _VARYING):
             prefix = raw[: raw.index(b":") + 1]
             value = raw[len(prefix) :].strip(b" \t")
             if action == _VIA_LINE and not vias and not _via_template(value, host, port, memo):
                 return
             if name_key == "from" and not _from_template(value, memo):
+                return
+            if name_key == "cseq" and not is_plain_cseq(value):
                 return
             key.append(None)
             head = name.encode("utf-8", "surrogateescape") + b": "
@@ -392,7 +397,7 @@ def _record_layout(
             add(b"\r\n")
             continue
         key.append(line_id(raw))
-        if action == _COPY:  # To or CSeq
+        if action == _COPY:  # To
             add(text.encode("utf-8", "surrogateescape"))
             if name_key == "to" and not number:
                 tag_gap = add(None)
@@ -403,6 +408,7 @@ def _record_layout(
         vias[0],
         others["from"],
         others["call-id"],
+        others["cseq"],
         tuple(vias[1:]),
         tuple(pieces),
         tag_gap,

@@ -1,17 +1,17 @@
 """Layouts: answering an OPTIONS shaped like one answered before, without reading it again (pure).
 
 A peer's keep-alives differ from one another only in a few values: the
-branch of the top Via, the From tag, the Call-ID (and now and then the CSeq
-number). Every other header line comes back byte for byte. Once
+branch of the top Via, the From tag, the Call-ID and the CSeq number (which
+rises with each request). Every other header line comes back byte for byte. Once
 `sipsock.sip.options_answer.answer_options` has answered an OPTIONS by reading
 its lines, it records the message's *layout* in the `OptionsMemo` it was
 given:
 
-* the lines that hold no per-request value (the request line, To, CSeq,
+* the lines that hold no per-request value (the request line, To,
   Contact, Accept, ...), by identity: each distinct line gets a number
   (`OptionsMemo.line_id`), and a message's key is the tuple of its lines'
   numbers, with None for the lines that vary;
-* for each varying line (Via, From, Call-ID), its position, the exact
+* for each varying line (Via, From, Call-ID, CSeq), its position, the exact
   spelling of its name up to the colon, and what to check in it;
 * the answer as fixed byte pieces with a gap for each varying part.
 
@@ -19,15 +19,18 @@ given:
 copying only the varying lines. The top Via is stamped through a *Via
 template*: for one Via with its branch cut out, and one peer address, the
 stamped text before and after the branch (stamping never looks at the
-branch). A From value is accepted through a *From template*: the value with
-its tag cut out, checked once. Both accept only a branch or a tag made of
-token characters, so that any other token put in its place is checked
-alike: the templates are built from the message itself and from a copy
-with a marker token in that place, and are recorded only when both agree.
+branch). A From value is accepted through a *From template*: the value
+with its tag cut out, checked once. Both accept only a branch or a tag
+made of token characters, so that any other token put in its place is
+checked alike: the templates are built from the message itself and from a
+copy with a marker token in that place, and are recorded only when both
+agree. A CSeq is accepted in the one plain shape ``NUMBER OPTIONS`` (one
+blank, at most ten digits, the number at most ``2**32-1``), which
+`parse_cseq` accepts alike, and echoed as it is.
 
 Whenever anything differs from what was recorded (another name spelling, a
-Via without a branch, a Call-ID with blanks, a body shorter than its
-Content-Length, no template yet), `answer_by_layout` gives None and the
+Via without a branch, a Call-ID with blanks, a CSeq of another shape, a
+body shorter than its Content-Length, no template yet), `answer_by_layout` gives None and the
 caller reads the message line by line as before, which is the reference.
 Every memo used here is one of the `OptionsMemo` (each a `Memo`: bounded
 in entries and bytes, emptied when full, never holding a line longer than
@@ -45,6 +48,7 @@ import hashlib
 import re
 from typing import Final
 
+from sipsock.sip.checks import MAX_CSEQ
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import is_token
 from sipsock.sip.options_memo import OptionsMemo
@@ -54,6 +58,22 @@ from sipsock.sip.via import parse_via
 TOKEN_BYTES: Final = bytes(c for c in range(128) if is_token(chr(c)))
 #: A Call-ID the line reader keeps as it is and finds not blank (visible ASCII).
 _is_plain_call_id = re.compile(rb"[!-~]+").fullmatch
+#: `MAX_CSEQ` in digits, to compare with a number of as many digits.
+_MAX_CSEQ_DIGITS: Final = b"%d" % MAX_CSEQ
+
+
+def is_plain_cseq(value: bytes) -> bool:
+    """Whether a CSeq value is ``NUMBER OPTIONS``: one blank, 1-10 ASCII digits, at most `MAX_CSEQ`.
+
+    `parse_cseq` accepts every such value (and the answer echoes it as it is).
+    """
+    number = value[:-8]
+    return (
+        value.endswith(b" OPTIONS")
+        and number.isdigit()  # ASCII digits only, for bytes
+        and (len(number) < 10 or (len(number) == 10 and number <= _MAX_CSEQ_DIGITS))
+    )
+
 
 #: A token that stands in for a branch or a tag while a template is checked.
 MARKER: Final = b"z9hG4bKsipsockMarker7f3a"
@@ -151,6 +171,18 @@ def answer_by_layout(
     if _is_plain_call_id(call_id) is None:
         return None
     answer[gap] = head + call_id
+    # CSeq: echoed as it is when it is plain.
+    index, prefix, head, gap = layout.cseq
+    line = lines[index]
+    if not line.startswith(prefix):
+        return None
+    cseq = line[len(prefix) :].strip(b" \t")
+    number = cseq[:-8]  # `is_plain_cseq`, inline
+    if not (cseq.endswith(b" OPTIONS") and number.isdigit()):
+        return None
+    if len(number) >= 10 and (len(number) > 10 or number > _MAX_CSEQ_DIGITS):
+        return None
+    answer[gap] = head + cseq
     for index, prefix, head, gap in layout.other_vias:
         line = lines[index]
         if not line.startswith(prefix):

@@ -10,9 +10,12 @@ them all; its owner (each `sipsock.apps.dispatch.Dispatcher`) passes it to
 every call, so nothing is remembered across dispatchers or in a module
 global, and its `size` is the bytes it holds.
 
-The bounds, per `OptionsMemo`: at most `sipsock.sip.memo.MAX_ENTRIES`
-entries in each memo, and `BUDGET` bytes in all (the sum of the byte
-bounds below).
+The bounds, per `OptionsMemo`: at most `ENTRIES` entries in each memo,
+and `BUDGET` bytes in all (the sum of the byte bounds below). The bytes
+are the bound that matters; the entries are bounded above what the bytes
+hold for a few thousand peers (a layout, a Via template, a From template,
+a Contact line and address each), so that keep-alives from 5,000 peers stay
+answered by their layouts instead of emptying the memos every 4,096.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ Varying = tuple[int, bytes, bytes, int]
 class Layout:
     """How to answer every OPTIONS with one key (see `sipsock.sip.options_layout`).
 
-    The varying lines are ``top_via``, ``from_``, ``call_id`` and the other
-    Via lines; ``pieces`` is the answer with a None gap for each of them and
+    The varying lines are ``top_via``, ``from_``, ``call_id``, ``cseq`` and
+    the other Via lines; ``pieces`` is the answer with a None gap for each of them and
     for the To tag (``tag_gap``, -1 when the To has a tag);
     ``content_length`` is the Content-Length value (0 without one).
     """
@@ -47,6 +50,7 @@ class Layout:
     top_via: Varying
     from_: Varying
     call_id: Varying
+    cseq: Varying
     other_vias: tuple[Varying, ...]
     pieces: tuple[bytes | None, ...]
     tag_gap: int
@@ -55,7 +59,7 @@ class Layout:
 
 def layout_size(layout: Layout) -> int:
     """The bytes a layout holds (its pieces, prefixes and key), for its memo."""
-    varying = (layout.top_via, layout.from_, layout.call_id, *layout.other_vias)
+    varying = (layout.top_via, layout.from_, layout.call_id, layout.cseq, *layout.other_vias)
     pieces = sum(len(piece) for piece in layout.pieces if piece is not None)
     return pieces + sum(len(prefix) + len(head) + 32 for _, prefix, head, _ in varying)
 
@@ -67,6 +71,8 @@ NAME_BYTES: Final = 512 * 1024
 LINE_BYTES: Final = 4 * MAX_BYTES
 #: Largest layout or Via template kept (a layout holds a whole answer).
 MAX_LAYOUT: Final = 4096
+#: Entries of each memo, at most (the byte bounds are reached first for most entries).
+ENTRIES: Final = 16 * 1024
 #: Bytes of one `OptionsMemo`, at most: the sum of its memos' bounds.
 BUDGET: Final = NAME_BYTES + LINE_BYTES + 6 * MAX_BYTES
 
@@ -99,16 +105,18 @@ class OptionsMemo:
     )
 
     def __init__(self) -> None:
-        self.token_names: Memo[str, str] = Memo(max_bytes=NAME_BYTES, max_item=2 * MAX_NAME)
-        self.good_uris: Memo[str, bool] = Memo()
-        self.good_addresses: Memo[str, bool] = Memo()
-        self.lines: Memo[str, Line] = Memo(max_bytes=LINE_BYTES, max_item=3 * MAX_ITEM)
-        self.line_ids: Memo[bytes, int] = Memo()
-        self.layouts: Memo[tuple[int | None, ...], Layout] = Memo(max_item=MAX_LAYOUT)
-        self.via_templates: Memo[tuple[bytes, bytes, str, int], tuple[bytes, bytes]] = Memo(
-            max_item=MAX_LAYOUT
+        self.token_names: Memo[str, str] = Memo(
+            ENTRIES, max_bytes=NAME_BYTES, max_item=2 * MAX_NAME
         )
-        self.from_templates: Memo[tuple[bytes, bytes], bool] = Memo()
+        self.good_uris: Memo[str, bool] = Memo(ENTRIES)
+        self.good_addresses: Memo[str, bool] = Memo(ENTRIES)
+        self.lines: Memo[str, Line] = Memo(ENTRIES, max_bytes=LINE_BYTES, max_item=3 * MAX_ITEM)
+        self.line_ids: Memo[bytes, int] = Memo(ENTRIES)
+        self.layouts: Memo[tuple[int | None, ...], Layout] = Memo(ENTRIES, max_item=MAX_LAYOUT)
+        self.via_templates: Memo[tuple[bytes, bytes, str, int], tuple[bytes, bytes]] = Memo(
+            ENTRIES, max_item=MAX_LAYOUT
+        )
+        self.from_templates: Memo[tuple[bytes, bytes], bool] = Memo(ENTRIES)
         # Numbers are never given twice, so a layout of forgotten lines is unreachable.
         self._numbers = itertools.count(1)
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 from sipsock.addresses import bracket, join_host_port, same_ip, unbracket
 from sipsock.sip.errors import SipParseError
-from sipsock.sip.grammar import TOKEN_CHARS, parse_number, split_values
+from sipsock.sip.grammar import TOKEN_CHARS, is_token, parse_number, split_values
+from sipsock.sip.memo import Memo
 
 if TYPE_CHECKING:
     from sipsock.sip.message import Request
@@ -323,9 +324,69 @@ def apply_received(request: Request, source_host: str, source_port: int) -> None
         raise SipParseError("no Via header", status=400)
     if "," in value:
         value = split_values(value)[0]
-    stamped = stamp_via_value(value, source_host, source_port)
+    stamped = stamp_by_template(value, source_host, source_port)
     if stamped is not None:
         request.replace_top_via(stamped)
+
+
+#: A token that stands in for a branch while a stamp template is checked.
+_MARKER: Final = "z9hG4bKsipsockMarker7f3a"
+#: "Unchanged": the template of a Via that stamping leaves as it is.
+_UNCHANGED: Final = ("", "")
+#: ``(value before the branch, value after it, source host, source port)`` of a top
+#: Via to the stamped text before and after its branch, or `_UNCHANGED`.
+_TEMPLATES: Memo[tuple[str, str, str, int], tuple[str, str]] = Memo(max_entries=16 * 1024)
+
+
+def stamp_by_template(value: str, source_host: str, source_port: int) -> str | None:
+    """`stamp_via_value`, through a template for the Via with its branch cut out.
+
+    A peer's requests differ in their top Via only by the branch, and
+    stamping never looks at a branch made of token characters: the stamped
+    text before and after it is remembered per Via and source address, and
+    checked when made by stamping the Via and a copy with a marker token in
+    place of its branch (kept only when both agree). Anything else (no
+    ``;branch=`` spelled so, a branch that is not a token, a Via that does
+    not stamp alike) is stamped by `stamp_via_value` itself.
+    """
+    start = value.find(";branch=") + 8
+    if start < 8:
+        return stamp_via_value(value, source_host, source_port)
+    end = value.find(";", start)
+    if end < 0:
+        end = len(value)
+    branch = value[start:end]
+    if is_token(branch) is None:
+        return stamp_via_value(value, source_host, source_port)
+    key = (value[:start], value[end:], source_host, source_port)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        stamped = stamp_via_value(value, source_host, source_port)  # raises for a bad Via
+        _learn_template(key, branch, stamped)
+        return stamped
+    if template is _UNCHANGED:
+        return None
+    return template[0] + branch + template[1]
+
+
+def _learn_template(key: tuple[str, str, str, int], branch: str, stamped: str | None) -> None:
+    """Remember the template of ``key`` when the marker copy stamps as ``stamped`` does."""
+    before, after, source_host, source_port = key
+    try:
+        marked = stamp_via_value(before + _MARKER + after, source_host, source_port)
+    except (SipParseError, ValueError):
+        return
+    if marked is None or stamped is None:
+        if marked is not stamped:
+            return
+        template = _UNCHANGED
+    else:
+        around = marked.split(_MARKER)
+        if len(around) != 2 or around[0] + branch + around[1] != stamped:
+            return
+        template = (around[0], around[1])
+    size = len(before) + len(after) + len(source_host) + len(template[0]) + len(template[1])
+    _TEMPLATES.remember(key, template, size)
 
 
 __all__ = [
@@ -337,6 +398,7 @@ __all__ = [
     "new_branch",
     "parse_via",
     "same_address",
+    "stamp_by_template",
     "stamp_via",
     "stamp_via_value",
     "stateless_branch",

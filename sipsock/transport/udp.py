@@ -183,12 +183,9 @@ class SipDatagramProtocol(DatagramProtocol):
         """Hand one datagram to the sink (the general path)."""
         listener = self.listener
         peer = (addr[0], addr[1])
+        reply = listener.send_reply
         origin = Origin(
-            sdef=listener.sdef,
-            slot=listener.slot,
-            peer=peer,
-            reply=lambda data: listener.send_reply(data, peer),
-            listener=listener,
+            listener.sdef, listener.slot, peer, lambda data: reply(data, peer), None, listener
         )
         try:
             listener.sink.message_received(datagram, origin)

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipsock.apps import Dispatcher
-from sipsock.sip.memo import MAX_ENTRIES as MEMO_LIMIT
 from sipsock.sip.options_answer import OptionsReply, answer_options
 from sipsock.sip.options_layout import answer_by_layout
+from sipsock.sip.options_memo import ENTRIES as MEMO_LIMIT
 from sipsock.sockdef import SocketDef
 from tests.unit.sip.test_options_answer import (
     ADVERTISED,
@@ -262,11 +262,88 @@ def test_plain_variants_are_answered_by_the_layout_when_their_first_was(
 
 
 def test_a_line_new_in_each_request_records_no_layout() -> None:
-    """A rising CSeq makes every message's layout new: none is built for nothing."""
+    """A fixed line that changes with each message makes every layout new: none is built."""
     forget_layouts()
     for number in range(1, 20):
-        data = sipp(number).replace(b"CSeq: 1 ", b"CSeq: %d " % number)
+        data = sipp(number).replace(b"Max-Forwards: 70", b"Max-Forwards: %d" % number)
         assert by_layout(data, PEER) is None
         assert assert_same(data, PEER) is not None
     assert len(MEMO.layouts) == 0
+    forget_layouts()
+
+
+def test_a_rising_cseq_is_answered_by_the_layout() -> None:
+    """The CSeq is a varying line: a peer's keep-alives with a rising CSeq keep their layout."""
+    forget_layouts()
+    for number in (1, 2):
+        assert assert_same(sipp(number).replace(b"CSeq: 1 ", b"CSeq: %d " % number), PEER)
+    for number in [3, 4, 99, 1234567890, 2**32 - 1, 0, 7]:
+        data = sipp(number).replace(b"CSeq: 1 ", b"CSeq: %d " % number)
+        fast = by_layout(data, PEER)
+        assert fast is not None
+        assert b"\r\nCSeq: %d OPTIONS\r\n" % number in fast
+        assert general_path(data, PEER) == [fast]
+    assert len(MEMO.layouts) == 1
+    forget_layouts()
+
+
+@pytest.mark.parametrize(
+    "cseq",
+    [
+        b"4294967296 OPTIONS",
+        b"99999999999 OPTIONS",
+        b"00000000001 OPTIONS",
+        b"1  OPTIONS",
+        b"1\tOPTIONS",
+        b"1 options",
+        b"1 INVITE",
+        b"1 OPTIONSX",
+        b"-1 OPTIONS",
+        b"1 OPTIONS 2",
+        b"OPTIONS",
+        b"",
+        b"\xd9\xa1 OPTIONS",
+        b"1 OPTIONS\r\nCSeq: 2 OPTIONS",
+    ],
+)
+def test_a_cseq_of_another_shape_is_left_to_the_line_reader(cseq: bytes) -> None:
+    forget_layouts()
+    assert_same(sipp(1), PEER)
+    assert_same(sipp(2), PEER)
+    assert by_layout(sipp(3), PEER) is not None
+    data = sipp(4).replace(b"CSeq: 1 OPTIONS", b"CSeq: " + cseq)
+    assert by_layout(data, PEER) is None
+    assert_same(data, PEER)
+    forget_layouts()
+
+
+def test_a_cseq_spelled_otherwise_is_read_line_by_line() -> None:
+    forget_layouts()
+    assert_same(sipp(1), PEER)
+    assert_same(sipp(2), PEER)
+    for spelling in (b"cseq:", b"CSEQ:", b"CSeq :"):
+        data = sipp(3).replace(b"CSeq:", spelling)
+        assert by_layout(data, PEER) is None
+        assert assert_same(data, PEER) is not None
+    forget_layouts()
+
+
+def test_keep_alives_from_more_peers_than_the_old_entry_bound_keep_their_layouts() -> None:
+    """4,500 peers (a port, a From and a Contact each): every memo holds them all at once."""
+    forget_layouts()
+    MEMO.lines.clear()
+    MEMO.good_addresses.clear()
+    peers = []
+    for number in range(4500):
+        port = 10000 + number
+        data = sipp(number).replace(b":5061", b":%d" % port)
+        peers.append((data, ("127.0.0.1", port)))
+    for round_ in range(2):
+        for data, (host, port) in peers:
+            rising = data.replace(b"CSeq: 1 ", b"CSeq: %d " % (round_ + 1))
+            assert answer_options(rising, host, port, reply(), MEMO) is not None
+    for data, peer in peers:
+        assert by_layout(data.replace(b"CSeq: 1 ", b"CSeq: 3 "), peer) is not None
+    data, peer = peers[-1]
+    assert_same(data.replace(b"CSeq: 1 ", b"CSeq: 4 "), peer)
     forget_layouts()
