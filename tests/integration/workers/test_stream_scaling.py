@@ -55,6 +55,10 @@ def rule(**fields: float | int | None) -> ScalingRule:
     return ScalingRule("test", **values)  # type: ignore[arg-type]
 
 
+def held(pool: StreamWorkerPool) -> int:
+    return sum(pool.held_by(p) for p in pool.supervisor.processes())
+
+
 async def connect_until_held_by(
     pool: StreamWorkerPool, listener: PooledListener, port: int, process: WorkerProcess
 ) -> list[TcpClient]:
@@ -64,8 +68,9 @@ async def connect_until_held_by(
         batch, statuses = await threads.deferToThread(connect_and_ask, port, BATCH)
         clients += batch
         assert statuses == [200] * BATCH
+        total = len(clients)
         await wait_until(
-            lambda: sum(pool.held_by(p) for p in pool.supervisor.processes()) == len(clients),
+            lambda total=total: held(pool) == total,  # type: ignore[misc]
             TIMEOUT,
             "connections reported",
         )
@@ -87,7 +92,7 @@ async def test_a_worker_added_by_scaling_adopts_the_sockets_and_accepts(
     clients: list[TcpClient] = []
     try:
         await wait_until(lambda: len(pool.seats) == 2 and ready(pool), TIMEOUT, "grown to 2")
-        first, added = pool.supervisor.processes()
+        _first, added = pool.supervisor.processes()
         assert added.seat.index == 2
         clients = await connect_until_held_by(pool, listener, port, added)
         scaling = pool.process_rows()[0]["Scaling"]
@@ -134,7 +139,8 @@ async def test_a_leaving_worker_stops_accepting_and_serves_its_connections_until
         for client in held:
             client.close()
         await wait_until(lambda: leaving.ended.done, TIMEOUT, "the leaving worker exits")
-        assert reactor.seconds() - closed_at < MAX_DRAIN / 2  # left when drained, not at the deadline
+        # It left when drained, not at the drain deadline.
+        assert reactor.seconds() - closed_at < MAX_DRAIN / 2
         await wait_until(lambda: len(pool.seats) == 1, TIMEOUT, "one seat left")
         assert pool.supervisor.processes() == [staying]
         others = [c for c in clients + more if c not in held]
