@@ -96,6 +96,7 @@ class StreamWorkerPool(UdpWorkerPool):
     ) -> None:
         super().__init__(size, name, spec, balance="shared", **options)
         self.supervisor.control = StreamControlProtocol
+        self.supervisor.kind = "stream worker"
         self.counters.kind = "stream"
         self.check = check
         self.directory: ConnectionDirectory[WorkerProcess] = ConnectionDirectory()

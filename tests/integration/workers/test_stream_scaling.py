@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import threads
+from twisted.logger import formatEvent, globalLogPublisher
 
 from sipsock.scaling import ScalingRule
 from sipsock.sockdef import parse_row
@@ -116,6 +117,12 @@ async def test_a_leaving_worker_stops_accepting_and_serves_its_connections_until
     staying, leaving = pool.supervisor.processes()
     clients = await connect_until_held_by(pool, listener, port, leaving)
     more: list[TcpClient] = []
+    lines: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
     try:
         held = [c for c in clients if owner_of(pool, listener, c) is leaving]
         assert held
@@ -147,7 +154,11 @@ async def test_a_leaving_worker_stops_accepting_and_serves_its_connections_until
         answers = await threads.deferToThread(lambda: [c.options() for c in others])
         assert answers == [200] * len(others)
         scaler.stopService()
+        # Its pool's kind in the log, not "UDP worker".
+        assert f"stream worker stream/2 (pid {leaving.pid}) leaves the pool: draining" in lines
+        assert not [line for line in lines if "UDP worker stream/" in line]
     finally:
+        globalLogPublisher.removeObserver(observe)
         for client in clients + more:
             client.close()
     await listener.stop()
