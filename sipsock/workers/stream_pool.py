@@ -209,7 +209,9 @@ class StreamWorkerPool(UdpWorkerPool):
             )
         process = self.directory.owner(listener.key, peer)
         # A leaving worker (draining) still serves the connections it holds.
-        if process is None or not (process in ready or process.live):
+        if process is None or not (
+            process in ready or (process.state == "retiring" and process.live)
+        ):
             process = ready[opener_index(peer, len(ready))]
         sending: Deferred[Any] = process.call(
             SendDatagram, key=listener.key, host=peer[0], port=peer[1], data=data

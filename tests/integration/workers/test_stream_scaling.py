@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import threads
+from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
 from sipsock.scaling import ScalingRule
@@ -160,5 +161,47 @@ async def test_a_leaving_worker_stops_accepting_and_serves_its_connections_until
     finally:
         globalLogPublisher.removeObserver(observe)
         for client in clients + more:
+            client.close()
+    await listener.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_still_busy_at_the_drain_deadline_is_closed_and_the_client_reconnects(
+    tmp_path: Path,
+    stopper: list[StreamWorkerPool],  # noqa: F811
+) -> None:
+    # Drain time: stream_idle_timeout (2 s here), at most MAX_DRAIN.
+    pool = await started(make_pool(tmp_path, size=2, config="stream_idle_timeout = 2.0\n"), stopper)
+    port = free_port()
+    listener = await pool.open(parse_row(1, f"tcp:127.0.0.1:{port}"), 0)
+    staying, leaving = pool.supervisor.processes()
+    clients = await connect_until_held_by(pool, listener, port, leaving)
+    try:
+        held = [c for c in clients if owner_of(pool, listener, c) is leaving]
+        scaler = pool.auto_scale(rule(down_load=0.99))
+        scaler.startService()
+        await wait_until(lambda: leaving.state == "retiring", TIMEOUT, "scale-down under way")
+        started_at = reactor.seconds()
+        # Busy all along (an OPTIONS every 0.5 s, below the idle timeout): still
+        # answered until the deadline, then closed by the leaving worker.
+        statuses: list[int | None] = []
+        while not leaving.ended.done and reactor.seconds() - started_at < TIMEOUT:
+            statuses += await threads.deferToThread(lambda: [c.options() for c in held[:1]])
+            await deferLater(reactor, 0.5, lambda: None)
+        assert leaving.ended.done
+        assert 2.0 <= reactor.seconds() - started_at < 2.0 + TIMEOUT / 2
+        assert statuses[0] == 200
+        scaler.stopService()
+        # Its client reconnects: to the worker that stays.
+        again, answers = await threads.deferToThread(connect_and_ask, port, len(held))
+        clients += again
+        assert answers == [200] * len(held)
+        await wait_until(
+            lambda: all(owner_of(pool, listener, c) is staying for c in again),
+            TIMEOUT,
+            "reconnected clients reported by the staying worker",
+        )
+    finally:
+        for client in clients:
             client.close()
     await listener.stop()
