@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import threads
 from twisted.internet.task import deferLater
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from zope.interface import provider
 
 from sipsock.scaling import ScalingRule
 from sipsock.sockdef import parse_row
@@ -120,6 +121,7 @@ async def test_a_leaving_worker_stops_accepting_and_serves_its_connections_until
     more: list[TcpClient] = []
     lines: list[str] = []
 
+    @provider(ILogObserver)
     def observe(event: dict[str, object]) -> None:
         lines.append(formatEvent(event))
 
