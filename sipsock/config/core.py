@@ -50,6 +50,8 @@ class CoreSettings:
     worker_timeout: float = 10.0
     #: ``udp_auto_scaling_profile``: the static UDP pool's profile (None: ``udp_workers`` fixed).
     udp_auto_scaling_profile: ScalingRule | None = None
+    #: ``tcp_auto_scaling_profile``: the stream pool's profile (None: ``tcp_workers`` fixed).
+    tcp_auto_scaling_profile: ScalingRule | None = None
 
 
 def read_core(reader: Reader, data: Mapping[str, Any]) -> CoreSettings:

@@ -21,6 +21,7 @@ from sipsock.config.reader import ConfigError, Reader
 from sipsock.config.scaling import (
     CORE_PROFILE_KEY,
     SOCKETS_MGM_PROFILE_KEY,
+    STREAM_PROFILE_KEY,
     pool_profile,
     read_profiles,
 )
@@ -115,6 +116,10 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
         reader, data, profiles, ("core", CORE_PROFILE_KEY, "udp_workers"), core.udp_workers
     )
     core = replace(core, udp_auto_scaling_profile=rule, udp_workers=udp_workers)
+    rule, tcp_workers = pool_profile(
+        reader, data, profiles, ("core", STREAM_PROFILE_KEY, "tcp_workers"), core.tcp_workers
+    )
+    core = replace(core, tcp_auto_scaling_profile=rule, tcp_workers=tcp_workers)
     return Settings(
         sockets_mgm=sockets_mgm,
         core=core,

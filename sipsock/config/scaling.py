@@ -2,7 +2,8 @@
 
 A profile is a table of its own; a pool names it (``[sockets_mgm]
 auto_scaling_profile`` for the dynamic UDP pool, ``[core]
-udp_auto_scaling_profile`` for the static one). Without a profile a pool
+udp_auto_scaling_profile`` for the static one, ``[core]
+tcp_auto_scaling_profile`` for the stream workers). Without a profile a pool
 keeps its fixed size (``processes`` / ``udp_workers``). With one, the pool
 starts with ``processes`` (``udp_workers``) workers when the key is written,
 else with the profile's ``min_processes``; a written size outside the
@@ -21,6 +22,8 @@ from sipsock.scaling import ScalingRule
 SECTION: Final = "auto_scaling"
 #: ``[core]``'s key naming the static UDP pool's profile.
 CORE_PROFILE_KEY: Final = "udp_auto_scaling_profile"
+#: ``[core]``'s key naming the stream pool's profile.
+STREAM_PROFILE_KEY: Final = "tcp_auto_scaling_profile"
 #: ``[sockets_mgm]``'s key naming the dynamic UDP pool's profile.
 SOCKETS_MGM_PROFILE_KEY: Final = "auto_scaling_profile"
 
@@ -138,6 +141,13 @@ def pool_profile(
         raise AssertionError  # fail raised
     if size_key not in table:
         return rule, rule.min_processes
+    if size == 0:
+        reader.fail(
+            section,
+            size_key,
+            f"0 turns the pool off, but {key} = {name!r} scales it: "
+            f"remove {key} or set {size_key} within {rule.min_processes}-{rule.max_processes}",
+        )
     if not rule.min_processes <= size <= rule.max_processes:
         reader.fail(
             section,

@@ -138,7 +138,7 @@ def stream_pool(
             except TLSError as error:
                 raise ListenError(sdef, error.reason) from None
 
-    return StreamWorkerPool(
+    pool = StreamWorkerPool(
         settings.core.tcp_workers,
         "stream",
         spec,
@@ -148,3 +148,6 @@ def stream_pool(
         command_timeout=settings.core.worker_timeout,
         incidents=incidents,
     )
+    if settings.core.tcp_auto_scaling_profile is not None:
+        pool.auto_scale(settings.core.tcp_auto_scaling_profile)
+    return pool

@@ -21,13 +21,21 @@ T = TypeVar("T")
 class WorkerTimeoutError(Exception):
     """A worker did not answer a command in time."""
 
-    def __init__(self, worker: str, pid: int | None, command: str, seconds: float) -> None:
+    def __init__(
+        self,
+        worker: str,
+        pid: int | None,
+        command: str,
+        seconds: float,
+        *,
+        kind: str = "UDP worker",
+    ) -> None:
         self.worker = worker
         self.pid = pid
         self.command = command
         self.seconds = seconds
         super().__init__(
-            f"UDP worker {worker} (pid {pid}) did not answer {command} within {seconds:g} s"
+            f"{kind} {worker} (pid {pid}) did not answer {command} within {seconds:g} s"
         )
 
 

@@ -109,16 +109,18 @@ class SeatResizer:
         seat.retiring = True
         process.state = "retiring"  # out of `Supervisor.processes`: no later change reaches it
         self.log.info(
-            "UDP worker {worker} (pid {pid}) leaves the pool: draining",
+            "{kind} {worker} (pid {pid}) leaves the pool: draining",
             worker=process.label,
+            kind=process.kind,
             pid=process.pid,
         )
         try:
             await self.drain(process)
         except Exception:
             self.log.failure(
-                "UDP worker {worker} (pid {pid}): drain failed; stopping it all the same",
+                "{kind} {worker} (pid {pid}): drain failed; stopping it all the same",
                 worker=process.label,
+                kind=process.kind,
                 pid=process.pid,
             )
         await process.shutdown(self.supervisor.settings.stop_timeout)

@@ -108,3 +108,16 @@ def decode_changes(data: bytes) -> list[ConnectionChange]:
             raise WorkerError(f"ConnectionsChanged: bad item {str(row)[:80]}")
         changes.append(ConnectionChange(row[0], (row[1], row[2]), bool(row[3]), bool(row[4])))
     return changes
+
+
+class StopAccepting(amp.Command):
+    """Leave the pool: stop accepting on every listening socket at once, then drain.
+
+    The worker keeps serving its open connections and answers when all are
+    closed or ``drain`` seconds have passed; ``left`` is how many were still
+    open then (they close when the worker exits).
+    """
+
+    arguments = [(b"drain", amp.Float())]
+    response = [(b"left", amp.Integer())]
+    errors = {WorkerError: b"WORKER_ERROR"}

@@ -38,15 +38,18 @@ from twisted.python.failure import Failure
 
 from sipsock.deferreds import settle
 from sipsock.limits import address_key, connection_refusal
+from sipsock.scaling import ScalingRule
 from sipsock.seams import ListenError
 from sipsock.sockdef import SocketDef
 from sipsock.transport.connections import peer_key
 from sipsock.transport.sockopts import bind_socket
 from sipsock.transport.tls import TLSDomains
+from sipsock.workers.autoscaler import AutoScaler
 from sipsock.workers.commands import SendDatagram
 from sipsock.workers.connection_directory import ConnectionChange, ConnectionDirectory
 from sipsock.workers.listener import PooledListener
 from sipsock.workers.pool import UdpWorkerPool
+from sipsock.workers.resize import SeatResizer
 from sipsock.workers.stream_commands import (
     AbortTLS,
     CloseConnection,
@@ -55,6 +58,7 @@ from sipsock.workers.stream_commands import (
     PrepareTLS,
     decode_changes,
 )
+from sipsock.workers.stream_drain import drain_stream_worker, drain_time
 from sipsock.workers.supervisor import ControlProtocol, WorkerProcess
 
 #: Checks that a stream socket can be served (a TLS socket has a domain); raises `ListenError`.
@@ -92,9 +96,24 @@ class StreamWorkerPool(UdpWorkerPool):
     ) -> None:
         super().__init__(size, name, spec, balance="shared", **options)
         self.supervisor.control = StreamControlProtocol
+        self.supervisor.kind = "stream worker"
         self.counters.kind = "stream"
         self.check = check
         self.directory: ConnectionDirectory[WorkerProcess] = ConnectionDirectory()
+
+    def auto_scale(self, rule: ScalingRule) -> AutoScaler:
+        """Resize this pool by ``rule``: a new worker adopts every stream socket
+        before it counts as ready (`sync`, as a restarted one); a leaving one
+        stops accepting and drains its connections (`sipsock.workers.stream_drain`)."""
+        seconds = drain_time(self.supervisor.spec.settings.core.stream_idle_timeout)
+        resizer = SeatResizer(
+            self.supervisor,
+            drain=lambda process: drain_stream_worker(
+                process, seconds, lambda p: Deferred.fromCoroutine(self.counters.fetch(p))
+            ),
+        )
+        self.scaler = AutoScaler(rule, resizer, reactor=self.reactor)
+        return self.scaler
 
     def bind_descriptor(self, sdef: SocketDef) -> socket.socket | None:
         """Bind and listen ``sdef`` here (the workers accept); raises `ListenError`."""
@@ -189,7 +208,10 @@ class StreamWorkerPool(UdpWorkerPool):
                 ConnectionError(f"{listener.sdef.socket_text}: no stream worker is running")
             )
         process = self.directory.owner(listener.key, peer)
-        if process is None or process not in ready:
+        # A leaving worker (draining) still serves the connections it holds.
+        if process is None or not (
+            process in ready or (process.state == "retiring" and process.live)
+        ):
             process = ready[opener_index(peer, len(ready))]
         sending: Deferred[Any] = process.call(
             SendDatagram, key=listener.key, host=peer[0], port=peer[1], data=data

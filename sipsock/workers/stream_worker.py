@@ -178,7 +178,8 @@ class StreamSockets:
         self.relay = relay
         self.exclusive = exclusive
         self.reporter = ConnectionReporter(reactor, report)
-        self.alone = settings.core.tcp_workers <= 1
+        rule = settings.core.tcp_auto_scaling_profile
+        self.alone = (settings.core.tcp_workers if rule is None else rule.max_processes) <= 1
         self.tls: TLSDomains | None = None
         if settings.tls.domains:
             try:

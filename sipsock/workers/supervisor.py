@@ -57,7 +57,7 @@ WORKER_AMP_FD: Final = 3
 #: Fields the control process gives a re-logged worker line, and the names of
 #: ``Logger.emit``'s own parameters (a worker field of one of these names is
 #: renamed ``field_<name>``).
-_WORKER_KEYS: Final = frozenset({"worker", "pid", "line", "self", "level", "format"})
+_WORKER_KEYS: Final = frozenset({"worker", "kind", "pid", "line", "self", "level", "format"})
 
 
 class PoolSide(Protocol):
@@ -119,6 +119,11 @@ class WorkerProcess(ProcessProtocol):
     @property
     def label(self) -> str:
         return f"{self.supervisor.name}/{self.seat.index}"
+
+    @property
+    def kind(self) -> str:
+        """What its pool's workers are called in log lines ("UDP worker", "stream worker")."""
+        return self.supervisor.kind
 
     @property
     def live(self) -> bool:
@@ -207,8 +212,9 @@ class WorkerProcess(ProcessProtocol):
             return
         except defer.TimeoutError:
             log.warn(
-                "UDP worker {worker} (pid {pid}) did not exit within {timeout:g} s: killing it",
+                "{kind} {worker} (pid {pid}) did not exit within {timeout:g} s: killing it",
                 worker=self.label,
+                kind=self.kind,
                 pid=self.pid,
                 timeout=timeout,
             )
@@ -217,8 +223,9 @@ class WorkerProcess(ProcessProtocol):
             await self.ended.wait().addTimeout(timeout, reactor)
         except defer.TimeoutError:
             log.error(
-                "UDP worker {worker} (pid {pid}) survived SIGKILL for {timeout:g} s",
+                "{kind} {worker} (pid {pid}) survived SIGKILL for {timeout:g} s",
                 worker=self.label,
+                kind=self.kind,
                 pid=self.pid,
                 timeout=timeout,
             )
@@ -278,6 +285,8 @@ class Supervisor:
         control: Callable[[WorkerProcess], ControlProtocol] | None = None,
     ) -> None:
         self.name = name
+        #: What the workers are called in log lines (a stream pool says "stream worker").
+        self.kind = "UDP worker"
         #: Builds the control end of each worker's AMP connection (a pool may add commands).
         self.control = control if control is not None else ControlProtocol
         self.spec = spec
@@ -384,7 +393,10 @@ class Supervisor:
         except Exception as exc:
             parent.close()
             self.log.error(
-                "UDP worker {worker}: cannot start: {reason}", worker=process.label, reason=exc
+                "{kind} {worker}: cannot start: {reason}",
+                worker=process.label,
+                kind=process.kind,
+                reason=exc,
             )
             if process.transport is not None:
                 process.kill()  # started, but unreachable: processEnded restarts it
@@ -399,7 +411,10 @@ class Supervisor:
         process.amp = protocol
         process.connected = True
         self.log.info(
-            "UDP worker {worker} started (pid {pid})", worker=process.label, pid=process.pid
+            "{kind} {worker} started (pid {pid})",
+            worker=process.label,
+            kind=process.kind,
+            pid=process.pid,
         )
         process.ready_timer = self.reactor.callLater(
             self.settings.ready_timeout, self._not_ready, process
@@ -422,17 +437,19 @@ class Supervisor:
             if start_failure is not None:
                 # The worker says why and exits by itself (its ready timer is the backstop).
                 self.log.error(
-                    "UDP worker {worker} (pid {pid}) cannot start: {reason}",
+                    "{kind} {worker} (pid {pid}) cannot start: {reason}",
                     worker=process.label,
+                    kind=process.kind,
                     pid=process.pid,
                     reason=start_failure.getErrorMessage(),
                 )
                 return
             if sync_failure is not None:
                 self.log.error(
-                    "UDP worker {worker} (pid {pid}) could not take the current sockets: "
+                    "{kind} {worker} (pid {pid}) could not take the current sockets: "
                     "{reason}; restarting it",
                     worker=process.label,
+                    kind=process.kind,
                     pid=process.pid,
                     reason=sync_failure.getErrorMessage(),
                 )
@@ -442,8 +459,9 @@ class Supervisor:
             if process.ready_timer is not None and process.ready_timer.active():
                 process.ready_timer.cancel()
             self.log.info(
-                "UDP worker {worker} (pid {pid}) ready with {count} socket(s)",
+                "{kind} {worker} (pid {pid}) ready with {count} socket(s)",
                 worker=process.label,
+                kind=process.kind,
                 pid=process.pid,
                 count=self.side.socket_count(),
             )
@@ -454,8 +472,9 @@ class Supervisor:
         process.ready_timer = None
         if process.state == "starting" and not process.ended.done:
             self.log.error(
-                "UDP worker {worker} (pid {pid}) not ready within {timeout:g} s: killing it",
+                "{kind} {worker} (pid {pid}) not ready within {timeout:g} s: killing it",
                 worker=process.label,
+                kind=process.kind,
                 pid=process.pid,
                 timeout=self.settings.ready_timeout,
             )
@@ -469,16 +488,18 @@ class Supervisor:
             if seat in self.seats:
                 self.seats.remove(seat)
             self.log.info(
-                "UDP worker {worker} (pid {pid}) left the pool: {status}",
+                "{kind} {worker} (pid {pid}) left the pool: {status}",
                 worker=process.label,
+                kind=process.kind,
                 pid=process.pid,
                 status=process.exit_status,
             )
             return
         if not self.active:
             self.log.info(
-                "UDP worker {worker} (pid {pid}) {status}",
+                "{kind} {worker} (pid {pid}) {status}",
                 worker=process.label,
+                kind=process.kind,
                 pid=process.pid,
                 status=process.exit_status,
             )
@@ -490,9 +511,10 @@ class Supervisor:
         seat.restarts += 1
         seat.last_exit = process.exit_status
         self.log.warn(
-            "UDP worker {worker} (pid {pid}) {status} after {lifetime:.1f} s; "
+            "{kind} {worker} (pid {pid}) {status} after {lifetime:.1f} s; "
             "restarting it in {delay:g} s with {count} socket(s)",
             worker=process.label,
+            kind=process.kind,
             pid=process.pid,
             status=process.exit_status,
             lifetime=lifetime,
@@ -515,16 +537,17 @@ class Supervisor:
         self, process: WorkerProcess, command: str, seconds: float
     ) -> WorkerTimeoutError:
         """``process`` missed a deadline: report it, kill it (it is replaced); the error."""
-        late = WorkerTimeoutError(process.label, process.pid, command, seconds)
+        late = WorkerTimeoutError(process.label, process.pid, command, seconds, kind=process.kind)
         if process.ended.done or process.state in ("late", "stopping"):
             return late  # reported already, or being stopped (with its own deadline)
         process.state = "late"
         count = self.side.socket_count()
         then = "" if self.stopping else f"; a new worker takes its {count} socket(s)"
         self.log.error(
-            "UDP worker {worker} (pid {pid}) did not answer {command} within {timeout:g} s: "
+            "{kind} {worker} (pid {pid}) did not answer {command} within {timeout:g} s: "
             "killing it{then}",
             worker=process.label,
+            kind=process.kind,
             pid=process.pid,
             command=command,
             timeout=seconds,
@@ -544,9 +567,10 @@ class Supervisor:
         }
         Logger(namespace=namespace, source=self, observer=self.log.observer).emit(
             level,
-            "UDP worker {worker} (pid {pid}): {line}",
+            "{kind} {worker} (pid {pid}): {line}",
             **event,
             worker=process.label,
+            kind=process.kind,
             pid=process.pid,
             line=text,
         )

@@ -82,6 +82,7 @@ from sipsock.workers.stream_commands import (
     CommitTLS,
     ConnectionsChanged,
     PrepareTLS,
+    StopAccepting,
     encode_changes,
 )
 from sipsock.workers.stream_worker import Report, RoutedStream, StreamSockets, close_over_cap
@@ -396,6 +397,14 @@ class WorkerProtocol(amp.AMP):
         if not isinstance(listener, StreamListener):
             return {"closed": False}
         return {"closed": close_over_cap(listener, (host, port), reason)}
+
+    @StopAccepting.responder
+    def stop_accepting(self, drain: float) -> Deferred[dict[str, Any]]:
+        from sipsock.workers.stream_drain import drain_streams
+
+        listeners = list(self.worker.listeners.values())
+        draining = Deferred.fromCoroutine(drain_streams(listeners, drain, self.reactor))
+        return draining.addCallback(lambda left: {"left": left})
 
     @PrepareTLS.responder
     def prepare_tls(self) -> dict[str, Any]:

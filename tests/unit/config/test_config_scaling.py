@@ -119,3 +119,42 @@ def test_a_bad_value_stops_start_up_naming_the_key(
     message = error_of(data)
     assert message.startswith(f"test.toml: {key}: "), message
     assert reason in message
+
+
+def test_the_stream_pool_names_a_profile_and_starts_at_tcp_workers_or_its_minimum() -> None:
+    data = config()
+    data["core"] = {"tcp_auto_scaling_profile": "udp"}
+    core = parse_config(data).core
+    assert core.tcp_auto_scaling_profile is not None
+    assert core.tcp_auto_scaling_profile.name == "udp"
+    assert core.tcp_workers == 1  # the profile's min_processes, not the default 2
+    data["core"] = {"tcp_auto_scaling_profile": "udp", "tcp_workers": 3}
+    assert parse_config(data).core.tcp_workers == 3
+    assert default_settings().core.tcp_auto_scaling_profile is None
+
+
+@pytest.mark.parametrize(
+    ("core", "key", "reason"),
+    [
+        ({"tcp_auto_scaling_profile": "x"}, "[core] tcp_auto_scaling_profile", "no profile 'x'"),
+        ({"tcp_auto_scaling_profile": 1}, "[core] tcp_auto_scaling_profile", "must be a string"),
+        (
+            {"tcp_auto_scaling_profile": "udp", "tcp_workers": 5},
+            "[core] tcp_workers",
+            "outside profile 'udp'",
+        ),
+        (
+            {"tcp_auto_scaling_profile": "udp", "tcp_workers": 0},
+            "[core] tcp_workers",
+            "tcp_auto_scaling_profile",
+        ),
+    ],
+)
+def test_a_bad_stream_profile_stops_start_up_naming_the_key(
+    core: dict[str, Any], key: str, reason: str
+) -> None:
+    data = config()
+    data["core"] = core
+    message = error_of(data)
+    assert message.startswith(f"test.toml: {key}: "), message
+    assert reason in message

@@ -363,7 +363,7 @@ def test_the_control_process_relogs_a_worker_line_with_its_fields() -> None:
     events: list[Any] = []
     observer = cast(ILogObserver, events.append)
     pool = SimpleNamespace(log=Logger(namespace="sipsock.workers.pool", observer=observer))
-    process = SimpleNamespace(label="dynamic/2", pid=4242)
+    process = SimpleNamespace(label="dynamic/2", kind="UDP worker", pid=4242)
     said = Supervisor.worker_said
     said(pool, process, json.dumps(line))  # type: ignore[arg-type]
     said(pool, process, "Traceback (most recent call last):")  # type: ignore[arg-type]
