@@ -121,11 +121,20 @@ async def test_a_send_from_the_control_process_goes_out_on_the_owning_workers_co
     pool = await started(make_pool(tmp_path), stopper)
     port = free_port()
     listener = await pool.open(parse_row(1, f"tcp:127.0.0.1:{port}"), 0)
-    clients, statuses = await threads.deferToThread(connect_and_ask, port, 12)
+    clients: list[TcpClient] = []
+    owners: set[Any] = set()
     try:
-        assert statuses == [200] * 12
-        await wait_until(lambda: sum(split(pool)) == 12, TIMEOUT, "connections reported")
-        owners = {owner_of(pool, listener, client) for client in clients}
+        # A loaded machine may hand a whole batch to one worker: connect more, bounded.
+        while len(clients) < 120:
+            batch, statuses = await threads.deferToThread(connect_and_ask, port, 12)
+            clients.extend(batch)
+            assert statuses == [200] * 12
+            await wait_until(
+                lambda: sum(split(pool)) == len(clients), TIMEOUT, "connections reported"
+            )
+            owners = {owner_of(pool, listener, client) for client in clients}
+            if len(owners) == 2:
+                break
         assert len(owners) == 2  # the test means something only across workers
         for index, client in enumerate(clients):
             message = f"NOTIFY {index}\r\n\r\n".encode()
