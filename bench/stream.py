@@ -15,7 +15,9 @@ connection sends an OPTIONS, waits for its 200, sends the next. Figures:
   core: the daemon is the bottleneck; less: the client is);
 * idle connections: N TLS connections opened and left idle, how many still
   answer an OPTIONS afterwards, and the daemon's resident memory per
-  connection (VmRSS after minus before, divided by N); the same for TCP.
+  connection (VmRSS of the control process and every worker, after minus
+  before, divided by N), and how long a new client then waits for its first
+  200; the same for TCP and WSS.
 * ``--saturate``: only TCP, 100 connections in closed loops: OPTIONS/s, CPU
   microseconds per OPTIONS over every process of the daemon (the control
   process and its workers) and the control process's share of that CPU;
@@ -99,6 +101,13 @@ def family_cpu(pid: int) -> tuple[float, float]:
     return cpu_seconds(pid), workers
 
 
+def daemon_cpu(pid: int) -> float:
+    """CPU seconds of the whole daemon: the control process and its workers (the
+    stream workers serve every connection since ``[core] tcp_workers``)."""
+    control, workers = family_cpu(pid)
+    return control + workers
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -108,6 +117,21 @@ def rss_kib(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def family(pid: int) -> list[int]:
+    """The daemon's control process and its workers."""
+    return [pid, *children(pid)]
+
+
+def family_rss_kib(pid: int) -> int:
+    """Resident memory of the control process and every worker, summed."""
+    return sum(rss_kib(member) for member in family(pid))
+
+
+def family_fds(pid: int) -> int:
+    """Open descriptors of the control process and every worker, summed."""
+    return sum(open_fds(member) for member in family(pid))
 
 
 def raise_nofile() -> int:
@@ -257,11 +281,11 @@ async def throughput_case(
         client.start()
     await asyncio.sleep(warmup)
     answered = sum(c.answered for c in clients)
-    cpu_before, started = cpu_seconds(pid), time.monotonic()
+    cpu_before, started = daemon_cpu(pid), time.monotonic()
     await asyncio.sleep(seconds)
     answered = sum(c.answered for c in clients) - answered
     elapsed = time.monotonic() - started
-    cpu_used = cpu_seconds(pid) - cpu_before
+    cpu_used = daemon_cpu(pid) - cpu_before
     for client in clients:
         client.running = False
     await asyncio.sleep(0.3)
@@ -304,14 +328,20 @@ async def idle(
 ) -> None:
     pid = daemon.pid
     await asyncio.sleep(1.0)
-    before = rss_kib(pid)
-    fds_before = open_fds(pid)
+    before = family_rss_kib(pid)
+    fds_before = family_fds(pid)
     started = time.monotonic()
     connections = await open_many(count, port, transport, context)
     opened_in = time.monotonic() - started
     await asyncio.sleep(hold)
-    after = rss_kib(pid)
-    fds = open_fds(pid) - fds_before
+    after = family_rss_kib(pid)
+    fds = family_fds(pid) - fds_before
+    # A new client among the idle ones: connect, handshake and its first 200.
+    started = time.monotonic()
+    [newcomer] = await open_many(1, port, transport, context)
+    newcomer_ok = await asyncio.wait_for(newcomer.options(), timeout=30)
+    newcomer_ms = (time.monotonic() - started) * 1000
+    newcomer.close()
     answers = await asyncio.gather(
         *(asyncio.wait_for(c.options(), timeout=30) for c in connections),
         return_exceptions=True,
@@ -321,7 +351,9 @@ async def idle(
     print(
         f"idle {transport.upper():<4} {count} opened in {opened_in:.1f} s, "
         f"{fds} descriptors in the daemon, {held} still answered after {hold:g} s idle; "
-        f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB = {per:.1f} kB per connection"
+        f"RSS of all processes {before / 1024:.1f} -> {after / 1024:.1f} MiB = "
+        f"{per:.1f} kB per connection; a new client's first "
+        f"{'200' if newcomer_ok is True else 'answer (not 200)'} in {newcomer_ms:.0f} ms"
     )
     for connection in connections:
         connection.close()
@@ -398,7 +430,7 @@ async def main_async(
     conns = [int(n) for n in args.conns.split(",")]
     await throughput(daemon, ports, context, conns, args.seconds)
     print()
-    for transport in ("tcp", "tls") if args.idle else ():
+    for transport in ("tcp", "tls", "wss") if args.idle else ():
         await idle(daemon, transport, ports[transport], context, args.idle, args.hold)
 
 
@@ -421,7 +453,7 @@ def sipp_t1(daemon: Daemon, port: int, args: argparse.Namespace, workdir: Path) 
         f"daemon CPU per call and per message ({per_call} messages a call)"
     )
     for rep in range(args.reps):
-        cpu_before = cpu_seconds(daemon.pid)
+        cpu_before = daemon_cpu(daemon.pid)
         run = start_sipp(
             f"127.0.0.1:{port}",
             scenario=scenario,
@@ -432,7 +464,7 @@ def sipp_t1(daemon: Daemon, port: int, args: argparse.Namespace, workdir: Path) 
             timeout=args.seconds * 3 + 20,
         )
         result = run.wait()
-        cpu = cpu_seconds(daemon.pid) - cpu_before
+        cpu = daemon_cpu(daemon.pid) - cpu_before
         retransmissions, elapsed = sipp_totals(run.stat)
         achieved = result.successful / elapsed if elapsed > 0 else 0.0
         verdict = held_verdict(
