@@ -430,7 +430,7 @@ async def main_async(
     conns = [int(n) for n in args.conns.split(",")]
     await throughput(daemon, ports, context, conns, args.seconds)
     print()
-    for transport in ("tcp", "tls", "wss") if args.idle else ():
+    for transport in args.idle_transports.split(",") if args.idle else ():
         await idle(daemon, transport, ports[transport], context, args.idle, args.hold)
 
 
@@ -492,6 +492,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput case")
     parser.add_argument("--conns", default="1,10,100", help="concurrent connections per case")
     parser.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
+    parser.add_argument(
+        "--idle-transports",
+        default="tcp,tls,wss",
+        help="transports of the idle part, in order, one daemon (tcp,tls,wss); a transport "
+        "run after another reuses the memory the earlier one freed: run it alone to size it",
+    )
     parser.add_argument("--hold", type=float, default=10.0, help="seconds to leave them idle")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--sipp", choices=("t1",), help="SIPp on one TCP connection instead")
