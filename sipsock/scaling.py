@@ -106,7 +106,7 @@ class Decision:
     reason: str
 
     def describe(self) -> str:
-        """``up to 3: load 92% >= 80% in 4 of the last 5 cycles``."""
+        """``up to 3: load >= 80% in 4 of the last 5 cycles (85%, 40%, 92%, 95%, 90%)``."""
         if self.action == "hold":
             return f"hold at {self.size}: {self.reason}"
         return f"{self.action} to {self.size}: {self.reason}"
@@ -173,9 +173,11 @@ def decide(
     recent = list(samples)[-rule.up_within :]
     high = sum(1 for sample in recent if sample >= rule.up_load)
     if high >= rule.up_cycles:
+        # The samples themselves: their mean may sit below the threshold that
+        # most of them reached.
         why = (
-            f"load {_percent(recent)} >= {rule.up_load:.0%} in {high} of the last "
-            f"{len(recent)} cycles"
+            f"load >= {rule.up_load:.0%} in {high} of the last {len(recent)} cycles "
+            f"({_percents(recent)})"
         )
         if size >= rule.max_processes:
             return Decision(
@@ -196,6 +198,11 @@ def decide(
     if load is None:
         return Decision("hold", size, None, "measuring", "no load measured yet at this size")
     return Decision("hold", size, load, "load_normal", f"load {load:.0%}")
+
+
+def _percents(samples: Sequence[float]) -> str:
+    """Each of ``samples`` as a percent, oldest first (``45%, 92%, 95%``)."""
+    return ", ".join(f"{sample:.0%}" for sample in samples)
 
 
 def _percent(samples: Sequence[float]) -> str:

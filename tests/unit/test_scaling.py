@@ -163,3 +163,11 @@ def test_describe_reads_like_opensips() -> None:
         "scale up to 4 on 80% for 4 cycles within 5 scale down to 1 on 20% for 10 cycles"
         " (cycle 1 s)"
     )
+
+
+def test_a_scale_up_reason_shows_the_samples_not_a_mean_below_the_threshold() -> None:
+    # Before: "load 69% >= 70% in 2 of the last 3 cycles" (the mean of the three).
+    rule = ScalingRule("web", 1, 4, up_load=0.7, up_cycles=2, up_within=3)
+    decision = decide(rule, 1, [0.30, 0.80, 0.98])
+    assert decision.action == "up"
+    assert decision.reason == "load >= 70% in 2 of the last 3 cycles (30%, 80%, 98%)"
