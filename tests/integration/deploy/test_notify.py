@@ -73,8 +73,10 @@ def test_ready_status_and_stopping(
         ready = systemd.wait_for("READY")
         assert ready["READY"] == "1"
         status = ready["STATUS"]
+        # Workers: 2 dynamic UDP (the test daemon's processes), 1 static UDP and
+        # 2 stream workers ([core] tcp_workers by default).
         assert status == (
-            "sockets: 1 static, 0 dynamic open; workers: 3/3 ready; "
+            "sockets: 1 static, 0 dynamic open; workers: 5/5 ready; "
             f"MI: sipsock-mi {daemon.state_dir / 'sipsock-mi.sock'}, "
             f"http 127.0.0.1:{daemon.http_port}; "
             f"database: sqlite:///{daemon.state_dir / 'sipsock.sqlite'} (table loaded)"
@@ -88,7 +90,7 @@ def test_ready_status_and_stopping(
 
         # Only the main process may notify (NotifyAccess=main): workers never see the socket.
         workers = [row["PID"] for row in daemon.mi("ps")["Processes"] if row["ID"] != 0]
-        assert len(workers) == 3
+        assert len(workers) == 5
         for pid in workers:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert not [item for item in environ if item.startswith(b"NOTIFY_SOCKET=")]
@@ -101,7 +103,7 @@ def test_ready_status_and_stopping(
         daemon.reload()
         update = systemd.wait_for("STATUS", timeout=30)
         assert "READY" not in update
-        assert update["STATUS"].startswith("sockets: 1 static, 1 dynamic open; workers: 3/3")
+        assert update["STATUS"].startswith("sockets: 1 static, 1 dynamic open; workers: 5/5")
     finally:
         assert daemon.stop() == 0
     stopping = systemd.wait_for("STOPPING", timeout=10)
