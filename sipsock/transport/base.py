@@ -173,6 +173,19 @@ class LimitReporter:
             self.log.emit(level, format, **fields)
         return True
 
+    def answer_failed(self, **fields: Any) -> bool:
+        """The sink's answer at once (the OPTIONS shortcut) raised on a message from
+        ``peer``, on any transport; called in the ``except`` block. The message
+        goes on to the application."""
+        return self.problem(
+            "OPTIONS shortcut failures",
+            "socket {socket} (slot {slot}): the sink's answer at once (the OPTIONS "
+            "shortcut) failed on a message from {peer}; the application gets it",
+            level=LogLevel.critical,
+            traceback=True,
+            **fields,
+        )
+
     def _summarize(self, summary: Summary) -> None:
         if isinstance(summary.key, _Problem):
             kind = summary.key.kind

@@ -188,14 +188,7 @@ class StreamConnection:
             answer = sink.answer_datagram(data, self.peer, listener.sdef)
         except Exception:
             answer = None
-            listener.limit_reporter.problem(
-                "OPTIONS shortcut failures",
-                "socket {socket} (slot {slot}): the sink's answer at once (the OPTIONS "
-                "shortcut) failed on a message from {peer}; the application gets it",
-                level=LogLevel.critical,
-                traceback=True,
-                **self._describe(),
-            )
+            listener.limit_reporter.answer_failed(**self._describe())
         if answer is not None:
             self.reply(answer)
             return

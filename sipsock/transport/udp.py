@@ -162,14 +162,7 @@ class SipDatagramProtocol(DatagramProtocol):
             answer = self._answer_datagram(datagram, addr, listener.sdef)
         except Exception:
             answer = None
-            listener.limit_reporter.problem(
-                "OPTIONS shortcut failures",
-                "socket {socket} (slot {slot}): the sink's answer at once (the OPTIONS "
-                "shortcut) failed on a message from {peer}; the application gets it",
-                level=LogLevel.critical,
-                traceback=True,
-                peer=addr,
-            )
+            listener.limit_reporter.answer_failed(peer=addr)
         if answer is not None:
             counters.received += 1  # a request (`MessageSink.answer_datagram`)
             listener.send_reply(answer, addr)
