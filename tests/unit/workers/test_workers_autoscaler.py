@@ -100,7 +100,9 @@ def test_a_busy_pool_grows_one_worker_per_decision_up_to_the_maximum() -> None:
     assert auto.changes == {"up": 2, "down": 0}
     summary = auto.summary()
     assert summary["Size"] == 3 and summary["Load %"] == 95.0
-    assert summary["Last change"].startswith("up to 3: load 95% >= 80%")
+    assert summary["Last change"].startswith(
+        "up to 3: load >= 80% in 2 of the last 2 cycles (95%, 95%)"
+    )
 
 
 def test_a_quiet_pool_shrinks_to_its_minimum() -> None:
