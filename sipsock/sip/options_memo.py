@@ -30,20 +30,25 @@ from sipsock.sip.memo import MAX_BYTES, MAX_ITEM, MAX_NAME, Memo
 #: `sipsock.sip.options_answer` (``text`` is the line as the answer writes it).
 Line = tuple[int, str, str, str, str, int]
 
-#: ``(index, prefix, head, gap)`` of one varying line: its position in the
-#: message, the bytes it starts with up to its colon, the text the answer
-#: writes before its value (``Name: ``), and the index of its gap in
-#: `Layout.pieces`.
-Varying = tuple[int, bytes, bytes, int]
+#: ``(index, prefix, gap)`` of one varying line: its position in the
+#: message, the bytes it starts with up to its colon, and the index of the
+#: gap for its value in `Layout.pieces` (the piece before the gap ends with
+#: the text the answer writes before the value, ``Name: ``).
+Varying = tuple[int, bytes, int]
+
+#: ``(index, prefix)`` of a line checked but not copied (a Contact): its
+#: position and the bytes it starts with up to its colon.
+Checked = tuple[int, bytes]
 
 
 @dataclass(frozen=True, slots=True)
 class Layout:
     """How to answer every OPTIONS with one key (see `sipsock.sip.options_layout`).
 
-    The varying lines are ``top_via``, ``from_``, ``call_id``, ``cseq`` and
-    the other Via lines; ``pieces`` is the answer with a None gap for each of them and
-    for the To tag (``tag_gap``, -1 when the To has a tag);
+    The varying lines are ``top_via``, ``from_``, ``call_id``, ``cseq``,
+    the other Via lines and the ``addresses`` (Contact lines: checked, not
+    copied); ``pieces`` is the answer with a None gap for each of them and
+    for the To tag's value (``tag_gap``, after ``;tag=``; -1 when the To has a tag);
     ``content_length`` is the Content-Length value (0 without one).
     """
 
@@ -52,6 +57,7 @@ class Layout:
     call_id: Varying
     cseq: Varying
     other_vias: tuple[Varying, ...]
+    addresses: tuple[Checked, ...]
     pieces: tuple[bytes | None, ...]
     tag_gap: int
     content_length: int
@@ -61,7 +67,8 @@ def layout_size(layout: Layout) -> int:
     """The bytes a layout holds (its pieces, prefixes and key), for its memo."""
     varying = (layout.top_via, layout.from_, layout.call_id, layout.cseq, *layout.other_vias)
     pieces = sum(len(piece) for piece in layout.pieces if piece is not None)
-    return pieces + sum(len(prefix) + len(head) + 32 for _, prefix, head, _ in varying)
+    checked = sum(len(prefix) + 16 for _, prefix in layout.addresses)
+    return pieces + checked + sum(len(prefix) + 32 for _, prefix, _ in varying)
 
 
 #: Bytes of the header-name memo, at most (names are short: a few hundred kB

@@ -17,12 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipsock.apps import Dispatcher
-from sipsock.sip.options_answer import OptionsReply, answer_options
-from sipsock.sip.options_layout import answer_by_layout
+from sipsock.sip.checks import check_address
+from sipsock.sip.grammar import split_values
+from sipsock.sip.options_answer import OptionsReply, _match_plain_address, answer_options
+from sipsock.sip.options_layout import answer_by_layout, match_plain_address, match_plain_line
 from sipsock.sip.options_memo import ENTRIES as MEMO_LIMIT
 from sipsock.sockdef import SocketDef
 from tests.unit.sip.test_options_answer import (
     ADVERTISED,
+    BAD_ADDRESSES,
+    GOOD_ADDRESSES,
     MEMO,
     RESPONDER,
     SIPP,
@@ -347,3 +351,118 @@ def test_keep_alives_from_more_peers_than_the_old_entry_bound_keep_their_layouts
     data, peer = peers[-1]
     assert_same(data.replace(b"CSeq: 1 ", b"CSeq: 4 "), peer)
     forget_layouts()
+
+
+# --- one layout for every peer of the same client software ----------------------------
+
+
+def from_peer(number: int, port: int, host: str = "127.0.0.1") -> tuple[bytes, tuple[str, int]]:
+    """SIPp's OPTIONS for call ``number`` from its socket ``host:port`` (as ``-t un`` sends)."""
+    sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    data = sipp(number).replace(b"127.0.0.1:5061", sent_by.encode())
+    return data.replace(b"CSeq: 1 ", b"CSeq: %d " % number), (host, port)
+
+
+def test_a_new_peer_of_the_same_client_is_answered_by_the_layout() -> None:
+    """Its Via, From and Contact name its own address: the layout of others answers it."""
+    forget_layouts()
+    for number in (1, 2):
+        assert assert_same(*from_peer(number, 20000 + number)) is not None
+    assert len(MEMO.layouts) == 1
+    for number, host in enumerate(["127.0.0.1", "192.0.2.9", "2001:db8::5", "10.1.2.3"], 3):
+        data, peer = from_peer(number, 30000 + number, host)
+        fast = by_layout(data, peer)
+        assert fast is not None, host
+        assert general_path(data, peer) == [fast]
+    assert len(MEMO.layouts) == 1
+    assert len(MEMO.via_templates) == 1  # only the peer whose message was recorded
+    forget_layouts()
+
+
+def test_new_peers_leave_nothing_behind_once_a_layout_answers_them() -> None:
+    forget_layouts()
+    assert_same(*from_peer(1, 20001))
+    assert_same(*from_peer(2, 20002))
+    before = len(MEMO)
+    for number in range(3, 200):
+        assert by_layout(*from_peer(number, 20000 + number)) is not None
+    assert len(MEMO) == before
+    forget_layouts()
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        b"*",
+        b"<sip:a@b>, <sip:c@d>",
+        b'"Quoted Name" <sip:a@b>',
+        b"sip:bare@host",
+        b"<sip:a b@host>",
+        b"<sip:a@host>;TAG=x",
+        b"<sip:a@host>;p=\xc3\xa9",
+        b"<sip:a@host>\x0b",
+        b"<sip:a@host>\rx",
+        b'<sip:a@host>;x="y"',
+        b"",
+        b"<sip:a@host> ; x",
+        b"<sip:a,b@host>",
+        b"  <sip:a@host>\t",
+    ],
+)
+def test_an_odd_contact_gets_the_general_paths_answer(contact: bytes) -> None:
+    forget_layouts()
+    assert_same(*from_peer(1, 20001))
+    assert_same(*from_peer(2, 20002))
+    data, peer = from_peer(3, 20003)
+    data = re.sub(rb"Contact: [^\r]*", lambda _: b"Contact: " + contact, data)
+    assert_same(data, peer)
+    forget_layouts()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keepalives(clean=True),
+    st.sampled_from([UDP, ADVERTISED, V6]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["192.0.2.7", "127.0.0.1", "2001:db8::7", "10.9.9.9"]),
+            st.integers(1, 65535),
+            st.sampled_from(GOOD_ADDRESSES + BAD_ADDRESSES),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_other_peers_and_contacts_get_the_general_paths_answer(
+    message: tuple[bytes, tuple[str, int]],
+    sdef: SocketDef,
+    others: list[tuple[str, int, str]],
+) -> None:
+    """A recorded message, then the same from other peers with other Contacts."""
+    forget_layouts()
+    data, peer = message
+    assert_same(data, peer, sdef)
+    assert_same(data, peer, sdef)
+    text = data.decode("utf-8", "surrogateescape")
+    for host, port, contact in others:
+        other = with_contact(text, contact).encode("utf-8", "surrogateescape")
+        assert_same(other, (host, port), sdef)
+
+
+_CONTACT_VALUE = re.compile(r"(?im)^((?:contact|m)[ \t]*:[ \t]*)[^\r\n]*")
+
+
+def with_contact(text: str, contact: str) -> str:
+    """``text`` with ``contact`` as the value of its Contact lines."""
+    return _CONTACT_VALUE.sub(lambda match: match.group(1) + contact, text)
+
+
+@given(st.from_regex(match_plain_line.__self__, fullmatch=True))  # type: ignore[attr-defined]
+def test_plain_address_bytes_are_plain_addresses_for_the_line_reader(value: bytes) -> None:
+    """What the layout takes as one plain address, the line reader accepts as one too."""
+    text = value.decode()  # visible ASCII and blanks only
+    stripped = text.strip(" \t")
+    assert match_plain_address(value.strip(b" \t")) is not None
+    assert _match_plain_address(stripped) is not None
+    assert split_values(stripped) == [stripped]
+    check_address(stripped)
