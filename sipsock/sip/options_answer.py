@@ -45,6 +45,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from sipsock.addresses import unbracket
 from sipsock.sip.checks import check_address, check_request_uri, parse_cseq
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, is_token, split_values
@@ -57,6 +58,7 @@ from sipsock.sip.options_layout import (
     is_plain_cseq,
     match_plain_address,
     match_plain_line,
+    match_sent_by,
 )
 from sipsock.sip.options_memo import Checked, Layout, Line, OptionsMemo, Varying, layout_size
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
@@ -353,7 +355,7 @@ def _record_layout(
     ``entries`` are its header lines as read. Nothing is recorded when its
     From is neither plain nor has a template, or its CSeq is not plain (see
     `sipsock.sip.options_layout`); the top Via gets a template for this
-    peer when it can have one.
+    peer, and an rport template for any, when it can have them.
     """
     if max(map(len, raw_lines)) > MAX_ITEM:
         return  # a line too long to remember: its layout could never be found
@@ -397,6 +399,7 @@ def _record_layout(
                 continue
             value = raw[len(prefix) :].strip(b" \t")
             if action == _VIA_LINE and not vias:
+                _rport_template(value, host, port, memo)  # for other peers
                 _via_template(value, host, port, memo)  # for this peer's next keep-alives
             if name_key == "from" and not (
                 match_plain_address(value) or _from_template(value, memo)
@@ -449,6 +452,74 @@ def _is_varying(entry: Line, raw: bytes) -> bool:
     if action != _LISTED or name_key != "contact":
         return False
     return match_plain_line(raw, raw.index(b":") + 1) is not None
+
+
+#: A sent-by and a peer that stand in for any other while an rport template is checked.
+_MARKER_SENT_BY: Final = b"sipsock-marker.invalid:7"
+_MARKER_PEER: Final = ("198.51.100.7", 7)
+
+
+def _rport_template(value: bytes, host: str, port: int, memo: OptionsMemo) -> bool:
+    """Whether the top Via ``value`` has an rport template (made now if need be).
+
+    A Via in the plain shape with an empty ``rport`` and no ``received``
+    (``SIP/2.0/UDP host:port;branch=...;rport``, what RFC 3581 clients send)
+    is stamped by filling in the peer's port and appending its address,
+    whatever its sent-by and branch: `stamp_via_value` is asked for this
+    Via and peer, and for a copy with a marker sent-by and branch from
+    another peer, and the template is recorded only when both answers have
+    that shape, at the same place.
+    """
+    parts = cut(value, b";branch=")
+    if parts is None or not value.isascii():
+        return False
+    before, branch, after = parts
+    space = value.find(b" ") + 1
+    params = value.find(b";", space)
+    if not 0 < space < params <= len(before) - 8 or not match_sent_by(value, space, params):
+        return False
+    key = (value[:space], value[params : len(before)], after)
+    if key in memo.rport_templates:
+        return True
+    marked = key[0] + _MARKER_SENT_BY + key[1] + MARKER + after
+    branch_end = len(before) + len(branch)
+    at = _rport_end(value, host, port)
+    if at is None or len(before) <= at < branch_end:
+        return False
+    template = (True, at - branch_end) if at >= branch_end else (False, at - params)
+    marked_params = space + len(_MARKER_SENT_BY)
+    marked_at = (len(marked) - len(after) if template[0] else marked_params) + template[1]
+    if _rport_end(marked, *_MARKER_PEER) != marked_at:
+        return False
+    memo.rport_templates.remember(key, template, sum(map(len, key)))
+    return True
+
+
+def _rport_end(value: bytes, host: str, port: int) -> int | None:
+    """Where `stamp_via_value` fills in the rport of ``value`` for this peer.
+
+    None unless its stamp is ``value`` with ``=PORT`` put in one place and
+    ``;received=HOST`` appended.
+    """
+    try:
+        stamped = stamp_via_value(value.decode(), host, port)
+    except (SipParseError, ValueError):
+        return None
+    if stamped is None:
+        return None
+    fill = b"=%d" % port
+    end = b";received=" + unbracket(host).encode()
+    at = _common_prefix(value, stamped.encode())
+    expected = value[:at] + fill + value[at:] + end
+    return at if stamped.encode() == expected else None
+
+
+def _common_prefix(first: bytes, second: bytes) -> int:
+    """The length of the longest common start of two byte strings."""
+    for index, (one, two) in enumerate(zip(first, second, strict=False)):
+        if one != two:
+            return index
+    return min(len(first), len(second))
 
 
 def _via_template(value: bytes, host: str, port: int, memo: OptionsMemo) -> bool:

@@ -62,6 +62,7 @@ import hashlib
 import re
 from typing import Final
 
+from sipsock.addresses import unbracket
 from sipsock.sip.checks import MAX_CSEQ
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, is_token
@@ -86,6 +87,13 @@ match_plain_address = re.compile(_PLAIN_ADDRESS).fullmatch
 #: A header value that is one plain address, with the blanks around it:
 #: ``match_plain_line(line, len(prefix))`` checks a Contact without cutting it out.
 match_plain_line = re.compile(rb"[ \t]*" + _PLAIN_ADDRESS + rb"[ \t]*").fullmatch
+#: A plain sent-by (``host`` or ``host:port``, the port 1-65535 without a
+#: leading zero): one that `stamp_via_value` takes as plain and, in a Via with
+#: an empty rport and no received, copies without looking at it.
+match_sent_by = re.compile(
+    rb"[A-Za-z0-9.\-]+(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}"
+    rb"|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+).fullmatch
 #: `MAX_CSEQ` in digits, to compare with a number of as many digits.
 _MAX_CSEQ_DIGITS: Final = b"%d" % MAX_CSEQ
 
@@ -184,8 +192,8 @@ def answer_by_layout(
     if layout is None or layout.content_length > body_size:
         return None
     answer = list(layout.pieces)
-    # The top Via: stamped by its template when this Via was seen from this
-    # peer (its branch cut out, as `cut` does), else stamped anew.
+    # The top Via: its branch cut out (as `cut` does), stamped by its Via
+    # template (this peer) or its rport template (any peer), else stamped anew.
     index, prefix, gap = layout.top_via
     line = lines[index]
     if not line.startswith(prefix):
@@ -194,7 +202,6 @@ def answer_by_layout(
     if b"," in value:
         return None
     start = value.find(b";branch=") + 8
-    stamped = None
     if start >= 8:
         end = value.find(b";", start)
         if end < 0:
@@ -202,9 +209,18 @@ def answer_by_layout(
         branch = value[start:end]
         if branch and not branch.translate(None, TOKEN_BYTES):
             stamped = memo.via_templates.get((value[:start], value[end:], host, port))
-    if stamped is not None:
-        answer[gap] = stamped[0] + branch + stamped[1]
-    else:
+            if stamped is not None:
+                answer[gap] = stamped[0] + branch + stamped[1]
+            else:
+                space = value.find(b" ") + 1
+                params = value.find(b";", space)
+                key = (value[:space], value[params:start], value[end:])
+                rport = memo.rport_templates.get(key)
+                if rport is not None and match_sent_by(value, space, params):
+                    at = (end if rport[0] else params) + rport[1]
+                    received = unbracket(host).encode()
+                    answer[gap] = b"%s=%d%s;received=%s" % (value[:at], port, value[at:], received)
+    if answer[gap] is None:
         via = stamp_plain_via(value, host, port)
         if via is None:
             return None

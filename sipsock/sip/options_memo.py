@@ -81,7 +81,7 @@ MAX_LAYOUT: Final = 4096
 #: Entries of each memo, at most (the byte bounds are reached first for most entries).
 ENTRIES: Final = 16 * 1024
 #: Bytes of one `OptionsMemo`, at most: the sum of its memos' bounds.
-BUDGET: Final = NAME_BYTES + LINE_BYTES + 6 * MAX_BYTES
+BUDGET: Final = NAME_BYTES + LINE_BYTES + 7 * MAX_BYTES
 
 
 class OptionsMemo:
@@ -107,6 +107,7 @@ class OptionsMemo:
         "layouts",
         "line_ids",
         "lines",
+        "rport_templates",
         "token_names",
         "via_templates",
     )
@@ -124,6 +125,9 @@ class OptionsMemo:
             ENTRIES, max_item=MAX_LAYOUT
         )
         self.from_templates: Memo[tuple[bytes, bytes], bool] = Memo(ENTRIES)
+        self.rport_templates: Memo[tuple[bytes, bytes, bytes], tuple[bool, int]] = Memo(
+            ENTRIES, max_item=MAX_LAYOUT
+        )
         # Numbers are never given twice, so a layout of forgotten lines is unreachable.
         self._numbers = itertools.count(1)
 

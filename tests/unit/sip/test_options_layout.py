@@ -50,6 +50,7 @@ values = st.one_of(tokens, tokens, odd_values)
 
 
 def forget_layouts() -> None:
+    MEMO.rport_templates.clear()
     MEMO.line_ids.clear()
     MEMO.layouts.clear()
     MEMO.via_templates.clear()
@@ -375,7 +376,8 @@ def test_a_new_peer_of_the_same_client_is_answered_by_the_layout() -> None:
         assert fast is not None, host
         assert general_path(data, peer) == [fast]
     assert len(MEMO.layouts) == 1
-    assert len(MEMO.via_templates) == 1  # only the peer whose message was recorded
+    assert len(MEMO.rport_templates) == 1  # SIPp's Via has an empty rport: one for every peer
+    assert len(MEMO.via_templates) == 1  # the peer whose message was recorded
     forget_layouts()
 
 
@@ -466,3 +468,76 @@ def test_plain_address_bytes_are_plain_addresses_for_the_line_reader(value: byte
     assert _match_plain_address(stripped) is not None
     assert split_values(stripped) == [stripped]
     check_address(stripped)
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n};rport",
+        "SIP/2.0/UDP {sent_by};rport;branch=z9hG4bK-{n}",
+        "SIP/2.0/UDP {sent_by};x=1;rport;ttl=3;branch=z9hG4bK-{n};y",
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n};RPort;rport",
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n};rport;received=192.0.2.99",
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n};rport=5",
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n}",
+        "SIP/2.0/TCP {sent_by};branch=z9hG4bK-{n};rport",
+        "SIP/2.0/udp {sent_by};branch=z9hG4bK-{n};rport",
+    ],
+)
+@pytest.mark.parametrize(
+    "sent_by",
+    [
+        "pc{n}.example.com",
+        "10.0.{n}.1:5060",
+        "10.0.{n}.1:065535",
+        "10.0.{n}.1:65535",
+        "10.0.{n}.1:65536",
+        "h:0",
+        "[2001:db8::{n}]:5062",
+        "1.2.3.4.5.{n}",
+        "a_b{n}",
+    ],
+)
+def test_the_top_via_of_any_peer_gets_the_general_paths_stamp(via: str, sent_by: str) -> None:
+    """Many peers, each Via its own sent-by, stamped by the rport template where it applies."""
+    forget_layouts()
+    peers = [("192.0.2.7", 5099), ("10.0.3.1", 5060), ("2001:db8::7", 1), ("127.0.0.1", 65535)]
+    for number in range(1, 7):
+        top = via.format(sent_by=sent_by.format(n=number), n=number)
+        sipps = b"SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-%d-0;rport" % number
+        data = sipp(number).replace(sipps, top.encode())
+        assert data != sipp(number)
+        assert_same(data, peers[number % len(peers)])
+    forget_layouts()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keepalives(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["192.0.2.7", "127.0.0.1", "2001:db8::7", "10.9.9.9"]),
+            st.integers(1, 65535),
+            st.sampled_from(["10.1.1.1:5060", "pc.example.com", "[2001:db8::1]", "10.1.1.1:99999"]),
+            tokens,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_other_sent_bys_from_other_peers_get_the_general_paths_answer(
+    message: tuple[bytes, tuple[str, int]], others: list[tuple[str, int, str, str]]
+) -> None:
+    """A recorded message, then the same with other sent-bys and branches from other peers."""
+    forget_layouts()
+    data, peer = message
+    assert_same(data, peer)
+    assert_same(data, peer)
+    text = data.decode("utf-8", "surrogateescape")
+    for host, port, sent_by, branch in others:
+        other = _TOP_VIA_SENT_BY.sub(rf"\g<1>{sent_by}", text, count=1)
+        other = _TOP_VIA_BRANCH.sub(rf"\g<1>\g<2>{branch}", other, count=1)
+        assert_same(other.encode("utf-8", "surrogateescape"), (host, port))
+
+
+_TOP_VIA_SENT_BY = re.compile(r"(?im)^((?:via|v)[ \t]*:[ \t]*SIP/2\.0/UDP )[^;\r\n]+")
