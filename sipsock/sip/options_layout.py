@@ -24,21 +24,28 @@ from peers sending one every 15-30 s, a peer's next OPTIONS comes long
 after anything remembered about that one peer has been forgotten.
 
 `answer_by_layout` answers a message whose key has a layout by checking and
-copying only the varying lines. The top Via is stamped by `stamp_via_value`
-(`stamp_plain_via`), or, for a peer whose message was recorded, through a
-*Via template*: for one Via with its branch cut out, and one peer address,
-the stamped text before and after the branch (stamping never looks at the
-branch). A From value, and a Contact, is accepted when it has the plain
-shape ``name <scheme:...>;param=value`` in visible ASCII
-(`match_plain_address`, a subset of what `check_address` accepts), and a
-From otherwise through a *From template*: the value with its tag cut out,
-checked once. Both templates accept only a branch or a tag
-made of token characters, so that any other token put in its place is
-checked alike: the templates are built from the message itself and from a
-copy with a marker token in that place, and are recorded only when both
-agree. A CSeq is accepted in the one plain shape ``NUMBER OPTIONS`` (one
-blank, at most ten digits, the number at most ``2**32-1``), which
-`parse_cseq` accepts alike, and echoed as it is.
+copying only the varying lines. The top Via is stamped through a *Via
+template* for a peer whose message was recorded: for one Via with its
+branch cut out, and one peer address, the stamped text before and after the
+branch (stamping never looks at the branch). For any other peer, a Via of
+the plain shape with an empty ``rport`` and no ``received`` (what RFC 3581
+clients send) is stamped through an *rport template*: the Via with its
+sent-by and branch cut out, and where its ``rport`` ends (stamping fills in
+the peer's port there and appends its address, whatever the sent-by, as
+long as it is plain: `match_sent_by`). Any other Via is stamped by
+`stamp_via_value` itself (`stamp_plain_via`).
+
+A From value, and a Contact, is accepted when it has the plain shape
+``name <scheme:...>;param=value`` in visible ASCII (`match_plain_address`,
+a subset of what `check_address` accepts), and a From otherwise through a
+*From template*: the value with its tag cut out, checked once. The
+templates accept only a branch or a tag made of token characters, so that
+any other token put in its place is checked alike: the templates are built
+from the message itself and from a copy with a marker token in that place
+(and, for an rport template, a marker sent-by and another peer), and are
+recorded only when both agree. A CSeq is accepted in the one plain shape
+``NUMBER OPTIONS`` (one blank, at most ten digits, the number at most
+``2**32-1``), which `parse_cseq` accepts alike, and echoed as it is.
 
 Whenever anything differs from what was recorded (another name spelling, a
 Via that does not stamp, a Call-ID with blanks, a CSeq of another shape, a
