@@ -395,7 +395,7 @@ def _record_layout(
             prefix = raw[: raw.index(b":") + 1]
             key.append(None)
             if action == _LISTED:  # a plain Contact: checked, not copied
-                addresses.append((index, prefix))
+                addresses.append((index, prefix, raw))
                 continue
             value = raw[len(prefix) :].strip(b" \t")
             if action == _VIA_LINE and not vias:

@@ -274,9 +274,11 @@ def answer_by_layout(
         except (SipParseError, ValueError):
             return None
         answer[gap] = value
-    for index, prefix in layout.addresses:
+    for index, prefix, known in layout.addresses:
         line = lines[index]
-        if not line.startswith(prefix) or match_plain_line(line, len(prefix)) is None:
+        if line != known and (
+            not line.startswith(prefix) or match_plain_line(line, len(prefix)) is None
+        ):
             return None
     if layout.tag_gap >= 0:
         digest = hashlib.sha1(salt + b"|" + call_id + b"|" + from_value, usedforsecurity=False)

@@ -36,9 +36,10 @@ Line = tuple[int, str, str, str, str, int]
 #: the text the answer writes before the value, ``Name: ``).
 Varying = tuple[int, bytes, int]
 
-#: ``(index, prefix)`` of a line checked but not copied (a Contact): its
-#: position and the bytes it starts with up to its colon.
-Checked = tuple[int, bytes]
+#: ``(index, prefix, line)`` of a line checked but not copied (a Contact):
+#: its position, the bytes it starts with up to its colon, and the line of
+#: the message recorded (the same line again needs no check).
+Checked = tuple[int, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ def layout_size(layout: Layout) -> int:
     """The bytes a layout holds (its pieces, prefixes and key), for its memo."""
     varying = (layout.top_via, layout.from_, layout.call_id, layout.cseq, *layout.other_vias)
     pieces = sum(len(piece) for piece in layout.pieces if piece is not None)
-    checked = sum(len(prefix) + 16 for _, prefix in layout.addresses)
+    checked = sum(len(line) + 16 for _, _, line in layout.addresses)
     return pieces + checked + sum(len(prefix) + 32 for _, prefix, _ in varying)
 
 
