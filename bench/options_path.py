@@ -15,8 +15,10 @@ Two kinds of figures:
   (`sipsock.sip.options_answer.answer_options`), and the UDP protocol's
   ``datagramReceived`` with each; then keep-alives from one peer with the
   CSeq rising by one each (as is), and from 5,000 peers (a source port each,
-  CSeq rising from peer to peer) through ``datagramReceived`` on the
-  general path and as is;
+  CSeq rising from peer to peer, the same 5,000 over and over) through
+  ``datagramReceived`` on the general path and as is, and from a new peer
+  every message (an address of its own each, never seen before: what an
+  edge gets from many phones, and what SIPp ``-t un`` sends the daemon);
 * paced runs through a real loopback socket and the real epoll reactor: a
   sender process sends OPTIONS at a fixed rate and reads the answers; this
   process's CPU time (``time.process_time``) per datagram is printed for the
@@ -104,6 +106,28 @@ def many_peers(count: int = PEERS) -> list[tuple[bytes, tuple[str, int]]]:
     return made
 
 
+def new_peers(count: int, first: int = 0) -> list[tuple[bytes, tuple[str, int]]]:
+    """``count`` SIPp-like OPTIONS from peers numbered ``first`` on, each seen once.
+
+    Each peer has an address of its own (``10.x.y.z``, a port of its own) in
+    its Via, From and Contact, as phones behind an edge do: at 10,000
+    keep-alives a second from peers sending one every 15-30 s, a peer's next
+    OPTIONS comes after hundreds of thousands of others, so nothing
+    remembered about that one peer is still there. (SIPp ``-t un`` is the
+    same traffic from one address.)
+    """
+    made = []
+    for number in range(first, first + count):
+        host = f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}"
+        port = 1024 + number % 60000
+        sent_by = f"{host}:{port}".encode()
+        text = SIPP_OPTIONS.replace(b"127.0.0.1:5061", sent_by)
+        text = text.replace(b"tag=1", b"tag=%d" % number)
+        text = text.replace(b"CSeq: 1 ", b"CSeq: %d " % (number + 1))
+        made.append((text.replace(b"1-1234", b"%d-1234" % number), (host, port)))
+    return made
+
+
 def one_peer_rising(count: int = PEERS) -> list[tuple[bytes, tuple[str, int]]]:
     """``count`` SIPp-like OPTIONS from one peer, the CSeq rising by one each."""
     made = []
@@ -117,6 +141,18 @@ def best_us(call: Callable[[], object], number: int, per: int = 1) -> float:
     """Best of nine, in this thread's CPU time: microseconds per call (per ``per`` of a call)."""
     timer = time.thread_time
     return min(timeit.repeat(call, number=number, repeat=9, timer=timer)) / number / per * 1e6
+
+
+def best_new_us(receive: Callable[[bytes, Any], None], number: int) -> float:
+    """Best of nine runs of ``number`` OPTIONS, each from a peer not seen before (thread CPU)."""
+    best = float("inf")
+    for run in range(9):
+        messages = new_peers(number, (run + 1) * number)
+        start = time.thread_time()
+        for data, peer in messages:
+            receive(data, peer)
+        best = min(best, time.thread_time() - start)
+    return best / number * 1e6
 
 
 def hot_loops(number: int) -> list[tuple[str, float]]:
@@ -186,6 +222,10 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
         (
             f"datagramReceived as is (shortcut first), {PEERS:,} peers, CSeq rising",
             best_us(peers_through(fast.protocol.datagramReceived), rounds, len(peers)),
+        ),
+        (
+            "datagramReceived as is (shortcut first), a new peer every message, CSeq rising",
+            best_new_us(fast.protocol.datagramReceived, number),
         ),
     ]
 

@@ -23,9 +23,10 @@ in the common ``name <sip:...>;param=value`` shape is accepted by one
 pattern that only matches values `check_address` accepts.
 
 Reading the lines is the reference. A message answered that way leaves
-its layout behind (`sipsock.sip.options_layout`): the next keep-alive of
-the same peer, equal but for its Via branch, From tag, Call-ID and CSeq, is
-answered from it by checking those values alone.
+its layout behind (`sipsock.sip.options_layout`): a later keep-alive equal
+but for its Via, From, Call-ID, CSeq and Contact values (the next one of
+the same peer, or the first one of another peer of the same client
+software) is answered from it by checking those values alone.
 
 Everything remembered is kept in the `OptionsMemo` the caller passes (each
 `Dispatcher` owns one): this module holds no state.
@@ -44,12 +45,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from sipsock.addresses import unbracket
 from sipsock.sip.checks import check_address, check_request_uri, parse_cseq
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, is_token, split_values
 from sipsock.sip.memo import MAX_ITEM
-from sipsock.sip.options_layout import MARKER, answer_by_layout, cut, cut_tag, is_plain_cseq
-from sipsock.sip.options_memo import Layout, Line, OptionsMemo, Varying, layout_size
+from sipsock.sip.options_layout import (
+    MARKER,
+    answer_by_layout,
+    cut,
+    cut_tag,
+    is_plain_cseq,
+    match_plain_address,
+    match_plain_line,
+    match_sent_by,
+)
+from sipsock.sip.options_memo import Checked, Layout, Line, OptionsMemo, Varying, layout_size
 from sipsock.sip.parser import DEFAULT_MAX_SIZE
 from sipsock.sip.response import has_tag, stable_tag
 from sipsock.sip.via import parse_via, stamp_via_value
@@ -342,11 +353,14 @@ def _record_layout(
     """Record in ``memo`` the layout of an OPTIONS just answered by `_answer_by_lines`.
 
     ``entries`` are its header lines as read. Nothing is recorded when its
-    top Via or its From has no template (see `sipsock.sip.options_layout`).
+    From is neither plain nor has a template, or its CSeq is not plain (see
+    `sipsock.sip.options_layout`); the top Via gets a template for this
+    peer, and an rport template for any, when it can have them.
     """
     if max(map(len, raw_lines)) > MAX_ITEM:
         return  # a line too long to remember: its layout could never be found
     line_id = memo.line_id
+    varying = [_is_varying(entry, raw) for entry, raw in zip(entries, raw_lines[1:], strict=True)]
     # A layout is recorded once every fixed line of it has been seen before
     # (numbered on first sight): a line that changes with each request (a
     # header of the peer's own numbering, say) would make a layout no later
@@ -354,10 +368,8 @@ def _record_layout(
     # line by line.
     first_sight = raw_lines[0] not in memo.line_ids
     line_id(raw_lines[0])
-    for index, (action, name_key, *_) in enumerate(entries, 1):
-        if action == _VIA_LINE or (action == _COPY and name_key in _VARYING):
-            continue
-        if raw_lines[index] not in memo.line_ids:
+    for index, vary in enumerate(varying, 1):
+        if not vary and raw_lines[index] not in memo.line_ids:
             first_sight = True
             line_id(raw_lines[index])
     if first_sight:
@@ -365,6 +377,7 @@ def _record_layout(
     key: list[int | None] = [line_id(raw_lines[0])]
     vias: list[Varying] = []
     others: dict[str, Varying] = {}
+    addresses: list[Checked] = []
     pieces: list[bytes | None] = [STATUS_LINE.encode()]
 
     def add(piece: bytes | None) -> int:
@@ -378,28 +391,35 @@ def _record_layout(
     content_length = 0
     for index, (action, name_key, name, _, text, number) in enumerate(entries, 1):
         raw = raw_lines[index]
-        if action == _VIA_LINE or (action == _COPY and name_key in _VARYING):
+        if varying[index - 1]:
             prefix = raw[: raw.index(b":") + 1]
+            key.append(None)
+            if action == _LISTED:  # a plain Contact: checked, not copied
+                addresses.append((index, prefix, raw))
+                continue
             value = raw[len(prefix) :].strip(b" \t")
-            if action == _VIA_LINE and not vias and not _via_template(value, host, port, memo):
-                return
-            if name_key == "from" and not _from_template(value, memo):
+            if action == _VIA_LINE and not vias:
+                _rport_template(value, host, port, memo)  # for other peers
+                _via_template(value, host, port, memo)  # for this peer's next keep-alives
+            if name_key == "from" and not (
+                match_plain_address(value) or _from_template(value, memo)
+            ):
                 return
             if name_key == "cseq" and not is_plain_cseq(value):
                 return
-            key.append(None)
-            head = name.encode("utf-8", "surrogateescape") + b": "
-            varying = (index, prefix, head, add(None))
+            add(name.encode("utf-8", "surrogateescape") + b": ")
+            gap = (index, prefix, add(None))
             if action == _VIA_LINE:
-                vias.append(varying)
+                vias.append(gap)
             else:
-                others[name_key] = varying
+                others[name_key] = gap
             add(b"\r\n")
             continue
         key.append(line_id(raw))
         if action == _COPY:  # To
             add(text.encode("utf-8", "surrogateescape"))
             if name_key == "to" and not number:
+                add(b";tag=")
                 tag_gap = add(None)
             add(b"\r\n")
         elif name_key == "content-length":
@@ -410,11 +430,96 @@ def _record_layout(
         others["call-id"],
         others["cseq"],
         tuple(vias[1:]),
+        tuple(addresses),
         tuple(pieces),
         tag_gap,
         content_length,
     )
     memo.layouts.remember(tuple(key), layout, layout_size(layout))
+
+
+def _is_varying(entry: Line, raw: bytes) -> bool:
+    """Whether a header line read as ``entry`` is a varying line of a layout.
+
+    Via, From, Call-ID and CSeq lines, and a Contact of one plain address
+    (`match_plain_address`): what differs from one keep-alive to the next
+    and from one peer to another of the same client software, so that one
+    layout answers them all.
+    """
+    action, name_key = entry[0], entry[1]
+    if action == _VIA_LINE or (action == _COPY and name_key in _VARYING):
+        return True
+    if action != _LISTED or name_key != "contact":
+        return False
+    return match_plain_line(raw, raw.index(b":") + 1) is not None
+
+
+#: A sent-by and a peer that stand in for any other while an rport template is checked.
+_MARKER_SENT_BY: Final = b"sipsock-marker.invalid:7"
+_MARKER_PEER: Final = ("198.51.100.7", 7)
+
+
+def _rport_template(value: bytes, host: str, port: int, memo: OptionsMemo) -> bool:
+    """Whether the top Via ``value`` has an rport template (made now if need be).
+
+    A Via in the plain shape with an empty ``rport`` and no ``received``
+    (``SIP/2.0/UDP host:port;branch=...;rport``, what RFC 3581 clients send)
+    is stamped by filling in the peer's port and appending its address,
+    whatever its sent-by and branch: `stamp_via_value` is asked for this
+    Via and peer, and for a copy with a marker sent-by and branch from
+    another peer, and the template is recorded only when both answers have
+    that shape, at the same place.
+    """
+    parts = cut(value, b";branch=")
+    if parts is None or not value.isascii():
+        return False
+    before, branch, after = parts
+    space = value.find(b" ") + 1
+    params = value.find(b";", space)
+    if not 0 < space < params <= len(before) - 8 or not match_sent_by(value, space, params):
+        return False
+    key = (value[:space], value[params : len(before)], after)
+    if key in memo.rport_templates:
+        return True
+    marked = key[0] + _MARKER_SENT_BY + key[1] + MARKER + after
+    branch_end = len(before) + len(branch)
+    at = _rport_end(value, host, port)
+    if at is None or len(before) <= at < branch_end:
+        return False
+    template = (True, at - branch_end) if at >= branch_end else (False, at - params)
+    marked_params = space + len(_MARKER_SENT_BY)
+    marked_at = (len(marked) - len(after) if template[0] else marked_params) + template[1]
+    if _rport_end(marked, *_MARKER_PEER) != marked_at:
+        return False
+    memo.rport_templates.remember(key, template, sum(map(len, key)))
+    return True
+
+
+def _rport_end(value: bytes, host: str, port: int) -> int | None:
+    """Where `stamp_via_value` fills in the rport of ``value`` for this peer.
+
+    None unless its stamp is ``value`` with ``=PORT`` put in one place and
+    ``;received=HOST`` appended.
+    """
+    try:
+        stamped = stamp_via_value(value.decode(), host, port)
+    except (SipParseError, ValueError):
+        return None
+    if stamped is None:
+        return None
+    fill = b"=%d" % port
+    end = b";received=" + unbracket(host).encode()
+    at = _common_prefix(value, stamped.encode())
+    expected = value[:at] + fill + value[at:] + end
+    return at if stamped.encode() == expected else None
+
+
+def _common_prefix(first: bytes, second: bytes) -> int:
+    """The length of the longest common start of two byte strings."""
+    for index, (one, two) in enumerate(zip(first, second, strict=False)):
+        if one != two:
+            return index
+    return min(len(first), len(second))
 
 
 def _via_template(value: bytes, host: str, port: int, memo: OptionsMemo) -> bool:

@@ -30,20 +30,26 @@ from sipsock.sip.memo import MAX_BYTES, MAX_ITEM, MAX_NAME, Memo
 #: `sipsock.sip.options_answer` (``text`` is the line as the answer writes it).
 Line = tuple[int, str, str, str, str, int]
 
-#: ``(index, prefix, head, gap)`` of one varying line: its position in the
-#: message, the bytes it starts with up to its colon, the text the answer
-#: writes before its value (``Name: ``), and the index of its gap in
-#: `Layout.pieces`.
-Varying = tuple[int, bytes, bytes, int]
+#: ``(index, prefix, gap)`` of one varying line: its position in the
+#: message, the bytes it starts with up to its colon, and the index of the
+#: gap for its value in `Layout.pieces` (the piece before the gap ends with
+#: the text the answer writes before the value, ``Name: ``).
+Varying = tuple[int, bytes, int]
+
+#: ``(index, prefix, line)`` of a line checked but not copied (a Contact):
+#: its position, the bytes it starts with up to its colon, and the line of
+#: the message recorded (the same line again needs no check).
+Checked = tuple[int, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
 class Layout:
     """How to answer every OPTIONS with one key (see `sipsock.sip.options_layout`).
 
-    The varying lines are ``top_via``, ``from_``, ``call_id``, ``cseq`` and
-    the other Via lines; ``pieces`` is the answer with a None gap for each of them and
-    for the To tag (``tag_gap``, -1 when the To has a tag);
+    The varying lines are ``top_via``, ``from_``, ``call_id``, ``cseq``,
+    the other Via lines and the ``addresses`` (Contact lines: checked, not
+    copied); ``pieces`` is the answer with a None gap for each of them and
+    for the To tag's value (``tag_gap``, after ``;tag=``; -1 when the To has a tag);
     ``content_length`` is the Content-Length value (0 without one).
     """
 
@@ -52,6 +58,7 @@ class Layout:
     call_id: Varying
     cseq: Varying
     other_vias: tuple[Varying, ...]
+    addresses: tuple[Checked, ...]
     pieces: tuple[bytes | None, ...]
     tag_gap: int
     content_length: int
@@ -61,7 +68,8 @@ def layout_size(layout: Layout) -> int:
     """The bytes a layout holds (its pieces, prefixes and key), for its memo."""
     varying = (layout.top_via, layout.from_, layout.call_id, layout.cseq, *layout.other_vias)
     pieces = sum(len(piece) for piece in layout.pieces if piece is not None)
-    return pieces + sum(len(prefix) + len(head) + 32 for _, prefix, head, _ in varying)
+    checked = sum(len(line) + 16 for _, _, line in layout.addresses)
+    return pieces + checked + sum(len(prefix) + 32 for _, prefix, _ in varying)
 
 
 #: Bytes of the header-name memo, at most (names are short: a few hundred kB
@@ -74,7 +82,7 @@ MAX_LAYOUT: Final = 4096
 #: Entries of each memo, at most (the byte bounds are reached first for most entries).
 ENTRIES: Final = 16 * 1024
 #: Bytes of one `OptionsMemo`, at most: the sum of its memos' bounds.
-BUDGET: Final = NAME_BYTES + LINE_BYTES + 6 * MAX_BYTES
+BUDGET: Final = NAME_BYTES + LINE_BYTES + 7 * MAX_BYTES
 
 
 class OptionsMemo:
@@ -100,6 +108,7 @@ class OptionsMemo:
         "layouts",
         "line_ids",
         "lines",
+        "rport_templates",
         "token_names",
         "via_templates",
     )
@@ -117,6 +126,9 @@ class OptionsMemo:
             ENTRIES, max_item=MAX_LAYOUT
         )
         self.from_templates: Memo[tuple[bytes, bytes], bool] = Memo(ENTRIES)
+        self.rport_templates: Memo[tuple[bytes, bytes, bytes], tuple[bool, int]] = Memo(
+            ENTRIES, max_item=MAX_LAYOUT
+        )
         # Numbers are never given twice, so a layout of forgotten lines is unreachable.
         self._numbers = itertools.count(1)
 

@@ -17,12 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipsock.apps import Dispatcher
-from sipsock.sip.options_answer import OptionsReply, answer_options
-from sipsock.sip.options_layout import answer_by_layout
+from sipsock.sip.checks import check_address
+from sipsock.sip.grammar import split_values
+from sipsock.sip.options_answer import OptionsReply, _match_plain_address, answer_options
+from sipsock.sip.options_layout import answer_by_layout, match_plain_address, match_plain_line
 from sipsock.sip.options_memo import ENTRIES as MEMO_LIMIT
 from sipsock.sockdef import SocketDef
 from tests.unit.sip.test_options_answer import (
     ADVERTISED,
+    BAD_ADDRESSES,
+    GOOD_ADDRESSES,
     MEMO,
     RESPONDER,
     SIPP,
@@ -46,6 +50,7 @@ values = st.one_of(tokens, tokens, odd_values)
 
 
 def forget_layouts() -> None:
+    MEMO.rport_templates.clear()
     MEMO.line_ids.clear()
     MEMO.layouts.clear()
     MEMO.via_templates.clear()
@@ -347,3 +352,192 @@ def test_keep_alives_from_more_peers_than_the_old_entry_bound_keep_their_layouts
     data, peer = peers[-1]
     assert_same(data.replace(b"CSeq: 1 ", b"CSeq: 4 "), peer)
     forget_layouts()
+
+
+# --- one layout for every peer of the same client software ----------------------------
+
+
+def from_peer(number: int, port: int, host: str = "127.0.0.1") -> tuple[bytes, tuple[str, int]]:
+    """SIPp's OPTIONS for call ``number`` from its socket ``host:port`` (as ``-t un`` sends)."""
+    sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    data = sipp(number).replace(b"127.0.0.1:5061", sent_by.encode())
+    return data.replace(b"CSeq: 1 ", b"CSeq: %d " % number), (host, port)
+
+
+def test_a_new_peer_of_the_same_client_is_answered_by_the_layout() -> None:
+    """Its Via, From and Contact name its own address: the layout of others answers it."""
+    forget_layouts()
+    for number in (1, 2):
+        assert assert_same(*from_peer(number, 20000 + number)) is not None
+    assert len(MEMO.layouts) == 1
+    for number, host in enumerate(["127.0.0.1", "192.0.2.9", "2001:db8::5", "10.1.2.3"], 3):
+        data, peer = from_peer(number, 30000 + number, host)
+        fast = by_layout(data, peer)
+        assert fast is not None, host
+        assert general_path(data, peer) == [fast]
+    assert len(MEMO.layouts) == 1
+    assert len(MEMO.rport_templates) == 1  # SIPp's Via has an empty rport: one for every peer
+    assert len(MEMO.via_templates) == 1  # the peer whose message was recorded
+    forget_layouts()
+
+
+def test_new_peers_leave_nothing_behind_once_a_layout_answers_them() -> None:
+    forget_layouts()
+    assert_same(*from_peer(1, 20001))
+    assert_same(*from_peer(2, 20002))
+    before = len(MEMO)
+    for number in range(3, 200):
+        assert by_layout(*from_peer(number, 20000 + number)) is not None
+    assert len(MEMO) == before
+    forget_layouts()
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        b"*",
+        b"<sip:a@b>, <sip:c@d>",
+        b'"Quoted Name" <sip:a@b>',
+        b"sip:bare@host",
+        b"<sip:a b@host>",
+        b"<sip:a@host>;TAG=x",
+        b"<sip:a@host>;p=\xc3\xa9",
+        b"<sip:a@host>\x0b",
+        b"<sip:a@host>\rx",
+        b'<sip:a@host>;x="y"',
+        b"",
+        b"<sip:a@host> ; x",
+        b"<sip:a,b@host>",
+        b"  <sip:a@host>\t",
+    ],
+)
+def test_an_odd_contact_gets_the_general_paths_answer(contact: bytes) -> None:
+    forget_layouts()
+    assert_same(*from_peer(1, 20001))
+    assert_same(*from_peer(2, 20002))
+    data, peer = from_peer(3, 20003)
+    data = re.sub(rb"Contact: [^\r]*", lambda _: b"Contact: " + contact, data)
+    assert_same(data, peer)
+    forget_layouts()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keepalives(clean=True),
+    st.sampled_from([UDP, ADVERTISED, V6]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["192.0.2.7", "127.0.0.1", "2001:db8::7", "10.9.9.9"]),
+            st.integers(1, 65535),
+            st.sampled_from(GOOD_ADDRESSES + BAD_ADDRESSES),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_other_peers_and_contacts_get_the_general_paths_answer(
+    message: tuple[bytes, tuple[str, int]],
+    sdef: SocketDef,
+    others: list[tuple[str, int, str]],
+) -> None:
+    """A recorded message, then the same from other peers with other Contacts."""
+    forget_layouts()
+    data, peer = message
+    assert_same(data, peer, sdef)
+    assert_same(data, peer, sdef)
+    text = data.decode("utf-8", "surrogateescape")
+    for host, port, contact in others:
+        other = with_contact(text, contact).encode("utf-8", "surrogateescape")
+        assert_same(other, (host, port), sdef)
+
+
+_CONTACT_VALUE = re.compile(r"(?im)^((?:contact|m)[ \t]*:[ \t]*)[^\r\n]*")
+
+
+def with_contact(text: str, contact: str) -> str:
+    """``text`` with ``contact`` as the value of its Contact lines."""
+    return _CONTACT_VALUE.sub(lambda match: match.group(1) + contact, text)
+
+
+@given(st.from_regex(match_plain_line.__self__, fullmatch=True))  # type: ignore[attr-defined]
+def test_plain_address_bytes_are_plain_addresses_for_the_line_reader(value: bytes) -> None:
+    """What the layout takes as one plain address, the line reader accepts as one too."""
+    text = value.decode()  # visible ASCII and blanks only
+    stripped = text.strip(" \t")
+    assert match_plain_address(value.strip(b" \t")) is not None
+    assert _match_plain_address(stripped) is not None
+    assert split_values(stripped) == [stripped]
+    check_address(stripped)
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n};rport",
+        "SIP/2.0/UDP {sent_by};rport;branch=z9hG4bK-{n}",
+        "SIP/2.0/UDP {sent_by};x=1;rport;ttl=3;branch=z9hG4bK-{n};y",
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n};RPort;rport",
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n};rport;received=192.0.2.99",
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n};rport=5",
+        "SIP/2.0/UDP {sent_by};branch=z9hG4bK-{n}",
+        "SIP/2.0/TCP {sent_by};branch=z9hG4bK-{n};rport",
+        "SIP/2.0/udp {sent_by};branch=z9hG4bK-{n};rport",
+    ],
+)
+@pytest.mark.parametrize(
+    "sent_by",
+    [
+        "pc{n}.example.com",
+        "10.0.{n}.1:5060",
+        "10.0.{n}.1:065535",
+        "10.0.{n}.1:65535",
+        "10.0.{n}.1:65536",
+        "h:0",
+        "[2001:db8::{n}]:5062",
+        "1.2.3.4.5.{n}",
+        "a_b{n}",
+    ],
+)
+def test_the_top_via_of_any_peer_gets_the_general_paths_stamp(via: str, sent_by: str) -> None:
+    """Many peers, each Via its own sent-by, stamped by the rport template where it applies."""
+    forget_layouts()
+    peers = [("192.0.2.7", 5099), ("10.0.3.1", 5060), ("2001:db8::7", 1), ("127.0.0.1", 65535)]
+    for number in range(1, 7):
+        top = via.format(sent_by=sent_by.format(n=number), n=number)
+        sipps = b"SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-%d-0;rport" % number
+        data = sipp(number).replace(sipps, top.encode())
+        assert data != sipp(number)
+        assert_same(data, peers[number % len(peers)])
+    forget_layouts()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keepalives(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["192.0.2.7", "127.0.0.1", "2001:db8::7", "10.9.9.9"]),
+            st.integers(1, 65535),
+            st.sampled_from(["10.1.1.1:5060", "pc.example.com", "[2001:db8::1]", "10.1.1.1:99999"]),
+            tokens,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_other_sent_bys_from_other_peers_get_the_general_paths_answer(
+    message: tuple[bytes, tuple[str, int]], others: list[tuple[str, int, str, str]]
+) -> None:
+    """A recorded message, then the same with other sent-bys and branches from other peers."""
+    forget_layouts()
+    data, peer = message
+    assert_same(data, peer)
+    assert_same(data, peer)
+    text = data.decode("utf-8", "surrogateescape")
+    for host, port, sent_by, branch in others:
+        other = _TOP_VIA_SENT_BY.sub(rf"\g<1>{sent_by}", text, count=1)
+        other = _TOP_VIA_BRANCH.sub(rf"\g<1>\g<2>{branch}", other, count=1)
+        assert_same(other.encode("utf-8", "surrogateescape"), (host, port))
+
+
+_TOP_VIA_SENT_BY = re.compile(r"(?im)^((?:via|v)[ \t]*:[ \t]*SIP/2\.0/UDP )[^;\r\n]+")

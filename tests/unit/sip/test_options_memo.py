@@ -38,6 +38,7 @@ def test_size_and_entries_count_every_memo_and_clear_forgets_them_all() -> None:
         "layouts",
         "line_ids",
         "lines",
+        "rport_templates",
         "token_names",
         "via_templates",
     }
