@@ -21,13 +21,14 @@ def send_now(descriptor: Any, data: bytes) -> None:
     """Write ``data`` on a TCP transport: to its socket now when nothing is queued.
 
     What the kernel does not take at once (or everything, on a connection
-    with output queued, closing, or lost) goes through the transport's
+    with output queued, closing, aborted or lost) goes through the transport's
     ``write``, which sends it when the socket is writable; a lost connection
     is found out there, as Twisted does.
     """
     if (
         descriptor.connected
         and not descriptor.disconnecting
+        and not getattr(descriptor, "_aborting", False)
         and not descriptor._writeDisconnected
         and not descriptor._tempDataLen
         and descriptor.offset == len(descriptor.dataBuffer)
