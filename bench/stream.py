@@ -8,11 +8,19 @@ The daemon (``twistd -n sipsock``, answered by the built-in Responder) gets
 one static socket per transport: TCP, TLS, WS and WSS, with a trustme
 certificate (ECDSA P-256). The client is one asyncio process (the standard
 library's TLS, WebSocket frames built by hand) running closed loops: each
-connection sends an OPTIONS, waits for its 200, sends the next. Figures:
+connection sends an OPTIONS, waits for its 200, sends the next
+(``--scenario invite``: an INVITE, and on its 501 the ACK and the next
+call's INVITE, each call with its own Call-ID and branch). Figures:
 
-* OPTIONS answered per second for 1, 10 and 100 concurrent connections per
-  transport, with the daemon's CPU use over the same interval (100 % = one
-  core: the daemon is the bottleneck; less: the client is);
+* OPTIONS (or calls) answered per second for 1, 10 and 100 concurrent
+  connections per transport (``--transports``, default all four), with
+  the daemon's CPU use over the same interval (100 % = one core: the
+  daemon is the bottleneck; less: the client is), its CPU microseconds per
+  OPTIONS (or call) and per SIP message it read or wrote (an OPTIONS and
+  its 200 are two; INVITE, 501 and ACK three). The client is this process,
+  not one of the daemon's: its CPU is not counted. ``--py-spy DIR``
+  records every daemon process with ``py-spy record --native`` during each
+  case (raw stacks, one file per process);
 * idle connections: N TLS connections opened and left idle, how many still
   answer an OPTIONS afterwards, and the daemon's resident memory per
   connection (VmRSS of the control process and every worker, after minus
@@ -48,6 +56,7 @@ import platform
 import resource
 import shutil
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -153,13 +162,19 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.ws = ws
-        transport = "WS" if ws else "TCP"
-        local_port = writer.get_extra_info("sockname")[1]
-        self.request = options_request("127.0.0.1", 5060, local_port, transport)
-        if ws:
-            # A client frame masked with the all-zero key: the payload is sent as is.
-            header = bytes([0x81, 0x80 | 126]) + len(self.request).to_bytes(2, "big")
-            self.request = header + b"\x00\x00\x00\x00" + self.request
+        self.transport_name = "WS" if ws else "TCP"
+        self.local_port = writer.get_extra_info("sockname")[1]
+        self.request = self.frame(
+            options_request("127.0.0.1", 5060, self.local_port, self.transport_name)
+        )
+
+    def frame(self, message: bytes) -> bytes:
+        """``message`` as it goes on the wire: as is, or in one masked WebSocket text frame."""
+        if not self.ws:
+            return message
+        # A client frame masked with the all-zero key: the payload is sent as is.
+        header = bytes([0x81, 0x80 | 126]) + len(message).to_bytes(2, "big")
+        return header + b"\x00\x00\x00\x00" + message
 
     async def options(self) -> bool:
         """Send one OPTIONS and read its answer; True for a 200."""
@@ -179,6 +194,57 @@ class Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class InviteCalls:
+    """The requests of ``--scenario invite`` on one connection: INVITE, then ACK on its 501.
+
+    As SIPp's scenario: every call has its own Call-ID, branch and From tag;
+    the ACK copies the 501's To (with the tag the daemon chose).
+    """
+
+    #: SIP messages the daemon handles per call: INVITE, 501, ACK.
+    MESSAGES = 3
+
+    def __init__(self, connection: Connection) -> None:
+        self.frame = connection.frame
+        self.via_host = f"SIP/2.0/{connection.transport_name} 127.0.0.1:{connection.local_port}"
+        self.local_port = connection.local_port
+        self.call = 0
+
+    def _head(self, method: str, branch: str) -> str:
+        return (
+            f"{method} sip:service@127.0.0.1:5060 SIP/2.0\r\n"
+            f"Via: {self.via_host};branch=z9hG4bK{branch};rport\r\n"
+            f"From: bench <sip:bench@127.0.0.1:{self.local_port}>;tag={self.call}\r\n"
+        )
+
+    def invite(self) -> bytes:
+        """The next call's INVITE."""
+        self.call += 1
+        call = self.call
+        return self.frame(
+            (
+                self._head("INVITE", f"{self.local_port}x{call}")
+                + "To: <sip:service@127.0.0.1:5060>\r\n"
+                f"Call-ID: {call}-{self.local_port}@bench\r\n"
+                "CSeq: 1 INVITE\r\n"
+                f"Contact: <sip:bench@127.0.0.1:{self.local_port}>\r\n"
+                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
+
+    def ack(self, answer: bytes) -> bytes:
+        """The ACK of this call's ``answer`` (its To line copied)."""
+        start = answer.find(b"\r\nTo:") + 2
+        to = answer[start : answer.find(b"\r\n", start)].decode()
+        return self.frame(
+            (
+                self._head("ACK", f"{self.local_port}x{self.call}")
+                + f"{to}\r\nCall-ID: {self.call}-{self.local_port}@bench\r\n"
+                "CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
 
 
 async def connect(port: int, transport: str, context: ssl.SSLContext | None) -> Connection:
@@ -226,16 +292,19 @@ async def open_many(
 
 
 class LoopClient(asyncio.Protocol):
-    """Closed loop on an open connection: the next OPTIONS leaves when an answer arrives.
+    """Closed loop on an open connection: the next request leaves when an answer arrives.
 
     A plain protocol (no coroutine per message) so the client costs less CPU
-    than the daemon it measures.
+    than the daemon it measures. ``--scenario options``: the same OPTIONS
+    again; ``invite``: the ACK of the 501, then the next call's INVITE
+    (`InviteCalls`).
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, scenario: str = "options") -> None:
         self.transport = connection.writer.transport
         self.request = connection.request
         self.ws = connection.ws
+        self.calls = InviteCalls(connection) if scenario == "invite" else None
         self.buffer = b""
         self.running = False
         self.answered = 0
@@ -243,11 +312,11 @@ class LoopClient(asyncio.Protocol):
 
     def start(self) -> None:
         self.running = True
-        self.transport.write(self.request)
+        self.transport.write(self.request if self.calls is None else self.calls.invite())
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data
-        answers = 0
+        answers: list[bytes] = []
         if self.ws:
             while len(buffer) >= 2:
                 length, offset = buffer[1] & 0x7F, 2
@@ -257,30 +326,42 @@ class LoopClient(asyncio.Protocol):
                     length, offset = int.from_bytes(buffer[2:4], "big"), 4
                 if len(buffer) < offset + length:
                     break
+                answers.append(buffer[offset : offset + length])
                 buffer = buffer[offset + length :]
-                answers += 1
         else:
-            answers = buffer.count(b"\r\n\r\n")
-            if answers:
-                buffer = buffer[buffer.rfind(b"\r\n\r\n") + 4 :]
+            # The Responder's answers have no body (Content-Length: 0).
+            *answers, buffer = buffer.split(b"\r\n\r\n")
         self.buffer = buffer
-        self.answered += answers
-        if self.running:
-            for _ in range(answers):
+        self.answered += len(answers)
+        if not self.running:
+            return
+        calls = self.calls
+        for answer in answers:
+            if calls is None:
                 self.transport.write(self.request)
+            else:
+                self.transport.write(calls.ack(answer))
+                self.transport.write(calls.invite())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.running = False
 
 
 async def throughput_case(
-    pid: int, connections: list[Connection], seconds: float, warmup: float
+    pid: int,
+    connections: list[Connection],
+    seconds: float,
+    warmup: float,
+    scenario: str = "options",
+    profile: Path | None = None,
 ) -> str:
-    clients = [LoopClient(connection) for connection in connections]
+    """One closed-loop case; with ``profile``, py-spy records every daemon process meanwhile."""
+    clients = [LoopClient(connection, scenario) for connection in connections]
     for client in clients:
         client.start()
     await asyncio.sleep(warmup)
     answered = sum(c.answered for c in clients)
+    spies = [] if profile is None else start_py_spy(pid, seconds, profile)
     cpu_before, started = daemon_cpu(pid), time.monotonic()
     await asyncio.sleep(seconds)
     answered = sum(c.answered for c in clients) - answered
@@ -288,34 +369,76 @@ async def throughput_case(
     cpu_used = daemon_cpu(pid) - cpu_before
     for client in clients:
         client.running = False
+    for spy in spies:
+        await asyncio.to_thread(spy.wait, seconds + 30)
     await asyncio.sleep(0.3)
-    per_message = cpu_used / answered * 1e6 if answered else 0.0
-    return f"{answered / elapsed:6.0f} {cpu_used / elapsed * 100:3.0f}% {per_message:4.0f}"
+    # SIP messages the daemon handled per answer: OPTIONS and its 200, or
+    # INVITE, 501 and ACK.
+    per_answer = cpu_used / answered * 1e6 if answered else 0.0
+    per_message = per_answer / (InviteCalls.MESSAGES if scenario == "invite" else 2)
+    return (
+        f"{answered / elapsed:6.0f} {cpu_used / elapsed * 100:3.0f}% "
+        f"{per_answer:4.0f} {per_message:4.0f}"
+    )
+
+
+def start_py_spy(pid: int, seconds: float, prefix: Path) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record --native`` on the daemon's processes for ``seconds``: one raw
+    (collapsed stacks) file per process, ``PREFIX-PID.txt``."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                spy, "record", "--native", "--format", "raw",
+                "-d", str(int(seconds)), "-p", str(member), "-o", f"{prefix}-{member}.txt",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for member in family(pid)
+    ]  # fmt: skip
 
 
 async def throughput(
     daemon: Daemon,
     ports: dict[str, int],
     context: ssl.SSLContext,
-    conns: list[int],
-    seconds: float,
+    args: argparse.Namespace,
 ) -> None:
+    conns = [int(n) for n in args.conns.split(",")]
+    seconds = args.seconds
+    what = "OPTIONS" if args.scenario == "options" else "INVITE/501/ACK calls"
+    unit = "OPTIONS" if args.scenario == "options" else "call"
     print(
-        f"\nOPTIONS answered per second, closed loop, {seconds:g} s per case; then the "
-        "daemon's CPU use\n(100% = one core) and its CPU microseconds per OPTIONS"
+        f"\n{what} answered per second, closed loop, {seconds:g} s per case; then the "
+        f"daemon's CPU use\n(100% = one core), its CPU microseconds per {unit} "
+        "and per SIP message it read or wrote"
     )
-    print("transport " + "".join(f"{f'{n} conn: /s cpu us':>22}" for n in conns))
-    for transport in TRANSPORTS:
+    print("transport " + "".join(f"{f'{n} conn: /s cpu us/req us/msg':>30}" for n in conns))
+    for transport in args.transports.split(","):
         cells: list[str] = []
         for count in conns:
             connections = await open_many(count, ports[transport], transport, context)
+            profile = (
+                None
+                if args.py_spy is None
+                else Path(args.py_spy) / f"{transport}-{args.scenario}-{count}"
+            )
             cells.append(
-                await throughput_case(daemon.pid, connections, seconds, min(1.0, seconds / 5))
+                await throughput_case(
+                    daemon.pid,
+                    connections,
+                    seconds,
+                    min(1.0, seconds / 5),
+                    args.scenario,
+                    profile,
+                )
             )
             for connection in connections:
                 connection.close()
             await asyncio.sleep(0.5)
-        print(f"{transport:<10}" + "".join(f"{cell:>22}" for cell in cells))
+        print(f"{transport:<10}" + "".join(f"{cell:>30}" for cell in cells), flush=True)
 
 
 async def idle(
@@ -427,8 +550,7 @@ async def main_async(
         await saturate(daemon, ports["tcp"], args.seconds)
         return
     context = pki.client_context()
-    conns = [int(n) for n in args.conns.split(",")]
-    await throughput(daemon, ports, context, conns, args.seconds)
+    await throughput(daemon, ports, context, args)
     print()
     for transport in args.idle_transports.split(",") if args.idle else ():
         await idle(daemon, transport, ports[transport], context, args.idle, args.hold)
@@ -501,7 +623,20 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=10.0, help="seconds to leave them idle")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--sipp", choices=("t1",), help="SIPp on one TCP connection instead")
-    parser.add_argument("--scenario", choices=tuple(SIPP_SCENARIOS), default="options")
+    parser.add_argument(
+        "--scenario",
+        choices=tuple(SIPP_SCENARIOS),
+        default="options",
+        help="OPTIONS, or INVITE then ACK on the 501 (SIPp and closed loops)",
+    )
+    parser.add_argument(
+        "--transports", default=",".join(TRANSPORTS), help="closed-loop transports, in order"
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="record each closed-loop case with py-spy --native (raw stacks in DIR)",
+    )
     parser.add_argument("--rate", type=float, default=10000.0, help="calls per second (--sipp)")
     parser.add_argument("--reps", type=int, default=2, help="runs (--sipp)")
     parser.add_argument(

@@ -18,36 +18,78 @@ def pending_output(transport: object) -> tuple[int, int]:
     refused once (its send buffer was full: the peer is not reading fast
     enough). Walks down the layers: a WebSocket `MessageTransport` to its
     protocol's transport, TLS (`TLSMemoryBIOProtocol`, counting the
-    cleartext it holds before the handshake and the small writes it
-    aggregates) to the TCP transport, whose
+    cleartext it holds before the handshake and the writes it holds back
+    to send together) to the TCP transport, whose
     `FileDescriptor` write buffer is ``dataBuffer`` from ``offset`` on (tried
     and refused) plus the writes of this reactor turn (``_tempDataLen``, not
     tried yet).
     """
-    total = 0
-    layer: Any = transport
-    for _ in range(8):
-        if layer is None:
-            break
-        waiting = getattr(layer, "_appSendBuffer", None)
-        if waiting:
-            total += sum(len(chunk) for chunk in waiting)
-        # Twisted's BufferingTLSTransport holds small writes (up to 64 kB)
-        # until the next reactor turn.
-        aggregated = getattr(getattr(layer, "_aggregator", None), "_buffer", None)
-        if aggregated:
-            total += sum(len(chunk) for chunk in aggregated)
-        # (A TLS protocol wrapper forwards unknown attributes to its transport:
-        # this finds the TCP buffer from the TLS layer on.)
-        buffered = getattr(layer, "dataBuffer", None)
-        if isinstance(buffered, bytes):
-            queued, refused = descriptor_output(layer)
-            return total + queued, refused
-        inner = getattr(layer, "transport", None)
-        if inner is None:
-            inner = getattr(getattr(layer, "protocol", None), "transport", None)
-        layer = inner
-    return total, 0
+    return OutputGauge(transport).read()
+
+
+#: The attributes of a layer above the TCP transport that hold output back:
+#: TLS cleartext waiting for the handshake, the writes sipsock's TLS layer
+#: holds during a read, Twisted's TLS write aggregator.
+_HOLDING = ("_appSendBuffer", "_held_plaintext", "_aggregator")
+
+
+def _has_own(layer: Any, name: str) -> bool:
+    """Whether ``layer`` has ``name`` itself (not forwarded by a protocol wrapper)."""
+    return hasattr(type(layer), name) or name in getattr(layer, "__dict__", ())
+
+
+class OutputGauge:
+    """`pending_output` of one connection, its layers found once.
+
+    The layers of a connection do not change while it is open: the walk
+    down to the TCP transport is done at the first reading, later readings
+    only sum what each layer holds.
+    """
+
+    __slots__ = ("_descriptor", "_holders", "_transport")
+
+    def __init__(self, transport: object) -> None:
+        self._transport = transport
+        self._holders: list[tuple[Any, tuple[str, ...]]] | None = None
+        self._descriptor: Any = None
+
+    def _walk(self) -> list[tuple[Any, tuple[str, ...]]]:
+        holders: list[tuple[Any, tuple[str, ...]]] = []
+        layer: Any = self._transport
+        for _ in range(8):
+            if layer is None:
+                break
+            if _has_own(layer, "dataBuffer"):
+                self._descriptor = layer
+                break
+            names = tuple(name for name in _HOLDING if _has_own(layer, name))
+            if names:
+                holders.append((layer, names))
+            inner = getattr(layer, "transport", None)
+            if inner is None:
+                inner = getattr(getattr(layer, "protocol", None), "transport", None)
+            layer = inner
+        self._holders = holders
+        return holders
+
+    def read(self) -> tuple[int, int]:
+        """(queued, refused) as `pending_output` counts them."""
+        holders = self._holders
+        if holders is None:
+            holders = self._walk()
+        total = 0
+        for layer, names in holders:
+            for name in names:
+                chunks = getattr(layer, name)
+                if name == "_aggregator":
+                    chunks = getattr(chunks, "_buffer", None)
+                if chunks:
+                    total += sum(map(len, chunks))
+        descriptor = self._descriptor
+        if descriptor is None:
+            return total, 0
+        queued, refused = descriptor_output(descriptor)
+        return total + queued, refused
 
 
 def descriptor_output(descriptor: Any) -> tuple[int, int]:

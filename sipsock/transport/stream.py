@@ -15,8 +15,9 @@ of the bytes: `SipStreamProtocol` (`sipsock.transport.stream_protocol`) for
 TCP and TLS, the WebSocket protocols of `sipsock.transport.ws`.
 
 TLS is a layer under the protocol: a listener given a `TLSBinding` wraps its
-accepted and outbound connections in `TLSMemoryBIOFactory` (server side with
-the socket's TLS domains, client side verifying the server by host name).
+accepted and outbound connections in `ReadBatchingTLSFactory`
+(`sipsock.transport.tlswrite`: server side with the socket's TLS domains,
+client side verifying the server by host name).
 
 Limits (`sipsock.config.LimitSettings`, rules in `sipsock.limits`): each hit
 is counted and logged through the socket's `LimitReporter`.
@@ -40,7 +41,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from sipsock.config import LimitSettings
@@ -59,6 +59,7 @@ from sipsock.transport.sockopts import (
 )
 from sipsock.transport.stream_connection import StreamConnection
 from sipsock.transport.stream_protocol import SipStreamProtocol
+from sipsock.transport.tlswrite import ReadBatchingTLSFactory
 
 #: Outbound connections (open or connecting) one socket may have, unless
 #: ``[limits] max_outbound_connections`` says otherwise.
@@ -204,8 +205,8 @@ class StreamListener:
         if self.tls is None:
             return factory
         if outbound is not None:
-            return TLSMemoryBIOFactory(self.tls.client_creator(outbound[0]), True, factory)
-        return TLSMemoryBIOFactory(self.tls.server_creator(), False, factory)
+            return ReadBatchingTLSFactory(self.tls.client_creator(outbound[0]), True, factory)
+        return ReadBatchingTLSFactory(self.tls.server_creator(), False, factory)
 
     def adopt(self, fd: int) -> None:
         """Accept connections on a bound, listening descriptor (the caller keeps ``fd``)."""

@@ -25,7 +25,8 @@ from twisted.python.failure import Failure
 from sipsock.limits import HeaderWatch, is_size_error
 from sipsock.seams import Origin
 from sipsock.sip import SipFramingError
-from sipsock.transport.backpressure import descriptor_output, overflowing, pending_output
+from sipsock.transport.backpressure import OutputGauge, descriptor_output, overflowing
+from sipsock.transport.socketwrite import send_now
 from sipsock.transport.tlserrors import describe_tls_failure
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class StreamConnection:
         #: The transport when it is a plain TCP descriptor (no TLS or WebSocket
         #: layer above it): its output is read directly after each write.
         self._descriptor = transport if isinstance(transport, FileDescriptor) else None
+        #: The output its layers (TLS, WebSocket) hold, when it is not a plain descriptor.
+        self._gauge = OutputGauge(transport)
         #: Output written while a read is delivered (`hold_output`), sent in
         #: one piece at its end (`release_output`), and its size.
         self._held: list[bytes] | None = None
@@ -241,28 +244,12 @@ class StreamConnection:
             self._send(held[0] if len(held) == 1 else b"".join(held))
 
     def _send(self, data: bytes) -> None:
-        """Write ``data``: on a plain TCP connection with nothing queued, to the socket at once.
-
-        What the kernel does not take at once (or everything, on a connection
-        with output queued, closing, or lost) goes through the transport, which
-        sends it when the socket is writable; a lost connection is found out
-        there, as before.
-        """
+        """Write ``data``: on a plain TCP connection, to the socket at once (`send_now`)."""
         descriptor = self._descriptor
-        if (
-            descriptor is not None
-            and descriptor.connected
-            and not descriptor.disconnecting
-            and not descriptor._writeDisconnected
-            and not descriptor._tempDataLen
-            and descriptor.offset == len(descriptor.dataBuffer)
-        ):
-            sent = descriptor.writeSomeData(data)
-            if isinstance(sent, int):
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        self.transport.write(data)
+        if descriptor is not None:
+            send_now(descriptor, data)
+        else:
+            self.transport.write(data)
 
     def check_pending_output(self) -> None:
         """Cut the connection if its peer does not read what was written to it.
@@ -276,7 +263,7 @@ class StreamConnection:
             queued, refused = descriptor_output(descriptor)
             queued += self._held_size
         else:
-            queued, refused = pending_output(self.transport)
+            queued, refused = self._gauge.read()
         if overflowing(queued, refused, limit):
             self.cut(
                 "send_buffer",

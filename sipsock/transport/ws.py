@@ -25,12 +25,18 @@ Keep-alive: the server pings every ``ping_interval`` seconds and drops a peer
 that does not answer within ``ping_timeout``; a CRLFCRLF message gets CRLF.
 Every write, autobahn's automatic pongs included, is held to ``[limits]
 max_pending_send``: a peer that sends pings and never reads is cut.
+
+The common frame (one whole message in one final text or binary frame) is
+read without autobahn (`sipsock.transport.wsrules.read_frame`, with
+autobahn's default options), and a server writes its messages' frames
+itself (`sipsock.transport.wsframes`): the answers to one read leave in one
+write. Every other frame, and every fault, is autobahn's.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final
 
 from autobahn.twisted.websocket import (
@@ -41,12 +47,11 @@ from autobahn.twisted.websocket import (
 )
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IAddress, IDelayedCall, ITransport
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from txaio.tx import make_logger
-from zope.interface import implementer
 
 from sipsock.addresses import bracket
 from sipsock.config import LimitSettings, WebSocketSettings
@@ -58,8 +63,8 @@ from sipsock.transport.stream import StreamListener, TLSBinding
 from sipsock.transport.stream_connection import StreamConnection
 from sipsock.transport.stream_protocol import KEEPALIVE_PONG
 from sipsock.transport.tlserrors import describe_tls_failure
+from sipsock.transport.wsframes import MessageTransport, frame_limit
 from sipsock.transport.wsrules import (
-    CLOSE_NORMAL,
     CLOSE_TOO_BIG,
     HANDSHAKE_TOO_LARGE,
     MAX_HANDSHAKE_SIZE,
@@ -68,6 +73,7 @@ from sipsock.transport.wsrules import (
     handshake_refusal,
     is_text,
     origin_allowed,
+    read_frame,
     split_origin,
 )
 
@@ -85,51 +91,6 @@ __all__ = [
 # -- connections -------------------------------------------------------------------
 
 
-@implementer(ITransport)
-class MessageTransport:
-    """What a `StreamConnection` writes to on a WebSocket: one write, one message.
-
-    Text frames for UTF-8 messages, binary frames otherwise. Writing before
-    the opening handshake is done, or after the close started, raises
-    ConnectionError; closing starts the WebSocket closing handshake.
-    """
-
-    def __init__(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-    def write(self, data: bytes) -> None:
-        protocol = self.protocol
-        if protocol.state != WebSocketProtocol.STATE_OPEN:
-            raise ConnectionError("the WebSocket is not open")
-        protocol.sendMessage(data, isBinary=not is_text(data))
-
-    def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.write(b"".join(data))
-
-    def loseConnection(self) -> None:
-        protocol = self.protocol
-        if protocol.state == WebSocketProtocol.STATE_OPEN:
-            protocol.sendClose(CLOSE_NORMAL)
-        elif protocol.state != WebSocketProtocol.STATE_CLOSED:
-            protocol.dropConnection(abort=False)
-
-    def abortConnection(self) -> None:
-        transport = self.protocol.transport
-        if transport is not None:
-            transport.abortConnection()
-
-    def getPeer(self) -> IAddress:
-        peer: IAddress = self.protocol.transport.getPeer()
-        return peer
-
-    def getHost(self) -> IAddress:
-        host: IAddress = self.protocol.transport.getHost()
-        return host
-
-    def getHandle(self) -> Any:
-        return self.protocol.transport.getHandle()
-
-
 class _SipWebSocketMixin:
     """The SIP side of a WebSocket protocol, server or client.
 
@@ -144,6 +105,10 @@ class _SipWebSocketMixin:
     _ping_payload: bytes | None = None
     _ping_call: IDelayedCall | None = None
     _handshake_refused: bool = False
+    _messages: MessageTransport | None = None
+    #: The largest single-frame message read without autobahn; 0 while
+    #: every frame goes through autobahn (before the WebSocket opens).
+    _frame_limit: int = 0
 
     def _sip_data(self, data: bytes) -> bool:
         """Whether autobahn may have these bytes (False once the handshake is too large)."""
@@ -190,8 +155,9 @@ class _SipWebSocketMixin:
         me: Any = self
         address = me.transport.getPeer()
         peer = (str(getattr(address, "host", "")), int(getattr(address, "port", 0)))
+        self._messages = MessageTransport(me)
         self.connection = self.listener.connection_made(
-            MessageTransport(me),
+            self._messages,
             peer,
             ready=False,
             inbound=isinstance(self, WebSocketServerProtocol),
@@ -201,12 +167,65 @@ class _SipWebSocketMixin:
         connection = self.connection
         if connection is None or not connection.open:
             return
+        self._choose_framing()
         self.listener.connection_ready(connection)
         # The opening handshake is a WebSocket connection's header section.
         connection.message_completed()
         self._schedule_ping()
         if self.on_connected is not None:
             self.on_connected(connection)
+
+    def _choose_framing(self) -> None:
+        """Read (and, on a server, write) the common frames without autobahn when it can."""
+        me: Any = self
+        server = isinstance(self, WebSocketServerProtocol)
+        self._frame_limit = frame_limit(me, server)
+        messages = self._messages
+        if messages is not None and self._frame_limit and server:
+            messages.frames_itself = not me.autoFragmentSize
+
+    def _sip_frames(self, data: bytes, autobahn: Callable[[bytes], None]) -> None:
+        """Deliver the whole data frames of a read; hand the rest to ``autobahn``.
+
+        Frames are read here while autobahn is between frames and messages
+        (`read_frame`); from the first frame it would read otherwise on, the
+        bytes go to autobahn. The answers written meanwhile leave together,
+        before autobahn writes anything (a pong, a close).
+        """
+        me: Any = self
+        limit = self._frame_limit
+        if (
+            not limit
+            or me.state != WebSocketProtocol.STATE_OPEN
+            or me.current_frame is not None
+            or me.inside_message
+        ):
+            autobahn(data)
+            return
+        buffered = me.data
+        if buffered:
+            # The start of a frame autobahn kept from the last read.
+            data = buffered + data
+            me.data = b""
+        masked = isinstance(self, WebSocketServerProtocol)
+        messages = self._messages
+        start = 0
+        if messages is not None:
+            messages.hold()
+        try:
+            while True:
+                cut = read_frame(data, start, masked, limit)
+                if cut is None:
+                    break
+                payload, _, start = cut
+                self._sip_message(payload)
+                if me.state != WebSocketProtocol.STATE_OPEN:
+                    break
+        finally:
+            if messages is not None:
+                messages.release()
+        if start < len(data):
+            autobahn(data[start:] if start else data)
 
     # Keep-alive with the listener's reactor: autobahn's own auto-ping runs on
     # a timer that rounds delays down to whole seconds (a 1 s timeout may fire
@@ -334,7 +353,7 @@ class SipWebSocketServerProtocol(_SipWebSocketMixin, WebSocketServerProtocol):  
 
     def dataReceived(self, data: bytes) -> None:
         if self._sip_data(data):
-            super().dataReceived(data)
+            self._sip_frames(data, super().dataReceived)
 
     def _refuse_handshake(self, reason: str) -> None:
         me: Any = self
@@ -404,7 +423,7 @@ class SipWebSocketClientProtocol(_SipWebSocketMixin, WebSocketClientProtocol):  
 
     def dataReceived(self, data: bytes) -> None:
         if self._sip_data(data):
-            super().dataReceived(data)
+            self._sip_frames(data, super().dataReceived)
 
     def onConnect(self, response: Any) -> None:
         if response.protocol != SUBPROTOCOL:

@@ -111,3 +111,87 @@ def is_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+# -- frames ------------------------------------------------------------------------
+#
+# The common frame of SIP over WebSocket, read and written without autobahn:
+# one whole message in one final text or binary frame, no extension bits.
+# Every other frame (control frames, fragments, frames split across reads,
+# anything autobahn would refuse) is left to autobahn, which reads it and
+# answers faults with its close codes.
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """``payload`` XOR the repeated four-byte ``mask`` (RFC 6455 5.3)."""
+    size = len(payload)
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        size, "little"
+    )
+
+
+def read_frame(
+    buffer: bytes, start: int, masked: bool, limit: int
+) -> tuple[bytes, bool, int] | None:
+    """The whole data message whose frame starts at ``start``: (payload, binary, end).
+
+    None when the frame is not one autobahn would deliver as a message at
+    once: not a final text or binary frame with no extension bits, masked
+    other than ``masked`` says, empty, longer than ``limit`` bytes (or
+    than 65535), its length not in the shortest form, not all in
+    ``buffer``, or a text frame that is not valid UTF-8. ``end`` is where
+    the next frame starts.
+    """
+    available = len(buffer) - start
+    if available < 2:
+        return None
+    first = buffer[start]
+    if first == 0x81:
+        binary = False
+    elif first == 0x82:
+        binary = True
+    else:
+        return None
+    second = buffer[start + 1]
+    if (second >= 0x80) is not masked:
+        return None
+    length = second & 0x7F
+    offset = start + 2
+    if length == 126:
+        if available < 4:
+            return None
+        length = (buffer[offset] << 8) | buffer[offset + 1]
+        if length < 126:
+            return None
+        offset += 2
+    elif length == 127:
+        return None
+    if length == 0 or length > limit:
+        return None
+    if masked:
+        end = offset + 4 + length
+        if len(buffer) < end:
+            return None
+        payload = unmask(buffer[offset + 4 : end], buffer[offset : offset + 4])
+    else:
+        end = offset + length
+        if len(buffer) < end:
+            return None
+        payload = buffer[offset:end]
+    if not binary and not is_text(payload):
+        return None
+    return payload, binary, end
+
+
+def server_frame(payload: bytes) -> bytes:
+    """``payload`` in one final, unmasked frame: text when it is UTF-8, binary otherwise."""
+    size = len(payload)
+    opcode = 0x81 if is_text(payload) else 0x82
+    if size < 126:
+        head = bytes((opcode, size))
+    elif size < 65536:
+        head = bytes((opcode, 126, size >> 8, size & 0xFF))
+    else:
+        head = bytes((opcode, 127)) + size.to_bytes(8, "big")
+    return head + payload

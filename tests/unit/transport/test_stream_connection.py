@@ -7,6 +7,7 @@ import dataclasses
 import socket
 from typing import Any
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
@@ -289,6 +290,23 @@ def test_output_the_kernel_does_not_take_is_queued_behind_and_counts_for_the_lim
         # The peer reads nothing: more than twice the limit is left: cut.
         assert listener.counters.limit_send_buffer == 1
         assert not connection.open
+    finally:
+        tcp.connectionLost(Failure(ConnectionDone()))
+        theirs.close()
+
+
+def test_nothing_goes_straight_to_the_socket_of_an_aborted_connection() -> None:
+    from sipsock.transport.socketwrite import send_now
+
+    _, theirs, (_, _, tcp) = _tcp_pair()
+    try:
+        writes = _Writes(tcp)
+        tcp.abortConnection()
+        send_now(tcp, b"late")
+        assert writes.calls == [("queue", b"late")]  # dropped there, as Twisted does
+        theirs.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing reached the peer
+            theirs.recv(100)
     finally:
         tcp.connectionLost(Failure(ConnectionDone()))
         theirs.close()
