@@ -73,6 +73,7 @@ from sipsock.workers.commands import (
 )
 from sipsock.workers.connection_directory import ConnectionChange
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
+from sipsock.workers.directwrite import write_at_once
 from sipsock.workers.epoll import make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
 from sipsock.workers.relaybatch import RelayBatcher, send_by_key, send_relays
@@ -283,6 +284,10 @@ class WorkerProtocol(amp.AMP):
         self.exit_status = 0
         #: Sends through the control process's sockets, one batch per reactor turn.
         self.relays = RelayBatcher(self._send_batch, reactor)
+
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[no-untyped-call]
+        write_at_once(self.transport)
 
     @Start.responder
     def start(self, spec: bytes) -> dict[str, Any]:
