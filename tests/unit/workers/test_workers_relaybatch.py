@@ -216,8 +216,12 @@ def test_the_control_process_sends_one_batch_per_worker_and_turn_in_order() -> N
         sends.send("w1", 3, b"c", PEER),
     ]
     results: dict[int, Any] = {}
+
+    def keep(result: Any, index: int) -> None:
+        results[index] = result
+
     for index, waiter in enumerate(waiters):
-        waiter.addBoth(lambda result, index=index: results.__setitem__(index, result))
+        waiter.addBoth(keep, index)
     assert workers.batches == []
     clock.advance(0)
     assert sorted(workers.batches) == [
@@ -230,6 +234,7 @@ def test_the_control_process_sends_one_batch_per_worker_and_turn_in_order() -> N
     by_process["w2"].callback(encode_failures({}))
     assert results[0] is None and results[1] is None
     assert isinstance(results[2], Failure)
+    assert isinstance(results[2].value, WorkerError)
     assert results[2].value.reason == "Connection refused"
 
 
