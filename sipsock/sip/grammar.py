@@ -108,35 +108,35 @@ def canonical_name(name: str) -> str:
     return key
 
 
+#: A quoted string, to its closing quote (or to the end: a value cut short).
+_QUOTED = r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)'
+#: One value of a comma-separated header: plain characters, quoted strings and
+#: ``<...>`` spans (whose quoted strings may hold ``>``), up to a comma
+#: outside both or the end. Always matches (maybe empty).
+_ONE_VALUE = re.compile(
+    rf'(?:[^,"<]+|{_QUOTED}|<(?:[^>"]+|{_QUOTED})*(?:>|\Z))*',
+    re.DOTALL,
+)
+
+
 def split_values(value: str) -> list[str]:
     """Split a header value on commas outside quotes and angle brackets.
 
     Values are stripped of surrounding whitespace; empty values are kept (a
-    caller that validates can see them).
+    caller that validates can see them). Inside quotes a backslash escapes
+    the next character; a quote opens inside ``<...>`` too; an unclosed
+    quote or bracket runs to the end.
     """
     if "," not in value:
         return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [item.strip() for item in value.split(",")]
     values: list[str] = []
-    start = 0
-    in_quotes = False
-    in_angle = False
-    escaped = False
-    for index, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif in_quotes:
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                in_quotes = False
-        elif char == '"':
-            in_quotes = True
-        elif char == "<":
-            in_angle = True
-        elif char == ">":
-            in_angle = False
-        elif char == "," and not in_angle:
-            values.append(value[start:index].strip())
-            start = index + 1
-    values.append(value[start:].strip())
-    return values
+    match = _ONE_VALUE.match
+    start, end = 0, len(value)
+    while True:
+        stop = match(value, start).end()  # type: ignore[union-attr]  # always matches
+        values.append(value[start:stop].strip())
+        if stop >= end:
+            return values
+        start = stop + 1  # past the comma

@@ -14,12 +14,26 @@ from typing import Generic, Protocol, TypeVar
 
 from sipsock.addresses import normal_ip, unbracket
 from sipsock.limits import address_key, connection_refusal
+from sipsock.sip.memo import Memo
+
+#: Peer hosts to their key spelling (bounded: the hosts come from peers and messages).
+_PEER_HOSTS: Memo[str, str] = Memo(max_bytes=256 * 1024, max_item=128)
 
 
 def peer_key(peer: tuple[str, int]) -> tuple[str, int]:
-    """The key of a peer in a socket's connection table: IP addresses in canonical form."""
-    host = unbracket(peer[0])
-    return normal_ip(host, zone="keep") or host.lower(), peer[1]
+    """The key of a peer in a socket's connection table: IP addresses in canonical form.
+
+    Asked on every stream send (the table, the control process's connection
+    directory): the spelling of a host is remembered, as ``ipaddress`` is slow.
+    """
+    given = peer[0]
+    host = _PEER_HOSTS.get(given)
+    if host is None:
+        bare = unbracket(given)
+        host = _PEER_HOSTS.remember(
+            given, normal_ip(bare, zone="keep") or bare.lower(), 2 * len(given)
+        )
+    return host, peer[1]
 
 
 class TableEntry(Protocol):

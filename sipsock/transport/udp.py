@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from twisted.internet import defer, udp
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.posixbase import PosixReactorBase
@@ -23,6 +24,7 @@ from twisted.logger import Logger, LogLevel
 
 from sipsock.limits import DEFAULT_LOG_INTERVAL
 from sipsock.seams import ListenError, MessageSink, Origin, SocketCounters
+from sipsock.sip.memo import Memo
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import MAX_DATAGRAM_SIZE, Closing, LimitReporter, stop_port
 from sipsock.transport.sockopts import (
@@ -222,6 +224,8 @@ class UdpListener:
         self._closing: Closing | None = None
         #: ``sendto`` of the port's socket, for answers to received datagrams.
         self._sendto: Callable[[bytes, Any], int] | None = None
+        #: The socket's address family (0 until it listens).
+        self._family = 0
 
     def adopt(self, fd: int) -> None:
         """Start reading a bound non-blocking UDP descriptor (the caller keeps ``fd``)."""
@@ -240,6 +244,7 @@ class UdpListener:
             )
         sock = getattr(self._port, "socket", None)
         self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
+        self._family = sock.family if isinstance(sock, socket.socket) else 0
         self.log.info(
             "socket {socket} (slot {slot}) listening", socket=self.sdef.socket_text, slot=self.slot
         )
@@ -280,8 +285,17 @@ class UdpListener:
         if transport is None or self._closing is not None:
             self.counters.drops += 1
             raise ConnectionError("socket is closed")
+        sendto = self._sendto
         try:
-            transport.write(data, peer)
+            if sendto is not None and address_family(peer[0]) == self._family:
+                # An address the reactor's write would take (its checks, remembered):
+                # straight to the socket; a refusal gets the write's own handling.
+                try:
+                    sendto(data, peer)
+                except OSError:
+                    transport.write(data, peer)
+            else:
+                transport.write(data, peer)
         except Exception:
             self.counters.drops += 1
             raise
@@ -364,3 +378,25 @@ def open_udp_listener(
         return adopt_udp_listener(sock.fileno(), sdef, slot, sink, reactor=reactor, **limits)
     finally:
         sock.close()
+
+
+#: Hosts to the family of the address they are (0: neither), by the reactor's own tests.
+_FAMILIES: Memo[str, int] = Memo(max_bytes=256 * 1024, max_item=128)
+
+
+def address_family(host: str) -> int:
+    """``AF_INET`` or ``AF_INET6`` when the reactor's UDP ``write`` takes ``host`` as
+    such an address (`twisted.internet.abstract.isIPAddress` / ``isIPv6Address``),
+    else 0. Remembered (bounded): those tests parse the text in Python on every
+    send, and a proxy sends to the same few hosts again and again.
+    """
+    family = _FAMILIES.get(host)
+    if family is None:
+        if isIPAddress(host):
+            family = socket.AF_INET
+        elif isIPv6Address(host):
+            family = socket.AF_INET6
+        else:
+            family = 0
+        _FAMILIES.remember(host, family, len(host))
+    return family

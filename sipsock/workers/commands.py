@@ -180,6 +180,21 @@ class SendDatagram(amp.Command):
     errors = {WorkerError: b"WORKER_ERROR"}
 
 
+class SendDatagrams(amp.Command):
+    """`SendDatagram` for many messages in one round trip (the control process's relays).
+
+    ``messages`` is `encode_relays` bytes whose socket field is the worker's
+    socket key in decimal; each message is sent on its own, in order, and the
+    answer comes once every send is done: ``failed`` (`encode_failures`)
+    gives the index of each message that could not be sent, with the reason.
+    A garbled ``messages`` fails the whole command.
+    """
+
+    arguments = [(b"messages", LargeBytes())]
+    response = [(b"failed", LargeBytes())]
+    errors = {WorkerError: b"WORKER_ERROR"}
+
+
 class AnnounceMany(amp.Command):
     """Sockets of the daemon (any transport, any process) the application may send through.
 

@@ -59,13 +59,14 @@ from sipsock.transport.sockopts import (
 from sipsock.workers.autoscaler import AutoScaler
 from sipsock.workers.changes import ChangeQueue
 from sipsock.workers.commands import (
-    SendDatagram,
+    SendDatagrams,
     WorkerError,
 )
 from sipsock.workers.counters import PoolCounters
 from sipsock.workers.directory import BookEntry, SocketBook
 from sipsock.workers.fanout import SocketFanOut
 from sipsock.workers.listener import PooledListener
+from sipsock.workers.relaybatch import BatchesByProcess
 from sipsock.workers.resize import SeatResizer, release_all_sockets
 from sipsock.workers.supervision import Backoff
 from sipsock.workers.supervisor import Supervisor, SupervisorSettings, WorkerProcess, WorkerSeat
@@ -162,6 +163,8 @@ class UdpWorkerPool(Service):
         )
         self._keys = itertools.count(1)
         self._turn = itertools.count()
+        #: Sends through the workers' sockets, one `SendDatagrams` per worker and reactor turn.
+        self.sends: BatchesByProcess[WorkerProcess] = BatchesByProcess(_send_datagrams, reactor)
         #: Resizes the pool by its auto-scaling profile (`auto_scale`); None: fixed size.
         self.scaler: AutoScaler | None = None
 
@@ -275,6 +278,7 @@ class UdpWorkerPool(Service):
         return all_or_first_failure(waits)
 
     def worker_ended(self, process: WorkerProcess) -> None:
+        self.sends.forget(process)
         self.counters.worker_ended(process)
 
     def socket_count(self) -> int:
@@ -404,9 +408,7 @@ class UdpWorkerPool(Service):
                 ConnectionError(f"{listener.sdef.socket_text}: no UDP worker is running")
             )
         process = ready[next(self._turn) % len(ready)]
-        sending = process.call(
-            SendDatagram, key=listener.key, host=peer[0], port=peer[1], data=data
-        )
+        sending = self.sends.send(process, listener.key, data, peer)
 
         def sent(_: Any) -> None:
             counters.count_out(data)
@@ -460,3 +462,10 @@ class UdpWorkerPool(Service):
             for row in rows:
                 row["Scaling"] = scaling
         return rows
+
+
+def _send_datagrams(process: WorkerProcess, messages: bytes) -> Deferred[bytes]:
+    """One `SendDatagrams` batch to ``process``; fires with its ``failed`` answer."""
+    return process.call(SendDatagrams, messages=messages).addCallback(
+        lambda answer: answer["failed"]
+    )

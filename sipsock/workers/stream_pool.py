@@ -45,7 +45,6 @@ from sipsock.transport.connections import peer_key
 from sipsock.transport.sockopts import bind_socket
 from sipsock.transport.tls import TLSDomains
 from sipsock.workers.autoscaler import AutoScaler
-from sipsock.workers.commands import SendDatagram
 from sipsock.workers.connection_directory import ConnectionChange, ConnectionDirectory
 from sipsock.workers.listener import PooledListener
 from sipsock.workers.pool import UdpWorkerPool
@@ -213,9 +212,7 @@ class StreamWorkerPool(UdpWorkerPool):
             process in ready or (process.state == "retiring" and process.live)
         ):
             process = ready[opener_index(peer, len(ready))]
-        sending: Deferred[Any] = process.call(
-            SendDatagram, key=listener.key, host=peer[0], port=peer[1], data=data
-        )
+        sending = self.sends.send(process, listener.key, data, peer)
 
         def failed(failure: Failure) -> Failure:
             counters.drops += 1

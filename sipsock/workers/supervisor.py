@@ -41,6 +41,7 @@ from sipsock.workers.commands import (
     encode_spec,
 )
 from sipsock.workers.deadline import WorkerTimeoutError, within
+from sipsock.workers.directwrite import write_at_once
 from sipsock.workers.relaybatch import send_relays
 from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
 
@@ -91,6 +92,10 @@ class ControlProtocol(amp.AMP):
     def send_many_through_sockets(self, messages: bytes) -> Deferred[dict[str, Any]]:
         sending = send_relays(self.process.supervisor.side.send_for_worker, messages)
         return sending.addCallback(lambda failed: {"failed": failed})
+
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[no-untyped-call]
+        write_at_once(self.transport)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)  # type: ignore[no-untyped-call]

@@ -55,6 +55,7 @@ from sipsock.workers.commands import (
     Busy,
     ReleaseSockets,
     SendDatagram,
+    SendDatagrams,
     SendManyThroughSockets,
     Shutdown,
     SocketStats,
@@ -72,9 +73,10 @@ from sipsock.workers.commands import (
 )
 from sipsock.workers.connection_directory import ConnectionChange
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
+from sipsock.workers.directwrite import write_at_once
 from sipsock.workers.epoll import make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
-from sipsock.workers.relaybatch import RelayBatcher
+from sipsock.workers.relaybatch import RelayBatcher, send_by_key, send_relays
 from sipsock.workers.reported import StatsReporter
 from sipsock.workers.stream_commands import (
     AbortTLS,
@@ -283,6 +285,10 @@ class WorkerProtocol(amp.AMP):
         #: Sends through the control process's sockets, one batch per reactor turn.
         self.relays = RelayBatcher(self._send_batch, reactor)
 
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[no-untyped-call]
+        write_at_once(self.transport)
+
     @Start.responder
     def start(self, spec: bytes) -> dict[str, Any]:
         try:
@@ -363,6 +369,11 @@ class WorkerProtocol(amp.AMP):
         self, key: int, host: str, port: int, data: bytes
     ) -> Deferred[dict[str, Any]]:
         return _as_worker_error(self.worker.send(key, data, (host, port)))
+
+    @SendDatagrams.responder
+    def send_datagrams(self, messages: bytes) -> Deferred[dict[str, Any]]:
+        sending = send_relays(send_by_key(self.worker.send), messages)
+        return sending.addCallback(lambda failed: {"failed": failed})
 
     @AnnounceMany.responder
     def announce_many(self, entries: bytes) -> dict[str, Any]:

@@ -310,6 +310,8 @@ async def test_a_burst_of_sends_to_a_new_peer_uses_one_connection_in_order(
             assert got == expected
             for waiting in sending:
                 await waiting
+            # One reactor turn's sends reached their worker in one command, not one each.
+            assert pool.sends.batches == 1
             server.settimeout(0.5)
             with contextlib.suppress(TimeoutError):
                 extra, _ = server.accept()

@@ -21,7 +21,7 @@ from sipsock.workers.commands import (
     encode_failures,
     encode_relays,
 )
-from sipsock.workers.relaybatch import RelayBatcher, send_relays
+from sipsock.workers.relaybatch import BatchesByProcess, RelayBatcher, send_by_key, send_relays
 
 TCP = "tcp:127.0.0.1:5071"
 PEER = ("127.0.0.1", 5080)
@@ -191,3 +191,88 @@ def test_a_batch_sent_at_once_is_answered_at_once_with_no_failures() -> None:
     send_relays(lambda *_: defer.succeed(None), batch).addCallback(answers.append)
     assert answers == [b"[]"]
     assert decode_failures(answers[0]) == {}
+
+
+class Workers:
+    """The workers' side of `BatchesByProcess`: records each batch by process."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[Relayed]]] = []
+        self.answers: list[Deferred[bytes]] = []
+
+    def send_batch(self, process: str, messages: bytes) -> Deferred[bytes]:
+        self.batches.append((process, decode_relays(messages)))
+        answer: Deferred[bytes] = Deferred()
+        self.answers.append(answer)
+        return answer
+
+
+def test_the_control_process_sends_one_batch_per_worker_and_turn_in_order() -> None:
+    clock, workers = Clock(), Workers()
+    sends: BatchesByProcess[str] = BatchesByProcess(workers.send_batch, clock)
+    waiters = [
+        sends.send("w1", 3, b"a", PEER),
+        sends.send("w2", 4, b"b", ("::1", 5)),
+        sends.send("w1", 3, b"c", PEER),
+    ]
+    results: dict[int, Any] = {}
+
+    def keep(result: Any, index: int) -> None:
+        results[index] = result
+
+    for index, waiter in enumerate(waiters):
+        waiter.addBoth(keep, index)
+    assert workers.batches == []
+    clock.advance(0)
+    assert sorted(workers.batches) == [
+        ("w1", [Relayed("3", *PEER, b"a"), Relayed("3", *PEER, b"c")]),
+        ("w2", [Relayed("4", "::1", 5, b"b")]),
+    ]
+    assert sends.batches == 2
+    by_process = dict(zip([p for p, _ in workers.batches], workers.answers, strict=True))
+    by_process["w1"].callback(encode_failures({1: "Connection refused"}))
+    by_process["w2"].callback(encode_failures({}))
+    assert results[0] is None and results[1] is None
+    assert isinstance(results[2], Failure)
+    assert isinstance(results[2].value, WorkerError)
+    assert results[2].value.reason == "Connection refused"
+
+
+def test_a_forgotten_worker_sends_what_it_queued_and_starts_afresh() -> None:
+    clock, workers = Clock(), Workers()
+    sends: BatchesByProcess[str] = BatchesByProcess(workers.send_batch, clock)
+    sends.send("w1", 3, b"a", PEER)
+    sends.forget("w1")
+    assert workers.batches == [("w1", [Relayed("3", *PEER, b"a")])]
+    assert sends.batches == 0
+    sends.forget("w1")  # twice, or never used: nothing
+    sends.send("w1", 3, b"b", PEER)
+    clock.advance(0)
+    assert workers.batches[-1] == ("w1", [Relayed("3", *PEER, b"b")])
+
+
+def test_a_worker_answers_a_keyed_batch_per_message_and_names_a_bad_key() -> None:
+    sent: list[tuple[int, bytes, tuple[str, int]]] = []
+
+    def send(key: int, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        if key == 9:
+            return defer.fail(WorkerError(f"socket key {key}: key {key} is not held"))
+        sent.append((key, data, peer))
+        return defer.succeed(None)
+
+    batch = encode_relays(
+        [
+            Relayed("3", *PEER, b"a"),
+            Relayed("x3", *PEER, b"b"),
+            Relayed("9", *PEER, b"c"),
+            Relayed("٣", *PEER, b"d"),
+        ]
+    )
+    answer: list[bytes] = []
+    send_relays(send_by_key(send), batch).addCallback(answer.append)
+    assert sent == [(3, b"a", PEER)]
+    assert decode_failures(answer[0]) == {
+        1: "SendDatagrams: socket key 'x3' is not a number",
+        2: "socket key 9: key 9 is not held",
+        3: "SendDatagrams: socket key '٣' is not a number",
+    }
