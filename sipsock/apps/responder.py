@@ -78,7 +78,10 @@ class Responder:
         """Answer a request (absorb ACK and responses)."""
         if isinstance(message, Response) or message.method == "ACK":
             return
-        tag = self.to_tag(message)
+
+        def tag() -> str:  # asked for only when the To has no tag
+            return self.to_tag(message)
+
         method_refused = message.method != "OPTIONS" and self.status in METHOD_REFUSALS
         try:
             unsupported = (

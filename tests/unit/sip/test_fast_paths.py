@@ -144,6 +144,33 @@ def test_response_with_extra_headers_serializes_them() -> None:
     assert again == response
 
 
+def test_a_to_tag_function_is_called_only_when_the_to_has_no_tag() -> None:
+    calls: list[int] = []
+
+    def tag() -> str:
+        calls.append(1)
+        return "made"
+
+    response = make_response(invite(), 501, "Not Implemented", to_tag=tag)
+    assert (response.get("to"), calls) == ("<sip:bob@example.com>;tag=made", [1])
+    in_dialog = invite()
+    in_dialog.set("To", "<sip:bob@example.com>;tag=theirs")
+    response = make_response(in_dialog, 501, "Not Implemented", to_tag=tag)
+    assert (response.get("to"), calls) == ("<sip:bob@example.com>;tag=theirs", [1])
+    assert make_response(invite(), 100, "Trying", to_tag=tag).get("to") == "<sip:bob@example.com>"
+    assert calls == [1]
+
+
+def test_a_parsed_or_made_message_keeps_its_own_copy_of_the_remembered_fields() -> None:
+    message = invite()
+    response = make_response(message, 200, "OK", to_tag="t")
+    for built in (message, response):
+        assert built._keys_of == built.headers
+        assert built._keys_of is not built.headers
+        built.headers.append(("Subject", "later"))  # edited in place: lookups follow
+        assert built.get("subject") == "later"
+
+
 # -- parse_via: strict pattern first, general grammar otherwise -------------------
 
 TOKENS = st.text(st.sampled_from("abcXYZ019-.!%*_+`'~"), min_size=1, max_size=6)
