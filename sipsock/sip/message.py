@@ -140,7 +140,10 @@ class Message:
         keys = self._header_keys()
         if "via" not in keys:
             raise SipParseError("no Via header", status=400)
-        index = keys.index("via")
+        self._replace_via_at(keys.index("via"), value)
+
+    def _replace_via_at(self, index: int, value: str) -> None:
+        """`replace_top_via` when the first Via field is ``headers[index]`` (the keys are fresh)."""
         field, old = self.headers[index]
         if "," in old:
             values = split_values(old)

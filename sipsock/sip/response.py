@@ -53,6 +53,54 @@ def make_response(
     random one.  ``headers`` are appended, then Content-Length (the length
     of ``body``, 0 when there is none).
     """
+    copied, keys = _copied_fields(request, code, to_tag)
+    if headers:
+        copied += headers
+        keys += [canonical_name(field) for field, _ in headers]
+    copied.append(("Content-Length", str(len(body))))
+    keys.append("content-length")
+    response = new_response(code, reason)
+    response._set_fields(copied, keys, body)
+    return response
+
+
+def response_bytes(
+    request: Request,
+    code: int,
+    reason: str,
+    *,
+    to_tag: str | Callable[[], str] | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> bytes:
+    """``bytes(make_response(...))`` with the same arguments, without the `Response`.
+
+    For an answer that is sent as it is made (the Responder's).
+    """
+    if any(
+        field[:1] in "cClL" and canonical_name(field) == "content-length" for field, _ in headers
+    ):
+        return make_response(
+            request, code, reason, to_tag=to_tag, headers=headers, body=body
+        ).serialize()
+    copied, _ = _copied_fields(request, code, to_tag)
+    text = "\r\n".join(
+        (
+            f"SIP/2.0 {code} {reason}",
+            *map(": ".join, copied),
+            *map(": ".join, headers),
+            f"Content-Length: {len(body)}",
+            "",
+            "",
+        )
+    )
+    return text.encode("utf-8", "surrogateescape") + body
+
+
+def _copied_fields(
+    request: Request, code: int, to_tag: str | Callable[[], str] | None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The fields a response to ``request`` copies (see `make_response`), and their keys."""
     request_keys = request._header_keys()
     fields = zip(request.headers, request_keys, strict=True)
     copied = [field for field, key in fields if key in _COPIED]
@@ -63,11 +111,4 @@ def make_response(
         if _has_tag(value) is None:
             tag = to_tag() if callable(to_tag) else to_tag
             copied[index] = (field, f"{value};tag={tag or new_tag()}")
-    if headers:
-        copied += headers
-        keys += [canonical_name(field) for field, _ in headers]
-    copied.append(("Content-Length", str(len(body))))
-    keys.append("content-length")
-    response = new_response(code, reason)
-    response._set_fields(copied, keys, body)
-    return response
+    return copied, keys

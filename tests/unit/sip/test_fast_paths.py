@@ -24,6 +24,7 @@ from sipsock.sip import (
     parse,
 )
 from sipsock.sip.parser import find_header_end
+from sipsock.sip.response import response_bytes
 from sipsock.sip.via import _parse_any_via, parse_via
 
 INVITE = (
@@ -169,6 +170,30 @@ def test_a_parsed_or_made_message_keeps_its_own_copy_of_the_remembered_fields() 
         assert built._keys_of is not built.headers
         built.headers.append(("Subject", "later"))  # edited in place: lookups follow
         assert built.get("subject") == "later"
+
+
+@pytest.mark.parametrize("code", [100, 200, 420, 501])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [("Server", "sipsock/1")],
+        [("Allow", "OPTIONS, INVITE"), ("Server", "x")],
+        [("Content-Length", "99")],
+        [("l", "7"), ("Subject", "\udcff surrogate")],
+    ],
+)
+@pytest.mark.parametrize("body", [b"", b"v=0\r\n"])
+@pytest.mark.parametrize("to", ["<sip:bob@example.com>", "<sip:bob@example.com>;tag=t0"])
+def test_response_bytes_are_the_bytes_of_make_response(
+    code: int, headers: list[tuple[str, str]], body: bytes, to: str
+) -> None:
+    request = invite()
+    request.set("To", to)
+    request.headers.insert(1, ("v", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKsecond"))
+    made = make_response(request, code, "Some Reason", to_tag="t1", headers=headers, body=body)
+    given = response_bytes(request, code, "Some Reason", to_tag="t1", headers=headers, body=body)
+    assert given == bytes(made)
 
 
 # -- parse_via: strict pattern first, general grammar otherwise -------------------
