@@ -76,8 +76,25 @@ _match_plain_address = re.compile(
 ).fullmatch
 
 
+#: Values proven well-formed, so that a value a peer repeats (its Request-URI,
+#: Contact, To, Route, CSeq) is read once, not once per message. Only what
+#: passed is kept; bounded in entries and bytes (`Memo`).
+_GOOD_URIS: Memo[str, bool] = Memo(max_entries=16 * 1024)
+_GOOD_ADDRESSES: Memo[str, bool] = Memo(max_entries=16 * 1024)
+_CSEQS: Memo[str, tuple[int, str]] = Memo(max_entries=16 * 1024)
+
+
 def parse_cseq(value: str | None) -> tuple[int, str]:
     """Parse a CSeq value into ``(number, method)``; the number must fit 32 bits."""
+    known = _CSEQS.get(value) if value is not None else None
+    if known is not None:
+        return known
+    cseq = _parse_cseq(value)
+    assert value is not None
+    return _CSEQS.remember(value, cseq, len(value))
+
+
+def _parse_cseq(value: str | None) -> tuple[int, str]:
     if value is None:
         raise SipParseError("no CSeq header", status=400)
     parts = value.split()
@@ -106,6 +123,12 @@ def check_request(message: Message, method: str, uri: str, version: str) -> None
 
 def check_request_uri(uri: str) -> None:
     """Reject whitespace, ``<>``, an invalid scheme, URI headers; 416 for other schemes."""
+    if uri not in _GOOD_URIS:
+        _check_request_uri(uri)
+        _GOOD_URIS.remember(uri, True, len(uri))
+
+
+def _check_request_uri(uri: str) -> None:
     if _has_space(uri) or uri.startswith("<"):
         raise SipParseError(f"malformed Request-URI {uri!r}", status=400)
     scheme = _match_scheme(uri)
@@ -185,9 +208,17 @@ _TOKEN_NAMES: Memo[str, bool] = Memo(max_bytes=512 * 1024, max_item=MAX_NAME)
 
 
 def check_address(value: str) -> None:
-    """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route)."""
+    """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route).
+
+    A value with a tag (a From, the To of a dialog: new with every call) is
+    checked each time; others are remembered once they pass.
+    """
+    if value in _GOOD_ADDRESSES:
+        return
     if _match_plain_address(value) is None:
         check_address_rules(value)
+    if "tag" not in value:
+        _GOOD_ADDRESSES.remember(value, True, len(value))
 
 
 def check_address_rules(value: str) -> None:

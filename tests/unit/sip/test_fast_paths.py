@@ -331,6 +331,33 @@ def test_validation_refuses_for_the_first_fault_in_order(extra: list[str], reaso
     assert caught.value.status == 400
 
 
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (["Contact: <nope>"], "URI without a scheme in '<nope>'"),
+        (["CSeq: 99999999999 INVITE"], "CSeq number 99999999999 above 2**32-1"),
+        (["Route: <sip:a>, bad uri"], "URI with ? , or spaces must be in <> in 'bad uri'"),
+    ],
+)
+def test_remembered_good_values_change_no_verdict(extra: list[str], reason: str) -> None:
+    from sipsock.sip import checks
+
+    for memo in (checks._GOOD_URIS, checks._GOOD_ADDRESSES, checks._CSEQS):
+        memo.clear()
+    lines = [line for line in GOOD if not (extra[0].startswith("CSeq") and line.startswith("CSeq"))]
+    for _ in range(3):  # cold, then with every good value remembered
+        parse(with_headers(*GOOD)).validate()
+        with pytest.raises(SipParseError) as caught:
+            parse(with_headers(*lines, *extra)).validate()
+        assert caught.value.reason == reason
+    assert "<sip:bob@example.com>" in checks._GOOD_ADDRESSES
+    assert "sip:bob@example.com" in checks._GOOD_URIS
+    assert checks._CSEQS.get("1 INVITE") == (1, "INVITE")
+    # A value with a tag is new with every call: never remembered.
+    assert not any("tag" in value for value in checks._GOOD_ADDRESSES)
+    assert not any(key.startswith(("<nope>", "bad")) for key in checks._GOOD_ADDRESSES)
+
+
 def test_stamping_the_top_via_keeps_the_remembered_header_names() -> None:
     from sipsock.sip import apply_received
 
