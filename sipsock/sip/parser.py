@@ -150,6 +150,8 @@ def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:
             return data[start:]
         raise SipParseError("no Content-Length on a stream transport", status=400)
     value = lengths[0]
+    if value == "0" and len(lengths) == 1:
+        return b""  # the usual body of a request without one
     if len(lengths) > 1 and len(set(lengths)) != 1:
         raise SipParseError("conflicting Content-Length headers", status=400)
     length = parse_number(value)

@@ -77,12 +77,10 @@ def response_bytes(
 
     For an answer that is sent as it is made (the Responder's).
     """
-    if any(
-        field[:1] in "cClL" and canonical_name(field) == "content-length" for field, _ in headers
-    ):
-        return make_response(
-            request, code, reason, to_tag=to_tag, headers=headers, body=body
-        ).serialize()
+    for field, _ in headers:
+        if field[:1] in "cClL" and canonical_name(field) == "content-length":
+            made = make_response(request, code, reason, to_tag=to_tag, headers=headers, body=body)
+            return made.serialize()
     copied, _ = _copied_fields(request, code, to_tag)
     text = "\r\n".join(
         (
