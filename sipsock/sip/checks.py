@@ -54,6 +54,7 @@ _SINGLE_HEADERS: Final = (
     "to",
 )
 _REQUIRED_HEADERS: Final = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED_SET: Final = frozenset(_REQUIRED_HEADERS)
 _ADDRESS_LIST_HEADERS: Final = frozenset({"contact", "route", "record-route"})
 
 _match_scheme = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):").match
@@ -108,7 +109,7 @@ def _parse_cseq(value: str | None) -> tuple[int, str]:
 
 def check_request(message: Message, method: str, uri: str, version: str) -> None:
     """Check a request's start line and headers."""
-    if version.upper() != "SIP/2.0":
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         if _match_version(version):
             raise SipParseError(f"unsupported SIP version {version!r}", status=505)
         raise SipParseError(f"malformed SIP version {version!r}", status=400)
@@ -176,9 +177,10 @@ def _check_headers(message: Message) -> tuple[int, str]:
         for key in _SINGLE_HEADERS:
             if key in repeated:
                 raise SipParseError(f"more than one {key} header", status=400)
-    for key in _REQUIRED_HEADERS:
-        if key not in first:
-            raise SipParseError(f"no {key} header", status=400)
+    if not first.keys() >= _REQUIRED_SET:
+        for key in _REQUIRED_HEADERS:
+            if key not in first:
+                raise SipParseError(f"no {key} header", status=400)
     for value in vias:
         if "," in value:
             for item in split_values(value):
