@@ -6,6 +6,8 @@ Run from the repository root::
     .venv/bin/python bench/options_path.py                 # hot loops, then paced runs
     .venv/bin/python bench/options_path.py --rates 2000,8000 --seconds 4
     .venv/bin/python bench/options_path.py --profile       # cProfile of the receive path
+    .venv/bin/python bench/options_path.py --kinds --rates ''   # general path per message kind
+    .venv/bin/python bench/options_path.py --kinds --profile-kind INVITE
 
 Two kinds of figures:
 
@@ -19,6 +21,11 @@ Two kinds of figures:
   ``datagramReceived`` on the general path and as is, and from a new peer
   every message (an address of its own each, never seen before: what an
   edge gets from many phones, and what SIPp ``-t un`` sends the daemon);
+* with ``--kinds``, the general path (``datagramReceived``, the shortcut
+  off) per message kind a SIP edge carries: INVITE, ACK, REGISTER and BYE
+  (answered 501 by the Responder, the ACK absorbed) and a 200 response
+  (absorbed), each as SIPp sends it, a new Call-ID, branch and tags per
+  message (one peer);
 * paced runs through a real loopback socket and the real epoll reactor: a
   sender process sends OPTIONS at a fixed rate and reads the answers; this
   process's CPU time (``time.process_time``) per datagram is printed for the
@@ -135,6 +142,118 @@ def one_peer_rising(count: int = PEERS) -> list[tuple[bytes, tuple[str, int]]]:
         text = SIPP_OPTIONS.replace(b"CSeq: 1 ", b"CSeq: %d " % (i + 1))
         made.append((text.replace(b"1-1234", b"%d-1234" % i), PEER))
     return made
+
+
+def _kind(text: str) -> Callable[[int], bytes]:
+    lines = textwrap.dedent(text).strip("\n").split("\n")
+    template = "\r\n".join(lines) + "\r\n\r\n"
+    return lambda i: template.format(i=i).encode()
+
+
+#: One message of each kind, as SIPp sends them (``{i}``: the call number).
+KINDS: dict[str, Callable[[int], bytes]] = {
+    "INVITE -> 501": _kind(
+        """
+        INVITE sip:service@127.0.0.1:5070 SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-{i}-0;rport
+        From: sipp <sip:sipp@127.0.0.1:5061>;tag={i}
+        To: <sip:service@127.0.0.1:5070>
+        Call-ID: {i}-1234@127.0.0.1
+        CSeq: 1 INVITE
+        Contact: <sip:sipp@127.0.0.1:5061;transport=UDP>
+        Max-Forwards: 70
+        Content-Length: 0
+        """
+    ),
+    "ACK (absorbed)": _kind(
+        """
+        ACK sip:service@127.0.0.1:5070 SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-{i}-0;rport
+        From: sipp <sip:sipp@127.0.0.1:5061>;tag={i}
+        To: <sip:service@127.0.0.1:5070>;tag=4f0a4c5b2e1d3a69
+        Call-ID: {i}-1234@127.0.0.1
+        CSeq: 1 ACK
+        Max-Forwards: 70
+        Content-Length: 0
+        """
+    ),
+    "REGISTER -> 501": _kind(
+        """
+        REGISTER sip:127.0.0.1:5070 SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-{i}-0;rport
+        From: <sip:user{i}@127.0.0.1>;tag={i}
+        To: <sip:user{i}@127.0.0.1>
+        Call-ID: {i}-1234@127.0.0.1
+        CSeq: 1 REGISTER
+        Contact: <sip:user{i}@127.0.0.1:5061;transport=UDP>;expires=3600
+        Max-Forwards: 70
+        Expires: 3600
+        User-Agent: SIPp
+        Content-Length: 0
+        """
+    ),
+    "BYE -> 501": _kind(
+        """
+        BYE sip:service@127.0.0.1:5070 SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1234-{i}-2;rport
+        From: sipp <sip:sipp@127.0.0.1:5061>;tag={i}
+        To: <sip:service@127.0.0.1:5070>;tag=4f0a4c5b2e1d3a69
+        Call-ID: {i}-1234@127.0.0.1
+        CSeq: 2 BYE
+        Contact: <sip:sipp@127.0.0.1:5061;transport=UDP>
+        Max-Forwards: 70
+        Content-Length: 0
+        """
+    ),
+    "response 200 (absorbed)": _kind(
+        """
+        SIP/2.0 200 OK
+        Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{i}-1;received=127.0.0.1;rport=5070
+        From: <sip:service@127.0.0.1:5070>;tag={i}
+        To: sipp <sip:sipp@127.0.0.1:5061>;tag=99{i}
+        Call-ID: {i}-5678@127.0.0.1
+        CSeq: 1 INVITE
+        Contact: <sip:sipp@127.0.0.1:5061;transport=UDP>
+        Content-Length: 0
+        """
+    ),
+}
+#: Messages of each kind per round (distinct call numbers).
+KIND_ROUND = 500
+
+
+def general_listener() -> Any:
+    """A UDP listener whose sink is a Dispatcher + Responder with the shortcut off."""
+    from twisted.internet.testing import FakeDatagramTransport
+
+    from sipsock.apps import Dispatcher, Responder
+    from sipsock.sockdef import parse_row
+    from sipsock.transport.udp import UdpListener
+
+    dispatcher = Dispatcher(Responder())
+    dispatcher.answer_datagram = lambda data, peer, sdef: None  # type: ignore[method-assign]
+    listener = UdpListener(parse_row(1, "udp:127.0.0.1:5070"), 1, dispatcher, reactor=None)
+    listener.protocol.makeConnection(FakeDatagramTransport())
+    return listener
+
+
+def kind_loops(number: int) -> list[tuple[str, float]]:
+    """The general path per message kind, through ``datagramReceived`` (µs per message)."""
+    listener = general_listener()
+    transport = listener.protocol.transport
+    receive = listener.protocol.datagramReceived
+    rows = []
+    for name, make in KINDS.items():
+        messages = [make(i) for i in range(KIND_ROUND)]
+
+        def run(messages: list[bytes] = messages) -> None:
+            for data in messages:
+                receive(data, PEER)
+            transport.written.clear()
+
+        rounds = max(1, number // KIND_ROUND)
+        rows.append((name, best_us(run, rounds, KIND_ROUND)))
+    return rows
 
 
 def best_us(call: Callable[[], object], number: int, per: int = 1) -> float:
@@ -360,15 +479,41 @@ def run(rate: int, seconds: float, mode: str) -> None:
     reactor.run()
 
 
+def profile_kind(kind: str, number: int) -> None:
+    """Print a cProfile of the general path for the first kind whose name starts so."""
+    make = next(make for name, make in KINDS.items() if name.startswith(kind))
+    listener = general_listener()
+    messages = [make(i) for i in range(number)]
+    profile = cProfile.Profile()
+
+    def receive_all() -> None:
+        for data in messages:
+            listener.protocol.datagramReceived(data, PEER)
+
+    profile.runcall(receive_all)
+    pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--number", type=int, default=20000, help="calls per hot loop (20000)")
     parser.add_argument("--rates", default="2000,8000", help="paced rates (2000,8000); '' for none")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per paced run (4)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the hot path")
+    parser.add_argument(
+        "--kinds", action="store_true", help="the general path per message kind (INVITE, ...)"
+    )
+    parser.add_argument("--profile-kind", default="", help="print a cProfile of one kind (INVITE)")
     args = parser.parse_args(argv)
     with open("/proc/loadavg") as handle:
         print(f"load average {' '.join(handle.read().split()[:3])}")
+    if args.kinds or args.profile_kind:
+        print("general path per message kind (datagramReceived, thread CPU, best of 9):")
+        for name, value in kind_loops(args.number):
+            print(f"  {value:7.1f} us  {name}")
+        if args.profile_kind:
+            profile_kind(args.profile_kind, args.number)
+        return
     print("hot loops (thread CPU, best of 9):")
     for name, value in hot_loops(args.number):
         print(f"  {value:7.1f} us  {name}")

@@ -140,7 +140,7 @@ class MessageContext:
         UDP: to the source address from the receiving socket; stream: on the
         same connection (dropped and counted when it has closed since).
         """
-        self.origin.reply(bytes(message))
+        self.origin.reply(message.serialize())
 
     def send(
         self,

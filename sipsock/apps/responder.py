@@ -20,10 +20,10 @@ from zope.interface import implementer
 
 from sipsock import __version__
 from sipsock.apps.interface import IAnswersOptions, ISipApplication, MessageContext
-from sipsock.sip import Request, Response, SipParseError, make_response
+from sipsock.sip import Request, Response, SipParseError
 from sipsock.sip.extensions import required_but_unsupported
 from sipsock.sip.options_answer import OptionsReply, tail_of
-from sipsock.sip.response import stable_tag
+from sipsock.sip.response import response_bytes, stable_tag
 from sipsock.sockdef import SocketDef
 
 DEFAULT_SERVER = f"sipsock/{__version__}"
@@ -78,29 +78,32 @@ class Responder:
         """Answer a request (absorb ACK and responses)."""
         if isinstance(message, Response) or message.method == "ACK":
             return
-        tag = self.to_tag(message)
+
+        def tag() -> str:  # asked for only when the To has no tag
+            return self.to_tag(message)
+
         method_refused = message.method != "OPTIONS" and self.status in METHOD_REFUSALS
         try:
             unsupported = (
                 [] if method_refused else required_but_unsupported(message, self._supported_tags)
             )
         except SipParseError as exc:
-            context.reply(make_response(message, 400, f"Bad Request ({exc.reason})", to_tag=tag))
+            phrase = f"Bad Request ({exc.reason})"
+            context.origin.reply(response_bytes(message, 400, phrase, to_tag=tag))
             return
         if unsupported:
             headers = [("Unsupported", ", ".join(unsupported)), ("Server", self.server)]
-            context.reply(make_response(message, 420, "Bad Extension", to_tag=tag, headers=headers))
-            return
-        if message.method == "OPTIONS":
-            response = make_response(
-                message, 200, "OK", to_tag=tag, headers=self.options_headers(context.socket)
-            )
+            answer = response_bytes(message, 420, "Bad Extension", to_tag=tag, headers=headers)
+        elif message.method == "OPTIONS":
+            headers = self.options_headers(context.socket)
+            answer = response_bytes(message, 200, "OK", to_tag=tag, headers=headers)
         else:
             headers = [("Server", self.server)]
             if self.status == 405:
                 headers.insert(0, ("Allow", self.allow))
-            response = make_response(message, self.status, self.reason, to_tag=tag, headers=headers)
-        context.reply(response)
+            answer = response_bytes(message, self.status, self.reason, to_tag=tag, headers=headers)
+        # The bytes of ``context.reply(make_response(...))``, without the Response.
+        context.origin.reply(answer)
 
     def to_tag(self, request: Request) -> str:
         """A To tag stable across retransmissions of one request."""

@@ -54,6 +54,7 @@ _SINGLE_HEADERS: Final = (
     "to",
 )
 _REQUIRED_HEADERS: Final = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED_SET: Final = frozenset(_REQUIRED_HEADERS)
 _ADDRESS_LIST_HEADERS: Final = frozenset({"contact", "route", "record-route"})
 
 _match_scheme = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):").match
@@ -76,8 +77,25 @@ _match_plain_address = re.compile(
 ).fullmatch
 
 
+#: Values proven well-formed, so that a value a peer repeats (its Request-URI,
+#: Contact, To, Route, CSeq) is read once, not once per message. Only what
+#: passed is kept; bounded in entries and bytes (`Memo`).
+_GOOD_URIS: Memo[str, bool] = Memo(max_entries=16 * 1024)
+_GOOD_ADDRESSES: Memo[str, bool] = Memo(max_entries=16 * 1024)
+_CSEQS: Memo[str, tuple[int, str]] = Memo(max_entries=16 * 1024)
+
+
 def parse_cseq(value: str | None) -> tuple[int, str]:
     """Parse a CSeq value into ``(number, method)``; the number must fit 32 bits."""
+    known = _CSEQS.get(value) if value is not None else None
+    if known is not None:
+        return known
+    cseq = _parse_cseq(value)
+    assert value is not None
+    return _CSEQS.remember(value, cseq, len(value))
+
+
+def _parse_cseq(value: str | None) -> tuple[int, str]:
     if value is None:
         raise SipParseError("no CSeq header", status=400)
     parts = value.split()
@@ -91,7 +109,7 @@ def parse_cseq(value: str | None) -> tuple[int, str]:
 
 def check_request(message: Message, method: str, uri: str, version: str) -> None:
     """Check a request's start line and headers."""
-    if version.upper() != "SIP/2.0":
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         if _match_version(version):
             raise SipParseError(f"unsupported SIP version {version!r}", status=505)
         raise SipParseError(f"malformed SIP version {version!r}", status=400)
@@ -106,6 +124,12 @@ def check_request(message: Message, method: str, uri: str, version: str) -> None
 
 def check_request_uri(uri: str) -> None:
     """Reject whitespace, ``<>``, an invalid scheme, URI headers; 416 for other schemes."""
+    if uri not in _GOOD_URIS:
+        _check_request_uri(uri)
+        _GOOD_URIS.remember(uri, True, len(uri))
+
+
+def _check_request_uri(uri: str) -> None:
     if _has_space(uri) or uri.startswith("<"):
         raise SipParseError(f"malformed Request-URI {uri!r}", status=400)
     scheme = _match_scheme(uri)
@@ -153,9 +177,10 @@ def _check_headers(message: Message) -> tuple[int, str]:
         for key in _SINGLE_HEADERS:
             if key in repeated:
                 raise SipParseError(f"more than one {key} header", status=400)
-    for key in _REQUIRED_HEADERS:
-        if key not in first:
-            raise SipParseError(f"no {key} header", status=400)
+    if not first.keys() >= _REQUIRED_SET:
+        for key in _REQUIRED_HEADERS:
+            if key not in first:
+                raise SipParseError(f"no {key} header", status=400)
     for value in vias:
         if "," in value:
             for item in split_values(value):
@@ -185,9 +210,17 @@ _TOKEN_NAMES: Memo[str, bool] = Memo(max_bytes=512 * 1024, max_item=MAX_NAME)
 
 
 def check_address(value: str) -> None:
-    """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route)."""
+    """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route).
+
+    A value with a tag (a From, the To of a dialog: new with every call) is
+    checked each time; others are remembered once they pass.
+    """
+    if value in _GOOD_ADDRESSES:
+        return
     if _match_plain_address(value) is None:
         check_address_rules(value)
+    if "tag" not in value:
+        _GOOD_ADDRESSES.remember(value, True, len(value))
 
 
 def check_address_rules(value: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 
 from sipsock.sip import checks
 from sipsock.sip.errors import SipParseError
@@ -14,6 +15,12 @@ from sipsock.sip.grammar import (
     split_values,
 )
 from sipsock.sip.via import Via, parse_via
+
+M = TypeVar("M", bound="Message")
+
+
+def _new_message(cls: type[M]) -> M:
+    return object.__new__(cls)
 
 
 class Message:
@@ -46,6 +53,16 @@ class Message:
         """
         self._keys = keys
         self._keys_of = list(self.headers)
+
+    def _set_fields(self, headers: list[tuple[str, str]], keys: list[str], body: bytes) -> None:
+        """Set ``headers`` (taken, not copied), their canonical names ``keys`` and ``body``.
+
+        For the code that builds messages in this package, which knows the names.
+        """
+        self.headers = headers
+        self.body = body
+        self._keys = keys
+        self._keys_of = headers.copy()
 
     def _header_keys(self) -> list[str]:
         """The canonical name of every field of ``headers``, in order."""
@@ -123,7 +140,10 @@ class Message:
         keys = self._header_keys()
         if "via" not in keys:
             raise SipParseError("no Via header", status=400)
-        index = keys.index("via")
+        self._replace_via_at(keys.index("via"), value)
+
+    def _replace_via_at(self, index: int, value: str) -> None:
+        """`replace_top_via` when the first Via field is ``headers[index]`` (the keys are fresh)."""
         field, old = self.headers[index]
         if "," in old:
             values = split_values(old)
@@ -280,6 +300,30 @@ class Request(Message):
             code = error.status or 400
             return code, REASON_PHRASES.get(code, "Bad Request")
         return None
+
+
+def new_request(method: str, uri: str, version: str, defect: SipParseError | None) -> Request:
+    """A `Request` without headers yet, for the parser (no ``__init__`` call chain).
+
+    The caller sets ``headers``, ``body`` and the keys with `Message._remember_keys`
+    (or `Message._set_fields`).
+    """
+    request = _new_message(Request)
+    request.method = method
+    request.uri = uri
+    request.version = version
+    request._defect = defect
+    return request
+
+
+def new_response(code: int, reason: str, version: str = "SIP/2.0") -> Response:
+    """A `Response` without headers yet (see `new_request`)."""
+    response = _new_message(Response)
+    response.code = code
+    response.reason = reason
+    response.version = version
+    response._defect = None
+    return response
 
 
 class Response(Message):

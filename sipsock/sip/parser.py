@@ -8,7 +8,7 @@ from typing import Final
 from sipsock.sip.checks import KNOWN_METHODS
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, is_token, parse_number
-from sipsock.sip.message import Request, Response
+from sipsock.sip.message import Request, Response, new_request, new_response
 
 DEFAULT_MAX_SIZE: Final = 65535
 
@@ -64,9 +64,8 @@ def parse(
     if _find_folding(text):
         lines = _unfold(lines)
     headers, keys = _split_fields(lines[1:])
-    message.headers = headers
-    message._remember_keys(keys)
-    message.body = _body(data, body_start, _content_lengths(headers, keys), datagram)
+    body = _body(data, body_start, _content_lengths(headers, keys), datagram)
+    message._set_fields(headers, keys, body)
     return message
 
 
@@ -127,7 +126,7 @@ def _parse_start_line(line: str) -> Request | Response:
         code = parts[1]
         if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] not in "123456":
             raise SipParseError(f"malformed status code {code[:20]!r}")
-        return Response(int(code), line[len(parts[0]) + len(code) + 2 :])
+        return new_response(int(code), line[len(parts[0]) + len(code) + 2 :])
     if len(parts) == 3 and parts[0] and parts[1] and parts[2]:
         method, uri, version = parts
         defect = None
@@ -141,9 +140,7 @@ def _parse_start_line(line: str) -> Request | Response:
         version == "SIP/2.0" or version.upper().startswith("SIP/")
     ):
         raise SipParseError(f"malformed request line {line[:60]!r}")
-    request = Request(method, uri, version=version)
-    request._defect = defect
-    return request
+    return new_request(method, uri, version, defect)
 
 
 def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:
@@ -153,6 +150,8 @@ def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:
             return data[start:]
         raise SipParseError("no Content-Length on a stream transport", status=400)
     value = lengths[0]
+    if value == "0" and len(lengths) == 1:
+        return b""  # the usual body of a request without one
     if len(lengths) > 1 and len(set(lengths)) != 1:
         raise SipParseError("conflicting Content-Length headers", status=400)
     length = parse_number(value)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sipsock.sip.grammar import canonical_name
-from sipsock.sip.message import Request, Response
+from sipsock.sip.message import Request, Response, new_response
 
 _COPIED = frozenset({"via", "from", "to", "call-id", "cseq"})
 _has_tag = re.compile(r"[;\s]tag\s*=", re.I).search
@@ -40,7 +40,7 @@ def make_response(
     code: int,
     reason: str,
     *,
-    to_tag: str | None = None,
+    to_tag: str | Callable[[], str] | None = None,
     headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
 ) -> Response:
@@ -48,24 +48,65 @@ def make_response(
 
     Copies every Via, From, To, Call-ID and CSeq field in order (Via values
     keep the ``received``/``rport`` that :func:`apply_received` put there).
-    A response other than 100 gets a To tag when the To has none: ``to_tag``,
-    or a fresh random one.  ``headers`` are appended, then Content-Length
-    (the length of ``body``, 0 when there is none).
+    A response other than 100 gets a To tag when the To has none: ``to_tag``
+    (or what it gives when it is a function: called only then), or a fresh
+    random one.  ``headers`` are appended, then Content-Length (the length
+    of ``body``, 0 when there is none).
     """
+    copied, keys = _copied_fields(request, code, to_tag)
+    if headers:
+        copied += headers
+        keys += [canonical_name(field) for field, _ in headers]
+    copied.append(("Content-Length", str(len(body))))
+    keys.append("content-length")
+    response = new_response(code, reason)
+    response._set_fields(copied, keys, body)
+    return response
+
+
+def response_bytes(
+    request: Request,
+    code: int,
+    reason: str,
+    *,
+    to_tag: str | Callable[[], str] | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> bytes:
+    """``bytes(make_response(...))`` with the same arguments, without the `Response`.
+
+    For an answer that is sent as it is made (the Responder's).
+    """
+    for field, _ in headers:
+        if field[:1] in "cClL" and canonical_name(field) == "content-length":
+            made = make_response(request, code, reason, to_tag=to_tag, headers=headers, body=body)
+            return made.serialize()
+    copied, _ = _copied_fields(request, code, to_tag)
+    text = "\r\n".join(
+        (
+            f"SIP/2.0 {code} {reason}",
+            *map(": ".join, copied),
+            *map(": ".join, headers),
+            f"Content-Length: {len(body)}",
+            "",
+            "",
+        )
+    )
+    return text.encode("utf-8", "surrogateescape") + body
+
+
+def _copied_fields(
+    request: Request, code: int, to_tag: str | Callable[[], str] | None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The fields a response to ``request`` copies (see `make_response`), and their keys."""
     request_keys = request._header_keys()
-    picked = [index for index, key in enumerate(request_keys) if key in _COPIED]
-    copied = [request.headers[index] for index in picked]
-    keys = [request_keys[index] for index in picked]
+    fields = zip(request.headers, request_keys, strict=True)
+    copied = [field for field, key in fields if key in _COPIED]
+    keys = [key for key in request_keys if key in _COPIED]
     if code != 100 and "to" in keys:
         index = keys.index("to")
         field, value = copied[index]
         if _has_tag(value) is None:
-            copied[index] = (field, f"{value};tag={to_tag or new_tag()}")
-    if headers:
-        copied.extend(headers)
-        keys.extend(canonical_name(field) for field, _ in headers)
-    copied.append(("Content-Length", str(len(body))))
-    keys.append("content-length")
-    response = Response(code, reason, copied, body)
-    response._remember_keys(keys)
-    return response
+            tag = to_tag() if callable(to_tag) else to_tag
+            copied[index] = (field, f"{value};tag={tag or new_tag()}")
+    return copied, keys

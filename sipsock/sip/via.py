@@ -319,14 +319,16 @@ def _set_param(params: list[str], keys: list[str], name: str, value: str) -> Non
 
 def apply_received(request: Request, source_host: str, source_port: int) -> None:
     """Stamp the top Via of a received request in place (see `stamp_via`)."""
-    value = request.get("Via")
-    if value is None:
+    keys = request._header_keys()
+    if "via" not in keys:
         raise SipParseError("no Via header", status=400)
+    index = keys.index("via")
+    value = request.headers[index][1]
     if "," in value:
         value = split_values(value)[0]
     stamped = stamp_by_template(value, source_host, source_port)
     if stamped is not None:
-        request.replace_top_via(stamped)
+        request._replace_via_at(index, stamped)  # the field just read: one look-up
 
 
 #: A token that stands in for a branch while a stamp template is checked.

@@ -106,6 +106,29 @@ def test_retransmission_gets_the_same_to_tag() -> None:
     assert first == second
 
 
+def test_the_to_tag_is_made_only_for_a_request_whose_to_has_none() -> None:
+    made: list[str] = []
+
+    class Counting(Responder):
+        def to_tag(self, request: Request) -> str:
+            made.append(request.method)
+            return super().to_tag(request)
+
+    responder = Counting()
+    bye = request("BYE").replace(b"To: <sip:svc@10.0.0.1>", b"To: <sip:svc@10.0.0.1>;tag=t9")
+    assert answer(deliver(responder, bye)[0]).get("to") == "<sip:svc@10.0.0.1>;tag=t9"
+    assert made == []
+    tagged = answer(deliver(responder, request("INVITE"))[0]).get("to")
+    assert tagged == f"<sip:svc@10.0.0.1>;tag={Responder.to_tag(responder, parse_request())}"
+    assert made == ["INVITE"]
+
+
+def parse_request(method: str = "INVITE") -> Request:
+    message = parse(request(method))
+    assert isinstance(message, Request)
+    return message
+
+
 def test_other_requests_get_the_configured_status() -> None:
     assert answer(deliver(Responder(), request("INVITE"))[0]).code == 501
     custom = answer(deliver(Responder(403, "Forbidden"), request("REGISTER"))[0])

@@ -24,6 +24,7 @@ from sipsock.sip import (
     parse,
 )
 from sipsock.sip.parser import find_header_end
+from sipsock.sip.response import response_bytes
 from sipsock.sip.via import _parse_any_via, parse_via
 
 INVITE = (
@@ -142,6 +143,57 @@ def test_response_with_extra_headers_serializes_them() -> None:
     again = parse(bytes(response))
     assert isinstance(again, Response)
     assert again == response
+
+
+def test_a_to_tag_function_is_called_only_when_the_to_has_no_tag() -> None:
+    calls: list[int] = []
+
+    def tag() -> str:
+        calls.append(1)
+        return "made"
+
+    response = make_response(invite(), 501, "Not Implemented", to_tag=tag)
+    assert (response.get("to"), calls) == ("<sip:bob@example.com>;tag=made", [1])
+    in_dialog = invite()
+    in_dialog.set("To", "<sip:bob@example.com>;tag=theirs")
+    response = make_response(in_dialog, 501, "Not Implemented", to_tag=tag)
+    assert (response.get("to"), calls) == ("<sip:bob@example.com>;tag=theirs", [1])
+    assert make_response(invite(), 100, "Trying", to_tag=tag).get("to") == "<sip:bob@example.com>"
+    assert calls == [1]
+
+
+def test_a_parsed_or_made_message_keeps_its_own_copy_of_the_remembered_fields() -> None:
+    message = invite()
+    response = make_response(message, 200, "OK", to_tag="t")
+    for built in (message, response):
+        assert built._keys_of == built.headers
+        assert built._keys_of is not built.headers
+        built.headers.append(("Subject", "later"))  # edited in place: lookups follow
+        assert built.get("subject") == "later"
+
+
+@pytest.mark.parametrize("code", [100, 200, 420, 501])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [("Server", "sipsock/1")],
+        [("Allow", "OPTIONS, INVITE"), ("Server", "x")],
+        [("Content-Length", "99")],
+        [("l", "7"), ("Subject", "\udcff surrogate")],
+    ],
+)
+@pytest.mark.parametrize("body", [b"", b"v=0\r\n"])
+@pytest.mark.parametrize("to", ["<sip:bob@example.com>", "<sip:bob@example.com>;tag=t0"])
+def test_response_bytes_are_the_bytes_of_make_response(
+    code: int, headers: list[tuple[str, str]], body: bytes, to: str
+) -> None:
+    request = invite()
+    request.set("To", to)
+    request.headers.insert(1, ("v", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKsecond"))
+    made = make_response(request, code, "Some Reason", to_tag="t1", headers=headers, body=body)
+    given = response_bytes(request, code, "Some Reason", to_tag="t1", headers=headers, body=body)
+    assert given == bytes(made)
 
 
 # -- parse_via: strict pattern first, general grammar otherwise -------------------
@@ -277,6 +329,33 @@ def test_validation_refuses_for_the_first_fault_in_order(extra: list[str], reaso
         request.validate()
     assert caught.value.reason == reason
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (["Contact: <nope>"], "URI without a scheme in '<nope>'"),
+        (["CSeq: 99999999999 INVITE"], "CSeq number 99999999999 above 2**32-1"),
+        (["Route: <sip:a>, bad uri"], "URI with ? , or spaces must be in <> in 'bad uri'"),
+    ],
+)
+def test_remembered_good_values_change_no_verdict(extra: list[str], reason: str) -> None:
+    from sipsock.sip import checks
+
+    for memo in (checks._GOOD_URIS, checks._GOOD_ADDRESSES, checks._CSEQS):
+        memo.clear()
+    lines = [line for line in GOOD if not (extra[0].startswith("CSeq") and line.startswith("CSeq"))]
+    for _ in range(3):  # cold, then with every good value remembered
+        parse(with_headers(*GOOD)).validate()
+        with pytest.raises(SipParseError) as caught:
+            parse(with_headers(*lines, *extra)).validate()
+        assert caught.value.reason == reason
+    assert "<sip:bob@example.com>" in checks._GOOD_ADDRESSES
+    assert "sip:bob@example.com" in checks._GOOD_URIS
+    assert checks._CSEQS.get("1 INVITE") == (1, "INVITE")
+    # A value with a tag is new with every call: never remembered.
+    assert not any("tag" in value for value in checks._GOOD_ADDRESSES)
+    assert not any(key.startswith(("<nope>", "bad")) for key in checks._GOOD_ADDRESSES)
 
 
 def test_stamping_the_top_via_keeps_the_remembered_header_names() -> None:

@@ -25,6 +25,9 @@ OPTIONS_MEMO = OptionsMemo()
 MEMOS: dict[str, Memo[Any, Any]] = {
     "grammar.KNOWN_NAMES": grammar.KNOWN_NAMES,
     "checks._TOKEN_NAMES": checks._TOKEN_NAMES,
+    "checks._GOOD_URIS": checks._GOOD_URIS,
+    "checks._GOOD_ADDRESSES": checks._GOOD_ADDRESSES,
+    "checks._CSEQS": checks._CSEQS,
     **{f"OptionsMemo.{name}": memo for name, memo in OPTIONS_MEMO.memos().items()},
     "proxy._addresses": _addresses,
 }

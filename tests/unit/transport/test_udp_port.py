@@ -105,3 +105,55 @@ def test_an_icmp_refusal_of_an_earlier_send_ends_the_read_quietly(
     port.socket.send(b"to nobody")
     port.doRead()  # ECONNREFUSED: nothing to read, no exception
     assert protocol.datagrams == []
+
+
+class CountingSocket:
+    """The port's real socket, counting the ``recvfrom`` calls and those that fail."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reads = 0
+        self.failed = 0
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        self.reads += 1
+        try:
+            return self.sock.recvfrom(size)
+        except OSError:
+            self.failed += 1
+            raise
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+def test_a_wake_up_with_one_datagram_reads_once_without_a_failing_read(
+    port_and_sender: tuple[SipUdpPort, Recorder, socket.socket],
+) -> None:
+    port, protocol, sender = port_and_sender
+    real = port.socket
+    counting = CountingSocket(real)
+    port.socket = counting  # type: ignore[assignment]
+    try:
+        sender.send(b"one")
+        port.doRead()
+        assert (counting.reads, counting.failed) == (1, 0)
+        for data in (b"two", b"three", b"four"):
+            sender.send(data)
+        port.doRead()  # more queued: read until the kernel has none (one failing read)
+        assert (counting.reads, counting.failed) == (5, 1)
+    finally:
+        port.socket = real
+    assert [data for data, _ in protocol.datagrams] == [b"one", b"two", b"three", b"four"]
+
+
+def test_an_empty_datagram_after_the_first_is_read_on_the_next_wake_up(
+    port_and_sender: tuple[SipUdpPort, Recorder, socket.socket],
+) -> None:
+    port, protocol, sender = port_and_sender
+    for data in (b"first", b"", b"last"):
+        sender.send(data)
+    port.doRead()  # the kernel gives 0 as the next length: the read stops there
+    assert [data for data, _ in protocol.datagrams] == [b"first"]
+    port.doRead()
+    assert [data for data, _ in protocol.datagrams] == [b"first", b"", b"last"]
