@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sipsock.addresses import AddressError, bracket, normal_ip, split_host_port
+from sipsock.sip.memo import Memo
 
 PROTOS: Final = ("udp", "tcp", "tls", "ws", "wss")
 STREAM_PROTOS: Final = frozenset({"tcp", "tls", "ws", "wss"})
@@ -99,6 +100,10 @@ class SocketDef:
     row_id: int | None = field(default=None, compare=False)
     _hash: int = field(init=False, repr=False, compare=False, default=0)
     _socket_text: str = field(init=False, repr=False, compare=False, default="")
+    #: What two sockets must not share: (``udp`` or ``tcp``, the port space; host; port).
+    bind_key: tuple[str, str, int] = field(
+        init=False, repr=False, compare=False, default=("", "", 0)
+    )
 
     def __post_init__(self) -> None:
         # Reloads hash every definition several times: compute it once.
@@ -115,6 +120,10 @@ class SocketDef:
         object.__setattr__(self, "_hash", hash(identity))
         # Reports and logs name every socket of a reload: build the name once too.
         object.__setattr__(self, "_socket_text", f"{self.proto}:{self.address}")
+        # UDP and the stream transports (all over TCP) have separate port spaces.
+        object.__setattr__(
+            self, "bind_key", ("udp" if self.proto == "udp" else "tcp", self.host, self.port)
+        )
 
     def __hash__(self) -> int:
         return self._hash
@@ -401,7 +410,8 @@ def _column_text(row_id: int | None, column: str, value: object, limit: int) -> 
 def _check_plain(text: str, reject: Any) -> None:
     if not text.isascii():
         raise reject("not ASCII (write IDN host names in their xn-- form)")
-    if any(ch.isspace() or not ch.isprintable() for ch in text):
+    # In ASCII every blank but the space is a control character: not printable.
+    if " " in text or not text.isprintable():
         raise reject("contains blanks or control characters")
 
 
@@ -412,7 +422,19 @@ def _split_host_port(text: str, reject: Any) -> tuple[str, int | None]:
         raise reject(error.reason) from None
 
 
+#: Hosts already found good, and their canonical spelling: a table names few hosts
+#: for many sockets, and the `ipaddress` check cost more than the rest of a row.
+_GOOD_HOSTS: Final[Memo[str, str]] = Memo()
+
+
 def _canonical_host(host: str, reject: Any) -> str:
+    known = _GOOD_HOSTS.get(host)
+    if known is not None:
+        return known
+    return _GOOD_HOSTS.remember(host, _checked_host(host, reject), len(host))
+
+
+def _checked_host(host: str, reject: Any) -> str:
     if "%" in host:
         raise reject(
             f"{show_value(host)} has a zone id: a scoped IPv6 address cannot be written "
