@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, is_
 from typing import Any, Protocol
 
 from sipsock.addresses import is_ip
@@ -159,14 +160,13 @@ class RowScreen:
         results: list[SocketDef | Rejection] = found  # type: ignore[assignment]
         if not all(found):  # (definitions and rejections are true; ``in`` would call __eq__)
             new: dict[tuple[Any, ...], SocketDef | Rejection] = {}  # a row twice: parsed once
-            for index, known in enumerate(found):
-                if known is None:
-                    key = keys[index]
-                    result = new.get(key)
-                    if result is None:
-                        parsed, rejected = screen_rows([rows[index]])
-                        result = new[key] = parsed[0] if parsed else rejected[0]
-                    results[index] = result
+            for index in compress(range(len(found)), map(is_, found, repeat(None))):
+                key = keys[index]
+                result = new.get(key)
+                if result is None:
+                    parsed, rejected = screen_rows([rows[index]])
+                    result = new[key] = parsed[0] if parsed else rejected[0]
+                results[index] = result
         self._previous = dict(zip(keys, results, strict=True))
         rejections = [r for r in results if r.__class__ is Rejection]
         if not rejections:
@@ -288,10 +288,10 @@ def plan_reload(running: Mapping[SocketDef, bool], wanted: Sequence[SocketDef]) 
                 keep.append(sdef)
             else:
                 retry.append(sdef)
-    wanted_set = set(wanted)
-    # Every running definition is wanted when as many distinct wanted ones run.
-    running_wanted = len(wanted_set) if not new else len(wanted_set.intersection(running))
-    gone = [] if running_wanted == len(running) else [s for s in running if s not in wanted_set]
+    # Set operations on sets reuse the stored hashes (SocketDef's is a Python method).
+    gone_set = set(running).difference(set(wanted))
+    # In running order (one or none needs no ordering).
+    gone = [s for s in running if s in gone_set] if len(gone_set) > 1 else list(gone_set)
     # A gone socket that is open and shares its endpoint with a new definition
     # is updated in place instead of closed and opened again.
     gone_by_endpoint = {s.endpoint: s for s in gone if running[s]}
