@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sipsock.addresses import AddressError, bracket, normal_ip, split_host_port
-from sipsock.sip.memo import Memo
 
 PROTOS: Final = ("udp", "tcp", "tls", "ws", "wss")
 STREAM_PROTOS: Final = frozenset({"tcp", "tls", "ws", "wss"})
@@ -420,14 +419,21 @@ def _split_host_port(text: str, reject: Any) -> tuple[str, int | None]:
 
 #: Hosts already found good, and their canonical spelling: a table names few hosts
 #: for many sockets, and the `ipaddress` check cost more than the rest of a row.
-_GOOD_HOSTS: Final[Memo[str, str]] = Memo()
+#: Emptied when full, as `sipsock.sip.memo.Memo` is (which this module cannot import:
+#: `sipsock.sip` imports it); a good host has at most 253 characters.
+_GOOD_HOSTS: Final[dict[str, str]] = {}
+GOOD_HOSTS_MAX: Final = 4096
 
 
 def _canonical_host(host: str, reject: Any) -> str:
     known = _GOOD_HOSTS.get(host)
     if known is not None:
         return known
-    return _GOOD_HOSTS.remember(host, _checked_host(host, reject), len(host))
+    canonical = _checked_host(host, reject)
+    if len(_GOOD_HOSTS) >= GOOD_HOSTS_MAX:
+        _GOOD_HOSTS.clear()
+    _GOOD_HOSTS[host] = canonical
+    return canonical
 
 
 def _checked_host(host: str, reject: Any) -> str:
