@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter, is_not
 from typing import Any
 
 from twisted.application.service import Service
@@ -44,6 +46,7 @@ from sipsock.sockdef import SocketDef
 from sipsock.socketindex import first_in_order, has_tag, of_proto
 
 ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
+_listener_of = attrgetter("listener")
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
 
@@ -229,7 +232,7 @@ class SocketRegistry(Service):
         defs, unresolved = await self._hosts.resolve(defs, names, self._entries)
         wanted, conflicts = screen_conflicts(defs, [lst.sdef for lst in self._static])
         report.rejected = rejected + unresolved + conflicts
-        plan = plan_reload({s: e.listener is not None for s, e in self._entries.items()}, wanted)
+        plan = plan_reload(self._running(), wanted)
 
         await self._remove(plan.remove, report)
         not_updated = await self._update_all(plan.update, report)
@@ -261,6 +264,13 @@ class SocketRegistry(Service):
                 list(report.rejected),
             )
         return self._finish(report, started, mark)
+
+    def _running(self) -> dict[SocketDef, bool]:
+        """Each dynamic socket's definition, and whether it is open (C-level when all are)."""
+        entries = self._entries
+        if all(map(is_not, map(_listener_of, entries.values()), repeat(None))):
+            return dict.fromkeys(entries, True)  # reuses the dict's stored hashes
+        return {s: e.listener is not None for s, e in entries.items()}
 
     def _finish(self, report: ReloadReport, started: float, mark: int) -> ReloadReport:
         report.workers = self._incidents.since(mark)

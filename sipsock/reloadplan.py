@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import attrgetter, is_
 from typing import Any, Protocol
 
 from sipsock.addresses import is_ip
@@ -132,18 +134,47 @@ def screen_rows(rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejectio
     return defs, rejections
 
 
+#: A row's id and columns, the key of `RowScreen`'s memory (one C-level call a row).
+_row_key = attrgetter("id", "socket", "advertised", "tag", "flags", "tos")
+
+
 class RowScreen:
     """`screen_rows` with a memory of the previous reload.
 
     A row whose id and columns are unchanged since the last call gives the same
     definition or rejection without being parsed again, so a reload of a large
-    unchanged table costs a dictionary look-up per row.
+    table that changed in a few rows costs a dictionary look-up per other row
+    (done by C-level ``map`` calls, not a Python loop).
     """
 
     def __init__(self) -> None:
         self._previous: dict[tuple[Any, ...], SocketDef | Rejection] = {}
 
     def screen(self, rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejection]]:
+        rows = list(rows)
+        try:
+            keys: list[tuple[Any, ...]] = list(map(_row_key, rows))
+            found = list(map(self._previous.get, keys))
+        except TypeError:  # an unhashable column value: row by row
+            return self._screen_each(rows)
+        results: list[SocketDef | Rejection] = found  # type: ignore[assignment]
+        if not all(found):  # (definitions and rejections are true; ``in`` would call __eq__)
+            new: dict[tuple[Any, ...], SocketDef | Rejection] = {}  # a row twice: parsed once
+            for index in compress(range(len(found)), map(is_, found, repeat(None))):
+                key = keys[index]
+                result = new.get(key)
+                if result is None:
+                    parsed, rejected = screen_rows([rows[index]])
+                    result = new[key] = parsed[0] if parsed else rejected[0]
+                results[index] = result
+        self._previous = dict(zip(keys, results, strict=True))
+        rejections = [r for r in results if r.__class__ is Rejection]
+        if not rejections:
+            return results, []  # type: ignore[return-value]
+        return [r for r in results if r.__class__ is not Rejection], rejections  # type: ignore[misc]
+
+    def _screen_each(self, rows: list[RowLike]) -> tuple[list[SocketDef], list[Rejection]]:
+        """`screen` one row at a time: a row with an unhashable value is parsed every time."""
         current: dict[tuple[Any, ...], SocketDef | Rejection] = {}
         defs: list[SocketDef] = []
         rejections: list[Rejection] = []
@@ -166,9 +197,7 @@ class RowScreen:
         return defs, rejections
 
 
-def _bind_key(sdef: SocketDef) -> tuple[str, str, int]:
-    # UDP and the stream transports (all over TCP) have separate port spaces.
-    return ("udp" if sdef.proto == "udp" else "tcp", sdef.host, sdef.port)
+_bind_key = attrgetter("bind_key")
 
 
 def _where(sdef: SocketDef) -> str:
@@ -184,13 +213,15 @@ def screen_conflicts(
     the address of a static socket, or on the address of an earlier different
     row, is rejected with the reason.
     """
-    static_keys = {_bind_key(s): s for s in static}
+    static_keys = {s.bind_key: s for s in static}
+    keys = list(map(_bind_key, defs))
+    if len(set(keys)) == len(keys) and static_keys.keys().isdisjoint(keys):
+        return list(defs), []  # every address once, none static: nothing to drop
     seen: set[SocketDef] = set()
     taken: dict[tuple[str, str, int], SocketDef] = {}
     kept: list[SocketDef] = []
     rejections: list[Rejection] = []
-    for sdef in defs:
-        key = ("udp" if sdef.proto == "udp" else "tcp", sdef.host, sdef.port)  # _bind_key
+    for sdef, key in zip(defs, keys, strict=True):
         other = taken.get(key)
         if other is not None and sdef in seen:  # an identical definition has the same key
             continue
@@ -243,19 +274,24 @@ def host_names(defs: Iterable[SocketDef]) -> list[str]:
 
 def plan_reload(running: Mapping[SocketDef, bool], wanted: Sequence[SocketDef]) -> ReloadPlan:
     """Diff running sockets (definition -> is it open) against the wanted ones."""
-    keep: list[SocketDef] = []
-    retry: list[SocketDef] = []
-    new: list[SocketDef] = []
-    for sdef in wanted:
-        state = running.get(sdef)
-        if state is None:
-            new.append(sdef)
-        elif state:
-            keep.append(sdef)
-        else:
-            retry.append(sdef)
-    wanted_set = set(wanted)
-    gone = [s for s in running if s not in wanted_set]
+    states = list(map(running.get, wanted))
+    if None not in states and False not in states:
+        keep: list[SocketDef] = list(wanted)
+        retry: list[SocketDef] = []
+        new: list[SocketDef] = []
+    else:
+        keep, retry, new = [], [], []
+        for sdef, state in zip(wanted, states, strict=True):
+            if state is None:
+                new.append(sdef)
+            elif state:
+                keep.append(sdef)
+            else:
+                retry.append(sdef)
+    # Set operations on sets reuse the stored hashes (SocketDef's is a Python method).
+    gone_set = set(running).difference(set(wanted))
+    # In running order (one or none needs no ordering).
+    gone = [s for s in running if s in gone_set] if len(gone_set) > 1 else list(gone_set)
     # A gone socket that is open and shares its endpoint with a new definition
     # is updated in place instead of closed and opened again.
     gone_by_endpoint = {s.endpoint: s for s in gone if running[s]}

@@ -98,7 +98,13 @@ class SocketDef:
     text: str = field(default="", compare=False)
     row_id: int | None = field(default=None, compare=False)
     _hash: int = field(init=False, repr=False, compare=False, default=0)
-    _socket_text: str = field(init=False, repr=False, compare=False, default="")
+    #: Canonical ``proto:host:port``, the name used in logs and reports (built once: a
+    #: reload names every socket; a plain slot reads faster than a property).
+    socket_text: str = field(init=False, repr=False, compare=False, default="")
+    #: What two sockets must not share: (``udp`` or ``tcp``, the port space; host; port).
+    bind_key: tuple[str, str, int] = field(
+        init=False, repr=False, compare=False, default=("", "", 0)
+    )
 
     def __post_init__(self) -> None:
         # Reloads hash every definition several times: compute it once.
@@ -113,8 +119,11 @@ class SocketDef:
             self.tos,
         )
         object.__setattr__(self, "_hash", hash(identity))
-        # Reports and logs name every socket of a reload: build the name once too.
-        object.__setattr__(self, "_socket_text", f"{self.proto}:{self.address}")
+        object.__setattr__(self, "socket_text", f"{self.proto}:{self.address}")
+        # UDP and the stream transports (all over TCP) have separate port spaces.
+        object.__setattr__(
+            self, "bind_key", ("udp" if self.proto == "udp" else "tcp", self.host, self.port)
+        )
 
     def __hash__(self) -> int:
         return self._hash
@@ -136,11 +145,6 @@ class SocketDef:
     def address(self) -> str:
         """``host:port`` with IPv6 hosts in brackets."""
         return f"{bracket(self.host)}:{self.port}"
-
-    @property
-    def socket_text(self) -> str:
-        """Canonical ``proto:host:port``, the name used in logs and reports."""
-        return self._socket_text
 
     @property
     def endpoint(self) -> tuple[str, str, int, bool]:
@@ -401,7 +405,8 @@ def _column_text(row_id: int | None, column: str, value: object, limit: int) -> 
 def _check_plain(text: str, reject: Any) -> None:
     if not text.isascii():
         raise reject("not ASCII (write IDN host names in their xn-- form)")
-    if any(ch.isspace() or not ch.isprintable() for ch in text):
+    # In ASCII every blank but the space is a control character: not printable.
+    if " " in text or not text.isprintable():
         raise reject("contains blanks or control characters")
 
 
@@ -412,7 +417,26 @@ def _split_host_port(text: str, reject: Any) -> tuple[str, int | None]:
         raise reject(error.reason) from None
 
 
+#: Hosts already found good, and their canonical spelling: a table names few hosts
+#: for many sockets, and the `ipaddress` check cost more than the rest of a row.
+#: Emptied when full, as `sipsock.sip.memo.Memo` is (which this module cannot import:
+#: `sipsock.sip` imports it); a good host has at most 253 characters.
+_GOOD_HOSTS: Final[dict[str, str]] = {}
+GOOD_HOSTS_MAX: Final = 4096
+
+
 def _canonical_host(host: str, reject: Any) -> str:
+    known = _GOOD_HOSTS.get(host)
+    if known is not None:
+        return known
+    canonical = _checked_host(host, reject)
+    if len(_GOOD_HOSTS) >= GOOD_HOSTS_MAX:
+        _GOOD_HOSTS.clear()
+    _GOOD_HOSTS[host] = canonical
+    return canonical
+
+
+def _checked_host(host: str, reject: Any) -> str:
     if "%" in host:
         raise reject(
             f"{show_value(host)} has a zone id: a scoped IPv6 address cannot be written "

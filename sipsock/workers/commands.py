@@ -367,8 +367,19 @@ class Adoption:
 
 def encode_adoptions(adoptions: Sequence[Adoption]) -> bytes:
     """The ``sockets`` of `AdoptSockets`: ``[[key, slot, shared, static, definition], ...]``."""
-    rows = [[a.key, a.slot, a.shared, a.static, definition_fields(a.sdef)] for a in adoptions]
-    return json.dumps(rows, separators=(",", ":")).encode("utf-8")
+    return join_encoded([encode_adoption(adoption) for adoption in adoptions])
+
+
+def encode_adoption(adoption: Adoption) -> bytes:
+    """One item of `encode_adoptions` (the same for every worker: encode it once)."""
+    a = adoption
+    row = [a.key, a.slot, a.shared, a.static, definition_fields(a.sdef)]
+    return json.dumps(row, separators=(",", ":")).encode("utf-8")
+
+
+def join_encoded(items: Sequence[bytes]) -> bytes:
+    """The JSON list of items already encoded (what ``json.dumps`` of the list gives)."""
+    return b"[" + b",".join(items) + b"]"
 
 
 def decode_adoptions(data: bytes) -> list[tuple[int, Adoption | WorkerError]]:

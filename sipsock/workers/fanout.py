@@ -30,9 +30,10 @@ from sipsock.workers.commands import (
     WorkerError,
     batches,
     decode_failures,
-    encode_adoptions,
+    encode_adoption,
     encode_entries,
     encode_updates,
+    join_encoded,
 )
 from sipsock.workers.directory import BookEntry
 from sipsock.workers.listener import PooledListener
@@ -73,9 +74,10 @@ class SocketFanOut:
     async def adopt_all(self, listeners: list[PooledListener]) -> list[PooledListener | Failure]:
         """Every live worker adopts ``listeners``; a listener refused by one is released."""
         processes = self.supervisor.processes()
+        encoded: dict[int, bytes] = {}  # each socket's item, encoded for the first worker
         answers = await settle(
             [
-                self.adopt_many(process, _rotated(listeners, index, len(processes)))
+                self.adopt_many(process, _rotated(listeners, index, len(processes)), encoded)
                 for index, process in enumerate(processes)
             ]
         )
@@ -107,16 +109,21 @@ class SocketFanOut:
         return results
 
     def adopt_many(
-        self, process: WorkerProcess, listeners: Sequence[PooledListener]
+        self,
+        process: WorkerProcess,
+        listeners: Sequence[PooledListener],
+        encoded: dict[int, bytes] | None = None,
     ) -> Deferred[dict[int, str]]:
         """Pass the descriptors (or new members) of ``listeners`` to one worker, batched.
 
         Fires with the keys the worker (or binding its member) refused, and
-        why. A listener this worker was already given is skipped.
+        why. A listener this worker was already given is skipped. ``encoded``
+        keeps each listener's `AdoptSockets` item by key, for the next worker.
         """
         refused: dict[int, str] = {}
         members: list[socket.socket] = []
-        items: list[tuple[Adoption, int]] = []
+        items: list[tuple[bytes, int]] = []
+        known = encoded if encoded is not None else {}
         for listener in listeners:
             if listener.key in process.given:
                 continue
@@ -131,13 +138,18 @@ class SocketFanOut:
                 members.append(member)
                 fd = member.fileno()
             process.given.add(listener.key)
-            shared = listener.sock is not None
-            adoption = Adoption(listener.key, listener.slot, shared, listener.static, listener.sdef)
-            items.append((adoption, fd))
+            item = known.get(listener.key)
+            if item is None:
+                shared = listener.sock is not None
+                adoption = Adoption(
+                    listener.key, listener.slot, shared, listener.static, listener.sdef
+                )
+                item = known[listener.key] = encode_adoption(adoption)
+            items.append((item, fd))
         sending = [
             process.call(
                 AdoptSockets,
-                sockets=encode_adoptions([adoption for adoption, _ in batch]),
+                sockets=join_encoded([item for item, _ in batch]),
                 fds=[fd for _, fd in batch],
             )
             for batch in batches(items)
@@ -229,16 +241,16 @@ class SocketFanOut:
         process.kill()
 
     async def announce_all(self, entries: list[BookEntry]) -> None:
-        await settle([self.announce_many(p, entries) for p in self.supervisor.processes()])
+        encoded = _encoded_entries(entries)  # the same batches for every worker
+        await settle([self._announce(p, encoded) for p in self.supervisor.processes()])
 
     def announce_many(self, process: WorkerProcess, entries: Sequence[BookEntry]) -> Deferred[None]:
         """Tell one worker about ``entries`` (batched); fails when a batch fails."""
-        items = [(entry.name, entry.slot, entry.static, entry.sdef) for entry in entries]
+        return self._announce(process, _encoded_entries(entries))
+
+    def _announce(self, process: WorkerProcess, encoded: list[bytes]) -> Deferred[None]:
         return all_or_first_failure(
-            [
-                process.call(AnnounceMany, entries=encode_entries(batch))
-                for batch in batches(items, ANNOUNCE_BATCH)
-            ]
+            [process.call(AnnounceMany, entries=batch) for batch in encoded]
         )
 
     async def withdraw_all(self, names: list[str]) -> None:
@@ -248,6 +260,12 @@ class SocketFanOut:
             for batch in batches(names, RELEASE_BATCH)
         ]
         await settle(waits)
+
+
+def _encoded_entries(entries: Sequence[BookEntry]) -> list[bytes]:
+    """The `AnnounceMany` batches of ``entries``."""
+    items = [(entry.name, entry.slot, entry.static, entry.sdef) for entry in entries]
+    return [encode_entries(batch) for batch in batches(items, ANNOUNCE_BATCH)]
 
 
 def _rotated(items: Sequence[T], index: int, count: int) -> list[T]:

@@ -226,3 +226,27 @@ def _get(conn: http.client.HTTPConnection, method: str, path: str) -> http.clien
     response = conn.getresponse()
     response.read()
     return response
+
+
+@pytest_twisted.ensureDeferred
+async def test_form_bodies_are_refused_by_the_mi_not_parsed_by_twisted() -> None:
+    # Twisted parsed urlencoded and multipart bodies into request.args (never read
+    # here) and answered a broken multipart body with its own 400 before the MI
+    # could refuse the type; the MI now answers every non-JSON body the same way.
+    async with _mi_server() as (registry, port):
+        here = f"127.0.0.1:{port}"
+        broken = b"--x\r\nContent-Disposition: form-data\r\n\r\nnot closed"
+        for content_type, body in (
+            ("multipart/form-data; boundary=x", broken),
+            ("multipart/form-data", b"no boundary at all"),
+            ("application/x-www-form-urlencoded", b"a=1&b=2"),
+        ):
+            status, answer = await _call(
+                port, "POST", "/mi", body, Host=here, Content_Type=content_type
+            )
+            assert status == 415, (content_type, status, answer)
+            assert b"application/json" in answer
+        status, answer = await _call(port, "POST", "/mi", RELOAD, Host=here, Content_Type=JSON)
+        assert status == 200
+        assert json.loads(answer)["result"] == "OK"
+        assert registry.reloads == 1

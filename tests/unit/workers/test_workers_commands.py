@@ -34,12 +34,14 @@ from sipsock.workers.commands import (
     decode_updates,
     definition_fields,
     definition_from_fields,
+    encode_adoption,
     encode_adoptions,
     encode_entries,
     encode_failures,
     encode_spec,
     encode_stats_page,
     encode_updates,
+    join_encoded,
     split_chunks,
 )
 
@@ -340,3 +342,18 @@ def test_descriptors_travel_as_ordinals_in_one_value() -> None:
     assert argument.fromStringProto(b"", peer) == []
     with pytest.raises(WorkerError, match="bad descriptor list"):
         argument.fromStringProto(b"0,x", peer)
+
+
+def test_adoptions_encoded_item_by_item_are_the_list_json_gives() -> None:
+    # fanout encodes each socket's item once and joins them per worker: the bytes
+    # must be those of the whole list encoded at once.
+    sdefs = [
+        parse_row(1, "udp:127.0.0.1:5060", tag="a", flags="frag,reuse_port", tos="0x10"),
+        parse_row(2, "udp:[::1]:5061", advertised="sip.example.com:5080"),
+    ]
+    adoptions = [Adoption(7, None, True, False, sdefs[0]), Adoption(8, 3, False, True, sdefs[1])]
+    rows = [[a.key, a.slot, a.shared, a.static, definition_fields(a.sdef)] for a in adoptions]
+    whole = json.dumps(rows, separators=(",", ":")).encode("utf-8")
+    assert encode_adoptions(adoptions) == whole
+    assert join_encoded([encode_adoption(a) for a in adoptions]) == whole
+    assert join_encoded([]) == json.dumps([]).encode()
