@@ -69,6 +69,7 @@ from sipsock.apps.proxyrules import (
     via_marker,
     wants_record_route,
 )
+from sipsock.apps.proxyrules.responsehop import unreliable_hop
 from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
 from sipsock.seams import Listener
 from sipsock.sip import (
@@ -407,12 +408,16 @@ class StatelessProxy:
         if split.next_via is None:
             self._drop_response(context, response, "no Via left after the proxy's own")
             return
-        try:
-            next_via = parse_via(split.next_via)
-        except SipParseError:
-            self._drop_response(context, response, "no Via left after the proxy's own")
-            return
-        transport = next_via.transport
+        hop = unreliable_hop(split.next_via)
+        if hop is not None:
+            transport = hop.transport
+        else:
+            try:
+                next_via = parse_via(split.next_via)
+            except SipParseError:
+                self._drop_response(context, response, "no Via left after the proxy's own")
+                return
+            transport = next_via.transport
         if marker.ref is not None:
             inbound = context.find_socket(marker.ref)
         else:
@@ -421,7 +426,11 @@ class StatelessProxy:
             what = describe_ref(marker.ref) if marker.ref is not None else f"{transport} socket"
             self._drop_response(context, response, f"{what} is not open")
             return
-        if transport in RELIABLE_TRANSPORTS:
+        if hop is not None:
+            sending = self._send_response(
+                copy, context, inbound, (hop.host, hop.port), resolve=hop.resolve
+            )
+        elif transport in RELIABLE_TRANSPORTS:
             # Back on the connection the request came on, else (TCP, TLS) a new one.
             route = route_response(next_via, connection_open=True)
             first = (route.host, marker.peer_port or route.port)

@@ -13,11 +13,11 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from sipsock.sip import MAGIC_COOKIE, Request, Response, SipParseError, Via, parse_via
 from sipsock.sip.checks import parse_cseq
-from sipsock.sip.grammar import canonical_name, parse_number, split_values
+from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, parse_number, split_values
 from sipsock.sip.memo import Memo
 
 #: Max-Forwards put into a request that has none (RFC 3261 16.6 step 3).
@@ -32,6 +32,14 @@ _find_tag = re.compile(r"(?i);\s*tag\s*=\s*([^;\s]+)").search
 #: The tag rule of `sipsock.sip.stateless_branch` (which reads it with ``re.I``).
 _find_stateless_tag = re.compile(r";\s*tag\s*=\s*([^;\s]+)", re.I).search
 _LOOP_HEADERS: Final = frozenset({"proxy-require", "proxy-authorization"})
+_T = f"[{TOKEN_CHARS}]+"
+#: The usual Via shape (``SIP/2.0/UDP host:port;name=value;name``, no blank, no
+#: quote, no IPv6), the one `parse_via` reads with its plain pattern: the host,
+#: the port digits and the parameters. No ``;`` can be inside a value here.
+_match_plain_via = re.compile(
+    rf"{_T}/{_T}/{_T} ([A-Za-z0-9.\-]+)(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*)"
+).fullmatch
 
 
 def next_max_forwards(value: int | None) -> int | None:
@@ -145,20 +153,21 @@ def loop_key(request: Request, secret: str, scan: HeaderScan | None = None) -> s
         "\x1f".join(scan.routes),
         "\x1f".join(scan.loop_fields),
     ]
-    data = "\x00".join(parts).encode("utf-8", "surrogateescape")
-    return hashlib.blake2b(data, digest_size=5, key=_key_of(secret)).hexdigest()
+    return _hashed(_keyed(secret), "\x00".join(parts))
 
 
-#: Secrets to their hashing key (a proxy has one; bounded all the same).
-_KEYS: Memo[str, bytes] = Memo(max_entries=16, max_item=256)
+#: Secrets to a BLAKE2b of 5 bytes keyed with the secret (a proxy has one; bounded all
+#: the same), copied per hash: keying a new one costs a block of hashing.
+_KEYED: Memo[str, Any] = Memo(max_entries=16, max_item=256)
 
 
-def _key_of(secret: str) -> bytes:
-    key = _KEYS.get(secret)
-    if key is None:
+def _keyed(secret: str) -> Any:
+    hasher = _KEYED.get(secret)
+    if hasher is None:
         key = secret.encode("utf-8", "surrogateescape")[:64]
-        _KEYS.remember(secret, key, len(secret) + len(key))
-    return key
+        hasher = hashlib.blake2b(digest_size=5, key=key)
+        _KEYED.remember(secret, hasher, len(secret) + len(key) + 64)
+    return hasher
 
 
 def transaction_id(request: Request, secret: str, scan: HeaderScan | None = None) -> str:
@@ -173,10 +182,14 @@ def transaction_id(request: Request, secret: str, scan: HeaderScan | None = None
     top = scan.top_via
     if top is None:
         raise SipParseError("no Via header", status=400)
+    plain = _cookie_branch_of(top)
+    if plain is not None:
+        branch, sent_by = plain
+        return MAGIC_COOKIE + _hashed(_unkeyed(secret), f"{branch}\x00{sent_by}")
     via = parse_via(top)
     branch = via.branch or ""
     if branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
-        parts = [secret, branch, via.sent_by]
+        parts = [branch, via.sent_by]
     else:
         first = scan.first
         call_id = first.get("call-id")
@@ -185,7 +198,6 @@ def transaction_id(request: Request, secret: str, scan: HeaderScan | None = None
         to_tag = _find_stateless_tag(first.get("to") or "")
         from_tag = _find_stateless_tag(first.get("from") or "")
         parts = [
-            secret,
             request.uri,
             to_tag.group(1) if to_tag else "",
             from_tag.group(1) if from_tag else "",
@@ -193,8 +205,54 @@ def transaction_id(request: Request, secret: str, scan: HeaderScan | None = None
             str(parse_cseq(first.get("cseq"))[0]),
             str(via),
         ]
-    key = "\x00".join(parts).encode("utf-8", "surrogateescape")
-    return MAGIC_COOKIE + hashlib.blake2b(key, digest_size=12).hexdigest()
+    return MAGIC_COOKIE + _hashed(_unkeyed(secret), "\x00".join(parts))
+
+
+def _cookie_branch_of(via: str) -> tuple[str, str] | None:
+    """The magic-cookie branch and the sent-by of a plain Via value, as `parse_via` gives them.
+
+    None when the value is not plain (`parse_via` reads it), its port is out
+    of range (`parse_via` refuses it) or its branch has no magic cookie.
+    """
+    match = _match_plain_via(via)
+    if match is None:
+        return None
+    host, port_text, params = match.groups()
+    if port_text is None:
+        sent_by = host
+    else:
+        port = int(port_text)
+        if not 0 < port <= 65535:
+            return None
+        sent_by = f"{host}:{port}"
+    for param in params[1:].split(";"):
+        key, _, value = param.partition("=")
+        if key.lower() == "branch":
+            if value.startswith(MAGIC_COOKIE) and len(value) > len(MAGIC_COOKIE):
+                return value, sent_by
+            return None
+    return None
+
+
+#: Secrets to a BLAKE2b of 12 bytes fed with ``secret + "\x00"`` (copied per hash).
+_UNKEYED: Memo[str, Any] = Memo(max_entries=16, max_item=256)
+
+
+def _unkeyed(secret: str) -> Any:
+    hasher = _UNKEYED.get(secret)
+    if hasher is None:
+        hasher = hashlib.blake2b(
+            (secret + "\x00").encode("utf-8", "surrogateescape"), digest_size=12
+        )
+        _UNKEYED.remember(secret, hasher, 2 * len(secret) + 64)
+    return hasher
+
+
+def _hashed(start: Any, text: str) -> str:
+    """The hex digest of ``start`` (a hasher, left as it is) fed with ``text`` too."""
+    hasher = start.copy()
+    hasher.update(text.encode("utf-8", "surrogateescape"))
+    return str(hasher.hexdigest())
 
 
 def proxy_branch(request: Request, secret: str, scan: HeaderScan | None = None) -> str:

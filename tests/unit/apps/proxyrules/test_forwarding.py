@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sipsock.apps.proxyrules import (
@@ -22,6 +25,7 @@ from sipsock.apps.proxyrules import (
     wants_record_route,
 )
 from sipsock.sip import Request, SipParseError, stateless_branch
+from sipsock.sip.checks import parse_cseq
 from sipsock.sip.grammar import split_values
 from tests.unit.apps.proxyrules.messages import SECRET, A, as_method, invite
 
@@ -185,3 +189,103 @@ def test_route_values_are_split_like_any_field_and_remembered() -> None:
     assert scan_headers(request).routes == split_values(value)
     copy = forward_copy(request, via="SIP/2.0/UDP h;branch=z9hG4bKx", max_forwards=1, drop_routes=1)
     assert copy.get_all("route") == split_values(value)[1:]
+
+
+# --- the branch computed without parsing the usual top Via ----------------------------------
+
+_via_token = st.sampled_from(["SIP", "sip", "2.0", "UDP", "tcp", "TLS", "x-y", "a!b"])
+_via_host = st.sampled_from(
+    ["192.0.2.1", "host.example", "[2001:db8::1]", "2001:db8::1", "a_b", "", "h-1.EX"]
+)
+_via_port = st.sampled_from(["", ":5060", ":05060", ":0", ":65535", ":65536", ":99999", ": 5060"])
+_via_param = st.sampled_from(
+    [
+        ";branch=z9hG4bK-abc",
+        ";BRANCH=z9hG4bKx",
+        ";Branch=z9hG4bK",
+        ";branch=abc",
+        ";branch",
+        ";branch=",
+        ";rport",
+        ";rport=5060",
+        ";received=192.0.2.9",
+        ";branchx=z9hG4bKy",
+        ';x="a;b"',
+        " ;branch=z9hG4bKs",
+        "; branch = z9hG4bKt",
+        ";maddr=[2001:db8::2]",
+        ";br\u00e4nch=z9hG4bKu",
+    ]
+)
+
+
+@settings(max_examples=500)
+@example(("SIP", "2.0", "UDP"), " ", "192.0.2.1", ":05060", [";branch=z9hG4bK-abc"], "")
+@example(("SIP", "2.0", "UDP"), " ", "192.0.2.1", "", [";rport", ";BRANCH=z9hG4bKx"], "")
+@example(("SIP", "2.0", "UDP"), " ", "192.0.2.1", ":65536", [";branch=z9hG4bK-abc"], "")
+@example(("SIP", "2.0", "UDP"), " ", "host.example", "", [";Branch=z9hG4bK"], "")
+@example(("SIP", "2.0", "UDP"), " ", "h", "", [";BRANCH=z9hG4bKx", ";branch=z9hG4bK-abc"], "")
+@example(("SIP", "2.0", "UDP"), " ", "[2001:db8::1]", ":0", [";branch=z9hG4bKx"], "")
+@given(
+    st.tuples(_via_token, _via_token, _via_token),
+    st.sampled_from([" ", " ", " ", "  ", "\t"]),
+    _via_host,
+    _via_port,
+    st.lists(_via_param, max_size=4),
+    st.sampled_from(["", " ", ", SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKz"]),
+)
+def test_the_transaction_id_is_the_stateless_branch_for_every_top_via(
+    protocol: tuple[str, str, str],
+    blank: str,
+    host: str,
+    port: str,
+    params: list[str],
+    tail: str,
+) -> None:
+    """The plain-Via reading gives `stateless_branch`'s value, and its error, for every Via."""
+    via = f"{'/'.join(protocol)}{blank}{host}{port}{''.join(params)}{tail}"
+    request = invite()
+    request.set("Via", via)
+    try:
+        expected: str | type[Exception] = stateless_branch(request, SECRET)
+    except (SipParseError, ValueError) as error:
+        expected = type(error)
+    try:
+        got: str | type[Exception] = transaction_id(request, SECRET, scan_headers(request))
+    except (SipParseError, ValueError) as error:
+        got = type(error)
+    assert got == expected
+
+
+def _loop_key_before(request: Request, secret: str) -> str:
+    """`loop_key` as it was computed before the keyed hasher was copied (a new one per call)."""
+    tag = re.search(r"(?i);\s*tag\s*=\s*([^;\s]+)", request.get("from") or "")
+    routes = [entry for value in request.get_all("route") for entry in route_values(value)]
+    loop_fields = [
+        f"{name.lower()}:{value}"
+        for name, value in request.headers
+        if name.lower() in ("proxy-require", "proxy-authorization")
+    ]
+    parts = [
+        request.uri,
+        tag.group(1) if tag else "",
+        request.get("call-id") or "",
+        str(parse_cseq(request.get("cseq"))[0]),
+        "\x1f".join(routes),
+        "\x1f".join(loop_fields),
+    ]
+    data = "\x00".join(parts).encode("utf-8", "surrogateescape")
+    key = secret.encode("utf-8", "surrogateescape")[:64]
+    return hashlib.blake2b(data, digest_size=5, key=key).hexdigest()
+
+
+@given(
+    st.text(max_size=80),
+    st.sampled_from(["", "Route: <sip:p1;lr>, <sip:p2;lr>\r\n", "Proxy-Require: foo\r\n"]),
+    st.text(alphabet="abc\u00e9\udcff", max_size=6),
+)
+def test_the_loop_key_is_the_keyed_hash_as_before(secret: str, extra: str, tag: str) -> None:
+    request = invite(extra=extra)
+    if tag:
+        request.set("From", f"<sip:alice@example.com>;tag={tag}")
+    assert loop_key(request, secret) == _loop_key_before(request, secret)
