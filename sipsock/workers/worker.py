@@ -526,6 +526,7 @@ def quiet_socket_lines() -> None:
     and a "closed" line per socket were a tenth of a worker's CPU in a reload.
     """
     UdpListener.log = WarningsLogger()
+    UdpListener.socket_lines = False
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
