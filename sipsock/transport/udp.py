@@ -123,6 +123,7 @@ class SipUdpPort(udp.Port):
         self.setLogStr()  # type: ignore[no-untyped-call]
         self._preexistingSocket = sock  # type: ignore[assignment]  # Twisted: None
         self._adoptedPort = address[1]
+        self.fileno = sock.fileno  # type: ignore[method-assign]  # the reactor may ask now
         return self
 
     def _bindSocket(self) -> None:
@@ -306,20 +307,29 @@ class UdpListener:
         #: The socket's address family (0 until it listens).
         self._family = 0
 
-    def adopt(self, fd: int) -> None:
-        """Start reading a bound non-blocking UDP descriptor (the caller keeps ``fd``)."""
+    def adopt(self, fd: int, *, prepare: Callable[[Any], object] | None = None) -> None:
+        """Start reading a bound non-blocking UDP descriptor (the caller keeps ``fd``).
+
+        ``prepare`` is called with the port before it starts reading (a UDP
+        worker registers it with EPOLLEXCLUSIVE then: once, not a plain
+        registration first and the exclusive one after).
+        """
         family = family_of(self.sdef)
         if isinstance(self._reactor, PosixReactorBase):
             # What adoptDatagramPort does, with our port class.
             own = socket.fromfd(fd, family, socket.SOCK_DGRAM)
             port = SipUdpPort.adopting(self._reactor, own, self.protocol, MAX_DATAGRAM_SIZE)
             port.label = self.sdef.socket_text
+            if prepare is not None:
+                prepare(port)
             port.startListening()  # type: ignore[no-untyped-call]
             self._port = port
         else:
             self._port = self._reactor.adoptDatagramPort(
                 fd, family, self.protocol, maxPacketSize=MAX_DATAGRAM_SIZE
             )
+            if prepare is not None:
+                prepare(self._port)
         sock = getattr(self._port, "socket", None)
         self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
         self._family = sock.family if isinstance(sock, socket.socket) else 0
@@ -442,14 +452,22 @@ class UdpListener:
 
 
 def adopt_udp_listener(
-    fd: int, sdef: SocketDef, slot: int | None, sink: MessageSink, *, reactor: Any, **limits: Any
+    fd: int,
+    sdef: SocketDef,
+    slot: int | None,
+    sink: MessageSink,
+    *,
+    reactor: Any,
+    prepare: Callable[[Any], object] | None = None,
+    **limits: Any,
 ) -> UdpListener:
     """Serve an already bound UDP descriptor; the caller still owns (and closes) ``fd``.
 
-    ``limits``: ``max_message_size`` and ``log_interval`` of `UdpListener`.
+    ``prepare``: see `UdpListener.adopt`. ``limits``: ``max_message_size``
+    and ``log_interval`` of `UdpListener`.
     """
     listener = UdpListener(sdef, slot, sink, reactor=reactor, **limits)
-    listener.adopt(fd)
+    listener.adopt(fd, prepare=prepare)
     return listener
 
 
