@@ -307,10 +307,13 @@ class UdpWorkerPool(Service):
         adopting = self.changes.adopt(listener)
         announcing = self.book.put(listener, static=listener.static)
 
-        def announced(result: PooledListener | Failure) -> Deferred[PooledListener]:
+        def announced(result: Any) -> Any:
+            if announcing.called:
+                return result  # announced first (the usual order): nothing to chain
             return announcing.addCallback(lambda _: result)
 
-        return adopting.addBoth(announced)
+        done: Deferred[PooledListener] = adopting.addBoth(announced)
+        return done
 
     def open_static(self, sdef: SocketDef) -> PooledListener:
         """Bind a static socket now (raises `ListenError`); workers take it as they start."""
