@@ -51,7 +51,18 @@ def settle(waits: Iterable[Deferred[T]]) -> Deferred[list[T | Failure]]:
         return None if isinstance(result, Failure) else result
 
     for index, wait in enumerate(pending):
+        if wait.called and not wait.paused and not wait._runningCallbacks and not wait._callbacks:
+            # Fired already, its chain run to the end, with a plain value (a
+            # subscriber with nothing to do answers ``succeed(None)``): taken
+            # as it is, no callback run (a reload waits on a few per socket).
+            value = wait.result
+            if not isinstance(value, (Failure, Deferred)):
+                results[index] = value
+                left[0] -= 1
+                continue
         wait.addBoth(fired, index)
+    if left[0] == 0 and not done.called:
+        done.callback(results)
     return done
 
 

@@ -17,7 +17,7 @@ import termios
 from collections.abc import Callable
 from typing import Any, Final
 
-from twisted.internet import defer, udp
+from twisted.internet import base, defer, udp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
@@ -96,6 +96,36 @@ class SipUdpPort(udp.Port):
     #: The socket in log messages (its `SocketDef` text).
     label = "UDP socket"
 
+    #: The port number of an adopted socket, read with its address (see `adopting`).
+    _adoptedPort: int | None = None
+
+    @classmethod
+    def adopting(
+        cls, reactor: Any, sock: socket.socket, protocol: DatagramProtocol, max_packet_size: int
+    ) -> SipUdpPort:
+        """A port over the bound non-blocking ``sock``, which it owns from now on.
+
+        What Twisted's ``_fromListeningDescriptor`` builds, with one
+        ``getsockname`` for the address and the port (it asks twice) and the
+        family taken from the socket, not found again by parsing the address
+        text (``isIPv6Address``/``isIPAddress`` in ``udp.Port.__init__``):
+        a reload adopts hundreds of sockets in every worker.
+        """
+        address = sock.getsockname()
+        self = cls.__new__(cls)
+        base.BasePort.__init__(self, reactor)
+        self.port = None
+        self.protocol = protocol
+        self.maxPacketSize = max_packet_size
+        self.interface = address[0]
+        self._connectedAddr = None
+        self.addressFamily = sock.family
+        self.setLogStr()  # type: ignore[no-untyped-call]
+        self._preexistingSocket = sock  # type: ignore[assignment]  # Twisted: None
+        self._adoptedPort = address[1]
+        self.fileno = sock.fileno  # type: ignore[method-assign]  # the reactor may ask now
+        return self
+
     def _bindSocket(self) -> None:
         """Take the adopted socket, without Twisted's "starting on" legacy log line.
 
@@ -107,10 +137,29 @@ class SipUdpPort(udp.Port):
         if sock is None:
             raise ValueError(f"{self.label}: a SIP UDP port serves an adopted socket only")
         self._preexistingSocket = None
-        self._realPortNumber = sock.getsockname()[1]
+        adopted, self._adoptedPort = self._adoptedPort, None
+        self._realPortNumber = adopted if adopted is not None else sock.getsockname()[1]
         self.connected = 1
         self.socket = sock
         self.fileno = sock.fileno  # type: ignore[method-assign]  # as Twisted does
+
+    def connectionLost(self, reason: Any = None) -> None:
+        """Twisted's, without its legacy "(UDP Port N Closed)" line.
+
+        `UdpListener` logs the socket it closes; that line (debug chatter by
+        `sipsock.logevents`) was built and filtered for each of the N sockets
+        a reload closes in every worker.
+        """
+        self._realPortNumber = None
+        self.maxThroughput = -1
+        base.BasePort.connectionLost(self, reason)  # type: ignore[no-untyped-call]
+        self.protocol.doStop()
+        self.socket.close()
+        del self.socket
+        del self.fileno
+        if hasattr(self, "d"):
+            self.d.callback(None)
+            del self.d
 
     def doRead(self) -> None:
         sock = self.socket
@@ -228,6 +277,9 @@ class UdpListener:
     """A UDP SIP socket served by this process's reactor (implements `Listener`)."""
 
     log = Logger()
+    #: Whether a "listening" and a "closed" info line are logged per socket
+    #: (a UDP worker turns them off: `sipsock.workers.worker.quiet_socket_lines`).
+    socket_lines = True
 
     def __init__(
         self,
@@ -255,27 +307,38 @@ class UdpListener:
         #: The socket's address family (0 until it listens).
         self._family = 0
 
-    def adopt(self, fd: int) -> None:
-        """Start reading a bound non-blocking UDP descriptor (the caller keeps ``fd``)."""
+    def adopt(self, fd: int, *, prepare: Callable[[Any], object] | None = None) -> None:
+        """Start reading a bound non-blocking UDP descriptor (the caller keeps ``fd``).
+
+        ``prepare`` is called with the port before it starts reading (a UDP
+        worker registers it with EPOLLEXCLUSIVE then: once, not a plain
+        registration first and the exclusive one after).
+        """
         family = family_of(self.sdef)
         if isinstance(self._reactor, PosixReactorBase):
             # What adoptDatagramPort does, with our port class.
-            port = SipUdpPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
-                self._reactor, fd, family, self.protocol, maxPacketSize=MAX_DATAGRAM_SIZE
-            )
+            own = socket.fromfd(fd, family, socket.SOCK_DGRAM)
+            port = SipUdpPort.adopting(self._reactor, own, self.protocol, MAX_DATAGRAM_SIZE)
             port.label = self.sdef.socket_text
-            port.startListening()
+            if prepare is not None:
+                prepare(port)
+            port.startListening()  # type: ignore[no-untyped-call]
             self._port = port
         else:
             self._port = self._reactor.adoptDatagramPort(
                 fd, family, self.protocol, maxPacketSize=MAX_DATAGRAM_SIZE
             )
+            if prepare is not None:
+                prepare(self._port)
         sock = getattr(self._port, "socket", None)
         self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
         self._family = sock.family if isinstance(sock, socket.socket) else 0
-        self.log.info(
-            "socket {socket} (slot {slot}) listening", socket=self.sdef.socket_text, slot=self.slot
-        )
+        if self.socket_lines:
+            self.log.info(
+                "socket {socket} (slot {slot}) listening",
+                socket=self.sdef.socket_text,
+                slot=self.slot,
+            )
 
     def write(self, data: bytes, peer: tuple[str, int]) -> None:
         """Send a datagram; errors are logged and counted, never raised."""
@@ -372,9 +435,12 @@ class UdpListener:
         return self._closing.wait()
 
     def _closed(self, closing: Closing) -> None:
-        self.log.info(
-            "socket {socket} (slot {slot}) closed", socket=self.sdef.socket_text, slot=self.slot
-        )
+        if self.socket_lines:
+            self.log.info(
+                "socket {socket} (slot {slot}) closed",
+                socket=self.sdef.socket_text,
+                slot=self.slot,
+            )
         closing.fire()
 
     def fileno(self) -> int:
@@ -386,14 +452,22 @@ class UdpListener:
 
 
 def adopt_udp_listener(
-    fd: int, sdef: SocketDef, slot: int | None, sink: MessageSink, *, reactor: Any, **limits: Any
+    fd: int,
+    sdef: SocketDef,
+    slot: int | None,
+    sink: MessageSink,
+    *,
+    reactor: Any,
+    prepare: Callable[[Any], object] | None = None,
+    **limits: Any,
 ) -> UdpListener:
     """Serve an already bound UDP descriptor; the caller still owns (and closes) ``fd``.
 
-    ``limits``: ``max_message_size`` and ``log_interval`` of `UdpListener`.
+    ``prepare``: see `UdpListener.adopt`. ``limits``: ``max_message_size``
+    and ``log_interval`` of `UdpListener`.
     """
     listener = UdpListener(sdef, slot, sink, reactor=reactor, **limits)
-    listener.adopt(fd)
+    listener.adopt(fd, prepare=prepare)
     return listener
 
 

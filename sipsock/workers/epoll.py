@@ -184,6 +184,12 @@ def make_exclusive(reactor: Any, selectable: Any) -> bool:
     return bool(set_exclusive(selectable))
 
 
+def is_exclusive(reactor: Any, selectable: Any) -> bool:
+    """Whether ``reactor`` watches ``selectable`` with EPOLLEXCLUSIVE (False: any other reactor)."""
+    check = getattr(reactor, "isExclusive", None)
+    return bool(check(selectable)) if check is not None else False
+
+
 def install() -> ExclusiveEPollReactor:
     """Install `ExclusiveEPollReactor` as the global reactor (before anything imports it)."""
     from twisted.internet.main import installReactor

@@ -307,10 +307,13 @@ class UdpWorkerPool(Service):
         adopting = self.changes.adopt(listener)
         announcing = self.book.put(listener, static=listener.static)
 
-        def announced(result: PooledListener | Failure) -> Deferred[PooledListener]:
+        def announced(result: Any) -> Any:
+            if announcing.called:
+                return result  # announced first (the usual order): nothing to chain
             return announcing.addCallback(lambda _: result)
 
-        return adopting.addBoth(announced)
+        done: Deferred[PooledListener] = adopting.addBoth(announced)
+        return done
 
     def open_static(self, sdef: SocketDef) -> PooledListener:
         """Bind a static socket now (raises `ListenError`); workers take it as they start."""
@@ -353,13 +356,24 @@ class UdpWorkerPool(Service):
         """Take ``listener`` away from every worker, then close the control copy."""
         if listener.closing is None:
             listener.closing = closing = Closing()
-            Deferred.fromCoroutine(self._release(listener)).addBoth(lambda _: closing.fire())
+            self._release(listener).addBoth(lambda _: closing.fire())
         return listener.closing.wait()
 
-    async def _release(self, listener: PooledListener) -> None:
-        self.sockets.pop(listener.key, None)
-        await self.book.drop(listener)
-        await self.changes.release(listener)
+    def _release(self, listener: PooledListener) -> Deferred[None]:
+        """Withdraw ``listener``, then have the workers close it, then close the copy.
+
+        A chain of callbacks, not a coroutine: a reload releases hundreds.
+        """
+        try:
+            self.sockets.pop(listener.key, None)
+            withdrawn = self.book.drop(listener)
+        except Exception:
+            return defer.fail()
+        released: Deferred[None] = withdrawn.addCallback(lambda _: self.changes.release(listener))
+        return released.addCallback(lambda _: self._let_go(listener))
+
+    def _let_go(self, listener: PooledListener) -> None:
+        """The workers closed ``listener``: forget its name, close the control copy."""
         if self._names.get(listener.sdef.socket_text) is listener:
             del self._names[listener.sdef.socket_text]
         listener.close_copy()

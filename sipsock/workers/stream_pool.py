@@ -193,9 +193,12 @@ class StreamWorkerPool(UdpWorkerPool):
         """Ready connections the worker holds, as it reported them."""
         return self.directory.held_by(process)
 
-    async def _release(self, listener: PooledListener) -> None:
-        await super()._release(listener)
-        self.directory.forget_socket(listener.key)
+    def _release(self, listener: PooledListener) -> Deferred[None]:
+        return (
+            super()
+            ._release(listener)
+            .addCallback(lambda _: self.directory.forget_socket(listener.key))
+        )
 
     def send(self, listener: PooledListener, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
         """Send through the worker holding ``peer``'s connection, else the next one in turn."""

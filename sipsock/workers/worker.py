@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 from time import monotonic
 from typing import IO, Any
 
@@ -74,7 +75,7 @@ from sipsock.workers.commands import (
 from sipsock.workers.connection_directory import ConnectionChange
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.directwrite import write_at_once
-from sipsock.workers.epoll import make_exclusive
+from sipsock.workers.epoll import is_exclusive, make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
 from sipsock.workers.relaybatch import RelayBatcher, send_by_key, send_relays
 from sipsock.workers.reported import StatsReporter
@@ -185,17 +186,24 @@ class UdpWorker:
                 return
             sink = self.sink
             os.set_blocking(fd, False)
+            exclusive = shared and self.exclusive
             try:
                 listener = adopt_udp_listener(
-                    fd, sdef, slot, sink, reactor=self.reactor, **self.udp_limits
+                    fd,
+                    sdef,
+                    slot,
+                    sink,
+                    reactor=self.reactor,
+                    prepare=partial(make_exclusive, self.reactor) if exclusive else None,
+                    **self.udp_limits,
                 )
             except OSError as exc:
                 raise WorkerError(f"socket {sdef.socket_text}: cannot adopt: {exc}") from exc
         finally:
             os.close(fd)
-        if shared and self.exclusive:
-            exclusive = make_exclusive(self.reactor, listener.protocol.transport)
-            if not exclusive and not self._plain_warned:
+        if exclusive:
+            made = is_exclusive(self.reactor, listener.protocol.transport)
+            if not made and not self._plain_warned:
                 self._plain_warned = True
                 self.log.warn(
                     "socket {socket}: EPOLLEXCLUSIVE unavailable; every worker wakes "
@@ -526,6 +534,7 @@ def quiet_socket_lines() -> None:
     and a "closed" line per socket were a tenth of a worker's CPU in a reload.
     """
     UdpListener.log = WarningsLogger()
+    UdpListener.socket_lines = False
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from sipsock.deferreds import all_or_first_failure, settle, wait_all
@@ -105,3 +105,52 @@ def test_a_value_passes_on_unchanged_to_later_callbacks() -> None:
     results_of(wait_all([first]))
     first.callback(5)
     assert results_of(first) == [5]
+
+
+class CountingDeferred(Deferred[Any]):
+    """A Deferred that counts the callbacks added to it."""
+
+    added = 0
+
+    def addBoth(self, *args: Any, **kwargs: Any) -> Any:
+        self.added += 1
+        return super().addBoth(*args, **kwargs)
+
+
+def test_settle_takes_a_value_already_there_without_running_a_callback() -> None:
+    """A wait that fired with a value (``succeed(None)`` of a subscriber with nothing to
+    do) is read as it is; a failure already there is still consumed; the rest wait."""
+    ready = CountingDeferred()
+    ready.callback("ready")
+    failed = CountingDeferred()
+    failed.errback(ValueError("no"))
+    later: Deferred[str] = Deferred()
+    done = settle([ready, failed, later])
+    assert ready.added == 0
+    assert failed.added == 1
+    assert not done.called
+    later.callback("later")
+    [results] = results_of(done)
+    assert results[0] == "ready" and results[2] == "later"
+    assert isinstance(results[1], Failure)
+    assert ready.result == "ready" and failed.result is None
+
+
+def test_settle_of_waits_all_fired_already_fires_at_once() -> None:
+    done = settle([succeed(1), succeed(2)])
+    assert done.called and done.result == [1, 2]
+
+
+def test_settle_inside_a_running_chain_waits_for_the_chain_end() -> None:
+    """Asked from a callback of the very Deferred, settle gives the chain's last value."""
+    wait: Deferred[int] = Deferred()
+    inner: list[Deferred[list[Any]]] = []
+
+    def ask(value: int) -> int:
+        inner.append(settle([wait]))
+        return value
+
+    wait.addCallback(ask)
+    wait.addCallback(lambda value: value + 1)
+    wait.callback(1)
+    assert inner[0].result == [2]

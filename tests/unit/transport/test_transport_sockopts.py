@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import socket
 
 import pytest
@@ -118,3 +119,47 @@ def test_a_member_of_a_port_held_without_reuseport_is_refused_with_the_reason() 
         sdef = parse_row(1, f"udp:127.0.0.1:{holder.getsockname()[1]}")
         with pytest.raises(ListenError, match="port already in use"):
             bind_member(sdef)
+
+
+class CountingSocket(socket.socket):
+    """A socket that counts its ``setblocking`` calls (each one an ioctl)."""
+
+    setblocking_calls = 0
+
+    def setblocking(self, flag: bool) -> None:
+        self.setblocking_calls += 1
+        super().setblocking(flag)
+
+
+@pytest.mark.parametrize(
+    ("text", "made_nonblocking", "calls"),
+    [
+        ("udp:127.0.0.1:1", True, 0),
+        ("udp:127.0.0.1:1", False, 1),
+        ("tcp:127.0.0.1:1", True, 0),
+    ],
+)
+def test_configure_socket_sets_non_blocking_only_when_socket_did_not(
+    text: str, made_nonblocking: bool, calls: int
+) -> None:
+    """A reload binds hundreds: a socket made non-blocking by ``socket()`` is left as it is."""
+    from sipsock.transport.sockopts import configure_socket
+
+    sdef = parse_row(1, text)
+    kind = socket.SOCK_STREAM if sdef.is_stream else socket.SOCK_DGRAM
+    flags = socket.SOCK_NONBLOCK if made_nonblocking else 0
+    with CountingSocket(socket.AF_INET, kind | flags) as sock:
+        configure_socket(sock, sdef)
+        assert sock.getblocking() is False
+        assert os.get_blocking(sock.fileno()) is False
+        assert sock.setblocking_calls == calls
+
+
+def test_bound_sockets_are_non_blocking_in_the_kernel() -> None:
+    for sdef in (_port0(parse_row(1, "udp:127.0.0.1:1")), _port0(parse_row(2, "tcp:127.0.0.1:1"))):
+        with bind_socket(sdef) as sock:
+            assert sock.type == (socket.SOCK_STREAM if sdef.is_stream else socket.SOCK_DGRAM)
+            assert sock.gettimeout() == 0.0
+            assert os.get_blocking(sock.fileno()) is False
+    with bind_member(_port0(parse_row(3, "udp:127.0.0.1:1"))) as member:
+        assert os.get_blocking(member.fileno()) is False

@@ -21,6 +21,8 @@ reactor: Any = _reactor
 class Recorder(DatagramProtocol):
     """Keeps what it is given; raises for the datagram ``b"boom"``."""
 
+    noisy = False
+
     def __init__(self) -> None:
         self.datagrams: list[tuple[bytes, Any]] = []
 
@@ -157,3 +159,61 @@ def test_an_empty_datagram_after_the_first_is_read_on_the_next_wake_up(
     assert [data for data, _ in protocol.datagrams] == [b"first"]
     port.doRead()
     assert [data for data, _ in protocol.datagrams] == [b"first", b"", b"last"]
+
+
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
+def test_an_adopted_port_knows_what_twisteds_adopted_port_knows(family: int, host: str) -> None:
+    """`SipUdpPort.adopting` reads the address once, the family from the socket:
+    the port reads, reports its address and closes as Twisted's own would."""
+    bound = socket.socket(family, socket.SOCK_DGRAM)
+    bound.bind((host, 0))
+    bound.setblocking(False)
+    twisted_port = SipUdpPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+        reactor, bound.fileno(), family, Recorder(), maxPacketSize=MAX_DATAGRAM_SIZE
+    )
+    protocol = Recorder()
+    port: Any = SipUdpPort.adopting(reactor, bound, protocol, MAX_DATAGRAM_SIZE)
+    port.label = "udp:test"
+    port.startListening()
+    port.stopReading()
+    twisted_port.startListening()
+    twisted_port.stopReading()
+    try:
+        for name in ("interface", "addressFamily", "maxPacketSize", "port", "logstr"):
+            assert getattr(port, name) == getattr(twisted_port, name), name
+        assert port.getHost() == twisted_port.getHost()
+        assert port._realPortNumber == bound.getsockname()[1]
+        sender = socket.socket(family, socket.SOCK_DGRAM)
+        sender.sendto(b"hello", port.socket.getsockname())
+        sender.close()
+        port.doRead()
+        assert [data for data, _ in protocol.datagrams] == [b"hello"]
+    finally:
+        port.connectionLost()
+        twisted_port.connectionLost()
+    assert bound.fileno() == -1  # the port owned it
+
+
+def test_closing_a_port_logs_no_legacy_line() -> None:
+    """The socket's listener logs its closing; Twisted's "(UDP Port N Closed)" is not made."""
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    bound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bound.bind(("127.0.0.1", 0))
+    bound.setblocking(False)
+    port: Any = SipUdpPort.adopting(reactor, bound, Recorder(), MAX_DATAGRAM_SIZE)
+    port.label = "udp:test"
+    port.startListening()
+    globalLogPublisher.addObserver(observe)
+    try:
+        port.connectionLost()  # what stopListening has the reactor run next
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert bound.fileno() == -1
+    assert not [e for e in events if "log_legacy" in e or e.get("log_namespace") == "log_legacy"]

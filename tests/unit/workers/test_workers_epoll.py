@@ -241,3 +241,47 @@ def test_time_waiting_in_epoll_is_counted_as_idle(reactor: ExclusiveEPollReactor
     finally:
         reader.close()
         writer.close()
+
+
+class RecordingPoller:
+    """The reactor's epoll object, with every register/unregister call recorded."""
+
+    def __init__(self, poller: Any) -> None:
+        self.poller = poller
+        self.calls: list[tuple[str, int, int]] = []
+
+    def register(self, fd: int, mask: int) -> None:
+        self.calls.append(("register", fd, mask))
+        self.poller.register(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        self.calls.append(("unregister", fd, 0))
+        self.poller.unregister(fd)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.poller, name)
+
+
+def test_a_worker_registers_a_shared_socket_once_and_exclusive_from_the_start(
+    reactor: ExclusiveEPollReactor,
+) -> None:
+    """Adopting a shared UDP descriptor costs one epoll_ctl ADD with EPOLLEXCLUSIVE,
+    not a plain ADD, a DEL and an exclusive ADD (a reload adopts hundreds)."""
+    from twisted.internet import defer
+
+    from sipsock.sockdef import parse_row
+    from sipsock.testing import RecordingSink
+    from sipsock.workers.worker import UdpWorker
+
+    poller = RecordingPoller(reactor._poller)
+    reactor._poller = poller
+    worker = UdpWorker(RecordingSink(), reactor=reactor, relay=lambda *_: defer.succeed(None))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    worker.adopt(1, 0, sock.detach(), parse_row(1, "udp:127.0.0.1:5070"), shared=True)
+    fd = worker.listeners[1].fileno()
+    assert [call for call in poller.calls if call[1] == fd] == [
+        ("register", fd, select.EPOLLIN | EXCLUSIVE)
+    ]
+    assert registered(poller.poller.fileno())[fd] & EXCLUSIVE
+    reactor._poller = poller.poller

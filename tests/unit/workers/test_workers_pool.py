@@ -406,3 +406,44 @@ class FakeListener:
     def __init__(self, sdef: Any) -> None:
         self.sdef = sdef
         self.slot = None
+
+
+def test_released_sockets_are_withdrawn_then_closed_by_the_workers_then_in_this_process() -> None:
+    """The order a release keeps (a chain of callbacks per socket, not a coroutine):
+    the other pools' workers forget the socket, then this pool's workers close it in
+    one batch, then the control copy closes and the stop fires."""
+    book = SocketBook()
+    clock = MemoryReactorClock()
+    pool = UdpWorkerPool(1, "dynamic", None, book=book, reactor=clock)
+    other = UdpWorkerPool(1, "static", None, book=book, reactor=clock)
+    order: list[str] = []
+    mine, theirs = FakeWorker(), FakeWorker()
+    for owner, fake, name in ((pool, mine, "mine"), (other, theirs, "theirs")):
+        seat = owner.seats[0]
+        process = WorkerProcess(owner.supervisor, seat)
+        recorded = fake.callRemote
+
+        def record(command: type, _name: str = name, _call: Any = recorded, **kw: Any) -> Any:
+            order.append(f"{_name} {command.__name__}")
+            return _call(command, **kw)
+
+        fake.callRemote = record  # type: ignore[method-assign]
+        process.amp = fake  # type: ignore[assignment]
+        process.connected = True
+        seat.process = process
+    ports = [free_port() for _ in range(3)]
+    listeners: list[Any] = []
+    for slot, port in enumerate(ports):
+        pool.open(parse_row(slot, f"udp:127.0.0.1:{port}"), slot).addBoth(listeners.append)
+    turns(clock)
+    assert all(isinstance(lst, PooledListener) for lst in listeners)
+    order.clear()
+    stopped: list[Any] = []
+    for listener in listeners:
+        listener.stop().addBoth(stopped.append)
+    assert stopped == [] and not any(port_is_free(port, udp=True) for port in ports)
+    turns(clock)
+    assert order == ["theirs WithdrawMany", "mine ReleaseSockets"]
+    assert stopped == [None, None, None]
+    assert all(port_is_free(port, udp=True) for port in ports)
+    assert pool.sockets == {} and book.entries() == []

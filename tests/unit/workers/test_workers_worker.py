@@ -218,6 +218,7 @@ def test_a_worker_drops_the_udp_sockets_info_lines_at_the_source(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(UdpListener, "log", UdpListener.log)  # restored after the test
+    monkeypatch.setattr(UdpListener, "socket_lines", True)
     quiet_socket_lines()
     events: list[dict[str, Any]] = []
     observer = cast(ILogObserver, events.append)
