@@ -8,6 +8,7 @@ a message may be processed.  Each failure is a :class:`SipParseError` whose
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from typing import TYPE_CHECKING, Final
 
 from sipsock.sip.errors import SipParseError
@@ -150,17 +151,65 @@ def check_headers(message: Message) -> None:
 def _check_headers(message: Message) -> tuple[int, str]:
     """`check_headers`, giving the parsed CSeq.
 
-    One pass over the fields collects what every rule reads (first values,
-    counts, Via and address values); the rules then run in their documented
-    order, so a message with several faults is refused for the same one.
+    The rules that read only the header names (tokens, single headers,
+    required headers) are decided once per sequence of names (`_PLANS`: a
+    peer repeats its layout), which also says where the values the other
+    rules read are; those rules then run in their documented order, so a
+    message with several faults is refused for the same one.
     """
-    keys = message._header_keys()
+    headers = message.headers
+    names = tuple(map(_name_of, headers))
+    plan = _PLANS.get(names)
+    if plan is None:
+        plan = _plan(names, message._header_keys())
+        _PLANS.remember(names, plan, sum(map(len, names)) + 8 * len(names))
+    first, via_at, address_at = plan
+    for index in via_at:
+        value = headers[index][1]
+        if "," in value:
+            for item in split_values(value):
+                check_via(item)
+        else:
+            check_via(value.strip())
+    cseq = parse_cseq(headers[first["cseq"]][1])
+    call_id = headers[first["call-id"]][1]
+    if not call_id:
+        raise SipParseError("no Call-ID header", status=400)
+    if not call_id.strip():
+        raise SipParseError("empty Call-ID", status=400)
+    if "max-forwards" in first:
+        max_forwards = headers[first["max-forwards"]][1]
+        if parse_number(max_forwards) is None:
+            raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
+    check_address(headers[first["from"]][1])
+    check_address(headers[first["to"]][1])
+    for index in address_at:
+        value = headers[index][1]
+        for item in split_values(value) if "," in value else (value.strip(),):
+            if item != "*":
+                check_address(item)
+    return cseq
+
+
+_name_of = itemgetter(0)
+#: Where the first field of each name is, then every Via and every address-list field.
+_Plan = tuple[dict[str, int], tuple[int, ...], tuple[int, ...]]
+#: Plans of header-name sequences that passed the name rules (bounded in entries and bytes).
+_PLANS: Memo[tuple[str, ...], _Plan] = Memo(max_entries=4 * 1024, max_bytes=1024 * 1024)
+
+
+def _plan(names: tuple[str, ...], keys: list[str]) -> _Plan:
+    """Run the rules on header names (``keys``: their canonical forms), in order; the plan.
+
+    Every name is a token, no single header is repeated, every required
+    header is there; the plan says where the values the other rules read are.
+    """
     token_names = _TOKEN_NAMES
-    first: dict[str, str] = {}
+    first: dict[str, int] = {}
     repeated: set[str] = set()
-    vias: list[str] = []
-    addresses: list[str] = []
-    for (field, value), key in zip(message.headers, keys, strict=True):
+    vias: list[int] = []
+    addresses: list[int] = []
+    for index, (field, key) in enumerate(zip(names, keys, strict=True)):
         if field not in token_names:
             if not is_token(field):
                 raise SipParseError(f"malformed header name {field!r}", status=400)
@@ -168,11 +217,11 @@ def _check_headers(message: Message) -> tuple[int, str]:
         if key in first:
             repeated.add(key)
         else:
-            first[key] = value
+            first[key] = index
         if key == "via":
-            vias.append(value)
+            vias.append(index)
         elif key in _ADDRESS_LIST_HEADERS:
-            addresses.append(value)
+            addresses.append(index)
     if repeated:
         for key in _SINGLE_HEADERS:
             if key in repeated:
@@ -181,28 +230,7 @@ def _check_headers(message: Message) -> tuple[int, str]:
         for key in _REQUIRED_HEADERS:
             if key not in first:
                 raise SipParseError(f"no {key} header", status=400)
-    for value in vias:
-        if "," in value:
-            for item in split_values(value):
-                check_via(item)
-        else:
-            check_via(value.strip())
-    cseq = parse_cseq(first["cseq"])
-    call_id = first["call-id"]
-    if not call_id:
-        raise SipParseError("no Call-ID header", status=400)
-    if not call_id.strip():
-        raise SipParseError("empty Call-ID", status=400)
-    max_forwards = first.get("max-forwards")
-    if max_forwards is not None and parse_number(max_forwards) is None:
-        raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
-    check_address(first["from"])
-    check_address(first["to"])
-    for value in addresses:
-        for item in split_values(value) if "," in value else (value.strip(),):
-            if item != "*":
-                check_address(item)
-    return cseq
+    return first, tuple(vias), tuple(addresses)
 
 
 #: Header-name spellings already checked to be tokens (bounded in entries and bytes).

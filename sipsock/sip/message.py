@@ -8,6 +8,7 @@ from typing import TypeVar
 from sipsock.sip import checks
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import (
+    KNOWN_NAMES,
     REASON_PHRASES,
     UNSPLIT_HEADERS,
     canonical_name,
@@ -17,6 +18,8 @@ from sipsock.sip.grammar import (
 from sipsock.sip.via import Via, parse_via
 
 M = TypeVar("M", bound="Message")
+#: `canonical_name` of a spelling already seen (None for a new one).
+_known_name = KNOWN_NAMES.get
 
 
 def _new_message(cls: type[M]) -> M:
@@ -76,7 +79,7 @@ class Message:
     def get(self, name: str) -> str | None:
         """Value of the first header field called ``name``, or ``None``."""
         keys = self._header_keys()
-        key = canonical_name(name)
+        key = _known_name(name) or canonical_name(name)
         if key in keys:
             return self.headers[keys.index(key)][1]
         return None

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable, Sequence
 
 from sipsock.sip.grammar import canonical_name
+from sipsock.sip.memo import Memo
 from sipsock.sip.message import Request, Response, new_response
 
 _COPIED = frozenset({"via", "from", "to", "call-id", "cseq"})
@@ -100,13 +101,28 @@ def _copied_fields(
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """The fields a response to ``request`` copies (see `make_response`), and their keys."""
     request_keys = request._header_keys()
-    fields = zip(request.headers, request_keys, strict=True)
-    copied = [field for field, key in fields if key in _COPIED]
-    keys = [key for key in request_keys if key in _COPIED]
-    if code != 100 and "to" in keys:
-        index = keys.index("to")
-        field, value = copied[index]
+    names = tuple(request_keys)
+    plan = _COPY_PLANS.get(names)
+    if plan is None:
+        plan = _copy_plan(request_keys)
+        _COPY_PLANS.remember(names, plan, sum(map(len, names)) + 8 * len(names))
+    indexes, keys, to_at = plan
+    copied = list(map(request.headers.__getitem__, indexes))
+    if code != 100 and to_at >= 0:
+        field, value = copied[to_at]
         if _has_tag(value) is None:
             tag = to_tag() if callable(to_tag) else to_tag
-            copied[index] = (field, f"{value};tag={tag or new_tag()}")
-    return copied, keys
+            copied[to_at] = (field, f"{value};tag={tag or new_tag()}")
+    return copied, list(keys)
+
+
+#: Where the copied fields are, their keys, and where the first To is among them (or -1).
+_CopyPlan = tuple[tuple[int, ...], tuple[str, ...], int]
+#: Copy plans per sequence of header keys (a peer repeats its layout); bounded.
+_COPY_PLANS: Memo[tuple[str, ...], _CopyPlan] = Memo(max_entries=4 * 1024, max_bytes=1024 * 1024)
+
+
+def _copy_plan(request_keys: list[str]) -> _CopyPlan:
+    indexes = tuple(index for index, key in enumerate(request_keys) if key in _COPIED)
+    keys = tuple(request_keys[index] for index in indexes)
+    return indexes, keys, keys.index("to") if "to" in keys else -1

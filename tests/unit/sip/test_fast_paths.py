@@ -395,3 +395,15 @@ def test_check_via_refuses_what_parse_via_refuses(value: str) -> None:
         assert (caught.value.reason, caught.value.status) == (exc.reason, exc.status)
     else:
         check_via(value)
+
+
+@given(st.text(alphabet="aBvVlLiI-x", min_size=0, max_size=6), FIELDS)
+def test_get_with_any_spelling_seen_or_not_equals_a_scan(
+    name: str, fields: list[tuple[str, str]]
+) -> None:
+    from sipsock.sip.grammar import KNOWN_NAMES
+
+    KNOWN_NAMES.pop(name, None)  # a spelling not seen yet, then seen
+    message = Request("OPTIONS", "sip:a", [*fields, (name, "mine")])
+    for _ in range(2):
+        assert message.get(name) == first_value([*fields, (name, "mine")], name)
