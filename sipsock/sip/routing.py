@@ -48,7 +48,8 @@ class ResponseRoute:
 _ADDRESSES: Memo[str, bool] = Memo(max_bytes=256 * 1024, max_item=256)
 
 
-def _is_address(host: str) -> bool:
+def is_address_host(host: str) -> bool:
+    """Whether a Via host is an IP address, not a name to resolve (remembered per host)."""
     known = _ADDRESSES.get(host)
     if known is None:
         known = _ADDRESSES.remember(host, is_ip(host, zone="keep"), len(host))
@@ -86,16 +87,18 @@ def route_response(response: Response | Via, *, connection_open: bool = False) -
             return ResponseRoute(transport, host, port, reuse_connection=True)
         if transport in CONNECT_BACK_IMPOSSIBLE:
             return ResponseRoute(transport, host, port, drop=True)
-        return ResponseRoute(transport, host, port, resolve=not _is_address(host))
+        return ResponseRoute(transport, host, port, resolve=not is_address_host(host))
     maddr = via.maddr
     if maddr:
         ttl = (via.ttl or 1) if _is_multicast(maddr) else None
         return ResponseRoute(
-            transport, maddr, via.port or SIP_PORT, resolve=not _is_address(maddr), ttl=ttl
+            transport, maddr, via.port or SIP_PORT, resolve=not is_address_host(maddr), ttl=ttl
         )
     rport = via.rport
     if isinstance(rport, bool):
         rport = None
     if received:
-        return ResponseRoute(transport, received, rport or port, resolve=not _is_address(received))
-    return ResponseRoute(transport, via.host, rport or port, resolve=not _is_address(via.host))
+        return ResponseRoute(
+            transport, received, rport or port, resolve=not is_address_host(received)
+        )
+    return ResponseRoute(transport, via.host, rport or port, resolve=not is_address_host(via.host))

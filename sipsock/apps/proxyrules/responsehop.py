@@ -13,10 +13,8 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-from sipsock.addresses import is_ip
 from sipsock.sip.grammar import TOKEN_CHARS, parse_number
-from sipsock.sip.memo import Memo
-from sipsock.sip.routing import RELIABLE_TRANSPORTS, default_port
+from sipsock.sip.routing import RELIABLE_TRANSPORTS, default_port, is_address_host
 
 _T = f"[{TOKEN_CHARS}]+"
 #: The plain Via `parse_via` reads with its own plain pattern: transport,
@@ -74,15 +72,4 @@ def unreliable_hop(via: str) -> ResponseHop | None:
             port = rport
     received = found.get("received")
     target = received or host
-    return ResponseHop(transport, target, port, not _is_address(target))
-
-
-#: Hosts to whether they are IP addresses (the responses of one peer repeat them).
-_ADDRESSES: Memo[str, bool] = Memo(max_bytes=256 * 1024, max_item=256)
-
-
-def _is_address(host: str) -> bool:
-    known = _ADDRESSES.get(host)
-    if known is None:
-        known = _ADDRESSES.remember(host, is_ip(host, zone="keep"), len(host))
-    return known
+    return ResponseHop(transport, target, port, not is_address_host(target))
