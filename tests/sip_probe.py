@@ -73,6 +73,20 @@ class TcpClient:
         self.sock.close()
 
 
+def tcp_answers_options(port: int) -> bool:
+    """Whether a new TCP connection to ``port`` gets 200 to an OPTIONS (False on a socket error)."""
+    try:
+        probe = TcpClient(port, timeout=0.5)
+    except OSError:
+        return False
+    try:
+        return probe.options() == 200
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def port_is_free(port: int, *, udp: bool, host: str = "127.0.0.1") -> bool:
     """True when nobody (in any process) holds the port: we can bind it ourselves."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -18,7 +18,7 @@ from typing import Any
 from tests.integration.daemon.conftest import DaemonFactory
 from tests.integration.daemon.test_stream_workers import TIMEOUT, start_daemon, stream_rows
 from tests.polling import poll_until, settle
-from tests.sip_probe import TcpClient
+from tests.sip_probe import tcp_answers_options
 from tests.sipp import SippRun, start_sipp
 
 RATE = 200
@@ -58,19 +58,6 @@ def final_stats(run: SippRun) -> dict[str, int]:
     values = dict(zip(rows[0], rows[-1], strict=False))
     names = ("OutgoingCall", "SuccessfulCall", "FailedCall", "FailedTcpClosed", "FatalErrors")
     return {name: int(values[f"{name}(C)"]) for name in names}
-
-
-def answers(port: int) -> bool:
-    try:
-        probe = TcpClient(port, timeout=0.5)
-    except OSError:
-        return False
-    try:
-        return probe.options() == 200
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def test_sigkill_of_a_stream_worker_under_sipp_tn_load_fails_at_most_its_connections(
@@ -124,7 +111,9 @@ def test_sigkill_of_a_stream_worker_under_sipp_tn_load_fails_at_most_its_connect
         held = tcp_connections_of(victim["PID"], port)
         os.kill(victim["PID"], signal.SIGKILL)
         killed_at = time.monotonic()
-        poll_until(lambda: answers(port), 2.0, "a new connection answered after the kill", 0.05)
+        poll_until(
+            lambda: tcp_answers_options(port), 2.0, "a new connection answered after the kill", 0.05
+        )
         assert time.monotonic() - killed_at < 2.0
         result = load.wait()
     finally:

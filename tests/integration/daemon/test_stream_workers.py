@@ -17,7 +17,7 @@ from tests.daemon import Daemon
 from tests.integration.daemon.conftest import DaemonFactory
 from tests.net import free_port
 from tests.polling import poll_until, settle
-from tests.sip_probe import TcpClient
+from tests.sip_probe import TcpClient, tcp_answers_options
 from tests.sipp import start_sipp
 from tests.tables import SocketTable
 
@@ -109,20 +109,10 @@ def test_a_killed_stream_worker_loses_only_its_connections_and_service_is_back_w
         os.kill(victim["PID"], signal.SIGKILL)
         killed_at = time.monotonic()
 
-        def answers() -> bool:
-            try:
-                probe = TcpClient(port, timeout=0.5)
-            except OSError:
-                return False
-            try:
-                return probe.options() == 200
-            except OSError:
-                return False
-            finally:
-                probe.close()
-
         # New connections are answered by the other worker within 2 s...
-        poll_until(answers, 2.0, "a new connection answered after the kill", 0.05)
+        poll_until(
+            lambda: tcp_answers_options(port), 2.0, "a new connection answered after the kill", 0.05
+        )
         poll_until(
             lambda: all(
                 row["State"] == "ready" and row["PID"] != victim["PID"]
