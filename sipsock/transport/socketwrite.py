@@ -14,6 +14,7 @@ Every stream layer writes through `send_now`: the plain TCP connection
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -25,6 +26,17 @@ def send_now(descriptor: Any, data: bytes) -> None:
     ``write``, which sends it when the socket is writable; a lost connection
     is found out there, as Twisted does.
     """
+    write_through(descriptor, data, descriptor.write)
+
+
+def write_through(descriptor: Any, data: bytes, queue: Callable[[bytes], None]) -> None:
+    """Hand ``data`` to ``descriptor``'s socket now when nothing is queued; the rest to ``queue``.
+
+    ``queue`` is the descriptor's own queued write (`send_now`), or the one a
+    replaced ``write`` wraps (`sipsock.workers.directwrite`). Nothing is
+    queued when no bytes wait in the buffer or this reactor turn's writes,
+    and no file descriptor waits for its byte (UNIX connections).
+    """
     if (
         descriptor.connected
         and not descriptor.disconnecting
@@ -32,10 +44,11 @@ def send_now(descriptor: Any, data: bytes) -> None:
         and not descriptor._writeDisconnected
         and not descriptor._tempDataLen
         and descriptor.offset == len(descriptor.dataBuffer)
+        and not getattr(descriptor, "_sendmsgQueue", None)
     ):
         sent = descriptor.writeSomeData(data)
         if isinstance(sent, int):
             if sent == len(data):
                 return
             data = data[sent:]
-    descriptor.write(data)
+    queue(data)

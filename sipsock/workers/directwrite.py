@@ -16,26 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sipsock.transport.socketwrite import write_through
+
 
 def write_at_once(transport: Any) -> None:
     """Make ``transport.write`` send at once when nothing is queued (see the module)."""
     queued_write = transport.write
 
     def write(data: bytes) -> None:
-        if (
-            data
-            and not transport._tempDataLen
-            and transport.offset == len(transport.dataBuffer)
-            and not getattr(transport, "_sendmsgQueue", None)
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnected
-        ):
-            written = transport.writeSomeData(data)
-            if isinstance(written, int) and 0 <= written <= len(data):
-                if written == len(data):
-                    return
-                data = data[written:]
-        queued_write(data)
+        write_through(transport, data, queued_write)
 
     transport.write = write
