@@ -27,13 +27,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
 from tests.net import free_port
+from tests.polling import settle
 
 SYSTEM_USER = "mysql"
 ADMIN_USER = "root"
@@ -163,24 +163,24 @@ class MariaDBServer:
             stderr=subprocess.DEVNULL,
             **self._user_kwargs(),
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise MariaDBSetupError(
-                    f"{self._server} exited with {self._proc.returncode}:\n{self._log_tail()}"
-                )
-            try:
-                self.connect(connect_timeout=2).close()
-            except pymysql.Error:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise MariaDBSetupError(
-                        f"{self._server} did not accept connections within {timeout} s:\n"
-                        f"{self._log_tail()}"
-                    ) from None
-                time.sleep(0.1)
-            else:
-                return
+        if not settle(self._accepting, timeout, 0.1):
+            self.stop()
+            raise MariaDBSetupError(
+                f"{self._server} did not accept connections within {timeout} s:\n{self._log_tail()}"
+            )
+
+    def _accepting(self) -> bool:
+        """Whether the server takes a connection; MariaDBSetupError once it has exited."""
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise MariaDBSetupError(
+                f"{self._server} exited with {self._proc.returncode}:\n{self._log_tail()}"
+            )
+        try:
+            self.connect(connect_timeout=2).close()
+        except pymysql.Error:
+            return False
+        return True
 
     def stop(self, timeout: float = 60) -> None:
         """Stop the server cleanly (SIGTERM: clients are disconnected)."""
