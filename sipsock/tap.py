@@ -35,6 +35,7 @@ from sipsock.incidents import Incidents
 from sipsock.logs import use_sipsock_logs
 from sipsock.registry import SocketRegistry
 from sipsock.sdnotify import Notifier
+from sipsock.stackdump import enable_stack_dump
 from sipsock.stats import metrics_text
 from sipsock.transport.tls import TLSDomains, TLSError
 from sipsock.workers import SocketBook
@@ -70,6 +71,7 @@ def makeService(config: usage.Options, reactor: Any = None) -> IService:
     """The daemon service for parsed `Options` (twistd's entry point)."""
     if reactor is None:
         from twisted.internet import reactor
+    enable_stack_dump()
     try:
         daemon = build_daemon(config["settings"], reactor=reactor)
     except StartupError as error:

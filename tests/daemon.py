@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sipsock.stackdump import STACK_DUMP_SIGNAL
 from tests.net import free_port
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -167,6 +169,51 @@ class Daemon:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            stacks = self.dump_stacks()
             self.proc.kill()
             self.proc.wait(5)
-            raise RuntimeError(f"daemon did not stop within {timeout} s:\n{self.log()}") from None
+            raise RuntimeError(
+                f"daemon did not stop within {timeout} s:\n{self.log()}\n"
+                f"Python stacks (SIGUSR2) of pids {stacks}:\n{self.output()}"
+            ) from None
+
+    def dump_stacks(self, settle: float = 1.0) -> list[int]:
+        """Ask the daemon and its workers for their Python stacks (``kill -USR2``).
+
+        The control process prints them on its standard error (this harness's
+        ``output``); a worker's go through the control process into the log.
+        Returns the pids asked.
+        """
+        pids = [self.pid, *descendants(self.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, STACK_DUMP_SIGNAL)
+        time.sleep(settle)  # the handlers write at once; give the pipes a moment
+        return pids
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (every thread's), from /proc."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found += [int(child) for child in children.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``, children first."""
+    found: list[int] = []
+    pending = child_pids(pid)
+    while pending:
+        child = pending.pop(0)
+        found.append(child)
+        pending.extend(child_pids(child))
+    return found

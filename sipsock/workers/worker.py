@@ -48,6 +48,7 @@ from sipsock.logevents import at_least, parse_level
 from sipsock.logs import worker_observer
 from sipsock.seams import ListenError, MessageSink
 from sipsock.sockdef import SocketDef
+from sipsock.stackdump import enable_stack_dump
 from sipsock.transport.stream import StreamListener
 from sipsock.transport.udp import UdpListener, adopt_udp_listener
 from sipsock.workers.commands import (
@@ -615,6 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # killed by the kernel (`die_with_parent`).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    enable_stack_dump()
     log.info("running; the control process gives the application and the sockets")
     # Everything loaded so far lives as long as the worker: keep it out of the
     # collector's full passes, which otherwise cost tens of milliseconds while

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.daemon import Daemon
+from tests.daemon import Daemon, child_pids
 from tests.net import free_port
 from tests.sipp import SippResult, SippRun
 from tests.tables import SocketTable
@@ -91,22 +91,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def child_pids(pid: int) -> list[int]:
-    """The direct children of ``pid`` (every thread's), from /proc."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as children:
-                found += [int(child) for child in children.read().split()]
-        except OSError:
-            continue
-    return found
 
 
 def worker_rows(daemon: Daemon, pool: str = "dynamic") -> list[dict[str, Any]]:

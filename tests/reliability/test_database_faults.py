@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import Daemon, MIError
+from tests.daemon import Daemon, MIError, child_pids
 from tests.net import free_port, unread_at_server
 from tests.pg import PostgresServer
 from tests.polling import poll_until, settle
 from tests.reliability.harness import (
     ProcessFigures,
-    child_pids,
     daemon_park,
     snapshot,
 )
