@@ -100,14 +100,16 @@ def _copied_fields(
     request: Request, code: int, to_tag: str | Callable[[], str] | None
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """The fields a response to ``request`` copies (see `make_response`), and their keys."""
-    request_keys = request._header_keys()
+    headers = request.headers
+    # `_header_keys`, without the call when the keys are fresh (the usual case).
+    request_keys = request._keys if request._keys_of == headers else request._header_keys()
     names = tuple(request_keys)
     plan = _COPY_PLANS.get(names)
     if plan is None:
         plan = _copy_plan(request_keys)
         _COPY_PLANS.remember(names, plan, sum(map(len, names)) + 8 * len(names))
     indexes, keys, to_at = plan
-    copied = list(map(request.headers.__getitem__, indexes))
+    copied = list(map(headers.__getitem__, indexes))
     if code != 100 and to_at >= 0:
         field, value = copied[to_at]
         if _has_tag(value) is None:
