@@ -11,7 +11,7 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sipsock.sip import SipParseError, parse, parser
+from sipsock.sip import SipParseError, parse, parser, response
 from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, parse_number
 
 #: The parser's old folding test: one regular expression over the header text.
@@ -77,3 +77,33 @@ def test_the_usual_empty_body_is_read_as_before(
     except SipParseError as error:
         want = ("fault", error.reason, error.status)
     assert got == want
+
+
+@given(
+    salt=st.text(max_size=20),
+    call_id=st.text(max_size=30),
+    from_value=st.none() | st.text(max_size=30),
+)
+@example(salt="0f1e2d3c4b5a6978", call_id="1-1234@127.0.0.1", from_value="<sip:a@b>;tag=1")
+@example(salt="s", call_id="\udc80\udcff", from_value="\U0001f600")
+def test_the_responders_tag_is_stable_tag(salt: str, call_id: str, from_value: str | None) -> None:
+    """`stable_tag_from(salted_hash(salt), ...)` is `stable_tag(salt, ...)`, faults alike."""
+    try:
+        want: object = response.stable_tag(salt, call_id, from_value)
+    except UnicodeError as error:
+        want = type(error)
+    try:
+        got: object = response.stable_tag_from(response.salted_hash(salt), call_id, from_value)
+    except UnicodeError as error:
+        got = type(error)
+    assert got == want
+
+
+@given(st.text(alphabet=st.sampled_from(" \t;=tagTAG<>:@x"), max_size=30))
+@example("<sip:a@b>")
+@example("<sip:a@b>;tag=1")
+@example("<sip:a@b> ;TAG =1")
+def test_the_to_tag_test_skips_the_expression_only_without_an_equals_sign(value: str) -> None:
+    """`_copied_fields` reads a To without ``=`` as tagless, as the expression does."""
+    inline = "=" in value and response._has_tag(value) is not None
+    assert inline == response.has_tag(value)
