@@ -14,6 +14,9 @@ DEFAULT_MAX_SIZE: Final = 65535
 
 #: The first empty line: LF, optional CR, LF (so CRLF CRLF and bare LF LF).
 _find_empty_line = re.compile(rb"\n\r?\n").search
+#: A continuation line (header folding, RFC 3261 7.3.1). (Faster than
+#: ``"\n " in text or "\n\t" in text``, whose searches stop at every line end.)
+_find_folding = re.compile(r"\n[ \t]").search
 #: A fold: blanks, a line end, blanks (repeated for blank lines in between).
 _folds = re.compile(r"(?<![ \t])(?:[ \t]*+\n[ \t]++)++")
 #: Blank lines at the start of the header section.
@@ -60,7 +63,7 @@ def parse(
     if len(lines) - 1 != text.count("\n"):
         lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
     message = _parse_start_line(lines[0])
-    if "\n " in text or "\n\t" in text:  # a continuation line (folding, RFC 3261 7.3.1)
+    if _find_folding(text):
         lines = _unfold(lines)
     headers, keys = _split_fields(lines[1:])
     if keys.count("content-length") == 1 and headers[keys.index("content-length")][1] == "0":

@@ -6,16 +6,11 @@ gives the same answer for any input (issue 19: fewer calls per message).
 
 from __future__ import annotations
 
-import re
-
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sipsock.sip import SipParseError, parse, parser, response
 from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, parse_number
-
-#: The parser's old folding test: one regular expression over the header text.
-_old_find_folding = re.compile(r"\n[ \t]").search
 
 #: Text made of the characters these rules look at, and a few others.
 _texts = st.text(alphabet=st.sampled_from(" \t\r\n0123456789a:٣²０"), max_size=40)
@@ -30,15 +25,6 @@ def test_max_forwards_digits_rule_is_parse_number(text: str) -> None:
     """`_check_headers` refuses a Max-Forwards exactly when `parse_number` gives None."""
     inline = text.isascii() and text.isdigit()
     assert inline == (parse_number(text) is not None)
-
-
-@given(_texts)
-@example("a\n b")
-@example("a\n\tb")
-@example("a\r\n")
-def test_folding_test_is_the_old_regular_expression(text: str) -> None:
-    inline = "\n " in text or "\n\t" in text
-    assert inline == (_old_find_folding(text) is not None)
 
 
 _HEAD = (
