@@ -231,26 +231,27 @@ class Dispatcher:
             except SipParseError as exc:
                 self._reject(origin, None, exc)
                 return
-        self._deliver(message, origin)
-
-    def _deliver(self, message: Request | Response, origin: Origin) -> None:
         try:
             self.app.message_received(message, MessageContext(origin, self.directory))
         except Exception:
-            self.app_errors += 1
-            if origin.listener is not None:
-                origin.listener.counters.drops += 1
-            if not self.failures.hit((origin.sdef.socket_text, origin.slot)):
-                return
-            self.log.failure(
-                "socket {socket} (slot {slot}): the application failed on a message "
-                "from {peer}: {what} (more are summed up every {interval:g} s)",
-                socket=origin.sdef.socket_text,
-                slot=origin.slot,
-                peer=origin.peer,
-                what=_describe(message),
-                interval=self.failures.interval,
-            )
+            self._app_failed(message, origin)
+
+    def _app_failed(self, message: Request | Response, origin: Origin) -> None:
+        """Count and log (bounded) that the application raised on ``message``."""
+        self.app_errors += 1
+        if origin.listener is not None:
+            origin.listener.counters.drops += 1
+        if not self.failures.hit((origin.sdef.socket_text, origin.slot)):
+            return
+        self.log.failure(
+            "socket {socket} (slot {slot}): the application failed on a message "
+            "from {peer}: {what} (more are summed up every {interval:g} s)",
+            socket=origin.sdef.socket_text,
+            slot=origin.slot,
+            peer=origin.peer,
+            what=_describe(message),
+            interval=self.failures.interval,
+        )
 
     def _reject(self, origin: Origin, request: Request | None, exc: SipParseError) -> None:
         self.parse_errors += 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypeVar
 
 from sipsock.sip import checks
 from sipsock.sip.errors import SipParseError
@@ -17,13 +16,8 @@ from sipsock.sip.grammar import (
 )
 from sipsock.sip.via import Via, parse_via
 
-M = TypeVar("M", bound="Message")
 #: `canonical_name` of a spelling already seen (None for a new one).
 _known_name = KNOWN_NAMES.get
-
-
-def _new_message(cls: type[M]) -> M:
-    return object.__new__(cls)
 
 
 class Message:
@@ -78,10 +72,12 @@ class Message:
 
     def get(self, name: str) -> str | None:
         """Value of the first header field called ``name``, or ``None``."""
-        keys = self._header_keys()
+        headers = self.headers
+        # `_header_keys`, without the call when the keys are fresh (the usual case).
+        keys = self._keys if self._keys_of == headers else self._header_keys()
         key = _known_name(name) or canonical_name(name)
         if key in keys:
-            return self.headers[keys.index(key)][1]
+            return headers[keys.index(key)][1]
         return None
 
     def get_all(self, name: str) -> list[str]:
@@ -311,7 +307,7 @@ def new_request(method: str, uri: str, version: str, defect: SipParseError | Non
     The caller sets ``headers``, ``body`` and the keys with `Message._remember_keys`
     (or `Message._set_fields`).
     """
-    request = _new_message(Request)
+    request = object.__new__(Request)
     request.method = method
     request.uri = uri
     request.version = version
@@ -321,7 +317,7 @@ def new_request(method: str, uri: str, version: str, defect: SipParseError | Non
 
 def new_response(code: int, reason: str, version: str = "SIP/2.0") -> Response:
     """A `Response` without headers yet (see `new_request`)."""
-    response = _new_message(Response)
+    response = object.__new__(Response)
     response.code = code
     response.reason = reason
     response.version = version

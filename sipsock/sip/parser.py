@@ -14,7 +14,8 @@ DEFAULT_MAX_SIZE: Final = 65535
 
 #: The first empty line: LF, optional CR, LF (so CRLF CRLF and bare LF LF).
 _find_empty_line = re.compile(rb"\n\r?\n").search
-#: A continuation line (header folding, RFC 3261 7.3.1).
+#: A continuation line (header folding, RFC 3261 7.3.1). (Faster than
+#: ``"\n " in text or "\n\t" in text``, whose searches stop at every line end.)
 _find_folding = re.compile(r"\n[ \t]").search
 #: A fold: blanks, a line end, blanks (repeated for blank lines in between).
 _folds = re.compile(r"(?<![ \t])(?:[ \t]*+\n[ \t]++)++")
@@ -51,9 +52,10 @@ def parse(
         raise SipParseError(f"message of {len(data)} bytes above the limit of {max_size}")
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
-    end, body_start = find_header_end(data)
-    if end < 0:
+    empty_line = _find_empty_line(data)  # (`find_header_end`, without the call)
+    if empty_line is None:
         raise SipParseError("header section does not end with an empty line")
+    end, body_start = empty_line.span()
     if data[end - 1] == 0x0D:  # the CR of the last line's CRLF
         end -= 1
     text = data[:end].decode("utf-8", "surrogateescape")
@@ -64,7 +66,10 @@ def parse(
     if _find_folding(text):
         lines = _unfold(lines)
     headers, keys = _split_fields(lines[1:])
-    body = _body(data, body_start, _content_lengths(headers, keys), datagram)
+    if keys.count("content-length") == 1 and headers[keys.index("content-length")][1] == "0":
+        body = b""  # the usual body of a request without one (as `_body` gives it)
+    else:
+        body = _body(data, body_start, _content_lengths(headers, keys), datagram)
     message._set_fields(headers, keys, body)
     return message
 

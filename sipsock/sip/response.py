@@ -31,6 +31,21 @@ def stable_tag(salt: str, call_id: str, from_value: str | None) -> str:
     return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
 
 
+def salted_hash(salt: str) -> hashlib._Hash:
+    """The SHA-1 of ``salt|``, to continue with `stable_tag_from` (made once per salt)."""
+    return hashlib.sha1(f"{salt}|".encode("utf-8", "surrogateescape"), usedforsecurity=False)
+
+
+def stable_tag_from(salted: hashlib._Hash, call_id: str, from_value: str | None) -> str:
+    """`stable_tag` of the salt that ``salted`` (`salted_hash`) was made of.
+
+    The same tag, without hashing the salt again for every request.
+    """
+    digest = salted.copy()
+    digest.update(f"{call_id}|{from_value}".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
+
+
 def has_tag(value: str) -> bool:
     """Whether a From or To value carries a ``tag`` parameter."""
     return _has_tag(value) is not None
@@ -100,17 +115,19 @@ def _copied_fields(
     request: Request, code: int, to_tag: str | Callable[[], str] | None
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """The fields a response to ``request`` copies (see `make_response`), and their keys."""
-    request_keys = request._header_keys()
+    headers = request.headers
+    # `_header_keys`, without the call when the keys are fresh (the usual case).
+    request_keys = request._keys if request._keys_of == headers else request._header_keys()
     names = tuple(request_keys)
     plan = _COPY_PLANS.get(names)
     if plan is None:
         plan = _copy_plan(request_keys)
         _COPY_PLANS.remember(names, plan, sum(map(len, names)) + 8 * len(names))
     indexes, keys, to_at = plan
-    copied = list(map(request.headers.__getitem__, indexes))
+    copied = list(map(headers.__getitem__, indexes))
     if code != 100 and to_at >= 0:
         field, value = copied[to_at]
-        if _has_tag(value) is None:
+        if "=" not in value or _has_tag(value) is None:  # (no tag without an "=")
             tag = to_tag() if callable(to_tag) else to_tag
             copied[to_at] = (field, f"{value};tag={tag or new_tag()}")
     return copied, list(keys)

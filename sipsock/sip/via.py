@@ -154,8 +154,10 @@ def check_via(value: str) -> None:
     match = _match_plain_via(value)
     if match is None:
         _parse_any_via(value)
-    else:
-        _port(match.group(4), value)
+        return
+    port = match.group(4)
+    if port is not None and not 0 < int(port) <= 65535:
+        _port(port, value)  # raises
 
 
 def _parse_any_via(value: str) -> Via:
@@ -319,11 +321,13 @@ def _set_param(params: list[str], keys: list[str], name: str, value: str) -> Non
 
 def apply_received(request: Request, source_host: str, source_port: int) -> None:
     """Stamp the top Via of a received request in place (see `stamp_via`)."""
-    keys = request._header_keys()
+    headers = request.headers
+    # `_header_keys`, without the call when the keys are fresh (the usual case).
+    keys = request._keys if request._keys_of == headers else request._header_keys()
     if "via" not in keys:
         raise SipParseError("no Via header", status=400)
     index = keys.index("via")
-    value = request.headers[index][1]
+    value = headers[index][1]
     if "," in value:
         value = split_values(value)[0]
     stamped = stamp_by_template(value, source_host, source_port)
