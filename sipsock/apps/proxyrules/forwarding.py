@@ -89,12 +89,10 @@ def scan_headers(request: Request) -> HeaderScan:
     vias: list[str] = []
     routes: list[str] = []
     loop_fields: list[str] = []
-    keys: list[str] = []
     first: dict[str, str] = {}
     proxy_require: list[str] = []
-    for name, value in request.headers:
-        key = canonical_name(name)
-        keys.append(key)
+    keys = request._header_keys().copy()  # the names the parser already read
+    for (_, value), key in zip(request.headers, keys, strict=True):
         if key == "via":
             vias.append(value)
         elif key in _FIRST_OF:

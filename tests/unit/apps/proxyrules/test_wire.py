@@ -87,6 +87,34 @@ _RECORD_ROUTES = st.lists(st.sampled_from(["<sip:me;lr;sipsock=s1>", "<sip:me2;l
     drop=0,
     known=True,
 )
+@example(
+    headers=[("Max-Forwards", "70"), ("Record-Route", "<sip:r1;lr>"), ("l", "0")],
+    body=b"",
+    record_route=["<sip:a;lr>", "<sip:b;lr>"],
+    drop=0,
+    known=True,
+)
+@example(
+    headers=[("Route", "<sip:p1;lr>"), ("To", "x"), ("Max-Forwards", "3"), ("l", "0")],
+    body=b"",
+    record_route=["<sip:a;lr>"],
+    drop=1,
+    known=True,
+)
+@example(
+    headers=[("Record-Route", "<sip:r1;lr>"), ("Route", "<sip:p1;lr>, <sip:p2;lr>"), ("l", "0")],
+    body=b"",
+    record_route=["<sip:a;lr>"],
+    drop=1,
+    known=True,
+)
+@example(
+    headers=[("Via", _VIAS[0]), ("Route", "<sip:p1;lr>, <sip:p2;lr>"), ("l", "0")],
+    body=b"",
+    record_route=["<sip:a;lr>", "<sip:b;lr>"],
+    drop=2,
+    known=True,
+)
 @given(
     headers=st.lists(_FIELDS, max_size=10),
     body=_BODIES,
