@@ -163,29 +163,24 @@ def response_bytes_without_top_via(response: Response) -> ResponseCut | None:
     """
     fields = response.headers
     keys = response._header_keys()
-    kept: list[tuple[str, str]] = []
-    top: str | None = None
-    next_via: str | None = None
-    for field, key in zip(fields, keys, strict=True):
-        if key == "via" and next_via is None:
-            name, value = field
-            if top is None:
-                if "," not in value:
-                    top = value
-                    continue
-                values = split_values(value)
-                top = values[0]
-                if len(values) == 1:
-                    continue
-                value = ", ".join(values[1:])
-                kept.append((name, value))
-            else:
-                kept.append(field)
-            next_via = split_values(value)[0] if "," in value else value
-            continue
-        kept.append(field)
-    if top is None:
+    if "via" not in keys:
         return None
+    at = keys.index("via")
+    name, value = fields[at]
+    values = split_values(value) if "," in value else [value]
+    top = values[0]
+    next_via: str | None = None
+    if len(values) > 1:
+        # The rest of the top field stays, the next Via first in it.
+        value = ", ".join(values[1:])
+        kept = fields.copy()
+        kept[at] = (name, value)
+        next_via = split_values(value)[0] if "," in value else value
+    else:
+        kept = fields[:at] + fields[at + 1 :]
+        if keys.count("via") > 1:
+            value = fields[keys.index("via", at + 1)][1]
+            next_via = split_values(value)[0] if "," in value else value
     body = response.body
     if keys.count("content-length") == 1 and (
         fields[keys.index("content-length")][1] == str(len(body))
