@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -134,8 +134,7 @@ class ProxyCounters:
     failed_sends: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Hop:
+class _Hop(NamedTuple):
     """A decided forward: the bytes of the copy to send, from which socket, to where."""
 
     data: bytes

@@ -133,6 +133,8 @@ def is_socket_address(sdef: SocketDef, host: str, port: int) -> bool:
 
 def same_host(first: str, second: str) -> bool:
     """Host equality: case-insensitive, brackets ignored, IP addresses compared as numbers."""
+    if first == second:  # the usual case: the host as this proxy wrote it
+        return True
     a, b = unbracket(first).lower(), unbracket(second).lower()
     return a == b or same_ip(a, b, zone="keep")
 
