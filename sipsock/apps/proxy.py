@@ -70,10 +70,10 @@ from sipsock.apps.proxyrules import (
     socket_ref,
     wants_record_route,
 )
-from sipsock.apps.proxyrules.responsehop import unreliable_hop
+from sipsock.apps.proxyrules.responsehop import next_hop
 from sipsock.apps.proxyrules.wire import (
     forward_bytes,
-    read_plain_via,
+    own_via_facts,
     response_bytes_without_top_via,
 )
 from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
@@ -404,7 +404,7 @@ class StatelessProxy:
         if cut is None:
             raise SipParseError("no Via header", status=400)
         sdef = context.socket
-        plain = read_plain_via(cut.top)
+        plain = own_via_facts(cut.top)
         if plain is not None:
             port = plain.port or default_port(plain.transport)
             own = is_own_branch(plain.branch) and is_socket_address(sdef, plain.host, port)
@@ -429,7 +429,7 @@ class StatelessProxy:
         if cut.next_via is None:
             self._drop_response(context, response, "no Via left after the proxy's own")
             return
-        hop = unreliable_hop(cut.next_via)
+        hop = next_hop(cut.next_via)
         if hop is not None:
             transport = hop.transport
         else:

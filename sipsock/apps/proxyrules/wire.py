@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 from sipsock.apps.proxyrules.forwarding import forward_copy, route_values
+from sipsock.apps.proxyrules.viatemplate import TemplateRule
 from sipsock.sip import Request, Response
 from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, split_values
 
@@ -75,6 +76,16 @@ def read_plain_via(value: str) -> PlainVia | None:
             elif key == _MARKER and marker is None:
                 marker = text
     return PlainVia(transport.upper(), host, port, branch, marker)
+
+
+def _with_branch(plain: PlainVia | None, branch: str) -> PlainVia | None:
+    return plain._replace(branch=branch) if plain is not None else None
+
+
+#: `read_plain_via`, remembered per Via template (the proxy's own Vias but their branch).
+own_via_facts: TemplateRule[PlainVia | None] = TemplateRule(
+    read_plain_via, lambda plain: plain.branch if plain is not None else None, _with_branch
+)
 
 
 def forward_bytes(
