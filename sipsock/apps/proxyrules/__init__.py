@@ -17,6 +17,10 @@ functions what to do and does it. One import path for three jobs:
   sockets inside the messages it sends (its Via and its Record-Route) so
   that a response or an in-dialog request handled by any process finds the
   socket again, and which leading Route entries are its own (`own_routes`).
+
+Two modules are imported by their own path: `wire` (the bytes sent, joined
+in one pass from the received fields) and `viatemplate` (a Via rule
+remembered per peer's Via template); `responsehop` reads a response's next Via.
 """
 
 from sipsock.apps.proxyrules.forwarding import (
