@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -44,6 +44,7 @@ from sipsock.addresses import normal_ip
 from sipsock.apps.dispatch import error_phrase
 from sipsock.apps.interface import ISipApplication, MessageContext
 from sipsock.apps.proxyrules import (
+    VIA_PARAM,
     Destination,
     OwnRoutes,
     ProxyRoute,
@@ -51,9 +52,11 @@ from sipsock.apps.proxyrules import (
     describe_ref,
     destination_of,
     find_route,
-    forward_copy,
     is_loop,
+    is_own_branch,
     is_own_via,
+    is_socket_address,
+    marker_of,
     max_forwards_of,
     next_max_forwards,
     own_routes,
@@ -65,17 +68,21 @@ from sipsock.apps.proxyrules import (
     request_uri_host,
     scan_headers,
     socket_ref,
-    split_top_via,
-    via_marker,
     wants_record_route,
 )
-from sipsock.apps.proxyrules.responsehop import unreliable_hop
+from sipsock.apps.proxyrules.responsehop import next_hop
+from sipsock.apps.proxyrules.wire import (
+    forward_bytes,
+    own_via_facts,
+    response_bytes_without_top_via,
+)
 from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
 from sipsock.seams import Listener
 from sipsock.sip import (
     Request,
     Response,
     SipParseError,
+    default_port,
     make_response,
     parse_via,
     route_response,
@@ -127,11 +134,10 @@ class ProxyCounters:
     failed_sends: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Hop:
-    """A decided forward: the copy to send, from which socket, to where."""
+class _Hop(NamedTuple):
+    """A decided forward: the bytes of the copy to send, from which socket, to where."""
 
-    request: Request
+    data: bytes
     out: Listener
     destination: Destination
     transport: str
@@ -218,7 +224,12 @@ class StatelessProxy:
             self.answer(request, context, rejection.code, rejection.reason, rejection.headers)
             return
         sending = self._send_request(hop, context)
-        sending.addErrback(self._send_failed, request, context, hop)
+        if _sent_at_once(sending):
+            self.counters.requests += 1
+            return
+        sending.addCallbacks(
+            self._request_sent, self._send_failed, errbackArgs=(request, context, hop)
+        )
 
     def plan(self, request: Request, context: MessageContext) -> _Hop:
         """Decide where ``request`` goes and build the copy; `RejectedError` says why not."""
@@ -268,7 +279,7 @@ class StatelessProxy:
         record_route: list[str] = []
         if self.record_route and wants_record_route(request, scan):
             record_route = self._record_route(receiving, inbound, out)
-        copy = forward_copy(
+        data = forward_bytes(
             request,
             via=via,
             record_route=record_route,
@@ -276,7 +287,7 @@ class StatelessProxy:
             drop_routes=own.count,
             keys=scan.keys,
         )
-        return _Hop(copy, out, destination, transport)
+        return _Hop(data, out, destination, transport)
 
     def _record_route(self, receiving: SocketDef, inbound: str | None, out: Listener) -> list[str]:
         """`record_route_values` for these sockets (remembered: a few pairs of sockets)."""
@@ -325,12 +336,10 @@ class StatelessProxy:
             # An address, or a name TLS checks the server's certificate
             # against: the socket connects to the name (and keeps the
             # connection under it).
-            sending = context.send(hop.request, (address or host, port), hop.out)
-        else:
-            sending = self._resolve(host, hop.out.sdef).addCallback(
-                lambda resolved: context.send(hop.request, (resolved, port), hop.out)
-            )
-        return sending.addCallback(self._request_sent)
+            return hop.out.send(hop.data, (address or host, port))
+        return self._resolve(host, hop.out.sdef).addCallback(
+            lambda resolved: hop.out.send(hop.data, (resolved, port))
+        )
 
     def _request_sent(self, _: None) -> None:
         self.counters.requests += 1
@@ -391,29 +400,41 @@ class StatelessProxy:
 
     def forward_response(self, response: Response, context: MessageContext) -> None:
         """Remove the proxy's Via and send the response on towards the next one."""
-        split = split_top_via(response)
-        if not is_own_via(split.top, context.socket):
+        cut = response_bytes_without_top_via(response)
+        if cut is None:
+            raise SipParseError("no Via header", status=400)
+        sdef = context.socket
+        plain = own_via_facts(cut.top)
+        if plain is not None:
+            port = plain.port or default_port(plain.transport)
+            own = is_own_branch(plain.branch) and is_socket_address(sdef, plain.host, port)
+            marker_text = plain.marker
+        else:
+            top = parse_via(cut.top)
+            own = is_own_via(top, sdef)
+            marker_text = top.param(VIA_PARAM)
+        if not own:
             self.counters.dropped_responses += 1
             self.log.debug(
                 "socket {socket}: response {code} from {peer} dropped: "
                 "its top Via {via} is not this proxy's",
-                socket=context.socket.socket_text,
+                socket=sdef.socket_text,
                 code=response.code,
                 peer=context.peer,
-                via=str(split.top),
+                via=str(parse_via(cut.top)),
             )
             return
-        marker = via_marker(split.top)
-        copy = split.copy
-        if split.next_via is None:
+        marker = marker_of(marker_text or "")
+        data = cut.data
+        if cut.next_via is None:
             self._drop_response(context, response, "no Via left after the proxy's own")
             return
-        hop = unreliable_hop(split.next_via)
+        hop = next_hop(cut.next_via)
         if hop is not None:
             transport = hop.transport
         else:
             try:
-                next_via = parse_via(split.next_via)
+                next_via = parse_via(cut.next_via)
             except SipParseError:
                 self._drop_response(context, response, "no Via left after the proxy's own")
                 return
@@ -427,28 +448,29 @@ class StatelessProxy:
             self._drop_response(context, response, f"{what} is not open")
             return
         if hop is not None:
-            sending = self._send_response(
-                copy, context, inbound, (hop.host, hop.port), resolve=hop.resolve
-            )
+            sending = self._send_response(data, inbound, (hop.host, hop.port), resolve=hop.resolve)
         elif transport in RELIABLE_TRANSPORTS:
             # Back on the connection the request came on, else (TCP, TLS) a new one.
             route = route_response(next_via, connection_open=True)
             first = (route.host, marker.peer_port or route.port)
-            sending = self._send_response(copy, context, inbound, first, resolve=False)
+            sending = self._send_response(data, inbound, first, resolve=False)
             if transport not in CONNECT_BACK_IMPOSSIBLE:
                 fallback = route_response(next_via, connection_open=False)
                 again = (fallback.host, fallback.port)
                 if again != first:
                     sending.addErrback(
                         lambda _: self._send_response(
-                            copy, context, inbound, again, resolve=fallback.resolve
+                            data, inbound, again, resolve=fallback.resolve
                         )
                     )
         else:
             route = route_response(next_via)
             sending = self._send_response(
-                copy, context, inbound, (route.host, route.port), resolve=route.resolve
+                data, inbound, (route.host, route.port), resolve=route.resolve
             )
+        if _sent_at_once(sending):
+            self.counters.responses += 1
+            return
         sending.addCallbacks(
             self._response_sent,
             self._response_failed,
@@ -457,8 +479,7 @@ class StatelessProxy:
 
     def _send_response(
         self,
-        response: Response,
-        context: MessageContext,
+        data: bytes,
         out: Listener,
         address: tuple[str, int],
         *,
@@ -467,9 +488,9 @@ class StatelessProxy:
         host, port = address
         ip = normal_address(host)
         if ip is not None or not resolve:
-            return context.send(response, (ip or host, port), out)
+            return out.send(data, (ip or host, port))
         return self._resolve(host, out.sdef).addCallback(
-            lambda resolved: context.send(response, (resolved, port), out)
+            lambda resolved: out.send(data, (resolved, port))
         )
 
     def _response_sent(self, _: None) -> None:
@@ -521,6 +542,22 @@ class StatelessProxy:
 
 
 _NO_OWN_ROUTES: Final = OwnRoutes()
+
+
+def _sent_at_once(sending: Deferred[None]) -> bool:
+    """Whether ``sending`` has already succeeded, its chain run to the end.
+
+    A UDP send is done when it returns: counting it at once spares the
+    callbacks the Deferred would run. (The same reading of a fired Deferred
+    as `sipsock.deferreds.settle`.)
+    """
+    return (
+        sending.called
+        and sending.result is None
+        and not sending.paused
+        and not sending._runningCallbacks
+        and not sending._callbacks
+    )
 
 
 def _definition(listener: Listener | None) -> SocketDef | None:

@@ -17,6 +17,10 @@ functions what to do and does it. One import path for three jobs:
   sockets inside the messages it sends (its Via and its Record-Route) so
   that a response or an in-dialog request handled by any process finds the
   socket again, and which leading Route entries are its own (`own_routes`).
+
+Two modules are imported by their own path: `wire` (the bytes sent, joined
+in one pass from the received fields) and `viatemplate` (a Via rule
+remembered per peer's Via template); `responsehop` reads a response's next Via.
 """
 
 from sipsock.apps.proxyrules.forwarding import (
@@ -45,6 +49,7 @@ from sipsock.apps.proxyrules.references import (
     describe_ref,
     is_own_via,
     is_socket_address,
+    marker_of,
     own_routes,
     parse_socket_ref,
     proxy_via,
@@ -101,6 +106,7 @@ __all__ = [
     "is_own_via",
     "is_socket_address",
     "loop_key",
+    "marker_of",
     "max_forwards_of",
     "next_max_forwards",
     "own_routes",

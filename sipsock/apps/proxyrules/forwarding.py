@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sipsock.apps.proxyrules.viatemplate import TemplateRule
 from sipsock.sip import MAGIC_COOKIE, Request, Response, SipParseError, Via, parse_via
 from sipsock.sip.checks import parse_cseq
 from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, parse_number, split_values
@@ -89,12 +90,10 @@ def scan_headers(request: Request) -> HeaderScan:
     vias: list[str] = []
     routes: list[str] = []
     loop_fields: list[str] = []
-    keys: list[str] = []
     first: dict[str, str] = {}
     proxy_require: list[str] = []
-    for name, value in request.headers:
-        key = canonical_name(name)
-        keys.append(key)
+    keys = request._header_keys().copy()  # the names the parser already read
+    for (_, value), key in zip(request.headers, keys, strict=True):
         if key == "via":
             vias.append(value)
         elif key in _FIRST_OF:
@@ -182,7 +181,7 @@ def transaction_id(request: Request, secret: str, scan: HeaderScan | None = None
     top = scan.top_via
     if top is None:
         raise SipParseError("no Via header", status=400)
-    plain = _cookie_branch_of(top)
+    plain = _cookie_branch(top)
     if plain is not None:
         branch, sent_by = plain
         return MAGIC_COOKIE + _hashed(_unkeyed(secret), f"{branch}\x00{sent_by}")
@@ -232,6 +231,19 @@ def _cookie_branch_of(via: str) -> tuple[str, str] | None:
                 return value, sent_by
             return None
     return None
+
+
+def _with_cookie_branch(found: tuple[str, str] | None, branch: str) -> tuple[str, str] | None:
+    """``found`` with another first branch, as `_cookie_branch_of` would give it."""
+    if found is None or not branch.startswith(MAGIC_COOKIE) or len(branch) == len(MAGIC_COOKIE):
+        return None
+    return branch, found[1]
+
+
+#: `_cookie_branch_of`, remembered per Via template (every peer's Via but its branch).
+_cookie_branch: TemplateRule[tuple[str, str] | None] = TemplateRule(
+    _cookie_branch_of, lambda found: found[0] if found else None, _with_cookie_branch
+)
 
 
 #: Secrets to a BLAKE2b of 12 bytes fed with ``secret + "\x00"`` (copied per hash).

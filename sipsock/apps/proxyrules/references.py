@@ -92,12 +92,24 @@ def proxy_via(
 
 def via_marker(via: Via) -> ViaMarker:
     """Read the ``sipsock-in`` parameter of the proxy's own Via."""
-    text = via.param(VIA_PARAM) or ""
-    ref_text, _, port_text = text.partition(".")
-    port = int(port_text) if port_text.isascii() and port_text.isdigit() else None
-    if port is not None and not 0 < port <= 65535:
-        port = None
-    return ViaMarker(parse_socket_ref(ref_text), port)
+    return marker_of(via.param(VIA_PARAM) or "")
+
+
+#: ``sipsock-in`` values to what they say (a few sockets, a stream peer port
+#: each; bounded like every memo).
+_MARKERS: Memo[str, ViaMarker] = Memo(max_entries=4096, max_item=64)
+
+
+def marker_of(text: str) -> ViaMarker:
+    """What a ``sipsock-in`` value says (`via_marker`), remembered (bounded)."""
+    known = _MARKERS.get(text)
+    if known is None:
+        ref_text, _, port_text = text.partition(".")
+        port = int(port_text) if port_text.isascii() and port_text.isdigit() else None
+        if port is not None and not 0 < port <= 65535:
+            port = None
+        known = _MARKERS.remember(text, ViaMarker(parse_socket_ref(ref_text), port), len(text))
+    return known
 
 
 def is_own_via(via: Via, sdef: SocketDef) -> bool:
@@ -121,6 +133,8 @@ def is_socket_address(sdef: SocketDef, host: str, port: int) -> bool:
 
 def same_host(first: str, second: str) -> bool:
     """Host equality: case-insensitive, brackets ignored, IP addresses compared as numbers."""
+    if first == second:  # the usual case: the host as this proxy wrote it
+        return True
     a, b = unbracket(first).lower(), unbracket(second).lower()
     return a == b or same_ip(a, b, zone="keep")
 

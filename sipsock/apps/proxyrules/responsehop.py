@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
+from sipsock.apps.proxyrules.viatemplate import TemplateRule
 from sipsock.sip.grammar import TOKEN_CHARS, parse_number
 from sipsock.sip.routing import RELIABLE_TRANSPORTS, default_port, is_address_host
 
@@ -73,3 +74,9 @@ def unreliable_hop(via: str) -> ResponseHop | None:
     received = found.get("received")
     target = received or host
     return ResponseHop(transport, target, port, not is_address_host(target))
+
+
+#: `unreliable_hop`, remembered per Via template (every peer's Via but its branch).
+next_hop: TemplateRule[ResponseHop | None] = TemplateRule(
+    unreliable_hop, lambda _: None, lambda answer, _: answer
+)
