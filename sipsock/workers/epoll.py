@@ -36,6 +36,9 @@ from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import Logger
 from twisted.python import log as legacy_log
 
+#: The only event of a descriptor that is readable and nothing else.
+_READABLE: Final = select.EPOLLIN
+
 #: The flag, or None where this Python does not know it.
 EPOLLEXCLUSIVE: Final[int | None] = getattr(select, "EPOLLEXCLUSIVE", None)
 
@@ -72,7 +75,17 @@ class ExclusiveEPollReactor(EPollReactor):
         return self._register(fd, flags)
 
     def doPoll(self, timeout: float | None) -> None:
-        """`EPollReactor.doPoll`, calling ``sipsockPlainCall`` selectables directly."""
+        """`EPollReactor.doPoll`, calling ``sipsockPlainCall`` selectables directly.
+
+        A plain-call selectable that is only readable is read here, without
+        the stock ``_doReadOrWrite`` (its checks for hang-ups and writes do
+        not apply): one Python call less per wake-up. What ``doRead``
+        returns is handled as the stock path handles it (a reason to
+        disconnect); an exception is logged with the socket and the
+        selectable keeps being read (the stock path would log it without
+        the socket and close the port for good). Every other event goes
+        the stock way.
+        """
         waiting = monotonic()
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
@@ -89,9 +102,25 @@ class ExclusiveEPollReactor(EPollReactor):
             if selectable is None:
                 continue
             if getattr(selectable, "sipsockPlainCall", False):
+                if event == _READABLE and selectable.fileno() != -1:
+                    try:
+                        why = selectable.doRead()
+                    except Exception:
+                        self._read_failed(selectable)
+                        continue
+                    if why:
+                        self._disconnectSelectable(selectable, why, True)  # type: ignore[no-untyped-call]
+                    continue
                 handle(selectable, fd, event)  # type: ignore[no-untyped-call]
             else:
                 legacy_log.callWithLogger(selectable, handle, selectable, fd, event)  # type: ignore[no-untyped-call]
+
+    def _read_failed(self, selectable: Any) -> None:
+        """A plain-call selectable's ``doRead`` raised: logged with its socket; it stays."""
+        self.log.failure(
+            "socket {socket}: reading failed; the socket stays open and is read again",
+            socket=getattr(selectable, "label", None) or repr(selectable),
+        )
 
     doIteration = doPoll
 
