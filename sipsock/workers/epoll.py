@@ -32,9 +32,13 @@ import select
 from time import monotonic
 from typing import Any, Final
 
+from twisted.internet.base import _topHandler
 from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import Logger
 from twisted.python import log as legacy_log
+
+#: The longest wait, in seconds, that epoll_wait takes (``ReactorBase.timeout``'s cap).
+_LONGEST_WAIT: Final = 2147483
 
 #: The only event of a descriptor that is readable and nothing else.
 _READABLE: Final = select.EPOLLIN
@@ -73,6 +77,39 @@ class ExclusiveEPollReactor(EPollReactor):
             return True
         self._poller.unregister(fd)
         return self._register(fd, flags)
+
+    def mainLoop(self) -> None:
+        """`ReactorBase.mainLoop`, skipping ``runUntilCurrent`` when it has nothing to do.
+
+        Each turn of the stock loop runs ``runUntilCurrent`` (thread calls, new
+        and due timed calls, the shutdown after a stop) and ``timeout``, even
+        when a worker woke up for one datagram and no timer is due; here the
+        turn first checks whether any of that is pending, and computes the
+        wait from the same clock reading when not. A failure in a turn is
+        logged as the stock loop logs it ("Unexpected error in main loop").
+        """
+        while self._started:
+            with _topHandler:
+                self._turn()
+
+    def _turn(self) -> None:
+        pending = self._pendingTimedCalls
+        now = self.seconds()
+        wait: float | None
+        if (
+            self.threadCallQueue
+            or self._newTimedCalls
+            or self._justStopped
+            or self._cancellations > 50
+            or (pending and pending[0].time <= now)
+        ):
+            self.runUntilCurrent()
+            wait = self.timeout()
+        elif pending:
+            wait = max(0, min(_LONGEST_WAIT, pending[0].time - now))
+        else:
+            wait = None
+        self.doIteration(self.running and wait)  # as the stock loop
 
     def doPoll(self, timeout: float | None) -> None:
         """`EPollReactor.doPoll`, calling ``sipsockPlainCall`` selectables directly.
