@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import attrgetter, is_not
+from itertools import compress, repeat
+from operator import attrgetter, is_, is_not
 from typing import Any
 
 from twisted.application.service import Service
@@ -51,6 +51,7 @@ BatchOpener = Callable[
     [Sequence[tuple[SocketDef, int | None]]], "Deferred[list[Listener | TwistedFailure]]"
 ]
 _listener_of = attrgetter("listener")
+_socket_text = attrgetter("socket_text")
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
 
@@ -143,6 +144,8 @@ class SocketRegistry(Service):
         self._max_retry_delay = max_retry_delay
         self._retry_call: IDelayedCall | None = None
         self._reopen_call: IDelayedCall | None = None
+        #: Whether some entry shows a planned retry (``next_retry``) to clear.
+        self._retries_shown = False
         #: Process faults (late workers) recorded meanwhile go into each reload's report.
         self._incidents = incidents if incidents is not None else Incidents()
         self.reloads = 0
@@ -244,31 +247,13 @@ class SocketRegistry(Service):
         await self._remove(plan.remove, report)
         not_updated = await self._update_all(plan.update, report)
         await self._open_all(plan.retry, plan.add, report)
-        report.kept = [s.socket_text for s in plan.keep]
-
-        # Keep the entries in table order, keyed by the newest definitions (a
-        # socket whose update failed keeps its old one, so the next reload retries).
-        entries: dict[SocketDef, SocketEntry] = {}
-        entry_of = self._entries.get
-        for sdef in wanted:
-            key = not_updated.get(sdef, sdef) if not_updated else sdef
-            entry = entry_of(key)
-            if entry is not None:
-                entries[key] = entry
-        self._entries = entries
-        for sdef, entry in self._entries.items():
-            entry.sdef = sdef
-        self._plan_reopen()
-        if (
-            not names
-            and not report.failed
-            and all(e.listener is not None for e in self._entries.values())
-        ):
+        report.kept = list(map(_socket_text, plan.keep))
+        self._entries = _in_table_order(self._entries, wanted, not_updated)
+        failing = self._plan_reopen()
+        if not names and not report.failed and not failing:
             # Host names may resolve otherwise next time, and failures are retried.
             self._settled = _Settled(
-                rows,
-                [entry.sdef.socket_text for entry in self._entries.values()],
-                list(report.rejected),
+                rows, list(map(_socket_text, self._entries)), list(report.rejected)
             )
         return self._finish(report, started, mark)
 
@@ -425,23 +410,28 @@ class SocketRegistry(Service):
                     )
         self._log_sockets("open", opened)
 
-    def _plan_reopen(self) -> None:
-        """Plan the next attempt at the sockets that failed to open (if any)."""
+    def _plan_reopen(self) -> int:
+        """Plan the next attempt at the sockets that failed to open (if any); how many."""
         if self._reopen_call is not None and self._reopen_call.active():
             self._reopen_call.cancel()
         self._reopen_call = None
-        failing = [e for e in self._entries.values() if not e.is_open]
-        for entry in self._entries.values():
-            entry.next_retry = None
+        entries = list(self._entries.values())
+        failing = _failing(entries)
+        if self._retries_shown:
+            for entry in entries:
+                entry.next_retry = None
+            self._retries_shown = False
         if not failing or not self.running:
-            return
+            return len(failing)
         # The newest failure sets the pace: a socket that just failed is retried soon.
         delay = retry_delay(
             min(e.attempts for e in failing), self._retry_delay, self._max_retry_delay
         )
         for entry in failing:
             entry.next_retry = delay
+        self._retries_shown = True
         self._reopen_call = self._reactor.callLater(delay, self._reopen)
+        return len(failing)
 
     def _reopen(self) -> None:
         self._reopen_call = None
@@ -451,7 +441,7 @@ class SocketRegistry(Service):
 
     async def _reopen_failed(self) -> None:
         """One more attempt at every socket that failed to open, between reloads."""
-        entries = [e for e in self._entries.values() if not e.is_open]
+        entries = _failing(list(self._entries.values()))
         if not entries or not self.running:
             return
         results = await self._open_entries(entries)
@@ -539,6 +529,33 @@ class SocketRegistry(Service):
     def first(self, proto: str) -> Listener | None:
         """The first open socket of a protocol, in the order of `sipsock.socketindex`."""
         return first_in_order(self._static, self._dynamic_listeners(), of_proto(proto))
+
+
+def _failing(entries: list[SocketEntry]) -> list[SocketEntry]:
+    """The entries whose socket is not open (C-level: a reload of hundreds asks)."""
+    return list(compress(entries, map(is_, map(_listener_of, entries), repeat(None))))
+
+
+def _in_table_order(
+    current: dict[SocketDef, SocketEntry],
+    wanted: Sequence[SocketDef],
+    not_updated: dict[SocketDef, SocketDef],
+) -> dict[SocketDef, SocketEntry]:
+    """The entries in table order, keyed by the newest definitions, each entry's too.
+
+    A socket whose update failed keeps its old definition (so the next reload
+    retries); a wanted definition without an entry (no free slot) has none.
+    Equal definitions may differ in row id and text: each entry takes its key.
+    """
+    keys = [not_updated.get(s, s) for s in wanted] if not_updated else wanted
+    found: list[SocketEntry] = list(map(current.get, keys))  # type: ignore[arg-type]
+    if any(map(is_, found, repeat(None))):
+        present = list(map(is_not, found, repeat(None)))
+        keys, found = list(compress(keys, present)), list(compress(found, present))
+    entries = dict(zip(keys, found, strict=True))
+    for _ in map(setattr, found, repeat("sdef"), keys):
+        pass
+    return entries
 
 
 def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:
