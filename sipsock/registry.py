@@ -27,6 +27,7 @@ from twisted.python.failure import Failure as TwistedFailure
 from sipsock.backoff import retry_delay
 from sipsock.db import SocketRow, SocketStore, StoreError
 from sipsock.deferreds import settle
+from sipsock.gcpause import collection_paused
 from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.incidents import Incidents
 from sipsock.reloadhosts import HostResolver, ReloadHosts, make_thread_resolver
@@ -489,7 +490,9 @@ class SocketRegistry(Service):
             return defer.fail()
 
     async def _stop_listeners(self, listeners: Sequence[Listener]) -> None:
-        results = await settle([defer.maybeDeferred(lst.stop) for lst in listeners])
+        with collection_paused():  # hundreds of sockets: one collection after them
+            stopping = [defer.maybeDeferred(lst.stop) for lst in listeners]
+        results = await settle(stopping)
         for lst, value in zip(listeners, results, strict=True):
             if isinstance(value, TwistedFailure):
                 self.log.error(

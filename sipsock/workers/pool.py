@@ -43,6 +43,7 @@ from twisted.python.failure import Failure
 from sipsock.apps.spec import AppSpec, freeze
 from sipsock.config import UDP_BALANCE_MODES, default_settings
 from sipsock.deferreds import all_or_first_failure
+from sipsock.gcpause import collection_paused
 from sipsock.incidents import Incidents
 from sipsock.scaling import ScalingRule
 from sipsock.seams import ListenError
@@ -313,18 +314,19 @@ class UdpWorkerPool(Service):
         results: list[PooledListener | Failure] = []
         bound: list[PooledListener] = []
         bind = self.bind
-        for sdef, slot in sockets:
-            try:
-                listener = bind(sdef, slot)
-            except ListenError:
-                results.append(Failure())  # type: ignore[no-untyped-call]
-                continue
-            results.append(listener)
-            bound.append(listener)
-        if not bound:
-            return defer.succeed(results)
-        adopting = self.changes.adopt_many(bound)
-        announcing = self.book.put_many(bound)  # type: ignore[arg-type]
+        with collection_paused():  # hundreds of sockets: one collection after them
+            for sdef, slot in sockets:
+                try:
+                    listener = bind(sdef, slot)
+                except ListenError:
+                    results.append(Failure())  # type: ignore[no-untyped-call]
+                    continue
+                results.append(listener)
+                bound.append(listener)
+            if not bound:
+                return defer.succeed(results)
+            adopting = self.changes.adopt_many(bound)
+            announcing = self.book.put_many(bound)  # type: ignore[arg-type]
 
         def adopted(outcomes: list[PooledListener | Failure]) -> Any:
             each = iter(outcomes)
