@@ -9,8 +9,10 @@ A fresh daemon (``twistd -n sipsock``, SQLite, ``processes`` UDP workers)
 gets N ``udp:127.0.0.1:PORT`` rows; each load is ``sockets_reload`` plus the
 work it leaves behind (until the daemon is idle, statistics refresh
 included), then the rows are deleted and reloaded away (measured apart).
-Last, the CPU of ``--idle`` seconds with N sockets open (statistics paging).
-Not a test.
+Then ``--tags`` reloads that each change one row's tag (updated in place:
+one batched round trip to every worker) and as many that change nothing,
+per reload. Last, the CPU of ``--idle`` seconds with N sockets open
+(statistics paging). Not a test.
 """
 
 from __future__ import annotations
@@ -54,11 +56,33 @@ def measured_step(bench: BenchDaemon, what: str, expect: dict[str, int]) -> tupl
     return delta(before, per_process(bench))
 
 
+def repeated_reloads(bench: BenchDaemon, count: int, *, retag: bool) -> tuple[float, float] | None:
+    """CPU seconds per plain ``sockets_reload`` (control, workers), each after a tag change
+    of one row when ``retag`` (None when ``count`` is 0)."""
+    if count < 1:
+        return None
+    row_id = bench.rows.row_ids()[len(bench.rows.row_ids()) // 2]
+    bench.wait_idle(window=0.3, busy=0.03)
+    before = per_process(bench)
+    for run in range(count):
+        if retag:
+            bench.rows.set_tag(row_id, f"cpu{run}")
+        answer = bench.daemon.mi("sockets_reload")
+        if answer != "OK":
+            raise BenchError(f"sockets_reload answered {answer!r}")
+    bench.wait_idle(window=0.3, busy=0.03)
+    control, workers = delta(before, per_process(bench))
+    return control / count, workers / count
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=500, help="sockets per load (500)")
     parser.add_argument("--loads", type=int, default=5, help="loads measured (5)")
     parser.add_argument("--processes", type=int, default=2, help="UDP workers (2)")
+    parser.add_argument(
+        "--tags", type=int, default=0, help="tag-change and no-change reloads measured (0)"
+    )
     parser.add_argument("--idle", type=float, default=10.0, help="idle seconds measured (10)")
     args = parser.parse_args(argv)
     loads: list[tuple[float, float]] = []
@@ -73,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             removals.append(measured_step(bench, "removal", {"removed": args.size}))
         bench.rows.insert_udp(ports)
         measured_step(bench, "load", {"added": args.size})
+        tags = repeated_reloads(bench, args.tags, retag=True)
+        unchanged = repeated_reloads(bench, args.tags, retag=False)
         before = per_process(bench)
         time.sleep(args.idle)
         idle = delta(before, per_process(bench))
@@ -86,6 +112,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                 " ".join(f"{(c + w) * 1000:.0f}" for c, w in steps),
             ]
         )
+    for name, step in (("1 tag change", tags), ("no change", unchanged)):
+        if step is not None:
+            rows.append(
+                [
+                    f"{name} among {args.size}, per reload ({args.tags} reloads)",
+                    f"{step[0] * 1000:.2f}",
+                    f"{step[1] * 1000:.2f}",
+                    "",
+                ]
+            )
     rows.append(
         [
             f"idle with {args.size} sockets, per second",

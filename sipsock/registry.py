@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import attrgetter, is_not
+from itertools import compress, repeat
+from operator import attrgetter, is_, is_not
 from typing import Any
 
 from twisted.application.service import Service
@@ -27,6 +27,7 @@ from twisted.python.failure import Failure as TwistedFailure
 from sipsock.backoff import retry_delay
 from sipsock.db import SocketRow, SocketStore, StoreError
 from sipsock.deferreds import settle
+from sipsock.gcpause import collection_paused
 from sipsock.histogram import RELOAD_SECONDS_BUCKETS, Histogram
 from sipsock.incidents import Incidents
 from sipsock.reloadhosts import HostResolver, ReloadHosts, make_thread_resolver
@@ -46,7 +47,12 @@ from sipsock.sockdef import SocketDef
 from sipsock.socketindex import first_in_order, has_tag, of_proto
 
 ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
+#: Opens many (definition, slot) at once: each one's listener or `Failure`, in order.
+BatchOpener = Callable[
+    [Sequence[tuple[SocketDef, int | None]]], "Deferred[list[Listener | TwistedFailure]]"
+]
 _listener_of = attrgetter("listener")
+_socket_text = attrgetter("socket_text")
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
 LOG_EACH = 10
 
@@ -98,9 +104,10 @@ class SocketRegistry(Service):
     """Owns the dynamic sockets (and knows the static ones) of one daemon.
 
     ``opener`` binds and starts a listener for a definition in a slot (its
-    Deferred fails with `ListenError` when it cannot); the registry never
-    touches sockets itself. It also answers the application's socket look-ups
-    (`by_tag`, `by_slot`, `first`).
+    Deferred fails with `ListenError` when it cannot); ``open_many``, when
+    given, does the same for many sockets with one Deferred (a reload opens
+    hundreds). The registry never touches sockets itself. It also answers
+    the application's socket look-ups (`by_tag`, `by_slot`, `first`).
 
     A dynamic socket that fails to open (port in use, address not on this
     host yet) is tried again by itself, ``retry_delay`` seconds later, then
@@ -121,9 +128,11 @@ class SocketRegistry(Service):
         retry_delay: float = 2.0,
         max_retry_delay: float = 30.0,
         incidents: Incidents | None = None,
+        open_many: BatchOpener | None = None,
     ) -> None:
         self._store = store
         self._opener = opener
+        self._open_many = open_many
         self._reactor = reactor
         self._slots = SlotAllocator(max_sockets)
         self._static = list(static)
@@ -136,6 +145,8 @@ class SocketRegistry(Service):
         self._max_retry_delay = max_retry_delay
         self._retry_call: IDelayedCall | None = None
         self._reopen_call: IDelayedCall | None = None
+        #: Whether some entry shows a planned retry (``next_retry``) to clear.
+        self._retries_shown = False
         #: Process faults (late workers) recorded meanwhile go into each reload's report.
         self._incidents = incidents if incidents is not None else Incidents()
         self.reloads = 0
@@ -237,31 +248,13 @@ class SocketRegistry(Service):
         await self._remove(plan.remove, report)
         not_updated = await self._update_all(plan.update, report)
         await self._open_all(plan.retry, plan.add, report)
-        report.kept = [s.socket_text for s in plan.keep]
-
-        # Keep the entries in table order, keyed by the newest definitions (a
-        # socket whose update failed keeps its old one, so the next reload retries).
-        entries: dict[SocketDef, SocketEntry] = {}
-        entry_of = self._entries.get
-        for sdef in wanted:
-            key = not_updated.get(sdef, sdef) if not_updated else sdef
-            entry = entry_of(key)
-            if entry is not None:
-                entries[key] = entry
-        self._entries = entries
-        for sdef, entry in self._entries.items():
-            entry.sdef = sdef
-        self._plan_reopen()
-        if (
-            not names
-            and not report.failed
-            and all(e.listener is not None for e in self._entries.values())
-        ):
+        report.kept = list(map(_socket_text, plan.keep))
+        self._entries = _in_table_order(self._entries, wanted, not_updated)
+        failing = self._plan_reopen()
+        if not names and not report.failed and not failing:
             # Host names may resolve otherwise next time, and failures are retried.
             self._settled = _Settled(
-                rows,
-                [entry.sdef.socket_text for entry in self._entries.values()],
-                list(report.rejected),
+                rows, list(map(_socket_text, self._entries)), list(report.rejected)
             )
         return self._finish(report, started, mark)
 
@@ -395,7 +388,7 @@ class SocketRegistry(Service):
             entry = SocketEntry(sdef, slot)
             self._entries[sdef] = entry
             entries.append(entry)
-        results: list[Listener | TwistedFailure] = await settle([self._open(e) for e in entries])
+        results = await self._open_entries(entries)
         opened: list[SocketEntry] = []
         for entry, value in zip(entries, results, strict=True):
             if not isinstance(value, TwistedFailure):
@@ -418,23 +411,28 @@ class SocketRegistry(Service):
                     )
         self._log_sockets("open", opened)
 
-    def _plan_reopen(self) -> None:
-        """Plan the next attempt at the sockets that failed to open (if any)."""
+    def _plan_reopen(self) -> int:
+        """Plan the next attempt at the sockets that failed to open (if any); how many."""
         if self._reopen_call is not None and self._reopen_call.active():
             self._reopen_call.cancel()
         self._reopen_call = None
-        failing = [e for e in self._entries.values() if not e.is_open]
-        for entry in self._entries.values():
-            entry.next_retry = None
+        entries = list(self._entries.values())
+        failing = _failing(entries)
+        if self._retries_shown:
+            for entry in entries:
+                entry.next_retry = None
+            self._retries_shown = False
         if not failing or not self.running:
-            return
+            return len(failing)
         # The newest failure sets the pace: a socket that just failed is retried soon.
         delay = retry_delay(
             min(e.attempts for e in failing), self._retry_delay, self._max_retry_delay
         )
         for entry in failing:
             entry.next_retry = delay
+        self._retries_shown = True
         self._reopen_call = self._reactor.callLater(delay, self._reopen)
+        return len(failing)
 
     def _reopen(self) -> None:
         self._reopen_call = None
@@ -444,10 +442,10 @@ class SocketRegistry(Service):
 
     async def _reopen_failed(self) -> None:
         """One more attempt at every socket that failed to open, between reloads."""
-        entries = [e for e in self._entries.values() if not e.is_open]
+        entries = _failing(list(self._entries.values()))
         if not entries or not self.running:
             return
-        results = await settle([self._open(e) for e in entries])
+        results = await self._open_entries(entries)
         for entry, value in zip(entries, results, strict=True):
             entry.attempts += 1
             if not isinstance(value, TwistedFailure):
@@ -473,6 +471,18 @@ class SocketRegistry(Service):
                 )
         self._plan_reopen()
 
+    def _open_entries(
+        self, entries: Sequence[SocketEntry]
+    ) -> Deferred[list[Listener | TwistedFailure]]:
+        """Open every entry's socket; each one's listener or failure, in order."""
+        if self._open_many is None or not entries:
+            return settle([self._open(e) for e in entries])
+        try:
+            return self._open_many([(e.sdef, e.slot) for e in entries])
+        except Exception:
+            failure = TwistedFailure()  # type: ignore[no-untyped-call]
+            return defer.succeed([failure] * len(entries))
+
     def _open(self, entry: SocketEntry) -> Deferred[Listener]:
         try:
             return self._opener(entry.sdef, entry.slot)
@@ -480,7 +490,9 @@ class SocketRegistry(Service):
             return defer.fail()
 
     async def _stop_listeners(self, listeners: Sequence[Listener]) -> None:
-        results = await settle([defer.maybeDeferred(lst.stop) for lst in listeners])
+        with collection_paused():  # hundreds of sockets: one collection after them
+            stopping = [defer.maybeDeferred(lst.stop) for lst in listeners]
+        results = await settle(stopping)
         for lst, value in zip(listeners, results, strict=True):
             if isinstance(value, TwistedFailure):
                 self.log.error(
@@ -520,6 +532,33 @@ class SocketRegistry(Service):
     def first(self, proto: str) -> Listener | None:
         """The first open socket of a protocol, in the order of `sipsock.socketindex`."""
         return first_in_order(self._static, self._dynamic_listeners(), of_proto(proto))
+
+
+def _failing(entries: list[SocketEntry]) -> list[SocketEntry]:
+    """The entries whose socket is not open (C-level: a reload of hundreds asks)."""
+    return list(compress(entries, map(is_, map(_listener_of, entries), repeat(None))))
+
+
+def _in_table_order(
+    current: dict[SocketDef, SocketEntry],
+    wanted: Sequence[SocketDef],
+    not_updated: dict[SocketDef, SocketDef],
+) -> dict[SocketDef, SocketEntry]:
+    """The entries in table order, keyed by the newest definitions, each entry's too.
+
+    A socket whose update failed keeps its old definition (so the next reload
+    retries); a wanted definition without an entry (no free slot) has none.
+    Equal definitions may differ in row id and text: each entry takes its key.
+    """
+    keys = [not_updated.get(s, s) for s in wanted] if not_updated else wanted
+    found: list[SocketEntry] = list(map(current.get, keys))  # type: ignore[arg-type]
+    if any(map(is_, found, repeat(None))):
+        present = list(map(is_not, found, repeat(None)))
+        keys, found = list(compress(keys, present)), list(compress(found, present))
+    entries = dict(zip(keys, found, strict=True))
+    for _ in map(setattr, found, repeat("sdef"), keys):
+        pass
+    return entries
 
 
 def _start_update(listener: Listener, sdef: SocketDef) -> Deferred[None]:

@@ -127,6 +127,7 @@ def _compose(
         max_sockets=settings.sockets_mgm.max_sockets,
         reactor=reactor,
         incidents=incidents,
+        open_many=openers.open_many,
     )
     dispatcher.directory = registry
     daemon = DaemonService(

@@ -8,15 +8,17 @@ socket that is not theirs, so that they can send through it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
 
 from sipsock.apps import Dispatcher
 from sipsock.apps.spec import AppSpec
 from sipsock.config import Settings
+from sipsock.deferreds import settle
 from sipsock.incidents import Incidents
 from sipsock.seams import ListenError
 from sipsock.sockdef import SocketDef
@@ -72,6 +74,42 @@ class SocketOpeners:
         if self.stream_pool is not None:
             return self.stream_pool.open(sdef, slot)  # type: ignore[return-value]
         return maybeDeferred(self.open_socket, sdef, slot).addCallback(self.book.track)
+
+    def open_many(
+        self, sockets: Sequence[tuple[SocketDef, int | None]]
+    ) -> Deferred[list[Listener | Failure]]:
+        """`open_dynamic` for each (definition, slot): one Deferred, each one's result in order.
+
+        The sockets of a pool are opened as one batch (`UdpWorkerPool.open_many`).
+        """
+        groups: dict[int, tuple[UdpWorkerPool | None, list[int]]] = {}
+        for index, (sdef, _) in enumerate(sockets):
+            pool = self._pool_of(sdef)
+            groups.setdefault(id(pool), (pool, []))[1].append(index)
+        waits: list[Deferred[Any]] = []
+        for pool, indexes in groups.values():
+            items = [sockets[i] for i in indexes]
+            if pool is not None:
+                waits.append(pool.open_many(items))
+            else:
+                waits.append(settle([self.open_dynamic(sdef, slot) for sdef, slot in items]))
+        results: list[Listener | Failure] = [None] * len(sockets)  # type: ignore[list-item]
+
+        def gathered(outcomes: list[Any]) -> list[Listener | Failure]:
+            for (_, indexes), outcome in zip(groups.values(), outcomes, strict=True):
+                # A group that failed as a whole: each of its sockets failed so.
+                each = [outcome] * len(indexes) if isinstance(outcome, Failure) else outcome
+                for index, result in zip(indexes, each, strict=True):
+                    results[index] = result
+            return results
+
+        return settle(waits).addCallback(gathered)
+
+    def _pool_of(self, sdef: SocketDef) -> UdpWorkerPool | None:
+        """The pool that serves ``sdef`` (None: this process)."""
+        if sdef.proto == "udp":
+            return self.dynamic_pool
+        return self.stream_pool
 
     def open_static(self, sdef: SocketDef) -> Listener:
         """Bind a static socket now (raises `ListenError`)."""

@@ -4,7 +4,10 @@ A reload changes hundreds of sockets in one turn; each worker should get one
 batch command per kind of change, not a round trip per socket. The queue
 has one typed lane per kind (adopt, update, release, announce, withdraw);
 each change gets its own Deferred, fired with its own result when its batch
-is done. `flush` runs the lanes in the order their first change was queued.
+is done, or a group of changes queued at once (`adopt_many`, `announce_many`)
+gets one Deferred, fired with the list of their results (a reload opens
+hundreds of sockets: a Deferred each cost more than the batch itself).
+`flush` runs the lanes in the order their first change was queued.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
@@ -49,29 +52,49 @@ class _Lane(Generic[T, R]):
 
     run: Callable[[list[T]], Awaitable[list[R | Failure]]]
     items: list[T] = field(default_factory=list)
-    waiters: list[Deferred[R]] = field(default_factory=list)
+    #: Who waits, in queue order: one item's Deferred (size None) or a group's (size n).
+    waiters: list[tuple[Deferred[Any], int | None]] = field(default_factory=list)
 
     def add(self, item: T) -> Deferred[R]:
         done: Deferred[R] = Deferred()
         self.items.append(item)
-        self.waiters.append(done)
+        self.waiters.append((done, None))
+        return done
+
+    def add_many(self, items: list[T]) -> Deferred[list[R | Failure]]:
+        """Queue ``items`` with one Deferred, fired with each one's result or `Failure`."""
+        done: Deferred[list[R | Failure]] = Deferred()
+        self.items.extend(items)
+        self.waiters.append((done, len(items)))
         return done
 
     def send(self) -> None:
-        """Run the batch of everything queued; each waiter gets its own result."""
+        """Run the batch of everything queued; each waiter gets its own result(s)."""
         items, waiters = self.items, self.waiters
         self.items, self.waiters = [], []
 
         def fire(results: list[R | Failure]) -> None:
-            for waiter, result in zip(waiters, results, strict=True):
+            if len(results) != len(items):
+                raise ValueError(f"{len(results)} results for {len(items)} changes")
+            start = 0
+            for waiter, size in waiters:
+                if size is not None:
+                    waiter.callback(results[start : start + size])
+                    start += size
+                    continue
+                result = results[start]
+                start += 1
                 if isinstance(result, Failure):
                     waiter.errback(result)
                 else:
                     waiter.callback(result)
 
         def fail(failure: Failure) -> None:
-            for waiter in waiters:
-                waiter.errback(failure)
+            for waiter, size in waiters:
+                if size is None:
+                    waiter.errback(failure)
+                else:
+                    waiter.callback([failure] * size)
 
         async def running() -> list[R | Failure]:
             return await self.run(items)
@@ -119,6 +142,12 @@ class ChangeQueue:
         """Have every live worker adopt ``listener``; fails with `ListenError` if refused."""
         return self._queue(self._adopt, listener)
 
+    def adopt_many(
+        self, listeners: list[PooledListener]
+    ) -> Deferred[list[PooledListener | Failure]]:
+        """`adopt` for each of ``listeners``, with one Deferred: each one's listener or failure."""
+        return self._queue_many(self._adopt, listeners)
+
     def update(self, listener: PooledListener) -> Deferred[None]:
         """Have every live worker apply ``listener``'s new definition."""
         return self._queue(self._update, listener)
@@ -131,6 +160,10 @@ class ChangeQueue:
         """Tell every live worker about a socket of the daemon it does not hold."""
         return self._queue(self._announce, entry)
 
+    def announce_many(self, entries: list[BookEntry]) -> Deferred[list[Failure | None]]:
+        """`announce` for each of ``entries``, with one Deferred."""
+        return self._queue_many(self._announce, entries)
+
     def withdraw(self, name: str) -> Deferred[None]:
         """Tell every live worker that the socket ``name`` is gone."""
         return self._queue(self._withdraw, name)
@@ -139,13 +172,26 @@ class ChangeQueue:
         if not lane.items:
             self._order.append(lane)
         done = lane.add(item)
+        self._flush_soon()
+        return done
+
+    def _queue_many(self, lane: _Lane[T, R], items: list[T]) -> Deferred[list[R | Failure]]:
+        if not items:
+            return succeed([])
+        if not lane.items:
+            self._order.append(lane)
+        done = lane.add_many(items)
+        self._flush_soon()
+        return done
+
+    def _flush_soon(self) -> None:
+        """Flush at the end of this turn (at once when no worker runs)."""
         if self._flush_call is not None and self._flush_call.active():
-            return done
+            return
         if self._live():
             self._flush_call = self.reactor.callLater(0, self.flush)
         else:
             self.flush()
-        return done
 
     def flush(self) -> None:
         """Send every queued change: the changes of one kind form one batch.

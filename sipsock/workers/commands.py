@@ -554,13 +554,24 @@ def definition_from_fields(data: object) -> SocketDef:
     return _read_definition(data)
 
 
+#: The fields of a definition, in the order `_well_formed` reads them.
+_FIELDS: Final = (
+    "proto",
+    "host",
+    "port",
+    "flags",
+    "text",
+    "advertised_host",
+    "advertised_port",
+    "tag",
+    "tos",
+    "row_id",
+)
+
+
 def _well_formed(data: dict[str, Any]) -> SocketDef | None:
     """The definition when every field has its type and range, else None."""
-    get = data.get
-    proto, host, port, flags, text = (get(k) for k in ("proto", "host", "port", "flags", "text"))
-    ahost, aport, tag, tos, row_id = (
-        get(k) for k in ("advertised_host", "advertised_port", "tag", "tos", "row_id")
-    )
+    proto, host, port, flags, text, ahost, aport, tag, tos, row_id = map(data.get, _FIELDS)
     if not (
         type(proto) is str
         and proto in _PROTOS
@@ -568,7 +579,7 @@ def _well_formed(data: dict[str, Any]) -> SocketDef | None:
         and type(port) is int
         and 0 <= port <= 65535
         and type(flags) is list
-        and all(type(f) is str and f in FLAG_NAMES for f in flags)
+        and (not flags or all(type(f) is str and f in FLAG_NAMES for f in flags))
         and type(text) is str
         and (ahost is None or type(ahost) is str)
         and (aport is None or (type(aport) is int and 1 <= aport <= 65535))

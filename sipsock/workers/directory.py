@@ -54,6 +54,9 @@ class BookSubscriber(Protocol):
     def announce(self, entry: BookEntry) -> Deferred[None]:
         """A socket was opened or updated; fires when every worker knows."""
 
+    def announce_many(self, entries: list[BookEntry]) -> Deferred[Any]:
+        """`announce` for each of ``entries``; fires when every worker knows them all."""
+
     def withdraw(self, name: str) -> Deferred[None]:
         """A socket is closing; fires when every worker knows."""
 
@@ -90,6 +93,17 @@ class SocketBook:
         self._listeners[entry.name] = listener
         (self._static if static else self._dynamic)[entry.name] = entry
         return wait_all([s.announce(entry) for s in self._subscribers])
+
+    def put_many(self, listeners: list[Listener], *, static: bool = False) -> Deferred[None]:
+        """`put` for each of ``listeners`` (in order), with one wait for them all."""
+        entries = [BookEntry(listener.sdef, listener.slot, static) for listener in listeners]
+        recorded = self._listeners
+        book = self._static if static else self._dynamic
+        for entry, listener in zip(entries, listeners, strict=True):
+            name = entry.sdef.socket_text
+            recorded[name] = listener
+            book[name] = entry
+        return wait_all([s.announce_many(entries) for s in self._subscribers])
 
     def drop(self, listener: Listener) -> Deferred[None]:
         """Forget ``listener`` (when it is the one recorded under its name)."""

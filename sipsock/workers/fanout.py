@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipsock.deferreds import all_or_first_failure, settle
+from sipsock.gcpause import collection_paused
 from sipsock.seams import ListenError
 from sipsock.transport.sockopts import bind_member
 from sipsock.workers.commands import (
@@ -75,12 +76,12 @@ class SocketFanOut:
         """Every live worker adopts ``listeners``; a listener refused by one is released."""
         processes = self.supervisor.processes()
         encoded: dict[int, bytes] = {}  # each socket's item, encoded for the first worker
-        answers = await settle(
-            [
+        with collection_paused():  # every socket encoded and sent: one collection after
+            sending = [
                 self.adopt_many(process, _rotated(listeners, index, len(processes)), encoded)
                 for index, process in enumerate(processes)
             ]
-        )
+        answers = await settle(sending)
         refused: dict[int, str] = {}
         for process, answer in zip(processes, answers, strict=True):
             if isinstance(answer, Failure):

@@ -31,6 +31,7 @@ import itertools
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from typing import Any, Final
 
 from twisted.application.service import Service
@@ -42,6 +43,7 @@ from twisted.python.failure import Failure
 from sipsock.apps.spec import AppSpec, freeze
 from sipsock.config import UDP_BALANCE_MODES, default_settings
 from sipsock.deferreds import all_or_first_failure
+from sipsock.gcpause import collection_paused
 from sipsock.incidents import Incidents
 from sipsock.scaling import ScalingRule
 from sipsock.seams import ListenError
@@ -299,6 +301,42 @@ class UdpWorkerPool(Service):
             return defer.fail()
         return self._adopt_and_announce(listener)
 
+    def open_many(
+        self, sockets: Sequence[tuple[SocketDef, int | None]]
+    ) -> Deferred[list[PooledListener | Failure]]:
+        """`open` for each (definition, slot), with one Deferred for them all.
+
+        Fires with each socket's listener, or its `Failure` (`ListenError`),
+        in the order given. The sockets travel to the workers in the same
+        `AdoptSockets` batches as they would one by one; only the waiting is
+        counted once for the batch, not once per socket.
+        """
+        results: list[PooledListener | Failure] = []
+        bound: list[PooledListener] = []
+        bind = self.bind
+        with collection_paused():  # hundreds of sockets: one collection after them
+            for sdef, slot in sockets:
+                try:
+                    listener = bind(sdef, slot)
+                except ListenError:
+                    results.append(Failure())  # type: ignore[no-untyped-call]
+                    continue
+                results.append(listener)
+                bound.append(listener)
+            if not bound:
+                return defer.succeed(results)
+            adopting = self.changes.adopt_many(bound)
+            announcing = self.book.put_many(bound)  # type: ignore[arg-type]
+
+        def adopted(outcomes: list[PooledListener | Failure]) -> Any:
+            each = iter(outcomes)
+            final = [r if r.__class__ is Failure else next(each) for r in results]
+            if announcing.called:
+                return final  # announced first (the usual order)
+            return announcing.addCallback(lambda _: final)
+
+        return adopting.addCallback(adopted)
+
     def _adopt_and_announce(self, listener: PooledListener) -> Deferred[PooledListener]:
         """Adoption, and announcement to the other pools, in the same turn; fires when done.
 
@@ -451,6 +489,14 @@ class UdpWorkerPool(Service):
         if entry.name in self._names:
             return defer.succeed(None)
         return self.changes.announce(entry)
+
+    def announce_many(self, entries: list[BookEntry]) -> Deferred[Any]:
+        """`announce` for each of ``entries`` (batched with the turn's), with one Deferred."""
+        names = self._names
+        others = [entry for entry in entries if entry.name not in names]
+        if not others:
+            return defer.succeed(None)
+        return self.changes.announce_many(others)
 
     def withdraw(self, name: str) -> Deferred[None]:
         """Tell every worker another socket of the daemon is gone (batched with the turn's).

@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from sipsock.apps.spec import AppSpec, SpecError, build_dispatcher, freeze
 from sipsock.config import LOG_LEVELS, default_settings
 from sipsock.deferreds import wait_all
+from sipsock.gcpause import collection_paused
 from sipsock.logevents import at_least, parse_level
 from sipsock.logs import worker_observer
 from sipsock.seams import ListenError, MessageSink
@@ -315,6 +316,10 @@ class WorkerProtocol(amp.AMP):
 
     @AdoptSockets.responder
     def adopt_sockets(self, sockets: bytes, fds: list[int]) -> dict[str, Any]:
+        with collection_paused():  # a batch of sockets: one collection after it
+            return self._adopt_sockets(sockets, fds)
+
+    def _adopt_sockets(self, sockets: bytes, fds: list[int]) -> dict[str, Any]:
         try:
             adoptions = decode_adoptions(sockets)
             if len(adoptions) != len(fds):
@@ -370,7 +375,8 @@ class WorkerProtocol(amp.AMP):
 
     @ReleaseSockets.responder
     def release_sockets(self, keys: list[int]) -> Deferred[dict[str, Any]]:
-        waits = [self.worker.release(key) for key in keys]
+        with collection_paused():  # a batch of sockets: one collection after it
+            waits = [self.worker.release(key) for key in keys]
         return wait_all(waits).addCallback(lambda _: {})
 
     @SendDatagram.responder

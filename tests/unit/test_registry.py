@@ -20,6 +20,9 @@ from sipsock.transport import ListenError
 
 
 class Harness:
+    #: Whether the registry is given a batch opener too (every test runs both ways).
+    batch = False
+
     def __init__(self, max_sockets: int = 10, static: tuple[FakeListener, ...] = ()) -> None:
         self.clock = task.Clock()
         self.store = FakeStore()
@@ -27,6 +30,8 @@ class Harness:
         self.refuse: dict[str, str] = {}
         self.names: dict[str, list[str]] = {}
         self.opens = 0
+        #: Sizes of the batches given to the batch opener.
+        self.batches: list[int] = []
         self.registry = SocketRegistry(
             self.store,
             self.open,
@@ -34,7 +39,16 @@ class Harness:
             reactor=self.clock,
             static=list(static),
             resolver=self.resolve,
+            open_many=self.open_many if self.batch else None,
         )
+
+    def open_many(self, sockets: Any) -> Deferred[list[Any]]:
+        """A batch opener: each socket as `open` would, with one Deferred."""
+        self.batches.append(len(sockets))
+        results: list[Any] = []
+        for sdef, slot in sockets:
+            self.open(sdef, slot).addBoth(results.append)
+        return defer.succeed(results)
 
     def open(self, sdef: SocketDef, slot: int | None) -> Deferred[Any]:
         self.opens += 1
@@ -57,6 +71,12 @@ class Harness:
         if isinstance(result[0], Failure):
             result[0].raiseException()
         return result[0]
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["one-by-one", "batch"])
+def batch_opener(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(Harness, "batch", request.param)
+    return cast(bool, request.param)
 
 
 def test_reload_opens_rows_in_table_order_in_fifo_slots() -> None:
@@ -535,3 +555,51 @@ def test_a_socket_failing_at_every_reload_and_a_many_address_host_are_logged_onc
         assert logged("has {count} addresses") == 2
     finally:
         globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+
+
+def test_a_batch_opener_gets_every_socket_of_a_reload_in_one_call_and_its_failures_count(
+    batch_opener: bool,
+) -> None:
+    h = Harness()
+    for port in (5070, 5071, 5072):
+        h.store.add(f"udp:127.0.0.1:{port}")
+    h.refuse["udp:127.0.0.1:5071"] = "Address already in use"
+    h.registry.startService()  # the initial load
+    report = h.registry.last_report
+    assert report is not None
+    assert report.added == ["udp:127.0.0.1:5070", "udp:127.0.0.1:5072"]
+    assert [(f.socket, f.reason) for f in report.failed] == [
+        ("udp:127.0.0.1:5071", "Address already in use")
+    ]
+    assert [(e.sdef.port, e.slot, e.is_open, e.error) for e in h.registry.entries] == [
+        (5070, 0, True, None),
+        (5071, 1, False, "Address already in use"),
+        (5072, 2, True, None),
+    ]
+    assert h.batches == ([3] if batch_opener else [])
+    # The retry of the failed socket goes through the batch opener too.
+    del h.refuse["udp:127.0.0.1:5071"]
+    h.clock.advance(60)
+    assert all(e.is_open for e in h.registry.entries)
+    assert h.batches == ([3, 1] if batch_opener else [])
+    h.registry.stopService()
+
+
+def test_a_batch_opener_that_raises_fails_every_socket_of_the_batch_and_keeps_the_others() -> None:
+    h = Harness()
+    h.store.add("udp:127.0.0.1:5070")
+    h.reload()
+
+    def broken(sockets: Any) -> Deferred[list[Any]]:
+        raise RuntimeError("opener broken")
+
+    h.registry._open_many = broken
+    h.store.add("udp:127.0.0.1:5071")
+    h.store.add("udp:127.0.0.1:5072")
+    report = h.reload()
+    assert report.kept == ["udp:127.0.0.1:5070"]
+    assert [(f.socket, f.reason) for f in report.failed] == [
+        ("udp:127.0.0.1:5071", "opener broken"),
+        ("udp:127.0.0.1:5072", "opener broken"),
+    ]
+    assert [e.is_open for e in h.registry.entries] == [True, False, False]

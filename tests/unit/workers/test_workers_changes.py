@@ -85,3 +85,39 @@ def test_with_no_live_worker_a_change_is_carried_out_at_once() -> None:
     assert results == ["a1"]
     assert handler.batches == [("adopt", ["a1"])]
     assert clock.getDelayedCalls() == []
+
+
+def test_a_group_of_changes_has_one_deferred_with_each_result_in_place() -> None:
+    handler, clock = Recorder(), MemoryReactorClock()
+    queue = ChangeQueue(handler, reactor=clock, live=lambda: True)
+    entry = BookEntry(parse_row(1, "tcp:127.0.0.1:5060"), None, False)
+    results: dict[str, Any] = {}
+    queue.adopt("a0").addBoth(recorder(results, "a0"))  # type: ignore[arg-type]
+    queue.adopt_many(["a1", "bad", "a2"]).addBoth(recorder(results, "group"))  # type: ignore[list-item]
+    queue.adopt("a3").addBoth(recorder(results, "a3"))  # type: ignore[arg-type]
+    queue.announce_many([entry]).addBoth(recorder(results, "announced"))
+    queue.adopt_many([]).addBoth(recorder(results, "empty"))
+    assert results == {"empty": []}  # nothing to wait for
+    clock.advance(0)
+    # One batch per kind, in queue order, groups and single changes alike.
+    assert handler.batches == [("adopt", ["a0", "a1", "bad", "a2", "a3"]), ("announce", [entry])]
+    first, bad, last = results["group"]
+    assert (first, last) == ("a1", "a2")
+    assert isinstance(bad, Failure) and bad.check(ValueError)
+    assert (results["a0"], results["a3"], results["announced"]) == ("a0", "a3", [None])
+
+
+def test_a_batch_that_fails_whole_fails_each_change_of_a_group() -> None:
+    handler, clock = Recorder(), MemoryReactorClock()
+
+    async def broken(listeners: list[Any]) -> list[Any]:
+        raise ConnectionError("every worker gone")
+
+    handler.adopt_all = broken  # type: ignore[method-assign]
+    queue = ChangeQueue(handler, reactor=clock, live=lambda: True)
+    results: dict[str, Any] = {}
+    queue.adopt_many(["a1", "a2"]).addBoth(recorder(results, "group"))  # type: ignore[list-item]
+    queue.adopt("a3").addBoth(recorder(results, "a3"))  # type: ignore[arg-type]
+    clock.advance(0)
+    assert [f.check(ConnectionError) for f in results["group"]] == [ConnectionError] * 2
+    assert isinstance(results["a3"], Failure) and results["a3"].check(ConnectionError)

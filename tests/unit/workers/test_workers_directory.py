@@ -32,6 +32,10 @@ class Subscriber:
         self.events.append(("announce", entry))
         return defer.succeed(None)
 
+    def announce_many(self, entries: list[BookEntry]) -> Deferred[None]:
+        self.events.append(("announce_many", entries))
+        return defer.succeed(None)
+
     def withdraw(self, name: str) -> Deferred[None]:
         self.events.append(("withdraw", name))
         return defer.succeed(None)
@@ -55,6 +59,23 @@ def test_book_lists_static_sockets_first_and_tells_subscribers() -> None:
     assert book.find("udp:127.0.0.1:5070") is None
     assert [kind for kind, _ in subscriber.events] == ["announce", "announce", "withdraw"]
     assert subscriber.events[0][1] == BookEntry(dynamic.sdef, 3, False)
+
+
+def test_put_many_records_each_in_order_and_tells_each_subscriber_once() -> None:
+    book = SocketBook()
+    subscriber = Subscriber()
+    book.subscribe(subscriber)
+    static = FakeListener(row("udp:127.0.0.1:5060"))
+    book.put(static, static=True)
+    first = FakeListener(row("udp:127.0.0.1:5071"), 3)
+    second = FakeListener(row("tcp:127.0.0.1:5070"), 4)
+    done: list[Any] = []
+    book.put_many([first, second]).addBoth(done.append)
+    assert done == [None]
+    entries = [BookEntry(first.sdef, 3, False), BookEntry(second.sdef, 4, False)]
+    assert subscriber.events[1:] == [("announce_many", entries)]
+    assert book.entries() == [BookEntry(static.sdef, None, True), *entries]
+    assert book.find("tcp:127.0.0.1:5070") is second
 
 
 def test_book_ignores_the_drop_of_a_listener_it_replaced() -> None:
@@ -194,6 +215,11 @@ class Forward:
 
     def announce(self, entry: BookEntry) -> Deferred[None]:
         self.directory.announce(entry)
+        return defer.succeed(None)
+
+    def announce_many(self, entries: list[BookEntry]) -> Deferred[None]:
+        for entry in entries:
+            self.directory.announce(entry)
         return defer.succeed(None)
 
     def withdraw(self, name: str) -> Deferred[None]:

@@ -447,3 +447,58 @@ def test_released_sockets_are_withdrawn_then_closed_by_the_workers_then_in_this_
     assert stopped == [None, None, None]
     assert all(port_is_free(port, udp=True) for port in ports)
     assert pool.sockets == {} and book.entries() == []
+
+
+def test_open_many_binds_each_adopts_in_one_batch_and_answers_each_in_place() -> None:
+    """A batch open: a port in use and a refused socket fail alone, in their places;
+    the others are adopted in one batch per worker and announced to the other pools
+    before the batch answers."""
+    book = SocketBook()
+    clock = MemoryReactorClock()
+    first, second = FakeWorker(), FakeWorker()
+    pool = UdpWorkerPool(2, "dynamic", None, book=book, reactor=clock)
+    other = UdpWorkerPool(1, "static", None, book=book, reactor=clock)
+    elsewhere = FakeWorker()
+    for owner, seat, fake in (
+        (pool, pool.seats[0], first),
+        (pool, pool.seats[1], second),
+        (other, other.seats[0], elsewhere),
+    ):
+        process = WorkerProcess(owner.supervisor, seat)
+        process.amp = fake  # type: ignore[assignment]
+        process.connected = True
+        seat.process = process
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    busy = taken.getsockname()[1]
+    good, refused, last = free_port(), free_port(), free_port()
+    second.refuse = frozenset({refused})
+    ports = [good, busy, refused, last]
+    results: list[Any] = []
+    try:
+        pool.open_many(
+            [(parse_row(slot, f"udp:127.0.0.1:{port}"), slot) for slot, port in enumerate(ports)]
+        ).addBoth(results.append)
+        assert results == []  # sent on the next turn, all together
+        turns(clock)
+    finally:
+        taken.close()
+    [answer] = results
+    assert [type(r) for r in answer] == [PooledListener, Failure, Failure, PooledListener]
+    assert (answer[0].sdef.port, answer[3].sdef.port) == (good, last)
+    assert isinstance(answer[1].value, ListenError)
+    assert "in use" in answer[1].value.reason
+    assert answer[2].value.reason == f"UDP worker dynamic/2 refused it: port {refused} refused"
+    for fake in (first, second):
+        [adopt] = fake.sent(AdoptSockets)
+        assert sorted(port for _, port in adopted_ports(adopt["sockets"])) == sorted(
+            [good, refused, last]
+        )
+    # The other pool's worker learnt every socket bound, in order (the refused one withdrawn).
+    assert announced(elsewhere) == [f"udp:127.0.0.1:{p}" for p in (good, refused, last)]
+    assert [lst.sdef.port for lst in pool.sockets.values()] == [good, last]
+    assert port_is_free(refused, udp=True)
+    for listener in (answer[0], answer[3]):
+        listener.stop()
+    turns(clock)
+    assert all(port_is_free(port, udp=True) for port in (good, last))
