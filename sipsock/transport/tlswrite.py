@@ -127,8 +127,11 @@ class ReadBatchingTLSProtocol(TLSMemoryBIOProtocol):
                     break
                 if not self._aborted:
                     self.wrappedProtocol.dataReceived(data)
-        # What the read made OpenSSL send (handshake messages, alerts).
-        self._flushSendBIO()
+        # What the read made OpenSSL send (handshake messages, alerts). When
+        # answers are held (and will be written: not closing), their write at
+        # the end of the read takes it along, in the same order, in one flush.
+        if not self._held_plaintext or self.disconnecting:
+            self._flushSendBIO()
 
     def _write(self, data: bytes) -> None:
         """Twisted's ``_write`` (a record at a time, flushed after each), through `tlsbio`."""
@@ -144,6 +147,8 @@ class ReadBatchingTLSProtocol(TLSMemoryBIOProtocol):
                 sent = tlsbio.write(self._tlsConnection, piece)
             except WantReadError:
                 self._bufferedWrite(data[done:])
+                # What OpenSSL has to send meanwhile (the read's output, too).
+                self._flushSendBIO()
                 break
             except Error:
                 self._tlsShutdownFinished(Failure())

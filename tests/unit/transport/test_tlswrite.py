@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from sipsock.config import LimitSettings, TLSDomainSettings
 from sipsock.seams import Origin
 from sipsock.sockdef import parse_row
+from sipsock.transport import tlsbio
 from sipsock.transport.backpressure import OutputGauge
 from sipsock.transport.stream import StreamListener
 from sipsock.transport.tls import TLSDomains
@@ -252,3 +253,27 @@ def test_a_corrupt_record_closes_the_connection_naming_the_tls_reason(tmp_path: 
             made.client.read(100)
     finally:
         made.theirs.close()
+
+
+def test_a_read_with_answers_takes_the_ciphertext_out_of_openssl_once(
+    pair: _Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answers' write takes along whatever the read made OpenSSL send: no
+    # separate (empty) flush after the read.
+    drained: list[bool] = []
+    drain = tlsbio.drain
+
+    def counted(connection: Any) -> bytes | None:
+        data = drain(connection)
+        drained.append(data is not None)
+        return data
+
+    monkeypatch.setattr(tlsbio, "drain", counted)
+    pair.client.write(BARE_MESSAGE)
+    pair.pump()
+    assert pair.read_plain() == ANSWER
+    assert drained == [True]
+    # A read without an answer (a partial message) still looks once.
+    pair.client.write(BARE_MESSAGE[:10])
+    pair.pump()
+    assert drained == [True, False]
