@@ -89,10 +89,14 @@ def direct_calls(connection: object) -> bool:
 def _quiet(connection: Any) -> bool:
     """No OpenSSL callback (verify, ALPN, OCSP) left an exception for the next call to raise."""
     context = connection._context
-    for helper in (context._verify_helper, context._alpn_select_helper, context._ocsp_helper):
-        if helper is not None and helper._problems:
-            return False
-    return True
+    helper = context._verify_helper
+    if helper is not None and helper._problems:
+        return False
+    helper = context._alpn_select_helper
+    if helper is not None and helper._problems:
+        return False
+    helper = context._ocsp_helper
+    return helper is None or not helper._problems
 
 
 def feed(connection: Any, data: Buffer) -> None:
