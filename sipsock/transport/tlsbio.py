@@ -4,7 +4,7 @@
 Twisted's TLS layer (`twisted.protocols.tls.TLSMemoryBIOProtocol`) drives a
 pyOpenSSL `SSL.Connection` through ``bio_write``, ``recv``, ``send`` and
 ``bio_read``. Each of those costs 1.5-3.5 µs of Python around a C call of
-well under a microsecond (a zeroed 32 KiB buffer per read, a context
+well under a microsecond (a new 32 KiB buffer per read, a context
 manager per write, three callback-helper checks and an error lookup per
 call), and "nothing more to read" and "nothing to send" are exceptions
 (`WantReadError`), raised at least twice for every message read.
@@ -19,9 +19,13 @@ path on the same result, so it raises exactly what ``recv``, ``send``,
 
 `direct_calls` says whether a connection can be driven this way (a
 pyOpenSSL connection with memory BIOs, and a pyOpenSSL whose internals are
-the ones relied on); the TLS layer (`sipsock.transport.tlswrite`) falls back
-to pyOpenSSL's methods otherwise. The reactor thread is the only caller, so
-one read buffer serves every connection (its bytes are copied out at once).
+the ones relied on: ``_ssl``, ``_into_ssl``, ``_from_ssl``, the context's
+callback helpers, ``_raise_ssl_error`` and ``_handle_bio_errors``); the TLS
+layer (`sipsock.transport.tlswrite`) falls back to pyOpenSSL's methods
+otherwise. The unit tests fail when a pyOpenSSL release leaves this path
+unused or answers differently (tests/unit/transport/test_tlsbio.py). The
+reactor thread is the only caller, so one read buffer serves every
+connection (its bytes are copied out at once).
 """
 
 from __future__ import annotations
