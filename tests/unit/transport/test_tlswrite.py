@@ -18,11 +18,13 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from sipsock.config import LimitSettings, TLSDomainSettings
 from sipsock.seams import Origin
 from sipsock.sockdef import parse_row
+from sipsock.transport import tlsbio
 from sipsock.transport.backpressure import OutputGauge
 from sipsock.transport.stream import StreamListener
 from sipsock.transport.tls import TLSDomains
@@ -184,3 +186,94 @@ def test_held_plaintext_counts_as_pending_output() -> None:
         _held_plaintext = [b"abc", b"de"]
 
     assert OutputGauge(Tls()).read() == (5 + 6 + 3, 6)
+
+
+def test_a_read_and_its_answer_make_no_pyopenssl_call_and_raise_no_want_read(
+    pair: _Pair,
+) -> None:
+    # The OpenSSL calls of a read go through tlsbio: no pyOpenSSL method, whose
+    # "nothing more to read" and "nothing to send" are WantReadError exceptions.
+    made: list[str] = []
+    connection = pair.tls._tlsConnection
+    for name in ("recv", "read", "send", "write", "bio_read", "bio_write"):
+        method = getattr(connection, name)
+
+        def called(*args: Any, _name: str = name, _method: Any = method) -> Any:
+            made.append(_name)
+            return _method(*args)
+
+        setattr(connection, name, called)
+    pair.client.write(BARE_MESSAGE)
+    pair.pump()
+    pair.client.write(BARE_MESSAGE)
+    pair.pump()
+    assert len(pair.sink.messages) == 2
+    assert pair.read_plain() == ANSWER + ANSWER
+    assert made == []
+
+
+def test_a_long_write_leaves_in_records_the_client_reads_whole(pair: _Pair) -> None:
+    connection = next(iter(pair.listener.connections.values()))
+    long = b"SIP/2.0 200 OK\r\nX: " + b"x" * 40000 + b"\r\nContent-Length: 0\r\n\r\n"
+    connection.reply(long)
+    received = b""
+    for _ in range(10):
+        received += pair.read_plain()
+        if len(received) >= len(long):
+            break
+    assert received == long
+
+
+def test_the_peers_close_notify_is_answered_with_ours(pair: _Pair) -> None:
+    pair.client.write(BARE_MESSAGE)
+    pair.pump()
+    assert pair.read_plain() == ANSWER
+    with pytest.raises(ssl.SSLWantReadError):
+        pair.client.unwrap()
+    pair.pump()
+    pair.client.unwrap()  # the server's close_notify arrived: no error, no waiting
+
+
+def test_a_corrupt_record_closes_the_connection_naming_the_tls_reason(tmp_path: Path) -> None:
+    made = _Pair(tmp_path)
+    try:
+        made.client.write(BARE_MESSAGE)
+        data = bytearray(made.outgoing.read())
+        data[-3] ^= 0x55
+        with capturedLogs() as events:
+            made.tls.dataReceived(bytes(data))
+            made.tcp.connectionLost(Failure(ConnectionDone()))
+        assert made.sink.messages == []
+        text = " ".join(formatEvent(event) for event in events)
+        assert "closed: TLS error: " in text
+        assert "bad record mac" in text
+        # The server's alert reached the client.
+        made.receive()
+        with pytest.raises(ssl.SSLError):
+            made.client.read(100)
+    finally:
+        made.theirs.close()
+
+
+def test_a_read_with_answers_takes_the_ciphertext_out_of_openssl_once(
+    pair: _Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answers' write takes along whatever the read made OpenSSL send: no
+    # separate (empty) flush after the read.
+    drained: list[bool] = []
+    drain = tlsbio.drain
+
+    def counted(connection: Any) -> bytes | None:
+        data = drain(connection)
+        drained.append(data is not None)
+        return data
+
+    monkeypatch.setattr(tlsbio, "drain", counted)
+    pair.client.write(BARE_MESSAGE)
+    pair.pump()
+    assert pair.read_plain() == ANSWER
+    assert drained == [True]
+    # A read without an answer (a partial message) still looks once.
+    pair.client.write(BARE_MESSAGE[:10])
+    pair.pump()
+    assert drained == [True, False]
