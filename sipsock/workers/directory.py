@@ -268,6 +268,14 @@ class WorkerDirectory:
             del self._local[name]
             self.withdraw(name)
 
+    def held(self, name: str) -> Listener | None:
+        """The socket named ``name`` when this worker holds it."""
+        return self._local.get(name)
+
+    def is_static(self, name: str) -> bool:
+        """Whether ``name`` is one of the daemon's static sockets (``[core] listen``)."""
+        return name in self._static
+
     # --- SocketDirectory ---------------------------------------------------------
 
     def by_tag(self, tag: str) -> Listener | None:
