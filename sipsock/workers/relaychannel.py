@@ -32,7 +32,9 @@ It is bounded: when the other process does not read (stuck, or slow) and
 `MAX_UNSENT` bytes wait in this process, or reads and does not answer and
 `MAX_WAITING` batches wait for their answer, a new batch is refused with a
 reason naming the channel (its messages fail, and the caller counts and
-reports them as drops) instead of growing memory without bound. A frame
+reports them as drops) instead of growing memory without bound; the first
+refusal of a run is logged with the sockets of the dropped batch, and the
+first batch accepted again says how many were dropped meanwhile. A frame
 longer than `MAX_FRAME`, or of an unknown kind, closes the channel with a
 logged reason (the other side is not a sipsock process of this version).
 """
@@ -48,7 +50,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sipsock.workers.commands import WorkerError
+from sipsock.workers.commands import WorkerError, decode_relays
 from sipsock.workers.directwrite import write_at_once
 
 #: Payload length, kind, sequence number.
@@ -103,6 +105,8 @@ class RelayChannel(Protocol):
         #: Batches sent and received (for measurements and tests).
         self.sent = 0
         self.received = 0
+        #: Batches refused since the last one accepted (over a bound).
+        self.refused = 0
 
     def connectionMade(self) -> None:
         write_at_once(self.transport)
@@ -130,15 +134,23 @@ class RelayChannel(Protocol):
             return _failed(f"{self.label} is closed ({reason})")
         unsent = unsent_bytes(transport)
         if unsent + len(payload) > self._max_unsent:
-            return _failed(
-                f"{self.label}: {unsent} bytes not yet taken by the other process "
-                f"(limit {self._max_unsent}): batch of {len(payload)} bytes dropped"
+            return self._refuse_batch(
+                payload,
+                f"{unsent} bytes not yet taken by the other process (limit {self._max_unsent})",
             )
         if len(self._waiting) >= self._max_waiting:
-            return _failed(
-                f"{self.label}: {len(self._waiting)} batches wait for the other process's "
-                f"answer (limit {self._max_waiting}): batch of {len(payload)} bytes dropped"
+            return self._refuse_batch(
+                payload,
+                f"{len(self._waiting)} batches wait for the other process's answer "
+                f"(limit {self._max_waiting})",
             )
+        if self.refused:
+            self.log.info(
+                "{channel}: sending again, after {count} batch(es) dropped",
+                channel=self.label,
+                count=self.refused,
+            )
+            self.refused = 0
         sequence = self._next
         self._next = (sequence + 1) & 0xFFFFFFFF
         waiter: Deferred[bytes] = Deferred()
@@ -146,6 +158,22 @@ class RelayChannel(Protocol):
         self.sent += 1
         transport.write(FRAME_HEAD.pack(len(payload), BATCH, sequence) + payload)
         return waiter
+
+    def _refuse_batch(self, payload: bytes, why: str) -> Deferred[bytes]:
+        """Drop a batch over a bound: its messages fail with the reason (the first logged)."""
+        reason = f"{self.label}: {why}: batch of {len(payload)} bytes dropped"
+        if not self.refused:
+            try:
+                names = sorted({message.socket for message in decode_relays(payload)})
+            except WorkerError:
+                names = []
+            self.log.warn(
+                "socket {socket}: {reason} (later batches are dropped too until it reads)",
+                socket=", ".join(names[:3]) + (", ..." if len(names) > 3 else ""),
+                reason=reason,
+            )
+        self.refused += 1
+        return _failed(reason)
 
     def dataReceived(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.unix import Server
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from sipsock.workers.commands import (
@@ -27,7 +28,7 @@ from sipsock.workers.commands import (
     encode_failures,
     encode_relays,
 )
-from sipsock.workers.relaychannel import FRAME_HEAD, RelayChannel
+from sipsock.workers.relaychannel import FRAME_HEAD, RelayChannel, unsent_bytes
 
 PEER = ("127.0.0.1", 5080)
 
@@ -156,22 +157,43 @@ def test_a_closed_channel_fails_what_waits_and_refuses_more(ends: tuple[End, End
 
 
 def test_output_to_a_process_that_does_not_read_is_bounded(ends: tuple[End, End]) -> None:
-    worker, _control = ends
+    worker, control = ends
     limit = 256 * 1024
     worker.channel._max_unsent = limit
     data = b"x" * 4096
     refused: WorkerError | None = None
-    for _ in range(10_000):  # the socket pair takes a few hundred KiB; then the limit
-        result = outcome(worker.channel.call(batch(data)))
-        if isinstance(result, WorkerError):
-            refused = result
-            break
-    assert refused is not None, "batches were queued without a bound"
+    with capturedLogs() as events:
+        for _ in range(10_000):  # the socket pair takes a few hundred KiB; then the limit
+            result = outcome(worker.channel.call(batch(data)))
+            if isinstance(result, WorkerError):
+                refused = result
+                break
+        assert refused is not None, "batches were queued without a bound"
+        again = outcome(worker.channel.call(batch(data)))
+        assert isinstance(again, WorkerError)
     assert refused.reason.startswith("relay channel to the control process: ")
     assert f"(limit {limit})" in refused.reason
     transport: Any = worker.transport
     queued = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     assert queued <= limit
+    # One line for the run of refusals, naming the socket and the reason.
+    lines = [formatEvent(event) for event in events if event["log_level"] == LogLevel.warn]
+    assert lines == [
+        f"socket tcp:127.0.0.1:5071: {refused.reason} "
+        "(later batches are dropped too until it reads)"
+    ]
+    for _ in range(1000):  # the other process reads at last, and the queue drains
+        control.read()
+        transport.doWrite()
+        if unsent_bytes(transport) == 0:
+            break
+    assert unsent_bytes(transport) == 0
+    with capturedLogs() as events:
+        accepted = worker.channel.call(batch(data))
+    assert outcome(accepted) is None  # sent, waiting for its answer
+    assert [formatEvent(event) for event in events] == [
+        "relay channel to the control process: sending again, after 2 batch(es) dropped"
+    ]
 
 
 @pytest.mark.parametrize(
