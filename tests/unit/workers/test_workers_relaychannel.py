@@ -223,3 +223,41 @@ def test_a_frame_split_across_reads_is_read_whole(ends: tuple[End, End]) -> None
     for byte in range(len(frame)):
         control.channel.dataReceived(frame[byte : byte + 1])
     assert [[m.data for m in b] for b in control.served] == [[b"split"]]
+
+
+def test_a_delayed_acknowledgement_rides_with_the_next_frame_or_goes_after_the_delay() -> None:
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    worker = End(a, "relay channel to stream worker stream/1")
+    stream = End(b, "relay channel to dynamic/1", ack_delay=0.01, clock=clock)
+    try:
+        refused = worker.channel.call(batch(b"refuse"))
+        first = worker.channel.call(batch(b"INVITE"))
+        stream.read()
+        worker.read()
+        assert outcome(first) is None  # sent in full: its answer waits
+        assert decode_failures(outcome(refused)) == {0: "refused"}  # a failure: at once
+        back = stream.channel.call(batch(b"200"))  # the next frame carries the answer
+        worker.read()
+        assert decode_failures(outcome(first)) == {}
+        stream.read()  # the worker's answer to "200" waits (no delay on this end)
+        assert decode_failures(outcome(back)) == {}
+        second = worker.channel.call(batch(b"ACK"))
+        stream.read()
+        worker.read()
+        assert outcome(second) is None
+        clock.advance(0.01)  # no other frame: it goes alone after the delay
+        worker.read()
+        assert decode_failures(outcome(second)) == {}
+        third = worker.channel.call(batch(b"BYE"))
+        stream.read()
+        stream.close()  # the stream worker dies with the answer held
+        worker.read()
+        error = outcome(third)
+        assert isinstance(error, WorkerError)
+        assert "closed" in error.reason
+    finally:
+        worker.close()
+        stream.close()
