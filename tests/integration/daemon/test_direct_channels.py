@@ -119,3 +119,27 @@ def test_calls_go_through_again_once_killed_stream_workers_are_replaced(
     uas = callee(proxy, uas_port, calls=20)
     after = call(proxy, port_a, 20)
     assert_all_calls((after, uas.wait()), 20, proxy)
+
+
+def test_calls_go_through_again_once_a_killed_udp_worker_is_replaced(
+    daemon_factory: DaemonFactory, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The stream workers' channels to the dead UDP worker close; its replacement gets new ones."""
+    proxy, port_a, uas_port = proxy_udp_to_tcp(daemon_factory, sqlite_url, tmp_path)
+    uas = callee(proxy, uas_port, calls=5 + 20)
+    before = call(proxy, port_a, 5)
+    assert (before.successful, before.failed) == (5, 0), proxy.daemon.log()[-3000:]
+
+    def udp_pids() -> list[int]:
+        rows = proxy.daemon.mi("ps")["Processes"]
+        ready = [r for r in rows if r.get("Pool") == "dynamic" and r.get("State") == "ready"]
+        return [int(row["PID"]) for row in ready]
+
+    [old] = udp_pids()
+    os.kill(old, signal.SIGKILL)
+    poll_until(lambda: udp_pids() not in ([], [old]), timeout=30, what="a new UDP worker ready")
+    after = call(proxy, port_a, 20)
+    answered = uas.wait()
+    detail = f"{after.output}\n{answered.output}\n{proxy.daemon.log()[-3000:]}"
+    assert (after.successful, after.failed, after.returncode) == (20, 0, 0), detail
+    assert (answered.successful, answered.failed, answered.returncode) == (25, 0, 0), detail
