@@ -39,6 +39,7 @@ from sipsock.stackdump import enable_stack_dump
 from sipsock.stats import metrics_text
 from sipsock.transport.tls import TLSDomains, TLSError
 from sipsock.workers import SocketBook
+from sipsock.workers.channels import ChannelBroker
 from sipsock.workers.stream_pool import PooledTLS
 
 DEFAULT_CONFIG = "etc/sipsock.toml"
@@ -114,6 +115,8 @@ def _compose(
     book, incidents = SocketBook(), Incidents()
     pools = worker_pools(spec, book, incidents, reactor)
     streams = stream_pool(spec, book, incidents, tls, reactor)
+    if streams is not None:  # UDP and stream workers relay to each other directly
+        ChannelBroker([pool.supervisor for pool in pools if pool is not None], streams.supervisor)
     openers = SocketOpeners(
         in_process_opener(settings, dispatcher, tls, reactor), book, *pools, streams
     )

@@ -7,7 +7,8 @@ descriptors, passed like ``amp.Descriptor``), `UpdateSockets`,
 `ReleaseSockets`, `AnnounceMany` / `WithdrawMany` (the daemon's other
 sockets, so the worker's application can choose them by tag or slot),
 `SendDatagram` (the control process sends UDP through a worker when it holds
-no descriptor), `Stats` and `Shutdown`. A batch command carries many sockets
+no descriptor), `OpenChannel` (a direct relay channel to a worker of another
+pool), `Stats` and `Shutdown`. A batch command carries many sockets
 in one round trip (a reload's worth, cut into slices by `batches`), as JSON
 in `LargeBytes` so that no AMP value limit applies; a socket of a batch fails
 alone.
@@ -192,6 +193,26 @@ class SendDatagrams(amp.Command):
 
     arguments = [(b"messages", LargeBytes())]
     response = [(b"failed", LargeBytes())]
+    errors = {WorkerError: b"WORKER_ERROR"}
+
+
+class OpenChannel(amp.Command):
+    """Relay straight to the worker ``peer`` (``dynamic/1``, ``stream/2``) on ``fds``.
+
+    ``fds`` is one end of a UNIX socket pair whose other end ``peer`` gets;
+    both speak `sipsock.workers.relaychannel` on it. ``pool`` is the peer's
+    pool (``dynamic``, ``static`` or ``stream``) and ``index`` its seat
+    number, the order in which a worker picks among its channels
+    (`sipsock.workers.direct`).
+    """
+
+    arguments = [
+        (b"fds", Descriptors()),
+        (b"peer", amp.Unicode()),
+        (b"pool", amp.Unicode()),
+        (b"index", amp.Integer()),
+    ]
+    response = []
     errors = {WorkerError: b"WORKER_ERROR"}
 
 

@@ -9,7 +9,8 @@ they know from their adoption (`AnnounceMany` / `WithdrawMany`).
 
 In a worker, `WorkerDirectory` answers the application's look-ups in the
 book's order: a socket the worker holds is used directly; any other is a
-`RemoteSocket`, whose ``send`` asks the control process (`SendThroughSocket`).
+`RemoteSocket`, whose ``send`` relays it to the process holding it
+(`sipsock.workers.direct`: a worker of the other pool, or the control process).
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class TrackedListener:
 class RemoteSocket:
     """A socket of the daemon that this worker does not hold (a `Listener`).
 
-    ``send`` goes through the control process; ``update`` and ``stop`` are
+    ``send`` relays it to the process holding it; ``update`` and ``stop`` are
     not this process's business and raise.
     """
 
@@ -208,7 +209,7 @@ class RemoteSocket:
         return defer.fail(ValueError(f"{self.sdef.socket_text}: not held by this process"))
 
     def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        """Ask the control process to send ``data`` to ``peer`` from this socket."""
+        """Have the process holding this socket send ``data`` to ``peer`` from it."""
         counters = self.counters
 
         def sent(_: None) -> None:
@@ -281,6 +282,14 @@ class WorkerDirectory:
         if self._local.get(name) is listener:
             del self._local[name]
             self.withdraw(name)
+
+    def held(self, name: str) -> Listener | None:
+        """The socket named ``name`` when this worker holds it."""
+        return self._local.get(name)
+
+    def is_static(self, name: str) -> bool:
+        """Whether ``name`` is one of the daemon's static sockets (``[core] listen``)."""
+        return name in self._static
 
     # --- SocketDirectory ---------------------------------------------------------
 

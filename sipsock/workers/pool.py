@@ -61,7 +61,6 @@ from sipsock.transport.sockopts import (
 from sipsock.workers.autoscaler import AutoScaler
 from sipsock.workers.changes import ChangeQueue
 from sipsock.workers.commands import (
-    SendDatagrams,
     WorkerError,
 )
 from sipsock.workers.counters import PoolCounters
@@ -165,7 +164,7 @@ class UdpWorkerPool(Service):
         )
         self._keys = itertools.count(1)
         self._turn = itertools.count()
-        #: Sends through the workers' sockets, one `SendDatagrams` per worker and reactor turn.
+        #: Sends through the workers' sockets, one relay batch per worker and reactor turn.
         self.sends: BatchesByProcess[WorkerProcess] = BatchesByProcess(_send_datagrams, reactor)
         #: Resizes the pool by its auto-scaling profile (`auto_scale`); None: fixed size.
         self.scaler: AutoScaler | None = None
@@ -525,7 +524,6 @@ class UdpWorkerPool(Service):
 
 
 def _send_datagrams(process: WorkerProcess, messages: bytes) -> Deferred[bytes]:
-    """One `SendDatagrams` batch to ``process``; fires with its ``failed`` answer."""
-    return process.call(SendDatagrams, messages=messages).addCallback(
-        lambda answer: answer["failed"]
-    )
+    """One batch (`SendDatagrams`'s form) to ``process`` on its relay channel; fires with
+    its ``failed`` answer."""
+    return process.relay(messages)

@@ -12,9 +12,10 @@ process answers the batch: with None, or with `WorkerError` naming why that
 message could not be sent. A batch holds at most `MAX_MESSAGES` messages and
 about `MAX_BYTES` bytes; a fuller queue goes at once.
 
-The batch is handed to ``send_batch`` (the AMP call), so the same batcher
-serves whichever process ends up holding the stream sockets; that process
-answers with `send_relays`.
+The batch is handed to ``send_batch`` (a `sipsock.workers.relaychannel`
+frame: to the control process, or straight to a worker of the other pool,
+`sipsock.workers.direct`), so the same batcher serves whichever process ends
+up holding the sockets; that process answers with `send_relays`.
 
 The control process batches the other way too (`BatchesByProcess`): its
 sends through a socket a worker holds (a stream socket's connection, a UDP

@@ -47,6 +47,9 @@ ACCEPTS_PER_WAKE: Final = 1
 
 #: Where a worker sends its connection reports.
 Report = Callable[[list[ConnectionChange]], None]
+#: Whether relayed messages to a peer through a socket (name, peer) still wait for
+#: their answer (`sipsock.workers.direct.DirectRoutes.waiting`).
+Waiting = Callable[[str, tuple[str, int]], bool]
 
 
 class ConnectionReporter:
@@ -101,13 +104,23 @@ class RoutedStream:
     ``send`` uses this worker's connection to the peer when it has one;
     otherwise (unless this is the only stream worker) the control process
     routes it to the worker holding the peer's connection, or to one that
-    opens it.
+    opens it. While earlier messages to the peer through this socket went
+    that way and wait for their answer (``waiting``), later ones follow them,
+    so none overtakes another.
     """
 
-    def __init__(self, listener: StreamListener, relay: Relay, *, alone: bool) -> None:
+    def __init__(
+        self,
+        listener: StreamListener,
+        relay: Relay,
+        *,
+        alone: bool,
+        waiting: Waiting | None = None,
+    ) -> None:
         self.listener = listener
         self._relay = relay
         self._alone = alone
+        self._waiting = waiting
 
     @property
     def sdef(self) -> SocketDef:
@@ -139,15 +152,27 @@ class RoutedStream:
     def stop(self) -> Deferred[None]:
         return self.listener.stop()
 
+    def holds(self, peer: tuple[str, int]) -> bool:
+        """Whether `send` would use this worker's own connection to ``peer`` (or open one)."""
+        listener = self.listener
+        if self._alone or listener.closing:
+            return True
+        connection = listener.connections_by_peer.get(peer_key(peer))
+        return connection is not None
+
     def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
         """Send on this worker's connection to ``peer``, else through the control process."""
         listener = self.listener
         if self._alone or listener.closing:
             return listener.send(data, peer)
+        name = listener.sdef.socket_text
+        waiting = self._waiting
+        if waiting is not None and waiting(name, peer):
+            return self._relay(name, data, peer)
         connection = listener.connections_by_peer.get(peer_key(peer))
         if connection is not None and connection.open:
             return listener.send(data, peer)
-        return self._relay(listener.sdef.socket_text, data, peer)
+        return self._relay(name, data, peer)
 
     def fileno(self) -> int:
         return self.listener.fileno()
@@ -170,12 +195,14 @@ class StreamSockets:
         relay: Relay,
         report: Report,
         exclusive: bool = True,
+        waiting: Waiting | None = None,
     ) -> None:
         settings = spec.settings
         self.settings = settings
         self.sink = sink
         self.reactor = reactor
         self.relay = relay
+        self.waiting = waiting
         self.exclusive = exclusive
         self.reporter = ConnectionReporter(reactor, report)
         rule = settings.core.tcp_auto_scaling_profile
@@ -232,7 +259,8 @@ class StreamSockets:
             if self.exclusive:
                 make_exclusive(self.reactor, port)
         self.reporter.watch(listener, key)
-        return listener, RoutedStream(listener, self.relay, alone=self.alone)
+        routed = RoutedStream(listener, self.relay, alone=self.alone, waiting=self.waiting)
+        return listener, routed
 
     def release(self, listener: StreamListener) -> None:
         """``listener`` is being released: its connections are no longer reported."""

@@ -1,7 +1,8 @@
 """`Supervisor`: the worker processes of one pool: spawn, handshake, ready, restart, exit.
 
 Each seat of the pool runs one ``python -m sipsock.workers`` process at a
-time, connected by a UNIX socketpair speaking AMP. A new process gets the
+time, connected by a UNIX socketpair speaking AMP, and by a second one that
+carries only relayed messages (`sipsock.workers.relaychannel`). A new process gets the
 frozen `AppSpec` first (`Start`), then whatever its pool gives it
 (`PoolSide.sync`); it is ready once all of that is answered, and killed when
 it is not ready within ``ready_timeout``. A process that ends is reported
@@ -43,6 +44,7 @@ from sipsock.workers.commands import (
 from sipsock.workers.deadline import WorkerTimeoutError, within
 from sipsock.workers.directwrite import write_at_once
 from sipsock.workers.relaybatch import send_relays
+from sipsock.workers.relaychannel import RelayChannel
 from sipsock.workers.supervision import Backoff, answer_deadline, describe_exit
 
 #: Longest line of worker output kept before it is cut (a worker's log line is one
@@ -54,6 +56,8 @@ CONNECTION_LOST_GRACE: Final = 2.0
 
 #: Child descriptor number of the AMP socket in a worker.
 WORKER_AMP_FD: Final = 3
+#: Child descriptor number of the relay channel's socket in a worker.
+WORKER_RELAY_FD: Final = 4
 
 #: Fields the control process gives a re-logged worker line, and the names of
 #: ``Logger.emit``'s own parameters (a worker field of one of these names is
@@ -109,6 +113,8 @@ class WorkerProcess(ProcessProtocol):
         self.supervisor = supervisor
         self.seat = seat
         self.amp: ControlProtocol | None = None
+        #: The relay channel (`RelayChannel`): relayed messages both ways.
+        self.relays: RelayChannel | None = None
         self.connected = False
         self.pid: int | None = None
         self.state = "starting"
@@ -149,6 +155,21 @@ class WorkerProcess(ProcessProtocol):
             lambda: supervisor.worker_late(self, command.__name__, seconds),
         )
 
+    def relay(self, messages: bytes) -> Deferred[bytes]:
+        """Send one `encode_relays` batch on the relay channel; fires with its ``failed``
+        answer (`encode_failures`), or fails at once when the worker is gone, or late."""
+        channel = self.relays
+        if channel is None or not self.live:
+            return defer.fail(ConnectionError(f"worker {self.label} is gone"))
+        supervisor = self.supervisor
+        seconds = supervisor.deadline(self)
+        return within(
+            channel.call(messages),
+            seconds,
+            supervisor.reactor,
+            lambda: supervisor.worker_late(self, "a relay batch", seconds),
+        )
+
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
 
@@ -184,11 +205,16 @@ class WorkerProcess(ProcessProtocol):
         self.ended.fire()
         if self.amp is not None and self.amp.transport is not None:
             self.amp.transport.loseConnection()
+        if self.relays is not None and self.relays.transport is not None:
+            self.relays.transport.loseConnection()
         self.supervisor.worker_ended(self)
 
     def connection_lost(self) -> None:
-        """The AMP connection closed: a worker that has not exited soon after is killed."""
+        """The AMP connection or the relay channel closed: a worker that has not exited
+        soon after is killed (once, whichever closed first)."""
         self.connected = False
+        if self.kill_timer is not None and self.kill_timer.active():
+            return
         if not self.ended.done and self.state != "stopping":
             self.kill_timer = self.supervisor.reactor.callLater(CONNECTION_LOST_GRACE, self.kill)
 
@@ -306,6 +332,8 @@ class Supervisor:
         #: Told to stop (a late worker is then not replaced).
         self.stopping = False
         self._shutdown_trigger: Any = None
+        #: Called with each worker that becomes ready (`sipsock.workers.channels`).
+        self.on_ready: list[Callable[[WorkerProcess], None]] = []
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -373,10 +401,13 @@ class Supervisor:
         process = WorkerProcess(self, seat)
         seat.process = process
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        relay_parent, relay_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         python = self.settings.python
         args = [python, "-m", "sipsock.workers", "--pool", self.name, "--index", str(seat.index)]
         args += ["--log-level", self.spec.settings.core.log_level]
-        args += ["--fd", str(WORKER_AMP_FD), "--parent", str(os.getpid())]
+        args += ["--fd", str(WORKER_AMP_FD), "--relay-fd", str(WORKER_RELAY_FD)]
+        args += ["--parent", str(os.getpid())]
+        fds = {WORKER_AMP_FD: child.fileno(), WORKER_RELAY_FD: relay_child.fileno()}
         try:
             try:
                 self.reactor.spawnProcess(
@@ -385,18 +416,25 @@ class Supervisor:
                     args,
                     env=self.settings.env,
                     path=os.getcwd(),
-                    childFDs={0: "w", 1: "r", 2: "r", WORKER_AMP_FD: child.fileno()},
+                    childFDs={0: "w", 1: "r", 2: "r", **fds},
                 )
             finally:
                 child.close()
+                relay_child.close()
             process.transport.closeStdin()  # type: ignore[union-attr]
             protocol = self.control(process)
             parent.setblocking(False)
             self.reactor.adoptStreamConnection(
                 parent.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: protocol)
             )
+            channel = self._relay_channel(process)
+            relay_parent.setblocking(False)
+            self.reactor.adoptStreamConnection(
+                relay_parent.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: channel)
+            )
         except Exception as exc:
             parent.close()
+            relay_parent.close()
             self.log.error(
                 "{kind} {worker}: cannot start: {reason}",
                 worker=process.label,
@@ -413,7 +451,9 @@ class Supervisor:
                 self.worker_ended(process)
             return
         parent.close()
+        relay_parent.close()
         process.amp = protocol
+        process.relays = channel
         process.connected = True
         self.log.info(
             "{kind} {worker} started (pid {pid})",
@@ -425,6 +465,17 @@ class Supervisor:
             self.settings.ready_timeout, self._not_ready, process
         )
         self._handshake(process)
+
+    def _relay_channel(self, process: WorkerProcess) -> RelayChannel:
+        """The control end of ``process``'s relay channel: it sends what the worker relays."""
+        side = self.side
+
+        def serve(messages: bytes) -> Deferred[bytes]:
+            return send_relays(side.send_for_worker, messages)
+
+        channel = RelayChannel(serve, f"relay channel to {process.kind} {process.label}")
+        channel.on_lost = process.connection_lost
+        return channel
 
     def _handshake(self, process: WorkerProcess) -> None:
         """`Start` with the frozen spec, then the pool's sync: ready when both answered.
@@ -470,6 +521,8 @@ class Supervisor:
                 pid=process.pid,
                 count=self.side.socket_count(),
             )
+            for ready in self.on_ready:
+                ready(process)
 
         settle([starting, syncing]).addCallback(synced)
 

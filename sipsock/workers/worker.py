@@ -56,6 +56,7 @@ from sipsock.workers.commands import (
     AdoptSockets,
     AnnounceMany,
     Busy,
+    OpenChannel,
     ReleaseSockets,
     SendDatagram,
     SendDatagrams,
@@ -75,11 +76,13 @@ from sipsock.workers.commands import (
     encode_stats_rows,
 )
 from sipsock.workers.connection_directory import ConnectionChange
+from sipsock.workers.direct import DirectRoutes
 from sipsock.workers.directory import BookEntry, Relay, WorkerDirectory
 from sipsock.workers.directwrite import write_at_once
 from sipsock.workers.epoll import is_exclusive, make_exclusive
 from sipsock.workers.lifeline import ParentGoneError, die_with_parent
 from sipsock.workers.relaybatch import RelayBatcher, send_by_key, send_relays
+from sipsock.workers.relaychannel import RelayChannel
 from sipsock.workers.reported import StatsReporter
 from sipsock.workers.stream_commands import (
     AbortTLS,
@@ -90,7 +93,13 @@ from sipsock.workers.stream_commands import (
     StopAccepting,
     encode_changes,
 )
-from sipsock.workers.stream_worker import Report, RoutedStream, StreamSockets, close_over_cap
+from sipsock.workers.stream_worker import (
+    Report,
+    RoutedStream,
+    StreamSockets,
+    Waiting,
+    close_over_cap,
+)
 
 #: Exit status of a worker that could not start (no lifeline, unusable AMP descriptor,
 #: an application that cannot be built).
@@ -119,11 +128,13 @@ class UdpWorker:
         relay: Relay,
         exclusive: bool = True,
         report: Report | None = None,
+        waiting: Waiting | None = None,
     ) -> None:
         self.sink = sink
         self.reactor = reactor
         self.relay = relay
         self.report = report
+        self.waiting = waiting
         self.directory = WorkerDirectory(relay)
         self.listeners: dict[int, UdpListener | StreamListener] = {}
         #: Stream sockets as the application sees them (`RoutedStream`), by key.
@@ -229,6 +240,7 @@ class UdpWorker:
                 relay=self.relay,
                 report=self.report or (lambda changes: None),
                 exclusive=self.exclusive,
+                waiting=self.waiting,
             )
         listener, routed = self.streams.adopt(key, slot, fd, sdef)
         self.listeners[key] = listener
@@ -285,15 +297,20 @@ class WorkerProtocol(amp.AMP):
 
     log = Logger()
 
-    def __init__(self, worker: UdpWorker, reactor: Any) -> None:
+    def __init__(self, worker: UdpWorker, reactor: Any, routes: DirectRoutes | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.worker = worker
         self.reactor = reactor
+        #: Channels straight to the workers of other pools (`OpenChannel`).
+        self.routes = routes
         self.shutting_down = False
         #: The process's exit status once the reactor stops.
         self.exit_status = 0
         #: Sends through the control process's sockets, one batch per reactor turn.
         self.relays = RelayBatcher(self._send_batch, reactor)
+        #: The relay channel, when the control process gave one (``--relay-fd``):
+        #: relays go there both ways instead of in AMP boxes.
+        self.channel: RelayChannel | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()  # type: ignore[no-untyped-call]
@@ -460,6 +477,17 @@ class WorkerProtocol(amp.AMP):
     def busy(self) -> dict[str, Any]:
         return {"idle": float(getattr(self.reactor, "idleSeconds", 0.0)), "clock": monotonic()}
 
+    @OpenChannel.responder
+    def open_channel(self, fds: list[int], peer: str, pool: str, index: int) -> dict[str, Any]:
+        if self.routes is None or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            if self.routes is None:
+                raise WorkerError("OpenChannel: this worker relays through the control process")
+            raise WorkerError(f"OpenChannel: {len(fds)} descriptor(s), not 1")
+        self.routes.open(fds[0], peer, pool, index)
+        return {}
+
     @Shutdown.responder
     def shutdown(self) -> dict[str, Any]:
         self.shutting_down = True
@@ -471,7 +499,10 @@ class WorkerProtocol(amp.AMP):
         return self.relays.relay(name, data, peer)
 
     def _send_batch(self, messages: bytes) -> Deferred[bytes]:
-        """One `SendManyThroughSockets`; fires with its ``failed`` answer."""
+        """One batch on the relay channel (else one `SendManyThroughSockets`); fires with
+        its ``failed`` answer."""
+        if self.channel is not None:
+            return self.channel.call(messages)
         sent: Deferred[dict[str, Any]] = self.callRemote(  # type: ignore[no-untyped-call]
             SendManyThroughSockets, messages=messages
         )
@@ -487,6 +518,22 @@ class WorkerProtocol(amp.AMP):
         if not self.shutting_down:
             self.log.info("control process connection closed: exiting")
         self._exit()
+
+    def use_channel(self, channel: RelayChannel) -> None:
+        """Relay through ``channel`` (both ways); the worker exits when it closes."""
+        self.channel = channel
+
+        def lost() -> None:
+            if not self.shutting_down:
+                self.log.info("control process relay channel closed: exiting")
+                self.shutting_down = True
+            self._exit()
+
+        channel.on_lost = lost
+
+    def serve_relays(self, messages: bytes) -> Deferred[bytes]:
+        """A batch the control process relays through this worker's sockets (by key)."""
+        return send_relays(send_by_key(self.worker.send), messages)
 
     def _stop_reactor(self) -> None:
         # Stopping twice (a Shutdown and a lost connection, say) is one stop.
@@ -560,6 +607,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--index", type=int, default=0, help="the worker's number in its pool")
     parser.add_argument("--fd", type=int, required=True, help="the inherited AMP socket")
     parser.add_argument(
+        "--relay-fd", type=int, help="the inherited relay channel's socket (relayed messages)"
+    )
+    parser.add_argument(
         "--parent", type=int, help="the control process's pid (the worker dies with it)"
     )
     return parser.parse_args(list(argv))
@@ -587,10 +637,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warn("this worker may outlive the control process: {reason}", reason=no_lifeline)
     protocol: WorkerProtocol | None = None
 
-    def relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+    routes: DirectRoutes | None = None
+
+    def to_control(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
         if protocol is None:
             return defer.fail(WorkerError("not connected to the control process"))
         return protocol.relay(name, data, peer)
+
+    def relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+        if routes is None:
+            return to_control(name, data, peer)
+        return routes.relay(name, data, peer)
+
+    def waiting(name: str, peer: tuple[str, int]) -> bool:
+        return routes is not None and routes.waiting(name, peer)
 
     def report(changes: list[ConnectionChange]) -> None:
         if protocol is not None:
@@ -601,8 +661,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         relay=relay,
         exclusive=os.environ.get(NO_EXCLUSIVE_ENV, "") in ("", "0"),
         report=report,
+        waiting=waiting,
     )
-    protocol = WorkerProtocol(worker, reactor)
+    routes = DirectRoutes(reactor, to_control, worker.directory.held, worker.directory.is_static)
+    protocol = WorkerProtocol(worker, reactor, routes)
     try:
         os.set_blocking(args.fd, False)
         os.set_inheritable(args.fd, False)
@@ -615,6 +677,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         with contextlib.suppress(OSError):
             os.close(args.fd)
+    if args.relay_fd is not None:
+        channel = RelayChannel(protocol.serve_relays, "relay channel to the control process")
+        try:
+            os.set_blocking(args.relay_fd, False)
+            os.set_inheritable(args.relay_fd, False)
+            reactor.adoptStreamConnection(  # type: ignore[no-untyped-call]
+                args.relay_fd, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
+            )
+        except OSError as exc:
+            log.critical(
+                "cannot use the relay descriptor {fd}: {reason}", fd=args.relay_fd, reason=exc
+            )
+            return EXIT_STARTUP
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(args.relay_fd)
+        protocol.use_channel(channel)
     # The control process decides when workers stop: an interrupt from the
     # terminal, or a SIGTERM to the whole process group (systemd's
     # KillMode=control-group), reaches it too, and it shuts the workers down in

@@ -129,8 +129,8 @@ async def test_every_worker_reads_the_shared_descriptor_registered_exclusive(
     for pid in pids(pool):
         assert held_udp_inodes(pid, port) == {shared}
         assert exclusive_udp_registrations(pid, port) == [True]
-        # The AMP socket and the adopted one: nothing else leaked into the worker.
-        assert len(socket_fds(pid)) == 2
+        # The AMP socket, the relay channel's and the adopted one: nothing else leaked.
+        assert len(socket_fds(pid)) == 3
     assert await ask(port, clients=10) == [200] * 10
 
     await listener.stop()
@@ -340,13 +340,13 @@ async def test_sockets_opened_together_reach_each_worker_in_a_few_batches_and_al
     # 300 sockets: 128 + 128 + 44 per worker, not 300 round trips each.
     assert sorted(sent) == sorted((f"dynamic/{w}", n) for w in (1, 2) for n in (128, 128, 44))
     for pid in pids(pool):
-        assert len(socket_fds(pid)) == 1 + len(ports)
+        assert len(socket_fds(pid)) == 2 + len(ports)  # + AMP and relay channel
     for port in ports[::50]:
         assert await ask(port) == [200]
     await settle([listener.stop() for listener in listeners])
     assert all(port_is_free(port, udp=True) for port in ports)
     for pid in pids(pool):
-        assert len(socket_fds(pid)) == 1
+        assert len(socket_fds(pid)) == 2  # AMP and relay channel
 
 
 @pytest_twisted.ensureDeferred
@@ -371,7 +371,7 @@ async def test_a_worker_killed_during_a_batch_is_restarted_with_every_socket(
     await pool.refresh()
     assert [sorted(row["Sockets"]) for row in pool.process_rows()] == [expected, expected]
     for pid in pids(pool):
-        assert len(socket_fds(pid)) == 1 + len(ports)
+        assert len(socket_fds(pid)) == 2 + len(ports)  # + AMP and relay channel
     for port in ports[::60]:
         assert await ask(port, clients=3) == [200] * 3
 
