@@ -29,12 +29,6 @@ frame): the sender then relays that peer's later messages through the
 control process itself (two hops, not three), remembered in a bounded memo.
 The connection the hashed worker opens itself needs no hint.
 
-A batch sent in full is acknowledged up to `ACK_DELAY` late, with the next
-frame going the other way when there is one (`RelayChannel`'s ``ack_delay``):
-under steady traffic a worker is not woken up once more for every answer. A
-batch with a failure is answered at once (a refused connection's 503 is not
-delayed).
-
 Order of one peer's messages: a message to a (socket, peer) takes the path
 (channel or control process) of the messages to the same (socket, peer)
 still waiting for their answer, so a later message never overtakes an
@@ -67,9 +61,6 @@ from sipsock.workers.stream_pool import opener_index
 
 #: The pools a channel can lead to.
 POOLS: Final = ("dynamic", "static", "stream")
-#: Seconds a worker holds the answer to a batch sent in full before it sends it
-#: alone (it goes sooner with any frame the worker writes to the other one).
-ACK_DELAY: Final = 0.01
 #: Seconds a batch waits for the other worker's answer before its messages fail
 #: (a hung worker is found and replaced by the control process's own deadlines).
 ANSWER_DEADLINE: Final = 10.0
@@ -145,8 +136,6 @@ class DirectRoutes:
         channel = RelayChannel(
             lambda messages: self.serve(messages, channel),
             f"direct channel to {pool} worker {peer}",
-            ack_delay=ACK_DELAY,
-            clock=self.reactor,
         )
         try:
             os.set_blocking(fd, False)

@@ -20,12 +20,6 @@ connection, a second UNIX socketpair that carries only relays
   message that could not be sent;
 * ``E`` (error): the batch as a whole failed (garbled, say): the reason, in
   UTF-8;
-* ``K`` (acknowledgements, sequence 0): the sequence numbers (4 bytes each)
-  of batches whose every message was sent: a channel made with an
-  ``ack_delay`` holds such answers that long, or until it writes any other
-  frame, which carries them in the same write (one wake-up of the other
-  process fewer per batch under steady traffic); a batch with a failure is
-  answered at once;
 * ``H`` (hint, sequence 0, no answer): something the sender wants the other
   side to know for its next batches (`sipsock.workers.direct`: "this peer's
   connection is held by another worker").
@@ -65,16 +59,12 @@ BATCH: Final = b"B"
 ANSWER: Final = b"A"
 ERROR: Final = b"E"
 HINT: Final = b"H"
-ACKS: Final = b"K"
 #: Longest payload accepted (a batch is about 512 KiB at most: `relaybatch.MAX_BYTES`).
 MAX_FRAME: Final = 16 * 1024 * 1024
 #: Bytes this process may hold for the other one before it refuses new batches.
 MAX_UNSENT: Final = 8 * 1024 * 1024
 #: Batches sent and not answered yet, at most (each holds at most 256 messages).
 MAX_WAITING: Final = 1024
-
-#: The answer of a batch whose every message was sent (`encode_failures` of none).
-NO_FAILURES: Final = b"[]"
 
 #: What the channel does with a batch it receives: fires with the `encode_failures` answer.
 Serve = Callable[[bytes], "Deferred[bytes]"]
@@ -98,17 +88,8 @@ class RelayChannel(Protocol):
         max_unsent: int = MAX_UNSENT,
         max_frame: int = MAX_FRAME,
         max_waiting: int = MAX_WAITING,
-        ack_delay: float | None = None,
-        clock: Any = None,
     ) -> None:
-        if ack_delay is not None and clock is None:
-            raise ValueError("a delayed acknowledgement needs a clock")
         self._serve = serve
-        self._ack_delay = ack_delay
-        self._clock = clock
-        #: Batches received and sent in full, not acknowledged yet (``ack_delay``).
-        self._acks: list[int] = []
-        self._ack_call: Any = None
         self.label = label
         self._max_unsent = max_unsent
         self._max_waiting = max_waiting
@@ -175,8 +156,7 @@ class RelayChannel(Protocol):
         waiter: Deferred[bytes] = Deferred()
         self._waiting[sequence] = waiter
         self.sent += 1
-        head = FRAME_HEAD.pack(len(payload), BATCH, sequence)
-        transport.write(self._take_acks() + head + payload if self._acks else head + payload)
+        transport.write(FRAME_HEAD.pack(len(payload), BATCH, sequence) + payload)
         return waiter
 
     def _refuse_batch(self, payload: bytes, why: str) -> Deferred[bytes]:
@@ -213,8 +193,6 @@ class RelayChannel(Protocol):
                 self._batch(sequence, payload)
             elif kind in (ANSWER, ERROR):
                 self._answer(kind, sequence, payload)
-            elif kind == ACKS:
-                self._acknowledged(payload)
             elif kind == HINT:
                 if self.on_hint is not None:
                     self.on_hint(payload)
@@ -240,35 +218,7 @@ class RelayChannel(Protocol):
         self._write(HINT, 0, payload)
 
     def _answered(self, failed: bytes, sequence: int) -> None:
-        if self._ack_delay is None or failed != NO_FAILURES:
-            self._write(ANSWER, sequence, failed)
-            return
-        self._acks.append(sequence)
-        if self._ack_call is None:
-            self._ack_call = self._clock.callLater(self._ack_delay, self._flush_acks)
-
-    def _take_acks(self) -> bytes:
-        """The pending acknowledgements as one ``K`` frame (they are sent with it)."""
-        acks, self._acks = self._acks, []
-        if self._ack_call is not None:
-            if self._ack_call.active():
-                self._ack_call.cancel()
-            self._ack_call = None
-        payload = struct.pack(f"!{len(acks)}I", *acks)
-        return FRAME_HEAD.pack(len(payload), ACKS, 0) + payload
-
-    def _flush_acks(self) -> None:
-        self._ack_call = None
-        transport: Any = self.transport
-        if self._acks and self._lost is None and transport is not None:
-            transport.write(self._take_acks())
-
-    def _acknowledged(self, payload: bytes) -> None:
-        if len(payload) % 4:
-            self._refuse(f"an acknowledgement frame of {len(payload)} bytes")
-            return
-        for sequence in struct.unpack(f"!{len(payload) // 4}I", payload):
-            self._answer(ANSWER, sequence, NO_FAILURES)
+        self._write(ANSWER, sequence, failed)
 
     def _batch_failed(self, failure: Failure, sequence: int) -> None:
         reason = failure.getErrorMessage() or type(failure.value).__name__
@@ -277,8 +227,7 @@ class RelayChannel(Protocol):
     def _write(self, kind: bytes, sequence: int, payload: bytes) -> None:
         transport: Any = self.transport
         if self._lost is None and transport is not None:
-            frame = FRAME_HEAD.pack(len(payload), kind, sequence) + payload
-            transport.write(self._take_acks() + frame if self._acks else frame)
+            transport.write(FRAME_HEAD.pack(len(payload), kind, sequence) + payload)
 
     def _answer(self, kind: bytes, sequence: int, payload: bytes) -> None:
         waiter = self._waiting.pop(sequence, None)
@@ -312,10 +261,6 @@ class RelayChannel(Protocol):
         if self._lost is None:
             self._lost = "the other process closed it"
         self._buffer = b""
-        self._acks = []
-        if self._ack_call is not None and self._ack_call.active():
-            self._ack_call.cancel()
-        self._ack_call = None
         waiting, self._waiting = self._waiting, {}
         if waiting:
             error = WorkerError(f"{self.label} closed ({self._lost}): batch not answered")
