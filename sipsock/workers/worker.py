@@ -615,6 +615,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def _adopt_unix_stream(reactor: Any, fd: int, protocol: Any, what: str, log: Logger) -> bool:
+    """Serve ``protocol`` on the inherited UNIX socket ``fd`` (closed here either way).
+
+    False, with a critical line naming the ``what`` descriptor, when it cannot be used.
+    """
+    try:
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
+        reactor.adoptStreamConnection(fd, socket.AF_UNIX, Factory.forProtocol(lambda: protocol))
+    except OSError as exc:
+        log.critical(
+            "cannot use the {what} descriptor {fd}: {reason}", what=what, fd=fd, reason=exc
+        )
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until the control process lets it go; the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -665,34 +685,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     routes = DirectRoutes(reactor, to_control, worker.directory.held, worker.directory.is_static)
     protocol = WorkerProtocol(worker, reactor, routes)
-    try:
-        os.set_blocking(args.fd, False)
-        os.set_inheritable(args.fd, False)
-        reactor.adoptStreamConnection(  # type: ignore[no-untyped-call]
-            args.fd, socket.AF_UNIX, Factory.forProtocol(lambda: protocol)
-        )
-    except OSError as exc:
-        log.critical("cannot use the AMP descriptor {fd}: {reason}", fd=args.fd, reason=exc)
+    if not _adopt_unix_stream(reactor, args.fd, protocol, "AMP", log):
         return EXIT_STARTUP
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(args.fd)
     if args.relay_fd is not None:
         channel = RelayChannel(protocol.serve_relays, "relay channel to the control process")
-        try:
-            os.set_blocking(args.relay_fd, False)
-            os.set_inheritable(args.relay_fd, False)
-            reactor.adoptStreamConnection(  # type: ignore[no-untyped-call]
-                args.relay_fd, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
-            )
-        except OSError as exc:
-            log.critical(
-                "cannot use the relay descriptor {fd}: {reason}", fd=args.relay_fd, reason=exc
-            )
+        if not _adopt_unix_stream(reactor, args.relay_fd, channel, "relay", log):
             return EXIT_STARTUP
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(args.relay_fd)
         protocol.use_channel(channel)
     # The control process decides when workers stop: an interrupt from the
     # terminal, or a SIGTERM to the whole process group (systemd's
