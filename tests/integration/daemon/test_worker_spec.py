@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from tests.daemon import Daemon
 from tests.integration.daemon.conftest import DaemonFactory
 from tests.net import free_port
+from tests.polling import poll_until
 from tests.sip_probe import options_udp
 from tests.tables import SocketTable
 
@@ -63,14 +63,17 @@ def server_headers(port: int) -> set[bytes]:
 
 
 def wait_for(daemon: Daemon, check: Any, timeout: float) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = workers(daemon)
-        if check(rows):
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workers never matched within {timeout} s: {rows}")
-        time.sleep(0.05)
+    seen: list[list[dict[str, Any]]] = [[]]
+
+    def matched() -> bool:
+        seen[0] = workers(daemon)
+        return bool(check(seen[0]))
+
+    try:
+        poll_until(matched, timeout, "workers matched")
+    except AssertionError:
+        raise AssertionError(f"workers never matched within {timeout} s: {seen[0]}") from None
+    return seen[0]
 
 
 @pytest.mark.parametrize("edit", sorted(EDITS))
