@@ -2,11 +2,13 @@
 
 Profiles here use low loads and short cycles, so that SIPp on this 2-core
 machine can drive a pool up and down within seconds. A worker answers
-2,000 OPTIONS/s with about 8 % of its time busy (it was 10 % before issue 19; every
-speed-up lowers it), 50/s with well under 1 %. The thresholds sit low in
-that range: two workers sharing 2,000/s (about 4 % each) still count as
-busy enough to grow to three, three (about 3 %) are not shrunk while it
-lasts, and 50/s counts as quiet even on a slow machine.
+2,000 OPTIONS/s with about 8 % of its time busy (more on a crowded
+machine: the load is time outside epoll_wait), 20/s with well under 1 %,
+though its own timers and a busy neighbour core make that floor jump to
+2-3 % for a cycle now and then. The thresholds sit between: two workers
+sharing 2,000/s (about 4 % each) still count as busy enough to grow to
+three, three (about 3 %) are not shrunk while it lasts, and 20/s counts as
+quiet (at 50/s and 2 % the pool once grew again in CI).
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from tests.sip_probe import options_udp
 from tests.sipp import SippRun, start_sipp
 from tests.tables import SocketTable
 
-#: A worker busy >= 2 % of 2 of the last 3 half-second cycles: one more; <= 1 % for 4: one fewer.
+#: A worker busy >= 3 % of 2 of the last 3 half-second cycles: one more; <= 1 % for 4: one fewer.
 PROFILE = """
 [auto_scaling.udp]
 min_processes = 1
 max_processes = 3
-scale_up_load = 2
+scale_up_load = 3
 scale_up_cycles = 2
 scale_up_within = 3
 scale_down_load = 1
@@ -40,9 +42,9 @@ scale_down_cycles = 4
 cycle = 0.5
 """
 
-#: SIPp rates: HIGH keeps three workers above the profile's 2 %, LOW one below its 1 %.
+#: SIPp rates: HIGH keeps two workers above the profile's 3 %, LOW one below its 1 %.
 HIGH = 2000
-LOW = 50
+LOW = 20
 
 
 def config(balance: str = "shared", profile: str = PROFILE, extra: str = "") -> str:
@@ -117,8 +119,13 @@ def test_a_shared_pool_grows_under_load_and_shrinks_under_traffic_losing_nothing
     log = daemon.log()
     assert "scaling up from 1 to 2 workers" in log
     assert "left the pool" in log
+    # No traffic at all now: the pool is (or soon is) at its minimum, and says so.
+    poll_until(
+        lambda: 'sipsock_pool_size{pool="dynamic"} 1' in metrics(daemon),
+        30,
+        "the metrics show the pool at its minimum",
+    )
     text = metrics(daemon)
-    assert 'sipsock_pool_size{pool="dynamic"} 1' in text
     assert 'sipsock_pool_scalings_total{pool="dynamic",action="up"}' in text
     assert 'sipsock_pool_load_percent{pool="dynamic"}' in text
     assert 'sipsock_pool_scaling_decision{pool="dynamic",action="hold",code=' in text

@@ -76,9 +76,28 @@ async def started(pool: StreamWorkerPool, stopper: list[StreamWorkerPool]) -> St
 
 
 def connect_and_ask(port: int, count: int) -> tuple[list[TcpClient], list[int | None]]:
-    """``count`` connections, one OPTIONS on each (blocking: run in a thread)."""
+    """``count`` connections at once, then one OPTIONS on each (blocking: run in a thread).
+
+    A burst: which worker accepts each is up to the scheduler (one worker
+    may take nearly all of them on a loaded machine).
+    """
     clients = [TcpClient(port, timeout=5.0) for _ in range(count)]
     return clients, [client.options() for client in clients]
+
+
+def connect_one_by_one(port: int, count: int) -> tuple[list[TcpClient], list[int | None]]:
+    """``count`` connections, each answered before the next connects (run in a thread).
+
+    Both workers wait in epoll_wait when each connection arrives, so the one
+    at the head of the socket's wait queue takes it and re-registers behind
+    the other: the workers take them in turn.
+    """
+    clients: list[TcpClient] = []
+    statuses: list[int | None] = []
+    for _ in range(count):
+        clients.append(TcpClient(port, timeout=5.0))
+        statuses.append(clients[-1].options())
+    return clients, statuses
 
 
 def split(pool: StreamWorkerPool) -> list[int]:
@@ -182,7 +201,7 @@ async def test_a_killed_worker_loses_only_its_connections_and_is_replaced_accept
     pool = await started(make_pool(tmp_path), stopper)
     port = free_port()
     listener = await pool.open(parse_row(1, f"tcp:127.0.0.1:{port}"), 0)
-    clients, statuses = await threads.deferToThread(connect_and_ask, port, 30)
+    clients, statuses = await threads.deferToThread(connect_one_by_one, port, 30)
     try:
         assert statuses == [200] * 30
         await wait_until(lambda: sum(split(pool)) == 30, TIMEOUT, "connections reported")
@@ -201,12 +220,13 @@ async def test_a_killed_worker_loses_only_its_connections_and_is_replaced_accept
             TIMEOUT,
             "replacement ready",
         )
-        assert reactor.seconds() - started_at < 2.0
+        # At once (no back-off for a first death); generous for a loaded machine.
+        assert reactor.seconds() - started_at < 10.0
         assert pool.held_by(victim) == 0
         # The survivor's connections still answer; new ones are accepted.
         answers = await threads.deferToThread(lambda: [c.options() for c in kept])
         assert answers == [200] * len(kept)
-        more, more_statuses = await threads.deferToThread(connect_and_ask, port, 20)
+        more, more_statuses = await threads.deferToThread(connect_one_by_one, port, 20)
         assert more_statuses == [200] * 20
         await wait_until(
             lambda: len([p for p in pool.supervisor.processes() if pool.held_by(p)]) == 2,
