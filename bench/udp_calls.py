@@ -6,6 +6,7 @@ Run from the repository root (a few minutes with the defaults)::
     .venv/bin/python bench/udp_calls.py --processes 2
     .venv/bin/python bench/udp_calls.py --fixed 5000 --ramp 5000,10000,15000 --seconds 3
     .venv/bin/python bench/udp_calls.py --traffic peers --fixed 10000 --ramp ''
+    .venv/bin/python bench/udp_calls.py --pin   # SIPp on a CPU of its own
 
 The general path of the daemon (every message but a keep-alive OPTIONS
 answered by the shortcut), measured as `bench/udp_options.py` measures the
@@ -39,7 +40,7 @@ from collections.abc import Sequence
 
 import udp_options
 from common import BenchError, free_udp_ports, machine_note, print_table, running_daemon
-from udp_options import HEADERS, Step, ramp, run_step
+from udp_options import HEADERS, Step, pin_daemon, ramp, run_step
 
 #: Daemon CPU per call at 5,000 calls/s with one worker (issue 19).
 TARGET_CPU_US = 60.0
@@ -71,6 +72,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=1, help="UDP workers (1)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the fixed rates (1)")
     parser.add_argument("--keep", action="store_true", help="keep the daemon's directory")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="SIPp on the last CPU, the daemon on the others (udp_options.pin_daemon)",
+    )
     args = parser.parse_args(argv)
     args.fixed_rates = udp_options.rates(args.fixed)
     args.ramp_rates = udp_options.rates(args.ramp)
@@ -98,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"socket udp:127.0.0.1:{port}, {args.traffic}: {args.scenario} -t {args.transport}",
             flush=True,
         )
+        if args.pin:
+            print(f"  pinned: {pin_daemon(bench)}", flush=True)
         warm = run_step(bench, port, 1000, argparse.Namespace(**{**vars(args), "seconds": 1}))
         if warm.failed or not warm.successful:
             # (Not the held rule: on a busy machine the warm-up may fall short of its rate.)

@@ -50,24 +50,17 @@ READS_PER_WAKE: Final = 256
 _READ_DONE: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED})
 
 
-#: Where `SipUdpPort._more_queued` has the kernel write the length of the next datagram.
+#: Where ``ioctl(FIONREAD)`` writes the length of the next queued datagram.
+#:
+#: `SipUdpPort.doRead` asks it after the first datagram of a wake-up (most
+#: wake-ups bring one): it costs less than the ``recvfrom`` that fails with
+#: EAGAIN (an exception built and caught). An empty datagram also answers 0;
+#: it is read on the next wake-up (the reactor's epoll is level-triggered).
+#: When the kernel cannot say (a closed socket), the loop reads on, and the
+#: next ``recvfrom`` raises as before.
 _QUEUED: Final = array.array("i", [0])
-
-
-def _more_queued(fd: int) -> bool:
-    """Whether a datagram is queued on the UDP descriptor ``fd`` (Linux FIONREAD).
-
-    Asked after the first datagram of a wake-up (most wake-ups bring one):
-    it costs less than the ``recvfrom`` that fails with EAGAIN (an exception
-    built and caught). An empty datagram also answers 0; it is read on the
-    next wake-up (the reactor's epoll is level-triggered). True when the
-    kernel cannot say (a closed socket: the next read raises as before).
-    """
-    try:
-        fcntl.ioctl(fd, termios.FIONREAD, _QUEUED, True)
-    except OSError:
-        return True
-    return _QUEUED[0] > 0
+_ioctl: Final = fcntl.ioctl
+_FIONREAD: Final = termios.FIONREAD
 
 
 def describe_send_error(error: BaseException) -> str:
@@ -84,7 +77,7 @@ class SipUdpPort(udp.Port):
     family again and sums the bytes read for every datagram; this loop binds
     them once per wake-up and reads at most `READS_PER_WAKE` datagrams,
     asking the kernel whether a second one is queued rather than failing a
-    ``recvfrom`` with EAGAIN on every wake-up (`_more_queued`). A
+    ``recvfrom`` with EAGAIN on every wake-up (`_QUEUED`). A
     datagram whose handling raises is logged with the socket and dropped;
     the loop goes on. The epoll reactor of the UDP workers
     (`sipsock.workers.epoll`) calls it without Twisted's legacy log context
@@ -182,8 +175,14 @@ class SipUdpPort(udp.Port):
                 received(data, addr)
             except Exception:
                 self._handling_failed(addr)
-            if count == 0 and not _more_queued(sock.fileno()):
-                return
+            if not count:
+                # A second datagram queued? (`_QUEUED`)
+                try:
+                    _ioctl(sock.fileno(), _FIONREAD, _QUEUED, True)
+                except OSError:
+                    continue
+                if not _QUEUED[0]:
+                    return
 
     def _handling_failed(self, addr: Any) -> None:
         """A datagram whose handling raised: logged with its traceback, repeats folded."""
@@ -249,11 +248,7 @@ class SipDatagramProtocol(DatagramProtocol):
         if datagram[:1] in _BLANK and not datagram.strip(_BLANK):
             return
         counters.count_in(datagram)
-        self._deliver(datagram, addr)
-
-    def _deliver(self, datagram: bytes, addr: Any) -> None:
-        """Hand one datagram to the sink (the general path)."""
-        listener = self.listener
+        # The general path (inline: one Python call less per message).
         peer = (addr[0], addr[1])
         reply = listener.send_reply
         origin = Origin(

@@ -91,30 +91,34 @@ class ExclusiveEPollReactor(EPollReactor):
         when a worker woke up for one datagram and no timer is due; here the
         turn first checks whether any of that is pending, and computes the
         wait from the same clock reading when not. A failure in a turn is
-        logged as the stock loop logs it ("Unexpected error in main loop").
+        logged as the stock loop logs it ("Unexpected error in main loop")
+        and the loop goes on. As in the stock loop, the failure handler
+        wraps the run of turns, not each turn (its ``__enter__`` and
+        ``__exit__`` were two Python calls per wake-up), and a turn is
+        inline here, not a method call of its own.
         """
         while self._started:
             with _topHandler:
-                self._turn()
-
-    def _turn(self) -> None:
-        pending = self._pendingTimedCalls
-        now = self.seconds()
-        wait: float | None
-        if (
-            self.threadCallQueue
-            or self._newTimedCalls
-            or self._justStopped
-            or self._cancellations > 50
-            or (pending and pending[0].time <= now)
-        ):
-            self.runUntilCurrent()
-            wait = self.timeout()
-        elif pending:
-            wait = max(0, min(_LONGEST_WAIT, pending[0].time - now))
-        else:
-            wait = None
-        self.doIteration(self.running and wait)  # as the stock loop
+                seconds = self.seconds
+                iterate = self.doIteration
+                while self._started:
+                    pending = self._pendingTimedCalls
+                    now = seconds()
+                    wait: float | None
+                    if (
+                        self.threadCallQueue
+                        or self._newTimedCalls
+                        or self._justStopped
+                        or self._cancellations > 50
+                        or (pending and pending[0].time <= now)
+                    ):
+                        self.runUntilCurrent()
+                        wait = self.timeout()
+                    elif pending:
+                        wait = max(0, min(_LONGEST_WAIT, pending[0].time - now))
+                    else:
+                        wait = None
+                    iterate(self.running and wait)  # as the stock loop
 
     def doPoll(self, timeout: float | None) -> None:
         """`EPollReactor.doPoll`, calling ``sipsockPlainCall`` selectables directly.
