@@ -36,7 +36,9 @@ from sipsock.reloadplan import (
     Rejection,
     ReloadReport,
     RowScreen,
+    changed_places,
     host_names,
+    kept_at,
     plan_reload,
     screen_conflicts,
 )
@@ -138,7 +140,7 @@ class SocketRegistry(Service):
         self._static = list(static)
         self._hosts = ReloadHosts(resolver or make_thread_resolver(reactor))
         self._entries: dict[SocketDef, SocketEntry] = {}
-        self._rows = RowScreen()
+        self._rows = RowScreen(frozen=(SocketRow,))
         self._settled: _Settled | None = None
         self._lock = DeferredLock()
         self._retry_delay = retry_delay
@@ -238,6 +240,7 @@ class SocketRegistry(Service):
             report = ReloadReport(kept=list(settled.kept), rejected=list(settled.rejected))
             return self._finish(report, started, mark)
         report = ReloadReport()
+        before = (list(self._entries), list(self._entries.values()))
         defs, rejected = self._rows.screen(rows)
         names = host_names(defs)
         defs, unresolved = await self._hosts.resolve(defs, names, self._entries)
@@ -249,7 +252,7 @@ class SocketRegistry(Service):
         not_updated = await self._update_all(plan.update, report)
         await self._open_all(plan.retry, plan.add, report)
         report.kept = list(map(_socket_text, plan.keep))
-        self._entries = _in_table_order(self._entries, wanted, not_updated)
+        self._entries = _in_table_order(self._entries, wanted, not_updated, before)
         failing = self._plan_reopen()
         if not names and not report.failed and not failing:
             # Host names may resolve otherwise next time, and failures are retried.
@@ -543,21 +546,33 @@ def _in_table_order(
     current: dict[SocketDef, SocketEntry],
     wanted: Sequence[SocketDef],
     not_updated: dict[SocketDef, SocketDef],
+    before: tuple[list[SocketDef], list[SocketEntry]],
 ) -> dict[SocketDef, SocketEntry]:
     """The entries in table order, keyed by the newest definitions, each entry's too.
 
     A socket whose update failed keeps its old definition (so the next reload
     retries); a wanted definition without an entry (no free slot) has none.
     Equal definitions may differ in row id and text: each entry takes its key.
+
+    ``before`` is the registry's definitions and entries, in order, when the
+    reload began. A wanted definition that is the very object at the same
+    place there kept its entry (kept or retried: a reload re-keys only the
+    sockets it updates, removes or adds, whose definitions are other
+    objects); only the other places are looked up by equality (a Python
+    `SocketDef.__hash__` each) and take their key as their definition.
     """
     keys = [not_updated.get(s, s) for s in wanted] if not_updated else wanted
-    found: list[SocketEntry] = list(map(current.get, keys))  # type: ignore[arg-type]
+    changed = changed_places(keys, before[0])
+    found: list[SocketEntry | None] = kept_at(before[1], len(keys), changed)
+    for index in changed:
+        found[index] = current.get(keys[index])
     if any(map(is_, found, repeat(None))):
         present = list(map(is_not, found, repeat(None)))
         keys, found = list(compress(keys, present)), list(compress(found, present))
-    entries = dict(zip(keys, found, strict=True))
-    for _ in map(setattr, found, repeat("sdef"), keys):
-        pass
+        changed = list(range(len(keys)))
+    entries: dict[SocketDef, SocketEntry] = dict(zip(keys, found, strict=True))  # type: ignore[arg-type]
+    for index in changed:
+        found[index].sdef = keys[index]  # type: ignore[union-attr]
     return entries
 
 

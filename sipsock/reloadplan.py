@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import attrgetter, is_
-from typing import Any, Protocol
+from operator import and_, attrgetter, is_, is_not, not_
+from typing import Any, Protocol, TypeVar
 
 from sipsock.addresses import is_ip
 from sipsock.sockdef import SocketDef, SocketDefError, parse_row, parse_row_id, show_value
+
+T = TypeVar("T")
 
 
 class RowLike(Protocol):
@@ -134,43 +136,92 @@ def screen_rows(rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejectio
     return defs, rejections
 
 
+def changed_places(new: Sequence[object], old: Sequence[object]) -> list[int]:
+    """The places of ``new`` that do not hold the very object ``old`` holds there.
+
+    C-level (no hashing, no Python loop): a reload's rows, definitions and
+    sockets come in table order, so what did not change is usually the same
+    object at the same place, and the changed places are few.
+    """
+    count = min(len(new), len(old))
+    changed = list(compress(range(count), map(is_not, new, old)))
+    changed.extend(range(count, len(new)))
+    return changed
+
+
+def kept_at(values: Sequence[T], count: int, changed: Sequence[int]) -> list[T | None]:
+    """``values`` cut or padded with None to ``count`` items, None at the ``changed`` places."""
+    found: list[T | None] = list(values[:count])
+    found.extend(repeat(None, count - len(found)))
+    for index in changed:
+        found[index] = None
+    return found
+
+
 #: A row's id and columns, the key of `RowScreen`'s memory (one C-level call a row).
 _row_key = attrgetter("id", "socket", "advertised", "tag", "flags", "tos")
 
+#: Rows remembered by value, at most this many times the table's rows (plus a few):
+#: beyond, the memory starts again from the rows of the last call.
+_KEPT_PER_ROW = 2
+
 
 class RowScreen:
-    """`screen_rows` with a memory of the previous reload.
+    """`screen_rows` with a memory of the previous reloads.
 
     A row whose id and columns are unchanged since the last call gives the same
     definition or rejection without being parsed again, so a reload of a large
     table that changed in a few rows costs a dictionary look-up per other row
     (done by C-level ``map`` calls, not a Python loop).
+
+    Rows of the classes in ``frozen`` (immutable: the stores' `SocketRow`)
+    are first matched by identity with the row at the same place in the
+    last call (`changed_places`): a store hands back the very row object of the
+    last read for a row that did not change, and an object kept alive since
+    has the columns it had. Only the other rows build their key of six columns.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, frozen: tuple[type, ...] = ()) -> None:
+        self._frozen = frozenset(frozen)
+        #: By value (row id and columns): each row's result, kept between calls.
         self._previous: dict[tuple[Any, ...], SocketDef | Rejection] = {}
+        #: The rows of the last call and each one's result, in order (empty unless
+        #: every row was of a ``frozen`` class).
+        self._rows: list[RowLike] = []
+        self._results: list[SocketDef | Rejection] = []
 
     def screen(self, rows: Iterable[RowLike]) -> tuple[list[SocketDef], list[Rejection]]:
         rows = list(rows)
-        try:
-            keys: list[tuple[Any, ...]] = list(map(_row_key, rows))
-            found = list(map(self._previous.get, keys))
-        except TypeError:  # an unhashable column value: row by row
-            return self._screen_each(rows)
-        results: list[SocketDef | Rejection] = found  # type: ignore[assignment]
-        if not all(found):  # (definitions and rejections are true; ``in`` would call __eq__)
-            new: dict[tuple[Any, ...], SocketDef | Rejection] = {}  # a row twice: parsed once
-            for index in compress(range(len(found)), map(is_, found, repeat(None))):
-                key = keys[index]
-                result = new.get(key)
+        frozen = bool(self._frozen) and self._frozen.issuperset(map(type, rows))
+        if frozen:
+            missing = changed_places(rows, self._rows)
+            found = kept_at(self._results, len(rows), missing)
+        else:
+            missing, found = list(range(len(rows))), [None] * len(rows)
+        if missing:
+            try:
+                keys: list[tuple[Any, ...]] = [_row_key(rows[index]) for index in missing]
+                looked_up = list(map(self._previous.get, keys))
+            except TypeError:  # an unhashable column value: row by row
+                return self._screen_each(rows)
+            if len(self._previous) + len(keys) > _KEPT_PER_ROW * len(rows) + 64:
+                self._previous = {}  # bounded: what is still in the table comes back below
+            for index, key, known in zip(missing, keys, looked_up, strict=True):
+                # (A row twice in one table is parsed once: the first put it there.)
+                result = known or self._previous.get(key)
                 if result is None:
                     parsed, rejected = screen_rows([rows[index]])
-                    result = new[key] = parsed[0] if parsed else rejected[0]
-                results[index] = result
-        self._previous = dict(zip(keys, results, strict=True))
-        rejections = [r for r in results if r.__class__ is Rejection]
-        if not rejections:
+                    result = parsed[0] if parsed else rejected[0]
+                found[index] = self._previous[key] = result
+            if len(self._previous) < len(rows):
+                # Started again: every row of this table is remembered by value too.
+                every = zip(map(_row_key, rows), found, strict=True)
+                self._previous.update(every)  # type: ignore[arg-type]
+        results: list[SocketDef | Rejection] = found  # type: ignore[assignment]
+        self._rows, self._results = (rows, results) if frozen else ([], [])
+        if Rejection not in set(map(type, results)):
             return results, []  # type: ignore[return-value]
+        rejections = [r for r in results if r.__class__ is Rejection]
         return [r for r in results if r.__class__ is not Rejection], rejections  # type: ignore[misc]
 
     def _screen_each(self, rows: list[RowLike]) -> tuple[list[SocketDef], list[Rejection]]:
@@ -198,6 +249,7 @@ class RowScreen:
 
 
 _bind_key = attrgetter("bind_key")
+_host = attrgetter("host")
 
 
 def _where(sdef: SocketDef) -> str:
@@ -215,7 +267,8 @@ def screen_conflicts(
     """
     static_keys = {s.bind_key: s for s in static}
     keys = list(map(_bind_key, defs))
-    if len(set(keys)) == len(keys) and static_keys.keys().isdisjoint(keys):
+    distinct = set(keys)
+    if len(distinct) == len(keys) and distinct.isdisjoint(static_keys):
         return list(defs), []  # every address once, none static: nothing to drop
     seen: set[SocketDef] = set()
     taken: dict[tuple[str, str, int], SocketDef] = {}
@@ -269,29 +322,40 @@ def new_row_conflict(
 
 def host_names(defs: Iterable[SocketDef]) -> list[str]:
     """The host names (not addresses) of ``defs``, sorted; each host once."""
-    return sorted(host for host in {sdef.host for sdef in defs} if not is_ip(host))
+    return sorted(host for host in set(map(_host, defs)) if not is_ip(host))
 
 
 def plan_reload(running: Mapping[SocketDef, bool], wanted: Sequence[SocketDef]) -> ReloadPlan:
-    """Diff running sockets (definition -> is it open) against the wanted ones."""
-    states = list(map(running.get, wanted))
+    """Diff running sockets (definition -> is it open) against the wanted ones.
+
+    A wanted definition is first matched with the running one at the same
+    place by identity (`changed_places`: a row that did not change gives the very
+    definition its socket runs under), the others by equality
+    (`SocketDef.__hash__` is a Python call).
+    """
+    running_defs = list(running)
+    # Where wanted and running do not hold the same object: by equality.
+    others = changed_places(wanted, running_defs)
+    states = kept_at(list(running.values()), len(wanted), others)
+    for index in others:
+        states[index] = running.get(wanted[index])
+    gone_places = [i for i in others if i < len(running_defs)]
+    gone_places.extend(range(len(wanted), len(running_defs)))
+    gone: list[SocketDef] = []
+    if gone_places:
+        equal = {wanted[index] for index in others}
+        gone = [running_defs[i] for i in gone_places if running_defs[i] not in equal]
     if None not in states and False not in states:
         keep: list[SocketDef] = list(wanted)
         retry: list[SocketDef] = []
         new: list[SocketDef] = []
-    else:
-        keep, retry, new = [], [], []
-        for sdef, state in zip(wanted, states, strict=True):
-            if state is None:
-                new.append(sdef)
-            elif state:
-                keep.append(sdef)
-            else:
-                retry.append(sdef)
-    # Set operations on sets reuse the stored hashes (SocketDef's is a Python method).
-    gone_set = set(running).difference(set(wanted))
-    # In running order (one or none needs no ordering).
-    gone = [s for s in running if s in gone_set] if len(gone_set) > 1 else list(gone_set)
+    else:  # C-level sorting: running and open, new, running but not open
+        keep = list(compress(wanted, states))
+        new = list(compress(wanted, map(is_, states, repeat(None))))
+        retry = []
+        if len(keep) + len(new) < len(wanted):
+            failed = map(and_, map(not_, states), map(is_not, states, repeat(None)))
+            retry = list(compress(wanted, failed))
     # A gone socket that is open and shares its endpoint with a new definition
     # is updated in place instead of closed and opened again.
     gone_by_endpoint = {s.endpoint: s for s in gone if running[s]}

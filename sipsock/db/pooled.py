@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipsock.config import SocketsMgmSettings
+from sipsock.db.samerows import SameRows
 from sipsock.db.store import (
     ISocketStore,
     SocketRow,
@@ -26,7 +27,6 @@ from sipsock.db.store import (
     StoreError,
     missing_table_error,
     missing_version_table_error,
-    row_from_tuple,
     version_error,
     within,
 )
@@ -52,10 +52,9 @@ class PooledStore:
         self._statements = statements
         self._pool = pool
         self._closed = False
-        self._last_raw: list[tuple[object, ...]] = []
-        self._last_rows: list[SocketRow] = []
-        self._known: dict[tuple[object, ...], SocketRow] = {}
-        #: `_table_mark` when `_last_rows` was read (None: unknown, read the rows).
+        #: The rows of the last read; an unchanged row comes back as the same object.
+        self._same = SameRows()
+        #: `_table_mark` when the rows of `_same` were read (None: unknown, read the rows).
         self._rows_mark: object = None
 
     def check_version(self) -> Deferred[None]:
@@ -102,7 +101,7 @@ class PooledStore:
             lambda: self._pool.runInteraction(read),
             lambda: missing_table_error(self._table, self._database),
         )
-        return d.addCallback(self._rows_of)
+        return d.addCallback(self._same.rows_of)
 
     def read(self) -> Deferred[list[SocketRow]]:
         """`check_version`, then `fetch`, in one call to the pool thread.
@@ -145,8 +144,8 @@ class PooledStore:
         def rows(found: tuple[object, list[tuple[object, ...]] | None]) -> list[SocketRow]:
             mark, raw = found
             if raw is None:
-                return list(self._last_rows)
-            result = self._rows_of(raw)
+                return list(self._same.rows)
+            result = self._same.rows_of(raw)
             # A mark is only worth something on the connection it was read from.
             self._rows_mark = mark if pools == [self._pool] else None
             return result
@@ -173,21 +172,6 @@ class PooledStore:
 
     def _prepare(self, cursor: Any) -> None:
         """Run in the pool thread before a call's queries (MySQL: check the connection)."""
-
-    def _rows_of(self, raw: Sequence[tuple[object, ...]]) -> list[SocketRow]:
-        """The rows of a result; a row fetched unchanged before is the same object."""
-        values = [tuple(row) for row in raw]
-        if values == self._last_raw:
-            return list(self._last_rows)
-        try:
-            known = self._known
-            rows = [known.get(value) or row_from_tuple(value) for value in values]
-            self._known = dict(zip(values, rows, strict=True))
-        except TypeError:  # an unhashable value from the driver: build every row
-            rows = [row_from_tuple(value) for value in values]
-            self._known = {}
-        self._last_raw, self._last_rows = values, rows
-        return list(rows)
 
     def close(self) -> Deferred[None]:
         """Close the pool (it waits for a call still running)."""

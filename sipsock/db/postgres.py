@@ -30,6 +30,7 @@ from txpostgres import txpostgres
 from zope.interface import implementer
 
 from sipsock.config import DatabaseURL, SocketsMgmSettings
+from sipsock.db.samerows import SameRows
 from sipsock.db.store import (
     ISocketStore,
     SocketRow,
@@ -37,7 +38,6 @@ from sipsock.db.store import (
     StoreError,
     missing_table_error,
     missing_version_table_error,
-    row_from_tuple,
     version_error,
     within,
 )
@@ -142,6 +142,8 @@ class PostgresStore:
         self._pool: _Pool | None = None
         self._lock = DeferredLock()
         self._closed = False
+        #: The rows of the last read; an unchanged row comes back as the same object.
+        self._same = SameRows()
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._url.display()} table={self._table}>"
@@ -182,7 +184,7 @@ class PostgresStore:
             d: Deferred[list[tuple[object, ...]]] = pool.runQuery(
                 self._statements.select_rows, self._statements.row_params
             )
-            return d.addCallback(lambda rows: [row_from_tuple(row) for row in rows])
+            return d.addCallback(self._same.rows_of)
 
         return self._call(
             f"reading table {self._table}",
@@ -215,7 +217,7 @@ class PostgresStore:
                 if isinstance(exc, psycopg2.Error) and exc.pgcode in _MISSING_OBJECT_CODES:
                     await check_columns(pool)  # the error naming the column, if one is missing
                 raise
-            return [row_from_tuple(row) for row in rows]
+            return self._same.rows_of(rows)
 
         return self._call(
             f"reading table {self._table}",

@@ -94,7 +94,12 @@ class SipUdpPort(udp.Port):
 
     @classmethod
     def adopting(
-        cls, reactor: Any, sock: socket.socket, protocol: DatagramProtocol, max_packet_size: int
+        cls,
+        reactor: Any,
+        sock: socket.socket,
+        protocol: DatagramProtocol,
+        max_packet_size: int,
+        family: socket.AddressFamily | None = None,
     ) -> SipUdpPort:
         """A port over the bound non-blocking ``sock``, which it owns from now on.
 
@@ -112,7 +117,8 @@ class SipUdpPort(udp.Port):
         self.maxPacketSize = max_packet_size
         self.interface = address[0]
         self._connectedAddr = None
-        self.addressFamily = sock.family
+        # ``family``: what the socket was made with (``sock.family`` builds an enum each time).
+        self.addressFamily = family if family is not None else sock.family
         self.setLogStr()  # type: ignore[no-untyped-call]
         self._preexistingSocket = sock  # type: ignore[assignment]  # Twisted: None
         self._adoptedPort = address[1]
@@ -313,7 +319,7 @@ class UdpListener:
         if isinstance(self._reactor, PosixReactorBase):
             # What adoptDatagramPort does, with our port class.
             own = socket.fromfd(fd, family, socket.SOCK_DGRAM)
-            port = SipUdpPort.adopting(self._reactor, own, self.protocol, MAX_DATAGRAM_SIZE)
+            port = SipUdpPort.adopting(self._reactor, own, self.protocol, MAX_DATAGRAM_SIZE, family)
             port.label = self.sdef.socket_text
             if prepare is not None:
                 prepare(port)
@@ -327,7 +333,8 @@ class UdpListener:
                 prepare(self._port)
         sock = getattr(self._port, "socket", None)
         self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
-        self._family = sock.family if isinstance(sock, socket.socket) else 0
+        # The socket was made for ``family`` (a reload adopts hundreds: no enum built per ask).
+        self._family = family if isinstance(sock, socket.socket) else 0
         if self.socket_lines:
             self.log.info(
                 "socket {socket} (slot {slot}) listening",

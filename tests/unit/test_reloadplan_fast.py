@@ -174,3 +174,77 @@ def test_a_row_with_an_unhashable_value_is_screened_every_time() -> None:
         defs, rejected = screen.screen(rows)
         assert [d.socket_text for d in defs] == ["udp:127.0.0.1:5061"]
         assert [r.row_id for r in rejected] == [1]
+
+
+class MutableRow:
+    """A row object a store might change in place (not one of the frozen classes)."""
+
+    def __init__(self, row_id: int, socket: str, tag: str | None = None) -> None:
+        self.id, self.socket, self.tag = row_id, socket, tag
+        self.advertised = self.flags = self.tos = None
+
+
+def test_only_rows_of_frozen_classes_are_matched_by_identity() -> None:
+    screen = RowScreen(frozen=(SocketRow,))
+    row = MutableRow(1, "udp:127.0.0.1:5060")
+    screen.screen([row])
+    row.tag = "changed"
+    defs, _ = screen.screen([row])
+    assert defs[0].tag == "changed"
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=rows_strategy, after=rows_strategy, order=st.randoms(use_true_random=False))
+def test_identity_first_screening_and_planning_give_the_rules_answer_and_objects(
+    before: list[tuple[str, str | None, str | None]],
+    after: list[tuple[str, str | None, str | None]],
+    order: Any,
+) -> None:
+    """Rows kept (same objects), moved, new or equal copies: the same answer, the same objects."""
+    screen = RowScreen(frozen=(SocketRow,))
+    old_rows = make_rows(before)
+    kept_objects = {(r.id, r.socket, r.tag, r.flags): r for r in old_rows}
+    new_rows = [kept_objects.get((r.id, r.socket, r.tag, r.flags), r) for r in make_rows(after)]
+    order.shuffle(new_rows)
+    for rows in (old_rows, new_rows, list(new_rows), old_rows):
+        defs, rejected = screen.screen(rows)
+        want_defs, want_rejected = screen_rows(rows)
+        assert defs == want_defs
+        assert [d.row_id for d in defs] == [d.row_id for d in want_defs]
+        assert rejected == want_rejected
+
+    running_defs, _ = screen_conflicts(screen.screen(old_rows)[0], [])
+    new_defs, _ = screen_conflicts(screen.screen(new_rows)[0], [])
+    # Some wanted definitions are the running objects, others equal copies.
+    copies = [SocketDef(**{f: getattr(s, f) for f in COPIED}) for s in new_defs[::2]]
+    mixed = list(new_defs)
+    mixed[::2] = copies
+    for running in (
+        dict.fromkeys(running_defs, True),
+        {s: index % 3 != 1 for index, s in enumerate(running_defs)},
+    ):
+        for target in (new_defs, mixed, running_defs, running_defs[::-1]):
+            plan = plan_reload(running, target)
+            want = reference_plan(running, target)
+            got = (plan.keep, plan.update, plan.remove, plan.add, plan.retry)
+            for mine, theirs in zip(got, want, strict=True):
+                assert list(mine) == theirs
+                flat = [x for item in mine for x in (item if isinstance(item, tuple) else (item,))]
+                flat_want = [
+                    x for item in theirs for x in (item if isinstance(item, tuple) else (item,))
+                ]
+                assert all(a is b for a, b in zip(flat, flat_want, strict=True))
+
+
+COPIED = (
+    "proto",
+    "host",
+    "port",
+    "advertised_host",
+    "advertised_port",
+    "tag",
+    "flags",
+    "tos",
+    "text",
+    "row_id",
+)

@@ -161,12 +161,16 @@ def test_an_empty_datagram_after_the_first_is_read_on_the_next_wake_up(
     assert [data for data, _ in protocol.datagrams] == [b"first", b"", b"last"]
 
 
+@pytest.mark.parametrize("given", [False, True], ids=["family-from-socket", "family-given"])
 @pytest.mark.parametrize(
     ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
 )
-def test_an_adopted_port_knows_what_twisteds_adopted_port_knows(family: int, host: str) -> None:
-    """`SipUdpPort.adopting` reads the address once, the family from the socket:
-    the port reads, reports its address and closes as Twisted's own would."""
+def test_an_adopted_port_knows_what_twisteds_adopted_port_knows(
+    family: socket.AddressFamily, host: str, given: bool
+) -> None:
+    """`SipUdpPort.adopting` reads the address once, the family from the socket
+    (or as the caller made it): the port reads, reports its address and closes
+    as Twisted's own would."""
     bound = socket.socket(family, socket.SOCK_DGRAM)
     bound.bind((host, 0))
     bound.setblocking(False)
@@ -174,7 +178,9 @@ def test_an_adopted_port_knows_what_twisteds_adopted_port_knows(family: int, hos
         reactor, bound.fileno(), family, Recorder(), maxPacketSize=MAX_DATAGRAM_SIZE
     )
     protocol = Recorder()
-    port: Any = SipUdpPort.adopting(reactor, bound, protocol, MAX_DATAGRAM_SIZE)
+    port: Any = SipUdpPort.adopting(
+        reactor, bound, protocol, MAX_DATAGRAM_SIZE, *((family,) if given else ())
+    )
     port.label = "udp:test"
     port.startListening()
     port.stopReading()
