@@ -8,6 +8,7 @@ from typing import Final
 from sipsock.sip.checks import KNOWN_METHODS
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, is_token, parse_number
+from sipsock.sip.memo import Memo
 from sipsock.sip.message import Request, Response, new_request, new_response
 
 DEFAULT_MAX_SIZE: Final = 65535
@@ -79,19 +80,39 @@ def _split_fields(lines: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
 
     Return the fields and their canonical names (which the message keeps for
     its lookups).  This loop runs once per header line of every message:
-    keep it to a few string methods.
+    keep it to a few string methods.  A line a peer repeats (Max-Forwards,
+    Content-Length, CSeq, To, Contact, User-Agent...) is split once and then
+    found in `_LINES`; the fields unique to each request or call (Via,
+    Call-ID, From: `_UNIQUE_KEYS`) are split every time, not remembered.
     """
     headers: list[tuple[str, str]] = []
     keys: list[str] = []
+    seen = _LINES.get
     known = KNOWN_NAMES.get
     for line in lines:
+        hit = seen(line)
+        if hit is not None:
+            headers.append(hit[0])
+            keys.append(hit[1])
+            continue
         name, colon, value = line.partition(":")
         if not (colon and name):
             raise SipParseError("header line without a colon or without a name")
         name = name.rstrip(" \t")
-        headers.append((name, value.strip(" \t")))
-        keys.append(known(name) or canonical_name(name))
+        field = (name, value.strip(" \t"))
+        key = known(name) or canonical_name(name)
+        headers.append(field)
+        keys.append(key)
+        if key not in _UNIQUE_KEYS:
+            _LINES.remember(line, (field, key), 2 * len(line) + len(key))
     return headers, keys
+
+
+#: Fields new in (almost) every request or call (RFC 3261 8.1.1: a new branch,
+#: Call-ID and From tag), not worth remembering line by line.
+_UNIQUE_KEYS: Final = frozenset({"via", "call-id", "from"})
+#: Header lines already split: the line to its ``(name, value)`` field and key.
+_LINES: Memo[str, tuple[tuple[str, str], str]] = Memo(max_entries=4 * 1024)
 
 
 def _content_lengths(headers: list[tuple[str, str]], keys: list[str]) -> list[str]:
