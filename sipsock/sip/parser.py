@@ -9,7 +9,7 @@ from sipsock.sip.checks import KNOWN_METHODS
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, is_token, parse_number
 from sipsock.sip.memo import Memo
-from sipsock.sip.message import Request, Response, new_request, new_response
+from sipsock.sip.message import Request, Response, new_response
 
 DEFAULT_MAX_SIZE: Final = 65535
 
@@ -166,7 +166,16 @@ def _parse_start_line(line: str) -> Request | Response:
         version == "SIP/2.0" or version.upper().startswith("SIP/")
     ):
         raise SipParseError(f"malformed request line {line[:60]!r}")
-    return new_request(method, uri, version, defect)
+    # `new_request`, without the call.
+    request = _new(Request)
+    request.method = method
+    request.uri = uri
+    request.version = version
+    request._defect = defect
+    return request
+
+
+_new = object.__new__
 
 
 def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:
