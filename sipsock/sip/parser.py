@@ -82,8 +82,9 @@ def _split_fields(lines: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     its lookups).  This loop runs once per header line of every message:
     keep it to a few string methods.  A line a peer repeats (Max-Forwards,
     Content-Length, CSeq, To, Contact, User-Agent...) is split once and then
-    found in `_LINES`; the fields unique to each request or call (Via,
-    Call-ID, From: `_UNIQUE_KEYS`) are split every time, not remembered.
+    found in `_LINES`; the fields unique to each request or dialog (Via,
+    Call-ID: `_UNIQUE_KEYS`, and any line with a ``tag=``: From, the To of a
+    dialog) are split every time, not remembered.
     """
     headers: list[tuple[str, str]] = []
     keys: list[str] = []
@@ -103,14 +104,15 @@ def _split_fields(lines: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
         key = known(name) or canonical_name(name)
         headers.append(field)
         keys.append(key)
-        if key not in _UNIQUE_KEYS:
+        if key not in _UNIQUE_KEYS and "tag=" not in line:
             _LINES.remember(line, (field, key), 2 * len(line) + len(key))
     return headers, keys
 
 
-#: Fields new in (almost) every request or call (RFC 3261 8.1.1: a new branch,
-#: Call-ID and From tag), not worth remembering line by line.
-_UNIQUE_KEYS: Final = frozenset({"via", "call-id", "from"})
+#: Fields new in (almost) every request or call (RFC 3261 8.1.1: a new branch
+#: and Call-ID), not worth remembering line by line; nor are lines with a tag
+#: (From, and the To of a dialog: new with each call).
+_UNIQUE_KEYS: Final = frozenset({"via", "call-id"})
 #: Header lines already split: the line to its ``(name, value)`` field and key.
 _LINES: Memo[str, tuple[tuple[str, str], str]] = Memo(max_entries=4 * 1024)
 

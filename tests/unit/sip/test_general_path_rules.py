@@ -155,9 +155,16 @@ def test_split_fields_with_its_memo_of_lines_is_the_old_loop(lines: list[str]) -
 
 
 def test_split_fields_remembers_repeated_lines_but_not_per_call_ones() -> None:
-    """Lines of fields that change per request or call (Via, Call-ID, From) are not kept."""
+    """Lines that change per request or call (Via, Call-ID, a tag) are not kept."""
     parser._LINES.clear()
-    lines = ["Via: SIP/2.0/UDP h;branch=z9hG4bK1", "Call-ID: 1@h", "f: <sip:a@b>;tag=1", "l: 0"]
+    lines = [
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1",
+        "Call-ID: 1@h",
+        "f: <sip:a@b>;tag=1",
+        "To: <sip:c@d>;tag=2",
+        "l: 0",
+        "t: <sip:c@d>",
+    ]
     parser._split_fields(lines)
-    assert list(parser._LINES) == ["l: 0"]
+    assert list(parser._LINES) == ["l: 0", "t: <sip:c@d>"]
     assert parser._LINES["l: 0"] == (("l", "0"), "content-length")
