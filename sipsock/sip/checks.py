@@ -7,6 +7,7 @@ a message may be processed.  Each failure is a :class:`SipParseError` whose
 
 from __future__ import annotations
 
+import contextlib
 import re
 from operator import itemgetter
 from typing import TYPE_CHECKING, Final
@@ -184,14 +185,19 @@ def _check_headers(message: Message) -> tuple[int, str]:
         # `parse_number` gives None exactly when this fails (one call less).
         if not (max_forwards.isascii() and max_forwards.isdigit()):
             raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
-    # `check_address`, without the call for a value it knows to be good.
+    # `check_address`, without the call for a value it knows to be good, or
+    # for a good value followed by a tag (`_tag_at`): a From, the To of a dialog.
     good = _GOOD_ADDRESSES
     value = headers[first["from"]][1]
     if value not in good:
-        check_address(value)
+        cut = value.rfind(";tag=")
+        if cut <= 0 or value[:cut] not in good or is_token(value[cut + 5 :]) is None:
+            check_address(value)
     value = headers[first["to"]][1]
     if value not in good:
-        check_address(value)
+        cut = value.rfind(";tag=")
+        if cut <= 0 or value[:cut] not in good or is_token(value[cut + 5 :]) is None:
+            check_address(value)
     for index in address_at:
         value = headers[index][1]
         for item in split_values(value) if "," in value else (value.strip(),):
@@ -250,7 +256,12 @@ def check_address(value: str) -> None:
     """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route).
 
     A value with a tag (a From, the To of a dialog: new with every call) is
-    checked each time; others are remembered once they pass.
+    not remembered; others are, once they pass. A value that passes and
+    ends in ``;tag=`` and a token has the text before its tag remembered
+    when that passes too: a good address followed by ``;tag=`` and a token
+    is a good address (the last parameter of either spelling, plain or
+    by the rules), so the next call's From or To with a new tag is known
+    good from its untagged part (see `_check_headers`).
     """
     if value in _GOOD_ADDRESSES:
         return
@@ -258,6 +269,13 @@ def check_address(value: str) -> None:
         check_address_rules(value)
     if "tag" not in value:
         _GOOD_ADDRESSES.remember(value, True, len(value))
+        return
+    cut = value.rfind(";tag=")
+    if cut > 0 and is_token(value[cut + 5 :]) is not None:
+        untagged = value[:cut]
+        if "tag" not in untagged and untagged not in _GOOD_ADDRESSES:
+            with contextlib.suppress(SipParseError):
+                check_address(untagged)  # remembered when it passes
 
 
 def check_address_rules(value: str) -> None:

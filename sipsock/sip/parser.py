@@ -71,7 +71,11 @@ def parse(
         body = b""  # the usual body of a request without one (as `_body` gives it)
     else:
         body = _body(data, body_start, _content_lengths(headers, keys), datagram)
-    message._set_fields(headers, keys, body)
+    # `message._set_fields(headers, keys, body)`, without the call.
+    message.headers = headers
+    message.body = body
+    message._keys = keys
+    message._keys_of = headers.copy()
     return message
 
 

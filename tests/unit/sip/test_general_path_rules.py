@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sipsock.sip import SipParseError, parse, parser, response
+from sipsock.sip import SipParseError, checks, parse, parser, response
 from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, parse_number
 
 #: Text made of the characters these rules look at, and a few others.
@@ -168,3 +168,63 @@ def test_split_fields_remembers_repeated_lines_but_not_per_call_ones() -> None:
     parser._split_fields(lines)
     assert list(parser._LINES) == ["l: 0", "t: <sip:c@d>"]
     assert parser._LINES["l: 0"] == (("l", "0"), "content-length")
+
+
+def _address_fault(value: str) -> object:
+    """`check_address`'s fault for ``value`` (None when it passes), its memo cleared first."""
+    checks._GOOD_ADDRESSES.clear()
+    try:
+        checks.check_address(value)
+    except SipParseError as error:
+        return ("fault", error.reason, error.status)
+    return None
+
+
+_address_texts = st.text(alphabet=st.sampled_from(' \t\x85<>"\\;=:@,?sipabtg-'), max_size=24)
+_tags = st.text(alphabet=st.sampled_from("az09-.!%*_+`'~"), min_size=1, max_size=6)
+
+
+@given(_address_texts, _tags)
+@example("<sip:a@b>", "1")
+@example("sip:a@b", "1")
+@example("<sip:a@b> ", "x")
+@example('"a;b" <sip:a@b>;p="q"', "1")
+@example("sip:a@b;p", "1")
+def test_a_good_address_followed_by_a_token_tag_is_good(untagged: str, tag: str) -> None:
+    """What lets `_check_headers` take a From/To whose untagged part is remembered good."""
+    if _address_fault(untagged) is None:
+        assert _address_fault(f"{untagged};tag={tag}") is None
+
+
+@given(st.lists(st.tuples(_address_texts, st.none() | _tags), min_size=1, max_size=4))
+@example([("<sip:a@b>", "1"), ("<sip:a@b>", "2")])
+@example([("sip:a@b", "1"), ("sip:a@b", ";")])
+def test_from_and_to_with_tags_are_refused_as_the_rule_refuses_them(
+    values: list[tuple[str, str | None]],
+) -> None:
+    """A request's From and To are refused (with the same reason) or taken as `check_address`
+    alone decides, also when the untagged part of an earlier one is remembered."""
+    checks._GOOD_ADDRESSES.clear()
+    for untagged, tag in values:
+        value = untagged if tag is None else f"{untagged};tag={tag}"
+        for from_value, to_value in ((value, "<sip:c@d>"), ("<sip:c@d>;tag=9", value)):
+            request = (
+                "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK1\r\n"
+                f"From: {from_value}\r\nTo: {to_value}\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n"
+            )
+            memo = list(checks._GOOD_ADDRESSES)
+            want = _address_fault(value.strip(" \t"))
+            checks._GOOD_ADDRESSES.clear()
+            for key in memo:
+                checks._GOOD_ADDRESSES.remember(key, True, len(key))
+            try:
+                parsed = parse(request.encode("utf-8", "surrogateescape"))
+            except SipParseError:
+                continue  # not a request line and fields the parser reads
+            try:
+                parsed.validate()
+            except SipParseError as error:
+                got: object = ("fault", error.reason, error.status)
+            else:
+                got = None
+            assert got == want
