@@ -7,7 +7,6 @@ a message may be processed.  Each failure is a :class:`SipParseError` whose
 
 from __future__ import annotations
 
-import contextlib
 import re
 from operator import itemgetter
 from typing import TYPE_CHECKING, Final
@@ -256,26 +255,27 @@ def check_address(value: str) -> None:
     """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route).
 
     A value with a tag (a From, the To of a dialog: new with every call) is
-    not remembered; others are, once they pass. A value that passes and
-    ends in ``;tag=`` and a token has the text before its tag remembered
-    when that passes too: a good address followed by ``;tag=`` and a token
-    is a good address (the last parameter of either spelling, plain or
-    by the rules), so the next call's From or To with a new tag is known
-    good from its untagged part (see `_check_headers`).
+    not remembered; others are, once they pass. Of a value of the usual
+    shape (`_match_plain_address`) that ends in ``;tag=`` and a token, the
+    text before the tag is remembered instead: that ``;tag=`` starts its
+    last parameter (a token holds no ``;``, ``>`` or quote), so the text
+    before it has the usual shape too. A good address followed by
+    ``;tag=`` and a token is good, so the next call's From or To with a
+    new tag is known good from its untagged part (see `_check_headers`).
     """
     if value in _GOOD_ADDRESSES:
         return
     if _match_plain_address(value) is None:
         check_address_rules(value)
+    elif "tag" in value:
+        cut = value.rfind(";tag=")
+        if cut > 0 and is_token(value[cut + 5 :]) is not None:
+            untagged = value[:cut]
+            if "tag" not in untagged:
+                _GOOD_ADDRESSES.remember(untagged, True, len(untagged))
+        return
     if "tag" not in value:
         _GOOD_ADDRESSES.remember(value, True, len(value))
-        return
-    cut = value.rfind(";tag=")
-    if cut > 0 and is_token(value[cut + 5 :]) is not None:
-        untagged = value[:cut]
-        if "tag" not in untagged and untagged not in _GOOD_ADDRESSES:
-            with contextlib.suppress(SipParseError):
-                check_address(untagged)  # remembered when it passes
 
 
 def check_address_rules(value: str) -> None:

@@ -228,3 +228,14 @@ def test_from_and_to_with_tags_are_refused_as_the_rule_refuses_them(
             else:
                 got = None
             assert got == want
+
+
+@given(_address_texts, _tags)
+@example("<sip:a@b>", "1")
+@example('"a" <sip:a@b>;x=y', "1")
+@example("<sip:a;tag=b>", "c")
+def test_a_usual_address_without_its_last_token_tag_is_good(untagged: str, tag: str) -> None:
+    """What lets `check_address` remember the untagged part of a usual tagged address unread."""
+    value = f"{untagged};tag={tag}"
+    if checks._match_plain_address(value) is not None and value.rfind(";tag=") == len(untagged):
+        assert _address_fault(untagged) is None
