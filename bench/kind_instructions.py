@@ -12,11 +12,18 @@ anywhere, with ``PYTHONPATH`` naming the tree to measure::
     PYTHONPATH=TREE python TREE/bench/kind_instructions.py [--kinds INVITE,ACK] [--number 400]
 
 Each kind takes a minute or two (valgrind runs about 70 times slower).
+
+``--freeze-gc`` collects and freezes (``gc.freeze``) what the warm-up made
+before counting: a full collection of the whole process (Twisted and all)
+that falls inside the counted messages in one tree and not in the other
+otherwise moves the figure by several thousand instructions per message
+(a change of allocations alone shifts when it falls).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -28,7 +35,7 @@ from pathlib import Path
 WARM_UP = 200
 
 
-def run_messages(kind: str, number: int) -> None:
+def run_messages(kind: str, number: int, freeze_gc: bool = False) -> None:
     """Pass ``WARM_UP`` then ``number`` messages of ``kind`` through the general path."""
     sys.path.insert(0, str(Path(__file__).parent))
     import options_path
@@ -40,11 +47,14 @@ def run_messages(kind: str, number: int) -> None:
     for data in messages[:WARM_UP]:
         receive(data, options_path.PEER)
     listener.protocol.transport.written.clear()
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
     for data in messages[WARM_UP : WARM_UP + number]:
         receive(data, options_path.PEER)
 
 
-def instructions(kind: str, number: int, out: Path) -> int:
+def instructions(kind: str, number: int, out: Path, freeze_gc: bool = False) -> int:
     """Instructions of the program that passes ``number`` messages of ``kind``."""
     env = dict(os.environ, PYTHONHASHSEED="0")
     command = [
@@ -57,6 +67,7 @@ def instructions(kind: str, number: int, out: Path) -> int:
         kind,
         "--number",
         str(number),
+        *(["--freeze-gc"] if freeze_gc else []),
     ]
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=1800)
     for line in out.read_text(errors="replace").splitlines():
@@ -69,15 +80,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", default="INVITE,ACK,REGISTER,BYE,response")
     parser.add_argument("--number", type=int, default=400, help="messages counted (400)")
+    parser.add_argument("--freeze-gc", action="store_true", help="gc.freeze() after the warm-up")
     parser.add_argument("--run", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run:
-        run_messages(args.run, args.number)
+        run_messages(args.run, args.number, args.freeze_gc)
         return
     with tempfile.TemporaryDirectory() as scratch:
         for kind in args.kinds.split(","):
-            base = instructions(kind, 0, Path(scratch, f"{kind}.0"))
-            total = instructions(kind, args.number, Path(scratch, f"{kind}.n"))
+            base = instructions(kind, 0, Path(scratch, f"{kind}.0"), args.freeze_gc)
+            total = instructions(kind, args.number, Path(scratch, f"{kind}.n"), args.freeze_gc)
             print(f"  {(total - base) / args.number:9,.0f} instructions per message  {kind}")
 
 

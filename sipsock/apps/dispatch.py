@@ -34,6 +34,8 @@ from sipsock.sip.parser import find_header_end
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import PeriodicLog
 
+_new = object.__new__
+
 #: Longest parse reason put into a reason phrase.
 MAX_REASON_TEXT: Final = 100
 #: Largest `OptionsReply` remembered per socket (a larger one is asked for each time).
@@ -231,8 +233,12 @@ class Dispatcher:
             except SipParseError as exc:
                 self._reject(origin, None, exc)
                 return
+        # `MessageContext(origin, self.directory)`, without its ``__init__`` frame.
+        context = _new(MessageContext)
+        context.origin = origin
+        context.directory = self.directory
         try:
-            self.app.message_received(message, MessageContext(origin, self.directory))
+            self.app.message_received(message, context)
         except Exception:
             self._app_failed(message, origin)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from functools import partial
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -80,8 +81,7 @@ class Responder:
         if isinstance(message, Response) or message.method == "ACK":
             return
 
-        def tag() -> str:  # asked for only when the To has no tag
-            return self.to_tag(message)
+        tag = partial(self.to_tag, message)  # asked for only when the To has no tag
 
         method_refused = message.method != "OPTIONS" and self.status in METHOD_REFUSALS
         try:

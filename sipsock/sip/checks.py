@@ -184,14 +184,19 @@ def _check_headers(message: Message) -> tuple[int, str]:
         # `parse_number` gives None exactly when this fails (one call less).
         if not (max_forwards.isascii() and max_forwards.isdigit()):
             raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
-    # `check_address`, without the call for a value it knows to be good.
+    # `check_address`, without the call for a value it knows to be good, or
+    # for a good value followed by a tag (`_tag_at`): a From, the To of a dialog.
     good = _GOOD_ADDRESSES
     value = headers[first["from"]][1]
     if value not in good:
-        check_address(value)
+        cut = value.rfind(";tag=")
+        if cut <= 0 or value[:cut] not in good or is_token(value[cut + 5 :]) is None:
+            check_address(value)
     value = headers[first["to"]][1]
     if value not in good:
-        check_address(value)
+        cut = value.rfind(";tag=")
+        if cut <= 0 or value[:cut] not in good or is_token(value[cut + 5 :]) is None:
+            check_address(value)
     for index in address_at:
         value = headers[index][1]
         for item in split_values(value) if "," in value else (value.strip(),):
@@ -250,12 +255,25 @@ def check_address(value: str) -> None:
     """Check a name-addr or addr-spec with header parameters (From, To, Contact, Route).
 
     A value with a tag (a From, the To of a dialog: new with every call) is
-    checked each time; others are remembered once they pass.
+    not remembered; others are, once they pass. Of a value of the usual
+    shape (`_match_plain_address`) that ends in ``;tag=`` and a token, the
+    text before the tag is remembered instead: that ``;tag=`` starts its
+    last parameter (a token holds no ``;``, ``>`` or quote), so the text
+    before it has the usual shape too. A good address followed by
+    ``;tag=`` and a token is good, so the next call's From or To with a
+    new tag is known good from its untagged part (see `_check_headers`).
     """
     if value in _GOOD_ADDRESSES:
         return
     if _match_plain_address(value) is None:
         check_address_rules(value)
+    elif "tag" in value:
+        cut = value.rfind(";tag=")
+        if cut > 0 and is_token(value[cut + 5 :]) is not None:
+            untagged = value[:cut]
+            if "tag" not in untagged:
+                _GOOD_ADDRESSES.remember(untagged, True, len(untagged))
+        return
     if "tag" not in value:
         _GOOD_ADDRESSES.remember(value, True, len(value))
 

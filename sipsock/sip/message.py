@@ -301,22 +301,11 @@ class Request(Message):
         return None
 
 
-def new_request(method: str, uri: str, version: str, defect: SipParseError | None) -> Request:
-    """A `Request` without headers yet, for the parser (no ``__init__`` call chain).
-
-    The caller sets ``headers``, ``body`` and the keys with `Message._remember_keys`
-    (or `Message._set_fields`).
-    """
-    request = object.__new__(Request)
-    request.method = method
-    request.uri = uri
-    request.version = version
-    request._defect = defect
-    return request
-
-
 def new_response(code: int, reason: str, version: str = "SIP/2.0") -> Response:
-    """A `Response` without headers yet (see `new_request`)."""
+    """A `Response` without headers yet, for the code that builds one (no ``__init__`` chain).
+
+    The caller sets ``headers``, ``body`` and the keys with `Message._set_fields`.
+    """
     response = object.__new__(Response)
     response.code = code
     response.reason = reason
@@ -350,6 +339,6 @@ class Response(Message):
     def validate(self) -> None:
         """Check the headers (see :meth:`Message.validate`); errors have no status."""
         try:
-            checks.check_headers(self)
+            checks._check_headers(self)  # (`check_headers`, without the call in between)
         except SipParseError as error:
             raise SipParseError(error.reason) from None

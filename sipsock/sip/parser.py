@@ -8,7 +8,8 @@ from typing import Final
 from sipsock.sip.checks import KNOWN_METHODS
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, is_token, parse_number
-from sipsock.sip.message import Request, Response, new_request, new_response
+from sipsock.sip.memo import Memo
+from sipsock.sip.message import Request, Response, new_response
 
 DEFAULT_MAX_SIZE: Final = 65535
 
@@ -70,7 +71,11 @@ def parse(
         body = b""  # the usual body of a request without one (as `_body` gives it)
     else:
         body = _body(data, body_start, _content_lengths(headers, keys), datagram)
-    message._set_fields(headers, keys, body)
+    # `message._set_fields(headers, keys, body)`, without the call.
+    message.headers = headers
+    message.body = body
+    message._keys = keys
+    message._keys_of = headers.copy()
     return message
 
 
@@ -79,19 +84,41 @@ def _split_fields(lines: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
 
     Return the fields and their canonical names (which the message keeps for
     its lookups).  This loop runs once per header line of every message:
-    keep it to a few string methods.
+    keep it to a few string methods.  A line a peer repeats (Max-Forwards,
+    Content-Length, CSeq, To, Contact, User-Agent...) is split once and then
+    found in `_LINES`; the fields unique to each request or dialog (Via,
+    Call-ID: `_UNIQUE_KEYS`, and any line with a ``tag=``: From, the To of a
+    dialog) are split every time, not remembered.
     """
     headers: list[tuple[str, str]] = []
     keys: list[str] = []
+    seen = _LINES.get
     known = KNOWN_NAMES.get
     for line in lines:
+        hit = seen(line)
+        if hit is not None:
+            headers.append(hit[0])
+            keys.append(hit[1])
+            continue
         name, colon, value = line.partition(":")
         if not (colon and name):
             raise SipParseError("header line without a colon or without a name")
         name = name.rstrip(" \t")
-        headers.append((name, value.strip(" \t")))
-        keys.append(known(name) or canonical_name(name))
+        field = (name, value.strip(" \t"))
+        key = known(name) or canonical_name(name)
+        headers.append(field)
+        keys.append(key)
+        if key not in _UNIQUE_KEYS and "tag=" not in line:
+            _LINES.remember(line, (field, key), 2 * len(line) + len(key))
     return headers, keys
+
+
+#: Fields new in (almost) every request or call (RFC 3261 8.1.1: a new branch
+#: and Call-ID), not worth remembering line by line; nor are lines with a tag
+#: (From, and the To of a dialog: new with each call).
+_UNIQUE_KEYS: Final = frozenset({"via", "call-id"})
+#: Header lines already split: the line to its ``(name, value)`` field and key.
+_LINES: Memo[str, tuple[tuple[str, str], str]] = Memo(max_entries=4 * 1024)
 
 
 def _content_lengths(headers: list[tuple[str, str]], keys: list[str]) -> list[str]:
@@ -145,7 +172,16 @@ def _parse_start_line(line: str) -> Request | Response:
         version == "SIP/2.0" or version.upper().startswith("SIP/")
     ):
         raise SipParseError(f"malformed request line {line[:60]!r}")
-    return new_request(method, uri, version, defect)
+    # `new_request`, without the call.
+    request = _new(Request)
+    request.method = method
+    request.uri = uri
+    request.version = version
+    request._defect = defect
+    return request
+
+
+_new = object.__new__
 
 
 def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:

@@ -69,7 +69,8 @@ def make_response(
     random one.  ``headers`` are appended, then Content-Length (the length
     of ``body``, 0 when there is none).
     """
-    copied, keys = _copied_fields(request, code, to_tag)
+    copied, copied_keys = _copied_fields(request, code, to_tag)
+    keys = list(copied_keys)
     if headers:
         copied += headers
         keys += [canonical_name(field) for field, _ in headers]
@@ -113,7 +114,7 @@ def response_bytes(
 
 def _copied_fields(
     request: Request, code: int, to_tag: str | Callable[[], str] | None
-) -> tuple[list[tuple[str, str]], list[str]]:
+) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
     """The fields a response to ``request`` copies (see `make_response`), and their keys."""
     headers = request.headers
     # `_header_keys`, without the call when the keys are fresh (the usual case).
@@ -130,7 +131,7 @@ def _copied_fields(
         if "=" not in value or _has_tag(value) is None:  # (no tag without an "=")
             tag = to_tag() if callable(to_tag) else to_tag
             copied[to_at] = (field, f"{value};tag={tag or new_tag()}")
-    return copied, list(keys)
+    return copied, keys
 
 
 #: Where the copied fields are, their keys, and where the first To is among them (or -1).

@@ -18,9 +18,9 @@ from sipsock.sip.response import _copied_fields, has_tag
 
 def field_by_field(
     request: Request, code: int, tag: str
-) -> tuple[list[tuple[str, str]], list[str]]:
+) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
     copied = [(f, v) for f, v in request.headers if canonical_name(f) in response_module._COPIED]
-    keys = [canonical_name(f) for f, _ in copied]
+    keys = tuple(canonical_name(f) for f, _ in copied)
     if code != 100 and "to" in keys:
         index = keys.index("to")
         field, value = copied[index]
