@@ -88,38 +88,25 @@ _FIRST_OF: Final = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
 
 
 def scan_headers(request: Request) -> HeaderScan:
-    """Collect the `HeaderScan` of ``request``.
-
-    The fields are found by the parser's names (C-level list searches); only
-    a request with several Via fields, or with Route, Proxy-Require or
-    Proxy-Authorization fields, has them walked one by one.
-    """
-    fields = request.headers
-    keys = request._header_keys().copy()  # the names the parser already read
-    first: dict[str, str] = {}
-    for key in _FIRST_OF:
-        if key in keys:
-            first[key] = fields[keys.index(key)][1]
+    """Collect the `HeaderScan` of ``request``."""
     vias: list[str] = []
     routes: list[str] = []
     loop_fields: list[str] = []
+    first: dict[str, str] = {}
     proxy_require: list[str] = []
-    if keys.count("via") == 1:
-        vias.append(fields[keys.index("via")][1])
-        walk = "route" in keys or not _LOOP_HEADERS.isdisjoint(keys)
-    else:
-        walk = "via" in keys or "route" in keys or not _LOOP_HEADERS.isdisjoint(keys)
-    if walk:
-        vias.clear()
-        for (_, value), key in zip(fields, keys, strict=True):
-            if key == "via":
-                vias.append(value)
-            elif key == "route":
-                routes += route_values(value)
-            elif key in _LOOP_HEADERS:
-                loop_fields.append(f"{key}:{value}")
-                if key == "proxy-require":
-                    proxy_require += split_values(value)
+    keys = request._header_keys().copy()  # the names the parser already read
+    for (_, value), key in zip(request.headers, keys, strict=True):
+        if key == "via":
+            vias.append(value)
+        elif key in _FIRST_OF:
+            if key not in first:
+                first[key] = value
+        elif key == "route":
+            routes += route_values(value)
+        elif key in _LOOP_HEADERS:
+            loop_fields.append(f"{key}:{value}")
+            if key == "proxy-require":
+                proxy_require += split_values(value)
     return HeaderScan(vias, routes, loop_fields, keys, first, proxy_require)
 
 
