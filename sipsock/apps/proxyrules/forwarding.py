@@ -32,6 +32,8 @@ _find_branch = re.compile(r"(?i);\s*branch\s*=\s*([^;,\s]+)").findall
 _find_tag = re.compile(r"(?i);\s*tag\s*=\s*([^;\s]+)").search
 #: The tag rule of `sipsock.sip.stateless_branch` (which reads it with ``re.I``).
 _find_stateless_tag = re.compile(r";\s*tag\s*=\s*([^;\s]+)", re.I).search
+#: The separator of the Route values and of the loop fields in `loop_key`'s text.
+_UNIT: Final = "\x1f"
 _LOOP_HEADERS: Final = frozenset({"proxy-require", "proxy-authorization"})
 _T = f"[{TOKEN_CHARS}]+"
 #: The usual Via shape (``SIP/2.0/UDP host:port;name=value;name``, no blank, no
@@ -149,8 +151,8 @@ def loop_key(request: Request, secret: str, scan: HeaderScan | None = None) -> s
         from_tag.group(1) if from_tag else "",
         first.get("call-id") or "",
         str(parse_cseq(first.get("cseq"))[0]),
-        "\x1f".join(scan.routes),
-        "\x1f".join(scan.loop_fields),
+        _UNIT.join(scan.routes),
+        _UNIT.join(scan.loop_fields),
     ]
     return _hashed(_keyed(secret), "\x00".join(parts))
 
@@ -272,9 +274,48 @@ def proxy_branch(request: Request, secret: str, scan: HeaderScan | None = None) 
 
     ``z9hG4bK`` + the stateless transaction id of `stateless_branch` + ``.``
     + `loop_key`, so a request that comes back unchanged is recognised.
+    The usual request (a plain top Via with a magic-cookie branch, a From
+    tag `_from_tag` reads) is hashed here in one go, with the same text
+    `transaction_id` and `loop_key` hash; any other goes through them.
     """
     scan = scan or scan_headers(request)
-    return f"{transaction_id(request, secret, scan)}.{loop_key(request, secret, scan)}"
+    vias = scan.vias
+    top = vias[0] if vias else None
+    if top is not None and "," in top:
+        top = split_values(top)[0]
+    plain = _cookie_branch(top) if top is not None else None
+    first = scan.first
+    from_tag = _from_tag(first.get("from") or "")
+    if plain is None or from_tag is None:
+        return f"{transaction_id(request, secret, scan)}.{loop_key(request, secret, scan)}"
+    branch, sent_by = plain
+    transaction = _unkeyed(secret).copy()
+    transaction.update(f"{branch}\x00{sent_by}".encode("utf-8", "surrogateescape"))
+    parts = (
+        f"{request.uri}\x00{from_tag}\x00{first.get('call-id') or ''}\x00"
+        f"{parse_cseq(first.get('cseq'))[0]}\x00"
+        f"{_UNIT.join(scan.routes)}\x00{_UNIT.join(scan.loop_fields)}"
+    )
+    loop = _keyed(secret).copy()
+    loop.update(parts.encode("utf-8", "surrogateescape"))
+    return f"{MAGIC_COOKIE}{transaction.hexdigest()}.{loop.hexdigest()}"
+
+
+def _from_tag(value: str) -> str | None:
+    """The tag `loop_key` reads in a From value (``""``: none), or None to let it read it.
+
+    Read without the pattern when the first ``;`` of the value starts
+    ``;tag=`` and the rest is the tag (no ``;``, no blank).
+    """
+    at = value.find(";tag=")
+    if at < 0:
+        return "" if ";" not in value else None
+    if value.find(";") != at:
+        return None
+    tag = value[at + 5 :]
+    if not tag or ";" in tag or not tag.isprintable() or " " in tag:
+        return None
+    return tag
 
 
 def is_own_branch(branch: str | None) -> bool:
