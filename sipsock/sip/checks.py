@@ -185,7 +185,8 @@ def _check_headers(message: Message) -> tuple[int, str]:
         if not (max_forwards.isascii() and max_forwards.isdigit()):
             raise SipParseError(f"malformed Max-Forwards {max_forwards!r}", status=400)
     # `check_address`, without the call for a value it knows to be good, or
-    # for a good value followed by a tag (`_tag_at`): a From, the To of a dialog.
+    # for a good value followed by ``;tag=`` and a token (a From, the To of a
+    # dialog; its untagged part is what `check_address` remembers).
     good = _GOOD_ADDRESSES
     value = headers[first["from"]][1]
     if value not in good:

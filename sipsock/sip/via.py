@@ -327,23 +327,12 @@ def apply_received(request: Request, source_host: str, source_port: int) -> None
     if "via" not in keys:
         raise SipParseError("no Via header", status=400)
     index = keys.index("via")
-    field, value = headers[index]
+    value = headers[index][1]
     if "," in value:
-        values = split_values(value)
-        stamped = stamp_by_template(values[0], source_host, source_port)
-        if stamped is None:
-            return
-        values[0] = stamped
-        stamped = ", ".join(values)
-    else:
-        stamped = stamp_by_template(value, source_host, source_port)
-        if stamped is None:
-            return
-    # `request._replace_via_at(index, stamped)`, without the call (or splitting twice).
-    headers[index] = stamped_field = (field, stamped)
-    if request._keys_of is not None:
-        # Same name, so the same key: the remembered keys stay true.
-        request._keys_of[index] = stamped_field
+        value = split_values(value)[0]
+    stamped = stamp_by_template(value, source_host, source_port)
+    if stamped is not None:
+        request._replace_via_at(index, stamped)  # the field just read: one look-up
 
 
 #: A token that stands in for a branch while a stamp template is checked.
