@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 
 from sipsock.apps.spec import AppSpec, freeze
 from sipsock.config import UDP_BALANCE_MODES, default_settings
-from sipsock.deferreds import all_or_first_failure, settle
+from sipsock.deferreds import all_or_first_failure
 from sipsock.gcpause import collection_paused
 from sipsock.incidents import Incidents
 from sipsock.scaling import ScalingRule
@@ -61,7 +61,6 @@ from sipsock.transport.sockopts import (
 from sipsock.workers.autoscaler import AutoScaler
 from sipsock.workers.changes import ChangeQueue
 from sipsock.workers.commands import (
-    BATCH_ITEMS,
     WorkerError,
 )
 from sipsock.workers.counters import PoolCounters
@@ -307,21 +306,13 @@ class UdpWorkerPool(Service):
         """`open` for each (definition, slot), with one Deferred for them all.
 
         Fires with each socket's listener, or its `Failure` (`ListenError`),
-        in the order given. The sockets travel to the workers in `AdoptSockets`
-        batches of `BATCH_ITEMS`, as they would one by one; only the waiting is
-        counted once for the load, not once per socket.
-
-        Each full batch goes to the workers as soon as it is bound, so that
-        they adopt it (and its sockets answer) while the rest is bound here:
-        binding is most of this process's share of a load of hundreds. The
-        last, partial batch goes at the end of the turn, with the turn's other
-        changes (a load of fewer sockets is one batch, as before).
+        in the order given. The sockets travel to the workers in the same
+        `AdoptSockets` batches as they would one by one; only the waiting is
+        counted once for the batch, not once per socket.
         """
         results: list[PooledListener | Failure] = []
         bound: list[PooledListener] = []
-        adopting: list[Deferred[list[PooledListener | Failure]]] = []
         bind = self.bind
-        changes = self.changes
         with collection_paused():  # hundreds of sockets: one collection after them
             for sdef, slot in sockets:
                 try:
@@ -331,28 +322,19 @@ class UdpWorkerPool(Service):
                     continue
                 results.append(listener)
                 bound.append(listener)
-                if len(bound) % BATCH_ITEMS == 0:
-                    adopting.append(changes.adopt_many(bound[-BATCH_ITEMS:]))
-                    changes.flush()
             if not bound:
                 return defer.succeed(results)
-            rest = len(bound) % BATCH_ITEMS
-            if rest:
-                adopting.append(changes.adopt_many(bound[-rest:]))
+            adopting = self.changes.adopt_many(bound)
             announcing = self.book.put_many(bound)  # type: ignore[arg-type]
 
-        def adopted(batches: list[list[PooledListener | Failure] | Failure]) -> Any:
-            outcomes: list[PooledListener | Failure] = []
-            for batch, size in zip(batches, _batch_sizes(len(bound)), strict=True):
-                # (A batch's Deferred never fails: each socket gets its own outcome.)
-                outcomes += [batch] * size if isinstance(batch, Failure) else batch
+        def adopted(outcomes: list[PooledListener | Failure]) -> Any:
             each = iter(outcomes)
             final = [r if r.__class__ is Failure else next(each) for r in results]
             if announcing.called:
                 return final  # announced first (the usual order)
             return announcing.addCallback(lambda _: final)
 
-        return settle(adopting).addCallback(adopted)
+        return adopting.addCallback(adopted)
 
     def _adopt_and_announce(self, listener: PooledListener) -> Deferred[PooledListener]:
         """Adoption, and announcement to the other pools, in the same turn; fires when done.
@@ -539,11 +521,6 @@ class UdpWorkerPool(Service):
             for row in rows:
                 row["Scaling"] = scaling
         return rows
-
-
-def _batch_sizes(count: int) -> list[int]:
-    """The sizes of the `AdoptSockets` batches `UdpWorkerPool.open_many` cuts ``count`` into."""
-    return [min(BATCH_ITEMS, count - start) for start in range(0, count, BATCH_ITEMS)]
 
 
 def _send_datagrams(process: WorkerProcess, messages: bytes) -> Deferred[bytes]:

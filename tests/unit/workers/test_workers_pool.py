@@ -20,7 +20,6 @@ from sipsock.seams import ListenError
 from sipsock.sockdef import parse_row
 from sipsock.transport.sockopts import get_tos
 from sipsock.workers.commands import (
-    BATCH_ITEMS,
     Adoption,
     AdoptSockets,
     AnnounceMany,
@@ -503,56 +502,3 @@ def test_open_many_binds_each_adopts_in_one_batch_and_answers_each_in_place() ->
         listener.stop()
     turns(clock)
     assert all(port_is_free(port, udp=True) for port in (good, last))
-
-
-def test_a_load_of_more_than_a_batch_sends_each_full_batch_as_soon_as_it_is_bound() -> None:
-    """Workers adopt the first sockets of a large load while the rest is still bound;
-    each socket still answers in its place, and every batch is a worker's one command."""
-    first, second = FakeWorker(), FakeWorker()
-    pool, clock = pool_with_workers(first, second)
-    count = BATCH_ITEMS * 2 + 3
-    ports: list[int] = []
-    for _ in range(10 * count):  # free_port may hand out a port twice
-        if len(ports) == count:
-            break
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    assert len(ports) == count
-    bound_when_sent: list[int] = []
-    call = first.callRemote
-
-    def recording(command: type, **arguments: Any) -> Deferred[Any]:
-        if command is AdoptSockets:
-            bound_when_sent.append(len(pool.sockets))
-        return call(command, **arguments)
-
-    first.callRemote = recording  # type: ignore[method-assign]
-    results: list[Any] = []
-    pool.open_many(
-        [(parse_row(slot, f"udp:127.0.0.1:{port}"), slot) for slot, port in enumerate(ports)]
-    ).addBoth(results.append)
-    # The two full batches went while binding; the last 3 go with the turn's changes.
-    assert bound_when_sent == [BATCH_ITEMS, 2 * BATCH_ITEMS]
-    assert results == []
-    turns(clock)
-    assert bound_when_sent == [BATCH_ITEMS, 2 * BATCH_ITEMS, count]
-    [answer] = results
-    assert [lst.sdef.port for lst in answer] == ports
-    for fake in (first, second):
-        batches = [
-            [port for _, port in adopted_ports(adopt["sockets"])]
-            for adopt in fake.sent(AdoptSockets)
-        ]
-        assert [sorted(batch) for batch in batches] == [
-            sorted(ports[:BATCH_ITEMS]),
-            sorted(ports[BATCH_ITEMS : 2 * BATCH_ITEMS]),
-            sorted(ports[2 * BATCH_ITEMS :]),
-        ]
-    # Each batch is rotated: the second worker starts half way into each.
-    second_batches = [adopted_ports(a["sockets"]) for a in second.sent(AdoptSockets)]
-    assert second_batches[0][0][1] == ports[BATCH_ITEMS // 2]
-    for listener in answer:
-        listener.stop()
-    turns(clock)
-    assert all(port_is_free(port, udp=True) for port in ports)
