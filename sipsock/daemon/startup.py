@@ -17,6 +17,7 @@ from typing import NoReturn
 from twisted.logger import Logger
 
 from sipsock.config import Settings
+from sipsock.fdtable import OWN_DESCRIPTORS, reserve_descriptors
 from sipsock.statelock import StateDirLockedError, StateLock
 from sipsock.transport.sockopts import set_udp_receive_buffer
 
@@ -42,9 +43,17 @@ def exit_at_start(message: str) -> NoReturn:
 
 
 def tune_process(settings: Settings) -> None:
-    """Raise the open-files limit; size the receive buffer of the UDP sockets to come."""
+    """Raise the open-files limit; size the receive buffer of the UDP sockets to come.
+
+    Then grow the descriptor table to fit every socket the configuration
+    allows, before any thread runs (`sipsock.fdtable`: growing it later, in a
+    reload, waits for the kernel once per doubling).
+    """
     raise_open_files_limit()
     set_udp_receive_buffer(settings.core.udp_receive_buffer)
+    reserve_descriptors(
+        settings.sockets_mgm.max_sockets + len(settings.core.listen) + OWN_DESCRIPTORS
+    )
 
 
 def raise_open_files_limit() -> tuple[int, int]:

@@ -270,3 +270,31 @@ def test_sigterm_closes_every_socket_and_exits_zero(daemon: Daemon, table: Socke
     assert port_is_free(udp, udp=True)
     assert port_is_free(tcp, udp=False)
     assert port_is_free(daemon.http_port, udp=False)
+
+
+def descriptor_table_size(pid: int) -> int:
+    """The kernel's size of a process's descriptor table (``FDSize``; it never shrinks)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("FDSize:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no FDSize in /proc/{pid}/status")
+
+
+def test_a_first_load_of_many_sockets_does_not_grow_the_descriptor_table(
+    daemon_factory: DaemonFactory, sqlite_url: str
+) -> None:
+    """The control process has threads: each growth in a reload waited for the kernel."""
+    table = SocketTable(sqlite_url)
+    table.init()
+    daemon = daemon_factory(sqlite_url, "[sockets_mgm]\nmax_sockets = 400\n")
+    size = descriptor_table_size(daemon.pid)
+    assert size > 400
+    ports = list(dict.fromkeys(free_port() for _ in range(300)))
+    for port in ports:
+        table.insert(f"udp:127.0.0.1:{port}")
+    report = daemon.reload()
+    # (The machine is shared: a port picked free may be taken meanwhile.)
+    assert len(report["added"]) > 250, report
+    assert options_udp(int(report["added"][-1].rsplit(":", 1)[1])) is not None
+    assert descriptor_table_size(daemon.pid) == size
