@@ -85,10 +85,16 @@ class MypycBuildExt(build_ext):
             return []
         paths = list(BUILDINFO.COMPILED_MODULES)
         try:
-            # Own flags, not setup.cfg's [mypy] (its plugin is not in the build's environment).
+            # Own flags, not setup.cfg's [mypy] (its plugin is not in the build's
+            # environment), and a cache of its own under build/ (not .mypy_cache).
             return list(
                 mypycify(
-                    ["--config-file", os.devnull, "--python-version", "3.11", *paths], opt_level="3"
+                    [
+                        *("--config-file", os.devnull, "--python-version", "3.11"),
+                        *("--cache-dir", os.path.join("build", "mypyc-cache")),
+                        *paths,
+                    ],
+                    opt_level="3",
                 )
             )
         except BaseException as error:  # mypyc reports type errors by SystemExit
