@@ -14,6 +14,7 @@ by path, before sipsock is installed.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Final
@@ -77,10 +78,41 @@ def describe_build(files: Mapping[str, str | None]) -> str:
     return f"pure Python (only partly compiled: {', '.join(pure)} not compiled)"
 
 
+def _imported_files() -> dict[str, str | None]:
+    return {name: importlib.import_module(name).__file__ for name in compiled_names()}
+
+
 def sip_core() -> str:
     """How this process runs the SIP core: ``"compiled (mypyc)"`` or ``"pure Python (why)"``."""
-    files = {name: importlib.import_module(name).__file__ for name in compiled_names()}
-    return describe_build(files)
+    return describe_build(_imported_files())
+
+
+def source_of(file: str) -> str:
+    """The ``.py`` beside the extension module ``file`` (``parser.cpython-311-....so``)."""
+    directory, name = os.path.split(file)
+    return os.path.join(directory, name.split(".")[0] + ".py")
+
+
+def stale_extensions(files: Mapping[str, str | None]) -> list[str]:
+    """The modules imported from an extension older than the ``.py`` beside it.
+
+    An in-place (editable) build leaves the compiled module beside its
+    source, and Python prefers it: an edit of the source does nothing until
+    the next build.  Names, sorted.
+    """
+    stale = []
+    for name, file in files.items():
+        if file is None or not is_extension(file):
+            continue
+        source = source_of(file)
+        if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(file):
+            stale.append(name)
+    return sorted(stale)
+
+
+def stale_sip_core() -> list[str]:
+    """`stale_extensions` of the SIP core this process imported."""
+    return stale_extensions(_imported_files())
 
 
 def expectation_unmet(expected: str, build: str) -> str | None:

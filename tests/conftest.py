@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sipsock.buildinfo import EXPECT_BUILD_ENV, expectation_unmet, sip_core
+from sipsock.buildinfo import EXPECT_BUILD_ENV, expectation_unmet, sip_core, stale_sip_core
 from tests.mariadb import MariaDBServer
 from tests.pg import PostgresServer
 
@@ -29,6 +29,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     unmet = expectation_unmet(os.environ.get(EXPECT_BUILD_ENV, ""), sip_core())
     if unmet is not None:
         pytest.exit(f"wrong build: {unmet}", returncode=3)
+    stale = stale_sip_core()
+    if stale:
+        pytest.exit(
+            f"compiled modules older than their sources: {', '.join(stale)}; rebuild them "
+            "(pip install -e . --config-settings editable_mode=compat) or delete them "
+            "(find sipsock -name '*.so' -delete)",
+            returncode=3,
+        )
 
 
 @pytest.fixture(scope="session")

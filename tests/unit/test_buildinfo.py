@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sipsock.buildinfo import (
     is_extension,
     module_name,
     sip_core,
+    source_of,
+    stale_extensions,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +78,19 @@ def test_the_expected_build_is_checked_both_ways() -> None:
 def test_this_process_reads_the_parser_it_imported() -> None:
     parser = importlib.import_module("sipsock.sip.parser")
     assert (sip_core() == COMPILED) == is_extension(parser.__file__)
+
+
+def test_an_extension_older_than_its_source_is_stale(tmp_path: Path) -> None:
+    source = tmp_path / "parser.py"
+    built = tmp_path / f"parser{SO}"
+    source.write_text("# the source\n")
+    built.write_bytes(b"")
+    assert source_of(str(built)) == str(source)
+    os.utime(source, (1000, 1000))
+    os.utime(built, (2000, 2000))
+    files = {"p": str(built), "q": str(tmp_path / "q.py"), "r": None}
+    assert stale_extensions(files) == []
+    os.utime(source, (3000, 3000))  # edited after the build
+    assert stale_extensions(files) == ["p"]
+    source.unlink()  # a wheel install may ship no source: nothing to compare
+    assert stale_extensions(files) == []
