@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipsock import __version__
+from sipsock.buildinfo import sip_core, stale_sip_core
 from sipsock.config import Settings
 from sipsock.daemon.admin import AdminFrontEnd
 from sipsock.daemon.service import OrderedMultiService
@@ -69,6 +70,7 @@ class DaemonService(OrderedMultiService):
             version=__version__,
             tls=tls,
             statistics=self.statistics,
+            sip_core=sip_core(),
         )
         self.readiness = Readiness(self.state, notifier, clock=reactor)
         #: Set when twistd runs without ``-n``: it has forked by the time the
@@ -136,6 +138,14 @@ class DaemonService(OrderedMultiService):
         # collector's full passes, which cost tens of milliseconds in a reload of
         # hundreds of sockets (bench/reload.py).
         gc.freeze()
+        self.log.info("SIP core: {sip_core}", sip_core=sip_core())
+        stale = stale_sip_core()
+        if stale:
+            self.log.warn(
+                "SIP core: compiled modules older than their sources (edits not running): "
+                "{stale}; rebuild or delete them",
+                stale=", ".join(stale),
+            )
         starting = super().startService()
         # A child that fails while twistd starts the tree ends start-up as an
         # exception there would (exit status 1); one that fails later stops the daemon.

@@ -110,13 +110,15 @@ def build_command_table(
     version: str,
     tls: MITLSDomains | None = None,
     statistics: Statistics | None = None,
+    sip_core: str = "",
 ) -> CommandTable:
     """The command table with every built-in command.
 
     ``process_list`` returns the processes as OpenSIPS's `ps` prints them
     (dicts with ``ID``, ``PID`` and ``Type``); ``started_at`` is the start time
     in the clock's seconds (``clock.seconds()`` at start). With ``tls``, the
-    ``tls_reload`` and ``tls_list`` commands are added.
+    ``tls_reload`` and ``tls_list`` commands are added. ``sip_core`` (how
+    the SIP core runs, `sipsock.buildinfo.sip_core`) is shown by ``version``.
     """
     table = CommandTable()
 
@@ -139,7 +141,9 @@ def build_command_table(
         return table.names()
 
     def show_version(params: dict[str, Any]) -> dict[str, str]:
-        return {"Server": f"sipsock {version}"}
+        if not sip_core:
+            return {"Server": f"sipsock {version}"}
+        return {"Server": f"sipsock {version}", "SIP core": sip_core}
 
     def uptime(params: dict[str, Any]) -> dict[str, str]:
         return format_uptime(clock.seconds(), started_at)

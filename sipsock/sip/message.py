@@ -302,16 +302,12 @@ class Request(Message):
 
 
 def new_response(code: int, reason: str, version: str = "SIP/2.0") -> Response:
-    """A `Response` without headers yet, for the code that builds one (no ``__init__`` chain).
+    """A `Response` without headers yet, for the code that builds one.
 
     The caller sets ``headers``, ``body`` and the keys with `Message._set_fields`.
+    (Built by its constructor: mypyc's classes refuse ``object.__new__``.)
     """
-    response = object.__new__(Response)
-    response.code = code
-    response.reason = reason
-    response.version = version
-    response._defect = None
-    return response
+    return Response(code, reason, (), b"", version)
 
 
 class Response(Message):

@@ -85,6 +85,21 @@ ENTRIES: Final = 16 * 1024
 BUDGET: Final = NAME_BYTES + LINE_BYTES + 7 * MAX_BYTES
 
 
+# The memos of `OptionsMemo`, by attribute name (its ``__slots__`` without
+# ``_numbers``; a class compiled by mypyc has no ``__slots__`` to read).
+_MEMO_NAMES = (
+    "from_templates",
+    "good_addresses",
+    "good_uris",
+    "layouts",
+    "line_ids",
+    "lines",
+    "rport_templates",
+    "token_names",
+    "via_templates",
+)
+
+
 class OptionsMemo:
     """What the OPTIONS shortcut of one dispatcher remembers (see the module docstring).
 
@@ -134,7 +149,7 @@ class OptionsMemo:
 
     def memos(self) -> dict[str, Memo[object, object]]:
         """Every memo, by name (for tests and statistics)."""
-        return {name: getattr(self, name) for name in self.__slots__ if name[0] != "_"}
+        return {name: getattr(self, name) for name in _MEMO_NAMES}
 
     @property
     def size(self) -> int:

@@ -172,16 +172,11 @@ def _parse_start_line(line: str) -> Request | Response:
         version == "SIP/2.0" or version.upper().startswith("SIP/")
     ):
         raise SipParseError(f"malformed request line {line[:60]!r}")
-    # `new_request`, without the call.
-    request = _new(Request)
-    request.method = method
-    request.uri = uri
-    request.version = version
+    # The caller sets the fields with `Message._set_fields`.  Built by its
+    # constructor: mypyc's classes refuse ``object.__new__``.
+    request = Request(method, uri, (), b"", version)
     request._defect = defect
     return request
-
-
-_new = object.__new__
 
 
 def _body(data: bytes, start: int, lengths: list[str], datagram: bool) -> bytes:

@@ -370,7 +370,7 @@ def stamp_by_template(value: str, source_host: str, source_port: int) -> str | N
         stamped = stamp_via_value(value, source_host, source_port)  # raises for a bad Via
         _learn_template(key, branch, stamped)
         return stamped
-    if template is _UNCHANGED:
+    if template == _UNCHANGED:  # not `is`: mypyc copies a Final tuple where it is used
         return None
     return template[0] + branch + template[1]
 

@@ -10,6 +10,7 @@ of the checkout.
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import shutil
 import signal
@@ -19,6 +20,9 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
+from sipsock.buildinfo import COMPILED_MODULES
 from tests.net import free_port
 from tests.polling import poll_until
 from tests.sip_probe import options_udp, status_of
@@ -48,26 +52,26 @@ WHEEL_MUST_HOLD = (
 )
 
 
-def _clean_env() -> dict[str, str]:
-    """The environment without anything pointing into the checkout or its venv."""
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The environment without anything pointing into the checkout or its venv, plus ``extra``."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+        if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "SIPSOCK_PURE_PYTHON", "CC")
     }
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join(
         part for part in env.get("PATH", "").split(os.pathsep) if part != venv_bin
     )
     env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return {**env, **extra}
 
 
-def _run(args: list[str], cwd: Path, timeout: float) -> str:
+def _run(args: list[str], cwd: Path, timeout: float, **env: str) -> str:
     done = subprocess.run(
         args,
         cwd=cwd,
-        env=_clean_env(),
+        env=_clean_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         timeout=timeout,
@@ -95,8 +99,15 @@ def _copy_sources(target: Path) -> None:
             ".mypy_cache",
             ".ruff_cache",
             "dropin.cache",
+            "*.so",
         ),
     )
+
+
+def _compiled_files(wheel_names: set[str]) -> list[str]:
+    """The modules of `COMPILED_MODULES` the wheel holds as extension modules."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    return [path for path in COMPILED_MODULES if path.removesuffix(".py") + suffix in wheel_names]
 
 
 def _build(source: Path, out: Path) -> tuple[Path, Path]:
@@ -107,6 +118,7 @@ def _build(source: Path, out: Path) -> tuple[Path, Path]:
     return sdist, wheel
 
 
+@pytest.mark.timeout(900)
 def test_wheel_installed_outside_the_checkout_runs_the_daemon(tmp_path: Path) -> None:
     source = tmp_path / "src"
     _copy_sources(source)
@@ -122,6 +134,9 @@ def test_wheel_installed_outside_the_checkout_runs_the_daemon(tmp_path: Path) ->
     assert "twisted/__init__.py" not in in_wheel
     assert "twisted/plugins/__init__.py" not in in_wheel
     assert not [name for name in in_wheel if ".data/" in name]
+    # The SIP core is compiled (mypyc): every listed module, and their shared library.
+    assert _compiled_files(in_wheel) == list(COMPILED_MODULES)
+    assert [name for name in in_wheel if "__mypyc." in name and "/" not in name]
     shutil.rmtree(source)  # nothing of the checkout is left to fall back on
 
     venv = tmp_path / "opt-sipsock"
@@ -129,6 +144,34 @@ def test_wheel_installed_outside_the_checkout_runs_the_daemon(tmp_path: Path) ->
     run_dir.mkdir()
     _run([sys.executable, "-m", "venv", str(venv)], run_dir, 120)
     _run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], run_dir, 600)
+    log = _serve_options(venv, run_dir)
+    assert "SIP core: compiled (mypyc)" in log
+
+
+@pytest.mark.timeout(900)
+def test_an_sdist_installed_without_a_c_compiler_is_pure_python_and_runs(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    _copy_sources(source)
+    out = tmp_path / "dist"
+    _run([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(source)], source, 300)
+    (sdist,) = out.glob("sipsock-*.tar.gz")
+    shutil.rmtree(source)
+
+    venv = tmp_path / "opt-sipsock"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _run([sys.executable, "-m", "venv", str(venv)], run_dir, 120)
+    pip = [str(venv / "bin" / "pip"), "install", "-v", "--no-cache-dir", str(sdist)]
+    installed = _run(pip, run_dir, 900, CC=str(tmp_path / "no-such-cc"))
+    assert "sipsock: installing the SIP core as pure Python: the C compile failed" in installed
+    log = _serve_options(venv, run_dir)
+    assert "SIP core: pure Python (" in log
+
+
+def _serve_options(venv: Path, run_dir: Path) -> str:
+    """Run the installed daemon until it answers an OPTIONS 200; its log."""
     # README "Installing on a server": regenerate Twisted's plugin cache.
     _run(
         [
@@ -184,7 +227,8 @@ def test_wheel_installed_outside_the_checkout_runs_the_daemon(tmp_path: Path) ->
             reply = options_udp(port, timeout=0.5)
             return reply is not None and status_of(reply) == 200
 
-        poll_until(answered, 60, "OPTIONS answered by the wheel-installed daemon")
+        poll_until(answered, 60, "OPTIONS answered by the installed daemon")
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0, log.read_text() if log.exists() else ""
+    return log.read_text()

@@ -102,6 +102,18 @@ def test_version_uptime_ps_which_shapes() -> None:
     clock.advance(1042.9)
     table = _table(one_socket(), clock)
     assert _result(table.call("version", None)) == {"Server": "sipsock 1.2.3"}
+    compiled = build_command_table(
+        one_socket(),
+        clock=clock,
+        started_at=1000.0,
+        process_list=list,
+        version="1.2.3",
+        sip_core="compiled (mypyc)",
+    )
+    assert _result(compiled.call("version", None)) == {
+        "Server": "sipsock 1.2.3",
+        "SIP core": "compiled (mypyc)",
+    }
     uptime = _result(table.call("uptime", None))
     assert uptime == {
         "Now": time.ctime(1042.9),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sipsock.sip.memo import MAX_ITEM
+from sipsock.sip.memo import MAX_ITEM, Memo
 from sipsock.sip.options_memo import BUDGET, OptionsMemo
 
 
@@ -42,3 +42,16 @@ def test_size_and_entries_count_every_memo_and_clear_forgets_them_all() -> None:
         "token_names",
         "via_templates",
     }
+
+
+def test_memos_names_every_memo_attribute_compiled_or_not() -> None:
+    # A class compiled by mypyc has no __slots__ to read: the names are listed,
+    # and every attribute holding a Memo must be among them.
+    memo = OptionsMemo()
+    held = {
+        name
+        for name in dir(memo)
+        if not name.startswith("__") and isinstance(getattr(memo, name, None), Memo)
+    }
+    assert held == set(memo.memos())
+    assert all(memo.memos()[name] is getattr(memo, name) for name in held)

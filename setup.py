@@ -1,0 +1,128 @@
+"""Build of sipsock: the SIP core compiled with mypyc when it can be, pure Python otherwise.
+
+setup.cfg holds the metadata; this file only adds the compiled modules,
+listed once in `sipsock.buildinfo.COMPILED_MODULES`.  No C compiler, no
+Python headers, a failed compile or ``SIPSOCK_PURE_PYTHON=1`` give a
+pure-Python install that works, with one line saying why (never a failed
+install).  The daemon logs which one it runs ("SIP core: ...").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from setuptools import Distribution, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _buildinfo() -> Any:
+    """`sipsock.buildinfo`, loaded by path (sipsock is not installed yet)."""
+    spec = importlib.util.spec_from_file_location(
+        "_sipsock_buildinfo", ROOT / "sipsock" / "buildinfo.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILDINFO = _buildinfo()
+PURE_WANTED = os.environ.get(BUILDINFO.PURE_PYTHON_ENV, "") not in ("", "0")
+
+
+def say_pure(why: str) -> None:
+    """The one line telling why this install is pure Python."""
+    print(f"sipsock: installing the SIP core as pure Python: {why}", file=sys.stderr, flush=True)
+
+
+def remove_compiled_in_place() -> None:
+    """Delete compiled modules a former in-place build left beside the sources.
+
+    Python prefers an extension module to the ``.py`` beside it, so a pure
+    build must not leave them behind.
+    """
+    for path in BUILDINFO.COMPILED_MODULES:
+        source = ROOT / path
+        stem = "__init__" if source.name == "__init__.py" else source.stem
+        for built in source.parent.glob(f"{stem}.*.so"):
+            built.unlink()
+    for shared in ROOT.glob("*__mypyc.*.so"):
+        shared.unlink()
+
+
+class SipsockDistribution(Distribution):
+    """A distribution with extension modules unless a pure build is asked for.
+
+    The extensions themselves are made by `MypycBuildExt`, only when a build
+    runs (mypyc type-checks the package first, which takes seconds).
+    """
+
+    def has_ext_modules(self) -> bool:
+        return not PURE_WANTED
+
+
+class MypycBuildExt(build_ext):
+    """Compile `COMPILED_MODULES` with mypyc; on any failure, build nothing (pure Python)."""
+
+    def finalize_options(self) -> None:
+        if self.distribution.ext_modules is None:
+            self.distribution.ext_modules = self._mypyc_extensions()
+        super().finalize_options()
+
+    def _mypyc_extensions(self) -> list[Any]:
+        if PURE_WANTED:
+            return []
+        try:
+            from mypyc.build import mypycify
+        except ImportError as error:
+            say_pure(f"mypyc is not installed ({error})")
+            return []
+        paths = list(BUILDINFO.COMPILED_MODULES)
+        try:
+            # Own flags, not setup.cfg's [mypy] (its plugin is not in the build's
+            # environment), and a cache of its own under build/ (not .mypy_cache).
+            return list(
+                mypycify(
+                    [
+                        *("--config-file", os.devnull, "--python-version", "3.11"),
+                        *("--cache-dir", os.path.join("build", "mypyc-cache")),
+                        *paths,
+                    ],
+                    opt_level="3",
+                )
+            )
+        except BaseException as error:  # mypyc reports type errors by SystemExit
+            say_pure(f"mypyc could not compile {len(paths)} modules ({error!r})")
+            return []
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:  # no compiler, no Python.h, a compile or link error
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            say_pure(f"the C compile failed: {reason}")
+            self._drop_extensions()
+            return
+
+    def _drop_extensions(self) -> None:
+        """Forget every extension and delete what part of a build left behind."""
+        for ext in self.extensions:
+            built = Path(self.get_ext_fullpath(ext.name))
+            if built.exists():
+                built.unlink()
+        self.extensions = []
+        self.distribution.ext_modules = []
+        remove_compiled_in_place()
+
+
+if PURE_WANTED:
+    say_pure(f"{BUILDINFO.PURE_PYTHON_ENV}={os.environ[BUILDINFO.PURE_PYTHON_ENV]}")
+    remove_compiled_in_place()
+
+setup(distclass=SipsockDistribution, cmdclass={"build_ext": MypycBuildExt})

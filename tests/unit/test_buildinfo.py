@@ -1,0 +1,96 @@
+"""`sipsock.buildinfo`: which SIP core a process runs, and the check scripts/test relies on."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+from sipsock.buildinfo import (
+    COMPILED,
+    COMPILED_MODULES,
+    compiled_names,
+    describe_build,
+    expectation_unmet,
+    is_extension,
+    module_name,
+    sip_core,
+    source_of,
+    stale_extensions,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SO = EXTENSION_SUFFIXES[0]
+
+
+def test_every_listed_module_exists_and_imports() -> None:
+    for path in COMPILED_MODULES:
+        assert (ROOT / path).is_file(), path
+    assert module_name("sipsock/sip/__init__.py") == "sipsock.sip"
+    assert module_name("sipsock/sip/parser.py") == "sipsock.sip.parser"
+    for name in compiled_names():
+        importlib.import_module(name)
+
+
+def test_every_module_of_the_sip_core_is_compiled() -> None:
+    core = {p.relative_to(ROOT).as_posix() for p in (ROOT / "sipsock" / "sip").glob("*.py")}
+    assert core <= set(COMPILED_MODULES)
+
+
+def test_all_extension_modules_are_compiled() -> None:
+    files = {"a": f"/x/a{SO}", "b": f"/x/b{SO}"}
+    assert describe_build(files) == COMPILED == "compiled (mypyc)"
+
+
+def test_no_extension_module_is_pure_python_with_the_reason() -> None:
+    build = describe_build({"a": "/x/a.py", "b": "/x/b.py"})
+    assert build.startswith("pure Python (")
+    assert "installed without mypyc" in build
+
+
+def test_some_extension_modules_are_pure_python_naming_the_rest() -> None:
+    build = describe_build({"a": f"/x/a{SO}", "b": "/x/b.py", "c": None})
+    assert build == "pure Python (only partly compiled: b, c not compiled)"
+
+
+def test_is_extension_knows_the_suffixes() -> None:
+    assert is_extension(f"/x/parser{SO}")
+    assert not is_extension("/x/parser.py")
+    assert not is_extension(None)
+
+
+def test_the_expected_build_is_checked_both_ways() -> None:
+    pure = describe_build({"a": "/x/a.py"})
+    assert expectation_unmet("", pure) is None
+    assert expectation_unmet("", COMPILED) is None
+    assert expectation_unmet("compiled", COMPILED) is None
+    assert expectation_unmet("pure", pure) is None
+    assert expectation_unmet("compiled", pure) == (
+        f"SIPSOCK_EXPECT_BUILD=compiled but the SIP core runs {pure}"
+    )
+    assert expectation_unmet("pure", COMPILED) == (
+        "SIPSOCK_EXPECT_BUILD=pure but the SIP core runs compiled (mypyc)"
+    )
+    assert expectation_unmet("fast", COMPILED) is not None
+
+
+def test_this_process_reads_the_parser_it_imported() -> None:
+    parser = importlib.import_module("sipsock.sip.parser")
+    assert (sip_core() == COMPILED) == is_extension(parser.__file__)
+
+
+def test_an_extension_older_than_its_source_is_stale(tmp_path: Path) -> None:
+    source = tmp_path / "parser.py"
+    built = tmp_path / f"parser{SO}"
+    source.write_text("# the source\n")
+    built.write_bytes(b"")
+    assert source_of(str(built)) == str(source)
+    os.utime(source, (1000, 1000))
+    os.utime(built, (2000, 2000))
+    files = {"p": str(built), "q": str(tmp_path / "q.py"), "r": None}
+    assert stale_extensions(files) == []
+    os.utime(source, (3000, 3000))  # edited after the build
+    assert stale_extensions(files) == ["p"]
+    source.unlink()  # a wheel install may ship no source: nothing to compare
+    assert stale_extensions(files) == []
