@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
+import shutil
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,23 @@ def remove_compiled_in_place() -> None:
         shared.unlink()
 
 
+def missing_toolchain() -> str | None:
+    """Why this machine cannot compile C extensions, or None when it can.
+
+    Checked before mypyc runs: its type check takes half a minute, wasted
+    when the compile is bound to fail.
+    """
+    command = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    words = shlex.split(command)
+    program = words[0] if words else "cc"
+    if shutil.which(program) is None:
+        return f"no C compiler ({program!r} not found)"
+    headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    if not os.path.exists(headers):
+        return f"no Python headers ({headers} is missing)"
+    return None
+
+
 class SipsockDistribution(Distribution):
     """A distribution with extension modules unless a pure build is asked for.
 
@@ -77,6 +97,10 @@ class MypycBuildExt(build_ext):
 
     def _mypyc_extensions(self) -> list[Any]:
         if PURE_WANTED:
+            return []
+        missing = missing_toolchain()
+        if missing is not None:
+            say_pure(missing)
             return []
         try:
             from mypyc.build import mypycify

@@ -163,9 +163,13 @@ def test_an_sdist_installed_without_a_c_compiler_is_pure_python_and_runs(
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     _run([sys.executable, "-m", "venv", str(venv)], run_dir, 120)
-    pip = [str(venv / "bin" / "pip"), "install", "-v", "--no-cache-dir", str(sdist)]
-    installed = _run(pip, run_dir, 900, CC=str(tmp_path / "no-such-cc"))
-    assert "sipsock: installing the SIP core as pure Python: the C compile failed" in installed
+    pip = [str(venv / "bin" / "pip"), "install", "-v", str(sdist)]
+    missing_cc = tmp_path / "no-such-cc"
+    installed = _run(pip, run_dir, 900, CC=str(missing_cc))
+    assert (
+        f"sipsock: installing the SIP core as pure Python: no C compiler ('{missing_cc}' not found)"
+        in installed
+    )
     log = _serve_options(venv, run_dir)
     assert "SIP core: pure Python (" in log
 
@@ -232,3 +236,26 @@ def _serve_options(venv: Path, run_dir: Path) -> str:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0, log.read_text() if log.exists() else ""
     return log.read_text()
+
+
+@pytest.mark.timeout(600)
+def test_a_c_compile_that_fails_gives_a_pure_wheel_not_a_failed_build(tmp_path: Path) -> None:
+    """A compiler that is there but fails (broken toolchain): the build goes on, pure."""
+    source = tmp_path / "src"
+    _copy_sources(source)
+    out = tmp_path / "dist"
+    failing_cc = shutil.which("false")
+    assert failing_cc is not None
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps"]
+    built = _run(
+        [*pip_wheel, "--wheel-dir", str(out), str(source)],
+        source,
+        300,
+        CC=failing_cc,
+    )
+    assert "sipsock: installing the SIP core as pure Python: the C compile failed" in built
+    (wheel,) = out.glob("sipsock-*.whl")
+    with zipfile.ZipFile(wheel) as wheel_file:
+        in_wheel = set(wheel_file.namelist())
+    assert _compiled_files(in_wheel) == []
+    assert "sipsock/sip/parser.py" in in_wheel
