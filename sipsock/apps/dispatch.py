@@ -233,11 +233,10 @@ class Dispatcher:
             except SipParseError as exc:
                 self._reject(origin, None, exc)
                 return
-        # `MessageContext(origin, self.directory, data)`, without its ``__init__`` frame.
+        # `MessageContext(origin, self.directory)`, without its ``__init__`` frame.
         context = _new(MessageContext)
         context.origin = origin
         context.directory = self.directory
-        context.data = data
         try:
             self.app.message_received(message, context)
         except Exception:

@@ -9,7 +9,7 @@ slot). It never sees a transport.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet import defer
@@ -109,14 +109,10 @@ class MessageContext:
     ``socket`` is the receiving socket's definition as it was when the message
     arrived (slot, proto, host, port, advertised, tag, flags, tos), ``slot``
     its slot (None for a static socket), ``peer`` the sender's (host, port).
-    ``data`` is the message's bytes as received (``b""`` when not known): the
-    message handed over is parsed from them, with ``received``/``rport`` on
-    a request's top Via the only change.
     """
 
     origin: Origin
     directory: SocketDirectory
-    data: bytes = field(default=b"", compare=False)
 
     @property
     def socket(self) -> SocketDef:

@@ -282,7 +282,7 @@ class StatelessProxy:
         record_route: list[str] = []
         if self.record_route and wants_record_route(request, scan):
             record_route = self._record_route(receiving, inbound, out)
-        lines = received_lines(context.data, len(scan.keys))
+        lines = received_lines(request)
         if lines is not None:
             # The lines it does not touch go on as received (RFC 3261 16.6).
             data = splice_request(
@@ -416,7 +416,7 @@ class StatelessProxy:
 
     def forward_response(self, response: Response, context: MessageContext) -> None:
         """Remove the proxy's Via and send the response on towards the next one."""
-        lines = received_lines(context.data, len(response.headers))
+        lines = received_lines(response)
         if lines is not None:
             # The lines after its top Via value go on as received (RFC 3261 16.7).
             cut = splice_response(response, lines)

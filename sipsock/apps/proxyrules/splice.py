@@ -25,15 +25,18 @@ received buffer:
   does. A copy sent on a stream (RFC 3261 18.3) always carries the right
   length, as a datagram does.
 
-`received_lines` cuts the received header lines; for a header section that
-is not one line per field with CRLF line ends (folded lines, bare LF line
-ends, a field count the parser does not agree with), it gives None and the
-caller builds the bytes from the fields (`sipsock.apps.proxyrules.wire`).
+The received lines are the ones the parser kept (`received_lines`); for a
+header section that is not one line per field with CRLF line ends (folded
+lines, bare LF line ends) it kept none, and the caller builds the bytes
+from the fields (`sipsock.apps.proxyrules.wire`). The lines are text as
+the parser decoded them (UTF-8, undecodable bytes as surrogates), so
+encoding the copy gives the received bytes back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from sipsock.apps.proxyrules.forwarding import route_values
 from sipsock.apps.proxyrules.wire import ResponseCut
@@ -41,38 +44,30 @@ from sipsock.sip import Request, Response
 from sipsock.sip.grammar import split_values
 
 
-def received_lines(data: bytes, fields: int) -> list[bytes] | None:
-    """The start line and the ``fields`` header lines of ``data``, as received.
+def received_lines(message: Request | Response) -> list[str] | None:
+    """The start line and one header line per field of ``message``, as received.
 
-    None unless the header section (after any leading line ends, which the
-    parser skips too) is exactly ``fields + 1`` lines with CRLF ends and no
-    continuation line.
+    None when the parser kept none (see the module), or when the message no
+    longer has as many fields as it had lines.
     """
-    if data[:1] in (b"\r", b"\n"):
-        data = data.lstrip(b"\r\n")
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    head = data[:end]
-    lines = head.split(b"\r\n")
-    # A continuation line or a bare LF line end makes the counts differ.
-    if len(lines) != fields + 1 or head.count(b"\n") != fields:
+    lines = message._received_lines
+    if lines is None or len(lines) != len(message.headers) + 1:
         return None
     return lines
 
 
-def _line(name: str, value: str) -> bytes:
-    return f"{name}: {value}".encode("utf-8", "surrogateescape")
-
-
-def _same_value(line: bytes, value: str) -> bool:
+def _same_value(line: str, value: str) -> bool:
     """Whether the received ``line`` holds ``value`` (as the parser reads a line)."""
-    return line.partition(b":")[2].strip(b" \t") == value.encode("utf-8", "surrogateescape")
+    return line.partition(":")[2].strip(" \t") == value
+
+
+#: The fields a rule may change or add before: every other line goes as received.
+_RULED: Final = frozenset({"via", "record-route", "max-forwards", "route", "content-length"})
 
 
 def splice_request(
     request: Request,
-    lines: Sequence[bytes],
+    lines: Sequence[str],
     *,
     via: str,
     record_route: Sequence[str] = (),
@@ -92,8 +87,8 @@ def splice_request(
     fix_length = keys.count("content-length") != 1 or (
         fields[keys.index("content-length")][1] != length
     )
-    out = [f"{request.method} {request.uri} {request.version}".encode("utf-8", "surrogateescape")]
-    via_line = _line("Via", via) if via else b""
+    out = [f"{request.method} {request.uri} {request.version}"]
+    via_line = "Via: " + via
     via_done = not via
     top_via_done = False
     record_done = not record_route
@@ -102,6 +97,9 @@ def splice_request(
     after_via = -1
     dropping = drop_routes
     for index, key in enumerate(keys, 1):
+        if key not in _RULED:
+            out.append(lines[index])
+            continue
         if key == "via":
             if not via_done:
                 out.append(via_line)
@@ -112,14 +110,14 @@ def splice_request(
                 top_via_done = True
                 name, value = fields[index - 1]
                 line = lines[index]
-                out.append(line if _same_value(line, value) else _line(name, value))
+                out.append(line if _same_value(line, value) else f"{name}: {value}")
                 continue
         elif key == "record-route" and not record_done:
-            out += [_line("Record-Route", entry) for entry in record_route]
+            out += ["Record-Route: " + entry for entry in record_route]
             record_done = True
         elif key == "max-forwards":
             if not max_forwards_done:
-                out.append(_line(fields[index - 1][0], str(max_forwards)))
+                out.append(f"{fields[index - 1][0]}: {max_forwards}")
                 max_forwards_done = True
             continue
         elif key == "route" and dropping:
@@ -128,11 +126,11 @@ def splice_request(
             kept = values[dropping:]
             dropping = max(0, dropping - len(values))
             if kept:
-                out.append(_line(name, ", ".join(kept)))
+                out.append(f"{name}: {', '.join(kept)}")
             continue
         elif key == "content-length" and fix_length:
             if not length_done:
-                out.append(_line(fields[index - 1][0], length))
+                out.append(f"{fields[index - 1][0]}: {length}")
                 length_done = True
             continue
         out.append(lines[index])
@@ -140,16 +138,16 @@ def splice_request(
         out.insert(1, via_line)
         after_via = 2
     if not record_done:
-        out[after_via:after_via] = [_line("Record-Route", entry) for entry in record_route]
+        out[after_via:after_via] = ["Record-Route: " + entry for entry in record_route]
     if not max_forwards_done:
-        out.append(_line("Max-Forwards", str(max_forwards)))
+        out.append(f"Max-Forwards: {max_forwards}")
     if fix_length and not length_done:
-        out.append(_line("Content-Length", length))
-    out += (b"", b"")
-    return b"\r\n".join(out) + body
+        out.append("Content-Length: " + length)
+    out += ("", "")
+    return "\r\n".join(out).encode("utf-8", "surrogateescape") + body
 
 
-def splice_response(response: Response, lines: Sequence[bytes]) -> ResponseCut | None:
+def splice_response(response: Response, lines: Sequence[str]) -> ResponseCut | None:
     """``response`` without its top Via value, its other lines as received (see the module).
 
     ``lines`` are its `received_lines`. The same top Via text and next Via
@@ -162,37 +160,50 @@ def splice_response(response: Response, lines: Sequence[bytes]) -> ResponseCut |
         return None
     at = keys.index("via")
     name, value = fields[at]
-    out = list(lines)
     values = split_values(value) if "," in value else [value]
     top = values[0]
+    body = response.body
+    length = str(len(body))
+    right_length = (
+        keys.count("content-length") == 1 and fields[keys.index("content-length")][1] == length
+    )
+    if right_length and len(values) == 1:
+        # The usual response: its top Via line goes whole, nothing else changes.
+        out = [*lines[: at + 1], *lines[at + 2 :], "", ""]
+        next_via: str | None = None
+        if keys.count("via") > 1:
+            following = fields[keys.index("via", at + 1)][1]
+            next_via = split_values(following)[0] if "," in following else following
+        text = "\r\n".join(out)
+        return ResponseCut(top, next_via, text.encode("utf-8", "surrogateescape") + body)
+    out = list(lines)
     if len(values) > 1:
         if '"' in value or "<" in value:
             rest = ", ".join(values[1:])
         else:
             rest = value[value.index(",") + 1 :].strip()
-        next_via: str | None = split_values(rest)[0] if "," in rest else rest
-        out[at + 1] = _line(name, rest)
+        next_via = split_values(rest)[0] if "," in rest else rest
+        out[at + 1] = f"{name}: {rest}"
     else:
         out[at + 1] = _GONE
         next_via = None
         if keys.count("via") > 1:
             following = fields[keys.index("via", at + 1)][1]
             next_via = split_values(following)[0] if "," in following else following
-    body = response.body
-    length = str(len(body))
-    if keys.count("content-length") != 1 or fields[keys.index("content-length")][1] != length:
+    if not right_length:
         found = False
         for index, key in enumerate(keys, 1):
             if key == "content-length":
-                out[index] = _GONE if found else _line(fields[index - 1][0], length)
+                out[index] = _GONE if found else f"{fields[index - 1][0]}: {length}"
                 found = True
         if not found:
-            out.append(_line("Content-Length", length))
+            out.append("Content-Length: " + length)
     if _GONE in out:
         out = [line for line in out if line]
-    out += (b"", b"")
-    return ResponseCut(top, next_via, b"\r\n".join(out) + body)
+    out += ("", "")
+    text = "\r\n".join(out)
+    return ResponseCut(top, next_via, text.encode("utf-8", "surrogateescape") + body)
 
 
 #: A received line left out (no header line is empty).
-_GONE = b""
+_GONE = ""
