@@ -18,8 +18,10 @@ Requests are forwarded, one by one and without any transaction state:
    (advertised address, a branch derived from the request, so a
    retransmission, its CANCEL and its non-2xx ACK get the same one) and, for
    a dialog-creating request, a Record-Route (two when the two sockets
-   differ). Host names are resolved (A/AAAA); a send that fails (connection
-   refused, timeout, no address) is answered 503.
+   differ). Every other header line goes on as received, the body byte
+   for byte (`sipsock.apps.proxyrules.splice`). Host names are resolved
+   (A/AAAA); a send that fails (connection refused, timeout, no address) is
+   answered 503.
 
 Responses whose top Via is this proxy's (branch shape and sent-by) lose that
 Via and go where the next Via says (`route_response`), through the socket
@@ -71,6 +73,7 @@ from sipsock.apps.proxyrules import (
     wants_record_route,
 )
 from sipsock.apps.proxyrules.responsehop import next_hop
+from sipsock.apps.proxyrules.splice import received_lines, splice_request, splice_response
 from sipsock.apps.proxyrules.wire import (
     forward_bytes,
     own_via_facts,
@@ -279,14 +282,27 @@ class StatelessProxy:
         record_route: list[str] = []
         if self.record_route and wants_record_route(request, scan):
             record_route = self._record_route(receiving, inbound, out)
-        data = forward_bytes(
-            request,
-            via=via,
-            record_route=record_route,
-            max_forwards=max_forwards,
-            drop_routes=own.count,
-            keys=scan.keys,
-        )
+        lines = received_lines(request)
+        if lines is not None:
+            # The lines it does not touch go on as received (RFC 3261 16.6).
+            data = splice_request(
+                request,
+                lines,
+                via=via,
+                record_route=record_route,
+                max_forwards=max_forwards,
+                drop_routes=own.count,
+                keys=scan.keys,
+            )
+        else:
+            data = forward_bytes(
+                request,
+                via=via,
+                record_route=record_route,
+                max_forwards=max_forwards,
+                drop_routes=own.count,
+                keys=scan.keys,
+            )
         return _Hop(data, out, destination, transport)
 
     def _record_route(self, receiving: SocketDef, inbound: str | None, out: Listener) -> list[str]:
@@ -400,7 +416,12 @@ class StatelessProxy:
 
     def forward_response(self, response: Response, context: MessageContext) -> None:
         """Remove the proxy's Via and send the response on towards the next one."""
-        cut = response_bytes_without_top_via(response)
+        lines = received_lines(response)
+        if lines is not None:
+            # The lines after its top Via value go on as received (RFC 3261 16.7).
+            cut = splice_response(response, lines)
+        else:
+            cut = response_bytes_without_top_via(response)
         if cut is None:
             raise SipParseError("no Via header", status=400)
         sdef = context.socket

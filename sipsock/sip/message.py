@@ -33,7 +33,7 @@ class Message:
     assigning a new list is always safe.
     """
 
-    __slots__ = ("_defect", "_keys", "_keys_of", "body", "headers")
+    __slots__ = ("_defect", "_keys", "_keys_of", "_received_lines", "body", "headers")
 
     def __init__(self, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
         self.headers: list[tuple[str, str]] = list(headers)
@@ -41,6 +41,11 @@ class Message:
         self._defect: SipParseError | None = None
         self._keys: list[str] = []
         self._keys_of: list[tuple[str, str]] | None = None
+        #: The start line and the header lines as received, one per field of
+        #: ``headers`` as parsed, when the header section was just that (CRLF
+        #: line ends, no folding); else None. Set by ``parse`` only, never
+        #: kept up to date: a field changed since differs from its line.
+        self._received_lines: list[str] | None = None
 
     def _remember_keys(self, keys: list[str]) -> None:
         """Record ``keys``, the canonical names of the current ``headers``, in order.

@@ -61,11 +61,14 @@ def parse(
         end -= 1
     text = data[:end].decode("utf-8", "surrogateescape")
     lines = text.split("\r\n")
+    received: list[str] | None = lines
     if len(lines) - 1 != text.count("\n"):
         lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+        received = None
     message = _parse_start_line(lines[0])
     if _find_folding(text):
         lines = _unfold(lines)
+        received = None
     headers, keys = _split_fields(lines[1:])
     if keys.count("content-length") == 1 and headers[keys.index("content-length")][1] == "0":
         body = b""  # the usual body of a request without one (as `_body` gives it)
@@ -76,6 +79,7 @@ def parse(
     message.body = body
     message._keys = keys
     message._keys_of = headers.copy()
+    message._received_lines = received  # (one line per field: the splice of a proxy)
     return message
 
 

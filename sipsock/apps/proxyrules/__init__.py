@@ -18,9 +18,11 @@ functions what to do and does it. One import path for three jobs:
   that a response or an in-dialog request handled by any process finds the
   socket again, and which leading Route entries are its own (`own_routes`).
 
-Two modules are imported by their own path: `wire` (the bytes sent, joined
-in one pass from the received fields) and `viatemplate` (a Via rule
-remembered per peer's Via template); `responsehop` reads a response's next Via.
+Modules imported by their own path: `splice` (the bytes sent: the received
+bytes with the proxy's changes spliced in), `wire` (the same joined from the
+parsed fields, for a header section `splice` cannot cut) and `viatemplate`
+(a Via rule remembered per peer's Via template); `responsehop` reads a
+response's next Via.
 """
 
 from sipsock.apps.proxyrules.forwarding import (

@@ -1,6 +1,9 @@
 """The bytes the proxy sends, built in one pass from the received fields (RFC 3261 16.6, 16.7).
 
-Pure. `forward_bytes` gives ``forward_copy(...).serialize()`` and
+Pure. For a message whose header section `sipsock.apps.proxyrules.splice`
+cannot cut into one received line per field (folded lines, bare LF line
+ends, or no received bytes at hand): the usual message is spliced there.
+`forward_bytes` gives ``forward_copy(...).serialize()`` and
 `response_bytes_without_top_via` gives what `split_top_via` and the copy's
 ``serialize()`` give, byte for byte, without building a second `Message`
 and walking its fields again: every field line is joined once, with the
