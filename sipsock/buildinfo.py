@@ -98,16 +98,22 @@ def stale_extensions(files: Mapping[str, str | None]) -> list[str]:
 
     An in-place (editable) build leaves the compiled module beside its
     source, and Python prefers it: an edit of the source does nothing until
-    the next build.  Names, sorted.
+    the next build.  An installed package (under ``site-packages``) is never
+    stale: pip writes both files of each module, in any order.  Names, sorted.
     """
     stale = []
     for name, file in files.items():
-        if file is None or not is_extension(file):
+        if file is None or not is_extension(file) or _installed(file):
             continue
         source = source_of(file)
         if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(file):
             stale.append(name)
     return sorted(stale)
+
+
+def _installed(file: str) -> bool:
+    parts = file.split(os.sep)
+    return "site-packages" in parts or "dist-packages" in parts
 
 
 def stale_sip_core() -> list[str]:

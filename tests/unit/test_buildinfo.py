@@ -94,3 +94,15 @@ def test_an_extension_older_than_its_source_is_stale(tmp_path: Path) -> None:
     assert stale_extensions(files) == ["p"]
     source.unlink()  # a wheel install may ship no source: nothing to compare
     assert stale_extensions(files) == []
+
+
+def test_an_installed_extension_is_never_stale(tmp_path: Path) -> None:
+    """pip writes a module's ``.py`` and its extension in any order: no false warning."""
+    installed = tmp_path / "lib" / "python3.11" / "site-packages" / "sipsock" / "sip"
+    installed.mkdir(parents=True)
+    built = installed / f"parser{SO}"
+    built.write_bytes(b"")
+    (installed / "parser.py").write_text("# written by pip after the extension\n")
+    os.utime(built, (2000, 2000))
+    os.utime(installed / "parser.py", (2001, 2001))
+    assert stale_extensions({"p": str(built)}) == []
