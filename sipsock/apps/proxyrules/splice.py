@@ -36,12 +36,22 @@ encoding the copy gives the received bytes back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from sipsock.apps.proxyrules.forwarding import route_values
-from sipsock.apps.proxyrules.wire import ResponseCut
 from sipsock.sip import Request, Response
 from sipsock.sip.grammar import split_values
+
+
+class ResponseCut(NamedTuple):
+    """A response without its top Via value: that value, the next one, the bytes to send.
+
+    ``next_via`` is the Via value on top of what is sent (None: no Via left).
+    """
+
+    top: str
+    next_via: str | None
+    data: bytes
 
 
 def received_lines(message: Request | Response) -> list[str] | None:

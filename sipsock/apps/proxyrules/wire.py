@@ -20,7 +20,8 @@ import re
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
-from sipsock.apps.proxyrules.forwarding import forward_copy, route_values
+from sipsock.apps.proxyrules.forwarding import forward_copy
+from sipsock.apps.proxyrules.splice import ResponseCut, splice_request
 from sipsock.apps.proxyrules.viatemplate import TemplateRule
 from sipsock.sip import Request, Response
 from sipsock.sip.grammar import TOKEN_CHARS, canonical_name, split_values
@@ -117,54 +118,18 @@ def forward_bytes(
             drop_routes=drop_routes,
             keys=keys,
         ).serialize()
+    # Every line as ``serialize`` writes it, then the one rule of 16.6 (`splice_request`).
     lines = [f"{request.method} {request.uri} {request.version}"]
-    via_line = "Via: " + via
-    via_done = not via
-    record_done = not record_route
-    max_forwards_done = False
-    after_via = -1
-    dropping = drop_routes
-    for (name, value), key in zip(fields, keys, strict=True):
-        if key == "via" and not via_done:
-            lines.append(via_line)
-            via_done = True
-            after_via = len(lines)
-        elif key == "record-route" and not record_done:
-            lines += ["Record-Route: " + entry for entry in record_route]
-            record_done = True
-        elif key == "max-forwards":
-            if not max_forwards_done:
-                lines.append(f"{name}: {max_forwards}")
-                max_forwards_done = True
-            continue
-        elif key == "route" and dropping:
-            values = route_values(value)
-            kept = values[dropping:]
-            dropping = max(0, dropping - len(values))
-            if kept:
-                lines.append(f"{name}: {', '.join(kept)}")
-            continue
-        lines.append(f"{name}: {value}")
-    if not via_done:
-        lines.insert(1, via_line)
-        after_via = 2
-    if not record_done:
-        lines[after_via:after_via] = ["Record-Route: " + entry for entry in record_route]
-    if not max_forwards_done:
-        lines.append(f"Max-Forwards: {max_forwards}")
-    lines += ("", "")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
-
-
-class ResponseCut(NamedTuple):
-    """A response without its top Via value: that value, the next one, the bytes to send.
-
-    ``next_via`` is the Via value on top of what is sent (None: no Via left).
-    """
-
-    top: str
-    next_via: str | None
-    data: bytes
+    lines += [f"{name}: {value}" for name, value in fields]
+    return splice_request(
+        request,
+        lines,
+        via=via,
+        record_route=record_route,
+        max_forwards=max_forwards,
+        drop_routes=drop_routes,
+        keys=keys,
+    )
 
 
 def response_bytes_without_top_via(response: Response) -> ResponseCut | None:
