@@ -85,8 +85,8 @@ ENTRIES: Final = 16 * 1024
 BUDGET: Final = NAME_BYTES + LINE_BYTES + 7 * MAX_BYTES
 
 
-# The memos of `OptionsMemo`, by attribute name (its ``__slots__`` without
-# ``_numbers``; a class compiled by mypyc has no ``__slots__`` to read).
+# The memos of `OptionsMemo`, by attribute name: its ``__slots__`` but
+# ``_numbers`` (a class compiled by mypyc has no ``__slots__`` to read).
 _MEMO_NAMES = (
     "from_templates",
     "good_addresses",
@@ -115,18 +115,7 @@ class OptionsMemo:
     after it)`` of From values checked once.
     """
 
-    __slots__ = (
-        "_numbers",
-        "from_templates",
-        "good_addresses",
-        "good_uris",
-        "layouts",
-        "line_ids",
-        "lines",
-        "rport_templates",
-        "token_names",
-        "via_templates",
-    )
+    __slots__ = ("_numbers", *_MEMO_NAMES)
 
     def __init__(self) -> None:
         self.token_names: Memo[str, str] = Memo(
