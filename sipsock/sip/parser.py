@@ -65,6 +65,10 @@ def parse(
     if len(lines) - 1 != text.count("\n"):
         lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
         received = None
+        if "\r" in "".join(lines):
+            raise SipParseError(_BARE_CR)
+    elif len(lines) - 1 != text.count("\r"):
+        raise SipParseError(_BARE_CR)
     message = _parse_start_line(lines[0])
     if _find_folding(text):
         lines = _unfold(lines)
@@ -81,6 +85,12 @@ def parse(
     message._keys_of = headers.copy()
     message._received_lines = received  # (one line per field: the splice of a proxy)
     return message
+
+
+#: A CR that does not end a line: peers that take it for a line end would read
+#: the rest as another header (RFC 3261 25.1 allows CR only in CRLF), so the
+#: message is dropped rather than answered or forwarded with it.
+_BARE_CR: Final = "CR without LF in the header section"
 
 
 def _split_fields(lines: list[str]) -> tuple[list[tuple[str, str]], list[str]]:

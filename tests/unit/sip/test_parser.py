@@ -90,6 +90,38 @@ def test_lf_only_line_ends_and_folding_are_accepted() -> None:
     assert len(message.headers) == 8
 
 
+@pytest.mark.parametrize("lf_only", [False, True], ids=["crlf", "lf-only"])
+@pytest.mark.parametrize(
+    ("was", "now"),
+    [
+        (b"i: call-1@example.com", b"i: call-1@example.com\rContact: <sip:evil@203.0.113.9>"),
+        (b"Max-Forwards: 70", b"X-Note: \r\rtwo\r\nMax-Forwards: 70"),
+        (b"To: <sip:a.example.com>", b"To: <sip:a.\rexample.com>"),
+        (b"sip:a.example.com SIP", b"sip:a.example.com\r SIP"),
+    ],
+)
+def test_a_cr_without_lf_in_the_header_section_is_dropped(
+    was: bytes, now: bytes, lf_only: bool
+) -> None:
+    # A peer that takes a lone CR for a line end would read an injected header
+    # in an answer or a forwarded copy: no status, so nothing is sent back.
+    data = OPTIONS.replace(was, now, 1)
+    assert data != OPTIONS
+    if lf_only:
+        data = data.replace(b"\r\n", b"\n")
+    with pytest.raises(SipParseError, match="CR without LF in the header section") as raised:
+        parse(data)
+    assert raised.value.status is None
+
+
+def test_a_cr_in_the_body_and_in_crlf_line_ends_is_kept() -> None:
+    body = b"v=0\ra=x\r\r\n"
+    data = OPTIONS.replace(b"Content-Length: 0", b"Content-Length: %d" % len(body)) + body
+    message = parse(data)
+    assert message.body == body
+    assert parse(data.replace(b"\r\n", b"\n", 3)).body == body
+
+
 def test_leading_crlf_before_start_line_is_ignored() -> None:
     assert parse(b"\r\n\r\n" + OPTIONS) == options()
 
