@@ -190,14 +190,6 @@ def test_replies_the_kernel_refuses_are_one_line_and_a_summary_not_one_line_each
     # The answer copies every Via and adds about 110 bytes: above UDP's 65,507.
     datagram = big_options(port, 65500)
     assert len(datagram) == 65500
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        for _ in range(200):
-            sender.sendto(datagram, ("127.0.0.1", port))
-            time.sleep(0.002)  # keep under the receive buffer: each must reach a worker
-    finally:
-        sender.close()
 
     def counted() -> tuple[int, int]:
         text = daemon.log()
@@ -208,6 +200,24 @@ def test_replies_the_kernel_refuses_are_one_line_and_a_summary_not_one_line_each
     def drops() -> float:
         return of_socket(metrics(daemon), "sipsock_socket_drops_total", f"udp:127.0.0.1:{port}")
 
+    # Sent in paced rounds until 150 answers were refused: on a busy machine the
+    # kernel drops some requests before a worker reads them, and those are not
+    # answered at all (bounded: 1,000 requests, 60 s).
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    started = time.monotonic()
+    sent, deadline = 0, started + 60
+    try:
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        while sent < 150 or drops() < 150:
+            assert sent < 1000 and time.monotonic() < deadline, f"{drops()} drops of {sent}"
+            for _ in range(50):
+                sender.sendto(datagram, ("127.0.0.1", port))
+                time.sleep(0.002)  # keep under the receive buffer
+            sent += 50
+    finally:
+        sender.close()
+    periods = int(time.monotonic() - started) + 3  # log periods of 1 s the sending spans
+
     # Every refused answer is a drop, and is in the log: in full or summed up.
     poll_until(
         lambda: drops() >= 150 and sum(counted()) == drops(),
@@ -215,6 +225,6 @@ def test_replies_the_kernel_refuses_are_one_line_and_a_summary_not_one_line_each
         "every send failure logged or summed up",
     )
     first, folded = counted()
-    assert 1 <= first <= 2 * 3, daemon.log()  # the first of each worker and period
+    assert 1 <= first <= 2 * periods, daemon.log()  # the first of each worker and period
     assert folded >= 100
     assert "message too long" in daemon.log()
