@@ -87,6 +87,30 @@ def cpu_seconds(pid: int) -> float:
     return sum(_own_cpu_seconds(p) for p in process_tree(pid))
 
 
+#: The roles of a daemon's processes, in the order `cpu_by_role` gives them.
+ROLES = ("control", "udp", "stream")
+
+
+def process_role(pid: int, root: int) -> str:
+    """``control`` (the daemon ``root``), ``stream`` (a stream worker) or ``udp`` (a UDP worker)."""
+    if pid == root:
+        return "control"
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return "udp"
+    pool = argv[argv.index(b"--pool") + 1] if b"--pool" in argv[:-1] else b""
+    return "stream" if pool == b"stream" else "udp"
+
+
+def cpu_by_role(pid: int) -> dict[str, float]:
+    """`cpu_seconds` of the daemon ``pid`` split by `process_role` (every role present)."""
+    seconds = dict.fromkeys(ROLES, 0.0)
+    for member in process_tree(pid):
+        seconds[process_role(member, pid)] += _own_cpu_seconds(member)
+    return seconds
+
+
 def _field_kib(path: str, name: str) -> int | None:
     try:
         lines = Path(path).read_text().splitlines()

@@ -17,8 +17,10 @@ For each leg and each rate of ``--rates`` a bounded run of ``rate *
 --seconds`` calls is made; the table shows the calls that failed, the calls
 and forwarded messages per second actually achieved (successful calls over
 the caller's wall time less one call length), and the daemon's CPU time per
-forwarded message (utime + stime of the control process and its UDP
-workers, from /proc/PID/stat, over the run). The ramp stops at the first
+forwarded message (utime + stime of every daemon process: the control
+process, the UDP workers and the stream workers, from /proc/PID/stat, over
+the run, divided by five messages per successful call); ``ctl/udp/stream``
+splits that figure by process. The ramp stops at the first
 rate not held (``common.held_verdict``: a failed call, less than 95 % of
 the asked rate achieved, retransmissions above 0.1 % of the calls, or a
 datagram dropped by the kernel on the proxy's or SIPp's UDP sockets).
@@ -36,7 +38,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import Verdict, cpu_seconds, free_udp_ports, held_verdict, print_table, sipp_totals
+from common import (
+    ROLES,
+    Verdict,
+    cpu_by_role,
+    free_udp_ports,
+    held_verdict,
+    print_table,
+    sipp_totals,
+)
 from common import udp_drops as udp_drops_of
 
 from tests.daemon import Daemon
@@ -60,6 +70,7 @@ COLUMNS = [
     "calls/s",
     "msgs/s",
     "CPU us/msg",
+    "ctl/udp/stream",
     "SIPp CPU s",
     "retrans",
     "drops",
@@ -77,7 +88,7 @@ class Run:
     result: SippResult
     callee: SippResult
     wall: float
-    cpu: float
+    cpu_by_role: dict[str, float]
     sipp_cpu: float
     retransmissions: int
     kernel_drops: int | None
@@ -100,9 +111,22 @@ class Run:
         return self.calls_per_second * MESSAGES_PER_CALL
 
     @property
+    def cpu(self) -> float:
+        """CPU seconds of every daemon process over the run."""
+        return sum(self.cpu_by_role.values())
+
+    @property
     def cpu_us_per_message(self) -> float:
+        return self._per_message(self.cpu)
+
+    def _per_message(self, seconds: float) -> float:
         messages = self.successful * MESSAGES_PER_CALL
-        return self.cpu / messages * 1e6 if messages else 0.0
+        return seconds / messages * 1e6 if messages else 0.0
+
+    @property
+    def split(self) -> str:
+        """`cpu_us_per_message` of the control process, the UDP workers, the stream workers."""
+        return "/".join(f"{self._per_message(self.cpu_by_role[role]):.1f}" for role in ROLES)
 
     @property
     def verdict(self) -> Verdict:
@@ -128,6 +152,7 @@ class Run:
             f"{self.calls_per_second:.0f}",
             f"{self.messages_per_second:.0f}",
             f"{self.cpu_us_per_message:.1f}",
+            self.split,
             f"{self.sipp_cpu:.1f}",
             self.retransmissions,
             "?" if self.kernel_drops is None else self.kernel_drops,
@@ -189,7 +214,7 @@ class ProxyBench:
         sipp_ports = [caller_port, *([self.callee_port] if self.out_proto == "udp" else [])]
         drops_before = [udp_drops_of(port) for port in daemon_ports]
         children_before = _children_cpu()
-        cpu_before = cpu_seconds(self.daemon.pid)
+        cpu_before = cpu_by_role(self.daemon.pid)
         start = time.perf_counter()
         caller = start_sipp(
             f"127.0.0.1:{self.port_a}",
@@ -210,7 +235,8 @@ class ProxyBench:
             time.sleep(0.05)
         result = caller.wait()
         wall = time.perf_counter() - start
-        cpu = cpu_seconds(self.daemon.pid) - cpu_before
+        cpu_after = cpu_by_role(self.daemon.pid)
+        cpu = {role: cpu_after[role] - cpu_before[role] for role in ROLES}
         callee_result = callee.wait()
         sipp_cpu = _children_cpu() - children_before
         retransmissions = sum(sipp_totals(run.stat)[0] for run in (caller, callee))
@@ -288,13 +314,13 @@ def main() -> None:
         "every run",
         COLUMNS,
         rows,
-        align="lrrrrrrrrrl",
+        align="lrrrrrrrrrrl",
     )
     print_table(
         "highest rate held (0 failed, >= 95 % of the rate, < 0.1 % retransmissions, 0 drops)",
         COLUMNS,
         [run.row() for run in best.values()],
-        align="lrrrrrrrrrl",
+        align="lrrrrrrrrrrl",
     )
 
 

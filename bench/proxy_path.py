@@ -16,7 +16,14 @@ built from what the proxy forwarded the step before, as the SIPp caller and
 callee build them; the replay of the recorded datagrams is timed in CPU time
 (parsing, validation, the proxy's rules, the copy, the send call).
 ``--profile N`` prints the top N functions of a cProfile run of the same
-calls. Not a test.
+calls. ``--sockets`` (``udp-udp``) replays the same datagrams once more
+through real UDP sockets: each is sent from a socket bound to the caller's
+or the callee's address, and only the proxy's socket read is timed (its
+``doRead``: ``recvfrom``, the listener, the dispatcher, the proxy, the
+``sendto`` of the forwarded copy); nobody sleeps on the receiving socket,
+so a send wakes no one. The gap to the daemon's figure (``bench/proxy.py``)
+is then the reactor, the wake-ups and the cold caches of a real run. Not a
+test.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import argparse
 import cProfile
 import gc
 import pstats
+import socket
 import time
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -36,6 +45,7 @@ from sipsock.seams import Origin
 from sipsock.sip import Request, Response, parse
 from sipsock.sockdef import parse_row
 from sipsock.testing import FakeDirectory, FakeListener
+from sipsock.transport.udp import open_udp_listener
 from sipsock.workers.directory import BookEntry, WorkerDirectory
 
 UAC = ("127.0.0.1", 15060)
@@ -218,12 +228,85 @@ def replay(leg: Leg, steps: list[Step]) -> float:
     return time.process_time() - start
 
 
+class SocketLeg:
+    """The ``udp-udp`` leg on real sockets: a and b are real UDP listeners, read by hand."""
+
+    def __init__(self) -> None:
+        from twisted.internet import reactor
+
+        a_def = parse_row(1, "udp:127.0.0.1:15070", tag="a")
+        b_def = parse_row(2, "udp:127.0.0.1:15071", tag="b")
+        directory = WorkerDirectory(_no_relay)
+        proxy = StatelessProxy(
+            [{"in_tag": "a", "destination": f"sip:127.0.0.1:{UAS_PORT}", "out_tag": "b"}],
+            secret="bench",
+            reactor=Clock(),
+        )
+        dispatcher = Dispatcher(proxy, directory)
+        self.a = open_udp_listener(a_def, 1, dispatcher, reactor=reactor)
+        self.b = open_udp_listener(b_def, 2, dispatcher, reactor=reactor)
+        directory.hold(self.a)
+        directory.hold(self.b)
+        self.uac = _bound(UAC)
+        self.uas = _bound(("127.0.0.1", UAS_PORT))
+
+    def replay(self, steps: list[Step]) -> float:
+        """CPU seconds of the proxy's reads of ``steps`` (sending and draining not counted)."""
+        ports: dict[int, tuple[Any, socket.socket, tuple[str, int]]] = {
+            1: (self.a._port, self.uac, ("127.0.0.1", 15070)),
+            2: (self.b._port, self.uas, ("127.0.0.1", 15071)),
+        }
+        clock = time.process_time
+        spent = 0.0
+        for data, on, _ in steps:
+            port, sender, address = ports[on.slot or 0]
+            sender.sendto(data, address)
+            start = clock()
+            port.doRead()
+            spent += clock() - start
+            _drain(self.uac)
+            _drain(self.uas)
+        # The two clock readings per step are not the proxy's: measured alone, taken off.
+        start = clock()
+        for _ in steps:
+            clock() - clock()
+        return spent - (clock() - start)
+
+    def close(self) -> None:
+        self.a.stop()
+        self.b.stop()
+        self.uac.close()
+        self.uas.close()
+
+
+def _no_relay(name: str, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
+    raise AssertionError("udp-udp relays nothing")
+
+
+def _bound(address: tuple[str, int]) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.setblocking(False)
+    return sock
+
+
+def _drain(sock: socket.socket) -> None:
+    while True:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            return
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--legs", default="udp-udp,udp-tcp")
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--reps", type=int, default=3, help="best of this many runs")
     parser.add_argument("--profile", type=int, default=0, help="print the top N of cProfile")
+    parser.add_argument(
+        "--sockets", action="store_true", help="udp-udp through real UDP sockets too"
+    )
     args = parser.parse_args()
     for name in args.legs.split(","):
         leg = Leg(name.strip())
@@ -233,6 +316,16 @@ def main() -> None:
             gc.collect()
             best = min(best, replay(leg, steps) / len(steps) * 1e6)
         print(f"{name}: {best:.1f} us per forwarded message (best of {args.reps} x {args.calls})")
+        if args.sockets and name.strip() == "udp-udp":
+            real = SocketLeg()
+            try:
+                best = float("inf")
+                for _ in range(args.reps):
+                    gc.collect()
+                    best = min(best, real.replay(steps) / len(steps) * 1e6)
+            finally:
+                real.close()
+            print(f"{name}, real sockets: {best:.1f} us per forwarded message (read to sendto)")
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipsock.sip import KEEPALIVE_PING, SipFramingError, StreamFramer
+from sipsock.transport.logcontext import skip_log_context
 
 if TYPE_CHECKING:
     from sipsock.transport.stream import StreamListener
@@ -58,6 +59,7 @@ class SipStreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
+        skip_log_context(self.transport)
         address = self.transport.getPeer()
         peer = (str(getattr(address, "host", "")), int(getattr(address, "port", 0)))
         self.connection = self.listener.connection_made(

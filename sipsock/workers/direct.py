@@ -52,8 +52,8 @@ from twisted.logger import Logger
 
 from sipsock.seams import Listener
 from sipsock.sip.memo import Memo
+from sipsock.workers.answerdeadline import AnswerDeadlines
 from sipsock.workers.commands import WorkerError
-from sipsock.workers.deadline import within
 from sipsock.workers.directory import Relay
 from sipsock.workers.relaybatch import RelayBatcher, send_relays
 from sipsock.workers.relaychannel import RelayChannel
@@ -78,14 +78,16 @@ class Route:
         self.index = index
         self.reactor = reactor
         self.batcher = RelayBatcher(self._send_batch, reactor)
-
-    def _send_batch(self, messages: bytes) -> Deferred[bytes]:
-        label = self.channel.label
+        label = channel.label
 
         def late() -> Exception:
             return WorkerError(f"{label}: no answer within {ANSWER_DEADLINE:g} s")
 
-        return within(self.channel.call(messages), ANSWER_DEADLINE, self.reactor, late)
+        #: One timer for the answers of every batch sent on the channel.
+        self.deadlines: AnswerDeadlines[bytes] = AnswerDeadlines(ANSWER_DEADLINE, reactor, late)
+
+    def _send_batch(self, messages: bytes) -> Deferred[bytes]:
+        return self.deadlines.watch(self.channel.call(messages))
 
     @property
     def closed(self) -> bool:
@@ -160,6 +162,7 @@ class DirectRoutes:
         channel.on_lost = lambda: self._lost(route)
 
     def _lost(self, route: Route) -> None:
+        route.deadlines.stop()
         routes = self._routes[route.pool]
         if route in routes:
             routes.remove(route)

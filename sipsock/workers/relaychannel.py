@@ -50,6 +50,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sipsock.transport.logcontext import skip_log_context
 from sipsock.workers.commands import WorkerError, decode_relays
 from sipsock.workers.directwrite import write_at_once
 
@@ -110,6 +111,7 @@ class RelayChannel(Protocol):
 
     def connectionMade(self) -> None:
         write_at_once(self.transport)
+        skip_log_context(self.transport)
 
     @property
     def open(self) -> bool:

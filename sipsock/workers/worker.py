@@ -44,7 +44,7 @@ from twisted.python.failure import Failure
 from sipsock.apps.spec import AppSpec, SpecError, build_dispatcher, freeze
 from sipsock.config import LOG_LEVELS, default_settings
 from sipsock.deferreds import wait_all
-from sipsock.gcpause import collection_paused
+from sipsock.gcpause import collect_young_less_often, collection_paused
 from sipsock.logevents import at_least, parse_level
 from sipsock.logs import worker_observer
 from sipsock.seams import ListenError, MessageSink
@@ -705,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # collector's full passes, which otherwise cost tens of milliseconds while
     # hundreds of sockets are adopted or released.
     gc.freeze()
+    collect_young_less_often()
     # No Twisted signal handlers: its SIGTERM handler would stop the reactor
     # behind the control process's back (and a worker starts no children).
     reactor.run(installSignalHandlers=False)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 import pytest
 
-from sipsock.gcpause import collection_paused
+from sipsock.gcpause import YOUNG_THRESHOLD, collection_paused
 
 
 def test_collection_is_off_in_the_block_and_on_again_after_even_on_error() -> None:
@@ -42,3 +44,36 @@ def test_a_batch_collects_its_cycles_once_the_block_is_over() -> None:
     assert gc.isenabled()
     Node()  # the first allocation after the block runs the pending collection
     assert gc.get_count()[0] < 5000
+
+
+def test_a_worker_collects_its_young_generation_every_ten_thousand_allocations() -> None:
+    # In a fresh interpreter: the thresholds are the process's own.
+    program = (
+        "import gc\n"
+        "from sipsock.gcpause import collect_young_less_often\n"
+        "before = gc.get_threshold()\n"
+        "collect_young_less_often()\n"
+        "print(before, gc.get_threshold())\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout.split(") (") == ["(700, 10, 10", "10000, 10, 10)\n"]
+    assert YOUNG_THRESHOLD == 10_000
+
+
+def test_a_young_collection_still_frees_cyclic_garbage() -> None:
+    program = (
+        "import gc, weakref\n"
+        "from sipsock.gcpause import collect_young_less_often\n"
+        "collect_young_less_often()\n"
+        "class Node: pass\n"
+        "first = Node(); first.other = Node(); first.other.other = first\n"
+        "gone = weakref.ref(first); del first\n"
+        "kept = [[] for _ in range(30_000)]\n"
+        "print(gone() is None)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout == "True\n"

@@ -69,6 +69,66 @@ def test_plain_call_selectables_skip_the_log_context(
     assert reader.systems == [system]
 
 
+def test_a_selectable_marked_no_log_context_is_handled_without_it(
+    reactor: ExclusiveEPollReactor,
+) -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with left, right:
+        reader = Reader(left, plain=False)
+        reader.sipsockNoLogContext = True  # type: ignore[attr-defined]
+        reactor.addReader(reader)
+        right.send(b"x")
+        reactor.doPoll(1.0)
+        reactor.removeReader(reader)
+    assert reader.systems == ["-"]
+
+
+class LostBadly(Reader):
+    """Marked no-log-context; its read ends the connection and its connectionLost raises."""
+
+    sipsockNoLogContext = True
+
+    def doRead(self) -> Any:
+        super().doRead()
+        return ConnectionDone()
+
+    def connectionLost(self, reason: object) -> None:
+        raise RuntimeError("connectionLost failed")
+
+
+def test_what_escapes_a_no_log_context_handling_is_logged_and_the_poll_goes_on(
+    reactor: ExclusiveEPollReactor,
+) -> None:
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    first_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    second_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    globalLogPublisher.addObserver(observe)
+    try:
+        failing = LostBadly(first_pair[0], plain=False)
+        other = Reader(second_pair[0], plain=False)
+        reactor.addReader(failing)
+        reactor.addReader(other)
+        first_pair[1].send(b"x")
+        second_pair[1].send(b"y")
+        reactor.doPoll(1.0)
+        reactor.removeReader(other)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        for sock in (*first_pair, *second_pair):
+            sock.close()
+    assert failing.systems == ["-"]
+    assert other.systems == ["reader-prefix"]  # the same poll's next event was handled
+    # The legacy event ``callWithLogger``'s ``log.err`` makes, its system named.
+    [failure] = [event for event in events if event.get("isError")]
+    assert failure["failure"].check(RuntimeError)
+    assert failure["system"] == "reader-prefix"
+
+
 class Datagrams(DatagramProtocol):
     noisy = False
 

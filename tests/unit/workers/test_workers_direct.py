@@ -207,6 +207,36 @@ def test_a_batch_the_other_worker_does_not_answer_fails_after_the_deadline(rig: 
     assert not rig.routes.waiting(TCP, ("192.0.2.1", 5060))
 
 
+class CountingClock(Clock):
+    """A `Clock` that records the delay of every timer asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float] = []
+
+    def callLater(self, delay: float, callable: Any, *args: Any, **kw: Any) -> Any:
+        self.asked.append(delay)
+        return super().callLater(delay, callable, *args, **kw)
+
+
+def test_batches_answered_in_time_share_one_answer_timer(rig: Rig) -> None:
+    clock = CountingClock()
+    rig.clock = clock
+    rig.routes = DirectRoutes(clock, rig.to_control, rig.held.get, lambda name: name == STATIC_UDP)
+    stream = rig.connect("stream", 1)
+    for index in range(100):
+        waiter = rig.routes.relay(TCP, b"%d" % index, ("192.0.2.1", 5060))
+        rig.turn(stream)
+        assert outcome(waiter) is None
+        clock.advance(0.5)
+    assert stream.sent() == [b"%d" % index for index in range(100)]
+    # Timers of 0 s are the batcher's, one per turn. The answers' deadline:
+    # one timer per ANSWER_DEADLINE of traffic (50 s here), not one per batch.
+    answer_timers = [delay for delay in clock.asked if delay]
+    assert set(answer_timers) == {ANSWER_DEADLINE}
+    assert len(answer_timers) <= 50 / ANSWER_DEADLINE + 1
+
+
 class Held:
     """A socket held by the serving worker: records its sends."""
 
