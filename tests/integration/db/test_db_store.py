@@ -673,7 +673,7 @@ async def test_sqlite_rows_in_utf8_are_decoded_without_a_python_call_per_value(
 
         rows = await store.read()
     finally:
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
 
     assert len(calls) > 100  # this read went through decode_text
     assert [row.socket for row in rows[-2:]] == ["udp:127.0.0.1:5159", b"udp:\xff"]
