@@ -34,6 +34,7 @@ from twisted.logger import (
     LogEvent,
     LogLevel,
     formatEventAsClassicLogText,
+    formatTime,
 )
 from twisted.python import logfile
 from twisted.python.reflect import namedAny
@@ -55,9 +56,40 @@ class LevelFilter:
             self.observer(event)
 
 
+class SecondTimes:
+    """Twisted's `formatTime` of a log event's time, worked out once per second.
+
+    Its text has a resolution of one second, and working it out (a time zone
+    and a datetime built, then ``strftime``) was about half the cost of a text
+    line. The text of the last second is kept (one entry); a time that
+    ``datetime`` may round up to the next second, or before the epoch, is
+    formatted as Twisted does, every time.
+    """
+
+    def __init__(self, formatter: Callable[[float | None], str] = formatTime) -> None:
+        self._formatter = formatter
+        self._last: tuple[int, str] = (-1, "")
+
+    def __call__(self, when: float | None) -> str:
+        if when is None or not 0 <= when < 2**53:
+            return self._formatter(when)
+        second = int(when)
+        if when - second >= 0.9999995:  # datetime rounds to the microsecond: maybe up
+            return self._formatter(when)
+        last = self._last
+        if last[0] == second:
+            return last[1]
+        text = self._formatter(when)
+        self._last = (second, text)
+        return text
+
+
+_second_times = SecondTimes()
+
+
 def text_line(event: LogEvent) -> str | None:
     """twistd's classic text line; a ``traceback`` field (from a worker) follows it."""
-    text = formatEventAsClassicLogText(event)
+    text = formatEventAsClassicLogText(event, formatTime=_second_times)
     traceback = event.get("traceback")
     if text and isinstance(traceback, str) and "log_failure" not in event:
         text += "\t" + traceback.rstrip("\n").replace("\n", "\n\t") + "\n"

@@ -53,6 +53,8 @@ ListenerOpener = Callable[[SocketDef, int | None], "Deferred[Listener]"]
 BatchOpener = Callable[
     [Sequence[tuple[SocketDef, int | None]]], "Deferred[list[Listener | TwistedFailure]]"
 ]
+#: Stops many listeners at once: each one's None or `Failure`, in order.
+BatchCloser = Callable[[Sequence[Listener]], "Deferred[list[TwistedFailure | None]]"]
 _listener_of = attrgetter("listener")
 _socket_text = attrgetter("socket_text")
 #: Up to this many sockets opened (removed, updated) by a reload get a log line each.
@@ -108,8 +110,9 @@ class SocketRegistry(Service):
     ``opener`` binds and starts a listener for a definition in a slot (its
     Deferred fails with `ListenError` when it cannot); ``open_many``, when
     given, does the same for many sockets with one Deferred (a reload opens
-    hundreds). The registry never touches sockets itself. It also answers
-    the application's socket look-ups (`by_tag`, `by_slot`, `first`).
+    hundreds), and ``close_many`` stops many (else each listener's ``stop``).
+    The registry never touches sockets itself. It also answers the
+    application's socket look-ups (`by_tag`, `by_slot`, `first`).
 
     A dynamic socket that fails to open (port in use, address not on this
     host yet) is tried again by itself, ``retry_delay`` seconds later, then
@@ -131,10 +134,12 @@ class SocketRegistry(Service):
         max_retry_delay: float = 30.0,
         incidents: Incidents | None = None,
         open_many: BatchOpener | None = None,
+        close_many: BatchCloser | None = None,
     ) -> None:
         self._store = store
         self._opener = opener
         self._open_many = open_many
+        self._close_many = close_many
         self._reactor = reactor
         self._slots = SlotAllocator(max_sockets)
         self._static = list(static)
@@ -493,9 +498,7 @@ class SocketRegistry(Service):
             return defer.fail()
 
     async def _stop_listeners(self, listeners: Sequence[Listener]) -> None:
-        with collection_paused():  # hundreds of sockets: one collection after them
-            stopping = [defer.maybeDeferred(lst.stop) for lst in listeners]
-        results = await settle(stopping)
+        results = await self._stopping(listeners)
         for lst, value in zip(listeners, results, strict=True):
             if isinstance(value, TwistedFailure):
                 self.log.error(
@@ -503,6 +506,17 @@ class SocketRegistry(Service):
                     socket=lst.sdef.socket_text,
                     reason=value.getErrorMessage(),
                 )
+
+    def _stopping(self, listeners: Sequence[Listener]) -> Deferred[list[TwistedFailure | None]]:
+        """Stop every listener; each one's None or failure, in order."""
+        if self._close_many is None or not listeners:
+            with collection_paused():  # hundreds of sockets: one collection after them
+                return settle([defer.maybeDeferred(lst.stop) for lst in listeners])
+        try:
+            return self._close_many(listeners)
+        except Exception:
+            failure = TwistedFailure()  # type: ignore[no-untyped-call]
+            return defer.succeed([failure] * len(listeners))
 
     # --- queries --------------------------------------------------------------------
 

@@ -131,6 +131,7 @@ def _compose(
         reactor=reactor,
         incidents=incidents,
         open_many=openers.open_many,
+        close_many=openers.close_many,
     )
     dispatcher.directory = registry
     daemon = DaemonService(

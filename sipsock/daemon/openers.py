@@ -25,6 +25,7 @@ from sipsock.sockdef import SocketDef
 from sipsock.transport import Listener, open_listener
 from sipsock.transport.tls import TLSDomains, TLSError
 from sipsock.workers import SocketBook, UdpWorkerPool
+from sipsock.workers.listener import PooledListener
 from sipsock.workers.stream_pool import StreamWorkerPool
 
 InProcessOpener = Callable[[SocketDef, "int | None"], Listener]
@@ -104,6 +105,30 @@ class SocketOpeners:
             return results
 
         return settle(waits).addCallback(gathered)
+
+    def close_many(self, listeners: Sequence[Listener]) -> Deferred[list[Failure | None]]:
+        """Stop each of ``listeners``: one Deferred, each one's None or failure, in order.
+
+        The sockets of a pool are released as one batch (`UdpWorkerPool.release_many`),
+        the others stopped one by one.
+        """
+        by_pool: dict[int, tuple[UdpWorkerPool, list[PooledListener]]] = {}
+        others: list[Listener] = []
+        for listener in listeners:
+            if isinstance(listener, PooledListener):
+                pool = listener.pool
+                by_pool.setdefault(id(pool), (pool, []))[1].append(listener)
+            else:
+                others.append(listener)
+        waits: list[Deferred[Any]] = [pool.release_many(group) for pool, group in by_pool.values()]
+        stopping = settle([maybeDeferred(listener.stop) for listener in others])
+
+        def gathered(outcomes: list[Any]) -> list[Failure | None]:
+            # A pool's release always ends with its sockets let go: None each.
+            failures = {id(lst): result for lst, result in zip(others, outcomes[-1], strict=True)}
+            return [failures.get(id(listener)) for listener in listeners]
+
+        return settle([*waits, stopping]).addCallback(gathered)
 
     def _pool_of(self, sdef: SocketDef) -> UdpWorkerPool | None:
         """The pool that serves ``sdef`` (None: this process)."""

@@ -89,12 +89,10 @@ class PooledStore:
         When the table holds what the last fetch returned, the same `SocketRow`
         objects come back (one comparison per row, nothing rebuilt).
         """
-        statements = self._statements
 
         def read(cursor: Any) -> list[tuple[object, ...]]:
             self._prepare(cursor)
-            cursor.execute(statements.select_rows, statements.row_params)
-            return list(cursor.fetchall())
+            return self._select_rows(cursor)
 
         d: Deferred[Sequence[tuple[object, ...]]] = self._call(
             f"reading table {self._table}",
@@ -127,8 +125,7 @@ class PooledStore:
             if not statements.rows_name_every_column:
                 self._check_columns(cursor)
             try:
-                cursor.execute(statements.select_rows, statements.row_params)
-                return mark, list(cursor.fetchall())
+                return mark, self._select_rows(cursor)
             except Exception:
                 self._check_columns(cursor)  # the error that names the column, if one is missing
                 raise
@@ -154,6 +151,11 @@ class PooledStore:
             f"reading table {self._table}", start, missing_version_table_error
         )
         return d.addCallback(rows)
+
+    def _select_rows(self, cursor: Any) -> list[tuple[object, ...]]:
+        """Every row of `Statements.select_rows`, values as the driver gives them (pool thread)."""
+        cursor.execute(self._statements.select_rows, self._statements.row_params)
+        return list(cursor.fetchall())
 
     def _check_columns(self, cursor: Any) -> None:
         """Raise the `StoreError` naming the missing table or column, if any (pool thread)."""

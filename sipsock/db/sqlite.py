@@ -12,9 +12,9 @@ deleted, moved or replaced under the daemon is noticed at the next call
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
@@ -45,6 +45,32 @@ def decode_text(data: bytes) -> str | bytes:
 def prepare_connection(connection: sqlite3.Connection) -> None:
     """Per-connection settings: tolerant text decoding."""
     connection.text_factory = decode_text
+
+
+#: How sqlite3 (C-level decoding) says a text value is not UTF-8.
+UNDECODABLE: Final = "Could not decode to UTF-8"
+
+
+def select_rows(cursor: Any, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+    """Every row of ``sql``, text as `str`, or as bytes where it is not UTF-8 (`decode_text`).
+
+    The rows are decoded by sqlite3 itself (C-level) first: `decode_text`, a
+    Python call per text value, cost about a fifth of reading 500 rows. Only
+    when some value is not UTF-8 is the query run again through `decode_text`,
+    so that the row holding it is rejected with its reason, not the read.
+    """
+    connection = cursor.connection
+    connection.text_factory = str
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    except sqlite3.OperationalError as exc:
+        if not str(exc).startswith(UNDECODABLE):
+            raise
+    finally:
+        connection.text_factory = decode_text
+    cursor.execute(sql, params)
+    return list(cursor.fetchall())
 
 
 def ensure_parent(path: str) -> None:
@@ -114,6 +140,9 @@ class SQLiteStore(PooledStore):
         )
         self._opened = current
         self._rows_mark = None  # a new connection: its data_version starts anew
+
+    def _select_rows(self, cursor: Any) -> list[tuple[object, ...]]:
+        return select_rows(cursor, self._statements.select_rows, self._statements.row_params)
 
     def _table_mark(self, cursor: Any) -> object:
         """``PRAGMA data_version``: changes with every commit of another connection

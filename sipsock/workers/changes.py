@@ -168,6 +168,14 @@ class ChangeQueue:
         """Tell every live worker that the socket ``name`` is gone."""
         return self._queue(self._withdraw, name)
 
+    def withdraw_many(self, names: list[str]) -> Deferred[list[Failure | None]]:
+        """`withdraw` for each of ``names``, with one Deferred."""
+        return self._queue_many(self._withdraw, names)
+
+    def release_many(self, listeners: list[PooledListener]) -> Deferred[list[Failure | None]]:
+        """`release` for each of ``listeners``, with one Deferred: each one's None or failure."""
+        return self._queue_many(self._release, listeners)
+
     def _queue(self, lane: _Lane[T, R], item: T) -> Deferred[R]:
         if not lane.items:
             self._order.append(lane)

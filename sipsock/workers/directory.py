@@ -15,7 +15,7 @@ book's order: a socket the worker holds is used directly; any other is a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,6 +60,9 @@ class BookSubscriber(Protocol):
 
     def withdraw(self, name: str) -> Deferred[None]:
         """A socket is closing; fires when every worker knows."""
+
+    def withdraw_many(self, names: list[str]) -> Deferred[Any]:
+        """`withdraw` for each of ``names``; fires when every worker knows them all."""
 
 
 class SocketBook:
@@ -115,6 +118,22 @@ class SocketBook:
         self._static.pop(name, None)
         self._dynamic.pop(name, None)
         return wait_all([s.withdraw(name) for s in self._subscribers])
+
+    def drop_many(self, listeners: Sequence[Listener]) -> Deferred[None]:
+        """`drop` for each of ``listeners``, with one wait for them all."""
+        recorded = self._listeners
+        names: list[str] = []
+        for listener in listeners:
+            name = listener.sdef.socket_text
+            if recorded.get(name) is not listener:
+                continue
+            del recorded[name]
+            self._static.pop(name, None)
+            self._dynamic.pop(name, None)
+            names.append(name)
+        if not names:
+            return defer.succeed(None)
+        return wait_all([s.withdraw_many(names) for s in self._subscribers])
 
     def track(self, listener: Listener, *, static: bool = False) -> Deferred[Listener]:
         """Record a listener the pools do not own; its updates and stop are announced.

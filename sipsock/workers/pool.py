@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 
 from sipsock.apps.spec import AppSpec, freeze
 from sipsock.config import UDP_BALANCE_MODES, default_settings
-from sipsock.deferreds import all_or_first_failure
+from sipsock.deferreds import all_or_first_failure, wait_all
 from sipsock.gcpause import collection_paused
 from sipsock.incidents import Incidents
 from sipsock.scaling import ScalingRule
@@ -409,6 +409,54 @@ class UdpWorkerPool(Service):
         released: Deferred[None] = withdrawn.addCallback(lambda _: self.changes.release(listener))
         return released.addCallback(lambda _: self._let_go(listener))
 
+    def release_many(self, listeners: Sequence[PooledListener]) -> Deferred[None]:
+        """`release` for each of ``listeners``, with one wait for them all.
+
+        The sockets are withdrawn, released by the workers and let go as one
+        batch, with a Deferred for the batch rather than a chain of them per
+        socket (a reload removes hundreds). A listener already closing is
+        waited for.
+        """
+        fresh: list[PooledListener] = []
+        waits: list[Deferred[None]] = []
+        for listener in listeners:
+            if listener.closing is None:
+                listener.closing = Closing()
+                fresh.append(listener)
+            else:
+                waits.append(listener.closing.wait())
+
+        def fire(_: object) -> None:
+            for listener in fresh:
+                listener.closing.fire()  # type: ignore[union-attr]
+
+        if fresh:
+            with collection_paused():  # hundreds of sockets: one collection after them
+                releasing = self._release_many(fresh)
+            waits.append(releasing.addBoth(fire))
+        return wait_all(waits)
+
+    def _release_many(self, listeners: list[PooledListener]) -> Deferred[list[PooledListener]]:
+        """`_release` for each of ``listeners``: withdrawn, released, let go, as one batch.
+
+        Fires with the listeners let go: not one whose release failed (as `_release`).
+        """
+        try:
+            for listener in listeners:
+                self.sockets.pop(listener.key, None)
+            withdrawn = self.book.drop_many(listeners)
+        except Exception:
+            return defer.fail()
+
+        def let_go(results: list[Failure | None]) -> list[PooledListener]:
+            gone = [lst for lst, result in zip(listeners, results, strict=True) if result is None]
+            for listener in gone:
+                self._let_go(listener)
+            return gone
+
+        released = withdrawn.addCallback(lambda _: self.changes.release_many(listeners))
+        return released.addCallback(let_go)
+
     def _let_go(self, listener: PooledListener) -> None:
         """The workers closed ``listener``: forget its name, close the control copy."""
         if self._names.get(listener.sdef.socket_text) is listener:
@@ -505,6 +553,14 @@ class UdpWorkerPool(Service):
         if name in self._names:
             return defer.succeed(None)
         return self.changes.withdraw(name)
+
+    def withdraw_many(self, names: list[str]) -> Deferred[Any]:
+        """`withdraw` for each of ``names`` (batched with the turn's), with one Deferred."""
+        own = self._names
+        others = [name for name in names if name not in own]
+        if not others:
+            return defer.succeed(None)
+        return self.changes.withdraw_many(others)
 
     # --- statistics -------------------------------------------------------------------
 

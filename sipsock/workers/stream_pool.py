@@ -200,6 +200,14 @@ class StreamWorkerPool(UdpWorkerPool):
             .addCallback(lambda _: self.directory.forget_socket(listener.key))
         )
 
+    def _release_many(self, listeners: list[PooledListener]) -> Deferred[list[PooledListener]]:
+        def forget(gone: list[PooledListener]) -> list[PooledListener]:
+            for listener in gone:
+                self.directory.forget_socket(listener.key)
+            return gone
+
+        return super()._release_many(listeners).addCallback(forget)
+
     def send(self, listener: PooledListener, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
         """Send through the worker holding ``peer``'s connection, else the next one in turn."""
         counters = listener.own

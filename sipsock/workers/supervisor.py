@@ -42,6 +42,7 @@ from sipsock.workers.commands import (
     encode_spec,
 )
 from sipsock.workers.deadline import WorkerTimeoutError, within
+from sipsock.workers.descriptorwrite import send_descriptors_together
 from sipsock.workers.directwrite import write_at_once
 from sipsock.workers.relaybatch import send_relays
 from sipsock.workers.relaychannel import RelayChannel
@@ -100,6 +101,7 @@ class ControlProtocol(amp.AMP):
     def connectionMade(self) -> None:
         super().connectionMade()  # type: ignore[no-untyped-call]
         write_at_once(self.transport)
+        send_descriptors_together(self.transport)  # a batch's descriptors: one message
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)  # type: ignore[no-untyped-call]

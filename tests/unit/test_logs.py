@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, formatEventAsClassicLogText, formatTime
 from twisted.python.failure import Failure
 
 from sipsock import logs
@@ -180,3 +180,27 @@ def test_text_lines_show_a_worker_traceback_field() -> None:
     assert line is not None
     assert "UDP worker dynamic/1: boom" in line
     assert "\tValueError: x" in line
+
+
+def test_the_time_of_a_text_line_is_worked_out_once_per_second() -> None:
+    """`SecondTimes` gives Twisted's `formatTime` text, formatting each second once."""
+    seconds: list[float | None] = []
+
+    def counted(when: float | None) -> str:
+        seconds.append(when)
+        return formatTime(when)
+
+    times = logs.SecondTimes(counted)
+    base = 1_796_660_000.0
+    moments = [base + i / 100 for i in range(250)] + [base + 2.9999996, base + 3.0000001]
+    for when in moments:
+        assert times(when) == formatTime(when), when
+    assert [when for when in seconds if when is not None and when < base + 2.5] == [
+        base,
+        base + 1,
+        base + 2,
+    ]
+    for odd in (None, -1.5, 0.0, 0.9999999):
+        assert times(odd) == formatTime(odd)
+    event = {"log_format": "x", "log_time": base + 0.5, "log_namespace": "n", "log_level": None}
+    assert logs.text_line(event) == formatEventAsClassicLogText(event)

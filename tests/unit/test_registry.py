@@ -11,6 +11,7 @@ from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 
 from sipsock.db import SocketRow, StoreError
+from sipsock.deferreds import settle
 from sipsock.registry import SocketRegistry
 from sipsock.reloadhosts import ReloadHosts
 from sipsock.resolver import ThreadResolver
@@ -32,6 +33,8 @@ class Harness:
         self.opens = 0
         #: Sizes of the batches given to the batch opener.
         self.batches: list[int] = []
+        #: The sockets of each batch given to the batch closer.
+        self.closed: list[list[str]] = []
         self.registry = SocketRegistry(
             self.store,
             self.open,
@@ -40,6 +43,7 @@ class Harness:
             static=list(static),
             resolver=self.resolve,
             open_many=self.open_many if self.batch else None,
+            close_many=self.close_many if self.batch else None,
         )
 
     def open_many(self, sockets: Any) -> Deferred[list[Any]]:
@@ -49,6 +53,11 @@ class Harness:
         for sdef, slot in sockets:
             self.open(sdef, slot).addBoth(results.append)
         return defer.succeed(results)
+
+    def close_many(self, listeners: Any) -> Deferred[list[Any]]:
+        """A batch closer: each listener stopped, with one Deferred."""
+        self.closed.append([listener.sdef.socket_text for listener in listeners])
+        return settle([defer.maybeDeferred(listener.stop) for listener in listeners])
 
     def open(self, sdef: SocketDef, slot: int | None) -> Deferred[Any]:
         self.opens += 1
@@ -135,6 +144,48 @@ def test_reload_fires_only_when_removed_sockets_are_closed() -> None:
     assert fired == []
     listener.stopping.callback(None)
     assert len(fired) == 1
+
+
+def test_removed_sockets_are_closed_in_one_batch_even_when_the_closer_fails(
+    batch_opener: bool,
+) -> None:
+    """A reload's removals go to the batch closer at once (a Deferred for them all,
+    not one per socket); a closer that raises loses no entry and says so per socket."""
+    h = Harness()
+    for port in (5070, 5071, 5072, 5073):
+        h.store.add(f"udp:127.0.0.1:{port}")
+    h.reload()
+    h.store.rows = h.store.rows[:1]
+    report = h.reload()
+    assert report.removed == [f"udp:127.0.0.1:{port}" for port in (5071, 5072, 5073)]
+    assert h.closed == ([report.removed] if batch_opener else [])
+    assert all(h.opened[name].stopped for name in report.removed)
+    if not batch_opener:
+        return
+    h.store.add("udp:127.0.0.1:5074")
+    h.reload()
+
+    def broken(listeners: Any) -> Deferred[list[Any]]:
+        raise RuntimeError("closer broken")
+
+    h.registry._close_many = broken
+    from twisted.logger import globalLogPublisher
+
+    unclean: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "did not close cleanly" in event.get("log_format", ""):
+            unclean.append(f"{event['socket']}: {event['reason']}")
+
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
+    try:
+        h.store.rows = []
+        report = h.reload()
+    finally:
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+    assert report.removed == ["udp:127.0.0.1:5070", "udp:127.0.0.1:5074"]
+    assert h.registry.entries == []
+    assert unclean == [f"{name}: closer broken" for name in report.removed]
 
 
 def test_in_place_update_keeps_listener_and_slot() -> None:

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from zope.interface import provider
 
 from sipsock.config import ConfigError, Settings, load_config
 from sipsock.db import ISocketStore, SocketRow, StoreError, open_store
+from sipsock.db.sqlite import decode_text
 from sipsock.reloadplan import screen_rows
 from sipsock.sockdef import SocketDefError, parse_row, parse_row_id
 from tests.mariadb import MariaDBServer
@@ -641,6 +643,42 @@ async def test_sqlite_odd_storage_classes_do_not_break_fetch(
     for row in rows[:2]:
         with pytest.raises(SocketDefError):
             parse_row(parse_row_id(row.id), row.socket, row.advertised, row.tag, row.flags, row.tos)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_rows_in_utf8_are_decoded_without_a_python_call_per_value(
+    tmp_path: Path, stores: Stores
+) -> None:
+    """sqlite3 decodes UTF-8 text itself; `decode_text` runs only for a table with a
+    value that is not UTF-8 (whose row is then rejected, the others read)."""
+    backend = _sqlite_backend(tmp_path)
+    backend.init()
+    for port in range(5060, 5160):
+        backend.sql(
+            "INSERT INTO sockets (socket, tag) VALUES (?, ?)", f"udp:127.0.0.1:{port}", f"t{port}"
+        )
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is decode_text.__code__:
+            calls.append(event)
+
+    threading.setprofile(profile)  # the store's pool thread starts with it
+    try:
+        store = stores.open(backend.settings())
+        rows = await store.read()
+        assert [row.tag for row in rows] == [f"t{port}" for port in range(5060, 5160)]
+        assert calls == []  # before: two Python calls per row
+        backend.sql("INSERT INTO sockets (id, socket) VALUES (500, CAST(X'7564703aff' AS TEXT))")
+
+        rows = await store.read()
+    finally:
+        threading.setprofile(None)
+
+    assert len(calls) > 100  # this read went through decode_text
+    assert [row.socket for row in rows[-2:]] == ["udp:127.0.0.1:5159", b"udp:\xff"]
+    assert rows[0].tag == "t5060"
+    assert [rejection.row_id for rejection in screen_rows(rows)[1]] == [500]
 
 
 @pytest_twisted.ensureDeferred

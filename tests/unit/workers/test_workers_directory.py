@@ -40,6 +40,10 @@ class Subscriber:
         self.events.append(("withdraw", name))
         return defer.succeed(None)
 
+    def withdraw_many(self, names: list[str]) -> Deferred[None]:
+        self.events.append(("withdraw_many", names))
+        return defer.succeed(None)
+
 
 def row(text: str, tag: str | None = None) -> SocketDef:
     return parse_row(1, text, tag=tag)
@@ -59,6 +63,26 @@ def test_book_lists_static_sockets_first_and_tells_subscribers() -> None:
     assert book.find("udp:127.0.0.1:5070") is None
     assert [kind for kind, _ in subscriber.events] == ["announce", "announce", "withdraw"]
     assert subscriber.events[0][1] == BookEntry(dynamic.sdef, 3, False)
+
+
+def test_drop_many_forgets_the_recorded_ones_and_tells_each_subscriber_once() -> None:
+    book = SocketBook()
+    subscriber = Subscriber()
+    book.subscribe(subscriber)
+    first, second = (FakeListener(row(f"udp:127.0.0.1:{p}"), p) for p in (5070, 5071))
+    kept, stale = FakeListener(row("tcp:127.0.0.1:5060")), FakeListener(row("udp:127.0.0.1:5071"))
+    for listener in (first, second, kept):
+        book.put(listener)
+    subscriber.events.clear()
+    done: list[Any] = []
+    book.drop_many([first, stale, second]).addBoth(done.append)  # stale: not the one recorded
+    assert done == [None]
+    assert subscriber.events == [("withdraw_many", ["udp:127.0.0.1:5070", "udp:127.0.0.1:5071"])]
+    assert [e.name for e in book.entries()] == ["tcp:127.0.0.1:5060"]
+    assert book.find("udp:127.0.0.1:5071") is None and book.find("tcp:127.0.0.1:5060") is kept
+    subscriber.events.clear()
+    book.drop_many([first])
+    assert subscriber.events == []  # nothing recorded: nobody told
 
 
 def test_put_many_records_each_in_order_and_tells_each_subscriber_once() -> None:
@@ -224,6 +248,11 @@ class Forward:
 
     def withdraw(self, name: str) -> Deferred[None]:
         self.directory.withdraw(name)
+        return defer.succeed(None)
+
+    def withdraw_many(self, names: list[str]) -> Deferred[None]:
+        for name in names:
+            self.directory.withdraw(name)
         return defer.succeed(None)
 
 

@@ -449,6 +449,52 @@ def test_released_sockets_are_withdrawn_then_closed_by_the_workers_then_in_this_
     assert pool.sockets == {} and book.entries() == []
 
 
+def test_release_many_keeps_the_order_of_a_release_with_one_wait_for_the_batch() -> None:
+    """`release_many`: the other pools' workers forget the sockets (one batch), then
+    this pool's workers close them (one batch), then the control copies close and the
+    one Deferred fires; a socket already closing is waited for, not released twice."""
+    book = SocketBook()
+    clock = MemoryReactorClock()
+    pool = UdpWorkerPool(1, "dynamic", None, book=book, reactor=clock)
+    other = UdpWorkerPool(1, "static", None, book=book, reactor=clock)
+    order: list[str] = []
+    mine, theirs = FakeWorker(), FakeWorker()
+    for owner, fake, name in ((pool, mine, "mine"), (other, theirs, "theirs")):
+        seat = owner.seats[0]
+        process = WorkerProcess(owner.supervisor, seat)
+        recorded = fake.callRemote
+
+        def record(command: type, _name: str = name, _call: Any = recorded, **kw: Any) -> Any:
+            order.append(f"{_name} {command.__name__}")
+            return _call(command, **kw)
+
+        fake.callRemote = record  # type: ignore[method-assign]
+        process.amp = fake  # type: ignore[assignment]
+        process.connected = True
+        seat.process = process
+    ports = [free_port() for _ in range(4)]
+    listeners: list[Any] = []
+    for slot, port in enumerate(ports):
+        pool.open(parse_row(slot, f"udp:127.0.0.1:{port}"), slot).addBoth(listeners.append)
+    turns(clock)
+    assert all(isinstance(lst, PooledListener) for lst in listeners)
+    order.clear()
+    early: list[Any] = []
+    listeners[0].stop().addBoth(early.append)
+    released: list[Any] = []
+    pool.release_many(listeners).addBoth(released.append)
+    assert released == [] and not any(port_is_free(port, udp=True) for port in ports)
+    turns(clock)
+    assert order == ["theirs WithdrawMany", "mine ReleaseSockets"]  # one turn: one batch each
+    withdrawn = [name for call in theirs.sent(WithdrawMany) for name in call["sockets"]]
+    assert withdrawn == [lst.sdef.socket_text for lst in listeners]
+    [release] = mine.sent(ReleaseSockets)
+    assert release["keys"] == [lst.key for lst in listeners]  # each once
+    assert early == [None] and released == [None]
+    assert all(port_is_free(port, udp=True) for port in ports)
+    assert pool.sockets == {} and book.entries() == []
+
+
 def test_open_many_binds_each_adopts_in_one_batch_and_answers_each_in_place() -> None:
     """A batch open: a port in use and a refused socket fail alone, in their places;
     the others are adopted in one batch per worker and announced to the other pools
