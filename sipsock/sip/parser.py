@@ -9,7 +9,7 @@ from sipsock.sip.checks import KNOWN_METHODS
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import KNOWN_NAMES, canonical_name, is_token, parse_number
 from sipsock.sip.memo import Memo
-from sipsock.sip.message import Request, Response, new_response
+from sipsock.sip.message import Message, Request, Response, new_response
 
 DEFAULT_MAX_SIZE: Final = 65535
 
@@ -78,12 +78,15 @@ def parse(
         body = b""  # the usual body of a request without one (as `_body` gives it)
     else:
         body = _body(data, body_start, _content_lengths(headers, keys), datagram)
-    # `message._set_fields(headers, keys, body)`, without the call.
-    message.headers = headers
-    message.body = body
-    message._keys = keys
-    message._keys_of = headers.copy()
-    message._received_lines = received  # (one line per field: the splice of a proxy)
+    # `message._set_fields(headers, keys, body)`, without the call; through a
+    # name typed `Message` (not ``Request | Response``): compiled, these are
+    # native stores, not ``setattr`` by name.
+    fields: Message = message
+    fields.headers = headers
+    fields.body = body
+    fields._keys = keys
+    fields._keys_of = headers.copy()
+    fields._received_lines = received  # (one line per field: the splice of a proxy)
     return message
 
 

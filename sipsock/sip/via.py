@@ -149,8 +149,40 @@ def parse_via(value: str) -> Via:
     return Via(protocol, transport.upper(), host, port, tuple(params))
 
 
+#: Via values that passed `check_via`, with their branch cut out: ``(value
+#: up to and with ``;branch=``, value from the ``;`` after the branch)``.
+#: A peer's requests differ in their Via only by the branch; bounded.
+_GOOD_VIAS: Memo[tuple[str, str], bool] = Memo(max_entries=16 * 1024)
+
+
 def check_via(value: str) -> None:
-    """Raise `SipParseError` where `parse_via` does, without building the `Via`."""
+    """Raise `SipParseError` where `parse_via` does, without building the `Via`.
+
+    A value that passed, with its branch cut out (the text after the first
+    ``;branch=`` up to the next ``;``), is remembered when that branch is a
+    token: the same text around any other token passes too. A token is a
+    whole parameter value to both Via patterns (a value runs up to the
+    ``;``, a token holds no ``;``, quote, backslash, blank, ``=`` or ``,``),
+    or lies inside a quoted string, which takes any token alike.
+    """
+    start = value.find(";branch=") + 8
+    if start < 8:
+        _check_via(value)
+        return
+    end = value.find(";", start)
+    if end < 0:
+        end = len(value)
+    key = (value[:start], value[end:])
+    token = is_token(value[start:end]) is not None
+    if token and key in _GOOD_VIAS:
+        return
+    _check_via(value)
+    if token:
+        _GOOD_VIAS.remember(key, True, len(value))
+
+
+def _check_via(value: str) -> None:
+    """`check_via` without its memo."""
     match = _match_plain_via(value)
     if match is None:
         _parse_any_via(value)

@@ -13,7 +13,7 @@ import pytest
 
 from sipsock.apps import Dispatcher
 from sipsock.apps.proxy import _addresses, normal_address
-from sipsock.sip import checks, grammar, parse, parser
+from sipsock.sip import checks, grammar, parse, parser, via
 from sipsock.sip.memo import ENTRY_OVERHEAD, Memo
 from sipsock.sip.options_answer import answer_options
 from sipsock.sip.options_memo import BUDGET, OptionsMemo
@@ -28,6 +28,7 @@ MEMOS: dict[str, Memo[Any, Any]] = {
     "checks._GOOD_URIS": checks._GOOD_URIS,
     "checks._GOOD_ADDRESSES": checks._GOOD_ADDRESSES,
     "checks._CSEQS": checks._CSEQS,
+    "via._GOOD_VIAS": via._GOOD_VIAS,
     "parser._LINES": parser._LINES,
     **{f"OptionsMemo.{name}": memo for name, memo in OPTIONS_MEMO.memos().items()},
     "proxy._addresses": _addresses,
