@@ -408,36 +408,48 @@ class FakeListener:
         self.slot = None
 
 
+class RecordedPools:
+    """A dynamic pool and a static one sharing a book, each with one fake worker
+    whose AMP calls are recorded in `order` ("mine X" / "theirs X"), and
+    `listeners` open in the dynamic pool on `ports`."""
+
+    def __init__(self, sockets: int) -> None:
+        self.book = SocketBook()
+        self.clock = MemoryReactorClock()
+        self.pool = UdpWorkerPool(1, "dynamic", None, book=self.book, reactor=self.clock)
+        other = UdpWorkerPool(1, "static", None, book=self.book, reactor=self.clock)
+        self.order: list[str] = []
+        self.mine, self.theirs = FakeWorker(), FakeWorker()
+        for owner, fake, name in ((self.pool, self.mine, "mine"), (other, self.theirs, "theirs")):
+            seat = owner.seats[0]
+            process = WorkerProcess(owner.supervisor, seat)
+            recorded = fake.callRemote
+
+            def record(command: type, _name: str = name, _call: Any = recorded, **kw: Any) -> Any:
+                self.order.append(f"{_name} {command.__name__}")
+                return _call(command, **kw)
+
+            fake.callRemote = record  # type: ignore[method-assign]
+            process.amp = fake  # type: ignore[assignment]
+            process.connected = True
+            seat.process = process
+        self.ports = [free_port() for _ in range(sockets)]
+        self.listeners: list[Any] = []
+        for slot, port in enumerate(self.ports):
+            opening = self.pool.open(parse_row(slot, f"udp:127.0.0.1:{port}"), slot)
+            opening.addBoth(self.listeners.append)
+        turns(self.clock)
+        assert all(isinstance(lst, PooledListener) for lst in self.listeners)
+        self.order.clear()
+
+
 def test_released_sockets_are_withdrawn_then_closed_by_the_workers_then_in_this_process() -> None:
     """The order a release keeps (a chain of callbacks per socket, not a coroutine):
     the other pools' workers forget the socket, then this pool's workers close it in
     one batch, then the control copy closes and the stop fires."""
-    book = SocketBook()
-    clock = MemoryReactorClock()
-    pool = UdpWorkerPool(1, "dynamic", None, book=book, reactor=clock)
-    other = UdpWorkerPool(1, "static", None, book=book, reactor=clock)
-    order: list[str] = []
-    mine, theirs = FakeWorker(), FakeWorker()
-    for owner, fake, name in ((pool, mine, "mine"), (other, theirs, "theirs")):
-        seat = owner.seats[0]
-        process = WorkerProcess(owner.supervisor, seat)
-        recorded = fake.callRemote
-
-        def record(command: type, _name: str = name, _call: Any = recorded, **kw: Any) -> Any:
-            order.append(f"{_name} {command.__name__}")
-            return _call(command, **kw)
-
-        fake.callRemote = record  # type: ignore[method-assign]
-        process.amp = fake  # type: ignore[assignment]
-        process.connected = True
-        seat.process = process
-    ports = [free_port() for _ in range(3)]
-    listeners: list[Any] = []
-    for slot, port in enumerate(ports):
-        pool.open(parse_row(slot, f"udp:127.0.0.1:{port}"), slot).addBoth(listeners.append)
-    turns(clock)
-    assert all(isinstance(lst, PooledListener) for lst in listeners)
-    order.clear()
+    pools = RecordedPools(3)
+    book, clock, pool, order = pools.book, pools.clock, pools.pool, pools.order
+    ports, listeners = pools.ports, pools.listeners
     stopped: list[Any] = []
     for listener in listeners:
         listener.stop().addBoth(stopped.append)
@@ -453,32 +465,9 @@ def test_release_many_keeps_the_order_of_a_release_with_one_wait_for_the_batch()
     """`release_many`: the other pools' workers forget the sockets (one batch), then
     this pool's workers close them (one batch), then the control copies close and the
     one Deferred fires; a socket already closing is waited for, not released twice."""
-    book = SocketBook()
-    clock = MemoryReactorClock()
-    pool = UdpWorkerPool(1, "dynamic", None, book=book, reactor=clock)
-    other = UdpWorkerPool(1, "static", None, book=book, reactor=clock)
-    order: list[str] = []
-    mine, theirs = FakeWorker(), FakeWorker()
-    for owner, fake, name in ((pool, mine, "mine"), (other, theirs, "theirs")):
-        seat = owner.seats[0]
-        process = WorkerProcess(owner.supervisor, seat)
-        recorded = fake.callRemote
-
-        def record(command: type, _name: str = name, _call: Any = recorded, **kw: Any) -> Any:
-            order.append(f"{_name} {command.__name__}")
-            return _call(command, **kw)
-
-        fake.callRemote = record  # type: ignore[method-assign]
-        process.amp = fake  # type: ignore[assignment]
-        process.connected = True
-        seat.process = process
-    ports = [free_port() for _ in range(4)]
-    listeners: list[Any] = []
-    for slot, port in enumerate(ports):
-        pool.open(parse_row(slot, f"udp:127.0.0.1:{port}"), slot).addBoth(listeners.append)
-    turns(clock)
-    assert all(isinstance(lst, PooledListener) for lst in listeners)
-    order.clear()
+    pools = RecordedPools(4)
+    book, clock, pool, order = pools.book, pools.clock, pools.pool, pools.order
+    ports, listeners, mine, theirs = pools.ports, pools.listeners, pools.mine, pools.theirs
     early: list[Any] = []
     listeners[0].stop().addBoth(early.append)
     released: list[Any] = []
