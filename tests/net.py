@@ -23,6 +23,7 @@ import os
 import random
 import socket
 import tempfile
+import threading
 from pathlib import Path
 
 #: The lowest port handed out.
@@ -55,6 +56,11 @@ class PortBlock:
 
 
 _blocks: dict[int, PortBlock] = {}
+#: One search at a time, per process: two threads of a test (a helper thread
+#: adding rows, the main one starting SIPp) would otherwise probe the same port
+#: free and both take it. (Per pid: a forked child may have copied the lock
+#: held by another thread.)
+_searching: dict[int, threading.Lock] = {}
 
 
 def claim_block(lowest: int, top: int, *, lock_dir: Path = LOCK_DIR) -> PortBlock:
@@ -113,14 +119,15 @@ def free_port(*, udp: bool = True, tcp: bool = True, host: str = "127.0.0.1") ->
     top = ephemeral_start()
     if top - LOWEST < 1000:  # a machine whose ephemeral range starts low: ask the kernel
         return _kernel_port(family, udp=udp, tcp=tcp, host=host)
-    block = _block(top)
-    for port in block.ports():
-        if udp and not _bindable(family, socket.SOCK_DGRAM, host, port):
-            continue
-        if tcp and not _bindable(family, socket.SOCK_STREAM, host, port):
-            continue
-        block.handed_out(port)
-        return port
+    with _searching.setdefault(os.getpid(), threading.Lock()):
+        block = _block(top)
+        for port in block.ports():
+            if udp and not _bindable(family, socket.SOCK_DGRAM, host, port):
+                continue
+            if tcp and not _bindable(family, socket.SOCK_STREAM, host, port):
+                continue
+            block.handed_out(port)
+            return port
     raise RuntimeError(f"no free port on {host} in {block.first}-{block.first + block.size - 1}")
 
 

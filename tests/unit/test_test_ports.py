@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from tests.net import BLOCK_SIZE, claim_block
+from tests.net import BLOCK_SIZE, claim_block, free_port
 
 CLAIM_AND_WAIT = """
 import sys
@@ -58,3 +59,26 @@ def test_with_every_block_held_the_whole_range_is_shared(tmp_path: Path) -> None
     fallback = claim_block(40000, top, lock_dir=tmp_path)
     assert (first.first, first.size) == (40000, BLOCK_SIZE)
     assert (fallback.first, fallback.size) == (40000, top - 40000)
+
+
+def test_threads_asking_at_once_never_get_the_same_port() -> None:
+    # A test's helper thread (a reloader adding rows) and its main thread
+    # (starting SIPp) ask for ports at the same moment: before the lock, both
+    # could probe the same port free and take it, and the daemon then found
+    # its new row's port "already in use" by SIPp.
+    threads, each = 8, 60
+    start = threading.Barrier(threads)
+    got: list[list[int]] = [[] for _ in range(threads)]
+
+    def ask(index: int) -> None:
+        start.wait(timeout=30)
+        got[index].extend(free_port() for _ in range(each))
+
+    workers = [threading.Thread(target=ask, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    ports = [port for some in got for port in some]
+    assert len(ports) == threads * each
+    assert len(set(ports)) == len(ports), "a port handed out to two threads"
