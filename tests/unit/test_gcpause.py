@@ -46,6 +46,14 @@ def test_a_batch_collects_its_cycles_once_the_block_is_over() -> None:
     assert gc.get_count()[0] < 5000
 
 
+def in_a_fresh_interpreter(program: str) -> str:
+    """What ``program`` prints, run by a new interpreter (its own collector thresholds)."""
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    return run.stdout
+
+
 def test_a_worker_collects_its_young_generation_every_ten_thousand_allocations() -> None:
     # In a fresh interpreter: the thresholds are the process's own.
     program = (
@@ -55,10 +63,8 @@ def test_a_worker_collects_its_young_generation_every_ten_thousand_allocations()
         "collect_young_less_often()\n"
         "print(before, gc.get_threshold())\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert run.stdout.split(") (") == ["(700, 10, 10", "10000, 10, 10)\n"]
+    output = in_a_fresh_interpreter(program)
+    assert output.split(") (") == ["(700, 10, 10", "10000, 10, 10)\n"]
     assert YOUNG_THRESHOLD == 10_000
 
 
@@ -73,7 +79,5 @@ def test_a_young_collection_still_frees_cyclic_garbage() -> None:
         "kept = [[] for _ in range(30_000)]\n"
         "print(gone() is None)\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert run.stdout == "True\n"
+    output = in_a_fresh_interpreter(program)
+    assert output == "True\n"

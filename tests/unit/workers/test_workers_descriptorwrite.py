@@ -11,13 +11,13 @@ from typing import Any
 import pytest_twisted  # type: ignore[import-untyped, unused-ignore]
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.protocols import amp
 
 from sipsock.workers.commands import Descriptors
 from sipsock.workers.descriptorwrite import MAX_DESCRIPTORS, send_descriptors_together
 from sipsock.workers.directwrite import write_at_once
+from tests.unit.workers.test_workers_directwrite import adopt
 
 reactor: Any = _reactor
 
@@ -44,14 +44,6 @@ class Sending(amp.AMP):
         super().connectionMade()
         write_at_once(self.transport)
         send_descriptors_together(self.transport)
-
-
-def adopt(sock: socket.socket, protocol: Protocol) -> None:
-    sock.setblocking(False)
-    reactor.adoptStreamConnection(
-        sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: protocol)
-    )
-    sock.close()  # the reactor holds its own copy
 
 
 def memory_files(count: int) -> list[int]:

@@ -30,6 +30,7 @@ from sipsock.workers.commands import (
 from sipsock.workers.direct import ANSWER_DEADLINE, DirectRoutes
 from sipsock.workers.relaychannel import RelayChannel
 from sipsock.workers.stream_pool import opener_index
+from tests.unit.workers.test_workers_answerdeadline import CountingClock
 
 TCP = "tcp:127.0.0.1:5071"
 UDP = "udp:127.0.0.1:5060"
@@ -205,18 +206,6 @@ def test_a_batch_the_other_worker_does_not_answer_fails_after_the_deadline(rig: 
     assert isinstance(error, WorkerError)
     assert error.reason == "direct channel to stream worker 1: no answer within 10 s"
     assert not rig.routes.waiting(TCP, ("192.0.2.1", 5060))
-
-
-class CountingClock(Clock):
-    """A `Clock` that records the delay of every timer asked for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: list[float] = []
-
-    def callLater(self, delay: float, callable: Any, *args: Any, **kw: Any) -> Any:
-        self.asked.append(delay)
-        return super().callLater(delay, callable, *args, **kw)
 
 
 def test_batches_answered_in_time_share_one_answer_timer(rig: Rig) -> None:
