@@ -46,6 +46,8 @@ from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import Logger
 from twisted.python import log as legacy_log
 
+from sipsock.transport.logcontext import MARK
+
 #: The longest wait, in seconds, that epoll_wait takes (``ReactorBase.timeout``'s cap).
 _LONGEST_WAIT: Final = 2147483
 
@@ -53,8 +55,8 @@ _LONGEST_WAIT: Final = 2147483
 _READABLE: Final = select.EPOLLIN
 
 #: A selectable with this attribute true is handled the stock way, without the legacy
-#: log context (`sipsock.transport.logcontext`).
-NO_LOG_CONTEXT: Final = "sipsockNoLogContext"
+#: log context (set by `sipsock.transport.logcontext.skip_log_context`).
+NO_LOG_CONTEXT: Final = MARK
 
 #: The flag, or None where this Python does not know it.
 EPOLLEXCLUSIVE: Final[int | None] = getattr(select, "EPOLLEXCLUSIVE", None)
