@@ -1,7 +1,9 @@
 """Which modules the build compiles with mypyc, and whether this process runs them compiled.
 
 `COMPILED_MODULES` is the one list of modules ``setup.py`` hands to mypyc
-(paths from the project root).  The build compiles them when it can and
+(paths from the project root): the SIP core (``sipsock/sip``) and the
+stateless proxy's rules (``sipsock/apps/proxyrules``), the pure code every
+message goes through. "SIP core" in the logs and the MI names them all.  The build compiles them when it can and
 installs them as pure Python when it cannot (no C compiler, no Python
 headers, a failed compile, or ``SIPSOCK_PURE_PYTHON=1``); either install
 works.  `sip_core` says which one this process imported, for the daemon's
@@ -21,6 +23,13 @@ from typing import Final
 
 #: The modules mypyc compiles, as paths from the project root.
 COMPILED_MODULES: Final = (
+    "sipsock/apps/proxyrules/__init__.py",
+    "sipsock/apps/proxyrules/forwarding.py",
+    "sipsock/apps/proxyrules/references.py",
+    "sipsock/apps/proxyrules/responsehop.py",
+    "sipsock/apps/proxyrules/splice.py",
+    "sipsock/apps/proxyrules/viatemplate.py",
+    "sipsock/apps/proxyrules/wire.py",
     "sipsock/sip/__init__.py",
     "sipsock/sip/checks.py",
     "sipsock/sip/errors.py",

@@ -1,10 +1,11 @@
 """What the SIP code does with a corpus of inputs, written as text: compares two builds.
 
-The compiled SIP core (mypyc) must do what the pure-Python one does, byte
-for byte and error for error: a compiled build differs where Python's
-semantics and the C translation part (mypyc 2.4.1's ``bytes`` slice raised
-`SystemError` where Python gives ``b""``). `behaviour` runs one input through
-every reader and writer the fuzz targets use (`tests.fuzz_targets`) and
+The compiled SIP core and proxy rules (mypyc) must do what the pure-Python
+ones do, byte for byte and error for error: a compiled build differs where
+Python's semantics and the C translation part (mypyc 2.4.1's ``bytes`` slice
+raised `SystemError` where Python gives ``b""``). `behaviour` runs one input
+through every reader and writer the fuzz targets use (`tests.fuzz_targets`),
+and through the stateless proxy as a request and as a response, and
 records each result, or the exception raised, as a line of text;
 ``test_compiled_matches_pure.py`` compares the records of this process
 with those of a child process that imports a pure copy of ``sipsock``.
@@ -24,7 +25,16 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogEvent, Logger
+from zope.interface import provider
+
+from sipsock.apps import Dispatcher, StatelessProxy
 from sipsock.buildinfo import sip_core
+from sipsock.resolver import ResolveError
+from sipsock.seams import Origin
 from sipsock.sip import (
     Request,
     Response,
@@ -38,6 +48,8 @@ from sipsock.sip import (
 )
 from sipsock.sip.checks import check_address, parse_cseq
 from sipsock.sip.grammar import parse_number, split_values
+from sipsock.sockdef import parse_row
+from sipsock.testing import FakeDirectory, FakeListener
 from tests.fuzz_targets import PEER, SOCKET, cut, datagram_socket, feed_all, options_answerer
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -92,11 +104,93 @@ _ADDED_TAG = re.compile(
 )
 
 
+class NoNames:
+    """A resolver that knows no name (the records never wait for DNS)."""
+
+    def resolve(self, host: str) -> Deferred[list[str]]:
+        return defer.fail(ResolveError(host, "no DNS here"))
+
+
+class ProxyHop:
+    """A stateless proxy between socket ``a`` (calls come in) and ``b`` (they go out)."""
+
+    #: Where the proxy sends what arrives on ``a``.
+    CALLEE: Final = "sip:192.0.2.80:5080"
+
+    def __init__(self) -> None:
+        self.a = FakeListener(parse_row(1, "udp:127.0.0.1:5070", tag="a"), 1)
+        self.b = FakeListener(parse_row(2, "udp:127.0.0.1:5071", tag="b"), 2)
+        proxy = StatelessProxy(
+            [{"in_tag": "a", "destination": self.CALLEE, "out_tag": "b"}],
+            secret="behaviour",
+            resolver=NoNames(),
+            reactor=Clock(),
+        )
+        self.failures: list[str] = []
+
+        @provider(ILogObserver)
+        def observe(event: LogEvent) -> None:
+            failure = event.get("log_failure")
+            if failure is not None:
+                self.failures.append(f"{failure.type.__name__}: {failure.value}")
+
+        self.dispatcher = Dispatcher(proxy, FakeDirectory(self.a, self.b))
+        self.dispatcher.log = Logger(observer=observe)
+        proxy.log = Logger(observer=observe)
+
+    def hop(self, data: bytes, listener: FakeListener) -> list[tuple[str, bytes, object]]:
+        """Deliver ``data`` on ``listener``; what each socket sent (replies included), and
+        the failure the application raised, if any."""
+        sent: list[tuple[str, bytes, object]] = []
+        origin = Origin(
+            listener.sdef,
+            listener.slot,
+            PEER,
+            lambda reply: sent.append(("reply", _without_added_tag(reply), PEER)),
+            None,
+            listener,
+        )
+        self.dispatcher.message_received(data, origin)
+        for name, each in (("a", self.a), ("b", self.b)):
+            sent += [(name, out, address) for out, address in each.sent]
+            each.sent.clear()
+        sent += [("raised", failure.encode(), None) for failure in self.failures]
+        self.failures.clear()
+        return sent
+
+
+_PROXY: list[ProxyHop] = []
+
+
+def proxy_hop() -> ProxyHop:
+    """The one proxy the records use (built on first use)."""
+    if not _PROXY:
+        _PROXY.append(ProxyHop())
+    return _PROXY[0]
+
+
+def proxied_seeds() -> list[bytes]:
+    """The usual requests as the proxy forwards them, and a 200 to each coming back.
+
+    The 200 carries the proxy's own Via on top, so that mutations of it reach
+    the proxy's response rules, not only its check of the top Via.
+    """
+    found: list[bytes] = []
+    for data in USUAL:
+        for name, out, _ in proxy_hop().hop(data, proxy_hop().a):
+            request = parse(out)
+            if name != "b" or not isinstance(request, Request):
+                continue
+            found.append(out)
+            found.append(bytes(make_response(request, 200, "OK", to_tag="callee")))
+    return found
+
+
 def seeds() -> list[bytes]:
     """The unmutated inputs: usual messages, RFC 4475 torture tests, saved fuzz inputs."""
     found = [path.read_bytes() for path in sorted((DATA / "rfc4475").glob("*.dat"))]
     found += [path.read_bytes() for path in sorted((DATA / "fuzz").iterdir())]
-    return [*USUAL, *found]
+    return [*USUAL, *proxied_seeds(), *found]
 
 
 def _tokens() -> list[bytes]:
@@ -182,6 +276,9 @@ def behaviour(data: bytes) -> list[str]:
         "options",
         lambda: _without_added_tag(dispatcher.answer_datagram(data, PEER, SOCKET) or b""),
     )
+    proxy = proxy_hop()
+    _outcome(record, "proxy from a", partial(proxy.hop, data, proxy.a))
+    _outcome(record, "proxy from b", partial(proxy.hop, data, proxy.b))
     return record
 
 

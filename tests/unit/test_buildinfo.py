@@ -38,6 +38,11 @@ def test_every_module_of_the_sip_core_is_compiled() -> None:
     assert core <= set(COMPILED_MODULES)
 
 
+def test_every_module_of_the_proxy_rules_is_compiled() -> None:
+    rules = ROOT / "sipsock" / "apps" / "proxyrules"
+    assert {p.relative_to(ROOT).as_posix() for p in rules.glob("*.py")} <= set(COMPILED_MODULES)
+
+
 def test_all_extension_modules_are_compiled() -> None:
     files = {"a": f"/x/a{SO}", "b": f"/x/b{SO}"}
     assert describe_build(files) == COMPILED == "compiled (mypyc)"

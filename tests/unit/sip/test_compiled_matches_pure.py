@@ -1,7 +1,8 @@
 """The SIP core this checkout runs does, input for input, what the pure-Python core does.
 
 `tests.build_behaviour` records every result (or exception) of the SIP
-readers, writers, the datagram path and the OPTIONS shortcut for a corpus:
+readers, writers, the datagram path, the OPTIONS shortcut and the stateless
+proxy (whose rules are compiled too) for a corpus:
 the usual messages, the RFC 4475 torture tests, the saved fuzz inputs and
 thousands of seeded mutations of them. Two child processes record it: one
 imports ``sipsock`` from this checkout (compiled by mypyc when the build
