@@ -3,11 +3,12 @@
 `COMPILED_MODULES` is the one list of modules ``setup.py`` hands to mypyc
 (paths from the project root): the SIP core (``sipsock/sip``) and the
 stateless proxy's rules (``sipsock/apps/proxyrules``), the pure code every
-message goes through. "SIP core" in the logs and the MI names them all.  The build compiles them when it can and
-installs them as pure Python when it cannot (no C compiler, no Python
-headers, a failed compile, or ``SIPSOCK_PURE_PYTHON=1``); either install
-works.  `sip_core` says which one this process imported, for the daemon's
-start-up log and the MI ``version`` command.
+message goes through; "SIP core" in the logs and the MI names them all.
+The build compiles them when it can and installs them as pure Python when
+it cannot (no C compiler, no Python headers, a failed compile, or
+``SIPSOCK_PURE_PYTHON=1``); either install works. `sip_core` says which
+one this process imported, for the daemon's start-up log and the MI
+``version`` command.
 
 This module imports nothing but the standard library: ``setup.py`` loads it
 by path, before sipsock is installed.
