@@ -169,20 +169,53 @@ def proxy_hop() -> ProxyHop:
     return _PROXY[0]
 
 
-def proxied_seeds() -> list[bytes]:
-    """The usual requests as the proxy forwards them, and a 200 to each coming back.
+#: The top Via of a request coming to the proxy: the shapes the response hop reads.
+_CALLER_VIAS: Final = (
+    "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bK776asdhds;rport",
+    "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKa1;received=198.51.100.7;rport=40000",
+    "SIP/2.0/TCP [2001:db8::9]:5061;branch=z9hG4bKb2;alias",
+    "SIP/2.0/TLS caller.example.com;branch=z9hG4bKc3;maddr=192.0.2.70;ttl=1",
+    "SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKd4;rport",
+)
 
-    The 200 carries the proxy's own Via on top, so that mutations of it reach
-    the proxy's response rules, not only its check of the top Via.
+
+def proxy_request(method: str, via: str, number: int) -> bytes:
+    """A request for the proxy (no Route: it goes to the route's callee)."""
+    body = "v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\n" if method == "INVITE" else ""
+    return (
+        f"{method} sip:bob@127.0.0.1:5070 SIP/2.0\r\n"
+        f"Via: {via}\r\n"
+        "Max-Forwards: 70\r\n"
+        "To: Bob <sip:bob@biloxi.example.com>\r\n"
+        f"From: Alice <sip:alice@atlanta.example.com>;tag=19283{number}\r\n"
+        f"Call-ID: {number}-a84b4c76e66710@pc33.atlanta.example.com\r\n"
+        f"CSeq: {number} {method}\r\n"
+        "Contact: <sip:alice@192.0.2.7:5070;transport=udp>\r\n"
+        + ("Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def proxied_seeds() -> list[bytes]:
+    """Requests as the proxy forwards them, and the callee's answers coming back.
+
+    Every answer carries the proxy's own Via on top, so that mutations of it
+    reach the proxy's response rules (splicing, the next hop of each Via
+    shape), not only its check of the top Via.
     """
     found: list[bytes] = []
-    for data in USUAL:
-        for name, out, _ in proxy_hop().hop(data, proxy_hop().a):
+    hop = proxy_hop()
+    for number, (method, via) in enumerate(
+        (method, via) for via in _CALLER_VIAS for method in ("INVITE", "BYE", "OPTIONS")
+    ):
+        for name, out, _ in hop.hop(proxy_request(method, via, number), hop.a):
             request = parse(out)
             if name != "b" or not isinstance(request, Request):
                 continue
             found.append(out)
-            found.append(bytes(make_response(request, 200, "OK", to_tag="callee")))
+            for code, phrase in ((100, "Trying"), (180, "Ringing"), (200, "OK"), (486, "Busy")):
+                tag = None if code == 100 else "callee"
+                found.append(bytes(make_response(request, code, phrase, to_tag=tag)))
     return found
 
 

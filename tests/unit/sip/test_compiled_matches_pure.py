@@ -91,3 +91,18 @@ def test_a_changed_rule_shows_as_a_difference(tmp_path: Path) -> None:
     found = differences(original, different, 200)
     assert found
     assert "malformed CSeq" in found[0] and "bad CSeq" in found[0]
+
+
+def test_a_changed_proxy_rule_shows_as_a_difference(tmp_path: Path) -> None:
+    changed = pure_copy(tmp_path / "changed")
+    references = changed / "sipsock" / "apps" / "proxyrules" / "references.py"
+    text = references.read_text()
+    assert 'VIA_PARAM: Final = "sipsock-in"' in text
+    references.write_text(
+        text.replace('VIA_PARAM: Final = "sipsock-in"', 'VIA_PARAM: Final = "x-in"')
+    )
+    _, original = records(pure_copy(tmp_path / "pure"), tmp_path, 200)
+    _, different = records(changed, tmp_path, 200)
+    found = differences(original, different, 200)
+    assert found
+    assert "proxy from a" in found[0] and ";sipsock-in=" in found[0] and ";x-in=" in found[0]
