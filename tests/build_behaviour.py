@@ -21,7 +21,7 @@ import random
 import re
 import sys
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Final
 
@@ -159,14 +159,10 @@ class ProxyHop:
         return sent
 
 
-_PROXY: list[ProxyHop] = []
-
-
+@cache
 def proxy_hop() -> ProxyHop:
     """The one proxy the records use (built on first use)."""
-    if not _PROXY:
-        _PROXY.append(ProxyHop())
-    return _PROXY[0]
+    return ProxyHop()
 
 
 #: The top Via of a request coming to the proxy: the shapes the response hop reads.
