@@ -95,7 +95,7 @@ def parse_number(text: str) -> int | None:
 
 
 #: Memo of header spellings seen to their canonical names (bounded in entries and bytes).
-KNOWN_NAMES: Memo[str, str] = Memo(max_bytes=512 * 1024, max_item=2 * MAX_NAME)
+KNOWN_NAMES: Final[Memo[str, str]] = Memo(max_bytes=512 * 1024, max_item=2 * MAX_NAME)
 
 
 def canonical_name(name: str) -> str:
@@ -113,7 +113,7 @@ _QUOTED = r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)'
 #: One value of a comma-separated header: plain characters, quoted strings and
 #: ``<...>`` spans (whose quoted strings may hold ``>``), up to a comma
 #: outside both or the end. Always matches (maybe empty).
-_ONE_VALUE = re.compile(
+_ONE_VALUE: Final = re.compile(
     rf'(?:[^,"<]+|{_QUOTED}|<(?:[^>"]+|{_QUOTED})*(?:>|\Z))*',
     re.DOTALL,
 )
@@ -129,8 +129,10 @@ def split_values(value: str) -> list[str]:
     """
     if "," not in value:
         return [value.strip()]
-    if '"' not in value and "<" not in value:
-        return [item.strip() for item in value.split(",")]
+    if '"' not in value:
+        if "<" not in value:
+            return [item.strip() for item in value.split(",")]
+        return _split_outside_brackets(value)
     values: list[str] = []
     match = _ONE_VALUE.match
     start, end = 0, len(value)
@@ -140,3 +142,33 @@ def split_values(value: str) -> list[str]:
         if stop >= end:
             return values
         start = stop + 1  # past the comma
+
+
+def _split_outside_brackets(value: str) -> list[str]:
+    """`split_values` of a value without quotes: a ``<`` runs to the next ``>`` or the end.
+
+    What the pattern `_ONE_VALUE` does without quoted strings, by
+    ``str.find``: a Route or Record-Route of several entries is split in
+    every message a proxy forwards in a dialog. Each search starts where the
+    last one of its kind stopped, or later (the comma found is kept until
+    the scan passes it), so the cost is linear in the value.
+    """
+    values: list[str] = []
+    start = at = 0
+    comma = value.find(",")
+    while True:
+        if 0 <= comma < at:
+            comma = value.find(",", at)
+        bracket = value.find("<", at, comma if comma >= 0 else len(value))
+        if bracket >= 0:
+            close = value.find(">", bracket + 1)
+            if close < 0:
+                values.append(value[start:].strip())
+                return values
+            at = close + 1
+            continue
+        if comma < 0:
+            values.append(value[start:].strip())
+            return values
+        values.append(value[start:comma].strip())
+        start = at = comma + 1

@@ -90,6 +90,21 @@ def test_lf_only_line_ends_and_folding_are_accepted() -> None:
     assert len(message.headers) == 8
 
 
+@pytest.mark.parametrize("empty_line", [b"\n\n", b"\n\r\n", b"\r\n\n"])
+def test_the_first_empty_line_ends_the_header_section_before_a_later_crlf_crlf(
+    empty_line: bytes,
+) -> None:
+    # The usual end is found with one search for CRLF CRLF; an earlier empty
+    # line made with a bare LF ends the section first, and the rest is body.
+    head, _, _ = OPTIONS.partition(b"\r\n\r\n")
+    first, _, rest = head.partition(b"\r\n")
+    data = first + b"\r\n" + rest.replace(b"Content-Length: 0", b"X-A: 1") + empty_line
+    data += b"Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKlate\r\n\r\n"
+    message = parse(data)
+    assert message.body.startswith(b"Via: SIP/2.0/UDP 192.0.2.9")
+    assert [name for name, _ in message.headers][-1] == "X-A"
+
+
 @pytest.mark.parametrize("lf_only", [False, True], ids=["crlf", "lf-only"])
 @pytest.mark.parametrize(
     ("was", "now"),
