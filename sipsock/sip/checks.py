@@ -58,10 +58,10 @@ _REQUIRED_HEADERS: Final = ("via", "from", "to", "call-id", "cseq")
 _REQUIRED_SET: Final = frozenset(_REQUIRED_HEADERS)
 _ADDRESS_LIST_HEADERS: Final = frozenset({"contact", "route", "record-route"})
 
-_match_scheme = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):").match
-_match_version = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I).fullmatch
-_has_space = re.compile(r"\s").search
-_match_params = re.compile(
+_match_scheme: Final = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):").match
+_match_version: Final = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I).fullmatch
+_has_space: Final = re.compile(r"\s").search
+_match_params: Final = re.compile(
     rf"(?:\s*;\s*[{TOKEN_CHARS}]+(?:\s*=\s*(?:\"(?:[^\"\\]|\\.)*\"|[{TOKEN_CHARS}:\[\]]+))?)*\s*",
     re.S,
 ).fullmatch
@@ -72,7 +72,7 @@ _T = f"[{TOKEN_CHARS}]+"
 #: display name of tokens, quoted without escapes or none, a bracketed URI
 #: with a scheme and no whitespace or brackets, plain parameters), accepted
 #: by this one pattern before the rules are read one by one.
-_match_plain_address = re.compile(
+_match_plain_address: Final = re.compile(
     rf"(?:(?:{_T} )*|\"[^\"\\]*\" ?)<[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>]*>"
     rf"(?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*"
 ).fullmatch
@@ -81,9 +81,9 @@ _match_plain_address = re.compile(
 #: Values proven well-formed, so that a value a peer repeats (its Request-URI,
 #: Contact, To, Route, CSeq) is read once, not once per message. Only what
 #: passed is kept; bounded in entries and bytes (`Memo`).
-_GOOD_URIS: Memo[str, bool] = Memo(max_entries=16 * 1024)
-_GOOD_ADDRESSES: Memo[str, bool] = Memo(max_entries=16 * 1024)
-_CSEQS: Memo[str, tuple[int, str]] = Memo(max_entries=16 * 1024)
+_GOOD_URIS: Final[Memo[str, bool]] = Memo(max_entries=16 * 1024)
+_GOOD_ADDRESSES: Final[Memo[str, bool]] = Memo(max_entries=16 * 1024)
+_CSEQS: Final[Memo[str, tuple[int, str]]] = Memo(max_entries=16 * 1024)
 
 
 def parse_cseq(value: str | None) -> tuple[int, str]:
@@ -206,11 +206,11 @@ def _check_headers(message: Message) -> tuple[int, str]:
     return cseq
 
 
-_name_of = itemgetter(0)
+_name_of: Final = itemgetter(0)
 #: Where the first field of each name is, then every Via and every address-list field.
 _Plan = tuple[dict[str, int], tuple[int, ...], tuple[int, ...]]
 #: Plans of header-name sequences that passed the name rules (bounded in entries and bytes).
-_PLANS: Memo[tuple[str, ...], _Plan] = Memo(max_entries=4 * 1024, max_bytes=1024 * 1024)
+_PLANS: Final[Memo[tuple[str, ...], _Plan]] = Memo(max_entries=4 * 1024, max_bytes=1024 * 1024)
 
 
 def _plan(names: tuple[str, ...], keys: list[str]) -> _Plan:
@@ -249,7 +249,7 @@ def _plan(names: tuple[str, ...], keys: list[str]) -> _Plan:
 
 
 #: Header-name spellings already checked to be tokens (bounded in entries and bytes).
-_TOKEN_NAMES: Memo[str, bool] = Memo(max_bytes=512 * 1024, max_item=MAX_NAME)
+_TOKEN_NAMES: Final[Memo[str, bool]] = Memo(max_bytes=512 * 1024, max_item=MAX_NAME)
 
 
 def check_address(value: str) -> None:

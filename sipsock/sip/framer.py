@@ -12,10 +12,12 @@ from sipsock.sip.parser import find_header_end
 #: RFC 5626 keep-alive ping; the caller answers it with a single CRLF (pong).
 KEEPALIVE_PING: Final = b"\r\n\r\n"
 
-_content_lengths = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M).findall
+_content_lengths: Final = re.compile(
+    rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M
+).findall
 #: The same values in a header section not starting with one: the pattern
 #: without ``^`` (which re tries at every position) finds them much sooner.
-_content_lengths_after_line_end = re.compile(
+_content_lengths_after_line_end: Final = re.compile(
     rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I
 ).findall
 

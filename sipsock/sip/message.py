@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from sipsock.sip import checks
 from sipsock.sip.errors import SipParseError
@@ -17,7 +18,7 @@ from sipsock.sip.grammar import (
 from sipsock.sip.via import Via, parse_via
 
 #: `canonical_name` of a spelling already seen (None for a new one).
-_known_name = KNOWN_NAMES.get
+_known_name: Final = KNOWN_NAMES.get
 
 
 class Message:

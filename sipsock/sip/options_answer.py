@@ -93,7 +93,7 @@ _T = f"[{TOKEN_CHARS}]+"
 #: ``name <scheme:no-blanks>;param=value``: a strict subset of what
 #: `check_address` accepts (a display name of tokens or none, a bracketed URI
 #: with a scheme and no whitespace or brackets, plain parameters).
-_match_plain_address = re.compile(
+_match_plain_address: Final = re.compile(
     rf"(?:{_T} )*<[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>]*>(?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*"
 ).fullmatch
 

@@ -81,23 +81,23 @@ _T = f"[{TOKEN_CHARS}]+"
 #: The bytes of a token; ``value.translate(None, TOKEN_BYTES)`` is empty for a token.
 TOKEN_BYTES: Final = bytes(c for c in range(128) if is_token(chr(c)))
 #: A Call-ID the line reader keeps as it is and finds not blank (visible ASCII).
-_is_plain_call_id = re.compile(rb"[!-~]+").fullmatch
+_is_plain_call_id: Final = re.compile(rb"[!-~]+").fullmatch
 #: Any byte of a header value that is not a visible ASCII character or a blank.
-_has_control = re.compile(rb"[^ -~\t]").search
+_has_control: Final = re.compile(rb"[^ -~\t]").search
 #: ``name <scheme:visible>;param=value`` in visible ASCII: the bytes that
 #: `sipsock.sip.options_answer`'s plain address pattern matches, less the
 #: characters outside visible ASCII (so a subset of what `check_address` accepts).
 _PLAIN_ADDRESS: Final = (
     rf"(?:{_T} )*<[A-Za-z][A-Za-z0-9+\-.]*:[!-;=?-~]*>(?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*"
 ).encode()
-match_plain_address = re.compile(_PLAIN_ADDRESS).fullmatch
+match_plain_address: Final = re.compile(_PLAIN_ADDRESS).fullmatch
 #: A header value that is one plain address, with the blanks around it:
 #: ``match_plain_line(line, len(prefix))`` checks a Contact without cutting it out.
-match_plain_line = re.compile(rb"[ \t]*" + _PLAIN_ADDRESS + rb"[ \t]*").fullmatch
+match_plain_line: Final = re.compile(rb"[ \t]*" + _PLAIN_ADDRESS + rb"[ \t]*").fullmatch
 #: A plain sent-by (``host`` or ``host:port``, the port 1-65535 without a
 #: leading zero): one that `stamp_via_value` takes as plain and, in a Via with
 #: an empty rport and no received, copies without looking at it.
-match_sent_by = re.compile(
+match_sent_by: Final = re.compile(
     rb"[A-Za-z0-9.\-]+(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}"
     rb"|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
 ).fullmatch

@@ -87,7 +87,7 @@ BUDGET: Final = NAME_BYTES + LINE_BYTES + 7 * MAX_BYTES
 
 # The memos of `OptionsMemo`, by attribute name: its ``__slots__`` but
 # ``_numbers`` (a class compiled by mypyc has no ``__slots__`` to read).
-_MEMO_NAMES = (
+_MEMO_NAMES: Final = (
     "from_templates",
     "good_addresses",
     "good_uris",

@@ -6,13 +6,14 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from sipsock.sip.grammar import canonical_name
 from sipsock.sip.memo import Memo
 from sipsock.sip.message import Request, Response, new_response
 
-_COPIED = frozenset({"via", "from", "to", "call-id", "cseq"})
-_has_tag = re.compile(r"[;\s]tag\s*=", re.I).search
+_COPIED: Final = frozenset({"via", "from", "to", "call-id", "cseq"})
+_has_tag: Final = re.compile(r"[;\s]tag\s*=", re.I).search
 
 
 def new_tag() -> str:
@@ -135,7 +136,9 @@ def _copied_fields(
 #: Where the copied fields are, their keys, and where the first To is among them (or -1).
 _CopyPlan = tuple[tuple[int, ...], tuple[str, ...], int]
 #: Copy plans per sequence of header keys (a peer repeats its layout); bounded.
-_COPY_PLANS: Memo[tuple[str, ...], _CopyPlan] = Memo(max_entries=4 * 1024, max_bytes=1024 * 1024)
+_COPY_PLANS: Final[Memo[tuple[str, ...], _CopyPlan]] = Memo(
+    max_entries=4 * 1024, max_bytes=1024 * 1024
+)
 
 
 def _copy_plan(request_keys: list[str]) -> _CopyPlan:

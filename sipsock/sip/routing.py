@@ -45,7 +45,7 @@ class ResponseRoute:
 
 
 #: Hosts of Vias seen to whether they are addresses (responses of one peer repeat them).
-_ADDRESSES: Memo[str, bool] = Memo(max_bytes=256 * 1024, max_item=256)
+_ADDRESSES: Final[Memo[str, bool]] = Memo(max_bytes=256 * 1024, max_item=256)
 
 
 def is_address_host(host: str) -> bool:

@@ -18,7 +18,7 @@ from sipsock.sip.routing import default_port
 from sipsock.sockdef import PROTOS
 
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_match_uri = re.compile(
+_match_uri: Final = re.compile(
     r"(?i)(sips?):(?:([^@<>\s]*)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
     r"((?:;[^;?<>\s]*)*)(?:\?[^<>\s]*)?"
 ).fullmatch

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 MAGIC_COOKIE: Final = "z9hG4bK"
 
 _T = f"[{TOKEN_CHARS}]+"
-_match_sent_by = re.compile(
+_match_sent_by: Final = re.compile(
     rf"\s*({_T})\s*/\s*({_T})\s*/\s*({_T})\s+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)"
     r"(?:\s*:\s*([0-9]{1,5}))?\s*"
@@ -28,11 +28,11 @@ _PARAM = rf";\s*({_T})(?:\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[{TOKEN_CHARS}:\[\]]+))?\s
 #: Whitespace around a ``;`` belongs to exactly one place in the pattern (the end
 #: of the parameter before it): with two places, a failing match backtracks
 #: through every split of every gap, exponential in the number of parameters.
-_match_params = re.compile(rf"\s*(?:{_PARAM})*", re.S).fullmatch
-_find_params = re.compile(_PARAM, re.S).findall
+_match_params: Final = re.compile(rf"\s*(?:{_PARAM})*", re.S).fullmatch
+_find_params: Final = re.compile(_PARAM, re.S).findall
 #: The usual shape, without any optional whitespace or quoted parameter:
 #: ``SIP/2.0/UDP host:port;name=value;name``.
-_match_plain_via = re.compile(
+_match_plain_via: Final = re.compile(
     rf"({_T}/{_T})/({_T}) ([A-Za-z0-9.\-]+)(?::([0-9]{{1,5}}))?"
     rf"((?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*)"
 ).fullmatch
@@ -41,8 +41,8 @@ _match_plain_via = re.compile(
 #: In the parameters of a plain Via (``;name=value`` with no blanks, no ``;``
 #: in a value): the first ``rport`` (group 1 is ``=`` when it has a value),
 #: and a ``received``.
-_find_rport = re.compile(r";rport(?:(=)|(?=;|$))", re.IGNORECASE).search
-_find_received = re.compile(r";received(?=[=;]|$)", re.IGNORECASE).search
+_find_rport: Final = re.compile(r";rport(?:(=)|(?=;|$))", re.IGNORECASE).search
+_find_received: Final = re.compile(r";received(?=[=;]|$)", re.IGNORECASE).search
 
 
 class Via(NamedTuple):
@@ -152,7 +152,7 @@ def parse_via(value: str) -> Via:
 #: Via values that passed `check_via`, with their branch cut out: ``(value
 #: up to and with ``;branch=``, value from the ``;`` after the branch)``.
 #: A peer's requests differ in their Via only by the branch; bounded.
-_GOOD_VIAS: Memo[tuple[str, str], bool] = Memo(max_entries=16 * 1024)
+_GOOD_VIAS: Final[Memo[tuple[str, str], bool]] = Memo(max_entries=16 * 1024)
 
 
 def check_via(value: str) -> None:
@@ -373,7 +373,7 @@ _MARKER: Final = "z9hG4bKsipsockMarker7f3a"
 _UNCHANGED: Final = ("", "")
 #: ``(value before the branch, value after it, source host, source port)`` of a top
 #: Via to the stamped text before and after its branch, or `_UNCHANGED`.
-_TEMPLATES: Memo[tuple[str, str, str, int], tuple[str, str]] = Memo(max_entries=16 * 1024)
+_TEMPLATES: Final[Memo[tuple[str, str, str, int], tuple[str, str]]] = Memo(max_entries=16 * 1024)
 
 
 def stamp_by_template(value: str, source_host: str, source_port: int) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -111,3 +112,44 @@ def test_an_installed_extension_is_never_stale(tmp_path: Path) -> None:
     os.utime(built, (2000, 2000))
     os.utime(installed / "parser.py", (2001, 2001))
     assert stale_extensions({"p": str(built)}) == []
+
+
+#: Module-level names of compiled modules that are type aliases (no runtime lookup).
+_TYPE_ALIASES = frozenset(
+    {"K", "V", "R", "Template", "Proof", "RouteFacts", "Line", "_Plan", "_CopyPlan"}
+)
+
+
+def _module_names_read_by_functions(tree: ast.Module) -> dict[str, ast.stmt]:
+    """Module-level assignments of ``tree`` whose names a function reads, not declared Final."""
+    assigned: dict[str, ast.stmt] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    assigned[target.id] = node
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and not ast.unparse(node.annotation).startswith("Final")
+        ):
+            assigned[node.target.id] = node
+    read: dict[str, ast.stmt] = {}
+    for function in ast.walk(tree):
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            for name in ast.walk(function):
+                if isinstance(name, ast.Name) and name.id in assigned:
+                    read[name.id] = assigned[name.id]
+    return {name: node for name, node in read.items() if name not in _TYPE_ALIASES}
+
+
+def test_the_module_constants_compiled_code_reads_are_final() -> None:
+    # Compiled, a module-level name that is not Final is a dict lookup each
+    # time a function reads it (a memo read per header line, a pattern per
+    # Via); a Final one is a C static.
+    found = []
+    for path in COMPILED_MODULES:
+        tree = ast.parse((ROOT / path).read_text())
+        for name, node in _module_names_read_by_functions(tree).items():
+            found.append(f"{path}:{node.lineno} {name}")
+    assert found == []

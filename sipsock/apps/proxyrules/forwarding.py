@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sipsock.apps.proxyrules.viatemplate import TemplateRule
@@ -27,11 +27,11 @@ DEFAULT_MAX_FORWARDS: Final = 70
 DIALOG_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 #: The proxy's branch: magic cookie, 24 hex digits of transaction id, '.', 10 of loop key.
-_match_own_branch = re.compile(rf"{MAGIC_COOKIE}[0-9a-f]{{24}}\.([0-9a-f]{{10}})").fullmatch
-_find_branch = re.compile(r"(?i);\s*branch\s*=\s*([^;,\s]+)").findall
-_find_tag = re.compile(r"(?i);\s*tag\s*=\s*([^;\s]+)").search
+_match_own_branch: Final = re.compile(rf"{MAGIC_COOKIE}[0-9a-f]{{24}}\.([0-9a-f]{{10}})").fullmatch
+_find_branch: Final = re.compile(r"(?i);\s*branch\s*=\s*([^;,\s]+)").findall
+_find_tag: Final = re.compile(r"(?i);\s*tag\s*=\s*([^;\s]+)").search
 #: The tag rule of `sipsock.sip.stateless_branch` (which reads it with ``re.I``).
-_find_stateless_tag = re.compile(r";\s*tag\s*=\s*([^;\s]+)", re.I).search
+_find_stateless_tag: Final = re.compile(r";\s*tag\s*=\s*([^;\s]+)", re.I).search
 #: The separator of the Route values and of the loop fields in `loop_key`'s text.
 _UNIT: Final = "\x1f"
 _LOOP_HEADERS: Final = frozenset({"proxy-require", "proxy-authorization"})
@@ -39,7 +39,7 @@ _T = f"[{TOKEN_CHARS}]+"
 #: The usual Via shape (``SIP/2.0/UDP host:port;name=value;name``, no blank, no
 #: quote, no IPv6), the one `parse_via` reads with its plain pattern: the host,
 #: the port digits and the parameters. No ``;`` can be inside a value here.
-_match_plain_via = re.compile(
+_match_plain_via: Final = re.compile(
     rf"{_T}/{_T}/{_T} ([A-Za-z0-9.\-]+)(?::([0-9]{{1,5}}))?"
     rf"((?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*)"
 ).fullmatch
@@ -54,7 +54,7 @@ def next_max_forwards(value: int | None) -> int | None:
     return value - 1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class HeaderScan:
     """The header fields the proxy reads, collected in one pass over a request.
 
@@ -70,9 +70,28 @@ class HeaderScan:
     vias: list[str]
     routes: list[str]
     loop_fields: list[str]
-    keys: list[str] = field(default_factory=list)
-    first: dict[str, str] = field(default_factory=dict)
-    proxy_require: list[str] = field(default_factory=list)
+    keys: list[str]
+    first: dict[str, str]
+    proxy_require: list[str]
+
+    def __init__(
+        self,
+        vias: list[str],
+        routes: list[str],
+        loop_fields: list[str],
+        keys: list[str] | None = None,
+        first: dict[str, str] | None = None,
+        proxy_require: list[str] | None = None,
+    ) -> None:
+        # Written out (``init=False``): mypyc compiles this one, while the
+        # ``__init__`` dataclasses generates stays interpreted Python, a frame
+        # per request. Every record built per message is written so.
+        self.vias = vias
+        self.routes = routes
+        self.loop_fields = loop_fields
+        self.keys = keys if keys is not None else []
+        self.first = first if first is not None else {}
+        self.proxy_require = proxy_require if proxy_require is not None else []
 
     @property
     def top_via(self) -> str | None:
@@ -112,7 +131,7 @@ def scan_headers(request: Request) -> HeaderScan:
 
 #: Route field values to their entries: the in-dialog requests of every call
 #: through this proxy carry the same few Route fields (bounded like every memo).
-_ROUTE_VALUES: Memo[str, tuple[str, ...]] = Memo(max_bytes=512 * 1024, max_item=1024)
+_ROUTE_VALUES: Final[Memo[str, tuple[str, ...]]] = Memo(max_bytes=512 * 1024, max_item=1024)
 
 
 def route_values(value: str) -> tuple[str, ...]:
@@ -159,7 +178,7 @@ def loop_key(request: Request, secret: str, scan: HeaderScan | None = None) -> s
 
 #: Secrets to a BLAKE2b of 5 bytes keyed with the secret (a proxy has one; bounded all
 #: the same), copied per hash: keying a new one costs a block of hashing.
-_KEYED: Memo[str, Any] = Memo(max_entries=16, max_item=256)
+_KEYED: Final[Memo[str, Any]] = Memo(max_entries=16, max_item=256)
 
 
 def _keyed(secret: str) -> Any:
@@ -243,13 +262,13 @@ def _with_cookie_branch(found: tuple[str, str] | None, branch: str) -> tuple[str
 
 
 #: `_cookie_branch_of`, remembered per Via template (every peer's Via but its branch).
-_cookie_branch: TemplateRule[tuple[str, str] | None] = TemplateRule(
+_cookie_branch: Final[TemplateRule[tuple[str, str] | None]] = TemplateRule(
     _cookie_branch_of, lambda found: found[0] if found else None, _with_cookie_branch
 )
 
 
 #: Secrets to a BLAKE2b of 12 bytes fed with ``secret + "\x00"`` (copied per hash).
-_UNKEYED: Memo[str, Any] = Memo(max_entries=16, max_item=256)
+_UNKEYED: Final[Memo[str, Any]] = Memo(max_entries=16, max_item=256)
 
 
 def _unkeyed(secret: str) -> Any:

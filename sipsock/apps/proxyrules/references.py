@@ -97,7 +97,7 @@ def via_marker(via: Via) -> ViaMarker:
 
 #: ``sipsock-in`` values to what they say (a few sockets, a stream peer port
 #: each; bounded like every memo).
-_MARKERS: Memo[str, ViaMarker] = Memo(max_entries=4096, max_item=64)
+_MARKERS: Final[Memo[str, ViaMarker]] = Memo(max_entries=4096, max_item=64)
 
 
 def marker_of(text: str) -> ViaMarker:
@@ -165,7 +165,7 @@ def record_route_values(
     return [route_entry(out, out_ref), route_entry(inbound, inbound_ref)]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class OwnRoutes:
     """The leading Route entries that are this proxy's own (RFC 3261 16.4).
 
@@ -174,8 +174,13 @@ class OwnRoutes:
     to send from (None: the receiving socket).
     """
 
-    count: int = 0
-    ref: str | int | None = None
+    count: int
+    ref: str | int | None
+
+    def __init__(self, count: int = 0, ref: str | int | None = None) -> None:
+        # Written out, not generated: see `sipsock.apps.proxyrules.forwarding.HeaderScan`.
+        self.count = count
+        self.ref = ref
 
 
 def own_routes(
@@ -213,7 +218,7 @@ def own_routes(
 RouteFacts = tuple[str, int, "str | int | None"]
 #: Route entries seen to their facts (None: not a SIP URI). Every in-dialog
 #: request of every call carries the same few entries of this proxy.
-_ROUTE_FACTS: Memo[str, RouteFacts | None] = Memo(max_bytes=512 * 1024, max_item=512)
+_ROUTE_FACTS: Final[Memo[str, RouteFacts | None]] = Memo(max_bytes=512 * 1024, max_item=512)
 
 
 def _route_entry_of(value: str) -> RouteFacts | None:

@@ -20,7 +20,7 @@ from sipsock.sip.routing import RELIABLE_TRANSPORTS, default_port, is_address_ho
 _T = f"[{TOKEN_CHARS}]+"
 #: The plain Via `parse_via` reads with its own plain pattern: transport,
 #: host, port digits and the parameters (no ``;`` inside a value).
-_match_plain_via = re.compile(
+_match_plain_via: Final = re.compile(
     rf"{_T}/{_T}/({_T}) ([A-Za-z0-9.\-]+)(?::([0-9]{{1,5}}))?"
     rf"((?:;{_T}(?:=[{TOKEN_CHARS}:\[\]]+)?)*)"
 ).fullmatch

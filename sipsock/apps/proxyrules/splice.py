@@ -36,14 +36,16 @@ encoding the copy gives the received bytes back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final
 
 from sipsock.apps.proxyrules.forwarding import route_values
 from sipsock.sip import Request, Response
 from sipsock.sip.grammar import split_values
 
 
-class ResponseCut(NamedTuple):
+@dataclass(slots=True, init=False)
+class ResponseCut:
     """A response without its top Via value: that value, the next one, the bytes to send.
 
     ``next_via`` is the Via value on top of what is sent (None: no Via left).
@@ -52,6 +54,12 @@ class ResponseCut(NamedTuple):
     top: str
     next_via: str | None
     data: bytes
+
+    def __init__(self, top: str, next_via: str | None, data: bytes) -> None:
+        # Written out, not generated: see `sipsock.apps.proxyrules.forwarding.HeaderScan`.
+        self.top = top
+        self.next_via = next_via
+        self.data = data
 
 
 def received_lines(message: Request | Response) -> list[str] | None:
@@ -216,4 +224,4 @@ def splice_response(response: Response, lines: Sequence[str]) -> ResponseCut | N
 
 
 #: A received line left out (no header line is empty).
-_GONE = ""
+_GONE: Final = ""

@@ -28,7 +28,7 @@ from sipsock.sip.memo import Memo
 R = TypeVar("R")
 #: The two marker branches a template is filled with to prove it.
 MARKERS: Final = ("z9hG4bKsipsockmarker1", "z9hG4bKsipsockmarker2")
-_match_token = re.compile(f"[{TOKEN_CHARS}]+").fullmatch
+_match_token: Final = re.compile(f"[{TOKEN_CHARS}]+").fullmatch
 #: The text before and after a Via's first ``;branch=`` value.
 Template = tuple[str, str]
 
