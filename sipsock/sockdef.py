@@ -105,6 +105,12 @@ class SocketDef:
     bind_key: tuple[str, str, int] = field(
         init=False, repr=False, compare=False, default=("", "", 0)
     )
+    #: The host written into messages: the advertised one when set (IPv6 in brackets).
+    public_host: str = field(init=False, repr=False, compare=False, default="")
+    #: The port written into messages: the advertised one when set.
+    public_port: int = field(init=False, repr=False, compare=False, default=0)
+    #: True for TCP, TLS, WS and WSS.
+    is_stream: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         # Reloads hash every definition several times: compute it once.
@@ -124,14 +130,22 @@ class SocketDef:
         object.__setattr__(
             self, "bind_key", ("udp" if self.proto == "udp" else "tcp", self.host, self.port)
         )
+        # Read for every message a proxy forwards (its Via, Record-Route, own
+        # routes): fields, not properties.
+        object.__setattr__(
+            self,
+            "public_host",
+            self.advertised_host if self.advertised_host is not None else bracket(self.host),
+        )
+        object.__setattr__(
+            self,
+            "public_port",
+            self.advertised_port if self.advertised_port is not None else self.port,
+        )
+        object.__setattr__(self, "is_stream", self.proto in STREAM_PROTOS)
 
     def __hash__(self) -> int:
         return self._hash
-
-    @property
-    def is_stream(self) -> bool:
-        """True for TCP, TLS, WS and WSS."""
-        return self.proto in STREAM_PROTOS
 
     @property
     def is_ipv6(self) -> bool:
@@ -162,16 +176,6 @@ class SocketDef:
         if self.advertised_host is None:
             return None
         return f"{self.advertised_host}:{self.advertised_port}"
-
-    @property
-    def public_host(self) -> str:
-        """The host written into messages: the advertised one when set."""
-        return self.advertised_host if self.advertised_host is not None else bracket(self.host)
-
-    @property
-    def public_port(self) -> int:
-        """The port written into messages: the advertised one when set."""
-        return self.advertised_port if self.advertised_port is not None else self.port
 
     def flags_text(self) -> str:
         """The flags as OpenSIPS prints them: anycast,frag,reuse_port order."""
