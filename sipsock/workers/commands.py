@@ -31,7 +31,7 @@ import json
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from twisted.protocols import amp
 
@@ -311,9 +311,13 @@ class SendManyThroughSockets(amp.Command):
 _RELAY_HEAD: Final = struct.Struct("!HHIH")
 
 
-@dataclass(frozen=True, slots=True)
-class Relayed:
-    """One message of a `SendManyThroughSockets` batch."""
+class Relayed(NamedTuple):
+    """One message of a `SendManyThroughSockets` batch.
+
+    (A NamedTuple: built twice for every relayed message, once in each
+    process, and a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``.)
+    """
 
     socket: str
     host: str
