@@ -153,9 +153,12 @@ class Dispatcher:
         self.options_memo = OptionsMemo()
         #: The application's `OptionsReply` (or None) per socket definition asked for.
         self._replies: Memo[SocketDef, OptionsReply | None] = Memo(max_item=MAX_REPLY_SIZE)
-        #: The socket definition of the last datagram offered, and its reply.
-        self._last_sdef: SocketDef | None = None
-        self._last_reply: OptionsReply | None = None
+        #: The replies asked for, by the identity of the socket definition:
+        #: ``id(sdef)`` to ``(sdef, reply)``. Looked up for every datagram, and a
+        #: proxy's datagrams alternate between sockets: an ``int`` key hashes
+        #: in C, a `SocketDef` through its Python ``__hash__``. Bounded with
+        #: ``_replies`` (emptied with it).
+        self._reply_of_id: dict[int, tuple[SocketDef, OptionsReply | None]] = {}
 
     def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
         """The application's fixed 200 to OPTIONS on the socket ``sdef``, or None.
@@ -180,7 +183,8 @@ class Dispatcher:
         else (another method, anything unusual, an application without the
         shortcut), which then goes to `message_received`.
         """
-        reply = self._last_reply if sdef is self._last_sdef else self._reply_for(sdef)
+        known = self._reply_of_id.get(id(sdef))
+        reply = known[1] if known is not None and known[0] is sdef else self._reply_for(sdef)
         if reply is None:
             return None
         # (`answer_options` declines anything but an OPTIONS first.)
@@ -204,8 +208,9 @@ class Dispatcher:
                 )
             size = len(reply.tail) + len(reply.salt) if reply is not None else 0
             self._replies.remember(sdef, reply, size + len(sdef.socket_text))
-        self._last_sdef = sdef
-        self._last_reply = reply
+        if len(self._reply_of_id) >= len(self._replies):
+            self._reply_of_id.clear()  # (definitions replaced by reloads, or a full memo)
+        self._reply_of_id[id(sdef)] = (sdef, reply)
         return reply
 
     def message_received(self, data: bytes, origin: Origin) -> None:

@@ -130,6 +130,13 @@ def test_the_reply_is_asked_once_per_socket_definition() -> None:
     assert b"Contact: <sip:pub.example.com:5060>" in (
         dispatcher.answer_datagram(OPTIONS, PEER, advertised) or b""
     )
+    # Every reload builds equal definitions anew: not asked again, and what
+    # the dispatcher keeps per definition object stays bounded.
+    for _ in range(100):
+        again = parse_row(1, "udp:10.0.0.1:5060")
+        assert dispatcher.answer_datagram(OPTIONS, PEER, again) is not None
+    assert app.asked == ["udp:10.0.0.1:5060", "pub.example.com"]
+    assert len(dispatcher._reply_of_id) <= 2
 
 
 def test_a_failing_reply_is_asked_once_and_every_options_goes_to_the_application() -> None:
