@@ -153,11 +153,14 @@ class Dispatcher:
         self.options_memo = OptionsMemo()
         #: The application's `OptionsReply` (or None) per socket definition asked for.
         self._replies: Memo[SocketDef, OptionsReply | None] = Memo(max_item=MAX_REPLY_SIZE)
+        #: The socket definition of the last datagram offered, and its reply.
+        self._last_sdef: SocketDef | None = None
+        self._last_reply: OptionsReply | None = None
         #: The replies asked for, by the identity of the socket definition:
-        #: ``id(sdef)`` to ``(sdef, reply)``. Looked up for every datagram, and a
-        #: proxy's datagrams alternate between sockets: an ``int`` key hashes
-        #: in C, a `SocketDef` through its Python ``__hash__``. Bounded with
-        #: ``_replies`` (emptied with it).
+        #: ``id(sdef)`` to ``(sdef, reply)``, for datagrams that alternate
+        #: between sockets (a proxy's requests on one, responses on another):
+        #: an ``int`` key hashes in C, a `SocketDef` through its Python
+        #: ``__hash__``. Bounded with ``_replies`` (emptied with it).
         self._reply_of_id: dict[int, tuple[SocketDef, OptionsReply | None]] = {}
 
     def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
@@ -183,8 +186,13 @@ class Dispatcher:
         else (another method, anything unusual, an application without the
         shortcut), which then goes to `message_received`.
         """
-        known = self._reply_of_id.get(id(sdef))
-        reply = known[1] if known is not None and known[0] is sdef else self._reply_for(sdef)
+        if sdef is self._last_sdef:
+            reply = self._last_reply
+        else:
+            known = self._reply_of_id.get(id(sdef))
+            reply = known[1] if known is not None and known[0] is sdef else self._reply_for(sdef)
+            self._last_sdef = sdef
+            self._last_reply = reply
         if reply is None:
             return None
         # (`answer_options` declines anything but an OPTIONS first.)
