@@ -96,12 +96,9 @@ def test_tls_and_ws_callers_reach_a_udp_callee_and_get_its_answer_on_their_conne
 
         # WS -> UDP, on several connections (spread over the stream workers).
         for _ in range(6):
-            ws = ws_connect(ws_port)
-            try:
+            with ws_connect(ws_port) as ws:
                 ws.send(invite("WS", ws_port, ws.socket.getsockname()[1]).decode())
                 answer_one(callee)
                 reply = ws.recv(timeout=10)
                 data = reply if isinstance(reply, bytes) else reply.encode()
                 assert status_of(data) == 200, data
-            finally:
-                ws.close()
