@@ -114,10 +114,33 @@ def test_an_installed_extension_is_never_stale(tmp_path: Path) -> None:
     assert stale_extensions({"p": str(built)}) == []
 
 
-#: Module-level names of compiled modules that are type aliases (no runtime lookup).
-_TYPE_ALIASES = frozenset(
-    {"K", "V", "R", "Template", "Proof", "RouteFacts", "Line", "_Plan", "_CopyPlan"}
-)
+class _RuntimeNames(ast.NodeVisitor):
+    """The names a function's code reads when it runs: its annotations left out."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Name(self, node: ast.Name) -> None:
+        self.names.add(node.id)
+
+    def visit_arg(self, node: ast.arg) -> None:
+        pass  # (only its annotation holds names)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.visit(node.target)
+        if node.value is not None:
+            self.visit(node.value)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for default in [*node.args.defaults, *node.args.kw_defaults]:
+            if default is not None:
+                self.visit(default)
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+        for statement in node.body:
+            self.visit(statement)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
 
 
 def _module_names_read_by_functions(tree: ast.Module) -> dict[str, ast.stmt]:
@@ -134,13 +157,13 @@ def _module_names_read_by_functions(tree: ast.Module) -> dict[str, ast.stmt]:
             and not ast.unparse(node.annotation).startswith("Final")
         ):
             assigned[node.target.id] = node
-    read: dict[str, ast.stmt] = {}
+    reader = _RuntimeNames()
     for function in ast.walk(tree):
-        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            for name in ast.walk(function):
-                if isinstance(name, ast.Name) and name.id in assigned:
-                    read[name.id] = assigned[name.id]
-    return {name: node for name, node in read.items() if name not in _TYPE_ALIASES}
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            reader.visit(function)
+        elif isinstance(function, ast.Lambda):
+            reader.visit(function.body)
+    return {name: assigned[name] for name in reader.names if name in assigned}
 
 
 def test_the_module_constants_compiled_code_reads_are_final() -> None:
