@@ -58,27 +58,14 @@ def parse(
     # `find_header_end` looks again.
     end = data.find(b"\r\n\r\n")
     body_start = end + 4
-    text = ""
-    lines: list[str] = []
-    rest = ""
-    if end >= 0:
-        text = data[:end].decode("utf-8", "surrogateescape")
-        lines = text.split("\r\n")
-        # What is left once every CRLF is cut out holds no LF and no CR, unless
-        # a line ends in a bare LF, or a CR stands alone. (Two ``in`` searches
-        # of the joined text are memchr; counting each character is not.)
-        rest = "".join(lines)
-        if "\n" in rest:
-            end = -1
-    if end < 0:
+    text, lines, rest = _crlf_lines(data, end) if end >= 0 else ("", [], "")
+    if end < 0 or "\n" in rest:
         end, body_start = find_header_end(data)
         if end < 0:
             raise SipParseError("header section does not end with an empty line")
         if data[end - 1] == 0x0D:  # the CR of the last line's CRLF
             end -= 1
-        text = data[:end].decode("utf-8", "surrogateescape")
-        lines = text.split("\r\n")
-        rest = "".join(lines)
+        text, lines, rest = _crlf_lines(data, end)
     received: list[str] | None = lines
     if "\n" in rest:
         lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
@@ -112,6 +99,18 @@ def parse(
 #: the rest as another header (RFC 3261 25.1 allows CR only in CRLF), so the
 #: message is dropped rather than answered or forwarded with it.
 _BARE_CR: Final = "CR without LF in the header section"
+
+
+def _crlf_lines(data: bytes, end: int) -> tuple[str, list[str], str]:
+    """The header section ``data[:end]`` as text, its lines cut at CRLF, and those joined.
+
+    What is left once every CRLF is cut out (the third) holds no LF and no
+    CR, unless a line ends in a bare LF or a CR stands alone. (Two ``in``
+    searches of it are memchr; counting each character is not.)
+    """
+    text = data[:end].decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n")
+    return text, lines, "".join(lines)
 
 
 def _has_continuation(lines: list[str]) -> bool:
