@@ -26,7 +26,7 @@ from sipsock.apps.interface import (
 from sipsock.limits import DEFAULT_LOG_INTERVAL, Summary
 from sipsock.seams import Origin
 from sipsock.sip import Request, Response, SipParseError, apply_received, make_response, parse
-from sipsock.sip.grammar import REASON_PHRASES
+from sipsock.sip.grammar import reason_phrase
 from sipsock.sip.memo import Memo
 from sipsock.sip.options_answer import OptionsReply, answer_options
 from sipsock.sip.options_memo import OptionsMemo
@@ -45,14 +45,14 @@ MAX_REPLY_SIZE: Final = 64 * 1024
 def error_phrase(code: int, reason: str, standard: str | None = None) -> str:
     """The reason phrase of an error response: standard phrase, then the reason.
 
-    ``standard`` defaults to the phrase of ``code`` in `REASON_PHRASES`.
+    ``standard`` defaults to the standard phrase of ``code`` (`reason_phrase`).
     Control characters are replaced and the reason is cut to a bounded length
     so the phrase stays one valid line.
     """
     text = "".join(ch if ch.isprintable() else " " for ch in reason).strip()
     if len(text) > MAX_REASON_TEXT:
         text = text[: MAX_REASON_TEXT - 3] + "..."
-    standard = standard or REASON_PHRASES.get(code, "Bad Request")
+    standard = standard or reason_phrase(code)
     return f"{standard} ({text})" if text else standard
 
 

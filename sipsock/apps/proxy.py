@@ -91,19 +91,11 @@ from sipsock.sip import (
     route_response,
 )
 from sipsock.sip.extensions import unsupported_options
+from sipsock.sip.grammar import reason_phrase
 from sipsock.sip.memo import Memo
 from sipsock.sip.routing import CONNECT_BACK_IMPOSSIBLE, RELIABLE_TRANSPORTS
 from sipsock.sockdef import SocketDef
 
-#: Standard phrases of the answers the proxy gives itself.
-PHRASES: Final[Mapping[int, str]] = {
-    400: "Bad Request",
-    404: "Not Found",
-    420: "Bad Extension",
-    482: "Loop Detected",
-    483: "Too Many Hops",
-    503: "Service Unavailable",
-}
 #: Seconds between two log lines about the same problem.
 LOG_PERIOD: Final = 10.0
 #: Problems remembered for log throttling, at most.
@@ -393,11 +385,11 @@ class StatelessProxy:
                 method=request.method,
                 peer=context.peer,
                 code=code,
-                reason=reason or PHRASES.get(code, ""),
+                reason=reason or reason_phrase(code),
             )
         if request.method == "ACK":
             return
-        phrase = error_phrase(code, reason, PHRASES.get(code))
+        phrase = error_phrase(code, reason)
         try:
             response = make_response(
                 request, code, phrase, to_tag=self.to_tag(request), headers=headers or ()

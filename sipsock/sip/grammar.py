@@ -55,22 +55,104 @@ UNSPLIT_HEADERS: Final = frozenset(
     }
 )
 
-#: Standard reason phrases for the responses this package asks for.
+#: The reason phrases of RFC 3261 (section 21) and of the extensions a proxy
+#: or a registrar meets, by status code (`reason_phrase` for any code).
 REASON_PHRASES: Final[dict[int, str]] = {
     100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
     200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
     400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
     408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
     416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority",
     420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    428: "Use Identity Header",
+    429: "Provide Referrer Identity",
+    430: "Flow Failed",
+    433: "Anonymity Disallowed",
+    436: "Bad Identity-Info",
+    437: "Unsupported Certificate",
+    438: "Invalid Identity Header",
+    439: "First Hop Lacks Outbound Support",
+    440: "Max-Breadth Exceeded",
+    469: "Bad Info Package",
+    470: "Consent Needed",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
     483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",
     500: "Server Internal Error",
     501: "Not Implemented",
+    502: "Bad Gateway",
     503: "Service Unavailable",
+    504: "Server Time-out",
     505: "Version Not Supported",
     513: "Message Too Large",
+    555: "Push Notification Service Not Supported",
+    580: "Precondition Failure",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",
+    608: "Rejected",
 }
+#: The phrase of a code without its own: its class's (RFC 3261 section 7.2).
+CLASS_PHRASES: Final[dict[int, str]] = {
+    1: "Provisional",
+    2: "Success",
+    3: "Redirection",
+    4: "Request Failure",
+    5: "Server Failure",
+    6: "Global Failure",
+}
+
+
+def reason_phrase(code: int) -> str:
+    """The standard reason phrase of ``code``, else the name of its class (``"Request Failure"``).
+
+    A code outside 100-699 gets ``"Unknown"``.
+    """
+    phrase = REASON_PHRASES.get(code)
+    if phrase is not None:
+        return phrase
+    return CLASS_PHRASES.get(code // 100, "Unknown") if 100 <= code <= 699 else "Unknown"
+
 
 #: Significant digits read from a number; more than any SIP limit needs (2**32-1 has 10).
 NUMBER_DIGITS: Final = 18

@@ -9,10 +9,10 @@ from sipsock.sip import checks
 from sipsock.sip.errors import SipParseError
 from sipsock.sip.grammar import (
     KNOWN_NAMES,
-    REASON_PHRASES,
     UNSPLIT_HEADERS,
     canonical_name,
     parse_number,
+    reason_phrase,
     split_values,
 )
 from sipsock.sip.via import Via, parse_via
@@ -303,7 +303,7 @@ class Request(Message):
             self.validate()
         except SipParseError as error:
             code = error.status or 400
-            return code, REASON_PHRASES.get(code, "Bad Request")
+            return code, reason_phrase(code)
         return None
 
 
