@@ -106,10 +106,15 @@ def fix_bytes_slice(runtime: Path) -> str | None:
 #: (``silent``): the package parents of the proxy rules (``sipsock.apps``,
 #: ``sipsock.config``) import Twisted and zope.interface classes that only
 #: setup.cfg's mypy-zope plugin reads right, and Twisted may not be installed
-#: yet when a fresh environment builds the wheel.
+#: yet when a fresh environment builds the wheel. The application seam
+#: (``sipsock.apps.interface``: zope.interface classes) is not read at all: the
+#: compiled dispatcher and proxy see its names as ``Any`` whether zope is
+#: installed or not, so the compile cannot differ between the two.
 MYPYC_CONFIG = """\
 [mypy]
 follow_imports = silent
+[mypy-sipsock.apps.interface]
+follow_imports = skip
 [mypy-twisted.*,zope.*,OpenSSL.*,service_identity.*,autobahn.*,txpostgres.*,psycopg2.*,pymysql.*]
 ignore_missing_imports = True
 """

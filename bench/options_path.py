@@ -222,16 +222,28 @@ KINDS: dict[str, Callable[[int], bytes]] = {
 KIND_ROUND = 500
 
 
+def general_responder() -> Any:
+    """A `Responder` that gives no OPTIONS reply: every OPTIONS takes the general path."""
+    from sipsock.apps import Responder
+    from sipsock.sip.options_answer import OptionsReply
+    from sipsock.sockdef import SocketDef
+
+    class GeneralPathResponder(Responder):
+        def options_reply(self, sdef: SocketDef) -> OptionsReply | None:
+            return None
+
+    return GeneralPathResponder()
+
+
 def general_listener() -> Any:
     """A UDP listener whose sink is a Dispatcher + Responder with the shortcut off."""
     from twisted.internet.testing import FakeDatagramTransport
 
-    from sipsock.apps import Dispatcher, Responder
+    from sipsock.apps import Dispatcher
     from sipsock.sockdef import parse_row
     from sipsock.transport.udp import UdpListener
 
-    dispatcher = Dispatcher(Responder())
-    dispatcher.answer_datagram = lambda data, peer, sdef: None  # type: ignore[method-assign]
+    dispatcher = Dispatcher(general_responder())
     listener = UdpListener(parse_row(1, "udp:127.0.0.1:5070"), 1, dispatcher, reactor=None)
     listener.protocol.makeConnection(FakeDatagramTransport())
     return listener
@@ -291,8 +303,7 @@ def hot_loops(number: int) -> list[tuple[str, float]]:
     memo = dispatcher.options_memo
     origin = Origin(sdef, 1, PEER, lambda data: None)
 
-    general_dispatcher = Dispatcher(responder)
-    general_dispatcher.answer_datagram = lambda data, peer, sdef: None  # type: ignore[method-assign]
+    general_dispatcher = Dispatcher(general_responder())
 
     def listener(sink: Dispatcher) -> UdpListener:
         made = UdpListener(sdef, 1, sink, reactor=None)

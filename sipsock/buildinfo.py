@@ -1,9 +1,11 @@
 """Which modules the build compiles with mypyc, and whether this process runs them compiled.
 
 `COMPILED_MODULES` is the one list of modules ``setup.py`` hands to mypyc
-(paths from the project root): the SIP core (``sipsock/sip``) and the
-stateless proxy's rules (``sipsock/apps/proxyrules``), the pure code every
-message goes through; "SIP core" in the logs and the MI names them all.
+(paths from the project root): the SIP core (``sipsock/sip``), the
+dispatcher (``sipsock/apps/dispatch``: from the bytes of a message to the
+application) and the stateless proxy (``sipsock/apps/proxy`` and its rules,
+``sipsock/apps/proxyrules``), the code every message goes through; "SIP
+core" in the logs and the MI names them all.
 The build compiles them when it can and installs them as pure Python when
 it cannot (no C compiler, no Python headers, a failed compile, or
 ``SIPSOCK_PURE_PYTHON=1``); either install works. `sip_core` says which
@@ -24,6 +26,8 @@ from typing import Final
 
 #: The modules mypyc compiles, as paths from the project root.
 COMPILED_MODULES: Final = (
+    "sipsock/apps/dispatch.py",
+    "sipsock/apps/proxy.py",
     "sipsock/apps/proxyrules/__init__.py",
     "sipsock/apps/proxyrules/forwarding.py",
     "sipsock/apps/proxyrules/references.py",

@@ -13,6 +13,8 @@ them to twistd's observers.
   ``message``, then the event's own fields (``socket``, ``slot``, ``peer``,
   ...), and ``traceback`` for a failure. A field that JSON cannot hold is
   written as its ``str`` (bytes as their ``repr``).
+* `logger_of`: the logger a ``log = Logger()`` class attribute gives an
+  instance, for the classes mypyc compiles (which hold no such attribute).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 
 #: The keys every JSON line has, in this order (an event field of the same
 #: name is written as ``field_<name>``).
@@ -192,3 +194,10 @@ def flat_record(event: Mapping[str, Any]) -> dict[str, Any]:
 def json_line(event: Mapping[str, Any]) -> str:
     """One event as one line of flat JSON, newline included."""
     return json.dumps(flat_record(event), ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def logger_of(instance: object) -> Logger:
+    """The logger ``log = Logger()`` in ``instance``'s class gives it: its class's
+    namespace (``module.Class``) and ``instance`` as the source."""
+    cls = type(instance)
+    return Logger(namespace=f"{cls.__module__}.{cls.__name__}", source=instance)

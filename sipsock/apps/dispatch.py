@@ -24,6 +24,7 @@ from sipsock.apps.interface import (
     SocketDirectory,
 )
 from sipsock.limits import DEFAULT_LOG_INTERVAL, Summary
+from sipsock.logevents import logger_of
 from sipsock.seams import Origin
 from sipsock.sip import Request, Response, SipParseError, apply_received, make_response, parse
 from sipsock.sip.grammar import reason_phrase
@@ -34,7 +35,7 @@ from sipsock.sip.parser import find_header_end
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import PeriodicLog
 
-_new = object.__new__
+_new: Final = object.__new__
 
 #: Longest parse reason put into a reason phrase.
 MAX_REASON_TEXT: Final = 100
@@ -105,7 +106,7 @@ def loggable_reason(reason: str) -> str:
 
 #: Transports that carry one whole message per datagram or WebSocket message:
 #: Content-Length is optional there (RFC 3261 18.3, RFC 7118 5.1).
-WHOLE_MESSAGE_PROTOS = frozenset({"udp", "ws", "wss"})
+WHOLE_MESSAGE_PROTOS: Final = frozenset({"udp", "ws", "wss"})
 
 
 class Dispatcher:
@@ -123,7 +124,7 @@ class Dispatcher:
     ``options_memo``, one bounded `OptionsMemo` per dispatcher.
     """
 
-    log = Logger()
+    log: Logger
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class Dispatcher:
         clock: IReactorTime | None = None,
         log_interval: float = DEFAULT_LOG_INTERVAL,
     ) -> None:
+        self.log = logger_of(self)  # (a compiled class holds no ``log = Logger()``)
         if clock is None:
             from twisted.internet import reactor
 

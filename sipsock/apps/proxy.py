@@ -34,13 +34,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, NamedTuple
 
+from mypy_extensions import mypyc_attr
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from sipsock.addresses import normal_ip
 from sipsock.apps.dispatch import error_phrase
@@ -80,6 +82,7 @@ from sipsock.apps.proxyrules.wire import (
     response_bytes_without_top_via,
 )
 from sipsock.apps.resolver import IResolve, ResolveError, ThreadResolver
+from sipsock.logevents import logger_of
 from sipsock.seams import Listener
 from sipsock.sip import (
     Request,
@@ -159,7 +162,10 @@ class _LogThrottle:
         return last[1] if last is not None else 0
 
 
-@implementer(ISipApplication)
+# Compiled by mypyc, a class takes subclasses written in Python only when it
+# says so; it implements `ISipApplication` below the class (a class decorator
+# would make it an interpreted class, whose compiled methods take no subclass).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StatelessProxy:
     """The built-in stateless proxy (see the module).
 
@@ -171,7 +177,7 @@ class StatelessProxy:
     configuration has none). ``resolver`` turns host names into addresses.
     """
 
-    log = Logger()
+    log: Logger
 
     def __init__(
         self,
@@ -182,6 +188,7 @@ class StatelessProxy:
         resolver: IResolve | None = None,
         reactor: Any = None,
     ) -> None:
+        self.log = logger_of(self)  # (a compiled class holds no ``log = Logger()``)
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -237,14 +244,14 @@ class StatelessProxy:
         if scan.proxy_require:
             try:
                 unsupported = unsupported_options(scan.proxy_require, ())
-            except SipParseError as error:
-                raise RejectedError(400, error.reason) from None
+            except SipParseError as bad_option:
+                raise RejectedError(400, bad_option.reason) from None
             if unsupported:  # RFC 3261 16.3 item 6: this proxy supports no extension
                 raise RejectedError(420, headers=[("Unsupported", ", ".join(unsupported))])
         receiving = context.socket
         routes = scan.routes
         own = (
-            own_routes(routes, receiving, lambda ref: _definition(context.find_socket(ref)))
+            own_routes(routes, receiving, partial(_definition_of, context))
             if routes
             else _NO_OWN_ROUTES
         )
@@ -265,8 +272,8 @@ class StatelessProxy:
                     raise RejectedError(404, "no route")
                 destination = route.destination or destination_for(request.uri)
                 explicit = route.out_tag
-        except UriError as error:
-            raise RejectedError(400, error.reason) from None
+        except UriError as bad_uri:
+            raise RejectedError(400, bad_uri.reason) from None
         out, transport = self._outgoing(context, destination, explicit, own.count > 0)
         inbound = socket_ref(receiving, context.slot)
         peer_port = context.peer[1] if receiving.is_stream else None
@@ -345,9 +352,7 @@ class StatelessProxy:
             # against: the socket connects to the name (and keeps the
             # connection under it).
             return hop.out.send(hop.data, (address or host, port))
-        return self._resolve(host, hop.out.sdef).addCallback(
-            lambda resolved: hop.out.send(hop.data, (resolved, port))
-        )
+        return self._resolve(host, hop.out.sdef).addCallback(_send_to, hop.out, hop.data, port)
 
     def _request_sent(self, _: None) -> None:
         self.counters.requests += 1
@@ -472,9 +477,7 @@ class StatelessProxy:
                 again = (fallback.host, fallback.port)
                 if again != first:
                     sending.addErrback(
-                        lambda _: self._send_response(
-                            data, inbound, again, resolve=fallback.resolve
-                        )
+                        self._send_response_again, data, inbound, again, fallback.resolve
                     )
         else:
             route = route_response(next_via)
@@ -502,9 +505,13 @@ class StatelessProxy:
         ip = normal_address(host)
         if ip is not None or not resolve:
             return out.send(data, (ip or host, port))
-        return self._resolve(host, out.sdef).addCallback(
-            lambda resolved: out.send(data, (resolved, port))
-        )
+        return self._resolve(host, out.sdef).addCallback(_send_to, out, data, port)
+
+    def _send_response_again(
+        self, _: Failure, data: bytes, out: Listener, address: tuple[str, int], resolve: bool
+    ) -> Deferred[None]:
+        """`_send_response` after the first address failed (an errback)."""
+        return self._send_response(data, out, address, resolve=resolve)
 
     def _response_sent(self, _: None) -> None:
         self.counters.responses += 1
@@ -534,15 +541,7 @@ class StatelessProxy:
 
     def _resolve(self, host: str, out: SocketDef) -> Deferred[str]:
         """An address of the name ``host`` in the family of socket ``out``."""
-
-        def pick(addresses: list[str]) -> str:
-            for address in addresses:
-                if (":" in address) == out.is_ipv6:
-                    return address
-            family = "IPv6" if out.is_ipv6 else "IPv4"
-            raise ResolveError(host, f"no {family} address (for socket {out.socket_text})")
-
-        return self.resolver.resolve(host).addCallback(pick)
+        return self.resolver.resolve(host).addCallback(_address_for, host, out)
 
     def _warn(self, key: str, format: str, **fields: Any) -> None:
         held = self._throttle.allow(key)
@@ -553,6 +552,8 @@ class StatelessProxy:
             fields.update(held=held, period=LOG_PERIOD)
         self.log.warn(format, **fields)
 
+
+classImplements(StatelessProxy, ISipApplication)
 
 _NO_OWN_ROUTES: Final = OwnRoutes()
 
@@ -573,12 +574,28 @@ def _sent_at_once(sending: Deferred[None]) -> bool:
     )
 
 
-def _definition(listener: Listener | None) -> SocketDef | None:
+def _definition_of(context: MessageContext, ref: str | int) -> SocketDef | None:
+    """The definition of the socket ``ref`` names, when it is open (`own_routes`'s lookup)."""
+    listener = context.find_socket(ref)
     return listener.sdef if listener is not None else None
 
 
+def _address_for(addresses: list[str], host: str, out: SocketDef) -> str:
+    """The first of ``addresses`` (of the name ``host``) in the family of socket ``out``."""
+    for address in addresses:
+        if (":" in address) == out.is_ipv6:
+            return address
+    family = "IPv6" if out.is_ipv6 else "IPv4"
+    raise ResolveError(host, f"no {family} address (for socket {out.socket_text})")
+
+
+def _send_to(address: str, out: Listener, data: bytes, port: int) -> Deferred[None]:
+    """Send ``data`` from ``out`` to ``address`` (a resolved name) and ``port``."""
+    return out.send(data, (address, port))
+
+
 #: Hosts to their normal form (bounded in entries and bytes; long hosts not kept).
-_addresses: Memo[str, str | None] = Memo(max_bytes=512 * 1024, max_item=128)
+_addresses: Final[Memo[str, str | None]] = Memo(max_bytes=512 * 1024, max_item=128)
 
 
 def normal_address(host: str) -> str | None:
@@ -595,7 +612,7 @@ def normal_address(host: str) -> str | None:
 
 
 #: URIs (Request-URIs, Route entries) to their destination or why they have none.
-_destinations: Memo[str, Destination | UriError] = Memo(max_bytes=512 * 1024, max_item=512)
+_destinations: Final[Memo[str, Destination | UriError]] = Memo(max_bytes=512 * 1024, max_item=512)
 
 
 def destination_for(uri: str) -> Destination:

@@ -176,3 +176,25 @@ def test_the_module_constants_compiled_code_reads_are_final() -> None:
         for name, node in _module_names_read_by_functions(tree).items():
             found.append(f"{path}:{node.lineno} {name}")
     assert found == []
+
+
+def _except_names_of_two_types(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """Names ``function`` binds in ``except ... as name`` clauses to more than one type."""
+    types: dict[str, set[str]] = {}
+    for node in ast.walk(function):
+        if isinstance(node, ast.ExceptHandler) and node.name and node.type is not None:
+            types.setdefault(node.name, set()).add(ast.unparse(node.type))
+    return sorted(name for name, caught in types.items() if len(caught) > 1)
+
+
+def test_compiled_functions_name_each_caught_type_apart() -> None:
+    # mypy takes ``except A as error`` and a later ``except B as error`` in
+    # one function as two variables; mypyc 2.4 keeps one, of type A, and
+    # raises TypeError ("A object expected; got B") when B is caught.
+    found = []
+    for path in COMPILED_MODULES:
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for name in _except_names_of_two_types(node):
+                    found.append(f"{path}:{node.lineno} {node.name}: {name}")
+    assert found == []

@@ -12,6 +12,8 @@ from twisted.internet.testing import MemoryReactorClock
 from zope.interface.verify import verifyObject
 
 from sipsock.apps import Dispatcher, ISipApplication, RouteError, StatelessProxy
+from sipsock.apps.interface import MessageContext
+from sipsock.apps.proxy import RejectedError
 from sipsock.apps.proxyrules import proxy_branch
 from sipsock.apps.resolver import ResolveError
 from sipsock.sip import Request, Response, parse, parse_via
@@ -54,7 +56,8 @@ class World:
         )
         self.sockets = FakeDirectory(self.a, self.b, self.u, self.v6)
         self.resolver = options.pop("resolver", Resolver())
-        self.proxy = StatelessProxy(
+        proxy_class = options.pop("proxy_class", StatelessProxy)
+        self.proxy = proxy_class(
             routes,
             secret=SECRET,
             resolver=self.resolver,
@@ -189,6 +192,26 @@ def test_max_forwards_absent_becomes_70() -> None:
     world = World([TO_UAS])
     world.receive(invite(max_forwards=""), world.a)
     assert forwarded(world.b).get("max-forwards") == "70"
+
+
+class Gatekeeper(StatelessProxy):
+    """An operator's proxy written in Python over the built-in one (compiled or not)."""
+
+    def plan(self, request: Request, context: MessageContext) -> Any:
+        if "mallory" in (request.get("from") or ""):
+            raise RejectedError(403, "caller barred")
+        return super().plan(request, context)
+
+
+def test_a_subclass_in_python_changes_what_the_proxy_does() -> None:
+    world = World([TO_UAS], proxy_class=Gatekeeper)
+    assert verifyObject(ISipApplication, world.proxy)
+    world.receive(invite(), world.a)
+    assert forwarded(world.b).method == "INVITE"
+    world.receive(invite(branch="m1").replace(b"alice", b"mallory"), world.a)
+    assert (world.reply().code, world.reply().reason) == (403, "Forbidden (caller barred)")
+    assert len(world.b.sent) == 1
+    assert world.proxy.counters.answered == {403: 1}
 
 
 def test_max_forwards_zero_is_answered_483() -> None:
