@@ -111,6 +111,8 @@ class SocketDef:
     public_port: int = field(init=False, repr=False, compare=False, default=0)
     #: True for TCP, TLS, WS and WSS.
     is_stream: bool = field(init=False, repr=False, compare=False, default=False)
+    #: The transport token of a Via header sent from this socket (``UDP``, ``TLS``...).
+    via_transport: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         # Reloads hash every definition several times: compute it once.
@@ -143,6 +145,7 @@ class SocketDef:
             self.advertised_port if self.advertised_port is not None else self.port,
         )
         object.__setattr__(self, "is_stream", self.proto in STREAM_PROTOS)
+        object.__setattr__(self, "via_transport", self.proto.upper())
 
     def __hash__(self) -> int:
         return self._hash
@@ -164,11 +167,6 @@ class SocketDef:
     def endpoint(self) -> tuple[str, str, int, bool]:
         """What a socket must keep to be updated in place rather than replaced."""
         return (self.proto, self.host, self.port, self.reuse_port)
-
-    @property
-    def via_transport(self) -> str:
-        """The transport token of a Via header sent from this socket."""
-        return self.proto.upper()
 
     @property
     def advertised(self) -> str | None:

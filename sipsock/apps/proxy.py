@@ -35,7 +35,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 from twisted.internet import defer
@@ -132,13 +132,15 @@ class ProxyCounters:
     failed_sends: int = 0
 
 
-class _Hop(NamedTuple):
+class _Hop:
     """A decided forward: the bytes of the copy to send, from which socket, to where."""
 
-    data: bytes
-    out: Listener
-    destination: Destination
-    transport: str
+    # (Not a NamedTuple: compiled, its constructor would stay interpreted.)
+    def __init__(self, data: bytes, out: Listener, destination: Destination, transport: str):
+        self.data = data
+        self.out = out
+        self.destination = destination
+        self.transport = transport
 
 
 class _LogThrottle:
