@@ -3,9 +3,10 @@
 `COMPILED_MODULES` is the one list of modules ``setup.py`` hands to mypyc
 (paths from the project root): the SIP core (``sipsock/sip``), the
 dispatcher (``sipsock/apps/dispatch``: from the bytes of a message to the
-application) and the stateless proxy (``sipsock/apps/proxy`` and its rules,
-``sipsock/apps/proxyrules``), the code every message goes through; "SIP
-core" in the logs and the MI names them all.
+application), the stateless proxy (``sipsock/apps/proxy`` and its rules,
+``sipsock/apps/proxyrules``) and what a UDP socket does per datagram
+(``sipsock/transport/datagrams``): the code every message goes through.
+"SIP core" in the logs and the MI names them all.
 The build compiles them when it can and installs them as pure Python when
 it cannot (no C compiler, no Python headers, a failed compile, or
 ``SIPSOCK_PURE_PYTHON=1``); either install works. `sip_core` says which
@@ -51,6 +52,7 @@ COMPILED_MODULES: Final = (
     "sipsock/sip/routing.py",
     "sipsock/sip/uri.py",
     "sipsock/sip/via.py",
+    "sipsock/transport/datagrams.py",
 )
 
 #: The environment variable that makes the build install pure Python.

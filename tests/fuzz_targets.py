@@ -282,7 +282,7 @@ class DatagramSocket:
         self.dispatcher = Dispatcher(Responder())
         self.dispatcher.log = Logger(observer=observe)
         self.listener = UdpListener(SOCKET, 1, self.dispatcher, reactor=None)
-        self.listener.protocol.log = Logger(observer=observe)
+        self.listener.limit_reporter.log = Logger(observer=observe)
         self.listener.log = Logger(observer=observe)
         self.transport = FakeDatagramTransport()
         self.listener.protocol.makeConnection(self.transport)

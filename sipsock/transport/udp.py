@@ -9,27 +9,28 @@ the control process serves its own.
 
 from __future__ import annotations
 
-import array
-import errno
-import fcntl
 import socket
-import termios
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from twisted.internet import base, defer, udp
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 
 from sipsock.limits import DEFAULT_LOG_INTERVAL
-from sipsock.seams import ListenError, MessageSink, Origin, SocketCounters
-from sipsock.sip.memo import Memo
+from sipsock.seams import ListenError, MessageSink, SocketCounters
 from sipsock.sockdef import SocketDef
 from sipsock.transport.base import MAX_DATAGRAM_SIZE, Closing, LimitReporter, stop_port
+from sipsock.transport.datagrams import (
+    READS_PER_WAKE,
+    Address,
+    DatagramPath,
+    address_family,
+    describe_send_error,
+    read_burst,
+)
 from sipsock.transport.sockopts import (
     apply_update_fd,
     bind_socket,
@@ -38,36 +39,16 @@ from sipsock.transport.sockopts import (
     family_of,
 )
 
-#: Datagrams made only of these bytes are keep-alives (RFC 5626 CRLF, NAT pings).
-_BLANK = b"\r\n\t "
-
-#: At most this many datagrams are read per wake-up, so that one busy socket
-#: does not starve the others of its process (nor the AMP channel of a worker).
-READS_PER_WAKE: Final = 256
-
-#: ``recvfrom`` errors that only mean "nothing more to read now". ECONNREFUSED
-#: is an ICMP error for an earlier datagram we sent: nothing to read either.
-_READ_DONE: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED})
-
-
-#: Where ``ioctl(FIONREAD)`` writes the length of the next queued datagram.
-#:
-#: `SipUdpPort.doRead` asks it after the first datagram of a wake-up (most
-#: wake-ups bring one): it costs less than the ``recvfrom`` that fails with
-#: EAGAIN (an exception built and caught). An empty datagram also answers 0;
-#: it is read on the next wake-up (the reactor's epoll is level-triggered).
-#: When the kernel cannot say (a closed socket), the loop reads on, and the
-#: next ``recvfrom`` raises as before.
-_QUEUED: Final = array.array("i", [0])
-_ioctl: Final = fcntl.ioctl
-_FIONREAD: Final = termios.FIONREAD
-
-
-def describe_send_error(error: BaseException) -> str:
-    """A send error for the log: the OS's text without the errno ("Message too long")."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error) or type(error).__name__
+__all__ = [
+    "READS_PER_WAKE",
+    "SipDatagramProtocol",
+    "SipUdpPort",
+    "UdpListener",
+    "address_family",
+    "adopt_udp_listener",
+    "describe_send_error",
+    "open_udp_listener",
+]
 
 
 class SipUdpPort(udp.Port):
@@ -161,34 +142,19 @@ class SipUdpPort(udp.Port):
             del self.d
 
     def doRead(self) -> None:
-        sock = self.socket
-        recvfrom = sock.recvfrom
-        size = self.maxPacketSize
-        received = self.protocol.datagramReceived
-        trim = self.addressFamily == socket.AF_INET6
-        for count in range(READS_PER_WAKE):
-            try:
-                data, addr = recvfrom(size)
-            except BlockingIOError:
-                return
-            except OSError as error:
-                if error.errno in _READ_DONE:
-                    return
-                raise
-            if trim:
-                addr = addr[:2]  # no flow information or scope id
-            try:
-                received(data, addr)
-            except Exception:
-                self._handling_failed(addr)
-            if not count:
-                # A second datagram queued? (`_QUEUED`)
-                try:
-                    _ioctl(sock.fileno(), _FIONREAD, _QUEUED, True)
-                except OSError:
-                    continue
-                if not _QUEUED[0]:
-                    return
+        protocol = self.protocol
+        deliver = (
+            protocol.deliver
+            if isinstance(protocol, SipDatagramProtocol)
+            else protocol.datagramReceived
+        )
+        read_burst(
+            self.socket,
+            self.maxPacketSize,
+            deliver,
+            self.addressFamily == socket.AF_INET6,
+            self._handling_failed,
+        )
 
     def _handling_failed(self, addr: Any) -> None:
         """A datagram whose handling raised: logged with its traceback, repeats folded."""
@@ -211,67 +177,24 @@ class SipUdpPort(udp.Port):
 
 
 class SipDatagramProtocol(DatagramProtocol):
-    """Feeds each datagram of one UDP socket to a `MessageSink`.
+    """Feeds each datagram of one UDP socket to its listener's `DatagramPath`.
 
-    Each datagram is first offered to the sink's ``answer_datagram`` (the
-    `Dispatcher` answers a plain OPTIONS there, straight from its bytes):
-    an answer is sent back at once and the datagram goes no further; a
-    decline (None) sends it on to ``message_received``, unless it is a blank
-    keep-alive.
+    The path offers each datagram to the sink's ``answer_datagram`` first
+    (the `Dispatcher` answers a plain OPTIONS there, straight from its
+    bytes), then to ``message_received``; `SipUdpPort` calls the path's
+    ``deliver`` directly.
     """
 
-    log = Logger()
     #: No legacy "Starting protocol" line per socket (`UdpListener` logs it).
     noisy = False
 
     def __init__(self, listener: UdpListener) -> None:
         self.listener = listener
-        #: The sink's fast entry point (the sink of a listener never changes).
-        self._answer_datagram = listener.sink.answer_datagram
+        #: What to do with each datagram (`DatagramPath.deliver`, compiled).
+        self.deliver: Callable[[bytes, Address], None] = listener.path.deliver
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        listener = self.listener
-        counters = listener.counters
-        size = len(datagram)
-        counters.bytes_in += size
-        if size > listener.max_message_size:
-            listener.limit_reporter.hit(
-                "oversize",
-                f"datagram of {size} bytes dropped "
-                f"(max_udp_message_size {listener.max_message_size})",
-                (addr[0], addr[1]),
-            )
-            return
-        try:
-            answer = self._answer_datagram(datagram, addr, listener.sdef)
-        except Exception:
-            answer = None
-            listener.limit_reporter.answer_failed(peer=addr)
-        if answer is not None:
-            counters.received += 1  # a request (`MessageSink.answer_datagram`)
-            listener.send_reply(answer, addr)
-            return
-        if datagram[:1] in _BLANK and not datagram.strip(_BLANK):
-            return
-        counters.count_in(datagram)
-        # The general path (inline: one Python call less per message).
-        peer = (addr[0], addr[1])
-        reply = listener.send_reply
-        origin = Origin(
-            listener.sdef, listener.slot, peer, lambda data: reply(data, peer), None, listener
-        )
-        try:
-            listener.sink.message_received(datagram, origin)
-        except Exception:
-            listener.counters.drops += 1
-            listener.limit_reporter.problem(
-                "messages the sink raised on",
-                "socket {socket} (slot {slot}): message from {peer} dropped: "
-                "the message sink raised",
-                level=LogLevel.critical,
-                traceback=True,
-                peer=peer,
-            )
+        self.deliver(datagram, addr)
 
 
 class UdpListener:
@@ -281,6 +204,15 @@ class UdpListener:
     #: Whether a "listening" and a "closed" info line are logged per socket
     #: (a UDP worker turns them off: `sipsock.workers.worker.quiet_socket_lines`).
     socket_lines = True
+
+    # Every datagram in and out goes through the listener's `DatagramPath`
+    # (compiled); these are its methods, bound once.
+    #: Send one datagram to ``peer``: a Deferred that fails with the socket error, if any.
+    send: Callable[[bytes, tuple[str, int]], Deferred[None]]
+    #: Send a datagram; errors are logged and counted, never raised.
+    write: Callable[[bytes, tuple[str, int]], None]
+    #: `write` an answer to a datagram just received from ``peer``, straight to the socket.
+    send_reply: Callable[[bytes, Address], None]
 
     def __init__(
         self,
@@ -299,14 +231,15 @@ class UdpListener:
         #: Larger datagrams are dropped and counted (``limit_oversize``).
         self.max_message_size = max_message_size
         self.limit_reporter = LimitReporter(self, reactor, log_interval)
+        self.path = DatagramPath(self, max_message_size)
+        self.send = self.path.send
+        self.write = self.path.write
+        self.send_reply = self.path.send_reply
         self.protocol = SipDatagramProtocol(self)
+        self.path.protocol = self.protocol
         self._reactor = reactor
-        self._port: IListeningPort | None = None
+        self._port: Any = None
         self._closing: Closing | None = None
-        #: ``sendto`` of the port's socket, for answers to received datagrams.
-        self._sendto: Callable[[bytes, Any], int] | None = None
-        #: The socket's address family (0 until it listens).
-        self._family = 0
 
     def adopt(self, fd: int, *, prepare: Callable[[Any], object] | None = None) -> None:
         """Start reading a bound non-blocking UDP descriptor (the caller keeps ``fd``).
@@ -332,75 +265,17 @@ class UdpListener:
             if prepare is not None:
                 prepare(self._port)
         sock = getattr(self._port, "socket", None)
-        self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
-        # The socket was made for ``family`` (a reload adopts hundreds: no enum built per ask).
-        self._family = family if isinstance(sock, socket.socket) else 0
+        if isinstance(sock, socket.socket):
+            # The socket was made for ``family`` (a reload adopts hundreds: no enum built per ask).
+            self.path.open(sock.sendto, family)
+        else:
+            self.path.open(None, 0)
         if self.socket_lines:
             self.log.info(
                 "socket {socket} (slot {slot}) listening",
                 socket=self.sdef.socket_text,
                 slot=self.slot,
             )
-
-    def write(self, data: bytes, peer: tuple[str, int]) -> None:
-        """Send a datagram; errors are logged and counted, never raised."""
-        try:
-            self._write(data, peer)
-        except Exception as exc:
-            self.limit_reporter.problem(
-                "send failures",
-                "socket {socket} (slot {slot}): cannot send to {peer}: {reason}",
-                peer=peer,
-                reason=describe_send_error(exc),
-            )
-
-    def send_reply(self, data: bytes, peer: tuple[str, int]) -> None:
-        """`write` an answer to a datagram just received from ``peer``.
-
-        ``peer`` came from the kernel, so it is an address of the socket's
-        family: the datagram goes straight to the socket, without the
-        address checks of the reactor's ``write``. When the kernel refuses
-        it, `write` tries again, and logs and counts a failure.
-        """
-        sendto = self._sendto
-        if sendto is None or self._closing is not None:
-            self.write(data, peer)
-            return
-        try:
-            sendto(data, peer)
-        except OSError:
-            self.write(data, peer)
-            return
-        self.counters.count_out(data)
-
-    def _write(self, data: bytes, peer: tuple[str, int]) -> None:
-        transport = self.protocol.transport
-        if transport is None or self._closing is not None:
-            self.counters.drops += 1
-            raise ConnectionError("socket is closed")
-        sendto = self._sendto
-        try:
-            if sendto is not None and address_family(peer[0]) == self._family:
-                # An address the reactor's write would take (its checks, remembered):
-                # straight to the socket; a refusal gets the write's own handling.
-                try:
-                    sendto(data, peer)
-                except OSError:
-                    transport.write(data, peer)
-            else:
-                transport.write(data, peer)
-        except Exception:
-            self.counters.drops += 1
-            raise
-        self.counters.count_out(data)
-
-    def send(self, data: bytes, peer: tuple[str, int]) -> Deferred[None]:
-        """Send one datagram to ``peer``; fails with the socket error, if any."""
-        try:
-            self._write(data, peer)
-        except Exception as exc:
-            return defer.fail(exc)
-        return defer.succeed(None)
 
     def update(self, sdef: SocketDef) -> None:
         """Apply a new tag/advertised/tos/frag on the same descriptor."""
@@ -422,6 +297,7 @@ class UdpListener:
         """Stop reading and close the descriptor; fires when it is closed."""
         if self._closing is None:
             self._closing = closing = Closing()
+            self.path.close()
             self.limit_reporter.stop()
             port = self._port
             stopping: Deferred[None] = stop_port(port) if port is not None else defer.succeed(None)
@@ -449,7 +325,7 @@ class UdpListener:
         """The reactor's descriptor of this socket."""
         if self._port is None:
             raise ValueError(f"{self.sdef.socket_text}: not adopted")
-        fileno: int = self._port.fileno()  # type: ignore[attr-defined]
+        fileno: int = self._port.fileno()
         return fileno
 
 
@@ -482,25 +358,3 @@ def open_udp_listener(
         return adopt_udp_listener(sock.fileno(), sdef, slot, sink, reactor=reactor, **limits)
     finally:
         sock.close()
-
-
-#: Hosts to the family of the address they are (0: neither), by the reactor's own tests.
-_FAMILIES: Memo[str, int] = Memo(max_bytes=256 * 1024, max_item=128)
-
-
-def address_family(host: str) -> int:
-    """``AF_INET`` or ``AF_INET6`` when the reactor's UDP ``write`` takes ``host`` as
-    such an address (`twisted.internet.abstract.isIPAddress` / ``isIPv6Address``),
-    else 0. Remembered (bounded): those tests parse the text in Python on every
-    send, and a proxy sends to the same few hosts again and again.
-    """
-    family = _FAMILIES.get(host)
-    if family is None:
-        if isIPAddress(host):
-            family = socket.AF_INET
-        elif isIPv6Address(host):
-            family = socket.AF_INET6
-        else:
-            family = 0
-        _FAMILIES.remember(host, family, len(host))
-    return family

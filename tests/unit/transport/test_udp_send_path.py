@@ -11,6 +11,7 @@ import pytest
 from twisted.internet import reactor as _reactor
 from twisted.internet.error import InvalidAddressError
 
+from sipsock.seams import SocketCounters
 from sipsock.sockdef import parse_row
 from sipsock.testing import RecordingSink
 from sipsock.transport.udp import UdpListener, address_family, open_udp_listener
@@ -68,3 +69,20 @@ def test_a_host_the_socket_cannot_send_to_fails_as_the_reactor_says_and_is_a_dro
     [failure] = failures
     assert failure.check(InvalidAddressError)
     assert (listener.counters.sent, listener.counters.drops) == (0, 1)
+
+
+def test_the_datagram_path_counts_as_the_socket_counters_say(listener: UdpListener) -> None:
+    # The compiled path counts inline (no call into SocketCounters): the same figures.
+    expected = SocketCounters()
+    messages = [b"INVITE sip:x@h SIP/2.0\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n", b"SIP/2.0 100 x"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        for data in messages:
+            listener.send(data, peer.getsockname())
+            expected.count_out(data)
+            listener.send_reply(data, peer.getsockname())
+            expected.count_out(data)
+            listener.protocol.datagramReceived(data, peer.getsockname())
+            expected.count_in(data)
+            expected.bytes_in += len(data)
+    assert listener.counters == expected
