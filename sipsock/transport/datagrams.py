@@ -5,10 +5,11 @@
 datagram of one socket to its sink (the sink's fast entry point first, then
 the general path) and sends the socket's datagrams (`UdpListener.send` and
 ``send_reply`` are its methods). The build compiles this module with mypyc
-(`sipsock.buildinfo.COMPILED_MODULES`): it runs for every datagram, and
-apart from the Twisted classes of ``udp`` (which mypyc cannot subclass) it
-has no Twisted type but the Deferreds it returns; the listener, its port's
-transport and its limit reporter are ``Any`` here.
+(`sipsock.buildinfo.COMPILED_MODULES`): it runs for every datagram. The
+Twisted classes stay in ``udp`` (mypyc cannot compile a subclass of them);
+this module takes from Twisted only the Deferreds it returns, the reactor's
+address tests and a log level, and the listener, its protocol and its limit
+reporter are ``Any`` to it.
 """
 
 from __future__ import annotations
