@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet import base, defer, udp
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
@@ -238,7 +239,7 @@ class UdpListener:
         self.protocol = SipDatagramProtocol(self)
         self.path.protocol = self.protocol
         self._reactor = reactor
-        self._port: Any = None
+        self._port: IListeningPort | None = None
         self._closing: Closing | None = None
 
     def adopt(self, fd: int, *, prepare: Callable[[Any], object] | None = None) -> None:
@@ -325,7 +326,7 @@ class UdpListener:
         """The reactor's descriptor of this socket."""
         if self._port is None:
             raise ValueError(f"{self.sdef.socket_text}: not adopted")
-        fileno: int = self._port.fileno()
+        fileno: int = self._port.fileno()  # type: ignore[attr-defined]
         return fileno
 
 
