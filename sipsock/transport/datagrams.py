@@ -177,9 +177,7 @@ class DatagramPath:
             return
         if datagram[:1] in BLANK and not datagram.strip(BLANK):
             return
-        counters.received += 1
-        if datagram.startswith(b"SIP/"):
-            counters.replies_in += 1  # (`SocketCounters.count_in`)
+        counters.count_in(datagram)
         peer = (addr[0], addr[1])
         origin = Origin(listener.sdef, listener.slot, peer, _Reply(self, peer), None, listener)
         try:
@@ -234,7 +232,7 @@ class DatagramPath:
         except OSError:
             self.write(data, (peer[0], peer[1]))
             return
-        self._count_out(data)
+        self.counters.count_out(data)
 
     def write_or_raise(self, data: bytes, peer: tuple[str, int]) -> None:
         """Send a datagram, or raise why not (counted as a drop)."""
@@ -257,15 +255,7 @@ class DatagramPath:
         except Exception:
             self.counters.drops += 1
             raise
-        self._count_out(data)
-
-    def _count_out(self, data: bytes) -> None:
-        # (`SocketCounters.count_out`, without a call into interpreted code.)
-        counters = self.counters
-        counters.sent += 1
-        counters.bytes_out += len(data)
-        if data.startswith(b"SIP/"):
-            counters.replies_out += 1
+        self.counters.count_out(data)
 
 
 class _Reply:

@@ -72,7 +72,7 @@ def test_a_host_the_socket_cannot_send_to_fails_as_the_reactor_says_and_is_a_dro
 
 
 def test_the_datagram_path_counts_as_the_socket_counters_say(listener: UdpListener) -> None:
-    # The compiled path counts inline (no call into SocketCounters): the same figures.
+    # Every way in and out of the (compiled) path counts as SocketCounters says.
     expected = SocketCounters()
     messages = [b"INVITE sip:x@h SIP/2.0\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n", b"SIP/2.0 100 x"]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
